@@ -1,0 +1,148 @@
+//! The agent's command line (each flag also readable from the environment).
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use serde::Serialize;
+use std::{net::SocketAddr, path::PathBuf, time::Duration};
+
+#[derive(Debug, Parser)]
+#[command(name = "weft-agent", version, about = "Weft's node agent: eBPF capture and L4 proxy")]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the agent for one node.
+    Run(Config),
+    /// Remove every pinned program, link and map: enrolled pods talk directly again.
+    Uninstall {
+        #[arg(long, env = "WEFT_BPFFS_DIR", default_value = "/sys/fs/bpf/weft")]
+        bpffs_dir: PathBuf,
+    },
+}
+
+#[derive(Debug, Clone, Args, Serialize)]
+pub struct Config {
+    /// The node this agent serves; pods of other nodes are left alone.
+    #[arg(long, env = "WEFT_NODE")]
+    pub node: String,
+    /// YAML file with the workload model (namespaces, pods, services); watched live.
+    #[arg(long, env = "WEFT_LOCAL_CONFIG")]
+    pub local_config: PathBuf,
+    /// cgroup v2 directory whose processes are captured. Default: the cgroup v2 root.
+    #[arg(long, env = "WEFT_CGROUP")]
+    pub cgroup: Option<PathBuf>,
+    /// bpffs directory for this agent's pinned maps and links.
+    #[arg(long, env = "WEFT_BPFFS_DIR", default_value = "/sys/fs/bpf/weft")]
+    pub bpffs_dir: PathBuf,
+    /// Admin HTTP (/ready, /metrics, /config_dump), in the agent's netns.
+    #[arg(long, env = "WEFT_ADMIN_ADDR", default_value = "127.0.0.1:15000")]
+    pub admin_addr: SocketAddr,
+    /// SO_MARK on the agent's own sockets; the capture programs skip it.
+    #[arg(long, env = "WEFT_MARK", default_value_t = 0x539)]
+    pub mark: u32,
+    /// Destination ports never captured (comma separated).
+    #[arg(long, env = "WEFT_EXCLUDED_PORTS", value_delimiter = ',')]
+    pub excluded_ports: Vec<u16>,
+    /// How long SIGTERM waits for in-flight connections.
+    #[arg(long, env = "WEFT_DRAIN_TIMEOUT", default_value = "30s", value_parser = parse_duration)]
+    #[serde(with = "duration_secs")]
+    pub drain_timeout: Duration,
+    /// SPIFFE trust domain of workload identities.
+    #[arg(long, env = "WEFT_TRUST_DOMAIN", default_value = "cluster.local")]
+    pub trust_domain: String,
+    #[arg(long, env = "WEFT_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+/// A configuration that cannot work, found before anything is bound or loaded.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("--node must not be empty")]
+    EmptyNode,
+    #[error("--mark must not be 0: unmarked sockets would all look like the agent's")]
+    ZeroMark,
+    #[error("--local-config {0}: no such file")]
+    NoLocalConfig(PathBuf),
+    #[error("--cgroup {0}: not a cgroup v2 directory (no cgroup.procs)")]
+    NotACgroup(PathBuf),
+    #[error("no cgroup v2 mount found in /proc/mounts; pass --cgroup")]
+    NoCgroup2,
+}
+
+impl Config {
+    /// Checks what can be checked before touching the kernel, and fills defaults that
+    /// depend on the machine.
+    pub fn validate(mut self) -> Result<Config, ConfigError> {
+        if self.node.is_empty() {
+            return Err(ConfigError::EmptyNode);
+        }
+        if self.mark == 0 {
+            return Err(ConfigError::ZeroMark);
+        }
+        if !self.local_config.is_file() {
+            return Err(ConfigError::NoLocalConfig(self.local_config));
+        }
+        let cgroup = match self.cgroup.take() {
+            Some(c) => c,
+            None => cgroup2_root().ok_or(ConfigError::NoCgroup2)?,
+        };
+        if !cgroup.join("cgroup.procs").is_file() {
+            return Err(ConfigError::NotACgroup(cgroup));
+        }
+        self.cgroup = Some(cgroup);
+        Ok(self)
+    }
+}
+
+/// Where cgroup v2 is mounted (/sys/fs/cgroup, or /sys/fs/cgroup/unified on hybrid
+/// systems).
+pub fn cgroup2_root() -> Option<PathBuf> {
+    let mounts = std::fs::read_to_string("/proc/mounts").ok()?;
+    mounts.lines().find_map(|l| {
+        let mut f = l.split_whitespace();
+        let (_, at, fstype) = (f.next()?, f.next()?, f.next()?);
+        (fstype == "cgroup2").then(|| PathBuf::from(at))
+    })
+}
+
+fn parse_duration(s: &str) -> Result<Duration, String> {
+    let (num, unit) = s.find(|c: char| !c.is_ascii_digit() && c != '.').map_or((s, "s"), |i| s.split_at(i));
+    let n: f64 = num.parse().map_err(|_| format!("{s:?} is not a duration like 30s or 500ms"))?;
+    let secs = match unit {
+        "ms" => n / 1000.0,
+        "s" => n,
+        "m" => n * 60.0,
+        _ => return Err(format!("{s:?}: unit must be ms, s or m")),
+    };
+    Ok(Duration::from_secs_f64(secs))
+}
+
+mod duration_secs {
+    pub fn serialize<S: serde::Serializer>(d: &std::time::Duration, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_f64(d.as_secs_f64())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("30s").unwrap(), Duration::from_secs(30));
+        assert_eq!(parse_duration("500ms").unwrap(), Duration::from_millis(500));
+        assert_eq!(parse_duration("2m").unwrap(), Duration::from_secs(120));
+        assert_eq!(parse_duration("7").unwrap(), Duration::from_secs(7));
+        assert!(parse_duration("soon").is_err());
+        assert!(parse_duration("5h").is_err());
+    }
+}

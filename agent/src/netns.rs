@@ -1,0 +1,162 @@
+//! Network namespaces: finding a pod's by its IP, and running code inside one.
+//!
+//! The agent stays in the node's netns. To open a socket in a pod, a thread enters the
+//! pod's netns, creates the socket and comes back: a socket belongs to the netns it was
+//! created in for its whole life, whichever thread uses it later.
+
+use nix::sched::{CloneFlags, setns};
+use std::{
+    collections::HashSet,
+    fs::File,
+    io,
+    net::IpAddr,
+    os::fd::{AsFd, AsRawFd},
+    os::unix::fs::MetadataExt,
+    path::{Path, PathBuf},
+};
+
+#[derive(Debug, thiserror::Error)]
+pub enum NetNsError {
+    #[error("cannot open network namespace {path}: {source}")]
+    Open { path: PathBuf, source: io::Error },
+    #[error("cannot enter network namespace {path}: {source} (the agent needs CAP_SYS_ADMIN)")]
+    Enter { path: PathBuf, source: nix::Error },
+    #[error("cannot return to the agent's own network namespace: {0}")]
+    Return(nix::Error),
+    #[error("cannot read the netns cookie of {path}: {source} (needs Linux 5.14+)")]
+    Cookie { path: PathBuf, source: io::Error },
+}
+
+/// An open handle on a network namespace. Holding the file keeps the namespace alive.
+#[derive(Debug)]
+pub struct NetNs {
+    file: File,
+    path: PathBuf,
+    inode: u64,
+}
+
+impl NetNs {
+    pub fn open(path: impl Into<PathBuf>) -> Result<NetNs, NetNsError> {
+        let path = path.into();
+        let file = File::open(&path).map_err(|source| NetNsError::Open { path: path.clone(), source })?;
+        let inode = file
+            .metadata()
+            .map_err(|source| NetNsError::Open { path: path.clone(), source })?
+            .ino();
+        Ok(NetNs { file, path, inode })
+    }
+
+    /// The namespace of the calling thread.
+    pub fn current() -> Result<NetNs, NetNsError> {
+        NetNs::open("/proc/thread-self/ns/net")
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    pub fn inode(&self) -> u64 {
+        self.inode
+    }
+
+    /// Runs `f` on the calling thread inside this namespace, then returns the thread to
+    /// `home`. `f` must not block on async work: the thread is borrowed, not owned.
+    pub fn run<T>(&self, home: &NetNs, f: impl FnOnce() -> T) -> Result<T, NetNsError> {
+        setns(self.file.as_fd(), CloneFlags::CLONE_NEWNET)
+            .map_err(|source| NetNsError::Enter { path: self.path.clone(), source })?;
+        let out = f();
+        setns(home.file.as_fd(), CloneFlags::CLONE_NEWNET).map_err(NetNsError::Return)?;
+        Ok(out)
+    }
+
+    /// The kernel's cookie for this namespace, the key the eBPF programs use.
+    pub fn cookie(&self, home: &NetNs) -> Result<u64, NetNsError> {
+        let res = self.run(home, || {
+            let sock = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::DGRAM, None)?;
+            netns_cookie_of(&sock)
+        })?;
+        res.map_err(|source| NetNsError::Cookie { path: self.path.clone(), source })
+    }
+
+    /// The addresses of this namespace's interfaces.
+    fn addresses(&self, home: &NetNs) -> Vec<IpAddr> {
+        self.run(home, || {
+            nix::ifaddrs::getifaddrs()
+                .map(|addrs| {
+                    addrs
+                        .filter_map(|a| a.address)
+                        .filter_map(|sa| {
+                            sa.as_sockaddr_in()
+                                .map(|s| IpAddr::V4(s.ip()))
+                                .or_else(|| sa.as_sockaddr_in6().map(|s| IpAddr::V6(s.ip())))
+                        })
+                        .collect()
+                })
+                .unwrap_or_default()
+        })
+        .unwrap_or_default()
+    }
+}
+
+impl AsFd for NetNs {
+    fn as_fd(&self) -> std::os::fd::BorrowedFd<'_> {
+        self.file.as_fd()
+    }
+}
+
+/// `SO_NETNS_COOKIE` of a socket: equals what `bpf_get_netns_cookie` returns for
+/// sockets of the same namespace.
+pub fn netns_cookie_of(sock: &impl AsRawFd) -> io::Result<u64> {
+    let mut cookie: u64 = 0;
+    let mut len = std::mem::size_of::<u64>() as libc::socklen_t;
+    // SAFETY: valid fd, and a buffer of the size we pass.
+    let ret = unsafe {
+        libc::getsockopt(
+            sock.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_NETNS_COOKIE,
+            (&mut cookie as *mut u64).cast(),
+            &mut len,
+        )
+    };
+    if ret < 0 { Err(io::Error::last_os_error()) } else { Ok(cookie) }
+}
+
+/// Finds the network namespaces holding each of `ips`, among the namespaces of running
+/// processes and those named under /var/run/netns. Works the same on a real node (pods'
+/// sandboxes) and on the test bed. The namespace `home` is in is never returned: a pod
+/// IP on the node itself is not a pod.
+pub fn find_by_ip(ips: &[IpAddr], home: &NetNs) -> Vec<(IpAddr, NetNs)> {
+    let mut seen = HashSet::from([home.inode()]);
+    let mut found = Vec::new();
+    let mut wanted: Vec<IpAddr> = ips.to_vec();
+    for path in candidate_paths() {
+        if wanted.is_empty() {
+            break;
+        }
+        let Ok(ns) = NetNs::open(&path) else { continue };
+        if !seen.insert(ns.inode()) {
+            continue;
+        }
+        let addrs = ns.addresses(home);
+        if let Some(pos) = wanted.iter().position(|ip| addrs.contains(ip)) {
+            found.push((wanted.swap_remove(pos), ns));
+        }
+    }
+    found
+}
+
+fn candidate_paths() -> Vec<PathBuf> {
+    let mut paths = Vec::new();
+    if let Ok(dir) = std::fs::read_dir("/var/run/netns") {
+        paths.extend(dir.flatten().map(|e| e.path()));
+    }
+    if let Ok(dir) = std::fs::read_dir("/proc") {
+        for e in dir.flatten() {
+            if e.file_name().to_str().is_some_and(|n| n.bytes().all(|b| b.is_ascii_digit())) {
+                paths.push(e.path().join("ns/net"));
+            }
+        }
+    }
+    paths
+}
