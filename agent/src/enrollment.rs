@@ -19,6 +19,7 @@ use std::{
     collections::{HashMap, HashSet},
     io,
     net::{IpAddr, Ipv4Addr, SocketAddr},
+    os::fd::{AsFd, AsRawFd, OwnedFd},
     sync::{Arc, Mutex, atomic::Ordering, mpsc},
     time::Duration,
 };
@@ -75,6 +76,9 @@ struct Enrolled {
     slot: u32,
     ports: Vec<u16>,
     accept_loops: [JoinHandle<()>; 2],
+    /// Duplicates of the two listening sockets, to stop them from this thread (see
+    /// [`Enrolled::stop_accepting`]).
+    listeners: [OwnedFd; 2],
 }
 
 pub struct Enrollment {
@@ -111,9 +115,7 @@ impl Enrollment {
             match commands.recv_timeout(RETRY_INTERVAL) {
                 Ok(Command::Reconcile) | Err(mpsc::RecvTimeoutError::Timeout) => {}
                 Ok(Command::StopAccepting) | Err(mpsc::RecvTimeoutError::Disconnected) => {
-                    for e in self.pods.values() {
-                        e.accept_loops.iter().for_each(JoinHandle::abort);
-                    }
+                    self.pods.values().for_each(Enrolled::stop_accepting);
                     info!(pods = self.pods.len(), "stopped accepting; eBPF state stays pinned");
                     return;
                 }
@@ -201,6 +203,8 @@ impl Enrollment {
             ))
         })??;
         let slot = self.slots.iter().position(|used| !used).ok_or(EnrollError::NoSlot)? as u32;
+        let dup = |s: &socket2::Socket, which| s.as_fd().try_clone_to_owned().map_err(|source| EnrollError::Listen { which, source });
+        let listeners = [dup(&outbound_l, "outbound (15001)")?, dup(&inbound_l, "inbound (15006)")?];
 
         // Order matters for failing closed: the socket is in the SOCKMAP before any port
         // is steered to it, and steering is in place before connect4/6 start redirecting.
@@ -239,7 +243,7 @@ impl Enrollment {
             self.runtime.spawn(inbound::serve(inbound_l, in_pod.clone(), self.shared.clone())),
         ];
         info!(pod = %pod.name, namespace = %pod.namespace, %ip, netns = %in_pod.netns.path().display(), cookie, slot, ?ports, "pod enrolled");
-        self.pods.insert(ip, Enrolled { pod: in_pod, slot, ports, accept_loops });
+        self.pods.insert(ip, Enrolled { pod: in_pod, slot, ports, accept_loops, listeners });
         Ok(())
     }
 
@@ -251,7 +255,7 @@ impl Enrollment {
         for &port in &e.ports {
             self.datapath.remove_inbound_port(&inbound_key(ip, port));
         }
-        e.accept_loops.iter().for_each(JoinHandle::abort);
+        e.stop_accepting();
         self.datapath.clear_listener(e.slot);
         self.slots[e.slot as usize] = false;
         info!(pod = %e.pod.name, namespace = %e.pod.namespace, %ip, "pod unenrolled");
@@ -297,6 +301,18 @@ impl Enrollment {
 }
 
 impl Enrolled {
+    /// Stops both listeners now, from this thread. Aborting the accept loops alone would
+    /// close them only when the runtime next polls those tasks, which under load can be
+    /// long enough for a new connection to be accepted after the agent said it stopped.
+    /// `shutdown(SHUT_RD)` on a listening socket takes it out of LISTEN at once: new
+    /// connections are refused (and the inbound one leaves the SOCKMAP).
+    fn stop_accepting(&self) {
+        for fd in &self.listeners {
+            let _ = nix::sys::socket::shutdown(fd.as_raw_fd(), nix::sys::socket::Shutdown::Read);
+        }
+        self.accept_loops.iter().for_each(JoinHandle::abort);
+    }
+
     fn view(&self) -> EnrolledView {
         EnrolledView {
             name: self.pod.name.clone(),

@@ -1,1 +1,150 @@
-fn main() {}
+//! `cargo xtask <task>`: Weft's developer tasks. Orchestration only: the eBPF object is
+//! built by agent/build.rs, the test bed lives in tests/, and this file runs them.
+//!
+//! - `setup`: install what a fresh Debian machine lacks (idempotent, seconds when done).
+//! - `test [-- FILTER…]`: setup, build every binary, run every test as root, and fail if
+//!   any test was skipped.
+//! - `demo`: setup, build release, run the two-node mesh demo until Ctrl-C.
+//! - `bench`: setup, build release, run the benchmarks and record BENCHMARKS.md.
+
+mod setup;
+
+use anyhow::{Context, Result, bail};
+use std::{
+    env,
+    io::{BufRead, BufReader},
+    path::{Path, PathBuf},
+    process::{Command, Stdio},
+};
+
+fn main() -> Result<()> {
+    let args: Vec<String> = env::args().skip(1).collect();
+    let (task, rest) = args.split_first().map_or(("help", &[][..]), |(t, r)| (t.as_str(), r));
+    match task {
+        "setup" => setup::run(),
+        "test" => test(rest),
+        "demo" => demo(rest),
+        "bench" => bench(rest),
+        _ => {
+            eprintln!("usage: cargo xtask <setup|test|demo|bench> [args]");
+            eprintln!("  test [-- <cargo test args>]   all tests (root), fails if any test was skipped");
+            eprintln!("  demo                          two-node mesh on this machine, Ctrl-C to stop");
+            eprintln!("  bench                         benchmarks; writes BENCHMARKS.md");
+            if task == "help" { Ok(()) } else { bail!("unknown task {task:?}") }
+        }
+    }
+}
+
+fn workspace_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("xtask lives in the workspace").to_owned()
+}
+
+fn cargo() -> Command {
+    let mut cmd = Command::new(env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
+    cmd.current_dir(workspace_root());
+    cmd.env("PATH", setup::path_with_tools());
+    cmd
+}
+
+fn run(cmd: &mut Command) -> Result<()> {
+    let status = cmd.status().with_context(|| format!("running {cmd:?}"))?;
+    if !status.success() {
+        bail!("{cmd:?} failed: {status}");
+    }
+    Ok(())
+}
+
+fn require_root(task: &str) -> Result<()> {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc_geteuid() } != 0 {
+        bail!("`cargo xtask {task}` needs root: it creates network namespaces and loads eBPF programs");
+    }
+    Ok(())
+}
+
+unsafe extern "C" {
+    #[link_name = "geteuid"]
+    fn libc_geteuid() -> u32;
+}
+
+fn test(args: &[String]) -> Result<()> {
+    require_root("test")?;
+    setup::run()?;
+    run(cargo().args(["build", "--bins"]))?;
+    let args = args.strip_prefix(&["--".to_owned()][..]).unwrap_or(args);
+    let mut child = cargo()
+        .args(["test", "--no-fail-fast", "--"])
+        .args(args)
+        .stdout(Stdio::piped())
+        .spawn()
+        .context("running cargo test")?;
+    // Pass the output through while counting skipped tests: a skipped end-to-end test
+    // is a capability nobody checked, so it fails the run.
+    let mut ignored = 0u64;
+    let mut ran = 0u64;
+    for line in BufReader::new(child.stdout.take().expect("piped")).lines() {
+        let line = line?;
+        println!("{line}");
+        if let Some(rest) = line.strip_prefix("test result: ") {
+            ignored += count_before(rest, " ignored");
+            ran += count_before(rest, " passed") + count_before(rest, " failed");
+        }
+    }
+    let status = child.wait()?;
+    if !status.success() {
+        bail!("tests failed");
+    }
+    if ignored > 0 {
+        bail!("{ignored} test(s) were skipped (ignored); every test must run");
+    }
+    if ran == 0 {
+        bail!("no test ran");
+    }
+    println!("xtask: {ran} tests ran, none skipped");
+    Ok(())
+}
+
+/// In "ok. 3 passed; 0 failed; 1 ignored; …", the number before `what`.
+fn count_before(summary: &str, what: &str) -> u64 {
+    summary
+        .split(';')
+        .find_map(|part| part.trim().trim_start_matches("ok. ").trim_start_matches("FAILED. ").strip_suffix(what.trim_start()).map(str::trim))
+        .and_then(|n| n.trim().parse().ok())
+        .unwrap_or(0)
+}
+
+fn release_bin(name: &str) -> PathBuf {
+    let target = env::var_os("CARGO_TARGET_DIR").map_or_else(|| workspace_root().join("target"), PathBuf::from);
+    target.join("release").join(name)
+}
+
+fn demo(args: &[String]) -> Result<()> {
+    require_root("demo")?;
+    setup::run()?;
+    run(cargo().args(["build", "--release", "--bins"]))?;
+    run(Command::new(release_bin("weft-demo")).args(args).env("WEFT_BIN_DIR", release_bin("")))
+}
+
+fn bench(args: &[String]) -> Result<()> {
+    require_root("bench")?;
+    setup::run()?;
+    run(cargo().args(["build", "--release", "--bins"]))?;
+    run(Command::new(release_bin("weft-bench"))
+        .arg("--write")
+        .arg(workspace_root().join("BENCHMARKS.md"))
+        .args(args)
+        .env("WEFT_BIN_DIR", release_bin("")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::count_before;
+
+    #[test]
+    fn reads_cargo_test_summaries() {
+        let s = "ok. 12 passed; 0 failed; 3 ignored; 0 measured; 0 filtered out; finished in 0.01s";
+        assert_eq!(count_before(s, " passed"), 12);
+        assert_eq!(count_before(s, " ignored"), 3);
+        assert_eq!(count_before("FAILED. 1 passed; 2 failed; 0 ignored", " failed"), 2);
+    }
+}

@@ -1,0 +1,24 @@
+//! Weft's end-to-end test support.
+//!
+//! - [`bed`]: a test bed of nodes and pods as network namespaces on this machine, with
+//!   processes spawned into them ([`TestBed`], [`Node`], [`Pod`], [`Proc`]).
+//! - [`testapp`]: the `weft-testapp` binary's logic, a small versioned TCP app (echo, sink,
+//!   ping-pong, hello, HTTP) and its clients, used by the end-to-end tests, the benchmarks and
+//!   the demo.
+//!
+//! - [`agent`]: a `weft-agent` process on a bed node and its admin endpoint.
+//! - [`meshconfig`]: the agents' `--local-config` file, written from the bed's pods.
+//! - [`scenario`]: a bed with its config, the test app as server and client.
+//! - [`benchmark`]: `cargo xtask bench`'s measurements.
+//!
+//! The tiers of Weft's tests and how to run them are in `tests/README.md`.
+
+pub mod agent;
+pub mod bed;
+pub mod benchmark;
+pub mod bins;
+pub mod meshconfig;
+pub mod scenario;
+pub mod testapp;
+
+pub use bed::{Node, Pod, Proc, Signal, TestBed};

@@ -1,0 +1,73 @@
+//! Writes the agents' `--local-config` file from the bed's pods.
+
+use crate::Pod;
+use anyhow::{Context, Result};
+use std::{collections::BTreeMap, net::IpAddr, path::{Path, PathBuf}};
+use weft_model::{AMBIENT_LABEL, DATAPLANE_MODE_AMBIENT, Mesh, Namespace, ServicePort, Service};
+
+/// The model every agent of a bed reads, and the file it lives in.
+pub struct MeshConfig {
+    pub mesh: Mesh,
+    path: PathBuf,
+}
+
+impl MeshConfig {
+    pub fn new(path: impl Into<PathBuf>) -> MeshConfig {
+        MeshConfig { mesh: Mesh::default(), path: path.into() }
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Adds (or relabels) a namespace; `ambient` sets istio.io/dataplane-mode=ambient.
+    pub fn namespace(&mut self, name: &str, ambient: bool) -> &mut Self {
+        self.mesh.namespaces.retain(|n| n.name != name);
+        let mut labels = BTreeMap::new();
+        if ambient {
+            labels.insert(AMBIENT_LABEL.to_owned(), DATAPLANE_MODE_AMBIENT.to_owned());
+        }
+        self.mesh.namespaces.push(Namespace { name: name.to_owned(), labels });
+        self
+    }
+
+    /// Adds a bed pod in `namespace` with labels and container ports.
+    pub fn pod(&mut self, pod: &Pod, namespace: &str, labels: &[(&str, &str)], ports: &[u16]) -> &mut Self {
+        self.mesh.pods.push(weft_model::Pod {
+            name: pod.name().to_owned(),
+            namespace: namespace.to_owned(),
+            ip: IpAddr::V4(pod.ip()),
+            node: pod.node_name().to_owned(),
+            service_account: pod.name().to_owned(),
+            workload: None,
+            labels: labels.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect(),
+            ports: ports.to_vec(),
+        });
+        self
+    }
+
+    /// Adds a service with one port mapping and a selector.
+    pub fn service(&mut self, name: &str, namespace: &str, vip: IpAddr, port: u16, target_port: u16, selector: &[(&str, &str)]) -> &mut Self {
+        self.mesh.services.push(Service {
+            name: name.to_owned(),
+            namespace: namespace.to_owned(),
+            vip,
+            ports: vec![ServicePort { port, target_port: Some(target_port) }],
+            selector: selector.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect(),
+        });
+        self
+    }
+
+    /// Writes the file atomically (write + rename), as a config-map update would.
+    pub fn write(&self) -> Result<()> {
+        let text = serde_yaml::to_string(&self.mesh).context("serialising the mesh")?;
+        self.write_raw(&text)
+    }
+
+    /// Writes any text, valid or not, atomically.
+    pub fn write_raw(&self, text: &str) -> Result<()> {
+        let tmp = self.path.with_extension("tmp");
+        std::fs::write(&tmp, text).with_context(|| format!("writing {}", tmp.display()))?;
+        std::fs::rename(&tmp, &self.path).with_context(|| format!("renaming to {}", self.path.display()))
+    }
+}

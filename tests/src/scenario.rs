@@ -1,0 +1,79 @@
+//! Building blocks the end-to-end tests, the benchmark and the demo share: a bed with a
+//! mesh config file, the test app as server and client.
+
+use crate::{Pod, Proc, TestBed, bins, meshconfig::MeshConfig};
+use anyhow::{Context, Result, bail};
+use std::{path::PathBuf, process::Command, time::Duration};
+
+/// A bed plus the directory holding its mesh config (removed with the bed).
+pub struct Scenario {
+    pub bed: TestBed,
+    pub dir: PathBuf,
+    pub config: MeshConfig,
+}
+
+impl Scenario {
+    pub fn new(test_name: &str) -> Result<Scenario> {
+        let bed = TestBed::new(test_name)?;
+        let dir = PathBuf::from(format!("/tmp/weft-test-{}", bed.id()));
+        std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+        bed.register_cleanup_dir(&dir)?;
+        let config = MeshConfig::new(dir.join("mesh.yaml"));
+        Ok(Scenario { bed, dir, config })
+    }
+}
+
+/// Starts `weft-testapp serve` in `pod` and waits until it listens.
+pub fn serve(pod: &Pod, version: &str, ports: &[u16]) -> Result<Proc> {
+    let mut cmd = Command::new(bins::path("weft-testapp"));
+    cmd.args(["serve", "--name", pod.name(), "--version", version]);
+    for p in ports {
+        cmd.arg("--port").arg(p.to_string());
+    }
+    let proc = pod.spawn(cmd)?;
+    proc.wait_for_line(|l| l.contains("\"listening\""), Duration::from_secs(10))
+        .with_context(|| format!("server in {} did not start", pod.name()))?;
+    Ok(proc)
+}
+
+/// What a client run of the test app printed and how it ended.
+#[derive(Debug)]
+pub struct ClientResult {
+    pub code: i32,
+    pub json: serde_json::Value,
+}
+
+impl ClientResult {
+    pub fn ok(&self) -> bool {
+        self.code == 0 && self.json["ok"].as_bool() != Some(false)
+    }
+
+    /// The io::ErrorKind name a failed connect reported, e.g. "ConnectionRefused".
+    pub fn error_kind(&self) -> Option<&str> {
+        self.json["kind"].as_str()
+    }
+}
+
+/// Runs `weft-testapp ARGS…` inside `pod` (captured by the node's agent if the pod is
+/// enrolled) and returns its JSON result line.
+pub fn client(pod: &Pod, args: &[&str], timeout: Duration) -> Result<ClientResult> {
+    let mut cmd = Command::new(bins::path("weft-testapp"));
+    cmd.args(args);
+    let mut proc = pod.spawn(cmd)?;
+    let Some(status) = proc.wait_timeout(timeout)? else {
+        bail!("weft-testapp {args:?} in {} still running after {timeout:?}", pod.name());
+    };
+    let line = proc.stdout_lines().pop().unwrap_or_default();
+    let json = serde_json::from_str(&line).unwrap_or(serde_json::Value::Null);
+    Ok(ClientResult { code: status.code().unwrap_or(-1), json })
+}
+
+/// `echo --to ADDR --bytes N`: N bytes there and back, checked byte for byte.
+pub fn echo(pod: &Pod, to: &str, bytes: u64) -> Result<ClientResult> {
+    client(pod, &["echo", "--to", to, "--bytes", &bytes.to_string()], Duration::from_secs(120))
+}
+
+/// How many connections a server has accepted so far.
+pub fn accepts(server: &Proc) -> usize {
+    server.stdout_lines().iter().filter(|l| l.contains("\"event\":\"accept\"")).count()
+}

@@ -1,0 +1,119 @@
+//! The command line of `weft-testapp`.
+
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand};
+
+/// A small versioned TCP app: a server with echo, sink, ping-pong, hello and HTTP modes,
+/// and the clients that drive it. Every result is one JSON line on stdout.
+#[derive(Parser, Debug)]
+#[command(name = "weft-testapp")]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Listen on each --port; the first byte a client sends picks the mode
+    /// (E echo, S sink, P ping-pong, H hello, G an HTTP GET).
+    Serve(ServeArgs),
+    /// Send --bytes of a fixed pseudo-random pattern in echo mode and check every byte
+    /// that comes back.
+    Echo(EchoArgs),
+    /// Ask the server for `NAME VERSION PEER`.
+    Hello(HelloArgs),
+    /// Sink mode for --secs; report the rate the server counted.
+    Throughput(ThroughputArgs),
+    /// Ping-pong one byte --count times; report p50/p99/mean round-trip times.
+    Latency(LatencyArgs),
+    /// Open, exchange one byte, close, as fast as possible for --secs.
+    Connrate(ConnrateArgs),
+    /// Open --count connections and keep them until stdin closes or the process is killed.
+    Hold(HoldArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct ServeArgs {
+    /// Reported in hello and HTTP replies and in accept events.
+    #[arg(long)]
+    pub name: String,
+    /// Reported in hello and HTTP replies.
+    #[arg(long)]
+    pub version: String,
+    /// A port to listen on (0.0.0.0); repeat for several.
+    #[arg(long = "port", required = true)]
+    pub ports: Vec<u16>,
+}
+
+/// Where a client connects, and how long any one step may take.
+#[derive(Args, Debug, Clone)]
+pub struct Target {
+    /// Server address, `IP:PORT` (a host name is resolved; the first address that
+    /// answers is used).
+    #[arg(long)]
+    pub to: String,
+    /// Limit for connecting and for each read or write.
+    #[arg(long, default_value_t = 10)]
+    pub timeout_secs: u64,
+}
+
+impl Target {
+    pub fn timeout(&self) -> Duration {
+        Duration::from_secs(self.timeout_secs.max(1))
+    }
+}
+
+#[derive(Args, Debug)]
+pub struct EchoArgs {
+    #[command(flatten)]
+    pub target: Target,
+    /// How many bytes to send (after the mode byte).
+    #[arg(long)]
+    pub bytes: u64,
+}
+
+#[derive(Args, Debug)]
+pub struct HelloArgs {
+    #[command(flatten)]
+    pub target: Target,
+}
+
+#[derive(Args, Debug)]
+pub struct ThroughputArgs {
+    #[command(flatten)]
+    pub target: Target,
+    #[arg(long, default_value_t = 5)]
+    pub secs: u64,
+}
+
+#[derive(Args, Debug)]
+pub struct LatencyArgs {
+    #[command(flatten)]
+    pub target: Target,
+    /// Measured round trips.
+    #[arg(long, default_value_t = 10_000)]
+    pub count: usize,
+    /// Round trips before measuring, to warm caches and the path.
+    #[arg(long, default_value_t = 100)]
+    pub warmup: usize,
+}
+
+#[derive(Args, Debug)]
+pub struct ConnrateArgs {
+    #[command(flatten)]
+    pub target: Target,
+    #[arg(long, default_value_t = 5)]
+    pub secs: u64,
+    /// Client threads, each with one connection at a time.
+    #[arg(long, default_value_t = 1)]
+    pub threads: usize,
+}
+
+#[derive(Args, Debug)]
+pub struct HoldArgs {
+    #[command(flatten)]
+    pub target: Target,
+    #[arg(long)]
+    pub count: usize,
+}

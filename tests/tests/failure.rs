@@ -1,0 +1,183 @@
+//! End-to-end: the agent failing, restarting, draining, and bad configuration. Enrolled
+//! traffic fails closed; it never bypasses the mesh.
+
+use anyhow::Result;
+use std::time::{Duration, Instant};
+use weft_tests::{
+    Signal,
+    agent::Agent,
+    scenario::{self, Scenario},
+};
+
+const APP_PORT: u16 = 9080;
+
+#[test]
+fn killed_agent_fails_closed_and_a_restarted_one_serves_within_5s() -> Result<()> {
+    let mut s = Scenario::new("fail_sigkill")?;
+    let n1 = s.bed.node("n1")?;
+    let n2 = s.bed.node("n2")?;
+    let client = s.bed.pod(&n1, "client")?;
+    let outsider = s.bed.pod(&n1, "outsider")?;
+    let server = s.bed.pod(&n2, "server")?;
+    s.config
+        .namespace("mesh", true)
+        .namespace("legacy", false)
+        .pod(&client, "mesh", &[], &[])
+        .pod(&server, "mesh", &[], &[APP_PORT])
+        .pod(&outsider, "legacy", &[], &[]);
+    s.config.write()?;
+    let mut a1 = Agent::start(&s.bed, &n1, s.config.path())?;
+    let mut a2 = Agent::start(&s.bed, &n2, s.config.path())?;
+    a1.wait_enrolled(&["client"], Duration::from_secs(10))?;
+    a2.wait_enrolled(&["server"], Duration::from_secs(10))?;
+    let srv = scenario::serve(&server, "v1", &[APP_PORT])?;
+    let to = format!("{}:{APP_PORT}", server.ip());
+    assert!(scenario::echo(&client, &to, 4096)?.ok());
+    assert!(scenario::echo(&outsider, &to, 4096)?.ok(), "an unenrolled client reaches the enrolled server through its agent");
+    assert_eq!(scenario::accepts(&srv), 2);
+
+    // Outbound: the client's agent dies. Its pod's connections are refused; nothing
+    // reaches the server directly.
+    a1.kill(Signal::SIGKILL)?;
+    a1.proc().wait_timeout(Duration::from_secs(5))?;
+    let r = scenario::echo(&client, &to, 4096)?;
+    assert!(!r.ok(), "an enrolled pod's connection must not succeed without its agent: {r:?}");
+    assert_eq!(r.error_kind(), Some("ConnectionRefused"), "{r:?}");
+    assert_eq!(scenario::accepts(&srv), 2, "nothing went out directly");
+
+    // Inbound: the server's agent dies. Connections to the enrolled server are refused,
+    // never handed to the app outside the mesh.
+    a2.kill(Signal::SIGKILL)?;
+    a2.proc().wait_timeout(Duration::from_secs(5))?;
+    let r = scenario::echo(&outsider, &to, 4096)?;
+    assert!(!r.ok(), "{r:?}");
+    assert_eq!(r.error_kind(), Some("ConnectionRefused"), "{r:?}");
+    assert_eq!(scenario::accepts(&srv), 2, "the app saw no connection while its agent was down");
+
+    // Both come back: the pinned programs and maps are re-adopted.
+    let started = Instant::now();
+    a1.restart()?;
+    a2.restart()?;
+    loop {
+        let out = scenario::echo(&client, &to, 4096)?;
+        let inb = scenario::echo(&outsider, &to, 4096)?;
+        if out.ok() && inb.ok() {
+            break;
+        }
+        assert!(started.elapsed() < Duration::from_secs(5), "not serving 5 s after restart: {out:?} {inb:?}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(started.elapsed() < Duration::from_secs(5));
+    let via = [("reporter", "source"), ("source_workload", "client")];
+    assert!(a1.metric("istio_tcp_connections_opened_total", &via)? >= 1, "through the restarted agent");
+    Ok(())
+}
+
+#[test]
+fn sigterm_during_a_transfer_lets_it_complete() -> Result<()> {
+    let mut s = Scenario::new("fail_sigterm")?;
+    let n1 = s.bed.node("n1")?;
+    let n2 = s.bed.node("n2")?;
+    let client = s.bed.pod(&n1, "client")?;
+    let server = s.bed.pod(&n2, "server")?;
+    s.config.namespace("mesh", true).pod(&client, "mesh", &[], &[]).pod(&server, "mesh", &[], &[APP_PORT]);
+    s.config.write()?;
+    let mut a1 = Agent::start(&s.bed, &n1, s.config.path())?;
+    let _a2 = Agent::start(&s.bed, &n2, s.config.path())?;
+    a1.wait_enrolled(&["client"], Duration::from_secs(10))?;
+    let srv = scenario::serve(&server, "v1", &[APP_PORT])?;
+    let to = format!("{}:{APP_PORT}", server.ip());
+
+    // A transfer long enough to be in flight when the signal lands.
+    let mut transfer = {
+        let mut cmd = std::process::Command::new(weft_tests::bins::path("weft-testapp"));
+        cmd.args(["throughput", "--to", &to, "--secs", "3"]);
+        client.spawn(cmd)?
+    };
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while scenario::accepts(&srv) == 0 {
+        assert!(Instant::now() < deadline, "transfer never reached the server");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    std::thread::sleep(Duration::from_millis(500));
+    a1.kill(Signal::SIGTERM)?;
+
+    // New connections are refused while draining (fail closed)…
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let r = scenario::echo(&client, &to, 1024)?;
+        if r.error_kind() == Some("ConnectionRefused") {
+            break;
+        }
+        assert!(Instant::now() < deadline, "draining agent still accepts new connections: {r:?}\n{}", a1.stderr());
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    // …and the one in flight completes.
+    let status = transfer.wait_timeout(Duration::from_secs(30))?.expect("transfer finished");
+    let line = transfer.stdout_lines().pop().unwrap_or_default();
+    assert!(status.success(), "transfer failed across SIGTERM: {line}\n{}", transfer.stderr_text());
+    let json: serde_json::Value = serde_json::from_str(&line)?;
+    assert!(json["bytes"].as_u64().unwrap_or(0) > 0, "{line}");
+    let exit = a1.proc().wait_timeout(Duration::from_secs(10))?.expect("agent exits after draining");
+    assert!(exit.success(), "agent exit {exit:?}: {}", a1.stderr());
+    assert!(a1.stderr().contains("drained"), "{}", a1.stderr());
+    Ok(())
+}
+
+#[test]
+fn corrupt_config_is_reported_and_the_last_good_one_stays_in_force() -> Result<()> {
+    let mut s = Scenario::new("fail_corrupt")?;
+    let n1 = s.bed.node("n1")?;
+    let client = s.bed.pod(&n1, "client")?;
+    let server = s.bed.pod(&n1, "server")?;
+    s.config.namespace("mesh", true).pod(&client, "mesh", &[], &[]).pod(&server, "mesh", &[], &[APP_PORT]);
+    s.config.write()?;
+    let a1 = Agent::start(&s.bed, &n1, s.config.path())?;
+    a1.wait_enrolled(&["client", "server"], Duration::from_secs(10))?;
+    let _srv = scenario::serve(&server, "v1", &[APP_PORT])?;
+    let to = format!("{}:{APP_PORT}", server.ip());
+
+    s.config.write_raw("namespaces:\n  - name: mesh\n    labels: [not, a, map\npods: {}\n")?;
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let error = loop {
+        let dump = a1.config_dump()?;
+        if let Some(e) = dump["local_config"]["last_error"].as_str() {
+            break e.to_owned();
+        }
+        assert!(Instant::now() < deadline, "corrupt config not reported");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let path = s.config.path().display().to_string();
+    assert!(error.contains(&format!("{path}:")), "error names the file and line: {error}");
+    assert!(a1.stderr().contains("local config rejected"), "logged: {}", a1.stderr());
+    assert_eq!(a1.metric("weft_config_rejected_total", &[])?, 1);
+
+    // The old model is still in force: both pods enrolled, traffic still captured.
+    a1.wait_enrolled(&["client", "server"], Duration::from_secs(1))?;
+    assert!(scenario::echo(&client, &to, 65536)?.ok());
+    assert_eq!(a1.metric("istio_tcp_connections_opened_total", &[("reporter", "source")])?, 1);
+
+    // A semantically invalid file (two pods, one IP) is refused the same way.
+    s.config.write_raw(&format!(
+        "pods:\n - {{name: a, namespace: x, ip: {ip}, node: n1}}\n - {{name: b, namespace: x, ip: {ip}, node: n1}}\n",
+        ip = client.ip()
+    ))?;
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while a1.metric("weft_config_rejected_total", &[])? < 2 {
+        assert!(Instant::now() < deadline, "invalid config not rejected");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let dump = a1.config_dump()?;
+    let e = dump["local_config"]["last_error"].as_str().unwrap_or_default();
+    assert!(e.contains("Pod/x/b") && e.contains("field ip"), "{e}");
+    a1.wait_enrolled(&["client", "server"], Duration::from_secs(1))?;
+
+    // Fixed again: accepted, error cleared.
+    s.config.write()?;
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !a1.config_dump()?["local_config"]["last_error"].is_null() {
+        assert!(Instant::now() < deadline, "fixed config not accepted");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    Ok(())
+}

@@ -1,0 +1,96 @@
+//! `cargo xtask setup`: installs what building and testing Weft needs on a fresh Debian
+//! machine, and nothing when it is already there.
+
+use anyhow::{Context, Result, bail};
+use std::{env, path::Path, process::Command};
+
+const LLVM_BIN: &str = "/usr/lib/llvm-22/bin";
+const APT_PACKAGES: [&str; 4] = ["llvm-22-dev", "libpolly-22-dev", "libzstd-dev", "iproute2"];
+
+/// PATH with LLVM 22's bin directory first: bpf-linker's build links against the
+/// `llvm-config` it finds, and Debian keeps LLVM 22's there (without it the link fails
+/// with "unable to find library -lLLVM").
+pub fn path_with_tools() -> String {
+    let cargo_bin = env::var("CARGO_HOME").map_or_else(
+        |_| format!("{}/.cargo/bin", env::var("HOME").unwrap_or_else(|_| "/root".into())),
+        |h| format!("{h}/bin"),
+    );
+    format!("{LLVM_BIN}:{cargo_bin}:{}", env::var("PATH").unwrap_or_default())
+}
+
+pub fn run() -> Result<()> {
+    nightly_rust_src()?;
+    apt_packages()?;
+    bpf_linker()?;
+    bpffs()?;
+    Ok(())
+}
+
+fn output_ok(cmd: &mut Command) -> Option<String> {
+    let out = cmd.output().ok()?;
+    out.status.success().then(|| String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+fn step(what: &str, cmd: &mut Command) -> Result<()> {
+    eprintln!("xtask setup: {what}");
+    let status = cmd.status().with_context(|| format!("running {cmd:?}"))?;
+    if !status.success() {
+        bail!("{what} failed ({status}): {cmd:?}");
+    }
+    Ok(())
+}
+
+fn nightly_rust_src() -> Result<()> {
+    let installed = output_ok(Command::new("rustup").args(["component", "list", "--toolchain", "nightly", "--installed"]));
+    match installed {
+        Some(list) if list.lines().any(|l| l.starts_with("rust-src")) => Ok(()),
+        Some(_) => step("adding rust-src to nightly", Command::new("rustup").args(["component", "add", "rust-src", "--toolchain", "nightly"])),
+        None => step(
+            "installing the nightly toolchain with rust-src",
+            Command::new("rustup").args(["toolchain", "install", "nightly", "--profile", "minimal", "--component", "rust-src"]),
+        ),
+    }
+}
+
+fn apt_packages() -> Result<()> {
+    let missing: Vec<&str> = APT_PACKAGES
+        .into_iter()
+        .filter(|p| {
+            output_ok(Command::new("dpkg-query").args(["-W", "-f=${Status}", p]))
+                .is_none_or(|s| !s.contains("install ok installed"))
+        })
+        .collect();
+    if missing.is_empty() {
+        return Ok(());
+    }
+    step("apt-get update", Command::new("apt-get").args(["update", "-qq"]))?;
+    step(
+        &format!("apt-get install {}", missing.join(" ")),
+        Command::new("apt-get").args(["install", "-y", "-qq"]).args(&missing).env("DEBIAN_FRONTEND", "noninteractive"),
+    )
+}
+
+fn bpf_linker() -> Result<()> {
+    if output_ok(Command::new("bpf-linker").arg("--version").env("PATH", path_with_tools())).is_some() {
+        return Ok(());
+    }
+    if !Path::new(LLVM_BIN).join("llvm-config").exists() {
+        bail!("{LLVM_BIN}/llvm-config is missing although llvm-22-dev is installed");
+    }
+    step(
+        "cargo install bpf-linker (LLVM 22; about 3 minutes)",
+        Command::new("cargo")
+            .args(["install", "bpf-linker", "--no-default-features", "--features", "llvm-22"])
+            .env("PATH", path_with_tools()),
+    )
+}
+
+/// Tests start several agents at once; mounting bpffs here, once, keeps them from racing
+/// to mount it (two stacked mounts would hide each other's pins).
+fn bpffs() -> Result<()> {
+    let mounts = std::fs::read_to_string("/proc/mounts").unwrap_or_default();
+    if mounts.lines().any(|l| l.split_whitespace().nth(1) == Some("/sys/fs/bpf") && l.split_whitespace().nth(2) == Some("bpf")) {
+        return Ok(());
+    }
+    step("mounting bpffs at /sys/fs/bpf", Command::new("mount").args(["-t", "bpf", "bpf", "/sys/fs/bpf"]))
+}
