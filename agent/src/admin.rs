@@ -41,7 +41,11 @@ fn route(req: &Request<hyper::body::Incoming>, view: &AdminView) -> Response<Ful
             if view.enrollment.lock().expect("status lock").reconciled {
                 reply(StatusCode::OK, "text/plain", "ready\n".into())
             } else {
-                reply(StatusCode::SERVICE_UNAVAILABLE, "text/plain", "not ready: pods not reconciled yet\n".into())
+                reply(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "text/plain",
+                    "not ready: pods not reconciled yet\n".into(),
+                )
             }
         }
         "/metrics" => reply(StatusCode::OK, "text/plain; version=0.0.4", view.shared.metrics.render()),

@@ -46,7 +46,8 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("binding admin address {}", config.admin_addr))?;
 
-    let enrollment = Enrollment::new(datapath, shared.clone(), config.node.clone(), tokio::runtime::Handle::current());
+    let enrollment =
+        Enrollment::new(datapath, shared.clone(), config.node.clone(), tokio::runtime::Handle::current());
     let enrollment_status = enrollment.status();
     let (commands, command_rx) = mpsc::channel();
     let enrollment_thread = std::thread::Builder::new()
@@ -59,7 +60,12 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         generation: 1,
         last_error: None,
     }));
-    tokio::spawn(localconfig::watch(config.local_config.clone(), shared.clone(), commands.clone(), config_status.clone()));
+    tokio::spawn(localconfig::watch(
+        config.local_config.clone(),
+        shared.clone(),
+        commands.clone(),
+        config_status.clone(),
+    ));
     let view = Arc::new(AdminView {
         config: config.clone(),
         shared: shared.clone(),

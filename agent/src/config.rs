@@ -49,6 +49,10 @@ pub struct Config {
     #[arg(long, env = "WEFT_DRAIN_TIMEOUT", default_value = "30s", value_parser = parse_duration)]
     #[serde(with = "duration_secs")]
     pub drain_timeout: Duration,
+    /// Threads carrying connections. 1 runs everything on one thread (no cross-thread
+    /// wake-ups: lowest latency); more spread bulk traffic over cores.
+    #[arg(long, env = "WEFT_WORKER_THREADS", default_value_t = 1)]
+    pub worker_threads: usize,
     /// SPIFFE trust domain of workload identities.
     #[arg(long, env = "WEFT_TRUST_DOMAIN", default_value = "cluster.local")]
     pub trust_domain: String,
@@ -68,6 +72,8 @@ pub enum LogFormat {
 pub enum ConfigError {
     #[error("--node must not be empty")]
     EmptyNode,
+    #[error("--worker-threads must be at least 1")]
+    ZeroWorkers,
     #[error("--mark must not be 0: unmarked sockets would all look like the agent's")]
     ZeroMark,
     #[error("--local-config {0}: no such file")]
@@ -84,6 +90,9 @@ impl Config {
     pub fn validate(mut self) -> Result<Config, ConfigError> {
         if self.node.is_empty() {
             return Err(ConfigError::EmptyNode);
+        }
+        if self.worker_threads == 0 {
+            return Err(ConfigError::ZeroWorkers);
         }
         if self.mark == 0 {
             return Err(ConfigError::ZeroMark);

@@ -142,7 +142,9 @@ impl Enrollment {
         let gone: Vec<Ipv4Addr> = self
             .pods
             .iter()
-            .filter(|(ip, e)| desired.get(ip).is_none_or(|p| p.name != e.pod.name || p.namespace != e.pod.namespace))
+            .filter(|(ip, e)| {
+                desired.get(ip).is_none_or(|p| p.name != e.pod.name || p.namespace != e.pod.namespace)
+            })
             .map(|(ip, _)| *ip)
             .collect();
         for ip in gone {
@@ -169,7 +171,9 @@ impl Enrollment {
                     Ok(()) => {
                         found.insert(ip4);
                     }
-                    Err(error) => error!(pod = %pod.name, namespace = %pod.namespace, %error, "cannot enroll pod"),
+                    Err(error) => {
+                        error!(pod = %pod.name, namespace = %pod.namespace, %error, "cannot enroll pod")
+                    }
                 }
             }
         }
@@ -198,12 +202,16 @@ impl Enrollment {
         let cookie = ns.cookie(host)?;
         let (outbound_l, inbound_l) = ns.run(host, || -> Result<_, EnrollError> {
             Ok((
-                listen(OUTBOUND_CAPTURE_PORT).map_err(|source| EnrollError::Listen { which: "outbound (15001)", source })?,
-                listen(INBOUND_CAPTURE_PORT).map_err(|source| EnrollError::Listen { which: "inbound (15006)", source })?,
+                listen(OUTBOUND_CAPTURE_PORT)
+                    .map_err(|source| EnrollError::Listen { which: "outbound (15001)", source })?,
+                listen(INBOUND_CAPTURE_PORT)
+                    .map_err(|source| EnrollError::Listen { which: "inbound (15006)", source })?,
             ))
         })??;
         let slot = self.slots.iter().position(|used| !used).ok_or(EnrollError::NoSlot)? as u32;
-        let dup = |s: &socket2::Socket, which| s.as_fd().try_clone_to_owned().map_err(|source| EnrollError::Listen { which, source });
+        let dup = |s: &socket2::Socket, which| {
+            s.as_fd().try_clone_to_owned().map_err(|source| EnrollError::Listen { which, source })
+        };
         let listeners = [dup(&outbound_l, "outbound (15001)")?, dup(&inbound_l, "inbound (15006)")?];
 
         // Order matters for failing closed: the socket is in the SOCKMAP before any port
@@ -236,8 +244,10 @@ impl Enrollment {
             netns_cookie: cookie,
         });
         let _rt = self.runtime.enter();
-        let outbound_l = tokio::net::TcpListener::from_std(outbound_l.into()).map_err(|source| EnrollError::Listen { which: "outbound (15001)", source })?;
-        let inbound_l = tokio::net::TcpListener::from_std(inbound_l.into()).map_err(|source| EnrollError::Listen { which: "inbound (15006)", source })?;
+        let outbound_l = tokio::net::TcpListener::from_std(outbound_l.into())
+            .map_err(|source| EnrollError::Listen { which: "outbound (15001)", source })?;
+        let inbound_l = tokio::net::TcpListener::from_std(inbound_l.into())
+            .map_err(|source| EnrollError::Listen { which: "inbound (15006)", source })?;
         let accept_loops = [
             self.runtime.spawn(outbound::serve(outbound_l, in_pod.clone(), self.shared.clone())),
             self.runtime.spawn(inbound::serve(inbound_l, in_pod.clone(), self.shared.clone())),
@@ -291,8 +301,8 @@ impl Enrollment {
         }
         for key in self.datapath.inbound_keys() {
             let ip = Ipv4Addr::from(key.ipv4.to_ne_bytes());
-            let wanted = desired.contains_key(&ip)
-                && self.pods.get(&ip).is_some_and(|e| e.ports.contains(&key.port));
+            let wanted =
+                desired.contains_key(&ip) && self.pods.get(&ip).is_some_and(|e| e.ports.contains(&key.port));
             if !wanted {
                 self.datapath.remove_inbound_port(&key);
             }

@@ -52,7 +52,11 @@ struct Stamp {
 
 fn stamp(path: &Path) -> Option<Stamp> {
     let m = std::fs::metadata(path).ok()?;
-    Some(Stamp { mtime_ns: i128::from(m.mtime()) * 1_000_000_000 + i128::from(m.mtime_nsec()), len: m.len(), inode: m.ino() })
+    Some(Stamp {
+        mtime_ns: i128::from(m.mtime()) * 1_000_000_000 + i128::from(m.mtime_nsec()),
+        len: m.len(),
+        inode: m.ino(),
+    })
 }
 
 /// Polls `path` forever, publishing each valid version to `shared.mesh` and nudging the

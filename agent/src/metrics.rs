@@ -70,21 +70,27 @@ impl Metrics {
         }
         let labels = render_labels(&key, mesh, trust_domain);
         let mut map = self.tcp.write().expect("metrics lock");
-        map.entry(key)
-            .or_insert_with(|| Series { labels, counters: Arc::default() })
-            .counters
-            .clone()
+        map.entry(key).or_insert_with(|| Series { labels, counters: Arc::default() }).counters.clone()
     }
 
     /// Prometheus text exposition format.
     pub fn render(&self) -> String {
         let mut out = String::with_capacity(4096);
         let map = self.tcp.read().expect("metrics lock");
-        let families: [(&str, &str, fn(&TcpCounters) -> u64); 4] = [
-            ("istio_tcp_connections_opened_total", "Total TCP connections opened", |c| c.opened.load(Relaxed)),
-            ("istio_tcp_connections_closed_total", "Total TCP connections closed", |c| c.closed.load(Relaxed)),
-            ("istio_tcp_received_bytes_total", "Bytes received during request (client to server)", |c| c.received.load(Relaxed)),
-            ("istio_tcp_sent_bytes_total", "Bytes sent during response (server to client)", |c| c.sent.load(Relaxed)),
+        type Family = (&'static str, &'static str, fn(&TcpCounters) -> u64);
+        let families: [Family; 4] = [
+            ("istio_tcp_connections_opened_total", "Total TCP connections opened", |c| {
+                c.opened.load(Relaxed)
+            }),
+            ("istio_tcp_connections_closed_total", "Total TCP connections closed", |c| {
+                c.closed.load(Relaxed)
+            }),
+            ("istio_tcp_received_bytes_total", "Bytes received during request (client to server)", |c| {
+                c.received.load(Relaxed)
+            }),
+            ("istio_tcp_sent_bytes_total", "Bytes sent during response (server to client)", |c| {
+                c.sent.load(Relaxed)
+            }),
         ];
         for (name, help, value) in families {
             let _ = writeln!(out, "# HELP {name} {help}.\n# TYPE {name} counter");
@@ -95,10 +101,30 @@ impl Metrics {
         drop(map);
         let gauges = [
             ("weft_config_reloads_total", "counter", "Configurations accepted", &self.config_reloads),
-            ("weft_config_rejected_total", "counter", "Configurations rejected (the last good one stays in force)", &self.config_rejected),
-            ("weft_enrolled_pods", "gauge", "Pods on this node whose traffic is captured", &self.enrolled_pods),
-            ("weft_outbound_errors_total", "counter", "Outbound connections that failed before or during forwarding", &self.outbound_errors),
-            ("weft_inbound_errors_total", "counter", "Inbound connections that failed before or during forwarding", &self.inbound_errors),
+            (
+                "weft_config_rejected_total",
+                "counter",
+                "Configurations rejected (the last good one stays in force)",
+                &self.config_rejected,
+            ),
+            (
+                "weft_enrolled_pods",
+                "gauge",
+                "Pods on this node whose traffic is captured",
+                &self.enrolled_pods,
+            ),
+            (
+                "weft_outbound_errors_total",
+                "counter",
+                "Outbound connections that failed before or during forwarding",
+                &self.outbound_errors,
+            ),
+            (
+                "weft_inbound_errors_total",
+                "counter",
+                "Inbound connections that failed before or during forwarding",
+                &self.inbound_errors,
+            ),
         ];
         for (name, kind, help, v) in gauges {
             let _ = writeln!(out, "# HELP {name} {help}.\n# TYPE {name} {kind}\n{name} {}", v.load(Relaxed));
@@ -132,7 +158,11 @@ fn render_labels(key: &SeriesKey, mesh: &MeshIndex, trust_domain: &str) -> Strin
     push(&mut l, "request_protocol", "tcp");
     push(&mut l, "response_flags", "-");
     // Plain TCP between agents for now; HBONE (mutual_tls) comes with the mTLS work.
-    push(&mut l, "connection_security_policy", if key.reporter == Reporter::Destination { "none" } else { "unknown" });
+    push(
+        &mut l,
+        "connection_security_policy",
+        if key.reporter == Reporter::Destination { "none" } else { "unknown" },
+    );
     l.pop(); // trailing comma
     l
 }
@@ -144,7 +174,11 @@ fn push_workload(l: &mut String, side: &str, pod: Option<&Pod>, trust_domain: &s
     let principal = pod.map_or_else(|| unknown.to_owned(), |p| p.spiffe_id(trust_domain));
     push(l, &format!("{side}_principal"), &principal);
     push(l, &format!("{side}_app"), pod.and_then(|p| p.labels.get("app")).map_or(unknown, String::as_str));
-    push(l, &format!("{side}_version"), pod.and_then(|p| p.labels.get("version")).map_or(unknown, String::as_str));
+    push(
+        l,
+        &format!("{side}_version"),
+        pod.and_then(|p| p.labels.get("version")).map_or(unknown, String::as_str),
+    );
     push(l, &format!("{side}_cluster"), "Kubernetes");
 }
 

@@ -39,10 +39,7 @@ impl NetNs {
     pub fn open(path: impl Into<PathBuf>) -> Result<NetNs, NetNsError> {
         let path = path.into();
         let file = File::open(&path).map_err(|source| NetNsError::Open { path: path.clone(), source })?;
-        let inode = file
-            .metadata()
-            .map_err(|source| NetNsError::Open { path: path.clone(), source })?
-            .ino();
+        let inode = file.metadata().map_err(|source| NetNsError::Open { path: path.clone(), source })?.ino();
         Ok(NetNs { file, path, inode })
     }
 

@@ -43,9 +43,7 @@ impl MeshIndex {
         let endpoints = mesh
             .services
             .iter()
-            .map(|s| {
-                mesh.pods.iter().enumerate().filter(|(_, p)| s.selects(p)).map(|(i, _)| i).collect()
-            })
+            .map(|s| mesh.pods.iter().enumerate().filter(|(_, p)| s.selects(p)).map(|(i, _)| i).collect())
             .collect();
         let cursors = mesh.services.iter().map(|_| AtomicUsize::new(0)).collect();
         MeshIndex { mesh, pods_by_ip, services_by_vip, endpoints, cursors }

@@ -129,10 +129,7 @@ impl Mesh {
     pub fn from_yaml(text: &str, source_name: &str) -> Result<Mesh, ModelError> {
         let mesh: Mesh = serde_yaml::from_str(text).map_err(|e| ModelError::Parse {
             source_name: source_name.to_owned(),
-            location: e
-                .location()
-                .map(|l| format!(":{}:{}", l.line(), l.column()))
-                .unwrap_or_default(),
+            location: e.location().map(|l| format!(":{}:{}", l.line(), l.column())).unwrap_or_default(),
             message: e.to_string(),
         })?;
         mesh.validate(source_name)?;
@@ -205,8 +202,7 @@ impl Mesh {
             .namespace(&pod.namespace)
             .and_then(|ns| ns.labels.get(AMBIENT_LABEL))
             .is_some_and(|v| v == DATAPLANE_MODE_AMBIENT);
-        let pod_opted_out =
-            pod.labels.get(AMBIENT_LABEL).is_some_and(|v| v == DATAPLANE_MODE_NONE);
+        let pod_opted_out = pod.labels.get(AMBIENT_LABEL).is_some_and(|v| v == DATAPLANE_MODE_NONE);
         ns_ambient && !pod_opted_out
     }
 

@@ -15,6 +15,10 @@ const ADMIN: &str = "127.0.0.1:15000";
 /// How long the drain may take in tests: long enough for any transfer a test makes.
 const TEST_DRAIN_TIMEOUT: &str = "60s";
 
+/// Agent log filter: per-connection debug lines help a failing test; the benchmark sets
+/// `WEFT_AGENT_LOG=info` so logging does not weigh on what it measures.
+const LOG_ENV: &str = "WEFT_AGENT_LOG";
+
 pub struct Agent {
     node: Node,
     proc: Proc,
@@ -47,7 +51,7 @@ impl Agent {
             .arg(bpffs_dir)
             .arg("--drain-timeout")
             .arg(TEST_DRAIN_TIMEOUT)
-            .env("RUST_LOG", "info,weft_agent=debug");
+            .env("RUST_LOG", std::env::var(LOG_ENV).unwrap_or_else(|_| "info,weft_agent=debug".into()));
         node.spawn(cmd)
     }
 
@@ -72,7 +76,11 @@ impl Agent {
                 return Ok(());
             }
             if Instant::now() > deadline {
-                bail!("agent on {} not ready after {timeout:?}; stderr:\n{}", self.node.name(), self.proc.stderr_text());
+                bail!(
+                    "agent on {} not ready after {timeout:?}; stderr:\n{}",
+                    self.node.name(),
+                    self.proc.stderr_text()
+                );
             }
             std::thread::sleep(Duration::from_millis(50));
         }
@@ -156,7 +164,8 @@ mod tests {
 
     #[test]
     fn sums_matching_samples() {
-        let text = "# TYPE x counter\nx{a=\"1\",b=\"2\"} 5\nx{a=\"1\",b=\"3\"} 7\nxy{a=\"1\"} 100\nx_total 1\n";
+        let text =
+            "# TYPE x counter\nx{a=\"1\",b=\"2\"} 5\nx{a=\"1\",b=\"3\"} 7\nxy{a=\"1\"} 100\nx_total 1\n";
         assert_eq!(sum_samples(text, "x", &[("a", "1")]), 12);
         assert_eq!(sum_samples(text, "x", &[("b", "3")]), 7);
         assert_eq!(sum_samples(text, "x", &[("a", "2")]), 0);

@@ -41,12 +41,20 @@ pub struct Settings {
     pub throughput_secs: u64,
     pub latency_count: u64,
     pub connrate_secs: u64,
+    /// Client threads opening connections at once.
+    pub connrate_threads: usize,
     pub idle_conns: usize,
 }
 
 impl Default for Settings {
     fn default() -> Settings {
-        Settings { throughput_secs: 10, latency_count: 20_000, connrate_secs: 5, idle_conns: 1000 }
+        Settings {
+            throughput_secs: 10,
+            latency_count: 20_000,
+            connrate_secs: 5,
+            connrate_threads: 2,
+            idle_conns: 1000,
+        }
     }
 }
 
@@ -119,22 +127,57 @@ pub fn run(settings: &Settings) -> Result<Report> {
     eprintln!("bench: throughput, {secs} s each way…");
     let d = num(&app(&dclient, &["throughput", "--to", &dto, "--secs", &secs], long)?, "gbit_per_s")?;
     let w = num(&app(&mclient, &["throughput", "--to", &mto, "--secs", &secs], long)?, "gbit_per_s")?;
-    rows.push(Row { metric: "bulk throughput", unit: "Gbit/s", direct: d, weft: w, target: "≥ 0.65× direct".into(), met: w >= 0.65 * d });
+    rows.push(Row {
+        metric: "bulk throughput",
+        unit: "Gbit/s",
+        direct: d,
+        weft: w,
+        target: "≥ 0.65× direct".into(),
+        met: w >= 0.65 * d,
+    });
 
     eprintln!("bench: latency, {} round trips each way…", settings.latency_count);
     let count = settings.latency_count.to_string();
     let dl = app(&dclient, &["latency", "--to", &dto, "--count", &count], long)?;
     let wl = app(&mclient, &["latency", "--to", &mto, "--count", &count], long)?;
     let (d50, w50) = (num(&dl, "p50_us")?, num(&wl, "p50_us")?);
-    rows.push(Row { metric: "1-byte round trip p50", unit: "µs", direct: d50, weft: w50, target: "≤ direct + 40 µs".into(), met: w50 <= d50 + 40.0 });
+    rows.push(Row {
+        metric: "1-byte round trip p50",
+        unit: "µs",
+        direct: d50,
+        weft: w50,
+        target: "≤ direct + 40 µs".into(),
+        met: w50 <= d50 + 40.0,
+    });
     let (d99, w99) = (num(&dl, "p99_us")?, num(&wl, "p99_us")?);
-    rows.push(Row { metric: "1-byte round trip p99", unit: "µs", direct: d99, weft: w99, target: "—".into(), met: true });
+    rows.push(Row {
+        metric: "1-byte round trip p99",
+        unit: "µs",
+        direct: d99,
+        weft: w99,
+        target: "—".into(),
+        met: true,
+    });
 
     eprintln!("bench: new connections, {} s each way…", settings.connrate_secs);
     let csecs = settings.connrate_secs.to_string();
-    let dc = num(&app(&dclient, &["connrate", "--to", &dto, "--secs", &csecs, "--threads", "2"], long)?, "per_sec")?;
-    let wc = num(&app(&mclient, &["connrate", "--to", &mto, "--secs", &csecs, "--threads", "2"], long)?, "per_sec")?;
-    rows.push(Row { metric: "new connections", unit: "conn/s", direct: dc, weft: wc, target: "≥ 0.6× direct".into(), met: wc >= 0.6 * dc });
+    let threads = settings.connrate_threads.to_string();
+    let dc = num(
+        &app(&dclient, &["connrate", "--to", &dto, "--secs", &csecs, "--threads", &threads], long)?,
+        "per_sec",
+    )?;
+    let wc = num(
+        &app(&mclient, &["connrate", "--to", &mto, "--secs", &csecs, "--threads", &threads], long)?,
+        "per_sec",
+    )?;
+    rows.push(Row {
+        metric: "new connections",
+        unit: "conn/s",
+        direct: dc,
+        weft: wc,
+        target: "≥ 0.6× direct".into(),
+        met: wc >= 0.6 * dc,
+    });
 
     let agent_cpu_secs = cpu()? - cpu_start;
     let agent_peak_rss_mib = proc_usage(pids[0])?.1.max(proc_usage(pids[1])?.1);
@@ -164,13 +207,33 @@ impl Report {
             let _ = writeln!(
                 t,
                 "| {} ({}) | {:.2} | {:.2} | {:.2}× | {} | {} |",
-                r.metric, r.unit, r.direct, r.weft, r.weft / r.direct, r.target, if r.met { "yes" } else { "**no**" }
+                r.metric,
+                r.unit,
+                r.direct,
+                r.weft,
+                r.weft / r.direct,
+                r.target,
+                if r.met { "yes" } else { "**no**" }
             );
         }
         let idle_ok = self.idle_rss_mib < 20.0;
-        let _ = writeln!(t, "| agent RSS at {} idle connections (MiB) | — | {:.1} | — | < 20 MiB | {} |", self.idle_conns, self.idle_rss_mib, if idle_ok { "yes" } else { "**no**" });
-        let _ = writeln!(t, "| agent peak RSS during the runs above (MiB) | — | {:.1} | — | — | — |", self.agent_peak_rss_mib);
-        let _ = writeln!(t, "| agents' CPU seconds, both nodes, all runs above | — | {:.2} | — | — | — |", self.agent_cpu_secs);
+        let _ = writeln!(
+            t,
+            "| agent RSS at {} idle connections (MiB) | — | {:.1} | — | < 20 MiB | {} |",
+            self.idle_conns,
+            self.idle_rss_mib,
+            if idle_ok { "yes" } else { "**no**" }
+        );
+        let _ = writeln!(
+            t,
+            "| agent peak RSS during the runs above (MiB) | — | {:.1} | — | — | — |",
+            self.agent_peak_rss_mib
+        );
+        let _ = writeln!(
+            t,
+            "| agents' CPU seconds, both nodes, all runs above | — | {:.2} | — | — | — |",
+            self.agent_cpu_secs
+        );
         t
     }
 }

@@ -9,7 +9,7 @@
 //! - [`agent`]: a `weft-agent` process on a bed node and its admin endpoint.
 //! - [`meshconfig`]: the agents' `--local-config` file, written from the bed's pods.
 //! - [`scenario`]: a bed with its config, the test app as server and client.
-//! - [`benchmark`]: `cargo xtask bench`'s measurements.
+//! - [`benchmark`]: `cargo xtask bench`'s measurements; [`demo`]: `cargo xtask demo`.
 //!
 //! The tiers of Weft's tests and how to run them are in `tests/README.md`.
 
@@ -17,6 +17,7 @@ pub mod agent;
 pub mod bed;
 pub mod benchmark;
 pub mod bins;
+pub mod demo;
 pub mod meshconfig;
 pub mod scenario;
 pub mod testapp;

@@ -2,8 +2,12 @@
 
 use crate::Pod;
 use anyhow::{Context, Result};
-use std::{collections::BTreeMap, net::IpAddr, path::{Path, PathBuf}};
-use weft_model::{AMBIENT_LABEL, DATAPLANE_MODE_AMBIENT, Mesh, Namespace, ServicePort, Service};
+use std::{
+    collections::BTreeMap,
+    net::IpAddr,
+    path::{Path, PathBuf},
+};
+use weft_model::{AMBIENT_LABEL, DATAPLANE_MODE_AMBIENT, Mesh, Namespace, Service, ServicePort};
 
 /// The model every agent of a bed reads, and the file it lives in.
 pub struct MeshConfig {
@@ -47,7 +51,15 @@ impl MeshConfig {
     }
 
     /// Adds a service with one port mapping and a selector.
-    pub fn service(&mut self, name: &str, namespace: &str, vip: IpAddr, port: u16, target_port: u16, selector: &[(&str, &str)]) -> &mut Self {
+    pub fn service(
+        &mut self,
+        name: &str,
+        namespace: &str,
+        vip: IpAddr,
+        port: u16,
+        target_port: u16,
+        selector: &[(&str, &str)],
+    ) -> &mut Self {
         self.mesh.services.push(Service {
             name: name.to_owned(),
             namespace: namespace.to_owned(),

@@ -41,11 +41,7 @@ fn echo_and_hello_between_pods_on_the_same_and_on_different_nodes() {
         let fields: Vec<&str> = reply.split(' ').collect();
         assert_eq!(fields[..2], ["reviews", "v1"], "reply {reply:?}");
         let peer: SocketAddr = fields[2].parse().unwrap();
-        assert_eq!(
-            peer.ip(),
-            client.ip(),
-            "the server must see the client's pod IP (no NAT)"
-        );
+        assert_eq!(peer.ip(), client.ip(), "the server must see the client's pod IP (no NAT)");
     }
 
     let accepted_from: Vec<String> = serving
@@ -58,10 +54,7 @@ fn echo_and_hello_between_pods_on_the_same_and_on_different_nodes() {
     assert_eq!(accepted_from.len(), 4, "{accepted_from:?}");
     for client in [&same_node, &other_node] {
         let prefix = format!("{}:", client.ip());
-        assert!(
-            accepted_from.iter().any(|peer| peer.starts_with(&prefix)),
-            "{accepted_from:?}"
-        );
+        assert!(accepted_from.iter().any(|peer| peer.starts_with(&prefix)), "{accepted_from:?}");
     }
 }
 
@@ -75,19 +68,12 @@ fn pod_processes_run_in_the_node_cgroup_and_the_pod_netns() {
     assert_eq!(cgroup_of(in_pod.pid()), n1.cgroup_path());
     assert_eq!(pod.cgroup_path(), n1.cgroup_path());
     let members = std::fs::read_to_string(n1.cgroup_path().join("cgroup.procs")).unwrap();
-    assert!(
-        members.lines().any(|pid| pid == in_pod.pid().to_string()),
-        "{members}"
-    );
+    assert!(members.lines().any(|pid| pid == in_pod.pid().to_string()), "{members}");
     assert_eq!(netns_of(in_pod.pid()), file_identity(&pod.netns_path()));
 
     let on_node = n1.spawn(sleep()).unwrap();
     assert_eq!(netns_of(on_node.pid()), file_identity(&n1.netns_path()));
-    assert_ne!(
-        cgroup_of(on_node.pid()),
-        n1.cgroup_path(),
-        "node processes stay out of the pods' cgroup"
-    );
+    assert_ne!(cgroup_of(on_node.pid()), n1.cgroup_path(), "node processes stay out of the pods' cgroup");
 }
 
 #[test]
@@ -99,9 +85,7 @@ fn node_run_reaches_pods_over_http_from_the_node_gateway_address() {
 
     let response = n1.run(|| {
         let mut stream = TcpStream::connect((pod.ip(), PORT)).unwrap();
-        stream
-            .write_all(b"GET / HTTP/1.1\r\nHost: reviews\r\n\r\n")
-            .unwrap();
+        stream.write_all(b"GET / HTTP/1.1\r\nHost: reviews\r\n\r\n").unwrap();
         let mut response = String::new();
         stream.read_to_string(&mut response).unwrap();
         response
@@ -114,8 +98,7 @@ fn node_run_reaches_pods_over_http_from_the_node_gateway_address() {
     assert_eq!(peer.ip(), n1.pod_gateway());
 
     // A panic inside `run` reaches the caller.
-    let caught =
-        std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| n1.run(|| panic!("inside"))));
+    let caught = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| n1.run(|| panic!("inside"))));
     assert!(caught.is_err());
 }
 
@@ -126,10 +109,7 @@ fn a_refused_connection_is_reported_with_its_kind() {
     let idle = bed.pod(&n1, "idle").unwrap();
     let client = bed.pod(&n1, "client").unwrap();
     let to = format!("{}:{PORT}", idle.ip());
-    for args in [
-        &["echo", "--to", &to, "--bytes", "10"][..],
-        &["hello", "--to", &to],
-    ] {
+    for args in [&["echo", "--to", &to, "--bytes", "10"][..], &["hello", "--to", &to]] {
         let (status, result) = run_client(&client, args);
         assert_eq!(status.code(), Some(2), "{result}");
         assert_eq!(result["ok"], false);
@@ -153,22 +133,13 @@ fn benchmark_clients_print_their_results() {
     assert!(result["bytes"].as_u64().unwrap() > 0, "{result}");
     assert!(result["gbit_per_s"].as_f64().unwrap() > 0.0, "{result}");
 
-    let (status, result) = run_client(
-        &client,
-        &["latency", "--to", &to, "--count", "200", "--warmup", "10"],
-    );
+    let (status, result) = run_client(&client, &["latency", "--to", &to, "--count", "200", "--warmup", "10"]);
     assert!(status.success(), "{result}");
     assert_eq!(result["count"], 200);
-    let (p50, p99) = (
-        result["p50_us"].as_f64().unwrap(),
-        result["p99_us"].as_f64().unwrap(),
-    );
+    let (p50, p99) = (result["p50_us"].as_f64().unwrap(), result["p99_us"].as_f64().unwrap());
     assert!(0.0 < p50 && p50 <= p99, "{result}");
 
-    let (status, result) = run_client(
-        &client,
-        &["connrate", "--to", &to, "--secs", "1", "--threads", "2"],
-    );
+    let (status, result) = run_client(&client, &["connrate", "--to", &to, "--secs", "1", "--threads", "2"]);
     assert!(status.success(), "{result}");
     assert!(result["conns"].as_u64().unwrap() > 0, "{result}");
     assert_eq!(result["errors"], 0, "{result}");
@@ -186,19 +157,8 @@ fn the_server_holds_two_thousand_connections() {
     let mut hold = testapp(&["hold", "--to", &to, "--count", "2000"]);
     hold.stdin(Stdio::piped());
     let mut holding = client.spawn(hold).unwrap();
-    holding
-        .wait_for_line(
-            |line| line.contains(r#""event":"holding""#),
-            Duration::from_secs(60),
-        )
-        .unwrap();
-    let accepts = || {
-        serving
-            .stdout_lines()
-            .iter()
-            .filter(|l| l.contains(r#""accept""#))
-            .count()
-    };
+    holding.wait_for_line(|line| line.contains(r#""event":"holding""#), Duration::from_secs(60)).unwrap();
+    let accepts = || serving.stdout_lines().iter().filter(|l| l.contains(r#""accept""#)).count();
     for _ in 0..500 {
         if accepts() >= 2000 {
             break;
@@ -213,10 +173,7 @@ fn the_server_holds_two_thousand_connections() {
 
     holding.close_stdin();
     let status = holding.wait_timeout(Duration::from_secs(30)).unwrap();
-    assert!(
-        status.is_some_and(|s| s.success()),
-        "hold exits 0 on stdin EOF: {status:?}"
-    );
+    assert!(status.is_some_and(|s| s.success()), "hold exits 0 on stdin EOF: {status:?}");
 }
 
 #[test]
@@ -234,19 +191,9 @@ fn dropping_the_bed_removes_everything_and_kills_its_processes() {
 
     drop(bed);
     made.assert_gone();
-    assert!(
-        !pin_dir.exists(),
-        "registered cleanup dir {} is still there",
-        pin_dir.display()
-    );
-    assert!(
-        !is_running(kept.pid()),
-        "a Proc still held by the test is killed"
-    );
-    assert!(
-        !is_running(leaked_pid),
-        "a leaked Proc is killed through the bed's registry"
-    );
+    assert!(!pin_dir.exists(), "registered cleanup dir {} is still there", pin_dir.display());
+    assert!(!is_running(kept.pid()), "a Proc still held by the test is killed");
+    assert!(!is_running(leaked_pid), "a leaked Proc is killed through the bed's registry");
     drop(kept);
 }
 
@@ -271,10 +218,7 @@ fn a_panicking_test_still_cleans_up() {
         panic!("a deliberate failure inside a test body");
     }));
     assert!(outcome.is_err());
-    made.into_inner()
-        .unwrap()
-        .expect("the test body ran")
-        .assert_gone();
+    made.into_inner().unwrap().expect("the test body ran").assert_gone();
     assert!(!is_running(leaked_pid.into_inner().unwrap()));
 }
 
@@ -283,25 +227,16 @@ fn sweep_removes_namespaces_and_cgroups_no_bed_owns() {
     // Ensures the sweep that every process's first bed runs is over, so the leftovers made
     // below are removed by the explicit call.
     drop(TestBed::new("sweep_first").unwrap());
-    let id = format!(
-        "{:06x}",
-        (std::process::id() as u64 * 7919 + 0xa5a5) & 0xff_ffff
-    );
+    let id = format!("{:06x}", (std::process::id() as u64 * 7919 + 0xa5a5) & 0xff_ffff);
     let netns = format!("wb{id}n1");
-    let status = Command::new("ip")
-        .args(["netns", "add", &netns])
-        .status()
-        .unwrap();
+    let status = Command::new("ip").args(["netns", "add", &netns]).status().unwrap();
     assert!(status.success());
     let cgroup = cgroup2_mount().join(format!("weft-test-{id}"));
     std::fs::create_dir_all(cgroup.join("n1")).unwrap();
 
     // Not asserting the count: a parallel test process's sweep may have got there first.
     TestBed::sweep_stale().unwrap();
-    assert!(
-        !netns_names().contains(&netns),
-        "{netns} survived the sweep"
-    );
+    assert!(!netns_names().contains(&netns), "{netns} survived the sweep");
     assert!(!cgroup.exists(), "{} survived the sweep", cgroup.display());
 }
 
@@ -315,14 +250,8 @@ fn describe_gives_a_way_into_every_namespace() {
         let line = format!("nsenter --net={} bash", path.display());
         assert!(text.contains(&line), "{text}");
     }
-    assert!(
-        text.contains(&format!("pod reviews-v1 {}", pod.ip())),
-        "{text}"
-    );
-    assert!(
-        text.contains(&format!("node n1 {}", Ipv4Addr::new(198, 18, 0, 1))),
-        "{text}"
-    );
+    assert!(text.contains(&format!("pod reviews-v1 {}", pod.ip())), "{text}");
+    assert!(text.contains(&format!("node n1 {}", Ipv4Addr::new(198, 18, 0, 1))), "{text}");
     assert_eq!(pod.ip(), Ipv4Addr::new(198, 18, 1, 2));
 }
 
@@ -343,22 +272,8 @@ fn sleep() -> Command {
 /// Starts `serve` on `PORT` in `pod` and waits until it listens.
 fn serve(pod: &Pod, name: &str, version: &str) -> Proc {
     let port = PORT.to_string();
-    let proc = pod
-        .spawn(testapp(&[
-            "serve",
-            "--name",
-            name,
-            "--version",
-            version,
-            "--port",
-            &port,
-        ]))
-        .unwrap();
-    proc.wait_for_line(
-        |line| line.contains(r#""event":"listening""#),
-        Duration::from_secs(10),
-    )
-    .unwrap();
+    let proc = pod.spawn(testapp(&["serve", "--name", name, "--version", version, "--port", &port])).unwrap();
+    proc.wait_for_line(|line| line.contains(r#""event":"listening""#), Duration::from_secs(10)).unwrap();
     proc
 }
 
@@ -367,17 +282,12 @@ fn run_client(pod: &Pod, args: &[&str]) -> (ExitStatus, Value) {
     let mut proc = pod.spawn(testapp(args)).unwrap();
     let Some(status) = proc.wait_timeout(CLIENT_TIMEOUT).unwrap() else {
         proc.kill(Signal::SIGKILL).unwrap();
-        panic!(
-            "{args:?} did not finish in {CLIENT_TIMEOUT:?}: {}",
-            proc.stderr_text()
-        );
+        panic!("{args:?} did not finish in {CLIENT_TIMEOUT:?}: {}", proc.stderr_text());
     };
-    let last = proc.stdout_lines().pop().unwrap_or_else(|| {
-        panic!(
-            "{args:?} printed nothing ({status}); stderr: {}",
-            proc.stderr_text()
-        )
-    });
+    let last = proc
+        .stdout_lines()
+        .pop()
+        .unwrap_or_else(|| panic!("{args:?} printed nothing ({status}); stderr: {}", proc.stderr_text()));
     (status, serde_json::from_str(&last).unwrap())
 }
 
@@ -392,27 +302,14 @@ impl Made {
         let id = bed.id().to_owned();
         assert!(netns_names().iter().any(|name| name.contains(&id)));
         assert!(bed.cgroup_path().is_dir());
-        Made {
-            id,
-            cgroup: bed.cgroup_path().to_owned(),
-        }
+        Made { id, cgroup: bed.cgroup_path().to_owned() }
     }
 
     fn assert_gone(&self) {
-        let left: Vec<String> = netns_names()
-            .into_iter()
-            .filter(|name| name.contains(&self.id))
-            .collect();
+        let left: Vec<String> = netns_names().into_iter().filter(|name| name.contains(&self.id)).collect();
         assert!(left.is_empty(), "namespaces left behind: {left:?}");
-        assert!(
-            !self.cgroup.exists(),
-            "cgroup {} left behind",
-            self.cgroup.display()
-        );
-        assert!(
-            !Path::new("/run/weft-testbed").join(&self.id).exists(),
-            "state file left behind"
-        );
+        assert!(!self.cgroup.exists(), "cgroup {} left behind", self.cgroup.display());
+        assert!(!Path::new("/run/weft-testbed").join(&self.id).exists(), "state file left behind");
     }
 }
 
@@ -428,10 +325,7 @@ fn netns_names() -> Vec<String> {
 /// A process counts as gone once it has exited, even if no one has reaped it yet.
 fn is_running(pid: u32) -> bool {
     match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
-        Ok(stat) => !matches!(
-            stat.rsplit_once(") ").map(|(_, rest)| &rest[..1]),
-            Some("Z" | "X")
-        ),
+        Ok(stat) => !matches!(stat.rsplit_once(") ").map(|(_, rest)| &rest[..1]), Some("Z" | "X")),
         Err(_) => false,
     }
 }
@@ -449,10 +343,7 @@ fn cgroup2_mount() -> PathBuf {
 /// The absolute cgroup v2 directory of a process.
 fn cgroup_of(pid: u32) -> PathBuf {
     let text = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).unwrap();
-    let relative = text
-        .lines()
-        .find_map(|line| line.strip_prefix("0::"))
-        .unwrap();
+    let relative = text.lines().find_map(|line| line.strip_prefix("0::")).unwrap();
     cgroup2_mount().join(relative.trim_start_matches('/'))
 }
 

@@ -3,7 +3,10 @@
 
 use anyhow::Result;
 use std::time::Duration;
-use weft_tests::{agent::Agent, scenario::{self, Scenario}};
+use weft_tests::{
+    agent::Agent,
+    scenario::{self, Scenario},
+};
 
 const APP_PORT: u16 = 9080;
 
@@ -14,10 +17,7 @@ fn labelling_and_unlabelling_a_namespace_enrolls_and_unenrolls_live() -> Result<
     let n2 = s.bed.node("n2")?;
     let client = s.bed.pod(&n1, "client")?;
     let server = s.bed.pod(&n2, "server")?;
-    s.config
-        .namespace("shop", false)
-        .pod(&client, "shop", &[], &[])
-        .pod(&server, "shop", &[], &[APP_PORT]);
+    s.config.namespace("shop", false).pod(&client, "shop", &[], &[]).pod(&server, "shop", &[], &[APP_PORT]);
     s.config.write()?;
     let a1 = Agent::start(&s.bed, &n1, s.config.path())?;
     let a2 = Agent::start(&s.bed, &n2, s.config.path())?;
@@ -53,10 +53,12 @@ fn a_pod_can_opt_out_of_an_enrolled_namespace() -> Result<()> {
     let n1 = s.bed.node("n1")?;
     let inside = s.bed.pod(&n1, "inside")?;
     let outside = s.bed.pod(&n1, "outside")?;
-    s.config
-        .namespace("shop", true)
-        .pod(&inside, "shop", &[], &[APP_PORT])
-        .pod(&outside, "shop", &[("istio.io/dataplane-mode", "none")], &[APP_PORT]);
+    s.config.namespace("shop", true).pod(&inside, "shop", &[], &[APP_PORT]).pod(
+        &outside,
+        "shop",
+        &[("istio.io/dataplane-mode", "none")],
+        &[APP_PORT],
+    );
     s.config.write()?;
     let a1 = Agent::start(&s.bed, &n1, s.config.path())?;
     a1.wait_enrolled(&["inside"], Duration::from_secs(10))?;

@@ -33,7 +33,10 @@ fn killed_agent_fails_closed_and_a_restarted_one_serves_within_5s() -> Result<()
     let srv = scenario::serve(&server, "v1", &[APP_PORT])?;
     let to = format!("{}:{APP_PORT}", server.ip());
     assert!(scenario::echo(&client, &to, 4096)?.ok());
-    assert!(scenario::echo(&outsider, &to, 4096)?.ok(), "an unenrolled client reaches the enrolled server through its agent");
+    assert!(
+        scenario::echo(&outsider, &to, 4096)?.ok(),
+        "an unenrolled client reaches the enrolled server through its agent"
+    );
     assert_eq!(scenario::accepts(&srv), 2);
 
     // Outbound: the client's agent dies. Its pod's connections are refused; nothing
@@ -109,7 +112,11 @@ fn sigterm_during_a_transfer_lets_it_complete() -> Result<()> {
         if r.error_kind() == Some("ConnectionRefused") {
             break;
         }
-        assert!(Instant::now() < deadline, "draining agent still accepts new connections: {r:?}\n{}", a1.stderr());
+        assert!(
+            Instant::now() < deadline,
+            "draining agent still accepts new connections: {r:?}\n{}",
+            a1.stderr()
+        );
         std::thread::sleep(Duration::from_millis(50));
     }
     // …and the one in flight completes.

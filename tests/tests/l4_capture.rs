@@ -3,7 +3,10 @@
 
 use anyhow::Result;
 use std::time::Duration;
-use weft_tests::{agent::Agent, scenario::{self, Scenario}};
+use weft_tests::{
+    agent::Agent,
+    scenario::{self, Scenario},
+};
 
 const MIB: u64 = 1024 * 1024;
 const APP_PORT: u16 = 9080;
@@ -29,21 +32,36 @@ fn pod_to_pod_across_and_within_nodes_passes_through_the_agents() -> Result<()> 
     let remote_srv = scenario::serve(&remote, "v1", &[APP_PORT])?;
     let local_srv = scenario::serve(&local, "v1", &[APP_PORT])?;
 
-    for (target, name, server, dst_agent) in [(&remote, "remote", &remote_srv, &a2), (&local, "local", &local_srv, &a1)] {
+    for (target, name, server, dst_agent) in
+        [(&remote, "remote", &remote_srv, &a2), (&local, "local", &local_srv, &a1)]
+    {
         let to = format!("{}:{APP_PORT}", target.ip());
         let r = scenario::echo(&client, &to, 64 * MIB)?;
         assert!(r.ok(), "64 MiB echo to {name} failed: {r:?}\nagent n1:\n{}", a1.stderr());
         assert_eq!(r.json["received"].as_u64(), Some(64 * MIB), "{r:?}");
-        assert_eq!(r.json["peer"].as_str(), Some(to.as_str()), "the app sees the peer it dialled (getpeername restored)");
+        assert_eq!(
+            r.json["peer"].as_str(),
+            Some(to.as_str()),
+            "the app sees the peer it dialled (getpeername restored)"
+        );
         assert_eq!(scenario::accepts(server), 1);
 
         let src = [("reporter", "source"), ("source_workload", "client"), ("destination_workload", name)];
-        let dst = [("reporter", "destination"), ("source_workload", "client"), ("destination_workload", name)];
-        assert_eq!(a1.metric("istio_tcp_connections_opened_total", &src)?, 1, "outbound on the client's node");
+        let dst =
+            [("reporter", "destination"), ("source_workload", "client"), ("destination_workload", name)];
+        assert_eq!(
+            a1.metric("istio_tcp_connections_opened_total", &src)?,
+            1,
+            "outbound on the client's node"
+        );
         assert_eq!(a1.metric("istio_tcp_connections_closed_total", &src)?, 1);
         assert!(a1.metric("istio_tcp_received_bytes_total", &src)? >= 64 * MIB);
         assert!(a1.metric("istio_tcp_sent_bytes_total", &src)? >= 64 * MIB);
-        assert_eq!(dst_agent.metric("istio_tcp_connections_opened_total", &dst)?, 1, "inbound on the server's node");
+        assert_eq!(
+            dst_agent.metric("istio_tcp_connections_opened_total", &dst)?,
+            1,
+            "inbound on the server's node"
+        );
         assert!(dst_agent.metric("istio_tcp_received_bytes_total", &dst)? >= 64 * MIB);
         assert!(dst_agent.metric("istio_tcp_sent_bytes_total", &dst)? >= 64 * MIB);
     }
@@ -83,7 +101,8 @@ fn service_vip_is_resolved_to_an_endpoint_by_the_agent() -> Result<()> {
     assert_eq!(versions, ["v1", "v1", "v2", "v2"], "round robin over both endpoints");
     let svc = [("reporter", "source"), ("destination_service", "reviews.bookinfo.svc.cluster.local")];
     assert_eq!(a1.metric("istio_tcp_connections_opened_total", &svc)?, 4);
-    let inbound = [("reporter", "destination"), ("destination_service", "reviews.bookinfo.svc.cluster.local")];
+    let inbound =
+        [("reporter", "destination"), ("destination_service", "reviews.bookinfo.svc.cluster.local")];
     assert_eq!(a2.metric("istio_tcp_connections_opened_total", &inbound)?, 2);
     Ok(())
 }
@@ -95,10 +114,12 @@ fn namespace_without_the_label_is_not_captured() -> Result<()> {
     let n2 = s.bed.node("n2")?;
     let client = s.bed.pod(&n1, "client")?;
     let server = s.bed.pod(&n2, "server")?;
-    s.config
-        .namespace("legacy", false)
-        .pod(&client, "legacy", &[], &[])
-        .pod(&server, "legacy", &[], &[APP_PORT]);
+    s.config.namespace("legacy", false).pod(&client, "legacy", &[], &[]).pod(
+        &server,
+        "legacy",
+        &[],
+        &[APP_PORT],
+    );
     s.config.write()?;
     let a1 = Agent::start(&s.bed, &n1, s.config.path())?;
     let a2 = Agent::start(&s.bed, &n2, s.config.path())?;
@@ -109,7 +130,11 @@ fn namespace_without_the_label_is_not_captured() -> Result<()> {
     assert_eq!(scenario::accepts(&srv), 1);
     for a in [&a1, &a2] {
         assert!(a.enrolled()?.is_empty());
-        assert_eq!(a.metric("istio_tcp_connections_opened_total", &[])?, 0, "nothing passed through an agent");
+        assert_eq!(
+            a.metric("istio_tcp_connections_opened_total", &[])?,
+            0,
+            "nothing passed through an agent"
+        );
     }
     Ok(())
 }

@@ -108,13 +108,20 @@ fn test(args: &[String]) -> Result<()> {
 fn count_before(summary: &str, what: &str) -> u64 {
     summary
         .split(';')
-        .find_map(|part| part.trim().trim_start_matches("ok. ").trim_start_matches("FAILED. ").strip_suffix(what.trim_start()).map(str::trim))
+        .find_map(|part| {
+            part.trim()
+                .trim_start_matches("ok. ")
+                .trim_start_matches("FAILED. ")
+                .strip_suffix(what.trim_start())
+                .map(str::trim)
+        })
         .and_then(|n| n.trim().parse().ok())
         .unwrap_or(0)
 }
 
 fn release_bin(name: &str) -> PathBuf {
-    let target = env::var_os("CARGO_TARGET_DIR").map_or_else(|| workspace_root().join("target"), PathBuf::from);
+    let target =
+        env::var_os("CARGO_TARGET_DIR").map_or_else(|| workspace_root().join("target"), PathBuf::from);
     target.join("release").join(name)
 }
 

@@ -41,13 +41,30 @@ fn step(what: &str, cmd: &mut Command) -> Result<()> {
 }
 
 fn nightly_rust_src() -> Result<()> {
-    let installed = output_ok(Command::new("rustup").args(["component", "list", "--toolchain", "nightly", "--installed"]));
+    let installed = output_ok(Command::new("rustup").args([
+        "component",
+        "list",
+        "--toolchain",
+        "nightly",
+        "--installed",
+    ]));
     match installed {
         Some(list) if list.lines().any(|l| l.starts_with("rust-src")) => Ok(()),
-        Some(_) => step("adding rust-src to nightly", Command::new("rustup").args(["component", "add", "rust-src", "--toolchain", "nightly"])),
+        Some(_) => step(
+            "adding rust-src to nightly",
+            Command::new("rustup").args(["component", "add", "rust-src", "--toolchain", "nightly"]),
+        ),
         None => step(
             "installing the nightly toolchain with rust-src",
-            Command::new("rustup").args(["toolchain", "install", "nightly", "--profile", "minimal", "--component", "rust-src"]),
+            Command::new("rustup").args([
+                "toolchain",
+                "install",
+                "nightly",
+                "--profile",
+                "minimal",
+                "--component",
+                "rust-src",
+            ]),
         ),
     }
 }
@@ -66,7 +83,10 @@ fn apt_packages() -> Result<()> {
     step("apt-get update", Command::new("apt-get").args(["update", "-qq"]))?;
     step(
         &format!("apt-get install {}", missing.join(" ")),
-        Command::new("apt-get").args(["install", "-y", "-qq"]).args(&missing).env("DEBIAN_FRONTEND", "noninteractive"),
+        Command::new("apt-get")
+            .args(["install", "-y", "-qq"])
+            .args(&missing)
+            .env("DEBIAN_FRONTEND", "noninteractive"),
     )
 }
 
@@ -89,7 +109,9 @@ fn bpf_linker() -> Result<()> {
 /// to mount it (two stacked mounts would hide each other's pins).
 fn bpffs() -> Result<()> {
     let mounts = std::fs::read_to_string("/proc/mounts").unwrap_or_default();
-    if mounts.lines().any(|l| l.split_whitespace().nth(1) == Some("/sys/fs/bpf") && l.split_whitespace().nth(2) == Some("bpf")) {
+    if mounts.lines().any(|l| {
+        l.split_whitespace().nth(1) == Some("/sys/fs/bpf") && l.split_whitespace().nth(2) == Some("bpf")
+    }) {
         return Ok(());
     }
     step("mounting bpffs at /sys/fs/bpf", Command::new("mount").args(["-t", "bpf", "bpf", "/sys/fs/bpf"]))

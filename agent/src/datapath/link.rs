@@ -39,9 +39,8 @@ struct BpfAttr([u32; 32]);
 fn bpf(cmd: libc::c_long, attr: &mut BpfAttr) -> io::Result<libc::c_long> {
     // SAFETY: `attr` is a valid, fully initialised buffer of the size we pass; the kernel
     // reads (and for some commands writes) within it only.
-    let ret = unsafe {
-        libc::syscall(libc::SYS_bpf, cmd, attr as *mut BpfAttr, std::mem::size_of::<BpfAttr>())
-    };
+    let ret =
+        unsafe { libc::syscall(libc::SYS_bpf, cmd, attr as *mut BpfAttr, std::mem::size_of::<BpfAttr>()) };
     if ret < 0 { Err(io::Error::last_os_error()) } else { Ok(ret) }
 }
 

@@ -126,12 +126,26 @@ impl Datapath {
         for (name, attach) in CGROUP_PROGRAMS {
             let prog: &mut CgroupSockAddr = program(&mut ebpf, name)?;
             prog.load().map_err(|e| verifier_error(name, e))?;
-            attach_cgroup(prog.fd().map_err(|e| verifier_error(name, e))?.as_fd(), &cgroup, attach, &links_dir, name, &config.cgroup)?;
+            attach_cgroup(
+                prog.fd().map_err(|e| verifier_error(name, e))?.as_fd(),
+                &cgroup,
+                attach,
+                &links_dir,
+                name,
+                &config.cgroup,
+            )?;
         }
         let sock_ops: &mut SockOps = program(&mut ebpf, SOCK_OPS_PROGRAM)?;
         sock_ops.load().map_err(|e| verifier_error(SOCK_OPS_PROGRAM, e))?;
         let fd = sock_ops.fd().map_err(|e| verifier_error(SOCK_OPS_PROGRAM, e))?;
-        attach_cgroup(fd.as_fd(), &cgroup, AttachType::SockOps, &links_dir, SOCK_OPS_PROGRAM, &config.cgroup)?;
+        attach_cgroup(
+            fd.as_fd(),
+            &cgroup,
+            AttachType::SockOps,
+            &links_dir,
+            SOCK_OPS_PROGRAM,
+            &config.cgroup,
+        )?;
         let sk_lookup: &mut SkLookup = program(&mut ebpf, SK_LOOKUP_PROGRAM)?;
         sk_lookup.load().map_err(|e| verifier_error(SK_LOOKUP_PROGRAM, e))?;
 
@@ -141,7 +155,9 @@ impl Datapath {
             let _ = excluded.remove(&port);
         }
         for port in &config.excluded_ports {
-            excluded.insert(port, 1, 0).map_err(|source| DatapathError::MapOp { map: map_names::EXCLUDED_PORTS, source })?;
+            excluded
+                .insert(port, 1, 0)
+                .map_err(|source| DatapathError::MapOp { map: map_names::EXCLUDED_PORTS, source })?;
         }
         let orig = OrigDstTable { map: take_map(&mut ebpf, map_names::ORIG_DST)? };
         let datapath = Datapath {
@@ -165,7 +181,11 @@ impl Datapath {
         let prog: &mut SkLookup = program(&mut self.ebpf, SK_LOOKUP_PROGRAM)?;
         let fd = prog.fd().map_err(|e| verifier_error(SK_LOOKUP_PROGRAM, e))?;
         link::attach_pinned(fd.as_fd(), netns.as_fd(), AttachType::SkLookup, &pin).map_err(|source| {
-            DatapathError::Attach { what: "sk_lookup", target: format!("netns cookie {netns_cookie}"), source }
+            DatapathError::Attach {
+                what: "sk_lookup",
+                target: format!("netns cookie {netns_cookie}"),
+                source,
+            }
         })
     }
 
@@ -255,9 +275,7 @@ fn program<'a, T>(ebpf: &'a mut Ebpf, name: &'static str) -> Result<&'a mut T, D
 where
     &'a mut T: TryFrom<&'a mut aya::programs::Program>,
 {
-    ebpf.program_mut(name)
-        .and_then(|p| p.try_into().ok())
-        .ok_or(DatapathError::MissingProgram { name })
+    ebpf.program_mut(name).and_then(|p| p.try_into().ok()).ok_or(DatapathError::MissingProgram { name })
 }
 
 fn take_map<T>(ebpf: &mut Ebpf, name: &'static str) -> Result<T, DatapathError>

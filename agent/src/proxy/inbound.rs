@@ -13,7 +13,7 @@ use std::{
     sync::{Arc, atomic::Ordering::Relaxed},
 };
 use tokio::net::{TcpListener, TcpStream};
-use tracing::{Instrument, debug, info_span, warn};
+use tracing::{Instrument, debug, debug_span, warn};
 
 /// Accepts until the task is aborted (pod unenrolled or agent draining). Dropping the
 /// listener empties its SOCKMAP slot, and sk_lookup then refuses the pod's ports.
@@ -23,7 +23,7 @@ pub async fn serve(listener: TcpListener, pod: Arc<InPod>, shared: Arc<Shared>) 
             Ok((client, peer)) => {
                 let guard = shared.drain.guard();
                 let (pod, shared) = (pod.clone(), shared.clone());
-                let span = info_span!("inbound", pod = %pod.name, src = %peer);
+                let span = debug_span!("inbound", pod = %pod.name, src = %peer);
                 spawn_connection(
                     async move {
                         let _guard = guard;
@@ -43,7 +43,12 @@ pub async fn serve(listener: TcpListener, pod: Arc<InPod>, shared: Arc<Shared>) 
     }
 }
 
-async fn handle(mut client: TcpStream, peer: SocketAddr, pod: &InPod, shared: &Shared) -> Result<(), ProxyError> {
+async fn handle(
+    mut client: TcpStream,
+    peer: SocketAddr,
+    pod: &InPod,
+    shared: &Shared,
+) -> Result<(), ProxyError> {
     let dst = client.local_addr()?;
     let counters = {
         let mesh = shared.mesh.load();

@@ -15,7 +15,9 @@ use std::{net::SocketAddr, time::Duration};
 /// Why a proxied connection ended badly. Logged per connection; never fatal to the agent.
 #[derive(Debug, thiserror::Error)]
 pub enum ProxyError {
-    #[error("no original destination recorded for client {client} (was it captured before the agent started?)")]
+    #[error(
+        "no original destination recorded for client {client} (was it captured before the agent started?)"
+    )]
     NoOriginalDestination { client: SocketAddr },
     #[error("service address {dst} has no endpoint for that port")]
     NoEndpoint { dst: SocketAddr },

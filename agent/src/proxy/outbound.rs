@@ -15,7 +15,7 @@ use std::{
     sync::{Arc, atomic::Ordering::Relaxed},
 };
 use tokio::net::{TcpListener, TcpStream};
-use tracing::{Instrument, debug, info_span, warn};
+use tracing::{Instrument, debug, debug_span, warn};
 
 /// Accepts until the task is aborted (pod unenrolled or agent draining); dropping the
 /// listener then makes new connections from the pod fail (closed, never direct).
@@ -25,7 +25,7 @@ pub async fn serve(listener: TcpListener, pod: Arc<InPod>, shared: Arc<Shared>) 
             Ok((client, peer)) => {
                 let guard = shared.drain.guard();
                 let (pod, shared) = (pod.clone(), shared.clone());
-                let span = info_span!("outbound", pod = %pod.name, src = %peer);
+                let span = debug_span!("outbound", pod = %pod.name, src = %peer);
                 spawn_connection(
                     async move {
                         let _guard = guard;
@@ -45,7 +45,12 @@ pub async fn serve(listener: TcpListener, pod: Arc<InPod>, shared: Arc<Shared>) 
     }
 }
 
-async fn handle(mut client: TcpStream, peer: SocketAddr, pod: &InPod, shared: &Shared) -> Result<(), ProxyError> {
+async fn handle(
+    mut client: TcpStream,
+    peer: SocketAddr,
+    pod: &InPod,
+    shared: &Shared,
+) -> Result<(), ProxyError> {
     let SocketAddr::V4(peer4) = peer else {
         return Err(ProxyError::NoOriginalDestination { client: peer });
     };

@@ -24,4 +24,3 @@ pub async fn connect_in(
     let sock = TcpSocket::from_std_stream(sock.into());
     sock.connect(dst).await.map_err(connect_error)
 }
-

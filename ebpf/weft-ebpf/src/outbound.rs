@@ -8,9 +8,7 @@ use aya_ebpf::{
     programs::{SockAddrContext, SockOpsContext},
 };
 use core::ptr::{addr_of, addr_of_mut, read_volatile, write_volatile};
-use weft_ebpf_common::{
-    AF_INET, AF_INET6, ConnKey, EnrolledPod, HBONE_PORT, OUTBOUND_CAPTURE_PORT, OrigDst,
-};
+use weft_ebpf_common::{AF_INET, AF_INET6, ConnKey, EnrolledPod, HBONE_PORT, OUTBOUND_CAPTURE_PORT, OrigDst};
 
 /// cgroup sock_addr verdicts.
 const ALLOW: i32 = 1;
@@ -123,9 +121,8 @@ fn try_connect4(ctx: &SockAddrContext) -> i32 {
     let Some(pod) = enrolled(ctx) else { return ALLOW };
     let sa = ctx.sock_addr;
     // SAFETY: context field reads; user_port holds a be16 in the low bytes.
-    let (ip, port) = unsafe {
-        (read_volatile(addr_of!((*sa).user_ip4)), read_volatile(addr_of!((*sa).user_port)))
-    };
+    let (ip, port) =
+        unsafe { (read_volatile(addr_of!((*sa).user_ip4)), read_volatile(addr_of!((*sa).user_port))) };
     let port = u16::from_be(port as u16);
     match classify_v4(ctx, &pod, ip, port) {
         Capture::Pass => ALLOW,
@@ -249,4 +246,3 @@ fn try_sock_ops(ctx: &SockOpsContext) {
     };
     let _ = ORIG_DST.insert(&key, &orig, 0);
 }
-

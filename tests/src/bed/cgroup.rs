@@ -46,10 +46,8 @@ pub fn kill_all(path: &Path) {
         return;
     }
     for pid in procs_in_tree(path) {
-        let _ = nix::sys::signal::kill(
-            nix::unistd::Pid::from_raw(pid as i32),
-            nix::sys::signal::Signal::SIGKILL,
-        );
+        let _ =
+            nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), nix::sys::signal::Signal::SIGKILL);
     }
 }
 
@@ -83,10 +81,7 @@ pub fn remove_tree(path: &Path) -> Result<()> {
             }
             Err(err) => {
                 let procs = procs_in_tree(path);
-                bail!(
-                    "cannot remove cgroup {}: {err} (processes still in it: {procs:?})",
-                    path.display()
-                );
+                bail!("cannot remove cgroup {}: {err} (processes still in it: {procs:?})", path.display());
             }
         }
     }

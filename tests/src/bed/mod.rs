@@ -114,11 +114,7 @@ impl TestBed {
         };
         bed.underlay = Netns::create(&underlay_name)?;
         bed.topology().netns.push(underlay_name);
-        bed.underlay.ip_batch(&[
-            "link set lo up",
-            "link add br0 type bridge",
-            "link set br0 up",
-        ])?;
+        bed.underlay.ip_batch(&["link set lo up", "link add br0 type bridge", "link set br0 up"])?;
         cgroup::create(&cgroup)?;
         Ok(bed)
     }
@@ -144,10 +140,7 @@ impl TestBed {
         validate_node_name(name)?;
         let mut topology = self.topology();
         let Topology { nodes, netns, .. } = &mut *topology;
-        ensure!(
-            nodes.iter().all(|node| node.name() != name),
-            "the bed already has a node named {name}"
-        );
+        ensure!(nodes.iter().all(|node| node.name() != name), "the bed already has a node named {name}");
         let index = state::claim_node_index(&self.id, address::MAX_NODES)?;
         let spec = node::NodeSpec {
             name,
@@ -168,19 +161,12 @@ impl TestBed {
     pub fn pod(&self, node: &Node, name: &str) -> Result<Pod> {
         let mut topology = self.topology();
         ensure!(
-            topology
-                .nodes
-                .iter()
-                .any(|n| n.netns_name() == node.netns_name()),
+            topology.nodes.iter().any(|n| n.netns_name() == node.netns_name()),
             "node {} is not part of bed {}",
             node.name(),
             self.id
         );
-        let on_node = topology
-            .pods
-            .iter()
-            .filter(|p| p.node_name() == node.name())
-            .count();
+        let on_node = topology.pods.iter().filter(|p| p.node_name() == node.name()).count();
         let n = u8::try_from(on_node)
             .ok()
             .filter(|&n| n < address::MAX_PODS_PER_NODE)
@@ -204,11 +190,7 @@ impl TestBed {
     /// directory). It is recorded in the bed's state file, so a sweep removes it too.
     pub fn register_cleanup_dir(&self, path: impl Into<PathBuf>) -> Result<()> {
         let path = path.into();
-        ensure!(
-            path.is_absolute(),
-            "cleanup directory {} is not absolute",
-            path.display()
-        );
+        ensure!(path.is_absolute(), "cleanup directory {} is not absolute", path.display());
         let mut state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
         state.cleanup_dirs.push(path);
         state.save()
@@ -235,11 +217,7 @@ impl TestBed {
                 node.cgroup_path().display(),
                 node.netns_path().display(),
             ));
-            for pod in topology
-                .pods
-                .iter()
-                .filter(|p| p.node_name() == node.name())
-            {
+            for pod in topology.pods.iter().filter(|p| p.node_name() == node.name()) {
                 text.push_str(&format!(
                     "    pod {} {} netns {} (veth {} on the node)\n      nsenter --net={} bash\n",
                     pod.name(),
@@ -291,11 +269,7 @@ impl TestBed {
             let cgroup = cgroup_root.join(format!("{CGROUP_PREFIX}{id}"));
             Leftovers {
                 who: format!("weft test bed {id} (stale)"),
-                netns: netns_names
-                    .iter()
-                    .filter(|n| n.starts_with(&prefix))
-                    .cloned()
-                    .collect(),
+                netns: netns_names.iter().filter(|n| n.starts_with(&prefix)).cloned().collect(),
                 cgroup: cgroup.exists().then_some(cgroup),
                 dirs: dirs.clone(),
             }
@@ -377,10 +351,7 @@ fn reserve_id(test_name: &str) -> Result<BedState> {
             return Ok(state);
         }
     }
-    bail!(
-        "no free test bed id after 64 tries: are there stale files in {}?",
-        state::STATE_DIR
-    )
+    bail!("no free test bed id after 64 tries: are there stale files in {}?", state::STATE_DIR)
 }
 
 fn validate_node_name(name: &str) -> Result<()> {
@@ -388,9 +359,8 @@ fn validate_node_name(name: &str) -> Result<()> {
         !name.is_empty() && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '-'),
         "node name {name:?} must be letters, digits and '-'"
     );
-    let clashes_with_pods = name
-        .strip_prefix('p')
-        .is_some_and(|rest| rest.chars().all(|c| c.is_ascii_digit()));
+    let clashes_with_pods =
+        name.strip_prefix('p').is_some_and(|rest| rest.chars().all(|c| c.is_ascii_digit()));
     ensure!(
         name != "u" && !clashes_with_pods,
         "node name {name:?} clashes with the bed's underlay (u) or pod (p<n>) namespace names"

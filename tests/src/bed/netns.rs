@@ -25,18 +25,13 @@ pub struct Netns {
 impl Netns {
     /// Creates the namespace `name` (`ip netns add`); fails if it already exists.
     pub fn create(name: &str) -> Result<Netns> {
-        ip(&["netns", "add", name])
-            .with_context(|| format!("cannot create network namespace {name}"))?;
-        Ok(Netns {
-            name: name.to_owned(),
-        })
+        ip(&["netns", "add", name]).with_context(|| format!("cannot create network namespace {name}"))?;
+        Ok(Netns { name: name.to_owned() })
     }
 
     /// A handle on the namespace `name`, which may not exist yet.
     pub fn named(name: &str) -> Netns {
-        Netns {
-            name: name.to_owned(),
-        }
+        Netns { name: name.to_owned() }
     }
 
     pub fn name(&self) -> &str {
@@ -51,10 +46,7 @@ impl Netns {
     /// Runs `ip` commands (one per entry, without the leading `ip`) inside this namespace, as
     /// a single `ip -batch` so a bed with many pods stays quick to build.
     pub fn ip_batch<S: AsRef<str>>(&self, commands: &[S]) -> Result<()> {
-        let script: String = commands
-            .iter()
-            .map(|c| format!("{}\n", c.as_ref()))
-            .collect();
+        let script: String = commands.iter().map(|c| format!("{}\n", c.as_ref())).collect();
         let mut child = Command::new("ip")
             .args(["-n", &self.name, "-batch", "-"])
             .stdin(Stdio::piped())
@@ -63,13 +55,9 @@ impl Netns {
             .spawn()
             .context("cannot run `ip`: is iproute2 installed?")?;
         let mut stdin = child.stdin.take().expect("stdin was piped");
-        stdin
-            .write_all(script.as_bytes())
-            .context("cannot write to `ip -batch`")?;
+        stdin.write_all(script.as_bytes()).context("cannot write to `ip -batch`")?;
         drop(stdin);
-        let out = child
-            .wait_with_output()
-            .context("cannot wait for `ip -batch`")?;
+        let out = child.wait_with_output().context("cannot wait for `ip -batch`")?;
         if !out.status.success() {
             bail!(
                 "`ip -n {} -batch` failed ({}): {}\ncommands:\n{}",
@@ -92,11 +80,7 @@ impl Netns {
             for (key, value) in settings {
                 let path = Path::new("/proc/sys").join(key);
                 std::fs::write(&path, value).with_context(|| {
-                    format!(
-                        "cannot set {} = {value} in netns {}",
-                        path.display(),
-                        self.name
-                    )
+                    format!("cannot set {} = {value} in netns {}", path.display(), self.name)
                 })?;
             }
             Ok(())
@@ -154,9 +138,7 @@ pub fn list_names() -> Vec<String> {
     let Ok(entries) = std::fs::read_dir(NETNS_RUN_DIR) else {
         return Vec::new();
     };
-    entries
-        .filter_map(|entry| entry.ok()?.file_name().into_string().ok())
-        .collect()
+    entries.filter_map(|entry| entry.ok()?.file_name().into_string().ok()).collect()
 }
 
 fn ip(args: &[&str]) -> Result<()> {

@@ -47,21 +47,11 @@ impl Node {
         let port = format!("vn{k}");
         netns.ip_batch(&[
             "link set lo up".to_owned(),
-            format!(
-                "link add eth0 type veth peer name {port} netns {}",
-                spec.underlay.name()
-            ),
-            format!(
-                "addr add {}/{} dev eth0",
-                address::node_ip(k),
-                address::UNDERLAY_PREFIX_LEN
-            ),
+            format!("link add eth0 type veth peer name {port} netns {}", spec.underlay.name()),
+            format!("addr add {}/{} dev eth0", address::node_ip(k), address::UNDERLAY_PREFIX_LEN),
             "link set eth0 up".to_owned(),
         ])?;
-        spec.underlay.ip_batch(&[
-            format!("link set {port} master br0"),
-            format!("link set {port} up"),
-        ])?;
+        spec.underlay.ip_batch(&[format!("link set {port} master br0"), format!("link set {port} up")])?;
         netns.set_sysctls(&[
             ("net/ipv4/ip_forward", "1"),
             // Pod traffic arrives on one veth and its replies leave by another, and pod source
@@ -142,11 +132,7 @@ impl Node {
     /// Starts `cmd` in the node's network namespace. It stays in the test's own cgroup, not
     /// the pods' one, so the agent's cgroup programs do not see the agent's own sockets.
     pub fn spawn(&self, cmd: Command) -> Result<Proc> {
-        let place = Placement {
-            owner: &self.name,
-            netns: &self.netns.path(),
-            cgroup: None,
-        };
+        let place = Placement { owner: &self.name, netns: &self.netns.path(), cgroup: None };
         process::spawn(cmd, place, &self.procs)
             .with_context(|| format!("cannot start a process on node {}", self.name))
     }

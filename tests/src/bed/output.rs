@@ -77,11 +77,8 @@ impl Output {
                     state.stderr
                 );
             }
-            state = self
-                .changed
-                .wait_timeout(state, deadline - now)
-                .unwrap_or_else(PoisonError::into_inner)
-                .0;
+            state =
+                self.changed.wait_timeout(state, deadline - now).unwrap_or_else(PoisonError::into_inner).0;
         }
     }
 
@@ -96,30 +93,18 @@ impl Output {
             if now >= deadline {
                 return;
             }
-            state = self
-                .changed
-                .wait_timeout(state, deadline - now)
-                .unwrap_or_else(PoisonError::into_inner)
-                .0;
+            state =
+                self.changed.wait_timeout(state, deadline - now).unwrap_or_else(PoisonError::into_inner).0;
         }
     }
 
     /// The last `lines` lines of stdout and of stderr, for a failure report.
     pub fn tails(&self, lines: usize) -> (Vec<String>, Vec<String>) {
         let state = self.lock();
-        let out = state
-            .stdout
-            .iter()
-            .rev()
-            .take(lines)
-            .rev()
-            .cloned()
-            .collect();
+        let out = state.stdout.iter().rev().take(lines).rev().cloned().collect();
         let all_err: Vec<&str> = state.stderr.lines().collect();
-        let err = all_err[all_err.len().saturating_sub(lines)..]
-            .iter()
-            .map(|line| line.to_string())
-            .collect();
+        let err =
+            all_err[all_err.len().saturating_sub(lines)..].iter().map(|line| line.to_string()).collect();
         (out, err)
     }
 
@@ -147,10 +132,7 @@ impl Output {
         loop {
             match stderr.read(&mut buf) {
                 Ok(0) | Err(_) => break,
-                Ok(n) => self
-                    .lock()
-                    .stderr
-                    .push_str(&String::from_utf8_lossy(&buf[..n])),
+                Ok(n) => self.lock().stderr.push_str(&String::from_utf8_lossy(&buf[..n])),
             }
         }
         self.lock().stderr_closed = true;

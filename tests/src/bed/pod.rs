@@ -40,23 +40,13 @@ impl Pod {
     /// pushed to `created` as soon as it exists, so the bed removes it even if a later step
     /// fails.
     pub(super) fn create(spec: PodSpec<'_>, created: &mut Vec<String>) -> Result<Pod> {
-        let PodSpec {
-            name,
-            node,
-            ip,
-            netns_name,
-            host_veth,
-            procs,
-        } = spec;
+        let PodSpec { name, node, ip, netns_name, host_veth, procs } = spec;
         let gateway = node.pod_gateway();
         let netns = Netns::create(&netns_name)?;
         created.push(netns_name);
         netns.ip_batch(&[
             "link set lo up".to_owned(),
-            format!(
-                "link add eth0 type veth peer name {host_veth} netns {}",
-                node.netns_name()
-            ),
+            format!("link add eth0 type veth peer name {host_veth} netns {}", node.netns_name()),
             format!("addr add {ip}/32 dev eth0"),
             "link set eth0 up".to_owned(),
             format!("route add {gateway} dev eth0 scope link"),
@@ -121,11 +111,7 @@ impl Pod {
     pub fn spawn(&self, cmd: Command) -> Result<Proc> {
         let owner = format!("{}/{}", self.node_name, self.name);
         let netns = self.netns.path();
-        let place = Placement {
-            owner: &owner,
-            netns: &netns,
-            cgroup: Some(&self.cgroup),
-        };
+        let place = Placement { owner: &owner, netns: &netns, cgroup: Some(&self.cgroup) };
         process::spawn(cmd, place, &self.procs)
             .with_context(|| format!("cannot start a process in pod {owner}"))
     }

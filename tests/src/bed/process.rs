@@ -119,24 +119,12 @@ pub fn spawn(mut cmd: Command, place: Placement<'_>, registry: &Arc<ProcRegistry
         });
     }
 
-    let mut child = cmd
-        .spawn()
-        .with_context(|| format!("cannot start {label}"))?;
+    let mut child = cmd.spawn().with_context(|| format!("cannot start {label}"))?;
     let stdout = child.stdout.take().expect("stdout was piped");
     let stderr = child.stderr.take().expect("stderr was piped");
     let output = Output::capture(&label, stdout, stderr);
-    registry.lock().push(Registered {
-        pid: child.id(),
-        label: label.clone(),
-        output: Arc::clone(&output),
-    });
-    Ok(Proc {
-        child,
-        label,
-        output,
-        registry: Arc::clone(registry),
-        status: None,
-    })
+    registry.lock().push(Registered { pid: child.id(), label: label.clone(), output: Arc::clone(&output) });
+    Ok(Proc { child, label, output, registry: Arc::clone(registry), status: None })
 }
 
 /// A process running in a node or pod. Killed (SIGKILL) and reaped when dropped (unless a
@@ -196,11 +184,7 @@ impl Proc {
     /// Waits until a stdout line, printed before or after this call, satisfies `pred`, and
     /// returns it. Fails after `timeout`, or as soon as stdout closes without such a line; the
     /// error holds the output so far.
-    pub fn wait_for_line(
-        &self,
-        pred: impl FnMut(&str) -> bool,
-        timeout: Duration,
-    ) -> Result<String> {
+    pub fn wait_for_line(&self, pred: impl FnMut(&str) -> bool, timeout: Duration) -> Result<String> {
         self.output.wait_for_line(&self.label, pred, timeout)
     }
 
@@ -219,10 +203,7 @@ impl Proc {
             return Ok(Some(status));
         }
         let mut registered = self.registry.lock();
-        let status = self
-            .child
-            .try_wait()
-            .with_context(|| format!("cannot wait for {}", self.label))?;
+        let status = self.child.try_wait().with_context(|| format!("cannot wait for {}", self.label))?;
         if let Some(status) = status {
             self.status = Some(status);
             let pid = self.pid();
@@ -246,11 +227,7 @@ impl Drop for Proc {
         let _ = kill(Pid::from_raw(self.pid() as i32), Signal::SIGKILL);
         let mut registered = self.registry.lock();
         if let Err(err) = self.child.wait() {
-            eprintln!(
-                "weft test bed: cannot reap {} (pid {}): {err}",
-                self.label,
-                self.pid()
-            );
+            eprintln!("weft test bed: cannot reap {} (pid {}): {err}", self.label, self.pid());
         }
         let pid = self.pid();
         registered.retain(|proc| proc.pid != pid);

@@ -36,13 +36,7 @@ impl BedState {
     pub fn new_owned(id: &str, test: &str) -> Result<BedState> {
         let pid = std::process::id();
         let start = start_time(pid).context("cannot read this process's start time")?;
-        Ok(BedState {
-            id: id.to_owned(),
-            pid,
-            start,
-            test: test.to_owned(),
-            cleanup_dirs: vec![],
-        })
+        Ok(BedState { id: id.to_owned(), pid, start, test: test.to_owned(), cleanup_dirs: vec![] })
     }
 
     /// Writes the state file for a new bed; `Ok(false)` if a bed with this id already has
@@ -64,8 +58,7 @@ impl BedState {
     /// Rewrites the state file after a change (a new cleanup directory).
     pub fn save(&self) -> Result<()> {
         let path = self.path();
-        std::fs::write(&path, self.render())
-            .with_context(|| format!("cannot write {}", path.display()))
+        std::fs::write(&path, self.render()).with_context(|| format!("cannot write {}", path.display()))
     }
 
     pub fn remove(&self) -> Result<()> {
@@ -99,10 +92,7 @@ impl BedState {
     }
 
     fn parse(id: &str, text: &str) -> BedState {
-        let mut state = BedState {
-            id: id.to_owned(),
-            ..BedState::default()
-        };
+        let mut state = BedState { id: id.to_owned(), ..BedState::default() };
         for (key, value) in text.lines().filter_map(|line| line.split_once('=')) {
             match key {
                 "pid" => state.pid = value.parse().unwrap_or(0),
@@ -116,10 +106,7 @@ impl BedState {
     }
 
     fn render(&self) -> String {
-        let mut text = format!(
-            "pid={}\nstart={}\ntest={}\n",
-            self.pid, self.start, self.test
-        );
+        let mut text = format!("pid={}\nstart={}\ntest={}\n", self.pid, self.start, self.test);
         for dir in &self.cleanup_dirs {
             text.push_str(&format!("dir={}\n", dir.display()));
         }
@@ -136,12 +123,49 @@ fn start_time(pid: u32) -> Result<u64> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
     // The command name (field 2) is in parentheses and may itself hold spaces or ')'.
     let after_comm = stat.rsplit_once(')').context("malformed /proc/PID/stat")?.1;
-    let start = after_comm
-        .split_whitespace()
-        .nth(19)
-        .context("malformed /proc/PID/stat")?
-        .parse()?;
+    let start = after_comm.split_whitespace().nth(19).context("malformed /proc/PID/stat")?.parse()?;
     Ok(start)
+}
+
+/// Where node indexes are claimed, one file per index holding the owning bed's id.
+const NODE_INDEX_DIR: &str = "/run/weft-testbed-nodes";
+
+/// Claims a node index (1..=MAX_NODES) no other bed on this machine holds.
+///
+/// Indexes are machine-wide, not per bed, because a node's index picks its pod CIDR: two
+/// beds running at once must never both have a pod at the same address. An agent finds a
+/// pod's network namespace by its IP, and with a duplicate it would enroll another
+/// test's pod. Claims of beds that no longer exist are taken back.
+pub fn claim_node_index(bed_id: &str, max: u8) -> Result<u8> {
+    std::fs::create_dir_all(NODE_INDEX_DIR).with_context(|| format!("cannot create {NODE_INDEX_DIR}"))?;
+    for attempt in 0..2 {
+        for k in 1..=max {
+            let path = Path::new(NODE_INDEX_DIR).join(k.to_string());
+            match OpenOptions::new().write(true).create_new(true).open(&path) {
+                Ok(mut file) => {
+                    file.write_all(bed_id.as_bytes())
+                        .with_context(|| format!("cannot write {}", path.display()))?;
+                    return Ok(k);
+                }
+                Err(err) if err.kind() == ErrorKind::AlreadyExists => {}
+                Err(err) => return Err(err).with_context(|| format!("cannot create {}", path.display())),
+            }
+        }
+        if attempt == 0 {
+            release_node_indexes(|owner| !Path::new(STATE_DIR).join(owner).exists());
+        }
+    }
+    anyhow::bail!("all {max} node indexes of this machine are claimed by running test beds")
+}
+
+/// Removes the claims whose owning bed id satisfies `pred`.
+pub fn release_node_indexes(pred: impl Fn(&str) -> bool) {
+    let Ok(entries) = std::fs::read_dir(NODE_INDEX_DIR) else { return };
+    for entry in entries.flatten() {
+        if std::fs::read_to_string(entry.path()).is_ok_and(|owner| pred(owner.trim())) {
+            let _ = std::fs::remove_file(entry.path());
+        }
+    }
 }
 
 #[cfg(test)]
@@ -170,45 +194,5 @@ mod tests {
         assert!(state.owner_alive());
         state.start += 1;
         assert!(!state.owner_alive());
-    }
-}
-
-/// Where node indexes are claimed, one file per index holding the owning bed's id.
-const NODE_INDEX_DIR: &str = "/run/weft-testbed-nodes";
-
-/// Claims a node index (1..=MAX_NODES) no other bed on this machine holds.
-///
-/// Indexes are machine-wide, not per bed, because a node's index picks its pod CIDR: two
-/// beds running at once must never both have a pod at the same address. An agent finds a
-/// pod's network namespace by its IP, and with a duplicate it would enroll another
-/// test's pod. Claims of beds that no longer exist are taken back.
-pub fn claim_node_index(bed_id: &str, max: u8) -> Result<u8> {
-    std::fs::create_dir_all(NODE_INDEX_DIR).with_context(|| format!("cannot create {NODE_INDEX_DIR}"))?;
-    for attempt in 0..2 {
-        for k in 1..=max {
-            let path = Path::new(NODE_INDEX_DIR).join(k.to_string());
-            match OpenOptions::new().write(true).create_new(true).open(&path) {
-                Ok(mut file) => {
-                    file.write_all(bed_id.as_bytes()).with_context(|| format!("cannot write {}", path.display()))?;
-                    return Ok(k);
-                }
-                Err(err) if err.kind() == ErrorKind::AlreadyExists => {}
-                Err(err) => return Err(err).with_context(|| format!("cannot create {}", path.display())),
-            }
-        }
-        if attempt == 0 {
-            release_node_indexes(|owner| !Path::new(STATE_DIR).join(owner).exists());
-        }
-    }
-    anyhow::bail!("all {max} node indexes of this machine are claimed by running test beds")
-}
-
-/// Removes the claims whose owning bed id satisfies `pred`.
-pub fn release_node_indexes(pred: impl Fn(&str) -> bool) {
-    let Ok(entries) = std::fs::read_dir(NODE_INDEX_DIR) else { return };
-    for entry in entries.flatten() {
-        if std::fs::read_to_string(entry.path()).is_ok_and(|owner| pred(owner.trim())) {
-            let _ = std::fs::remove_file(entry.path());
-        }
     }
 }

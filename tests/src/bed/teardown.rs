@@ -56,11 +56,8 @@ impl Leftovers {
         if let Some(path) = &self.cgroup {
             cgroup::kill_all(path);
         }
-        let namespaces: HashSet<(u64, u64)> = self
-            .netns
-            .iter()
-            .filter_map(|name| netns::identity(&netns::path_of(name)).ok())
-            .collect();
+        let namespaces: HashSet<(u64, u64)> =
+            self.netns.iter().filter_map(|name| netns::identity(&netns::path_of(name)).ok()).collect();
         let deadline = Instant::now() + KILL_WAIT;
         loop {
             let inside = pids_in_namespaces(&namespaces);
@@ -103,10 +100,7 @@ fn pids_in_namespaces(namespaces: &HashSet<(u64, u64)>) -> Vec<u32> {
 /// (an empty or root path here would be a bug, not something to delete).
 fn remove_dir(who: &str, dir: &Path) {
     if !dir.is_absolute() || dir.components().count() < 3 {
-        eprintln!(
-            "{who}: not removing {}: refusing a path this short",
-            dir.display()
-        );
+        eprintln!("{who}: not removing {}: refusing a path this short", dir.display());
         return;
     }
     match std::fs::remove_dir_all(dir) {

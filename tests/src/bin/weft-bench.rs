@@ -17,16 +17,23 @@ struct Args {
     latency_count: u64,
     #[arg(long, default_value_t = 5)]
     connrate_secs: u64,
+    #[arg(long, default_value_t = 2)]
+    connrate_threads: usize,
     #[arg(long, default_value_t = 1000)]
     idle_conns: usize,
 }
 
 fn main() -> Result<()> {
     let a = Args::parse();
+    if std::env::var_os("WEFT_AGENT_LOG").is_none() {
+        // SAFETY: single-threaded here, before any thread is spawned.
+        unsafe { std::env::set_var("WEFT_AGENT_LOG", "info") };
+    }
     let settings = Settings {
         throughput_secs: a.throughput_secs,
         latency_count: a.latency_count,
         connrate_secs: a.connrate_secs,
+        connrate_threads: a.connrate_threads,
         idle_conns: a.idle_conns,
     };
     let report = benchmark::run(&settings)?;
@@ -47,7 +54,12 @@ fn record(path: &PathBuf, table: &str) -> Result<()> {
     let old = std::fs::read_to_string(path).unwrap_or_default();
     let machine = format!(
         "Measured {} on {} cores, kernel {}, with `cargo xtask bench`.",
-        std::process::Command::new("date").arg("-u").arg("+%Y-%m-%d").output().map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned()).unwrap_or_default(),
+        std::process::Command::new("date")
+            .arg("-u")
+            .arg("+%Y-%m-%d")
+            .output()
+            .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned())
+            .unwrap_or_default(),
         std::thread::available_parallelism().map_or(0, |n| n.get()),
         std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default().trim(),
     );

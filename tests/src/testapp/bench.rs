@@ -182,10 +182,7 @@ mod tests {
         let samples: Vec<Duration> = (1..=100).map(Duration::from_micros).collect();
         assert_eq!(percentile(&samples, 50.0), Some(Duration::from_micros(50)));
         assert_eq!(percentile(&samples, 99.0), Some(Duration::from_micros(99)));
-        assert_eq!(
-            percentile(&samples[..1], 99.0),
-            Some(Duration::from_micros(1))
-        );
+        assert_eq!(percentile(&samples[..1], 99.0), Some(Duration::from_micros(1)));
         assert_eq!(percentile(&[], 50.0), None);
     }
 }

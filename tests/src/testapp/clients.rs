@@ -21,14 +21,8 @@ pub fn echo(args: EchoArgs) -> i32 {
         Ok(stream) => stream,
         Err(err) => return report::connect_failed(&err),
     };
-    let peer = stream
-        .peer_addr()
-        .map(|a| a.to_string())
-        .unwrap_or_default();
-    let local = stream
-        .local_addr()
-        .map(|a| a.to_string())
-        .unwrap_or_default();
+    let peer = stream.peer_addr().map(|a| a.to_string()).unwrap_or_default();
+    let local = stream.local_addr().map(|a| a.to_string()).unwrap_or_default();
     let sender = match stream.try_clone() {
         Ok(writer) => std::thread::spawn(move || send_pattern(writer, args.bytes)),
         Err(err) => return report::io_failed(&err),
@@ -101,27 +95,17 @@ fn check_echo(stream: &mut TcpStream, expected: u64) -> io::Result<Checked> {
         }
         let chunk = &buf[..n];
         let in_pattern = (expected.saturating_sub(received)).min(n as u64) as usize;
-        if let Some(offset) = pattern::first_mismatch(received, &chunk[..in_pattern], &mut scratch)
-        {
-            return Ok(Checked::Mismatch {
-                offset,
-                received: received + n as u64,
-            });
+        if let Some(offset) = pattern::first_mismatch(received, &chunk[..in_pattern], &mut scratch) {
+            return Ok(Checked::Mismatch { offset, received: received + n as u64 });
         }
         if in_pattern < n {
             // More bytes than were sent.
-            return Ok(Checked::Mismatch {
-                offset: expected,
-                received: received + n as u64,
-            });
+            return Ok(Checked::Mismatch { offset: expected, received: received + n as u64 });
         }
         received += n as u64;
     }
     if received < expected {
-        return Ok(Checked::Mismatch {
-            offset: received,
-            received,
-        });
+        return Ok(Checked::Mismatch { offset: received, received });
     }
     Ok(Checked::Complete(received))
 }
@@ -133,9 +117,7 @@ pub fn hello(args: HelloArgs) -> i32 {
         Err(err) => return report::connect_failed(&err),
     };
     let mut reply = String::new();
-    let result = stream
-        .write_all(b"H")
-        .and_then(|()| stream.read_to_string(&mut reply));
+    let result = stream.write_all(b"H").and_then(|()| stream.read_to_string(&mut reply));
     if let Err(err) = result {
         return report::io_failed(&err);
     }

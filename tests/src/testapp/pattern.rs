@@ -33,10 +33,7 @@ pub fn fill(offset: u64, buf: &mut [u8]) {
 pub fn first_mismatch(offset: u64, data: &[u8], scratch: &mut Vec<u8>) -> Option<u64> {
     scratch.resize(data.len(), 0);
     fill(offset, scratch);
-    data.iter()
-        .zip(scratch.iter())
-        .position(|(a, b)| a != b)
-        .map(|i| offset + i as u64)
+    data.iter().zip(scratch.iter()).position(|(a, b)| a != b).map(|i| offset + i as u64)
 }
 
 #[cfg(test)]

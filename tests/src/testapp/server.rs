@@ -40,10 +40,7 @@ struct Identity {
 /// Binds every port, prints the `listening` event, then serves until killed. Returns an exit
 /// code only if a port cannot be bound.
 pub fn serve(args: ServeArgs) -> i32 {
-    let identity = Arc::new(Identity {
-        name: args.name,
-        version: args.version,
-    });
+    let identity = Arc::new(Identity { name: args.name, version: args.version });
     let mut listeners = Vec::new();
     for &port in &args.ports {
         match bind(port) {
@@ -96,10 +93,7 @@ fn accept_loop(port: u16, listener: TcpListener, identity: Arc<Identity>) {
                 continue;
             }
         };
-        let local = stream
-            .local_addr()
-            .map(|a| a.to_string())
-            .unwrap_or_default();
+        let local = stream.local_addr().map(|a| a.to_string()).unwrap_or_default();
         report::emit(&json!({
             "event": "accept",
             "name": identity.name,
@@ -108,13 +102,11 @@ fn accept_loop(port: u16, listener: TcpListener, identity: Arc<Identity>) {
             "local": local,
         }));
         let identity = Arc::clone(&identity);
-        let spawned = std::thread::Builder::new()
-            .stack_size(CONN_STACK)
-            .spawn(move || {
-                if let Err(err) = handle(stream, peer, &identity) {
-                    eprintln!("weft-testapp: connection from {peer}: {err}");
-                }
-            });
+        let spawned = std::thread::Builder::new().stack_size(CONN_STACK).spawn(move || {
+            if let Err(err) = handle(stream, peer, &identity) {
+                eprintln!("weft-testapp: connection from {peer}: {err}");
+            }
+        });
         if let Err(err) = spawned {
             eprintln!("weft-testapp: no thread for the connection from {peer}: {err}");
         }
@@ -187,17 +179,11 @@ fn http(mut stream: TcpStream, peer: SocketAddr, identity: &Identity) -> io::Res
     let mut buf = [0u8; 1024];
     while !head.windows(4).any(|w| w == b"\r\n\r\n") {
         if head.len() > MAX_HTTP_HEAD {
-            return Err(io::Error::new(
-                io::ErrorKind::InvalidData,
-                "HTTP request head too large",
-            ));
+            return Err(io::Error::new(io::ErrorKind::InvalidData, "HTTP request head too large"));
         }
         let n = stream.read(&mut buf)?;
         if n == 0 {
-            return Err(io::Error::new(
-                io::ErrorKind::UnexpectedEof,
-                "EOF in HTTP request head",
-            ));
+            return Err(io::Error::new(io::ErrorKind::UnexpectedEof, "EOF in HTTP request head"));
         }
         head.extend_from_slice(&buf[..n]);
     }

@@ -1,0 +1,32 @@
+//! `cargo xtask demo`: a two-node Weft mesh on this machine until Ctrl-C.
+
+use anyhow::Result;
+use clap::Parser;
+use nix::sys::signal::{SigSet, Signal};
+
+#[derive(Parser)]
+#[command(about = "Runs a two-node Weft mesh on this machine with traffic, until Ctrl-C")]
+struct Args {
+    /// Tear down right after the traffic instead of waiting for Ctrl-C.
+    #[arg(long)]
+    once: bool,
+}
+
+fn main() -> Result<()> {
+    let args = Args::parse();
+    // Block SIGINT/SIGTERM before any thread exists, so every thread inherits the mask
+    // and the signal is taken here by sigwait; teardown then runs as normal drops.
+    let mut signals = SigSet::empty();
+    signals.add(Signal::SIGINT);
+    signals.add(Signal::SIGTERM);
+    signals.thread_block()?;
+
+    let demo = weft_tests::demo::run()?;
+    if !args.once {
+        println!("\nThe mesh is up. Step into a pod with the nsenter lines above; Ctrl-C tears it all down.");
+        let _ = signals.wait()?;
+        println!("\ntearing down…");
+    }
+    drop(demo);
+    Ok(())
+}
