@@ -11,7 +11,7 @@
 use crate::{
     datapath::{Datapath, DatapathError, inbound_key},
     netns::{self, NetNs, NetNsError},
-    proxy::{inbound, outbound},
+    proxy::{self, Direction},
     state::{InPod, Shared},
 };
 use serde::Serialize;
@@ -249,8 +249,18 @@ impl Enrollment {
         let inbound_l = tokio::net::TcpListener::from_std(inbound_l.into())
             .map_err(|source| EnrollError::Listen { which: "inbound (15006)", source })?;
         let accept_loops = [
-            self.runtime.spawn(outbound::serve(outbound_l, in_pod.clone(), self.shared.clone())),
-            self.runtime.spawn(inbound::serve(inbound_l, in_pod.clone(), self.shared.clone())),
+            self.runtime.spawn(proxy::serve(
+                outbound_l,
+                in_pod.clone(),
+                self.shared.clone(),
+                Direction::Outbound,
+            )),
+            self.runtime.spawn(proxy::serve(
+                inbound_l,
+                in_pod.clone(),
+                self.shared.clone(),
+                Direction::Inbound,
+            )),
         ];
         info!(pod = %pod.name, namespace = %pod.namespace, %ip, netns = %in_pod.netns.path().display(), cookie, slot, ?ports, "pod enrolled");
         self.pods.insert(ip, Enrolled { pod: in_pod, slot, ports, accept_loops, listeners });

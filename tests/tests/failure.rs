@@ -188,3 +188,41 @@ fn corrupt_config_is_reported_and_the_last_good_one_stays_in_force() -> Result<(
     }
     Ok(())
 }
+
+#[test]
+fn a_failed_attach_is_a_loud_startup_error_never_a_silent_pass_through() -> Result<()> {
+    let mut s = Scenario::new("fail_attach")?;
+    let n1 = s.bed.node("n1")?;
+    s.config.namespace("mesh", true);
+    s.config.write()?;
+    let bpffs_dir = format!("/sys/fs/bpf/weft-test-{}-n1", s.bed.id());
+    s.bed.register_cleanup_dir(&bpffs_dir)?;
+    let run = |cgroup: &str| -> Result<(i32, String)> {
+        let mut cmd = std::process::Command::new(weft_tests::bins::path("weft-agent"));
+        cmd.args(["run", "--node", "n1", "--cgroup", cgroup, "--bpffs-dir", &bpffs_dir])
+            .arg("--local-config")
+            .arg(s.config.path());
+        let mut agent = n1.spawn(cmd)?;
+        let status = agent.wait_timeout(Duration::from_secs(20))?.expect("agent exits");
+        Ok((status.code().unwrap_or(-1), agent.stderr_text()))
+    };
+
+    // Not a cgroup at all: refused before anything is loaded, with the usage exit code.
+    let (code, stderr) = run("/tmp")?;
+    assert_eq!(code, 64, "{stderr}");
+    assert!(stderr.contains("--cgroup /tmp: not a cgroup v2 directory"), "{stderr}");
+
+    // A cgroup v1 hierarchy passes the cheap check, but the kernel refuses to attach there:
+    // the agent must stop and say so, not run without capture.
+    let v1 = ["cpu", "memory", "pids"]
+        .iter()
+        .map(|c| format!("/sys/fs/cgroup/{c}"))
+        .find(|p| std::path::Path::new(p).join("cgroup.procs").exists() && !p.contains("unified"));
+    let v1 = v1.expect(
+        "this test provokes a kernel attach failure with a cgroup v1 hierarchy, and this machine has none mounted",
+    );
+    let (code, stderr) = run(&v1)?;
+    assert_ne!(code, 0, "{stderr}");
+    assert!(stderr.contains(&format!("cannot attach weft_connect4 at {v1}")), "{stderr}");
+    Ok(())
+}

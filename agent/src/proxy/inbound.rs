@@ -3,47 +3,19 @@
 //! the original destination; the agent connects to it from inside the pod (source: the
 //! pod IP, which sk_lookup lets through) and pumps bytes.
 
-use super::{ACCEPT_BACKOFF, ProxyError, copy, socket, spawn_connection};
+use super::{ProxyError, copy, socket};
 use crate::{
     metrics::{Reporter, SeriesKey},
     state::{InPod, Shared},
 };
 use std::{
     net::{IpAddr, SocketAddr},
-    sync::{Arc, atomic::Ordering::Relaxed},
+    sync::atomic::Ordering::Relaxed,
 };
-use tokio::net::{TcpListener, TcpStream};
-use tracing::{Instrument, debug, debug_span, warn};
+use tokio::net::TcpStream;
+use tracing::debug;
 
-/// Accepts until the task is aborted (pod unenrolled or agent draining). Dropping the
-/// listener empties its SOCKMAP slot, and sk_lookup then refuses the pod's ports.
-pub async fn serve(listener: TcpListener, pod: Arc<InPod>, shared: Arc<Shared>) {
-    loop {
-        match listener.accept().await {
-            Ok((client, peer)) => {
-                let guard = shared.drain.guard();
-                let (pod, shared) = (pod.clone(), shared.clone());
-                let span = debug_span!("inbound", pod = %pod.name, src = %peer);
-                spawn_connection(
-                    async move {
-                        let _guard = guard;
-                        if let Err(error) = handle(client, peer, &pod, &shared).await {
-                            shared.metrics.inbound_errors.fetch_add(1, Relaxed);
-                            debug!(%error, "inbound connection failed");
-                        }
-                    }
-                    .instrument(span),
-                );
-            }
-            Err(error) => {
-                warn!(pod = %pod.name, %error, "inbound accept failed");
-                tokio::time::sleep(ACCEPT_BACKOFF).await;
-            }
-        }
-    }
-}
-
-async fn handle(
+pub(super) async fn handle(
     mut client: TcpStream,
     peer: SocketAddr,
     pod: &InPod,

@@ -1,4 +1,4 @@
-//! The L4 proxy: one accept loop per enrolled pod and direction.
+//! The L4 proxy: one accept loop ([`serve`]) per enrolled pod and direction.
 //!
 //! - `outbound.rs`: the pod's own connections, captured by connect4/6 at 127.0.0.1:15001.
 //! - `inbound.rs`: connections to the pod's ports, steered by sk_lookup to :15006.
@@ -10,7 +10,14 @@ pub mod inbound;
 pub mod outbound;
 pub mod socket;
 
-use std::{net::SocketAddr, time::Duration};
+use crate::state::{InPod, Shared};
+use std::{
+    net::SocketAddr,
+    sync::{Arc, atomic::Ordering::Relaxed},
+    time::Duration,
+};
+use tokio::net::TcpListener;
+use tracing::{Instrument, debug, debug_span, warn};
 
 /// Why a proxied connection ended badly. Logged per connection; never fatal to the agent.
 #[derive(Debug, thiserror::Error)]
@@ -27,6 +34,53 @@ pub enum ProxyError {
     Connect { dst: SocketAddr, source: std::io::Error },
     #[error("forwarding failed: {0}")]
     Io(#[from] std::io::Error),
+}
+
+/// Which of a pod's two capture sockets a loop serves.
+#[derive(Debug, Clone, Copy)]
+pub enum Direction {
+    /// 127.0.0.1:15001: the pod's own connections, redirected by connect4/6.
+    Outbound,
+    /// 127.0.0.1:15006: connections to the pod's ports, steered by sk_lookup.
+    Inbound,
+}
+
+/// Accepts until the task is aborted (pod unenrolled or agent draining) and runs each
+/// connection in its own task.
+pub async fn serve(listener: TcpListener, pod: Arc<InPod>, shared: Arc<Shared>, direction: Direction) {
+    loop {
+        match listener.accept().await {
+            Ok((client, peer)) => {
+                let guard = shared.drain.guard();
+                let (pod, shared) = (pod.clone(), shared.clone());
+                let span = debug_span!("connection", ?direction, pod = %pod.name, src = %peer);
+                spawn_connection(
+                    async move {
+                        let _guard = guard;
+                        let (result, errors) = match direction {
+                            Direction::Outbound => (
+                                outbound::handle(client, peer, &pod, &shared).await,
+                                &shared.metrics.outbound_errors,
+                            ),
+                            Direction::Inbound => (
+                                inbound::handle(client, peer, &pod, &shared).await,
+                                &shared.metrics.inbound_errors,
+                            ),
+                        };
+                        if let Err(error) = result {
+                            errors.fetch_add(1, Relaxed);
+                            debug!(%error, "connection failed");
+                        }
+                    }
+                    .instrument(span),
+                );
+            }
+            Err(error) => {
+                warn!(pod = %pod.name, ?direction, %error, "accept failed");
+                tokio::time::sleep(ACCEPT_BACKOFF).await;
+            }
+        }
+    }
 }
 
 /// How long accept loops back off after an accept error (e.g. out of descriptors).
