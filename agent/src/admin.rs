@@ -13,7 +13,7 @@ pub struct AdminView {
     pub config: Config,
     pub shared: Arc<Shared>,
     pub enrollment: Arc<Mutex<EnrollmentStatus>>,
-    pub local_config: Arc<Mutex<ConfigStatus>>,
+    pub model_source: Arc<Mutex<ConfigStatus>>,
 }
 
 pub async fn serve(listener: TcpListener, view: Arc<AdminView>) {
@@ -58,7 +58,7 @@ fn config_dump(view: &AdminView) -> String {
     let mesh = view.shared.mesh.load();
     let dump = serde_json::json!({
         "config": view.config,
-        "local_config": &*view.local_config.lock().expect("config status lock"),
+        "model_source": &*view.model_source.lock().expect("config status lock"),
         "enrollment": &*view.enrollment.lock().expect("status lock"),
         "connections_active": view.shared.drain.active(),
         "model": mesh.mesh,

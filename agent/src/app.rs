@@ -1,4 +1,5 @@
-//! Wires the agent together: config → datapath → enrollment, proxies, admin → drain.
+//! Wires the agent together: config → datapath → model source, enrollment, proxies,
+//! admin → drain.
 
 use crate::{
     admin::{self, AdminView},
@@ -10,18 +11,25 @@ use crate::{
     metrics::Metrics,
     netns::NetNs,
     state::Shared,
+    xds,
 };
 use anyhow::Context;
 use arc_swap::ArcSwap;
-use std::sync::{Arc, Mutex, mpsc};
+use std::sync::{Arc, Mutex, atomic::Ordering, mpsc};
 use tokio::signal::unix::{SignalKind, signal};
 use tracing::{info, warn};
+use weft_model::{Mesh, MeshIndex};
 
 pub async fn run(config: Config) -> anyhow::Result<()> {
     info!(config = %serde_json::to_string(&config)?, "starting weft-agent");
     let cgroup = config.cgroup.clone().context("cgroup resolved by validate()")?;
 
-    let mesh = localconfig::load(&config.local_config).context("initial local config")?;
+    // From a file, the model is there before anything starts; from xDS it arrives later,
+    // and the agent stays not ready until it does.
+    let mesh = match &config.local_config {
+        Some(path) => localconfig::load(path).context("initial local config")?,
+        None => MeshIndex::new(Mesh::default()),
+    };
     let host_netns = NetNs::current().context("opening the agent's own netns")?;
     let (datapath, orig_dst) = Datapath::load(&DatapathConfig {
         cgroup,
@@ -40,39 +48,51 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         trust_domain: config.trust_domain.clone(),
         drain: Arc::new(Drain::default()),
     });
-    shared.metrics.config_reloads.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
 
     let admin_listener = tokio::net::TcpListener::bind(config.admin_addr)
         .await
         .with_context(|| format!("binding admin address {}", config.admin_addr))?;
-
     let enrollment =
         Enrollment::new(datapath, shared.clone(), config.node.clone(), tokio::runtime::Handle::current());
-    let enrollment_status = enrollment.status();
     let (commands, command_rx) = mpsc::channel();
+    let model_source = Arc::new(Mutex::new(ConfigStatus {
+        source: match (&config.local_config, &config.xds_address) {
+            (Some(path), _) => path.display().to_string(),
+            (None, Some(url)) => url.clone(),
+            (None, None) => unreachable!("validate() requires a model source"),
+        },
+        generation: 0,
+        last_error: None,
+    }));
+    let view = Arc::new(AdminView {
+        config: config.clone(),
+        shared: shared.clone(),
+        enrollment: enrollment.status(),
+        model_source: model_source.clone(),
+    });
+    tokio::spawn(admin::serve(admin_listener, view));
+
+    let _xds_client = match (&config.local_config, &config.xds_address) {
+        (Some(path), _) => {
+            model_source.lock().expect("config status lock").generation = 1;
+            shared.metrics.config_reloads.fetch_add(1, Ordering::Relaxed);
+            tokio::spawn(localconfig::watch(path.clone(), shared.clone(), commands.clone(), model_source));
+            None
+        }
+        (None, Some(url)) => {
+            let (client, mut first) =
+                xds::start(url, &config.node, shared.clone(), commands.clone(), model_source)
+                    .context("starting the xDS client")?;
+            info!(endpoint = %url, "waiting for the first workload addresses from the control plane");
+            let _ = first.wait_for(|got| *got).await;
+            Some(client)
+        }
+        (None, None) => unreachable!("validate() requires a model source"),
+    };
     let enrollment_thread = std::thread::Builder::new()
         .name("enrollment".into())
         .spawn(move || enrollment.run(command_rx))
         .context("spawning the enrollment thread")?;
-
-    let config_status = Arc::new(Mutex::new(ConfigStatus {
-        path: config.local_config.clone(),
-        generation: 1,
-        last_error: None,
-    }));
-    tokio::spawn(localconfig::watch(
-        config.local_config.clone(),
-        shared.clone(),
-        commands.clone(),
-        config_status.clone(),
-    ));
-    let view = Arc::new(AdminView {
-        config: config.clone(),
-        shared: shared.clone(),
-        enrollment: enrollment_status,
-        local_config: config_status,
-    });
-    tokio::spawn(admin::serve(admin_listener, view));
 
     let mut sigterm = signal(SignalKind::terminate())?;
     let mut sigint = signal(SignalKind::interrupt())?;

@@ -14,7 +14,7 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Run the agent for one node.
-    Run(Config),
+    Run(Box<Config>),
     /// Remove every pinned program, link and map: enrolled pods talk directly again.
     Uninstall {
         #[arg(long, env = "WEFT_BPFFS_DIR", default_value = "/sys/fs/bpf/weft")]
@@ -28,8 +28,12 @@ pub struct Config {
     #[arg(long, env = "WEFT_NODE")]
     pub node: String,
     /// YAML file with the workload model (namespaces, pods, services); watched live.
-    #[arg(long, env = "WEFT_LOCAL_CONFIG")]
-    pub local_config: PathBuf,
+    /// For debugging and benchmarks; the alternative to --xds-address.
+    #[arg(long, env = "WEFT_LOCAL_CONFIG", conflicts_with = "xds_address")]
+    pub local_config: Option<PathBuf>,
+    /// The control plane's ADS endpoint (Istio's workload API), e.g. http://weftd:15010.
+    #[arg(long, env = "WEFT_XDS_ADDRESS")]
+    pub xds_address: Option<String>,
     /// cgroup v2 directory whose processes are captured. Default: the cgroup v2 root.
     #[arg(long, env = "WEFT_CGROUP")]
     pub cgroup: Option<PathBuf>,
@@ -76,6 +80,8 @@ pub enum ConfigError {
     ZeroWorkers,
     #[error("--mark must not be 0: unmarked sockets would all look like the agent's")]
     ZeroMark,
+    #[error("give the model's source: --xds-address URL (weftd) or --local-config FILE")]
+    NoModelSource,
     #[error("--local-config {0}: no such file")]
     NoLocalConfig(PathBuf),
     #[error("--cgroup {0}: not a cgroup v2 directory (no cgroup.procs)")]
@@ -97,8 +103,10 @@ impl Config {
         if self.mark == 0 {
             return Err(ConfigError::ZeroMark);
         }
-        if !self.local_config.is_file() {
-            return Err(ConfigError::NoLocalConfig(self.local_config));
+        match &self.local_config {
+            Some(path) if !path.is_file() => return Err(ConfigError::NoLocalConfig(path.clone())),
+            None if self.xds_address.is_none() => return Err(ConfigError::NoModelSource),
+            _ => {}
         }
         let cgroup = match self.cgroup.take() {
             Some(c) => c,

@@ -16,3 +16,4 @@ pub mod metrics;
 pub mod netns;
 pub mod proxy;
 pub mod state;
+pub mod xds;

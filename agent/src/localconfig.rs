@@ -27,10 +27,11 @@ pub enum LocalConfigError {
     Invalid(#[from] ModelError),
 }
 
-/// What the admin endpoint shows about the file.
+/// What the admin endpoint shows about where the model comes from (this file, or xDS).
 #[derive(Debug, Default, Clone, Serialize)]
 pub struct ConfigStatus {
-    pub path: PathBuf,
+    /// The file's path or the xDS endpoint.
+    pub source: String,
     /// Accepted versions since start, the first included.
     pub generation: u64,
     /// Why the newest version of the file was rejected, while it stays rejected.

@@ -17,7 +17,7 @@ fn main() -> ExitCode {
                 }
             };
         }
-        Command::Run(config) => config,
+        Command::Run(config) => *config,
     };
     let config = match config.validate() {
         Ok(c) => c,

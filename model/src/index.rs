@@ -122,6 +122,19 @@ services:
     }
 
     #[test]
+    fn a_pod_can_state_membership_without_a_selector() {
+        let doc = r#"
+pods:
+  - { name: w, namespace: b, ip: 198.18.1.2, node: n1, services: [b/reviews] }
+services:
+  - { name: reviews, namespace: b, vip: 198.19.0.10, ports: [{ port: 80, targetPort: 9080 }] }
+"#;
+        let idx = MeshIndex::new(Mesh::from_yaml(doc, "t").unwrap());
+        let ep = idx.resolve("198.19.0.10:80".parse().unwrap()).unwrap();
+        assert_eq!(ep.addr, "198.18.1.2:9080".parse().unwrap());
+    }
+
+    #[test]
     fn unknown_port_or_no_endpoints_has_nowhere_to_go() {
         let idx = index();
         assert!(idx.resolve("198.19.0.10:81".parse().unwrap()).is_none());

@@ -39,7 +39,8 @@ pub struct Pod {
     pub name: String,
     pub namespace: String,
     pub ip: IpAddr,
-    /// The node the pod runs on; each agent serves the pods of its own node.
+    /// The node the pod runs on; each agent serves the pods of its own node. Empty for a
+    /// workload on no node of this cluster (a VM, another cluster): never enrolled here.
     pub node: String,
     #[serde(default = "default_service_account")]
     pub service_account: String,
@@ -54,6 +55,10 @@ pub struct Pod {
     /// refusal into an accepted-then-closed connection.
     #[serde(default)]
     pub ports: Vec<u16>,
+    /// Services this pod backs, as `namespace/name`, besides those whose selector picks
+    /// it: Istio's workload API states membership this way, not by selector.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub services: Vec<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -116,10 +121,16 @@ impl Service {
         format!("{}.{}.svc.cluster.local", self.name, self.namespace)
     }
 
+    /// Whether `pod` backs this service: by selector, or by the pod's own list.
     pub fn selects(&self, pod: &Pod) -> bool {
-        pod.namespace == self.namespace
+        let by_selector = pod.namespace == self.namespace
             && !self.selector.is_empty()
-            && self.selector.iter().all(|(k, v)| pod.labels.get(k) == Some(v))
+            && self.selector.iter().all(|(k, v)| pod.labels.get(k) == Some(v));
+        by_selector
+            || pod
+                .services
+                .iter()
+                .any(|s| s.split_once('/') == Some((self.namespace.as_str(), self.name.as_str())))
     }
 }
 
@@ -136,7 +147,8 @@ impl Mesh {
         Ok(mesh)
     }
 
-    fn validate(&self, source_name: &str) -> Result<(), ModelError> {
+    /// Checks a model built in code (e.g. from xDS) by the same rules as a parsed one.
+    pub fn validate(&self, source_name: &str) -> Result<(), ModelError> {
         let invalid = |object: String, field: &'static str, reason: String| ModelError::Invalid {
             source_name: source_name.to_owned(),
             object,
@@ -164,9 +176,6 @@ impl Mesh {
             }
             if pod.ports.contains(&0) {
                 return Err(invalid(object, "ports", "port 0 is not a port".into()));
-            }
-            if pod.node.is_empty() {
-                return Err(invalid(object, "node", "must name the node the pod runs on".into()));
             }
         }
         let mut vips = HashSet::new();

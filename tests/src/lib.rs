@@ -18,8 +18,11 @@ pub mod bed;
 pub mod benchmark;
 pub mod bins;
 pub mod demo;
+pub mod envoy;
+pub mod kubeapi;
 pub mod meshconfig;
 pub mod scenario;
 pub mod testapp;
+pub mod weftd;
 
 pub use bed::{Node, Pod, Proc, Signal, TestBed};

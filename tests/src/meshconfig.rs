@@ -46,6 +46,7 @@ impl MeshConfig {
             workload: None,
             labels: labels.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect(),
             ports: ports.to_vec(),
+            services: Vec::new(),
         });
         self
     }

@@ -148,7 +148,7 @@ fn corrupt_config_is_reported_and_the_last_good_one_stays_in_force() -> Result<(
     let deadline = Instant::now() + Duration::from_secs(5);
     let error = loop {
         let dump = a1.config_dump()?;
-        if let Some(e) = dump["local_config"]["last_error"].as_str() {
+        if let Some(e) = dump["model_source"]["last_error"].as_str() {
             break e.to_owned();
         }
         assert!(Instant::now() < deadline, "corrupt config not reported");
@@ -175,14 +175,14 @@ fn corrupt_config_is_reported_and_the_last_good_one_stays_in_force() -> Result<(
         std::thread::sleep(Duration::from_millis(50));
     }
     let dump = a1.config_dump()?;
-    let e = dump["local_config"]["last_error"].as_str().unwrap_or_default();
+    let e = dump["model_source"]["last_error"].as_str().unwrap_or_default();
     assert!(e.contains("Pod/x/b") && e.contains("field ip"), "{e}");
     a1.wait_enrolled(&["client", "server"], Duration::from_secs(1))?;
 
     // Fixed again: accepted, error cleared.
     s.config.write()?;
     let deadline = Instant::now() + Duration::from_secs(5);
-    while !a1.config_dump()?["local_config"]["last_error"].is_null() {
+    while !a1.config_dump()?["model_source"]["last_error"].is_null() {
         assert!(Instant::now() < deadline, "fixed config not accepted");
         std::thread::sleep(Duration::from_millis(50));
     }

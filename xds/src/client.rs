@@ -1,0 +1,343 @@
+//! A delta ADS client for Weft agents and `weftctl`.
+//!
+//! It connects to an ADS endpoint (plain HTTP/2 for now), presents a `Node` with the
+//! caller's id and `NODE_NAME` / `NAMESPACE` metadata, subscribes (delta, wildcard) to the
+//! given type URLs and hands every response to a [`Handler`]. The handler's answer decides
+//! the reply: `Ok` is an ACK, `Err(message)` a NACK carrying that message, so a proxy can
+//! refuse bad config and keep its last good one.
+//!
+//! The client remembers the versions it accepted; when the server goes away it reconnects
+//! with exponential backoff and reports them in `initial_resource_versions`, so the server
+//! sends only what changed meanwhile.
+
+use std::collections::{BTreeMap, HashMap};
+use std::time::Duration;
+
+use envoy_types::pb::envoy::config::core::v3::Node;
+use envoy_types::pb::envoy::service::discovery::v3::aggregated_discovery_service_client::AggregatedDiscoveryServiceClient;
+use envoy_types::pb::envoy::service::discovery::v3::{DeltaDiscoveryRequest, DeltaDiscoveryResponse};
+use envoy_types::pb::google::protobuf::{Struct, Value, value::Kind};
+use envoy_types::pb::google::rpc;
+use tokio::sync::{mpsc, watch};
+use tokio::task::JoinHandle;
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::transport::Endpoint;
+use tracing::{Instrument, debug, info, info_span, warn};
+
+use crate::Any;
+use crate::server::{NAMESPACE, NODE_NAME};
+
+/// Client settings.
+#[derive(Clone, Debug)]
+pub struct ClientConfig {
+    /// ADS endpoint URI, e.g. `http://weftd.weft-system:15010`.
+    pub endpoint: String,
+    /// `node.id`; the server keys status and `Scope::Proxy` on it.
+    pub node_id: String,
+    /// Sent as `NODE_NAME` metadata; selects `Scope::Node` resources.
+    pub node_name: Option<String>,
+    /// Sent as `NAMESPACE` metadata; selects `Scope::Namespace` resources.
+    pub namespace: Option<String>,
+    /// Further string metadata (e.g. `CLUSTER_ID`).
+    pub metadata: BTreeMap<String, String>,
+    /// Types to subscribe to, each as a wildcard subscription.
+    pub type_urls: Vec<String>,
+    /// First delay before reconnecting; doubles per failed attempt up to `max_backoff`, and
+    /// starts over once a session received a response.
+    pub initial_backoff: Duration,
+    pub max_backoff: Duration,
+    pub connect_timeout: Duration,
+    /// Largest response accepted. A first delta response carries every resource of a type.
+    pub max_response_bytes: usize,
+}
+
+impl ClientConfig {
+    /// Settings with defaults for everything but the endpoint, the node id and the types.
+    pub fn new(endpoint: impl Into<String>, node_id: impl Into<String>, type_urls: Vec<String>) -> Self {
+        Self {
+            endpoint: endpoint.into(),
+            node_id: node_id.into(),
+            node_name: None,
+            namespace: None,
+            metadata: BTreeMap::new(),
+            type_urls,
+            initial_backoff: Duration::from_millis(100),
+            max_backoff: Duration::from_secs(15),
+            connect_timeout: Duration::from_secs(5),
+            max_response_bytes: 256 << 20,
+        }
+    }
+
+    fn node(&self) -> Node {
+        let string = |s: &str| Value { kind: Some(Kind::StringValue(s.to_owned())) };
+        let mut fields: HashMap<String, Value> =
+            self.metadata.iter().map(|(k, v)| (k.clone(), string(v))).collect();
+        if let Some(node_name) = &self.node_name {
+            fields.insert(NODE_NAME.to_owned(), string(node_name));
+        }
+        if let Some(namespace) = &self.namespace {
+            fields.insert(NAMESPACE.to_owned(), string(namespace));
+        }
+        Node {
+            id: self.node_id.clone(),
+            metadata: Some(Struct { fields }),
+            user_agent_name: "weft".to_owned(),
+            ..Default::default()
+        }
+    }
+}
+
+/// One response, as the handler sees it.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Update {
+    pub type_url: String,
+    /// The server's `system_version_info`.
+    pub system_version: String,
+    /// Added or changed resources: (name, version, resource).
+    pub upserts: Vec<(String, String, Any)>,
+    /// Names to drop.
+    pub removals: Vec<String>,
+}
+
+impl Update {
+    /// True for a response that changes nothing: the server's answer to a subscription whose
+    /// resources the client already holds (for example after a reconnect).
+    pub fn is_empty(&self) -> bool {
+        self.upserts.is_empty() && self.removals.is_empty()
+    }
+}
+
+/// Applies updates. `Err(message)` rejects the whole update (NACK with `message`); the
+/// client then keeps reporting its previous versions for those resources.
+pub trait Handler: Send + 'static {
+    fn handle(&mut self, update: Update) -> Result<(), String>;
+}
+
+impl<F> Handler for F
+where
+    F: FnMut(Update) -> Result<(), String> + Send + 'static,
+{
+    fn handle(&mut self, update: Update) -> Result<(), String> {
+        self(update)
+    }
+}
+
+/// Connection state, for readiness probes and tests.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ClientState {
+    /// A stream is open.
+    pub connected: bool,
+    /// Streams opened so far (1 after the first connect, 2 after a reconnect, …).
+    pub sessions: u64,
+    /// Responses received over all sessions.
+    pub responses: u64,
+    /// Why the last session ended, if one did.
+    pub last_error: Option<String>,
+}
+
+/// Why the client could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    /// The endpoint is not a URI tonic can connect to.
+    #[error("invalid xDS endpoint {endpoint:?}: {source} (expected e.g. http://weftd:15010)")]
+    InvalidEndpoint {
+        endpoint: String,
+        #[source]
+        source: tonic::transport::Error,
+    },
+    /// Nothing to subscribe to.
+    #[error("no type URLs to subscribe to")]
+    NoTypes,
+}
+
+/// A running client. Dropping it stops the client too; [`AdsClient::stop`] also waits for
+/// the task to finish.
+#[derive(Debug)]
+pub struct AdsClient {
+    stop: watch::Sender<bool>,
+    state: watch::Receiver<ClientState>,
+    task: JoinHandle<()>,
+}
+
+impl AdsClient {
+    /// Starts the client on the current Tokio runtime. Connection failures are not errors
+    /// here: the client keeps retrying and reports progress through [`AdsClient::state`].
+    pub fn start(config: ClientConfig, handler: impl Handler) -> Result<Self, ClientError> {
+        if config.type_urls.is_empty() {
+            return Err(ClientError::NoTypes);
+        }
+        let endpoint = Endpoint::from_shared(config.endpoint.clone())
+            .map_err(|source| ClientError::InvalidEndpoint { endpoint: config.endpoint.clone(), source })?
+            .connect_timeout(config.connect_timeout)
+            .tcp_nodelay(true);
+        let (stop_tx, stop_rx) = watch::channel(false);
+        let (state_tx, state_rx) = watch::channel(ClientState::default());
+        let span = info_span!("xds_client", node = %config.node_id, endpoint = %config.endpoint);
+        let runner =
+            Runner { config, endpoint, handler, held: HashMap::new(), stop: stop_rx, state: state_tx };
+        let task = tokio::spawn(runner.run().instrument(span));
+        Ok(Self { stop: stop_tx, state: state_rx, task })
+    }
+
+    /// Watches the connection state.
+    pub fn state(&self) -> watch::Receiver<ClientState> {
+        self.state.clone()
+    }
+
+    /// Stops the client and waits until its stream is closed.
+    pub async fn stop(self) {
+        self.stop.send_replace(true);
+        let _ = self.task.await;
+    }
+}
+
+/// How a session ended.
+enum SessionEnd {
+    Stopped,
+    Failed { error: String, received: bool },
+}
+
+struct Runner<H> {
+    config: ClientConfig,
+    endpoint: Endpoint,
+    handler: H,
+    /// type URL → name → version, of what the handler accepted.
+    held: HashMap<String, HashMap<String, String>>,
+    stop: watch::Receiver<bool>,
+    state: watch::Sender<ClientState>,
+}
+
+impl<H: Handler> Runner<H> {
+    async fn run(mut self) {
+        let mut backoff = self.config.initial_backoff;
+        loop {
+            let (error, received) = match self.session().await {
+                SessionEnd::Stopped => break,
+                SessionEnd::Failed { error, received } => (error, received),
+            };
+            self.state.send_modify(|s| {
+                s.connected = false;
+                s.last_error = Some(error.clone());
+            });
+            if received {
+                backoff = self.config.initial_backoff;
+            }
+            warn!(error, retry_in_ms = backoff.as_millis() as u64, "xDS stream ended; reconnecting");
+            tokio::select! {
+                _ = tokio::time::sleep(backoff) => {}
+                _ = crate::server::stopped(&mut self.stop) => break,
+            }
+            backoff = (backoff * 2).min(self.config.max_backoff);
+        }
+        self.state.send_modify(|s| s.connected = false);
+        debug!("xDS client stopped");
+    }
+
+    /// One stream, from connect to its end.
+    async fn session(&mut self) -> SessionEnd {
+        let channel = tokio::select! {
+            _ = crate::server::stopped(&mut self.stop) => return SessionEnd::Stopped,
+            channel = self.endpoint.connect() => match channel {
+                Ok(channel) => channel,
+                Err(e) => return SessionEnd::Failed { error: format!("cannot connect: {e}"), received: false },
+            },
+        };
+        let mut client = AggregatedDiscoveryServiceClient::new(channel)
+            .max_decoding_message_size(self.config.max_response_bytes);
+
+        // Room for every initial request plus a backlog of ACKs, so queuing never blocks
+        // before the stream is open.
+        let (tx, rx) = mpsc::channel(self.config.type_urls.len() + 16);
+        let node = self.config.node();
+        for (i, type_url) in self.config.type_urls.iter().enumerate() {
+            let request = DeltaDiscoveryRequest {
+                // The node is only required on the first request of a stream.
+                node: (i == 0).then(|| node.clone()),
+                type_url: type_url.clone(),
+                // Empty subscribe list on the first request: wildcard, which every xDS
+                // server (istiod included) understands.
+                initial_resource_versions: self.held.get(type_url).cloned().unwrap_or_default(),
+                ..Default::default()
+            };
+            if tx.try_send(request).is_err() {
+                return SessionEnd::Failed { error: "request queue full".into(), received: false };
+            }
+        }
+
+        let call = client.delta_aggregated_resources(ReceiverStream::new(rx));
+        let mut responses = tokio::select! {
+            _ = crate::server::stopped(&mut self.stop) => return SessionEnd::Stopped,
+            response = call => match response {
+                Ok(response) => response.into_inner(),
+                Err(status) => return SessionEnd::Failed { error: format!("stream refused: {status}"), received: false },
+            },
+        };
+        info!("xDS stream open");
+        self.state.send_modify(|s| {
+            s.connected = true;
+            s.sessions += 1;
+        });
+
+        let mut received = false;
+        loop {
+            let message = tokio::select! {
+                _ = crate::server::stopped(&mut self.stop) => return SessionEnd::Stopped,
+                message = responses.message() => message,
+            };
+            let response = match message {
+                Ok(Some(response)) => response,
+                Ok(None) => return SessionEnd::Failed { error: "server closed the stream".into(), received },
+                Err(status) => {
+                    return SessionEnd::Failed { error: format!("stream failed: {status}"), received };
+                }
+            };
+            received = true;
+            self.state.send_modify(|s| s.responses += 1);
+            let reply = self.apply(response);
+            if tx.send(reply).await.is_err() {
+                return SessionEnd::Failed { error: "request stream closed".into(), received };
+            }
+        }
+    }
+
+    /// Hands one response to the handler and builds the ACK or NACK.
+    fn apply(&mut self, response: DeltaDiscoveryResponse) -> DeltaDiscoveryRequest {
+        let DeltaDiscoveryResponse {
+            system_version_info, resources, type_url, removed_resources, nonce, ..
+        } = response;
+        let mut upserts = Vec::with_capacity(resources.len());
+        for r in resources {
+            match r.resource {
+                Some(any) => upserts.push((r.name, r.version, any)),
+                // A body-less entry refreshes a TTL; there is nothing to apply.
+                None => debug!(type_url, name = r.name, "resource without a body ignored"),
+            }
+        }
+        let versions: Vec<(String, String)> =
+            upserts.iter().map(|(n, v, _)| (n.clone(), v.clone())).collect();
+        let update = Update {
+            type_url: type_url.clone(),
+            system_version: system_version_info.clone(),
+            upserts,
+            removals: removed_resources.clone(),
+        };
+
+        let error_detail = match self.handler.handle(update) {
+            Ok(()) => {
+                let held = self.held.entry(type_url.clone()).or_default();
+                for name in &removed_resources {
+                    held.remove(name);
+                }
+                held.extend(versions);
+                debug!(type_url, version = system_version_info, "ACK");
+                None
+            }
+            Err(message) => {
+                warn!(type_url, version = system_version_info, error = message, "rejecting config (NACK)");
+                // INVALID_ARGUMENT, as Envoy reports rejected config.
+                Some(rpc::Status { code: 3, message, details: Vec::new() })
+            }
+        };
+        DeltaDiscoveryRequest { type_url, response_nonce: nonce, error_detail, ..Default::default() }
+    }
+}

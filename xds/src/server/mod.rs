@@ -1,0 +1,251 @@
+//! A generic ADS server: the control plane hands it whole snapshots, it serves each proxy
+//! the part whose scope matches it, over Envoy's `AggregatedDiscoveryService` in both
+//! flavours (state of the world and delta).
+//!
+//! ```text
+//! publish(Snapshot) ─▶ debounce ─▶ Prepared (index + change set) ─watch─▶ one task per stream
+//!                                                                          │ View per type
+//!                                                                          ├─ sotw.rs
+//!                                                                          └─ delta.rs
+//! status() / config_dump() ◀── Registry (per-stream, per-type records) ◀───┘
+//! ```
+//!
+//! Streams share one `Arc` of each prepared snapshot; a proxy's view of a type is updated
+//! from the snapshot's change set, so a one-resource change costs each stream a handful of
+//! lookups, not a pass over the snapshot.
+
+mod debounce;
+mod delta;
+mod identity;
+mod snapshot;
+mod sotw;
+mod status;
+mod stream;
+mod view;
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, PoisonError};
+use std::time::Duration;
+
+use envoy_types::pb::envoy::service::discovery::v3::aggregated_discovery_service_server::{
+    AggregatedDiscoveryService, AggregatedDiscoveryServiceServer,
+};
+use envoy_types::pb::envoy::service::discovery::v3::{
+    DeltaDiscoveryRequest, DeltaDiscoveryResponse, DiscoveryRequest, DiscoveryResponse,
+};
+use tokio::sync::{mpsc, watch};
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::{Request, Response, Status, Streaming};
+
+pub use identity::{NAMESPACE, NODE_NAME, ProxyIdentity};
+pub use snapshot::{Scope, ScopedResource, Snapshot, SnapshotError};
+pub use status::{ConfigDump, DumpedResource, Nack, Protocol, ProxyStatus, SyncState, TypeDump, TypeStatus};
+
+use debounce::{Debouncer, Pending};
+use snapshot::Prepared;
+use status::Registry;
+pub(crate) use stream::stopped;
+
+/// Server settings.
+#[derive(Clone, Debug)]
+pub struct ServerConfig {
+    /// Quiet period after a publish before it goes live; later publishes restart it.
+    pub debounce: Duration,
+    /// Longest a publish waits for a quiet period, so constant churn still gets through.
+    pub debounce_max: Duration,
+    /// Responses queued per stream before the stream waits for the proxy to read.
+    pub response_buffer: usize,
+    /// Largest request accepted. Delta reconnects list every held resource in
+    /// `initial_resource_versions`, which outgrows tonic's 4 MiB default on big meshes.
+    pub max_request_bytes: usize,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        // 100 ms is istiod's PILOT_DEBOUNCE_AFTER. Its 10 s maximum suits thousands of
+        // proxies; a Weft mesh is smaller and a second keeps config changes feeling prompt.
+        Self {
+            debounce: Duration::from_millis(100),
+            debounce_max: Duration::from_secs(1),
+            response_buffer: 16,
+            max_request_bytes: 64 << 20,
+        }
+    }
+}
+
+/// Errors from the server's operator API.
+#[derive(Debug, thiserror::Error)]
+pub enum ServerError {
+    /// `config_dump` was asked about a proxy that has no open stream.
+    #[error(
+        "no proxy with id {proxy_id:?} is connected (connected: {connected:?}); `weftctl proxy-status` lists them"
+    )]
+    UnknownProxy {
+        /// The id asked for.
+        proxy_id: String,
+        /// The ids of the proxies that are connected.
+        connected: Vec<String>,
+    },
+    /// The snapshot was refused before it reached any proxy.
+    #[error("snapshot refused: {0}")]
+    Snapshot(#[from] SnapshotError),
+}
+
+/// State every stream task reads.
+#[derive(Debug)]
+pub(crate) struct Shared {
+    registry: Arc<Registry>,
+    live: watch::Receiver<Option<Arc<Prepared>>>,
+    shutdown: watch::Receiver<bool>,
+    nonces: AtomicU64,
+    response_buffer: usize,
+}
+
+impl Shared {
+    /// A nonce unique within this server, which is all the protocol asks for.
+    fn next_nonce(&self) -> String {
+        (self.nonces.fetch_add(1, Ordering::Relaxed) + 1).to_string()
+    }
+}
+
+/// The ADS server. Cheap to clone; all clones serve the same snapshots.
+///
+/// Streams end (with `UNAVAILABLE`, so proxies reconnect) when [`XdsServer::shutdown`] is
+/// called, or once every clone and every service made by [`XdsServer::service`] is dropped.
+#[derive(Clone, Debug)]
+pub struct XdsServer {
+    shared: Arc<Shared>,
+    handles: Arc<Handles>,
+    max_request_bytes: usize,
+}
+
+/// The sending halves that keep the server's tasks alive.
+#[derive(Debug)]
+struct Handles {
+    pending: Pending,
+    signal: watch::Sender<()>,
+    shutdown: watch::Sender<bool>,
+}
+
+impl XdsServer {
+    /// Creates a server and starts its debouncer. Must be called within a Tokio runtime.
+    /// Proxies that connect before the first [`publish`](Self::publish) wait for it.
+    pub fn new(config: ServerConfig) -> Self {
+        let (live_tx, live_rx) = watch::channel(None);
+        let (signal_tx, signal_rx) = watch::channel(());
+        let (shutdown_tx, shutdown_rx) = watch::channel(false);
+        let pending: Pending = Arc::default();
+        tokio::spawn(
+            Debouncer {
+                pending: Arc::clone(&pending),
+                signal: signal_rx,
+                live: live_tx,
+                debounce: config.debounce,
+                debounce_max: config.debounce_max.max(config.debounce),
+            }
+            .run(),
+        );
+        Self {
+            shared: Arc::new(Shared {
+                registry: Arc::default(),
+                live: live_rx,
+                shutdown: shutdown_rx,
+                nonces: AtomicU64::new(0),
+                response_buffer: config.response_buffer.max(1),
+            }),
+            handles: Arc::new(Handles { pending, signal: signal_tx, shutdown: shutdown_tx }),
+            max_request_bytes: config.max_request_bytes,
+        }
+    }
+
+    /// Replaces the served snapshot. It goes live after the debounce; a later publish in the
+    /// same burst replaces it unseen. A snapshot that proxies would reject outright (an
+    /// `Any` under the wrong type URL, an empty name) is refused and the previous one kept.
+    pub fn publish(&self, snapshot: Snapshot) -> Result<(), ServerError> {
+        snapshot.validate()?;
+        *self.handles.pending.lock().unwrap_or_else(PoisonError::into_inner) = Some(snapshot);
+        self.handles.signal.send_replace(());
+        Ok(())
+    }
+
+    /// The version of the snapshot being served (after debounce), if any.
+    pub fn live_version(&self) -> Option<String> {
+        self.shared.live.borrow().as_ref().map(|p| p.version.clone())
+    }
+
+    /// How many snapshots have gone live; bursts of publishes count once.
+    pub fn generation(&self) -> u64 {
+        self.shared.live.borrow().as_ref().map_or(0, |p| p.generation)
+    }
+
+    /// Every connected stream and how far it got, sorted by connection id.
+    pub fn status(&self) -> Vec<ProxyStatus> {
+        self.shared.registry.status()
+    }
+
+    /// What was last sent to the proxy with this `node.id` (its newest stream).
+    pub fn config_dump(&self, proxy_id: &str) -> Result<ConfigDump, ServerError> {
+        self.shared.registry.config_dump(proxy_id).ok_or_else(|| ServerError::UnknownProxy {
+            proxy_id: proxy_id.to_owned(),
+            connected: self.shared.registry.proxy_ids(),
+        })
+    }
+
+    /// Ends every stream with `UNAVAILABLE` and refuses new ones, so a tonic server's
+    /// graceful shutdown can complete (it waits for open streams).
+    pub fn shutdown(&self) {
+        self.handles.shutdown.send_replace(true);
+    }
+
+    /// The tonic service to mount: `Server::builder().add_service(xds.service())`.
+    pub fn service(&self) -> AggregatedDiscoveryServiceServer<AdsService> {
+        AggregatedDiscoveryServiceServer::new(AdsService {
+            shared: Arc::clone(&self.shared),
+            _handles: Arc::clone(&self.handles),
+        })
+        .max_decoding_message_size(self.max_request_bytes)
+    }
+}
+
+/// Envoy's `AggregatedDiscoveryService` backed by an [`XdsServer`].
+#[derive(Debug)]
+pub struct AdsService {
+    shared: Arc<Shared>,
+    /// Keeps the server alive while mounted, even if the caller drops its `XdsServer`.
+    _handles: Arc<Handles>,
+}
+
+impl AdsService {
+    fn check_open(&self) -> Result<(), Status> {
+        if *self.shared.shutdown.borrow() {
+            return Err(Status::unavailable("xDS server is shutting down; reconnect"));
+        }
+        Ok(())
+    }
+}
+
+#[tonic::async_trait]
+impl AggregatedDiscoveryService for AdsService {
+    type StreamAggregatedResourcesStream = ReceiverStream<Result<DiscoveryResponse, Status>>;
+    type DeltaAggregatedResourcesStream = ReceiverStream<Result<DeltaDiscoveryResponse, Status>>;
+
+    async fn stream_aggregated_resources(
+        &self,
+        request: Request<Streaming<DiscoveryRequest>>,
+    ) -> Result<Response<Self::StreamAggregatedResourcesStream>, Status> {
+        self.check_open()?;
+        let (tx, rx) = mpsc::channel(self.shared.response_buffer);
+        tokio::spawn(stream::run::<sotw::Sotw>(Arc::clone(&self.shared), request.into_inner(), tx));
+        Ok(Response::new(ReceiverStream::new(rx)))
+    }
+
+    async fn delta_aggregated_resources(
+        &self,
+        request: Request<Streaming<DeltaDiscoveryRequest>>,
+    ) -> Result<Response<Self::DeltaAggregatedResourcesStream>, Status> {
+        self.check_open()?;
+        let (tx, rx) = mpsc::channel(self.shared.response_buffer);
+        tokio::spawn(stream::run::<delta::Delta>(Arc::clone(&self.shared), request.into_inner(), tx));
+        Ok(Response::new(ReceiverStream::new(rx)))
+    }
+}

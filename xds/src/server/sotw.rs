@@ -1,0 +1,208 @@
+//! State-of-the-world ADS (`StreamAggregatedResources`): every response carries the whole
+//! set of a type the proxy subscribed to, sent only when that set changed for this proxy.
+//!
+//! Protocol points (Envoy's xDS protocol doc): each response has the snapshot version and a
+//! fresh nonce; a request echoing the latest nonce is an ACK (no `error_detail`) or a NACK
+//! (with one); requests echoing an older nonce are ignored; a NACKed set is not sent again
+//! until a newer snapshot changes what the proxy should see.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+
+use envoy_types::pb::envoy::config::core::v3::Node;
+use envoy_types::pb::envoy::service::discovery::v3::{DiscoveryRequest, DiscoveryResponse};
+use tracing::{debug, warn};
+
+use super::Shared;
+use super::snapshot::{Prepared, ScopedResource};
+use super::status::{Connection, Held, Protocol, TypeRecord};
+use super::stream::StreamProtocol;
+use super::view::View;
+
+/// Which names of a type the proxy asked for.
+#[derive(Clone, Debug, PartialEq, Eq)]
+enum Subscription {
+    /// Everything the proxy may see (empty `resource_names` on the first request, or `*`).
+    Wildcard,
+    Names(HashSet<String>),
+}
+
+impl Subscription {
+    /// Reads `resource_names`. An empty list means wildcard on the first request (and keeps
+    /// an existing wildcard); after named subscriptions it means "nothing".
+    fn from_request(names: &[String], first: bool, current: &Subscription) -> Self {
+        if names.iter().any(|n| n == "*") {
+            return Subscription::Wildcard;
+        }
+        if names.is_empty() && (first || *current == Subscription::Wildcard) {
+            return Subscription::Wildcard;
+        }
+        Subscription::Names(names.iter().cloned().collect())
+    }
+
+    fn contains(&self, name: &str) -> bool {
+        match self {
+            Subscription::Wildcard => true,
+            Subscription::Names(names) => names.contains(name),
+        }
+    }
+}
+
+/// One subscribed type on this stream.
+struct TypeState {
+    subscription: Subscription,
+    view: View,
+    /// Nonce of the last response; `None` until the first one is sent.
+    nonce: Option<String>,
+}
+
+pub(crate) struct Sotw {
+    shared: Arc<Shared>,
+    connection: Arc<Connection>,
+    types: HashMap<String, TypeState>,
+}
+
+impl StreamProtocol for Sotw {
+    type Request = DiscoveryRequest;
+    type Response = DiscoveryResponse;
+    const PROTOCOL: Protocol = Protocol::StateOfTheWorld;
+
+    fn node(request: &DiscoveryRequest) -> Option<&Node> {
+        request.node.as_ref()
+    }
+
+    fn new(shared: Arc<Shared>, connection: Arc<Connection>) -> Self {
+        Self { shared, connection, types: HashMap::new() }
+    }
+
+    fn on_request(
+        &mut self,
+        request: DiscoveryRequest,
+        snapshot: Option<&Arc<Prepared>>,
+        out: &mut Vec<DiscoveryResponse>,
+    ) {
+        let type_url = request.type_url;
+        if type_url.is_empty() {
+            warn!("request without type_url ignored: ADS requires it on every request");
+            return;
+        }
+        let first = !self.types.contains_key(&type_url);
+        let state = self.types.entry(type_url.clone()).or_insert_with(|| TypeState {
+            subscription: Subscription::Names(HashSet::new()),
+            view: View::default(),
+            nonce: None,
+        });
+        let mut records = self.connection.types();
+        let record = records.entry(type_url.clone()).or_default();
+
+        if !request.response_nonce.is_empty() {
+            if state.nonce.as_deref() != Some(request.response_nonce.as_str()) {
+                debug!(type_url, nonce = request.response_nonce, "ignoring request with a stale nonce");
+                return;
+            }
+            match request.error_detail {
+                Some(error) => {
+                    warn!(
+                        type_url,
+                        rejected = record.sent_version.as_deref().unwrap_or(""),
+                        kept = record.acked_version.as_deref().unwrap_or(""),
+                        error = error.message,
+                        "proxy rejected config (NACK)"
+                    );
+                    record.nack(error.message);
+                }
+                None => {
+                    debug!(type_url, version = request.version_info, "ACK");
+                    record.acked_version = Some(request.version_info);
+                }
+            }
+        }
+
+        let subscription = Subscription::from_request(&request.resource_names, first, &state.subscription);
+        let subscription_changed = subscription != state.subscription;
+        state.subscription = subscription;
+
+        // Without a snapshot there is nothing to say yet; the first snapshot answers.
+        let Some(snapshot) = snapshot else { return };
+        state.view.refresh(snapshot, &type_url, &self.connection.identity);
+        // A request without a nonce is a (re)subscription and always gets an answer, even an
+        // empty one: Envoy waits for it before it considers the type initialised.
+        let must_answer = request.response_nonce.is_empty();
+        if must_answer || (subscription_changed && differs_from_sent(state, record)) {
+            out.push(respond(&self.shared, &type_url, state, record, snapshot));
+        }
+    }
+
+    fn on_snapshot(&mut self, snapshot: &Arc<Prepared>, out: &mut Vec<DiscoveryResponse>) {
+        let mut records = self.connection.types();
+        for (type_url, state) in &mut self.types {
+            let changed = state.view.refresh(snapshot, type_url, &self.connection.identity);
+            let relevant = changed.iter().any(|name| state.subscription.contains(name));
+            if state.nonce.is_none() || relevant {
+                let record = records.entry(type_url.clone()).or_default();
+                out.push(respond(&self.shared, type_url, state, record, snapshot));
+            }
+        }
+    }
+}
+
+/// Whether the subscribed part of the view differs from the set last sent.
+fn differs_from_sent(state: &TypeState, record: &TypeRecord) -> bool {
+    let mut count = 0;
+    for (name, resource) in state.view.iter() {
+        if !state.subscription.contains(name) {
+            continue;
+        }
+        count += 1;
+        if record.held.get(name).is_none_or(|held| held.version != resource.version) {
+            return true;
+        }
+    }
+    count != record.held.len()
+}
+
+/// Builds the full response for one type and records it as sent.
+fn respond(
+    shared: &Shared,
+    type_url: &str,
+    state: &mut TypeState,
+    record: &mut TypeRecord,
+    snapshot: &Prepared,
+) -> DiscoveryResponse {
+    let mut resources: Vec<&Arc<ScopedResource>> =
+        state.view.iter().filter(|(name, _)| state.subscription.contains(name)).map(|(_, r)| r).collect();
+    // Stable order: easier to read in dumps and to compare in tests; proxies do not care.
+    resources.sort_unstable_by(|a, b| a.name.cmp(&b.name));
+
+    let nonce = shared.next_nonce();
+    record.held = resources.iter().map(|r| (r.name.clone(), Held::sent(r))).collect();
+    record.sent_version = Some(snapshot.version.clone());
+    record.current_version = Some(snapshot.version.clone());
+    state.nonce = Some(nonce.clone());
+    debug!(type_url, version = snapshot.version, nonce, resources = resources.len(), "push");
+
+    DiscoveryResponse {
+        version_info: snapshot.version.clone(),
+        resources: resources.iter().map(|r| r.resource.clone()).collect(),
+        type_url: type_url.to_owned(),
+        nonce,
+        ..Default::default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn subscription_rules() {
+        let names = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        let none = Subscription::Names(HashSet::new());
+        assert_eq!(Subscription::from_request(&[], true, &none), Subscription::Wildcard);
+        assert_eq!(Subscription::from_request(&[], false, &Subscription::Wildcard), Subscription::Wildcard);
+        let named = Subscription::from_request(&names(&["a"]), true, &none);
+        assert!(named.contains("a") && !named.contains("b"));
+        assert_eq!(Subscription::from_request(&[], false, &named), none);
+        assert_eq!(Subscription::from_request(&names(&["*", "a"]), false, &named), Subscription::Wildcard);
+    }
+}
