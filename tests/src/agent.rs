@@ -19,10 +19,19 @@ const TEST_DRAIN_TIMEOUT: &str = "60s";
 /// `WEFT_AGENT_LOG=info` so logging does not weigh on what it measures.
 const LOG_ENV: &str = "WEFT_AGENT_LOG";
 
+/// Where an agent gets its model.
+#[derive(Debug, Clone)]
+pub enum ModelSource {
+    /// `--local-config FILE`.
+    File(PathBuf),
+    /// `--xds-address URL` (weftd).
+    Xds(String),
+}
+
 pub struct Agent {
     node: Node,
     proc: Proc,
-    config: PathBuf,
+    source: ModelSource,
     bpffs_dir: PathBuf,
 }
 
@@ -30,22 +39,31 @@ impl Agent {
     /// Starts an agent on `node` reading `config`, capturing the node's pods' cgroup, with
     /// its pins in a bpffs directory of its own (removed with the bed). Waits until ready.
     pub fn start(bed: &TestBed, node: &Node, config: &Path) -> Result<Agent> {
+        Self::start_with(bed, node, ModelSource::File(config.to_owned()))
+    }
+
+    /// Starts an agent fed by a control plane over xDS (`url` like http://198.18.0.1:15010).
+    pub fn start_xds(bed: &TestBed, node: &Node, url: &str) -> Result<Agent> {
+        Self::start_with(bed, node, ModelSource::Xds(url.to_owned()))
+    }
+
+    fn start_with(bed: &TestBed, node: &Node, source: ModelSource) -> Result<Agent> {
         let bpffs_dir = PathBuf::from(format!("/sys/fs/bpf/weft-test-{}-{}", bed.id(), node.name()));
         bed.register_cleanup_dir(&bpffs_dir)?;
-        let proc = Self::spawn(node, config, &bpffs_dir)?;
-        let agent = Agent { node: node.clone(), proc, config: config.to_owned(), bpffs_dir };
+        let proc = Self::spawn(node, &source, &bpffs_dir)?;
+        let agent = Agent { node: node.clone(), proc, source, bpffs_dir };
         agent.wait_ready(Duration::from_secs(20))?;
         Ok(agent)
     }
 
-    fn spawn(node: &Node, config: &Path, bpffs_dir: &Path) -> Result<Proc> {
+    fn spawn(node: &Node, source: &ModelSource, bpffs_dir: &Path) -> Result<Proc> {
         let mut cmd = Command::new(bins::path("weft-agent"));
-        cmd.arg("run")
-            .arg("--node")
-            .arg(node.name())
-            .arg("--local-config")
-            .arg(config)
-            .arg("--cgroup")
+        cmd.arg("run").arg("--node").arg(node.name());
+        match source {
+            ModelSource::File(path) => cmd.arg("--local-config").arg(path),
+            ModelSource::Xds(url) => cmd.arg("--xds-address").arg(url),
+        };
+        cmd.arg("--cgroup")
             .arg(node.cgroup_path())
             .arg("--bpffs-dir")
             .arg(bpffs_dir)
@@ -57,7 +75,7 @@ impl Agent {
 
     /// Starts the agent again after it was killed: same node, config and pins.
     pub fn restart(&mut self) -> Result<()> {
-        self.proc = Self::spawn(&self.node, &self.config, &self.bpffs_dir)?;
+        self.proc = Self::spawn(&self.node, &self.source, &self.bpffs_dir)?;
         self.wait_ready(Duration::from_secs(20))
     }
 

@@ -176,7 +176,8 @@ fn resource<M: prost::Name>(name: String, message: M) -> ScopedResource {
     ScopedResource::from_message(name, Scope::All, &message)
 }
 
-/// L4 authorization policies, as ztunnel enforces them. HTTP-only conditions (paths,
+/// L4 authorization policies, as ztunnel enforces them, each sent only to the agents of
+/// nodes that run a pod it applies to (mesh-wide ones to all). HTTP-only conditions (paths,
 /// methods, request principals) are for waypoints and do not appear here.
 pub fn authorizations(cfg: &ConfigSnapshot, opts: &Options) -> Vec<ScopedResource> {
     let mut out = Vec::new();
@@ -196,6 +197,21 @@ pub fn authorizations(cfg: &ConfigSnapshot, opts: &Options) -> Vec<ScopedResourc
         } else {
             security::Scope::Namespace
         };
+        let selector = p.spec.selector.as_ref().map(|s| &s.match_labels).filter(|l| !l.is_empty());
+        let scope_for_proxies = if scope == security::Scope::Global {
+            Scope::All
+        } else {
+            // Only the agents of nodes running a pod the policy applies to need it.
+            let mut nodes: Vec<String> = cfg
+                .pods
+                .in_namespace(&p.metadata.namespace)
+                .filter(|pod| selector.is_none_or(|sel| sel.iter().all(|(k, v)| pod.metadata.labels.get(k) == Some(v))))
+                .filter_map(|pod| pod.spec.node_name.clone())
+                .collect();
+            nodes.sort();
+            nodes.dedup();
+            Scope::AnyOf(nodes.into_iter().map(Scope::Node).collect())
+        };
         let message = Authorization {
             name: p.metadata.name.clone(),
             namespace: p.metadata.namespace.clone(),
@@ -203,7 +219,8 @@ pub fn authorizations(cfg: &ConfigSnapshot, opts: &Options) -> Vec<ScopedResourc
             action: action as i32,
             rules: rules(p),
         };
-        out.push(resource(format!("{}/{}", p.metadata.namespace, p.metadata.name), message));
+        let name = format!("{}/{}", p.metadata.namespace, p.metadata.name);
+        out.push(ScopedResource::from_message(name, scope_for_proxies, &message));
     }
     out
 }

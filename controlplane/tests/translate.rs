@@ -1,0 +1,235 @@
+//! Translation from validated config to xDS resources: the workload API for agents and
+//! standard Envoy resources for waypoints. In-process: YAML → file source → store →
+//! translate, then the resources decoded and checked field by field.
+
+use envoy_types::pb::envoy::config::{
+    cluster::v3::{Cluster, cluster::LbPolicy},
+    endpoint::v3::ClusterLoadAssignment,
+    route::v3::{RouteConfiguration, route::Action, route_action::ClusterSpecifier, route_match::PathSpecifier},
+};
+use prost::Message;
+use weft_controlplane::{
+    config::{ConfigStore, SourceId},
+    source::file::FileSource,
+    translate::{self, Options},
+};
+use weft_xds::{
+    istio::{
+        security::Authorization,
+        workload::{Address, TunnelProtocol, address},
+    },
+    server::{ProxyIdentity, Snapshot},
+    type_url,
+};
+
+const MESH: &str = r#"
+apiVersion: v1
+kind: Namespace
+metadata: { name: bookinfo, labels: { istio.io/dataplane-mode: ambient, istio.io/use-waypoint: waypoint } }
+---
+apiVersion: v1
+kind: Namespace
+metadata: { name: legacy }
+---
+apiVersion: v1
+kind: Pod
+metadata: { name: reviews-v1, namespace: bookinfo, labels: { app: reviews, version: v1 } }
+spec: { nodeName: n1, serviceAccountName: reviews, containers: [{ name: app, ports: [{ name: http, containerPort: 9080 }] }] }
+status: { podIP: 10.1.1.2 }
+---
+apiVersion: v1
+kind: Pod
+metadata: { name: reviews-v2, namespace: bookinfo, labels: { app: reviews, version: v2, istio.io/dataplane-mode: none } }
+spec: { nodeName: n2, containers: [{ name: app, ports: [{ name: http, containerPort: 9080 }] }] }
+status: { podIP: 10.1.2.2 }
+---
+apiVersion: v1
+kind: Pod
+metadata: { name: old, namespace: legacy, labels: { app: old } }
+spec: { nodeName: n2 }
+status: { podIP: 10.1.2.3 }
+---
+apiVersion: v1
+kind: Service
+metadata: { name: reviews, namespace: bookinfo }
+spec: { clusterIP: 10.96.0.10, ports: [{ port: 9080, targetPort: http }], selector: { app: reviews } }
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: Gateway
+metadata: { name: waypoint, namespace: bookinfo }
+spec: { gatewayClassName: istio-waypoint, listeners: [{ name: mesh, port: 15008, protocol: HBONE }] }
+---
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: { name: reviews, namespace: bookinfo }
+spec:
+  host: reviews
+  trafficPolicy:
+    loadBalancer: { simple: ROUND_ROBIN }
+    connectionPool: { tcp: { maxConnections: 7 }, http: { http1MaxPendingRequests: 3 } }
+    outlierDetection: { consecutive5xxErrors: 4, interval: 5s, baseEjectionTime: 30s }
+  subsets:
+    - { name: v1, labels: { version: v1 } }
+    - { name: v2, labels: { version: v2 } }
+---
+apiVersion: networking.istio.io/v1alpha3
+kind: VirtualService
+metadata: { name: reviews, namespace: bookinfo }
+spec:
+  hosts: [reviews]
+  http:
+    - match: [{ headers: { end-user: { exact: jason } } }]
+      route: [{ destination: { host: reviews, subset: v2 } }]
+      timeout: 3s
+      retries: { attempts: 5, perTryTimeout: 1s, retryOn: 5xx }
+    - route:
+        - { destination: { host: reviews, subset: v1 }, weight: 9 }
+        - { destination: { host: reviews, subset: v2 }, weight: 1 }
+---
+apiVersion: security.istio.io/v1
+kind: AuthorizationPolicy
+metadata: { name: reviews-v1-only, namespace: bookinfo }
+spec:
+  selector: { matchLabels: { version: v1 } }
+  action: ALLOW
+  rules: [{ from: [{ source: { principals: ["cluster.local/ns/bookinfo/sa/productpage"] } }], to: [{ operation: { ports: ["9080"] } }] }]
+"#;
+
+fn translate(yaml: &str) -> Snapshot {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("mesh.yaml"), yaml).unwrap();
+    let mut store = ConfigStore::new();
+    store.apply_all(SourceId::File, FileSource::read_once(dir.path()).unwrap());
+    let errors: Vec<String> = store.diagnostics().iter().map(|d| d.to_string()).collect();
+    assert!(errors.iter().all(|e| !e.starts_with("error")), "{errors:#?}");
+    translate::snapshot(&store.snapshot(), &Options::default())
+}
+
+fn decoded<M: Message + Default>(snap: &Snapshot, type_url: &str) -> Vec<(String, M)> {
+    snap.resources
+        .get(type_url)
+        .into_iter()
+        .flatten()
+        .map(|r| (r.name.clone(), M::decode(r.resource.value.as_slice()).unwrap()))
+        .collect()
+}
+
+#[test]
+fn pods_and_services_become_istio_workload_addresses() {
+    let snap = translate(MESH);
+    let addresses: Vec<(String, Address)> = decoded(&snap, type_url::ADDRESS);
+    let workload = |name: &str| {
+        addresses
+            .iter()
+            .find_map(|(_, a)| match &a.r#type {
+                Some(address::Type::Workload(w)) if w.name == name => Some(w.clone()),
+                _ => None,
+            })
+            .unwrap_or_else(|| panic!("no workload {name}"))
+    };
+    let v1 = workload("reviews-v1");
+    assert_eq!(v1.uid, "Kubernetes//Pod/bookinfo/reviews-v1");
+    assert_eq!(v1.addresses, vec![vec![10, 1, 1, 2]]);
+    assert_eq!(v1.tunnel_protocol, TunnelProtocol::Hbone as i32, "ambient namespace");
+    assert_eq!((v1.node.as_str(), v1.service_account.as_str()), ("n1", "reviews"));
+    assert_eq!((v1.canonical_name.as_str(), v1.canonical_revision.as_str()), ("reviews", "v1"));
+    let ports = &v1.services["bookinfo/reviews.bookinfo.svc.cluster.local"].ports;
+    assert_eq!((ports[0].service_port, ports[0].target_port), (9080, 9080), "named target port resolved");
+    assert_eq!(workload("reviews-v2").tunnel_protocol, TunnelProtocol::None as i32, "pod opted out");
+    assert_eq!(workload("old").tunnel_protocol, TunnelProtocol::None as i32, "namespace not enrolled");
+
+    let (name, svc) = addresses
+        .iter()
+        .find_map(|(n, a)| match &a.r#type {
+            Some(address::Type::Service(s)) => Some((n.clone(), s.clone())),
+            _ => None,
+        })
+        .unwrap();
+    assert_eq!(name, "bookinfo/reviews.bookinfo.svc.cluster.local");
+    assert_eq!(svc.addresses[0].address, vec![10, 96, 0, 10]);
+}
+
+#[test]
+fn authorization_reaches_only_the_nodes_of_the_pods_it_selects() {
+    let snap = translate(MESH);
+    let authz = &snap.resources[type_url::AUTHORIZATION];
+    assert_eq!(authz.len(), 1);
+    let node = |n: &str| ProxyIdentity { id: format!("agent-{n}"), node_name: Some(n.into()), namespace: None };
+    assert!(authz[0].scope.matches(&node("n1")), "reviews-v1 runs on n1");
+    assert!(!authz[0].scope.matches(&node("n2")), "nothing it selects runs on n2");
+    let a = Authorization::decode(authz[0].resource.value.as_slice()).unwrap();
+    assert_eq!(a.rules[0].clauses.len(), 2);
+    assert_eq!(a.rules[0].clauses[1].matches[0].destination_ports, vec![9080]);
+}
+
+#[test]
+fn virtual_service_becomes_envoy_routes_with_istio_defaults() {
+    let snap = translate(MESH);
+    let routes: Vec<(String, RouteConfiguration)> = decoded(&snap, type_url::ROUTE);
+    let vh = &routes[0].1.virtual_hosts[0];
+    assert!(vh.domains.contains(&"reviews.bookinfo.svc.cluster.local".to_owned()));
+    assert!(vh.domains.contains(&"10.96.0.10".to_owned()));
+    assert_eq!(vh.routes.len(), 2);
+
+    let jason = &vh.routes[0];
+    assert_eq!(jason.r#match.as_ref().unwrap().headers[0].name, "end-user");
+    let Some(Action::Route(action)) = &jason.action else { panic!("route action") };
+    assert_eq!(
+        action.cluster_specifier,
+        Some(ClusterSpecifier::Cluster("outbound|9080|v2|reviews.bookinfo.svc.cluster.local".into()))
+    );
+    assert_eq!(action.timeout.as_ref().unwrap().seconds, 3);
+    let retry = action.retry_policy.as_ref().unwrap();
+    assert_eq!((retry.retry_on.as_str(), retry.num_retries.as_ref().unwrap().value), ("5xx", 5));
+
+    let split = &vh.routes[1];
+    assert!(matches!(split.r#match.as_ref().unwrap().path_specifier, Some(PathSpecifier::Prefix(ref p)) if p == "/"));
+    let Some(Action::Route(action)) = &split.action else { panic!("route action") };
+    let Some(ClusterSpecifier::WeightedClusters(w)) = &action.cluster_specifier else { panic!("weighted") };
+    let weights: Vec<(String, u32)> =
+        w.clusters.iter().map(|c| (c.name.clone(), c.weight.as_ref().unwrap().value)).collect();
+    assert_eq!(
+        weights,
+        [
+            ("outbound|9080|v1|reviews.bookinfo.svc.cluster.local".to_owned(), 9),
+            ("outbound|9080|v2|reviews.bookinfo.svc.cluster.local".to_owned(), 1)
+        ]
+    );
+    // No timeout in the VirtualService: none on the route (Envoy's 15 s default off), and
+    // Istio's default retries.
+    assert_eq!(action.timeout.as_ref().unwrap().seconds, 0);
+    let retry = action.retry_policy.as_ref().unwrap();
+    assert_eq!(retry.num_retries.as_ref().unwrap().value, 2);
+    assert!(retry.retry_on.contains("connect-failure") && retry.retry_on.contains("retriable-status-codes"));
+}
+
+#[test]
+fn destination_rule_becomes_clusters_and_subset_endpoints() {
+    let snap = translate(MESH);
+    let clusters: Vec<(String, Cluster)> = decoded(&snap, type_url::CLUSTER);
+    let names: Vec<&str> = clusters.iter().map(|(n, _)| n.as_str()).collect();
+    assert_eq!(
+        names,
+        [
+            "outbound|9080||reviews.bookinfo.svc.cluster.local",
+            "outbound|9080|v1|reviews.bookinfo.svc.cluster.local",
+            "outbound|9080|v2|reviews.bookinfo.svc.cluster.local"
+        ]
+    );
+    let c = &clusters[1].1;
+    assert_eq!(c.lb_policy, LbPolicy::RoundRobin as i32);
+    let t = &c.circuit_breakers.as_ref().unwrap().thresholds[0];
+    assert_eq!((t.max_connections.as_ref().unwrap().value, t.max_pending_requests.as_ref().unwrap().value), (7, 3));
+    let od = c.outlier_detection.as_ref().unwrap();
+    assert_eq!((od.consecutive_5xx.as_ref().unwrap().value, od.interval.as_ref().unwrap().seconds), (4, 5));
+
+    let cla: Vec<(String, ClusterLoadAssignment)> = decoded(&snap, type_url::ENDPOINT);
+    let count = |name: &str| cla.iter().find(|(n, _)| n == name).unwrap().1.endpoints[0].lb_endpoints.len();
+    assert_eq!(count("outbound|9080||reviews.bookinfo.svc.cluster.local"), 2);
+    assert_eq!(count("outbound|9080|v1|reviews.bookinfo.svc.cluster.local"), 1);
+    // Waypoint resources go only to proxies of the waypoint's namespace.
+    let waypoint = ProxyIdentity { id: "wp".into(), node_name: None, namespace: Some("bookinfo".into()) };
+    let other = ProxyIdentity { id: "x".into(), node_name: None, namespace: Some("legacy".into()) };
+    let r = &snap.resources[type_url::CLUSTER][0];
+    assert!(r.scope.matches(&waypoint) && !r.scope.matches(&other));
+}
