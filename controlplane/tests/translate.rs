@@ -5,7 +5,9 @@
 use envoy_types::pb::envoy::config::{
     cluster::v3::{Cluster, cluster::LbPolicy},
     endpoint::v3::ClusterLoadAssignment,
-    route::v3::{RouteConfiguration, route::Action, route_action::ClusterSpecifier, route_match::PathSpecifier},
+    route::v3::{
+        RouteConfiguration, route::Action, route_action::ClusterSpecifier, route_match::PathSpecifier,
+    },
 };
 use prost::Message;
 use weft_controlplane::{
@@ -154,7 +156,8 @@ fn authorization_reaches_only_the_nodes_of_the_pods_it_selects() {
     let snap = translate(MESH);
     let authz = &snap.resources[type_url::AUTHORIZATION];
     assert_eq!(authz.len(), 1);
-    let node = |n: &str| ProxyIdentity { id: format!("agent-{n}"), node_name: Some(n.into()), namespace: None };
+    let node =
+        |n: &str| ProxyIdentity { id: format!("agent-{n}"), node_name: Some(n.into()), namespace: None };
     assert!(authz[0].scope.matches(&node("n1")), "reviews-v1 runs on n1");
     assert!(!authz[0].scope.matches(&node("n2")), "nothing it selects runs on n2");
     let a = Authorization::decode(authz[0].resource.value.as_slice()).unwrap();
@@ -183,7 +186,9 @@ fn virtual_service_becomes_envoy_routes_with_istio_defaults() {
     assert_eq!((retry.retry_on.as_str(), retry.num_retries.as_ref().unwrap().value), ("5xx", 5));
 
     let split = &vh.routes[1];
-    assert!(matches!(split.r#match.as_ref().unwrap().path_specifier, Some(PathSpecifier::Prefix(ref p)) if p == "/"));
+    assert!(
+        matches!(split.r#match.as_ref().unwrap().path_specifier, Some(PathSpecifier::Prefix(ref p)) if p == "/")
+    );
     let Some(Action::Route(action)) = &split.action else { panic!("route action") };
     let Some(ClusterSpecifier::WeightedClusters(w)) = &action.cluster_specifier else { panic!("weighted") };
     let weights: Vec<(String, u32)> =
@@ -219,7 +224,10 @@ fn destination_rule_becomes_clusters_and_subset_endpoints() {
     let c = &clusters[1].1;
     assert_eq!(c.lb_policy, LbPolicy::RoundRobin as i32);
     let t = &c.circuit_breakers.as_ref().unwrap().thresholds[0];
-    assert_eq!((t.max_connections.as_ref().unwrap().value, t.max_pending_requests.as_ref().unwrap().value), (7, 3));
+    assert_eq!(
+        (t.max_connections.as_ref().unwrap().value, t.max_pending_requests.as_ref().unwrap().value),
+        (7, 3)
+    );
     let od = c.outlier_detection.as_ref().unwrap();
     assert_eq!((od.consecutive_5xx.as_ref().unwrap().value, od.interval.as_ref().unwrap().seconds), (4, 5));
 
@@ -232,4 +240,40 @@ fn destination_rule_becomes_clusters_and_subset_endpoints() {
     let other = ProxyIdentity { id: "x".into(), node_name: None, namespace: Some("legacy".into()) };
     let r = &snap.resources[type_url::CLUSTER][0];
     assert!(r.scope.matches(&waypoint) && !r.scope.matches(&other));
+}
+
+#[test]
+fn http_route_attached_to_a_service_becomes_its_routes() {
+    let yaml = MESH.split("---\napiVersion: networking.istio.io/v1alpha3").next().unwrap().to_owned()
+        + r#"---
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: { name: reviews, namespace: bookinfo }
+spec:
+  parentRefs: [{ group: "", kind: Service, name: reviews, port: 9080 }]
+  rules:
+    - matches: [{ path: { type: PathPrefix, value: /api }, headers: [{ name: x-canary, value: "yes" }] }]
+      filters: [{ type: RequestHeaderModifier, requestHeaderModifier: { set: [{ name: x-via, value: weft }] } }]
+      backendRefs: [{ name: reviews, port: 9080, weight: 3 }, { name: ratings, port: 9080, weight: 1 }]
+      timeouts: { request: 2s }
+"#;
+    let snap = translate(&yaml);
+    let routes: Vec<(String, RouteConfiguration)> = decoded(&snap, type_url::ROUTE);
+    let route = &routes[0].1.virtual_hosts[0].routes[0];
+    let m = route.r#match.as_ref().unwrap();
+    assert!(matches!(&m.path_specifier, Some(PathSpecifier::PathSeparatedPrefix(p)) if p == "/api"), "{m:?}");
+    assert_eq!(m.headers[0].name, "x-canary");
+    assert_eq!(route.request_headers_to_add[0].header.as_ref().unwrap().key, "x-via");
+    let Some(Action::Route(action)) = &route.action else { panic!("route action") };
+    assert_eq!(action.timeout.as_ref().unwrap().seconds, 2);
+    let Some(ClusterSpecifier::WeightedClusters(w)) = &action.cluster_specifier else { panic!("weighted") };
+    let weights: Vec<(&str, u32)> =
+        w.clusters.iter().map(|c| (c.name.as_str(), c.weight.as_ref().unwrap().value)).collect();
+    assert_eq!(
+        weights,
+        [
+            ("outbound|9080||reviews.bookinfo.svc.cluster.local", 3),
+            ("outbound|9080||ratings.bookinfo.svc.cluster.local", 1)
+        ]
+    );
 }

@@ -70,6 +70,8 @@ spec:
   http:
     - match: [{{ headers: {{ end-user: {{ exact: jason }} }} }}]
       route: [{{ destination: {{ host: reviews, subset: v2 }} }}]
+    - match: [{{ headers: {{ x-subset: {{ exact: missing }} }} }}]
+      route: [{{ destination: {{ host: reviews, subset: v9 }} }}]
 {default_route}"#
     )
 }
@@ -212,6 +214,12 @@ fn envoy_over_delta_ads_routes_by_header() -> Result<()> {
     assert_eq!(r["versions"]["v2"], 50, "{r}");
     let r = http(&client, &to, &["--count", "50"], Duration::from_secs(60))?;
     assert_eq!(r["versions"]["v3"], 50, "{r}");
+    // A route to a subset no DestinationRule defines: weftd reports it (IST0101) and still
+    // serves the VirtualService; the proxy answers 503, as Istio's does.
+    let (_, diagnostics) = weftd.get("/debug/diagnostics")?;
+    assert!(diagnostics.contains("v9") && diagnostics.contains("IST0101"), "{diagnostics}");
+    let r = http(&client, &to, &["--count", "5", "--header", "x-subset: missing"], Duration::from_secs(60))?;
+    assert_eq!(r["statuses"]["503"], 5, "{r}");
     let (_, syncz) = weftd.get("/debug/syncz")?;
     assert!(syncz.contains("delta") || syncz.contains("Delta"), "{syncz}");
     Ok(())

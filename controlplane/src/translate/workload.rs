@@ -205,7 +205,9 @@ pub fn authorizations(cfg: &ConfigSnapshot, opts: &Options) -> Vec<ScopedResourc
             let mut nodes: Vec<String> = cfg
                 .pods
                 .in_namespace(&p.metadata.namespace)
-                .filter(|pod| selector.is_none_or(|sel| sel.iter().all(|(k, v)| pod.metadata.labels.get(k) == Some(v))))
+                .filter(|pod| {
+                    selector.is_none_or(|sel| sel.iter().all(|(k, v)| pod.metadata.labels.get(k) == Some(v)))
+                })
                 .filter_map(|pod| pod.spec.node_name.clone())
                 .collect();
             nodes.sort();

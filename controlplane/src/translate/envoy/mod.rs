@@ -8,13 +8,14 @@
 //!
 //! - `listener.rs`: one plain-HTTP listener on [`WAYPOINT_HTTP_PORT`] (HBONE termination
 //!   arrives with mTLS), routes by Host from RDS;
-//! - `route.rs`: one virtual host per service, routes from the VirtualService (or
-//!   HTTPRoute) bound to it, or a default route;
+//! - `route.rs`: one virtual host per service, routes from the VirtualService bound to
+//!   it (or, `httproute.rs`, an HTTPRoute attached to it), or a default route;
 //! - `cluster.rs`: a cluster per service port and DestinationRule subset, named as Istio
 //!   names them (`outbound|9080|v1|reviews.bookinfo.svc.cluster.local`), with their
 //!   endpoints (EDS).
 
 mod cluster;
+mod httproute;
 mod listener;
 mod route;
 

@@ -46,7 +46,7 @@ use weft_xds::istio::pack;
 const DEFAULT_RETRY_ON: &str = "connect-failure,refused-stream,unavailable,cancelled,retriable-status-codes";
 const DEFAULT_RETRIES: u32 = 2;
 
-fn pb_duration(d: Duration) -> PbDuration {
+pub(crate) fn pb_duration(d: Duration) -> PbDuration {
     PbDuration { seconds: d.as_secs() as i64, nanos: d.subsec_nanos() as i32 }
 }
 
@@ -97,11 +97,19 @@ fn virtual_host(cfg: &ConfigSnapshot, s: &Served<'_>) -> VirtualHost {
                         .is_host_shadowed(&crate::config::store::ConfigSnapshot::virtual_service_key(vs), h)
             })
     });
-    let routes = match vs {
-        Some(vs) => {
+    // A VirtualService bound to the host wins; otherwise an HTTPRoute attached to the
+    // service (the first by namespace/name); otherwise the default route.
+    let http_route = || {
+        cfg.http_routes
+            .iter()
+            .find(|r| super::httproute::attached_to(r, &svc.metadata.namespace, &svc.metadata.name))
+    };
+    let routes = match (vs, http_route()) {
+        (Some(vs), _) => {
             vs.spec.http.iter().flat_map(|r| routes_of(vs, r, &s.hostname, default_port, &suffix)).collect()
         }
-        None => vec![default_route(&s.hostname, default_port)],
+        (None, Some(route)) => super::httproute::routes(route, default_port, &suffix),
+        (None, None) => vec![default_route(&s.hostname, default_port)],
     };
     VirtualHost { name: s.hostname.clone(), domains: domains(s), routes, ..Default::default() }
 }
@@ -120,6 +128,11 @@ fn default_route(host: &str, port: u32) -> Route {
         })),
         ..Default::default()
     }
+}
+
+/// Istio's default retry policy, for routes that say nothing about retries.
+pub(crate) fn default_retry() -> RetryPolicy {
+    retry_policy(DEFAULT_RETRIES, DEFAULT_RETRY_ON, None)
 }
 
 fn retry_policy(attempts: u32, retry_on: &str, per_try: Option<Duration>) -> RetryPolicy {
