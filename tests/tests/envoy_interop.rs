@@ -93,9 +93,23 @@ fn http(client: &Pod, to: &str, extra: &[&str], timeout: Duration) -> Result<Val
     Ok(r.json)
 }
 
-#[test]
-fn envoy_follows_weftd_split_header_match_and_live_switch() -> Result<()> {
-    let s = Scenario::new("envoy_interop")?;
+/// Everything the tests share: reviews v1/v2/v3 and a client on one node, weftd reading
+/// the mesh and the VirtualService, and a stock Envoy as the waypoint, fed only by ADS.
+struct Mesh {
+    /// Keeps the bed (and so every process in it) alive.
+    _scenario: Scenario,
+    config: std::path::PathBuf,
+    client: Pod,
+    weftd: Weftd,
+    envoy: Envoy,
+    node_id: String,
+    /// `waypoint-ip:15080`, where clients send HTTP.
+    to: String,
+    _servers: Vec<weft_tests::Proc>,
+}
+
+fn mesh(test: &str, default_route: &str, delta: bool) -> Result<Mesh> {
+    let s = Scenario::new(test)?;
     let n1 = s.bed.node("n1")?;
     let client = s.bed.pod(&n1, "productpage")?;
     let waypoint = s.bed.pod(&n1, "waypoint")?;
@@ -108,31 +122,26 @@ fn envoy_follows_weftd_split_header_match_and_live_switch() -> Result<()> {
     write(&config, "mesh.yaml", MESH)?;
     let pods: String = versions.iter().map(|(p, v)| pod_yaml(p, v)).collect::<Vec<_>>().join("---\n");
     write(&config, "pods.yaml", &pods)?;
-    write(&config, "reviews-vs.yaml", &virtual_service(SPLIT_90_10))?;
-    let _servers: Vec<_> =
-        versions.iter().map(|(p, v)| scenario::serve(p, v, &[PORT])).collect::<Result<_>>()?;
-
+    write(&config, "reviews-vs.yaml", &virtual_service(default_route))?;
+    let servers = versions.iter().map(|(p, v)| scenario::serve(p, v, &[PORT])).collect::<Result<_>>()?;
     let weftd = Weftd::start(&n1, &config)?;
     let node_id = format!("router~{}~waypoint.bookinfo~bookinfo.svc.cluster.local", waypoint.ip());
-    let envoy = Envoy::start(
-        &waypoint,
-        &s.dir,
-        &EnvoyNode { id: &node_id, cluster: "waypoint.bookinfo", metadata: &[("NAMESPACE", "bookinfo")] },
-        weftd.ads_addr(),
-        false,
-    )
-    .with_context(|| {
-        format!(
-            "weftd: {:?}\n{:?}\n{}",
-            weftd.get("/debug/syncz"),
-            weftd.get("/debug/diagnostics"),
-            weftd.stderr()
-        )
-    })?;
-    // 4 clusters (the service and 3 subsets) and the listener, from weftd alone.
+    let node =
+        EnvoyNode { id: &node_id, cluster: "waypoint.bookinfo", metadata: &[("NAMESPACE", "bookinfo")] };
+    let envoy = Envoy::start(&waypoint, &s.dir, &node, weftd.ads_addr(), delta)
+        .with_context(|| format!("weftd: {:?}\n{}", weftd.get("/debug/syncz"), weftd.stderr()))?;
+    // 4 clusters (the service and its 3 subsets) and the listener, from weftd alone.
     envoy.wait_stat("cluster_manager.active_clusters", 5, Duration::from_secs(20))?;
     envoy.wait_stat("listener_manager.total_listeners_active", 1, Duration::from_secs(20))?;
     let to = format!("{}:{WAYPOINT_PORT}", waypoint.ip());
+    Ok(Mesh { _scenario: s, config, client, weftd, envoy, node_id, to, _servers: servers })
+}
+
+#[test]
+fn envoy_follows_weftd_split_header_match_and_live_switch() -> Result<()> {
+    // Bound whole: the bed and its processes live as long as `m`.
+    let m = mesh("envoy_interop", SPLIT_90_10, false)?;
+    let Mesh { config, client, weftd, envoy, node_id, to, .. } = &m;
 
     // 90/10 over 2,000 requests, within ±3 percentage points.
     let r = http(&client, &to, &["--count", "2000"], Duration::from_secs(300))?;
@@ -176,40 +185,14 @@ fn envoy_follows_weftd_split_header_match_and_live_switch() -> Result<()> {
 
     // weftd shows the Envoy as a synced proxy.
     let (_, syncz) = weftd.get("/debug/syncz")?;
-    assert!(syncz.contains(&node_id) && syncz.contains("SYNCED"), "{syncz}");
+    assert!(syncz.contains(node_id.as_str()) && syncz.contains("SYNCED"), "{syncz}");
     Ok(())
 }
 
 #[test]
 fn envoy_over_delta_ads_routes_by_header() -> Result<()> {
-    let s = Scenario::new("envoy_delta")?;
-    let n1 = s.bed.node("n1")?;
-    let client = s.bed.pod(&n1, "productpage")?;
-    let waypoint = s.bed.pod(&n1, "waypoint")?;
-    let versions: Vec<(Pod, &str)> = ["v1", "v2", "v3"]
-        .iter()
-        .map(|v| Ok((s.bed.pod(&n1, &format!("reviews-{v}"))?, *v)))
-        .collect::<Result<_>>()?;
-    let config = s.dir.join("config");
-    std::fs::create_dir_all(&config)?;
-    write(&config, "mesh.yaml", MESH)?;
-    let pods: String = versions.iter().map(|(p, v)| pod_yaml(p, v)).collect::<Vec<_>>().join("---\n");
-    write(&config, "pods.yaml", &pods)?;
-    write(&config, "reviews-vs.yaml", &virtual_service(ALL_V3))?;
-    let _servers: Vec<_> =
-        versions.iter().map(|(p, v)| scenario::serve(p, v, &[PORT])).collect::<Result<_>>()?;
-    let weftd = Weftd::start(&n1, &config)?;
-    let node_id = format!("router~{}~waypoint.bookinfo~bookinfo.svc.cluster.local", waypoint.ip());
-    let envoy = Envoy::start(
-        &waypoint,
-        &s.dir,
-        &EnvoyNode { id: &node_id, cluster: "waypoint.bookinfo", metadata: &[("NAMESPACE", "bookinfo")] },
-        weftd.ads_addr(),
-        true,
-    )?;
-    envoy.wait_stat("cluster_manager.active_clusters", 5, Duration::from_secs(20))?;
-    envoy.wait_stat("listener_manager.total_listeners_active", 1, Duration::from_secs(20))?;
-    let to = format!("{}:{WAYPOINT_PORT}", waypoint.ip());
+    let m = mesh("envoy_delta", ALL_V3, true)?;
+    let Mesh { client, weftd, to, .. } = &m;
     let r = http(&client, &to, &["--count", "50", "--header", "end-user: jason"], Duration::from_secs(60))?;
     assert_eq!(r["versions"]["v2"], 50, "{r}");
     let r = http(&client, &to, &["--count", "50"], Duration::from_secs(60))?;
