@@ -1,7 +1,11 @@
 //! weftctl: Weft's command line. `main` only parses the command line and dispatches; each
-//! subcommand lives in its own module (`analyze.rs`, …) with its own `Args` and `run`.
+//! subcommand lives in its own module (`analyze.rs`, `proxy_status.rs`, `config_dump.rs`)
+//! with its own `Args` and `run`; `weftd.rs` is how the latter two ask weftd.
 
 mod analyze;
+mod config_dump;
+mod proxy_status;
+mod weftd;
 
 use clap::{Parser, Subcommand};
 use std::process::ExitCode;
@@ -19,6 +23,12 @@ enum Command {
     /// Validate a directory of Kubernetes, Istio and Gateway API YAML the way weftd would,
     /// and print every error and warning with its file and line.
     Analyze(analyze::Args),
+    /// Show every proxy connected to weftd and whether it is in sync, type by type
+    /// (SYNCED / STALE / NOT SENT), with the last rejection (NACK) of each.
+    ProxyStatus(proxy_status::Args),
+    /// Show the config weftd has given one proxy (sent and not rejected): each type's
+    /// resources with their versions, summarised or (--decode) in full.
+    ConfigDump(config_dump::Args),
 }
 
 /// Exit codes shared by the subcommands.
@@ -27,7 +37,9 @@ pub mod exit {
     pub const OK: u8 = 0;
     /// The input has errors.
     pub const FINDINGS: u8 = 1;
-    /// Bad usage, or the input could not be read at all (clap also exits 2 on usage errors).
+    /// Bad usage, or the input could not be read at all: a directory that is not there,
+    /// weftd unreachable or not knowing the proxy asked about (clap also exits 2 on usage
+    /// errors).
     pub const USAGE: u8 = 2;
 }
 
@@ -35,5 +47,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         Command::Analyze(args) => analyze::run(args),
+        Command::ProxyStatus(args) => proxy_status::run(args),
+        Command::ConfigDump(args) => config_dump::run(args),
     }
 }

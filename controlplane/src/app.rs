@@ -34,7 +34,12 @@ pub async fn run(options: Options) -> anyhow::Result<()> {
             SourceId::File
         }
         None => {
-            let source = KubeSource::try_default().await.context("connecting to Kubernetes")?;
+            let source = match &options.kubernetes_url {
+                Some(url) => {
+                    KubeSource::from_url(url).with_context(|| format!("watching Kubernetes at {url}"))?
+                }
+                None => KubeSource::try_default().await.context("connecting to Kubernetes")?,
+            };
             tokio::spawn(source.run(tx));
             SourceId::Kubernetes
         }
