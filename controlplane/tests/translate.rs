@@ -157,7 +157,7 @@ fn authorization_reaches_only_the_nodes_of_the_pods_it_selects() {
     let authz = &snap.resources[type_url::AUTHORIZATION];
     assert_eq!(authz.len(), 1);
     let node =
-        |n: &str| ProxyIdentity { id: format!("agent-{n}"), node_name: Some(n.into()), namespace: None };
+        |n: &str| ProxyIdentity { id: format!("agent-{n}"), node_name: Some(n.into()), ..Default::default() };
     assert!(authz[0].scope.matches(&node("n1")), "reviews-v1 runs on n1");
     assert!(!authz[0].scope.matches(&node("n2")), "nothing it selects runs on n2");
     let a = Authorization::decode(authz[0].resource.value.as_slice()).unwrap();
@@ -236,8 +236,9 @@ fn destination_rule_becomes_clusters_and_subset_endpoints() {
     assert_eq!(count("outbound|9080||reviews.bookinfo.svc.cluster.local"), 2);
     assert_eq!(count("outbound|9080|v1|reviews.bookinfo.svc.cluster.local"), 1);
     // Waypoint resources go only to proxies of the waypoint's namespace.
-    let waypoint = ProxyIdentity { id: "wp".into(), node_name: None, namespace: Some("bookinfo".into()) };
-    let other = ProxyIdentity { id: "x".into(), node_name: None, namespace: Some("legacy".into()) };
+    let waypoint =
+        ProxyIdentity { id: "wp".into(), namespace: Some("bookinfo".into()), ..Default::default() };
+    let other = ProxyIdentity { id: "x".into(), namespace: Some("legacy".into()), ..Default::default() };
     let r = &snap.resources[type_url::CLUSTER][0];
     assert!(r.scope.matches(&waypoint) && !r.scope.matches(&other));
 }

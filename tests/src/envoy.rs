@@ -43,6 +43,8 @@ pub struct EnvoyNode<'a> {
     pub cluster: &'a str,
     /// Node metadata, e.g. NAMESPACE, NAME, NODE_NAME.
     pub metadata: &'a [(&'a str, &'a str)],
+    /// The pod labels (metadata `LABELS`), by which gateways are chosen.
+    pub labels: &'a [(&'a str, &'a str)],
 }
 
 pub struct Envoy {
@@ -132,7 +134,11 @@ fn regex_escape(s: &str) -> String {
 }
 
 fn bootstrap_yaml(node: &EnvoyNode<'_>, ads: SocketAddr, delta: bool) -> String {
-    let metadata: String = node.metadata.iter().map(|(k, v)| format!("    {k}: \"{v}\"\n")).collect();
+    let mut metadata: String = node.metadata.iter().map(|(k, v)| format!("    {k}: \"{v}\"\n")).collect();
+    if !node.labels.is_empty() {
+        metadata.push_str("    LABELS:\n");
+        metadata.extend(node.labels.iter().map(|(k, v)| format!("      \"{k}\": \"{v}\"\n")));
+    }
     let api_type = if delta { "DELTA_GRPC" } else { "GRPC" };
     format!(
         r#"node:

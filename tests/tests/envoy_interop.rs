@@ -127,7 +127,12 @@ fn mesh(test: &str, default_route: &str, delta: bool) -> Result<Mesh> {
     let weftd = Weftd::start(&n1, &config)?;
     let node_id = format!("router~{}~waypoint.bookinfo~bookinfo.svc.cluster.local", waypoint.ip());
     let node =
-        EnvoyNode { id: &node_id, cluster: "waypoint.bookinfo", metadata: &[("NAMESPACE", "bookinfo")] };
+        EnvoyNode {
+        id: &node_id,
+        cluster: "waypoint.bookinfo",
+        metadata: &[("NAMESPACE", "bookinfo")],
+        labels: &[("gateway.networking.k8s.io/gateway-name", "waypoint")],
+    };
     let envoy = Envoy::start(&waypoint, &s.dir, &node, weftd.ads_addr(), delta)
         .with_context(|| format!("weftd: {:?}\n{}", weftd.get("/debug/syncz"), weftd.stderr()))?;
     // 4 clusters (the service and its 3 subsets) and the listener, from weftd alone.
@@ -205,5 +210,58 @@ fn envoy_over_delta_ads_routes_by_header() -> Result<()> {
     assert_eq!(r["statuses"]["503"], 5, "{r}");
     let (_, syncz) = weftd.get("/debug/syncz")?;
     assert!(syncz.contains("delta") || syncz.contains("Delta"), "{syncz}");
+    Ok(())
+}
+
+const INGRESS: &str = r#"apiVersion: networking.istio.io/v1
+kind: Gateway
+metadata: { name: ingress, namespace: istio-system }
+spec:
+  selector: { istio: ingressgateway }
+  servers: [{ port: { number: 8080, name: http, protocol: HTTP }, hosts: ["*"] }]
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: { name: reviews-ingress, namespace: bookinfo }
+spec:
+  hosts: [reviews.example.com]
+  gateways: [istio-system/ingress]
+  http:
+    - match: [{ uri: { prefix: /v2 } }]
+      route: [{ destination: { host: reviews, subset: v2 } }]
+    - route: [{ destination: { host: reviews, subset: v1 } }]
+"#;
+
+#[test]
+fn envoy_as_ingress_gateway_follows_gateway_and_virtual_service() -> Result<()> {
+    let m = mesh("envoy_ingress", ALL_V3, false)?;
+    write(&m.config, "ingress.yaml", INGRESS)?;
+    // The gateway runs on a node of its own; it reaches reviews across the bed.
+    let n2 = m._scenario.bed.node("n2")?;
+    let gateway_pod = m._scenario.bed.pod(&n2, "ingress")?;
+    let node_id = format!("router~{}~ingress.istio-system~istio-system.svc.cluster.local", gateway_pod.ip());
+    let node = EnvoyNode {
+        id: &node_id,
+        cluster: "istio-ingressgateway.istio-system",
+        metadata: &[("NAMESPACE", "istio-system")],
+        labels: &[("istio", "ingressgateway")],
+    };
+    let gateway = Envoy::start(&gateway_pod, &m._scenario.dir, &node, m.weftd.ads_addr(), false)?;
+    gateway.wait_stat("listener_manager.total_listeners_active", 1, Duration::from_secs(20))?;
+    let to = format!("{}:8080", gateway_pod.ip());
+    let get = |extra: &[&str]| -> Result<Value> {
+        let mut args = vec!["http", "--to", &to, "--host", "reviews.example.com", "--count", "20"];
+        args.extend_from_slice(extra);
+        let r = scenario::client(&m.client, &args, Duration::from_secs(60))?;
+        anyhow::ensure!(r.code == 0, "{r:?}");
+        Ok(r.json)
+    };
+    let r = get(&[])?;
+    assert_eq!(r["versions"]["v1"], 20, "{r}\n{}", gateway.stderr());
+    let r = get(&["--path", "/v2/reviews"])?;
+    assert_eq!(r["versions"]["v2"], 20, "{r}");
+    // The waypoint got none of the gateway's listeners: it is chosen by other labels.
+    let (_, listeners) = m.envoy.admin("/listeners")?;
+    assert!(!listeners.contains("gateway_8080"), "{listeners}");
     Ok(())
 }

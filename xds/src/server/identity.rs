@@ -9,6 +9,9 @@ use serde::Serialize;
 pub const NODE_NAME: &str = "NODE_NAME";
 /// Node metadata key carrying the proxy's namespace (Istio's name for it).
 pub const NAMESPACE: &str = "NAMESPACE";
+/// Node metadata key carrying the proxy pod's labels, a struct of strings (Istio's name
+/// for it): gateways are chosen by label, as Istio's `Gateway.spec.selector` does.
+pub const LABELS: &str = "LABELS";
 
 /// The identity a proxy presented on its stream.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
@@ -20,6 +23,8 @@ pub struct ProxyIdentity {
     pub node_name: Option<String>,
     /// Namespace, from the `NAMESPACE` metadata field or else from an Istio-style id.
     pub namespace: Option<String>,
+    /// The proxy pod's labels, from the `LABELS` metadata struct.
+    pub labels: std::collections::BTreeMap<String, String>,
 }
 
 impl ProxyIdentity {
@@ -31,7 +36,21 @@ impl ProxyIdentity {
         let node_name = metadata.and_then(|m| string_field(m, NODE_NAME));
         let namespace =
             metadata.and_then(|m| string_field(m, NAMESPACE)).or_else(|| namespace_from_istio_id(&node.id));
-        Self { id: node.id.clone(), node_name, namespace }
+        let labels = metadata
+            .and_then(|m| match m.fields.get(LABELS)?.kind.as_ref()? {
+                Kind::StructValue(s) => Some(
+                    s.fields
+                        .iter()
+                        .filter_map(|(k, v)| match v.kind.as_ref()? {
+                            Kind::StringValue(v) => Some((k.clone(), v.clone())),
+                            _ => None,
+                        })
+                        .collect(),
+                ),
+                _ => None,
+            })
+            .unwrap_or_default();
+        Self { id: node.id.clone(), node_name, namespace, labels }
     }
 }
 

@@ -84,6 +84,9 @@ pub enum Scope {
     Namespace(String),
     /// The proxy whose `node.id` is exactly this: one waypoint, gateway or Envoy.
     Proxy(String),
+    /// Proxies whose `LABELS` metadata include all of these (gateways, chosen by their
+    /// Gateway's selector).
+    Labels(std::collections::BTreeMap<String, String>),
     /// Proxies matched by any of these scopes.
     AnyOf(Vec<Scope>),
 }
@@ -96,6 +99,9 @@ impl Scope {
             Scope::Node(node) => proxy.node_name.as_deref() == Some(node.as_str()),
             Scope::Namespace(ns) => proxy.namespace.as_deref() == Some(ns.as_str()),
             Scope::Proxy(id) => proxy.id == *id,
+            Scope::Labels(want) => {
+                !want.is_empty() && want.iter().all(|(k, v)| proxy.labels.get(k) == Some(v))
+            }
             Scope::AnyOf(scopes) => scopes.iter().any(|s| s.matches(proxy)),
         }
     }
@@ -286,7 +292,12 @@ mod tests {
 
     #[test]
     fn scopes_match_identities() {
-        let p = ProxyIdentity { id: "w1".into(), node_name: Some("n1".into()), namespace: Some("ns".into()) };
+        let p = ProxyIdentity {
+            id: "w1".into(),
+            node_name: Some("n1".into()),
+            namespace: Some("ns".into()),
+            ..Default::default()
+        };
         assert!(Scope::All.matches(&p));
         assert!(Scope::Node("n1".into()).matches(&p));
         assert!(!Scope::Node("n2".into()).matches(&p));

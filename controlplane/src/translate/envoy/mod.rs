@@ -1,4 +1,5 @@
-//! Standard Envoy v3 resources for waypoints: what a waypoint (Weft's, or a stock Envoy
+//! Standard Envoy v3 resources for waypoints (and, `gateway.rs`, ingress/egress
+//! gateways): what a waypoint (Weft's, or a stock Envoy
 //! standing in for it) needs to carry the L7 traffic of the services that use it.
 //!
 //! A waypoint is a Gateway API `Gateway` of class `istio-waypoint`. A service uses it
@@ -15,6 +16,7 @@
 //!   endpoints (EDS).
 
 mod cluster;
+mod gateway;
 mod httproute;
 mod listener;
 mod route;
@@ -37,7 +39,7 @@ pub const WAYPOINT_ROUTE: &str = "waypoint_http";
 
 const USE_WAYPOINT: &str = "istio.io/use-waypoint";
 const USE_WAYPOINT_NAMESPACE: &str = "istio.io/use-waypoint-namespace";
-const WAYPOINT_CLASSES: [&str; 2] = ["istio-waypoint", "weft-waypoint"];
+pub(crate) const WAYPOINT_CLASSES: [&str; 2] = ["istio-waypoint", "weft-waypoint"];
 
 /// A service a waypoint carries, with what translation needs about it.
 pub(crate) struct Served<'a> {
@@ -81,6 +83,11 @@ fn served_by<'a>(cfg: &'a ConfigSnapshot, opts: &Options, ns: &str, name: &str) 
 pub fn resources(cfg: &ConfigSnapshot, opts: &Options) -> Vec<(&'static str, ScopedResource)> {
     let mut out = Vec::new();
     let endpoints = workload::endpoints_by_service(cfg);
+    let ports: route::Ports = cfg
+        .services
+        .iter()
+        .filter_map(|s| Some((workload::service_hostname(s, opts), s.spec.ports.first()?.port as u32)))
+        .collect();
     for gw in cfg.kubernetes_gateways.iter() {
         if !WAYPOINT_CLASSES.contains(&gw.spec.gateway_class_name.as_str()) {
             continue;
@@ -99,7 +106,7 @@ pub fn resources(cfg: &ConfigSnapshot, opts: &Options) -> Vec<(&'static str, Sco
         push(
             type_url::ROUTE,
             WAYPOINT_ROUTE.into(),
-            weft_xds::istio::pack(&route::configuration(cfg, WAYPOINT_ROUTE, &served)),
+            weft_xds::istio::pack(&route::configuration(cfg, WAYPOINT_ROUTE, &served, &ports)),
         );
         for c in cluster::clusters(&served) {
             let name = c.name.clone();
@@ -110,5 +117,6 @@ pub fn resources(cfg: &ConfigSnapshot, opts: &Options) -> Vec<(&'static str, Sco
             push(type_url::ENDPOINT, name, weft_xds::istio::pack(&cla));
         }
     }
+    out.extend(gateway::resources(cfg, opts, &ports, &endpoints));
     out
 }

@@ -64,7 +64,7 @@ pub(crate) fn host_matches(host: &str, namespace: &str, fqdn: &str, svc: &Servic
 
 /// The FQDN a destination host refers to, resolved like Istio: a short name is relative
 /// to the namespace of the resource that wrote it.
-fn resolve_host(host: &str, namespace: &str, suffix_of: &str) -> String {
+pub(crate) fn resolve_host(host: &str, namespace: &str, suffix_of: &str) -> String {
     if host.contains('.') {
         if host.split('.').count() == 2 { format!("{host}.svc.{suffix_of}") } else { host.to_owned() }
     } else {
@@ -72,8 +72,16 @@ fn resolve_host(host: &str, namespace: &str, suffix_of: &str) -> String {
     }
 }
 
-pub fn configuration(cfg: &ConfigSnapshot, name: &str, served: &[Served<'_>]) -> RouteConfiguration {
-    let virtual_hosts = served.iter().map(|s| virtual_host(cfg, s)).collect();
+/// FQDN → the service's first port: where a destination without a port goes.
+pub type Ports = std::collections::HashMap<String, u32>;
+
+pub fn configuration(
+    cfg: &ConfigSnapshot,
+    name: &str,
+    served: &[Served<'_>],
+    ports: &Ports,
+) -> RouteConfiguration {
+    let virtual_hosts = served.iter().map(|s| virtual_host(cfg, s, ports)).collect();
     RouteConfiguration { name: name.to_owned(), virtual_hosts, ..Default::default() }
 }
 
@@ -85,7 +93,7 @@ fn domains(s: &Served<'_>) -> Vec<String> {
     d
 }
 
-fn virtual_host(cfg: &ConfigSnapshot, s: &Served<'_>) -> VirtualHost {
+fn virtual_host(cfg: &ConfigSnapshot, s: &Served<'_>, ports: &Ports) -> VirtualHost {
     let svc = s.service;
     let default_port = svc.spec.ports.first().map_or(80, |p| p.port as u32);
     let suffix = s.hostname.splitn(4, '.').nth(3).unwrap_or("cluster.local").to_owned();
@@ -105,9 +113,7 @@ fn virtual_host(cfg: &ConfigSnapshot, s: &Served<'_>) -> VirtualHost {
             .find(|r| super::httproute::attached_to(r, &svc.metadata.namespace, &svc.metadata.name))
     };
     let routes = match (vs, http_route()) {
-        (Some(vs), _) => {
-            vs.spec.http.iter().flat_map(|r| routes_of(vs, r, &s.hostname, default_port, &suffix)).collect()
-        }
+        (Some(vs), _) => vs.spec.http.iter().flat_map(|r| routes_of(vs, r, ports, &suffix)).collect(),
         (None, Some(route)) => super::httproute::routes(route, default_port, &suffix),
         (None, None) => vec![default_route(&s.hostname, default_port)],
     };
@@ -268,20 +274,15 @@ fn fault(f: &HttpFaultInjection) -> HttpFault {
     }
 }
 
-fn cluster_for(
-    d: &Destination,
-    vs_namespace: &str,
-    own_host: &str,
-    default_port: u32,
-    suffix: &str,
-) -> String {
+fn cluster_for(d: &Destination, vs_namespace: &str, ports: &Ports, suffix: &str) -> String {
     let host = resolve_host(&d.host, vs_namespace, suffix);
-    let port = d.port.as_ref().map_or(default_port, |p| p.number);
-    let _ = own_host;
+    // Istio requires a port when the destination service has several; with one, it is it.
+    let port = d.port.as_ref().map_or_else(|| ports.get(&host).copied().unwrap_or(80), |p| p.number);
     cluster_name(port, d.subset.as_deref().unwrap_or(""), &host)
 }
 
-fn routes_of(vs: &VirtualService, r: &HttpRoute, host: &str, default_port: u32, suffix: &str) -> Vec<Route> {
+/// The Envoy routes of one VirtualService HTTP route: one per match, same action.
+pub(crate) fn routes_of(vs: &VirtualService, r: &HttpRoute, ports: &Ports, suffix: &str) -> Vec<Route> {
     let ns = vs.metadata.namespace.as_str();
     let action = if let Some(redirect) = &r.redirect {
         route::Action::Redirect(RedirectAction {
@@ -329,13 +330,7 @@ fn routes_of(vs: &VirtualService, r: &HttpRoute, host: &str, default_port: u32, 
             .collect();
         let cluster_specifier =
             if destinations.len() == 1 && destinations[0].2.is_none() && destinations[0].3.is_none() {
-                route_action::ClusterSpecifier::Cluster(cluster_for(
-                    destinations[0].0,
-                    ns,
-                    host,
-                    default_port,
-                    suffix,
-                ))
+                route_action::ClusterSpecifier::Cluster(cluster_for(destinations[0].0, ns, ports, suffix))
             } else {
                 // Weights are relative (Istio's rule); a single destination without a weight
                 // takes everything.
@@ -345,7 +340,7 @@ fn routes_of(vs: &VirtualService, r: &HttpRoute, host: &str, default_port: u32, 
                         let (request_headers_to_add, request_headers_to_remove) = header_ops(*req);
                         let (response_headers_to_add, response_headers_to_remove) = header_ops(*resp);
                         weighted_cluster::ClusterWeight {
-                            name: cluster_for(d, ns, host, default_port, suffix),
+                            name: cluster_for(d, ns, ports, suffix),
                             weight: Some(UInt32Value {
                                 value: if destinations.len() == 1 { 100 } else { (*w).max(0) as u32 },
                             }),
@@ -378,7 +373,7 @@ fn routes_of(vs: &VirtualService, r: &HttpRoute, host: &str, default_port: u32, 
         let request_mirror_policies = mirrors
             .into_iter()
             .map(|(d, pct)| route_action::RequestMirrorPolicy {
-                cluster: cluster_for(d, ns, host, default_port, suffix),
+                cluster: cluster_for(d, ns, ports, suffix),
                 runtime_fraction: Some(RuntimeFractionalPercent {
                     default_value: Some(fraction(pct)),
                     ..Default::default()

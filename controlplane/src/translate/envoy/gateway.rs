@@ -1,0 +1,206 @@
+//! Ingress and egress gateways: an Istio `Gateway` (networking.istio.io) with the
+//! VirtualServices bound to it, or a Gateway API `Gateway` of any class but the waypoint
+//! one with the HTTPRoutes attached to it. Each becomes, per HTTP port, a listener
+//! `gateway_<port>` and a route configuration `http.<port>` (Istio's names), plus the
+//! clusters and endpoints of every service they route to.
+//!
+//! Gateway proxies are chosen by their pod labels (node metadata `LABELS`), as Istio does:
+//! the Istio Gateway's `selector`, or `gateway.networking.k8s.io/gateway-name: <name>`
+//! for a Gateway API Gateway.
+
+use super::{Served, WAYPOINT_CLASSES, httproute, listener, route};
+use crate::{
+    config::{
+        kinds::{gateway_api::HttpRoute, virtual_service::VirtualService},
+        store::ConfigSnapshot,
+    },
+    translate::{Options, workload},
+};
+use envoy_types::pb::envoy::config::route::v3::{Route, RouteConfiguration, VirtualHost};
+use std::collections::{BTreeMap, BTreeSet};
+use weft_xds::{istio::pack, server::Scope, type_url};
+
+/// The label Istio puts on the pods of a Gateway API Gateway's deployment.
+const GATEWAY_NAME_LABEL: &str = "gateway.networking.k8s.io/gateway-name";
+
+type Resources = Vec<(&'static str, weft_xds::server::ScopedResource)>;
+
+/// Virtual hosts being gathered for one port: host → routes, first writer wins (two
+/// virtual hosts with one domain would make Envoy refuse the whole route configuration).
+#[derive(Default)]
+struct Port {
+    hosts: BTreeMap<String, Vec<Route>>,
+}
+
+fn emit(
+    out: &mut Resources,
+    scope: &Scope,
+    ports: BTreeMap<u32, Port>,
+    backends: &BTreeSet<String>,
+    cfg: &ConfigSnapshot,
+    opts: &Options,
+    endpoints: &std::collections::HashMap<(String, String), Vec<&crate::config::kinds::kubernetes::Pod>>,
+) {
+    let push = |out: &mut Resources, type_url: &'static str, name: String, any: weft_xds::Any| {
+        out.push((type_url, weft_xds::server::ScopedResource::new(name, scope.clone(), any)));
+    };
+    for (port, p) in ports {
+        let route_name = format!("http.{port}");
+        push(
+            out,
+            type_url::LISTENER,
+            format!("gateway_{port}"),
+            pack(&listener::http(&format!("gateway_{port}"), port, &route_name)),
+        );
+        let virtual_hosts = p
+            .hosts
+            .into_iter()
+            .map(|(host, routes)| VirtualHost {
+                name: format!("{host}:{port}"),
+                domains: vec![host],
+                routes,
+                ..Default::default()
+            })
+            .collect();
+        push(
+            out,
+            type_url::ROUTE,
+            route_name.clone(),
+            pack(&RouteConfiguration { name: route_name, virtual_hosts, ..Default::default() }),
+        );
+    }
+    // The services routed to, with their DestinationRules, become clusters as for a waypoint.
+    let served: Vec<Served<'_>> =
+        cfg.services
+            .iter()
+            .filter_map(|svc| {
+                let hostname = workload::service_hostname(svc, opts);
+                backends.contains(&hostname).then(|| {
+                    let destination_rule = cfg.destination_rules.iter().map(|d| d.as_ref()).find(|dr| {
+                        route::host_matches(&dr.spec.host, &dr.metadata.namespace, &hostname, svc)
+                    });
+                    Served { service: svc, hostname, destination_rule }
+                })
+            })
+            .collect();
+    for c in super::cluster::clusters(&served) {
+        push(out, type_url::CLUSTER, c.name.clone(), pack(&c));
+    }
+    for cla in super::cluster::load_assignments(&served, endpoints) {
+        push(out, type_url::ENDPOINT, cla.cluster_name.clone(), pack(&cla));
+    }
+}
+
+/// Whether a VirtualService names this gateway (`name` in its own namespace, or `ns/name`).
+fn binds(vs: &VirtualService, gw_ns: &str, gw_name: &str) -> bool {
+    vs.spec.gateways.iter().any(|g| match g.split_once('/') {
+        Some((ns, name)) => ns == gw_ns && name == gw_name,
+        None => g == gw_name && vs.metadata.namespace == gw_ns,
+    })
+}
+
+/// Whether a server host (`*`, `host`, `ns/host`, `*.suffix`) admits a VirtualService host.
+fn admits(server_host: &str, host: &str) -> bool {
+    let pattern = server_host.split_once('/').map_or(server_host, |(_, h)| h);
+    pattern == "*"
+        || pattern == host
+        || pattern.strip_prefix('*').is_some_and(|suffix| host.ends_with(suffix))
+}
+
+pub fn resources(
+    cfg: &ConfigSnapshot,
+    opts: &Options,
+    ports_of: &route::Ports,
+    endpoints: &std::collections::HashMap<(String, String), Vec<&crate::config::kinds::kubernetes::Pod>>,
+) -> Resources {
+    let mut out = Vec::new();
+    let suffix = &opts.domain_suffix;
+    for gw in cfg.gateways.iter() {
+        if gw.spec.selector.is_empty() {
+            continue;
+        }
+        let (ns, name) = (gw.metadata.namespace.as_str(), gw.metadata.name.as_str());
+        let mut ports: BTreeMap<u32, Port> = BTreeMap::new();
+        let mut backends = BTreeSet::new();
+        for server in &gw.spec.servers {
+            let Some(port) = &server.port else { continue };
+            if !matches!(port.protocol.to_ascii_uppercase().as_str(), "HTTP" | "HTTP2" | "GRPC") {
+                continue; // TLS termination and TCP come with the gateway work
+            }
+            let entry = ports.entry(port.number).or_default();
+            for vs in cfg.virtual_services.iter().filter(|vs| binds(vs, ns, name)) {
+                for host in vs.spec.hosts.iter().filter(|h| server.hosts.iter().any(|sh| admits(sh, h))) {
+                    if entry.hosts.contains_key(host) {
+                        continue;
+                    }
+                    let routes =
+                        vs.spec.http.iter().flat_map(|r| route::routes_of(vs, r, ports_of, suffix)).collect();
+                    entry.hosts.insert(host.clone(), routes);
+                    backends.extend(
+                        vs.spec
+                            .http
+                            .iter()
+                            .flat_map(|r| r.route.iter())
+                            .filter_map(|rd| rd.destination.as_ref())
+                            .map(|d| route::resolve_host(&d.host, &vs.metadata.namespace, suffix)),
+                    );
+                }
+            }
+        }
+        let scope = Scope::Labels(gw.spec.selector.clone());
+        emit(&mut out, &scope, ports, &backends, cfg, opts, endpoints);
+    }
+    for gw in cfg.kubernetes_gateways.iter() {
+        if WAYPOINT_CLASSES.contains(&gw.spec.gateway_class_name.as_str()) {
+            continue;
+        }
+        let (ns, name) = (gw.metadata.namespace.as_str(), gw.metadata.name.as_str());
+        let attached: Vec<&HttpRoute> = cfg
+            .http_routes
+            .iter()
+            .map(|r| r.as_ref())
+            .filter(|r| {
+                r.spec.parent_refs.iter().any(|p| {
+                    p.kind.as_deref().unwrap_or("Gateway") == "Gateway"
+                        && p.name == name
+                        && p.namespace.as_deref().unwrap_or(&r.metadata.namespace) == ns
+                })
+            })
+            .collect();
+        let mut ports: BTreeMap<u32, Port> = BTreeMap::new();
+        let mut backends = BTreeSet::new();
+        for l in gw.spec.listeners.iter().filter(|l| l.protocol.eq_ignore_ascii_case("HTTP")) {
+            let entry = ports.entry(l.port).or_default();
+            for r in &attached {
+                let hosts: Vec<String> = if r.spec.hostnames.is_empty() {
+                    vec![l.hostname.clone().unwrap_or_else(|| "*".into())]
+                } else {
+                    r.spec.hostnames.clone()
+                };
+                for host in hosts {
+                    if entry.hosts.contains_key(&host) {
+                        continue;
+                    }
+                    entry.hosts.insert(host, httproute::routes(r, 80, suffix));
+                }
+                backends.extend(
+                    r.spec
+                        .rules
+                        .iter()
+                        .flat_map(|rule| rule.backend_refs.iter())
+                        .filter(|b| b.is_service())
+                        .map(|b| {
+                            format!(
+                                "{}.{}.svc.{suffix}",
+                                b.name,
+                                b.namespace.as_deref().unwrap_or(&r.metadata.namespace)
+                            )
+                        }),
+                );
+            }
+        }
+        let scope = Scope::Labels(BTreeMap::from([(GATEWAY_NAME_LABEL.to_owned(), name.to_owned())]));
+        emit(&mut out, &scope, ports, &backends, cfg, opts, endpoints);
+    }
+    out
+}
