@@ -126,8 +126,7 @@ fn mesh(test: &str, default_route: &str, delta: bool) -> Result<Mesh> {
     let servers = versions.iter().map(|(p, v)| scenario::serve(p, v, &[PORT])).collect::<Result<_>>()?;
     let weftd = Weftd::start(&n1, &config)?;
     let node_id = format!("router~{}~waypoint.bookinfo~bookinfo.svc.cluster.local", waypoint.ip());
-    let node =
-        EnvoyNode {
+    let node = EnvoyNode {
         id: &node_id,
         cluster: "waypoint.bookinfo",
         metadata: &[("NAMESPACE", "bookinfo")],
