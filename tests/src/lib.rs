@@ -17,6 +17,7 @@ pub mod agent;
 pub mod bed;
 pub mod benchmark;
 pub mod bins;
+pub mod cpbench;
 pub mod demo;
 pub mod envoy;
 pub mod kubeapi;

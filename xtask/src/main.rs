@@ -5,7 +5,8 @@
 //! - `test [-- FILTER…]`: setup, build every binary, run every test as root, and fail if
 //!   any test was skipped.
 //! - `demo`: setup, build release, run the two-node mesh demo until Ctrl-C.
-//! - `bench`: setup, build release, run the benchmarks and record BENCHMARKS.md.
+//! - `bench`: setup, build release, run the benchmarks (data path, then control plane) and
+//!   record BENCHMARKS.md.
 
 mod setup;
 
@@ -29,7 +30,9 @@ fn main() -> Result<()> {
             eprintln!("usage: cargo xtask <setup|test|demo|bench> [args]");
             eprintln!("  test [-- <cargo test args>]   all tests (root), fails if any test was skipped");
             eprintln!("  demo                          two-node mesh on this machine, Ctrl-C to stop");
-            eprintln!("  bench                         benchmarks; writes BENCHMARKS.md");
+            eprintln!(
+                "  bench [ARGS] [--cp ARGS]      data-path, then control plane benchmarks; writes BENCHMARKS.md"
+            );
             if task == "help" { Ok(()) } else { bail!("unknown task {task:?}") }
         }
     }
@@ -132,15 +135,23 @@ fn demo(args: &[String]) -> Result<()> {
     run(Command::new(release_bin("weft-demo")).args(args).env("WEFT_BIN_DIR", release_bin("")))
 }
 
+/// `bench [DATA-PATH ARGS] [--cp CONTROL-PLANE ARGS]`: the data-path benchmark (weft-bench),
+/// then the control plane one (weft-cp-bench); each records its own table in BENCHMARKS.md.
 fn bench(args: &[String]) -> Result<()> {
     require_root("bench")?;
     setup::run()?;
     run(cargo().args(["build", "--release", "--bins"]))?;
+    let (data_path, control_plane) = match args.iter().position(|a| a == "--cp") {
+        Some(i) => (&args[..i], &args[i + 1..]),
+        None => (args, &[][..]),
+    };
+    let benchmarks = workspace_root().join("BENCHMARKS.md");
     run(Command::new(release_bin("weft-bench"))
         .arg("--write")
-        .arg(workspace_root().join("BENCHMARKS.md"))
-        .args(args)
-        .env("WEFT_BIN_DIR", release_bin("")))
+        .arg(&benchmarks)
+        .args(data_path)
+        .env("WEFT_BIN_DIR", release_bin("")))?;
+    run(Command::new(release_bin("weft-cp-bench")).arg("--write").arg(&benchmarks).args(control_plane))
 }
 
 #[cfg(test)]

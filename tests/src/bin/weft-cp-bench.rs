@@ -1,0 +1,164 @@
+//! weftd at scale: first snapshot, memory, and push latency to many delta subscribers
+//! (`cargo xtask bench` builds and calls this after the data-path benchmark; no root needed).
+
+use anyhow::{Context, Result};
+use clap::{Parser, Subcommand};
+use std::{path::PathBuf, time::Duration};
+use weft_tests::cpbench::{self, MeshSpec, Settings};
+
+#[derive(Parser)]
+#[command(
+    about = "Control plane scale: a synthetic 10k-service mesh through weftd's store, translation and xDS server"
+)]
+#[command(args_conflicts_with_subcommands = true)]
+struct Args {
+    #[command(subcommand)]
+    internal: Option<Internal>,
+    /// Write the table into this BENCHMARKS.md (between its cpbench markers).
+    #[arg(long)]
+    write: Option<PathBuf>,
+    #[arg(long, default_value_t = 10_000)]
+    services: usize,
+    /// Pods per service.
+    #[arg(long, default_value_t = 10)]
+    endpoints: usize,
+    #[arg(long, default_value_t = 100)]
+    nodes: usize,
+    #[arg(long, default_value_t = 20)]
+    namespaces: usize,
+    /// Namespaces labelled ambient, each with a waypoint.
+    #[arg(long, default_value_t = 4)]
+    ambient_namespaces: usize,
+    /// Services with a VirtualService and a DestinationRule.
+    #[arg(long, default_value_t = 1000)]
+    routed: usize,
+    /// Subscriber counts, one phase each.
+    #[arg(long, value_delimiter = ',', default_value = "100,1000")]
+    subscribers: Vec<usize>,
+    /// One-endpoint changes measured per phase, at most.
+    #[arg(long, default_value_t = 5)]
+    changes: usize,
+    /// Fewer changes in a phase whose re-translations would take longer than this.
+    #[arg(long, default_value_t = 120)]
+    push_budget_secs: u64,
+    #[arg(long, default_value_t = 10)]
+    debounce_ms: u64,
+    /// Subscribers connected at once; the next wave waits until these hold the initial state.
+    #[arg(long, default_value_t = 25)]
+    connect_batch: usize,
+    /// Stop connecting subscribers when MemAvailable falls below this.
+    #[arg(long, default_value_t = 4096)]
+    mem_reserve_mib: u64,
+    /// Longest a phase may take to connect its subscribers (extrapolated); beyond it, the phase
+    /// runs on a proportionally smaller mesh.
+    #[arg(long, default_value_t = 150)]
+    connect_budget_secs: u64,
+    /// Run every phase on the full mesh even when extrapolation says it will not fit.
+    #[arg(long)]
+    no_shrink: bool,
+}
+
+#[derive(Subcommand)]
+enum Internal {
+    /// The weftd side, started by the driver (JSON lines on stdin/stdout).
+    #[command(hide = true)]
+    Serve {
+        #[arg(long)]
+        mesh: String,
+        #[arg(long)]
+        debounce_ms: u64,
+    },
+}
+
+fn main() -> Result<()> {
+    let a = Args::parse();
+    if let Some(Internal::Serve { mesh, debounce_ms }) = a.internal {
+        let mesh: MeshSpec = serde_json::from_str(&mesh).context("--mesh")?;
+        return cpbench::serve(&mesh, Duration::from_millis(debounce_ms));
+    }
+    let settings = Settings {
+        mesh: MeshSpec {
+            services: a.services,
+            endpoints: a.endpoints,
+            nodes: a.nodes,
+            namespaces: a.namespaces.min(a.services).max(1),
+            ambient_namespaces: a.ambient_namespaces.min(a.namespaces),
+            routed: a.routed.min(a.services),
+        },
+        subscribers: a.subscribers,
+        changes: a.changes,
+        push_budget: Duration::from_secs(a.push_budget_secs),
+        debounce: Duration::from_millis(a.debounce_ms),
+        connect_batch: a.connect_batch.max(1),
+        mem_reserve_mib: a.mem_reserve_mib,
+        connect_budget: Duration::from_secs(a.connect_budget_secs),
+        no_shrink: a.no_shrink,
+        exe: std::env::current_exe().context("locating this binary to start the weftd side")?,
+    };
+    let report = cpbench::run(&settings)?;
+    let table = report.table();
+    println!("{table}");
+    if let Some(path) = a.write {
+        record(&path, &table).with_context(|| format!("updating {}", path.display()))?;
+        println!("recorded in {}", path.display());
+    }
+    Ok(())
+}
+
+const BEGIN: &str = "<!-- cpbench:begin -->";
+const END: &str = "<!-- cpbench:end -->";
+
+/// Written once, above the markers, when BENCHMARKS.md has no control plane section yet.
+const SECTION: &str = "## Control plane scale
+
+Command: `cargo xtask bench` runs `weft-cp-bench` after the data-path benchmark (no root
+needed; `cargo xtask bench --cp ARGS` passes it arguments, and `weft-cp-bench --services 1000
+--subscribers 20,200` is a quick run). It builds a synthetic mesh — 10,000 Services with 10
+Pods each on 100 nodes, 1,000 VirtualServices (header match, 90/10 split over subsets v1/v2)
+with their DestinationRules, 4 of 20 namespaces ambient, each with a Gateway API waypoint —
+and hands it to weftd's config store as one Kubernetes relist. The weftd side (store →
+translate → `XdsServer` on 127.0.0.1, tonic defaults) runs in a child process, so its peak
+RSS (VmHWM) and CPU time are its own; the subscribers are delta ADS clients (`AdsClient`,
+wildcard ADDRESS, one node each) in the driver process, on the same cores.
+
+- **First snapshot**: store apply of the relist (parse, validate, cross-check) plus
+  translation; **publish until live**: the server's debounce, indexing and diff.
+- **Push latency**: from `publish` of a snapshot in which one Pod's IP changed to each
+  subscriber's handler seeing that workload with the new IP; nearest-rank percentiles over
+  all subscribers and changes. **Change → subscriber** adds the store update and the
+  re-translation before `publish`, which is what an operator waits for.
+- **CPU per push**: the weftd side's user + system time from the store update until every
+  subscriber has the change and has ACKed, re-translation included.
+- A phase makes fewer changes when re-translating the mesh that often would exceed the push
+  budget, and runs on a proportionally smaller mesh (the table says so) when extrapolating
+  the previous phase shows the full mesh would not fit in memory or in the time budget at
+  that many subscribers.
+";
+
+/// Replaces the text between the markers in BENCHMARKS.md, leaving the prose around it;
+/// appends the section (prose and markers) when it is missing.
+fn record(path: &PathBuf, table: &str) -> Result<()> {
+    let old = std::fs::read_to_string(path).unwrap_or_default();
+    let machine = format!(
+        "Measured {} on {} cores, kernel {}, with `cargo xtask bench`.",
+        std::process::Command::new("date")
+            .arg("-u")
+            .arg("+%Y-%m-%d")
+            .output()
+            .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned())
+            .unwrap_or_default(),
+        std::thread::available_parallelism().map_or(0, |n| n.get()),
+        std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default().trim(),
+    );
+    let block = format!("{BEGIN}\n{machine}\n\n{table}{END}");
+    let new = match (old.find(BEGIN), old.find(END)) {
+        (Some(b), Some(e)) if b < e => format!("{}{block}{}", &old[..b], &old[e + END.len()..]),
+        _ => {
+            let section =
+                if old.contains("## Control plane scale") { String::new() } else { format!("{SECTION}\n") };
+            format!("{}\n\n{section}{block}\n", old.trim_end())
+        }
+    };
+    std::fs::write(path, new)?;
+    Ok(())
+}

@@ -1,0 +1,1031 @@
+//! `weft-cp-bench`: weftd at the scale of a large mesh (`cargo xtask bench` runs it after the
+//! data-path benchmark; no root needed).
+//!
+//! ```text
+//!  driver (this process)                               weftd side (child: `weft-cp-bench serve`)
+//!  N × AdsClient (delta, wildcard ADDRESS)  ◀─ gRPC ─  XdsServer ◀─ publish ◀─ translate ◀─ ConfigStore
+//!  each handler stamps when it sees the change         ▲ JSON lines on stdin/stdout: stats, change
+//! ```
+//!
+//! The child does what weftd does with a Kubernetes relist and then with one watch event
+//! (store → translate → publish), so its peak RSS and CPU time are weftd's alone; the
+//! subscribers live in the driver so that their memory and CPU do not count against it. Both
+//! processes share the machine's cores. Times across the two processes are wall-clock
+//! (`SystemTime`) stamps, which both read from the same kernel clock.
+//!
+//! Every subscriber holds the whole wildcard ADDRESS state, and both ends keep per-resource
+//! bookkeeping per stream, so memory grows with subscribers × addresses. Before a phase the
+//! driver extrapolates from the previous one; when the full mesh would not fit in memory (or
+//! in the time budget) it measures that phase on a proportionally smaller mesh and says so
+//! in the report, rather than taking the machine down.
+
+use anyhow::{Context, Result, bail, ensure};
+use prost::Message;
+use serde::{Deserialize, Serialize, de::DeserializeOwned};
+use serde_json::{Value, json};
+use std::{
+    collections::BTreeMap,
+    io::{BufRead, BufReader, Write},
+    net::{Ipv4Addr, SocketAddr},
+    path::PathBuf,
+    process::{Child, ChildStdin, ChildStdout, Command, Stdio},
+    sync::{
+        Arc, RwLock,
+        atomic::{AtomicU64, AtomicUsize, Ordering},
+    },
+    time::{Duration, Instant, SystemTime, UNIX_EPOCH},
+};
+use weft_controlplane::{
+    config::{ConfigStore, SourceId},
+    source::{ObjectKey, Origin, RawObject, SourceEvent},
+    translate,
+};
+use weft_xds::{
+    client::{AdsClient, ClientConfig, Update},
+    istio::workload::{Address, address},
+    server::{ServerConfig, Snapshot, XdsServer},
+    type_url,
+};
+
+// ─── The synthetic mesh ──────────────────────────────────────────────────────────────────
+
+/// Shape of the synthetic mesh.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct MeshSpec {
+    /// Services, `svc-N`, spread round-robin over the namespaces.
+    pub services: usize,
+    /// Pods per service (`svc-N-J`, labels app=svc-N, version v1/v2 alternating).
+    pub endpoints: usize,
+    /// Nodes the pods are spread over.
+    pub nodes: usize,
+    /// Namespaces `ns-0`…; the first `ambient_namespaces` are labelled ambient and
+    /// use-waypoint=waypoint, and hold a Gateway API waypoint named `waypoint`.
+    pub namespaces: usize,
+    pub ambient_namespaces: usize,
+    /// Services `svc-0`… with a VirtualService (header match, 90/10 split over v1/v2) and a
+    /// DestinationRule (subsets v1/v2).
+    pub routed: usize,
+}
+
+impl MeshSpec {
+    fn namespace(&self, service: usize) -> String {
+        format!("ns-{}", service % self.namespaces)
+    }
+
+    fn pod_ip(&self, service: usize, endpoint: usize) -> Ipv4Addr {
+        // 10.0.1.0 onwards: room for 16M pods.
+        Ipv4Addr::from(0x0a00_0100 + (service * self.endpoints + endpoint) as u32)
+    }
+
+    /// The Address resource name of a pod, as translation names it.
+    fn workload_uid(&self, service: usize, endpoint: usize) -> String {
+        format!("Kubernetes//Pod/{}/svc-{service}-{endpoint}", self.namespace(service))
+    }
+
+    /// Address resources this mesh translates to: one per service and one per pod.
+    pub fn addresses(&self) -> usize {
+        self.services * (1 + self.endpoints)
+    }
+
+    /// The same mesh with about `factor` of its services (and routes), for a phase the full
+    /// mesh cannot be measured at.
+    fn scaled(&self, factor: f64) -> MeshSpec {
+        let services = ((self.services as f64 * factor) as usize / 100 * 100).max(100).min(self.services);
+        MeshSpec {
+            services,
+            routed: (self.routed * services / self.services.max(1)).min(services),
+            namespaces: self.namespaces.min(services),
+            ambient_namespaces: self.ambient_namespaces.min(self.namespaces.min(services)),
+            ..self.clone()
+        }
+    }
+
+    /// One line for the report.
+    pub fn describe(&self) -> String {
+        format!(
+            "{} Services × {} Pods on {} nodes, {} VirtualServices + {} DestinationRules, {} namespaces ({} ambient, each with a waypoint)",
+            thousands(self.services),
+            self.endpoints,
+            self.nodes,
+            thousands(self.routed),
+            thousands(self.routed),
+            self.namespaces,
+            self.ambient_namespaces,
+        )
+    }
+}
+
+fn raw(api_version: &str, kind: &str, namespace: Option<&str>, name: &str, mut value: Value) -> RawObject {
+    let group = api_version.rsplit_once('/').map_or("", |(g, _)| g);
+    value["apiVersion"] = json!(api_version);
+    value["kind"] = json!(kind);
+    value["metadata"]["name"] = json!(name);
+    if let Some(ns) = namespace {
+        value["metadata"]["namespace"] = json!(ns);
+    }
+    RawObject {
+        key: ObjectKey {
+            group: group.into(),
+            kind: kind.into(),
+            namespace: namespace.map(str::to_owned),
+            name: name.into(),
+        },
+        api_version: api_version.into(),
+        value,
+        origin: Origin::Kubernetes { resource_version: "1".into() },
+    }
+}
+
+fn pod(spec: &MeshSpec, service: usize, endpoint: usize, ip: Ipv4Addr, resource_version: u64) -> RawObject {
+    let ns = spec.namespace(service);
+    let app = format!("svc-{service}");
+    let mut o = raw(
+        "v1",
+        "Pod",
+        Some(&ns),
+        &format!("{app}-{endpoint}"),
+        json!({
+            "metadata": { "labels": { "app": app, "version": if endpoint % 2 == 0 { "v1" } else { "v2" } } },
+            "spec": {
+                "nodeName": format!("node-{}", (service * spec.endpoints + endpoint) % spec.nodes),
+                "serviceAccountName": app,
+                "containers": [{ "name": "app", "ports": [{ "name": "http", "containerPort": 8080 }] }],
+            },
+            "status": { "phase": "Running", "podIP": ip.to_string(), "podIPs": [{ "ip": ip.to_string() }] },
+        }),
+    );
+    o.origin = Origin::Kubernetes { resource_version: resource_version.to_string() };
+    o
+}
+
+/// Every object of the mesh, as a Kubernetes source would list them.
+pub fn mesh(spec: &MeshSpec) -> Vec<RawObject> {
+    let mut out =
+        Vec::with_capacity(spec.services * (spec.endpoints + 1) + 2 * spec.routed + 2 * spec.namespaces);
+    for n in 0..spec.namespaces {
+        let ns = format!("ns-{n}");
+        let labels = if n < spec.ambient_namespaces {
+            json!({ "istio.io/dataplane-mode": "ambient", "istio.io/use-waypoint": "waypoint" })
+        } else {
+            json!({})
+        };
+        out.push(raw("v1", "Namespace", None, &ns, json!({ "metadata": { "labels": labels } })));
+        if n < spec.ambient_namespaces {
+            out.push(raw(
+                "gateway.networking.k8s.io/v1",
+                "Gateway",
+                Some(&ns),
+                "waypoint",
+                json!({ "spec": {
+                    "gatewayClassName": "istio-waypoint",
+                    "listeners": [{ "name": "mesh", "port": 15008, "protocol": "HBONE" }],
+                } }),
+            ));
+        }
+    }
+    for s in 0..spec.services {
+        let ns = spec.namespace(s);
+        let name = format!("svc-{s}");
+        let vip = Ipv4Addr::from(0xac10_0001 + s as u32); // 172.16.0.1 onwards
+        out.push(raw(
+            "v1",
+            "Service",
+            Some(&ns),
+            &name,
+            json!({ "spec": {
+                "clusterIP": vip.to_string(),
+                "ports": [{ "name": "http", "port": 80, "targetPort": 8080 }],
+                "selector": { "app": name },
+            } }),
+        ));
+        for e in 0..spec.endpoints {
+            out.push(pod(spec, s, e, spec.pod_ip(s, e), 1));
+        }
+        if s < spec.routed {
+            let to = |subset: &str, weight: u32| json!({ "destination": { "host": name, "subset": subset }, "weight": weight });
+            out.push(raw(
+                "networking.istio.io/v1",
+                "VirtualService",
+                Some(&ns),
+                &name,
+                json!({ "spec": {
+                    "hosts": [name],
+                    "http": [
+                        { "match": [{ "headers": { "x-canary": { "exact": "true" } } }], "route": [to("v1", 90), to("v2", 10)] },
+                        { "route": [to("v1", 100)] },
+                    ],
+                } }),
+            ));
+            out.push(raw(
+                "networking.istio.io/v1",
+                "DestinationRule",
+                Some(&ns),
+                &name,
+                json!({ "spec": {
+                    "host": name,
+                    "subsets": [
+                        { "name": "v1", "labels": { "version": "v1" } },
+                        { "name": "v2", "labels": { "version": "v2" } },
+                    ],
+                } }),
+            ));
+        }
+    }
+    out
+}
+
+// ─── The weftd side (child process) ──────────────────────────────────────────────────────
+
+/// What the driver asks the weftd side, one JSON line each.
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(tag = "cmd", rename_all = "snake_case")]
+enum Request {
+    Stats,
+    /// Give one pod a new IP: store upsert, translate, publish; answer once it is live.
+    Change {
+        service: usize,
+        endpoint: usize,
+        ip: Ipv4Addr,
+        resource_version: u64,
+    },
+}
+
+/// The weftd side's resource usage.
+#[derive(Clone, Copy, Debug, Default, Serialize, Deserialize)]
+pub struct Usage {
+    /// VmHWM: peak resident set size since start.
+    pub peak_rss_mib: f64,
+    pub rss_mib: f64,
+    /// User + system CPU time since start.
+    pub cpu_s: f64,
+    /// Open ADS streams.
+    pub streams: usize,
+}
+
+/// The weftd side's answer once the first snapshot is live.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Ready {
+    pub addr: SocketAddr,
+    pub objects: usize,
+    /// Resources per type URL.
+    pub resources: BTreeMap<String, usize>,
+    /// `ConfigStore::apply` of the relist (parse, validate, cross-check, config snapshot).
+    pub apply_s: f64,
+    /// `translate::snapshot`.
+    pub translate_s: f64,
+    /// From `XdsServer::publish` to the snapshot being live (debounce + index + diff).
+    pub live_s: f64,
+    pub usage: Usage,
+}
+
+impl Ready {
+    pub fn addresses(&self) -> usize {
+        self.resources.get(type_url::ADDRESS).copied().unwrap_or(0)
+    }
+}
+
+/// The weftd side's answer to a change.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+struct Changed {
+    apply_s: f64,
+    translate_s: f64,
+    /// CPU time of the store update and translation.
+    translate_cpu_s: f64,
+    /// Wall clock when the store got the change, and at `publish`; ns since the epoch.
+    changed_ns: u64,
+    published_ns: u64,
+    live_s: f64,
+}
+
+/// Runs the weftd side: builds the mesh, serves it on 127.0.0.1, prints [`Ready`] as one
+/// JSON line, then answers requests on stdin until it closes.
+pub fn serve(spec: &MeshSpec, debounce: Duration) -> Result<()> {
+    raise_fd_limit();
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    let _entered = runtime.enter();
+    let xds = XdsServer::new(ServerConfig { debounce, ..Default::default() });
+    let listener = runtime.block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))?;
+    let addr = listener.local_addr()?;
+    // As weftd mounts it: tonic's defaults.
+    runtime.spawn(
+        tonic::transport::Server::builder()
+            .add_service(xds.service())
+            .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener)),
+    );
+
+    let objects = mesh(spec);
+    let count = objects.len();
+    let options = translate::Options::default();
+    let mut store = ConfigStore::new();
+    // As weftd's main loop does it (on a runtime thread there, on this one here): one
+    // relist is one store batch, then one translation.
+    let started = Instant::now();
+    store.apply(SourceId::Kubernetes, SourceEvent::Reset(objects));
+    let apply_s = started.elapsed().as_secs_f64();
+    let errors: Vec<String> =
+        store.diagnostics().iter().filter(|d| d.is_error()).map(ToString::to_string).take(5).collect();
+    ensure!(errors.is_empty(), "the synthetic mesh has invalid objects (the bench is wrong): {errors:#?}");
+    let started = Instant::now();
+    let snapshot = translate::snapshot(&store.snapshot(), &options);
+    let translate_s = started.elapsed().as_secs_f64();
+    let resources = snapshot.resources.iter().map(|(t, r)| (t.clone(), r.len())).collect();
+    let (_, live_s) = publish_live(&xds, snapshot)?;
+    let ready = Ready { addr, objects: count, resources, apply_s, translate_s, live_s, usage: usage(&xds) };
+
+    let mut out = std::io::stdout().lock();
+    reply(&mut out, &ready)?;
+    for line in std::io::stdin().lock().lines() {
+        match serde_json::from_str::<Request>(&line?)? {
+            Request::Stats => reply(&mut out, &usage(&xds))?,
+            Request::Change { service, endpoint, ip, resource_version } => {
+                let cpu = cpu_seconds();
+                let changed_ns = unix_ns();
+                let started = Instant::now();
+                store.apply(
+                    SourceId::Kubernetes,
+                    SourceEvent::Upsert(pod(spec, service, endpoint, ip, resource_version)),
+                );
+                let apply_s = started.elapsed().as_secs_f64();
+                let snapshot = translate::snapshot(&store.snapshot(), &options);
+                let translate_s = started.elapsed().as_secs_f64() - apply_s;
+                let translate_cpu_s = cpu_seconds() - cpu;
+                let (published_ns, live_s) = publish_live(&xds, snapshot)?;
+                reply(
+                    &mut out,
+                    &Changed { apply_s, translate_s, translate_cpu_s, changed_ns, published_ns, live_s },
+                )?;
+            }
+        }
+    }
+    Ok(())
+}
+
+fn reply(out: &mut impl Write, message: &impl Serialize) -> Result<()> {
+    serde_json::to_writer(&mut *out, message)?;
+    out.write_all(b"\n")?;
+    out.flush()?;
+    Ok(())
+}
+
+/// Publishes and waits until the server serves it; returns the publish instant (wall clock,
+/// ns) and the seconds until live.
+fn publish_live(xds: &XdsServer, snapshot: Snapshot) -> Result<(u64, f64)> {
+    let version = snapshot.version.clone();
+    let published_ns = unix_ns();
+    let started = Instant::now();
+    xds.publish(snapshot)?;
+    while xds.live_version().as_deref() != Some(version.as_str()) {
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    Ok((published_ns, started.elapsed().as_secs_f64()))
+}
+
+fn usage(xds: &XdsServer) -> Usage {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    Usage {
+        peak_rss_mib: status_kib(&status, "VmHWM:") / 1024.0,
+        rss_mib: status_kib(&status, "VmRSS:") / 1024.0,
+        cpu_s: cpu_seconds(),
+        streams: xds.status().len(),
+    }
+}
+
+// ─── The driver ──────────────────────────────────────────────────────────────────────────
+
+/// What `weft-cp-bench` is asked to measure.
+#[derive(Clone, Debug)]
+pub struct Settings {
+    pub mesh: MeshSpec,
+    /// Subscriber counts, one phase each, in order.
+    pub subscribers: Vec<usize>,
+    /// One-endpoint changes per phase, at most.
+    pub changes: usize,
+    /// Fewer changes in a phase when `changes` re-translations of its mesh would take longer
+    /// than this (at least one is always made).
+    pub push_budget: Duration,
+    pub debounce: Duration,
+    /// Subscribers started together; the next wave starts once these hold the initial state.
+    pub connect_batch: usize,
+    /// Stop connecting when the machine's MemAvailable falls below this.
+    pub mem_reserve_mib: u64,
+    /// Longest a phase may spend connecting subscribers (extrapolated from the previous
+    /// phase); beyond it the phase runs on a smaller mesh.
+    pub connect_budget: Duration,
+    /// Run every phase on the full mesh, however large (still stops at `mem_reserve_mib`).
+    pub no_shrink: bool,
+    /// This binary, to start the weftd side with `serve`.
+    pub exe: PathBuf,
+}
+
+/// What one subscriber phase measured.
+#[derive(Clone, Debug)]
+pub struct Phase {
+    pub wanted: usize,
+    pub connected: usize,
+    pub mesh: MeshSpec,
+    pub addresses: usize,
+    /// Why this phase ran on a smaller mesh or with fewer subscribers, if it did.
+    pub note: Option<String>,
+    pub connect_s: f64,
+    /// The weftd side before connecting and with every subscriber connected.
+    pub before: Usage,
+    pub connected_usage: Usage,
+    /// The driver's RSS growth with these subscribers (their client-side state).
+    pub driver_rss_growth_mib: f64,
+    /// Publish → subscriber saw the new IP, ms, all changes together, sorted.
+    pub latencies_ms: Vec<f64>,
+    /// Store update → subscriber saw the new IP (translation included), ms, sorted.
+    pub end_to_end_ms: Vec<f64>,
+    /// Subscriber × change pairs that never saw the change.
+    pub missed: usize,
+    pub cpu_per_push_s: Vec<f64>,
+    pub translate_cpu_s: Vec<f64>,
+    pub translate_s: Vec<f64>,
+    pub live_s: Vec<f64>,
+}
+
+/// The whole run.
+#[derive(Clone, Debug)]
+pub struct Report {
+    pub mesh: MeshSpec,
+    pub debounce: Duration,
+    pub ready: Ready,
+    pub phases: Vec<Phase>,
+}
+
+/// The weftd side as a child process.
+struct WeftdSide {
+    child: Child,
+    stdin: ChildStdin,
+    stdout: BufReader<ChildStdout>,
+    ready: Option<Ready>,
+}
+
+impl WeftdSide {
+    fn start(exe: &std::path::Path, spec: &MeshSpec, debounce: Duration) -> Result<Self> {
+        eprintln!("cp-bench: starting the weftd side: {}", spec.describe());
+        let mut child = Command::new(exe)
+            .arg("serve")
+            .arg("--mesh")
+            .arg(serde_json::to_string(spec)?)
+            .arg("--debounce-ms")
+            .arg(debounce.as_millis().to_string())
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .with_context(|| format!("starting {} serve", exe.display()))?;
+        let stdin = child.stdin.take().expect("piped");
+        let mut stdout = BufReader::new(child.stdout.take().expect("piped"));
+        let ready = read_reply(&mut stdout).context("waiting for the weftd side's first snapshot");
+        // Dropping the side (on error too) ends the child.
+        let side = WeftdSide { child, stdin, stdout, ready: ready.as_ref().ok().cloned() };
+        ready?;
+        Ok(side)
+    }
+
+    fn ready(&self) -> &Ready {
+        self.ready.as_ref().expect("set in start")
+    }
+
+    fn ask<T: DeserializeOwned>(&mut self, request: &Request) -> Result<T> {
+        reply(&mut self.stdin, request)?;
+        read_reply(&mut self.stdout)
+    }
+
+    fn usage(&mut self) -> Result<Usage> {
+        self.ask(&Request::Stats)
+    }
+}
+
+fn read_reply<T: DeserializeOwned>(from: &mut impl BufRead) -> Result<T> {
+    let mut line = String::new();
+    if from.read_line(&mut line)? == 0 {
+        bail!("the weftd side exited (its error is above)");
+    }
+    Ok(serde_json::from_str(&line)?)
+}
+
+impl Drop for WeftdSide {
+    fn drop(&mut self) {
+        // Closing stdin ends its request loop; kill it if it does not go.
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// What the subscribers' handlers record.
+struct Probe {
+    /// The change being measured: the workload's resource name, its new IP, and a sequence
+    /// number.
+    target: RwLock<Option<(String, [u8; 4], u64)>>,
+    /// Per subscriber: resources in its first response (0 = none yet).
+    initial: Vec<AtomicUsize>,
+    /// Subscribers whose first response arrived.
+    initialized: AtomicUsize,
+    /// Per subscriber: the last change seen, and when (wall clock, ns).
+    seen: Vec<AtomicU64>,
+    seen_ns: Vec<AtomicU64>,
+}
+
+impl Probe {
+    fn new(n: usize) -> Arc<Self> {
+        Arc::new(Probe {
+            target: RwLock::new(None),
+            initial: (0..n).map(|_| AtomicUsize::new(0)).collect(),
+            initialized: AtomicUsize::new(0),
+            seen: (0..n).map(|_| AtomicU64::new(0)).collect(),
+            seen_ns: (0..n).map(|_| AtomicU64::new(0)).collect(),
+        })
+    }
+
+    fn handler(self: &Arc<Self>, k: usize) -> impl FnMut(Update) -> Result<(), String> + Send + 'static {
+        let probe = Arc::clone(self);
+        move |update: Update| {
+            let now = unix_ns();
+            if probe.initial[k].load(Ordering::Relaxed) == 0 && !update.upserts.is_empty() {
+                probe.initial[k].store(update.upserts.len(), Ordering::Relaxed);
+                probe.initialized.fetch_add(1, Ordering::Release);
+            }
+            let target = probe.target.read().unwrap_or_else(std::sync::PoisonError::into_inner);
+            if let Some((name, ip, seq)) = target.as_ref() {
+                let hit = update.upserts.iter().any(|(n, _, any)| {
+                    n == name
+                        && Address::decode(any.value.as_slice()).is_ok_and(|a| match a.r#type {
+                            Some(address::Type::Workload(w)) => w.addresses.iter().any(|a| a == ip),
+                            _ => false,
+                        })
+                });
+                if hit {
+                    probe.seen_ns[k].store(now, Ordering::Relaxed);
+                    probe.seen[k].store(*seq, Ordering::Release);
+                }
+            }
+            Ok(())
+        }
+    }
+}
+
+/// Runs every phase and returns what they measured.
+pub fn run(settings: &Settings) -> Result<Report> {
+    raise_fd_limit();
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    let mut weftd = WeftdSide::start(&settings.exe, &settings.mesh, settings.debounce)?;
+    let ready = weftd.ready().clone();
+    eprintln!(
+        "cp-bench: first snapshot: apply {:.2} s + translate {:.2} s, live after {:.2} s; {} addresses; peak RSS {:.0} MiB",
+        ready.apply_s,
+        ready.translate_s,
+        ready.live_s,
+        ready.addresses(),
+        ready.usage.peak_rss_mib
+    );
+    let mut phases: Vec<Phase> = Vec::new();
+    let mut changes_made = 0u64;
+    for &wanted in &settings.subscribers {
+        let mut note = None;
+        let mut mesh = settings.mesh.clone();
+        // Extrapolate from the previous phase: per subscriber and per address held, the
+        // memory of both ends and the time to connect.
+        if let Some(prev) = phases.last().filter(|p| p.connected > 0 && !settings.no_shrink) {
+            let per = (prev.connected * prev.addresses) as f64;
+            let mib_per = ((prev.connected_usage.rss_mib - prev.before.rss_mib).max(0.0)
+                + prev.driver_rss_growth_mib.max(0.0))
+                / per;
+            let secs_per = prev.connect_s / per;
+            let full = (wanted * settings.mesh.addresses()) as f64;
+            let need_mib = mib_per * full;
+            let need_s = secs_per * full;
+            // Memory the previous phase's streams freed stays in the weftd side for reuse.
+            let retained = (weftd.usage()?.rss_mib - ready.usage.rss_mib).max(0.0);
+            let have_mib = mem_available_mib().saturating_sub(settings.mem_reserve_mib) as f64 + retained;
+            let budget_s = settings.connect_budget.as_secs_f64();
+            let factor = (have_mib / need_mib).min(budget_s / need_s);
+            if factor < 1.0 {
+                mesh = settings.mesh.scaled(factor * 0.8);
+                note = Some(format!(
+                    "measured on {} Services ({} addresses): holding the full mesh's {} addresses in {} subscribers would take about {:.1} GiB (weftd side + subscribers; {:.1} GiB available) and {:.0} s to connect (budget {:.0} s), extrapolated from {} subscribers",
+                    thousands(mesh.services),
+                    thousands(mesh.addresses()),
+                    thousands(settings.mesh.addresses()),
+                    thousands(wanted),
+                    need_mib / 1024.0,
+                    have_mib / 1024.0,
+                    need_s,
+                    budget_s,
+                    prev.connected,
+                ));
+                eprintln!("cp-bench: {}", note.as_deref().unwrap_or_default());
+                drop(weftd);
+                weftd = WeftdSide::start(&settings.exe, &mesh, settings.debounce)?;
+            }
+        }
+        let phase = run_phase(&runtime, &mut weftd, settings, wanted, mesh, note, &mut changes_made)?;
+        phases.push(phase);
+    }
+    Ok(Report { mesh: settings.mesh.clone(), debounce: settings.debounce, ready, phases })
+}
+
+fn run_phase(
+    runtime: &tokio::runtime::Runtime,
+    weftd: &mut WeftdSide,
+    settings: &Settings,
+    wanted: usize,
+    mesh: MeshSpec,
+    mut note: Option<String>,
+    changes_made: &mut u64,
+) -> Result<Phase> {
+    let addresses = weftd.ready().addresses();
+    let endpoint = format!("http://{}", weftd.ready().addr);
+    let before = weftd.usage()?;
+    let driver_before = status_kib(&std::fs::read_to_string("/proc/self/status")?, "VmRSS:") / 1024.0;
+    let probe = Probe::new(wanted);
+    let mut clients = Vec::with_capacity(wanted);
+    let started = Instant::now();
+    let _entered = runtime.enter();
+    while clients.len() < wanted {
+        let available = mem_available_mib();
+        if available < settings.mem_reserve_mib {
+            let why = format!(
+                "stopped at {} of {} subscribers: MemAvailable fell to {available} MiB (reserve {} MiB)",
+                thousands(clients.len()),
+                thousands(wanted),
+                settings.mem_reserve_mib
+            );
+            eprintln!("cp-bench: {why}");
+            note = Some(note.map_or(why.clone(), |n| format!("{n}; {why}")));
+            break;
+        }
+        let wave = settings.connect_batch.min(wanted - clients.len());
+        for _ in 0..wave {
+            let k = clients.len();
+            let mut config =
+                ClientConfig::new(endpoint.clone(), format!("agent-{k}"), vec![type_url::ADDRESS.into()]);
+            config.node_name = Some(format!("node-{k}"));
+            clients.push(AdsClient::start(config, probe.handler(k))?);
+        }
+        let deadline = Instant::now() + Duration::from_secs(300);
+        while probe.initialized.load(Ordering::Acquire) < clients.len() {
+            ensure!(
+                Instant::now() < deadline,
+                "only {} of {} subscribers received their initial state within 300 s",
+                probe.initialized.load(Ordering::Acquire),
+                clients.len()
+            );
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        if clients.len() % (settings.connect_batch * 4).max(100) == 0 || clients.len() == wanted {
+            eprintln!(
+                "cp-bench: {} subscribers hold the initial state ({:.1} s)",
+                clients.len(),
+                started.elapsed().as_secs_f64()
+            );
+        }
+    }
+    let connect_s = started.elapsed().as_secs_f64();
+    let connected = clients.len();
+    let short: Vec<usize> = (0..connected)
+        .map(|k| probe.initial[k].load(Ordering::Relaxed))
+        .filter(|&n| n != addresses)
+        .collect();
+    ensure!(short.is_empty(), "subscribers got {short:?} resources initially, expected {addresses}");
+    // Let the ACKs land before reading the weftd side's memory.
+    std::thread::sleep(Duration::from_millis(200));
+    let connected_usage = weftd.usage()?;
+    let driver_rss_growth_mib =
+        status_kib(&std::fs::read_to_string("/proc/self/status")?, "VmRSS:") / 1024.0 - driver_before;
+
+    let mut phase = Phase {
+        wanted,
+        connected,
+        mesh,
+        addresses,
+        note,
+        connect_s,
+        before,
+        connected_usage,
+        driver_rss_growth_mib,
+        latencies_ms: Vec::new(),
+        end_to_end_ms: Vec::new(),
+        missed: 0,
+        cpu_per_push_s: Vec::new(),
+        translate_cpu_s: Vec::new(),
+        translate_s: Vec::new(),
+        live_s: Vec::new(),
+    };
+    // A change re-translates the whole mesh, which takes about as long as the first time.
+    let translate_s = weftd.ready().apply_s + weftd.ready().translate_s;
+    let changes = settings
+        .changes
+        .min((settings.push_budget.as_secs_f64() / translate_s.max(1e-3)) as usize)
+        .max(settings.changes.min(1));
+    if changes < settings.changes {
+        eprintln!(
+            "cp-bench: {changes} of {} changes: each re-translates for about {translate_s:.0} s (push budget {} s)",
+            settings.changes,
+            settings.push_budget.as_secs()
+        );
+    }
+    for r in 0..changes {
+        *changes_made += 1;
+        let seq = *changes_made;
+        // Spread the changes over services and namespaces; each gets an IP no pod has.
+        let service = (r * 7919 + 13 * wanted) % phase.mesh.services;
+        let endpoint = r % phase.mesh.endpoints;
+        let ip = Ipv4Addr::from(0x0ac8_0000 + seq as u32); // 10.200.0.0 onwards
+        *probe.target.write().unwrap_or_else(std::sync::PoisonError::into_inner) =
+            Some((phase.mesh.workload_uid(service, endpoint), ip.octets(), seq));
+        let cpu_before = weftd.usage()?.cpu_s;
+        let changed: Changed =
+            weftd.ask(&Request::Change { service, endpoint, ip, resource_version: 1 + seq })?;
+        let deadline = Instant::now() + Duration::from_secs(60);
+        let done = || (0..connected).all(|k| probe.seen[k].load(Ordering::Acquire) == seq);
+        while !done() && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        // Let the ACKs land, so their handling is counted in this push's CPU time.
+        std::thread::sleep(Duration::from_millis(100));
+        let cpu_after = weftd.usage()?.cpu_s;
+        let mut these = Vec::with_capacity(connected);
+        for k in 0..connected {
+            if probe.seen[k].load(Ordering::Acquire) == seq {
+                let at = probe.seen_ns[k].load(Ordering::Relaxed);
+                these.push(at.saturating_sub(changed.published_ns) as f64 / 1e6);
+                phase.end_to_end_ms.push(at.saturating_sub(changed.changed_ns) as f64 / 1e6);
+            } else {
+                phase.missed += 1;
+            }
+        }
+        let mut sorted = these.clone();
+        sorted.sort_by(f64::total_cmp);
+        eprintln!(
+            "cp-bench: {connected} subscribers, change {}: store+translate {:.2} s, live after {:.3} s, p50 {:.1} ms, p99 {:.1} ms, missed {}, weftd CPU {:.2} s",
+            r + 1,
+            changed.apply_s + changed.translate_s,
+            changed.live_s,
+            percentile(&sorted, 50.0),
+            percentile(&sorted, 99.0),
+            connected - these.len(),
+            cpu_after - cpu_before,
+        );
+        phase.latencies_ms.extend(these);
+        phase.cpu_per_push_s.push(cpu_after - cpu_before);
+        phase.translate_cpu_s.push(changed.translate_cpu_s);
+        phase.translate_s.push(changed.apply_s + changed.translate_s);
+        phase.live_s.push(changed.live_s);
+    }
+    *probe.target.write().unwrap_or_else(std::sync::PoisonError::into_inner) = None;
+    phase.latencies_ms.sort_by(f64::total_cmp);
+    phase.end_to_end_ms.sort_by(f64::total_cmp);
+
+    runtime.block_on(futures::future::join_all(clients.into_iter().map(AdsClient::stop)));
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while weftd.usage()?.streams > 0 && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    Ok(phase)
+}
+
+// ─── The report ──────────────────────────────────────────────────────────────────────────
+
+impl Report {
+    /// The markdown table and the notes under it.
+    pub fn table(&self) -> String {
+        let mut rows: Vec<[String; 4]> = Vec::new();
+        let yes_no = |met: bool| if met { "yes".to_owned() } else { "**no**".to_owned() };
+        let r = &self.ready;
+        let first = r.apply_s + r.translate_s;
+        rows.push([
+            format!(
+                "first snapshot: store apply + translate (s); {} objects → {} resources",
+                thousands(r.objects),
+                thousands(r.resources.values().sum())
+            ),
+            format!("{first:.2} ({:.2} + {:.2})", r.apply_s, r.translate_s),
+            "< 2 s".into(),
+            yes_no(first < 2.0),
+        ]);
+        rows.push([
+            "first snapshot: publish until live (s)".into(),
+            format!("{:.2}", r.live_s),
+            "—".into(),
+            "—".into(),
+        ]);
+        rows.push([
+            "weftd peak RSS after the first snapshot (MiB)".into(),
+            format!("{:.0}", r.usage.peak_rss_mib),
+            "< 400 MiB".into(),
+            yes_no(r.usage.peak_rss_mib < 400.0),
+        ]);
+        let mut notes = Vec::new();
+        for p in &self.phases {
+            let who = if p.connected == p.wanted {
+                format!("{} subscribers", thousands(p.wanted))
+            } else {
+                format!("{} of {} subscribers†", thousands(p.connected), thousands(p.wanted))
+            };
+            let on = if p.mesh == self.mesh {
+                String::new()
+            } else {
+                format!(
+                    ", on {} Services ({} addresses)†",
+                    thousands(p.mesh.services),
+                    thousands(p.addresses)
+                )
+            };
+            if let Some(n) = &p.note {
+                notes.push(format!("† {} subscribers: {n}.", thousands(p.wanted)));
+            }
+            let full = p.connected == p.wanted && p.mesh == self.mesh;
+            let rss_target = p.wanted >= 1000;
+            rows.push([
+                format!("weftd peak RSS with {who} connected{on} (MiB)"),
+                format!("{:.0}", p.connected_usage.peak_rss_mib),
+                if rss_target { "< 400 MiB".into() } else { "—".into() },
+                if rss_target { met(p.connected_usage.peak_rss_mib < 400.0, full) } else { "—".into() },
+            ]);
+            let p50 = percentile(&p.latencies_ms, 50.0);
+            let p99 = percentile(&p.latencies_ms, 99.0);
+            let target = p.wanted >= 1000;
+            let missed = if p.missed > 0 { format!(" ({} missed)", p.missed) } else { String::new() };
+            rows.push([
+                format!(
+                    "push latency p50 / p99, {who}{on}, {} change{} (ms)",
+                    p.cpu_per_push_s.len(),
+                    if p.cpu_per_push_s.len() == 1 { "" } else { "s" }
+                ),
+                format!("{p50:.1} / {p99:.1}{missed}"),
+                if target { "p99 < 200 ms".into() } else { "—".into() },
+                if target { met(p99 < 200.0 && p.missed == 0, full) } else { "—".into() },
+            ]);
+            rows.push([
+                format!(
+                    "change → subscriber p50 / p99, store update and translation included, {who}{on} (ms)"
+                ),
+                format!(
+                    "{:.0} / {:.0}",
+                    percentile(&p.end_to_end_ms, 50.0),
+                    percentile(&p.end_to_end_ms, 99.0)
+                ),
+                "—".into(),
+                "—".into(),
+            ]);
+            rows.push([
+                format!("weftd CPU seconds per push, {who}{on}"),
+                format!("{:.2} (store + translate {:.2})", mean(&p.cpu_per_push_s), mean(&p.translate_cpu_s)),
+                "—".into(),
+                "—".into(),
+            ]);
+            let per = |mib: f64| mib / p.connected.max(1) as f64;
+            rows.push([
+                format!("initial sync of {who}{on} (s); RSS growth per subscriber, weftd side / subscriber side (MiB)"),
+                format!(
+                    "{:.1}; {:.1} / {:.1}",
+                    p.connect_s,
+                    per(p.connected_usage.rss_mib - p.before.rss_mib),
+                    per(p.driver_rss_growth_mib),
+                ),
+                "—".into(),
+                "—".into(),
+            ]);
+        }
+        let mut out = format!(
+            "Mesh: {}. Agents subscribe (delta, wildcard) to ADDRESS, each on its own node; debounce {} ms. weftd side in a child process, subscribers in the driver process, same cores.\n\n",
+            self.mesh.describe(),
+            self.debounce.as_millis(),
+        );
+        out.push_str("| metric | value | target | met |\n|---|---:|---|---|\n");
+        for [a, b, c, d] in rows {
+            out.push_str(&format!("| {a} | {b} | {c} | {d} |\n"));
+        }
+        out.push_str("\nReference: Istio's sizing guide (1.21) puts istiod at 1 vCPU and 1.5 GB of memory per 1,000 services and 2,000 sidecars.\n");
+        for n in notes {
+            out.push_str(&format!("\n{n}\n"));
+        }
+        out
+    }
+}
+
+fn met(ok: bool, full: bool) -> String {
+    match (ok, full) {
+        (true, true) => "yes".into(),
+        (true, false) => "yes, on the smaller run only".into(),
+        (false, _) => "**no**".into(),
+    }
+}
+
+// ─── Small measurements ──────────────────────────────────────────────────────────────────
+
+/// Nearest-rank percentile of sorted values; 0 when empty.
+fn percentile(sorted: &[f64], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return 0.0;
+    }
+    let rank = ((p / 100.0) * sorted.len() as f64).ceil() as usize;
+    sorted[rank.clamp(1, sorted.len()) - 1]
+}
+
+fn mean(values: &[f64]) -> f64 {
+    if values.is_empty() { 0.0 } else { values.iter().sum::<f64>() / values.len() as f64 }
+}
+
+fn unix_ns() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_nanos() as u64)
+}
+
+/// A `kB` field of /proc/self/status.
+fn status_kib(status: &str, field: &str) -> f64 {
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix(field))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap_or(0.0)
+}
+
+fn mem_available_mib() -> u64 {
+    std::fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|m| {
+            m.lines()
+                .find_map(|l| l.strip_prefix("MemAvailable:"))
+                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+        })
+        .map_or(u64::MAX, |kib| kib / 1024)
+}
+
+/// User + system CPU seconds of this process.
+fn cpu_seconds() -> f64 {
+    use nix::sys::resource::{UsageWho, getrusage};
+    getrusage(UsageWho::RUSAGE_SELF).map_or(0.0, |u| {
+        let s = |t: nix::sys::time::TimeVal| t.tv_sec() as f64 + t.tv_usec() as f64 / 1e6;
+        s(u.user_time()) + s(u.system_time())
+    })
+}
+
+/// Each subscriber is one TCP connection at both ends: more than the usual soft limit.
+fn raise_fd_limit() {
+    use nix::sys::resource::{Resource, getrlimit, setrlimit};
+    if let Ok((soft, hard)) = getrlimit(Resource::RLIMIT_NOFILE)
+        && soft < hard
+    {
+        let _ = setrlimit(Resource::RLIMIT_NOFILE, hard, hard);
+    }
+}
+
+fn thousands(n: usize) -> String {
+    let s = n.to_string();
+    let mut out = String::new();
+    for (i, c) in s.chars().enumerate() {
+        if i > 0 && (s.len() - i) % 3 == 0 {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn small() -> MeshSpec {
+        MeshSpec { services: 40, endpoints: 3, nodes: 5, namespaces: 4, ambient_namespaces: 2, routed: 8 }
+    }
+
+    #[test]
+    fn the_synthetic_mesh_is_valid_and_translates_to_every_address() {
+        let spec = small();
+        let mut store = ConfigStore::new();
+        store.apply(SourceId::Kubernetes, SourceEvent::Reset(mesh(&spec)));
+        let errors: Vec<String> =
+            store.diagnostics().iter().filter(|d| d.is_error()).map(ToString::to_string).collect();
+        assert!(errors.is_empty(), "{errors:#?}");
+        let snap = translate::snapshot(&store.snapshot(), &translate::Options::default());
+        let addresses = &snap.resources[type_url::ADDRESS];
+        assert_eq!(addresses.len(), spec.addresses());
+        assert!(addresses.iter().any(|r| r.name == spec.workload_uid(7, 2)));
+        assert!(snap.resources.contains_key(type_url::CLUSTER), "the waypoints get Envoy resources");
+    }
+
+    #[test]
+    fn shrinking_keeps_the_shape() {
+        let spec = MeshSpec {
+            services: 10_000,
+            endpoints: 10,
+            nodes: 100,
+            namespaces: 20,
+            ambient_namespaces: 4,
+            routed: 1000,
+        };
+        let s = spec.scaled(0.25);
+        assert_eq!((s.services, s.routed, s.namespaces), (2500, 250, 20));
+        assert_eq!(spec.scaled(2.0), spec);
+    }
+
+    #[test]
+    fn percentiles_and_numbers() {
+        let v: Vec<f64> = (1..=100).map(f64::from).collect();
+        assert_eq!((percentile(&v, 50.0), percentile(&v, 99.0)), (50.0, 99.0));
+        assert_eq!(thousands(110_000), "110,000");
+        assert_eq!(thousands(999), "999");
+    }
+}
