@@ -84,12 +84,13 @@ fn workload(
     pod: &Pod,
     ips: &[IpAddr],
     services: &[(&Service, String)],
+    selecting: &[usize],
     opts: &Options,
 ) -> Workload {
     let ns = &pod.metadata.namespace;
-    let services = services
+    let services = selecting
         .iter()
-        .filter(|(svc, _)| selects(svc, pod))
+        .map(|&i| &services[i])
         .map(|(svc, hostname)| {
             let ports = svc
                 .spec
@@ -161,12 +162,13 @@ pub fn addresses(cfg: &ConfigSnapshot, opts: &Options) -> Vec<ScopedResource> {
         let name = format!("{}/{hostname}", svc.metadata.namespace);
         out.push(resource(name, Address { r#type: Some(address::Type::Service(message)) }));
     }
-    for pod in cfg.pods.iter() {
+    let membership = Membership::new(cfg);
+    for (pod, selecting) in cfg.pods.iter().zip(&membership.services_of_pod) {
         let ips = pod.ips();
         if ips.is_empty() || pod.spec.host_network {
             continue;
         }
-        let w = workload(cfg, pod, &ips, &services, opts);
+        let w = workload(cfg, pod, &ips, &services, selecting, opts);
         out.push(resource(w.uid.clone(), Address { r#type: Some(address::Type::Workload(w)) }));
     }
     out
@@ -301,17 +303,64 @@ fn rules(p: &AuthorizationPolicy) -> Vec<security::Rule> {
     out
 }
 
+/// Which services select which pods, computed once per translation. Each service is
+/// indexed under (namespace, its first selector label), so a pod is checked only against
+/// the services sharing one of its labels: linear in pods × labels, where checking every
+/// pod against every service was quadratic (10⁹ comparisons at 10k services × 100k pods).
+pub struct Membership {
+    /// Per pod, in `cfg.pods` order: indices into `cfg.services` order.
+    pub services_of_pod: Vec<Vec<usize>>,
+}
+
+impl Membership {
+    pub fn new(cfg: &ConfigSnapshot) -> Membership {
+        let services: Vec<&Service> = cfg.services.iter().map(|s| s.as_ref()).collect();
+        let mut index: HashMap<(&str, &str, &str), Vec<usize>> = HashMap::new();
+        for (i, svc) in services.iter().enumerate() {
+            if let Some((k, v)) = svc.spec.selector.iter().next() {
+                index.entry((svc.metadata.namespace.as_str(), k.as_str(), v.as_str())).or_default().push(i);
+            }
+        }
+        let services_of_pod = cfg
+            .pods
+            .iter()
+            .map(|pod| {
+                let ns = pod.metadata.namespace.as_str();
+                let mut mine: Vec<usize> = pod
+                    .metadata
+                    .labels
+                    .iter()
+                    .filter_map(|(k, v)| index.get(&(ns, k.as_str(), v.as_str())))
+                    .flatten()
+                    .copied()
+                    .filter(|&i| selects(services[i], pod))
+                    .collect();
+                mine.sort_unstable();
+                mine
+            })
+            .collect();
+        Membership { services_of_pod }
+    }
+}
+
 /// Index: which pods back which service (namespace/name), for the Envoy side.
 pub fn endpoints_by_service(cfg: &ConfigSnapshot) -> HashMap<(String, String), Vec<&Pod>> {
-    let mut out: HashMap<(String, String), Vec<&Pod>> = HashMap::new();
-    for svc in cfg.services.iter() {
-        let pods: Vec<&Pod> = cfg
-            .pods
-            .in_namespace(&svc.metadata.namespace)
-            .map(|p| p.as_ref())
-            .filter(|p| selects(svc, p) && !p.ips().is_empty())
-            .collect();
-        out.insert((svc.metadata.namespace.clone(), svc.metadata.name.clone()), pods);
+    let services: Vec<&Service> = cfg.services.iter().map(|s| s.as_ref()).collect();
+    let mut out: HashMap<(String, String), Vec<&Pod>> = services
+        .iter()
+        .map(|s| ((s.metadata.namespace.clone(), s.metadata.name.clone()), Vec::new()))
+        .collect();
+    let membership = Membership::new(cfg);
+    for (pod, selecting) in cfg.pods.iter().zip(&membership.services_of_pod) {
+        if pod.ips().is_empty() {
+            continue;
+        }
+        for &i in selecting {
+            let svc = services[i];
+            if let Some(pods) = out.get_mut(&(svc.metadata.namespace.clone(), svc.metadata.name.clone())) {
+                pods.push(pod.as_ref());
+            }
+        }
     }
     out
 }

@@ -8,7 +8,7 @@
 //! the Istio Gateway's `selector`, or `gateway.networking.k8s.io/gateway-name: <name>`
 //! for a Gateway API Gateway.
 
-use super::{Served, WAYPOINT_CLASSES, httproute, listener, route};
+use super::{HostIndex, Served, WAYPOINT_CLASSES, httproute, listener, route};
 use crate::{
     config::{
         kinds::{gateway_api::HttpRoute, virtual_service::VirtualService},
@@ -32,11 +32,13 @@ struct Port {
     hosts: BTreeMap<String, Vec<Route>>,
 }
 
+#[expect(clippy::too_many_arguments, reason = "one call site per gateway kind; a struct would only rename the arguments")]
 fn emit(
     out: &mut Resources,
     scope: &Scope,
     ports: BTreeMap<u32, Port>,
     backends: &BTreeSet<String>,
+    hosts: &HostIndex<'_>,
     cfg: &ConfigSnapshot,
     opts: &Options,
     endpoints: &std::collections::HashMap<(String, String), Vec<&crate::config::kinds::kubernetes::Pod>>,
@@ -70,19 +72,17 @@ fn emit(
         );
     }
     // The services routed to, with their DestinationRules, become clusters as for a waypoint.
-    let served: Vec<Served<'_>> =
-        cfg.services
-            .iter()
-            .filter_map(|svc| {
-                let hostname = workload::service_hostname(svc, opts);
-                backends.contains(&hostname).then(|| {
-                    let destination_rule = cfg.destination_rules.iter().map(|d| d.as_ref()).find(|dr| {
-                        route::host_matches(&dr.spec.host, &dr.metadata.namespace, &hostname, svc)
-                    });
-                    Served { service: svc, hostname, destination_rule }
-                })
+    let served: Vec<Served<'_>> = cfg
+        .services
+        .iter()
+        .filter_map(|svc| {
+            let hostname = workload::service_hostname(svc, opts);
+            backends.contains(&hostname).then(|| {
+                let destination_rule = hosts.destination_rule(&hostname);
+                Served { service: svc, hostname, destination_rule, virtual_service: None }
             })
-            .collect();
+        })
+        .collect();
     for c in super::cluster::clusters(&served) {
         push(out, type_url::CLUSTER, c.name.clone(), pack(&c));
     }
@@ -110,6 +110,7 @@ fn admits(server_host: &str, host: &str) -> bool {
 pub fn resources(
     cfg: &ConfigSnapshot,
     opts: &Options,
+    hosts: &HostIndex<'_>,
     ports_of: &route::Ports,
     endpoints: &std::collections::HashMap<(String, String), Vec<&crate::config::kinds::kubernetes::Pod>>,
 ) -> Resources {
@@ -148,7 +149,7 @@ pub fn resources(
             }
         }
         let scope = Scope::Labels(gw.spec.selector.clone());
-        emit(&mut out, &scope, ports, &backends, cfg, opts, endpoints);
+        emit(&mut out, &scope, ports, &backends, hosts, cfg, opts, endpoints);
     }
     for gw in cfg.kubernetes_gateways.iter() {
         if WAYPOINT_CLASSES.contains(&gw.spec.gateway_class_name.as_str()) {
@@ -200,7 +201,7 @@ pub fn resources(
             }
         }
         let scope = Scope::Labels(BTreeMap::from([(GATEWAY_NAME_LABEL.to_owned(), name.to_owned())]));
-        emit(&mut out, &scope, ports, &backends, cfg, opts, endpoints);
+        emit(&mut out, &scope, ports, &backends, hosts, cfg, opts, endpoints);
     }
     out
 }

@@ -121,7 +121,7 @@ fn header_ops(f: &HttpHeaderFilter) -> (Vec<HeaderValueOption>, Vec<String>) {
     (add, f.remove.clone())
 }
 
-fn filter<'a>(filters: &'a [HttpRouteFilter], kind: HttpRouteFilterType) -> Option<&'a HttpRouteFilter> {
+fn filter(filters: &[HttpRouteFilter], kind: HttpRouteFilterType) -> Option<&HttpRouteFilter> {
     filters.iter().find(|f| f.type_ == kind)
 }
 

@@ -23,9 +23,10 @@ mod route;
 
 use super::{Options, workload};
 use crate::config::{
-    kinds::{destination_rule::DestinationRule, kubernetes::Service},
+    kinds::{destination_rule::DestinationRule, kubernetes::Service, virtual_service::VirtualService},
     store::ConfigSnapshot,
 };
+use std::collections::HashMap;
 use weft_xds::{
     server::{Scope, ScopedResource},
     type_url,
@@ -46,6 +47,53 @@ pub(crate) struct Served<'a> {
     pub service: &'a Service,
     pub hostname: String,
     pub destination_rule: Option<&'a DestinationRule>,
+    /// The mesh VirtualService bound to this host (not shadowed by an older one).
+    pub virtual_service: Option<&'a VirtualService>,
+}
+
+/// DestinationRules and mesh VirtualServices by the FQDN they name, built once per
+/// translation so that finding a service's rules is a lookup, not a scan (10k services
+/// × 1k rules would be 10⁷ host comparisons per push). The first one in store order
+/// wins, as a scan would have found it; `*` applies where nothing more specific does.
+pub(crate) struct HostIndex<'a> {
+    destination_rules: HashMap<String, &'a DestinationRule>,
+    virtual_services: HashMap<String, &'a VirtualService>,
+}
+
+impl<'a> HostIndex<'a> {
+    pub fn new(cfg: &'a ConfigSnapshot, opts: &Options) -> HostIndex<'a> {
+        let suffix = &opts.domain_suffix;
+        let mut destination_rules = HashMap::new();
+        for dr in cfg.destination_rules.iter() {
+            let fqdn = if dr.spec.host == "*" {
+                "*".to_owned()
+            } else {
+                route::resolve_host(&dr.spec.host, &dr.metadata.namespace, suffix)
+            };
+            destination_rules.entry(fqdn).or_insert(dr.as_ref());
+        }
+        let mut virtual_services = HashMap::new();
+        for vs in cfg.virtual_services.iter().filter(|vs| vs.spec.applies_to_mesh()) {
+            let key = ConfigSnapshot::virtual_service_key(vs);
+            for h in vs.spec.hosts.iter().filter(|h| !cfg.is_host_shadowed(&key, h)) {
+                let fqdn = if h == "*" {
+                    "*".to_owned()
+                } else {
+                    route::resolve_host(h, &vs.metadata.namespace, suffix)
+                };
+                virtual_services.entry(fqdn).or_insert(vs.as_ref());
+            }
+        }
+        HostIndex { destination_rules, virtual_services }
+    }
+
+    pub fn destination_rule(&self, fqdn: &str) -> Option<&'a DestinationRule> {
+        self.destination_rules.get(fqdn).or_else(|| self.destination_rules.get("*")).copied()
+    }
+
+    pub fn virtual_service(&self, fqdn: &str) -> Option<&'a VirtualService> {
+        self.virtual_services.get(fqdn).or_else(|| self.virtual_services.get("*")).copied()
+    }
 }
 
 /// `outbound|PORT|SUBSET|HOST`, Istio's cluster naming.
@@ -53,7 +101,13 @@ pub(crate) fn cluster_name(port: u32, subset: &str, host: &str) -> String {
     format!("outbound|{port}|{subset}|{host}")
 }
 
-fn served_by<'a>(cfg: &'a ConfigSnapshot, opts: &Options, ns: &str, name: &str) -> Vec<Served<'a>> {
+fn served_by<'a>(
+    cfg: &'a ConfigSnapshot,
+    opts: &Options,
+    hosts: &HostIndex<'a>,
+    ns: &str,
+    name: &str,
+) -> Vec<Served<'a>> {
     cfg.services
         .iter()
         .filter(|svc| {
@@ -71,10 +125,9 @@ fn served_by<'a>(cfg: &'a ConfigSnapshot, opts: &Options, ns: &str, name: &str) 
         })
         .map(|svc| {
             let hostname = workload::service_hostname(svc, opts);
-            let destination_rule = cfg.destination_rules.iter().map(|d| d.as_ref()).find(|dr| {
-                super::envoy::route::host_matches(&dr.spec.host, &dr.metadata.namespace, &hostname, svc)
-            });
-            Served { service: svc, hostname, destination_rule }
+            let destination_rule = hosts.destination_rule(&hostname);
+            let virtual_service = hosts.virtual_service(&hostname);
+            Served { service: svc, hostname, destination_rule, virtual_service }
         })
         .collect()
 }
@@ -83,6 +136,7 @@ fn served_by<'a>(cfg: &'a ConfigSnapshot, opts: &Options, ns: &str, name: &str) 
 pub fn resources(cfg: &ConfigSnapshot, opts: &Options) -> Vec<(&'static str, ScopedResource)> {
     let mut out = Vec::new();
     let endpoints = workload::endpoints_by_service(cfg);
+    let hosts = HostIndex::new(cfg, opts);
     let ports: route::Ports = cfg
         .services
         .iter()
@@ -93,7 +147,7 @@ pub fn resources(cfg: &ConfigSnapshot, opts: &Options) -> Vec<(&'static str, Sco
             continue;
         }
         let ns = gw.metadata.namespace.as_str();
-        let served = served_by(cfg, opts, ns, &gw.metadata.name);
+        let served = served_by(cfg, opts, &hosts, ns, &gw.metadata.name);
         let scope = Scope::Namespace(ns.to_owned());
         let mut push = |type_url: &'static str, name: String, any: weft_xds::Any| {
             out.push((type_url, ScopedResource::new(name, scope.clone(), any)));
@@ -117,6 +171,6 @@ pub fn resources(cfg: &ConfigSnapshot, opts: &Options) -> Vec<(&'static str, Sco
             push(type_url::ENDPOINT, name, weft_xds::istio::pack(&cla));
         }
     }
-    out.extend(gateway::resources(cfg, opts, &ports, &endpoints));
+    out.extend(gateway::resources(cfg, opts, &hosts, &ports, &endpoints));
     out
 }

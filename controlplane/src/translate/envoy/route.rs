@@ -9,7 +9,6 @@ use super::{Served, cluster_name};
 use crate::config::{
     kinds::{
         Percent,
-        kubernetes::Service,
         virtual_service::{
             Destination, HeaderOperations, HttpFaultInjection, HttpMatchRequest, HttpRoute, StringMatch,
             VirtualService,
@@ -50,22 +49,12 @@ pub(crate) fn pb_duration(d: Duration) -> PbDuration {
     PbDuration { seconds: d.as_secs() as i64, nanos: d.subsec_nanos() as i32 }
 }
 
-/// Whether `host` as written in a resource of `namespace` (short, partly or fully
-/// qualified) names the service with FQDN `fqdn`.
-pub(crate) fn host_matches(host: &str, namespace: &str, fqdn: &str, svc: &Service) -> bool {
-    let name = &svc.metadata.name;
-    let ns = &svc.metadata.namespace;
-    host == fqdn
-        || (host == name && namespace == ns)
-        || host == format!("{name}.{ns}")
-        || host == format!("{name}.{ns}.svc")
-        || host == "*"
-}
-
 /// The FQDN a destination host refers to, resolved like Istio: a short name is relative
 /// to the namespace of the resource that wrote it.
 pub(crate) fn resolve_host(host: &str, namespace: &str, suffix_of: &str) -> String {
-    if host.contains('.') {
+    if host.ends_with(".svc") {
+        format!("{host}.{suffix_of}")
+    } else if host.contains('.') {
         if host.split('.').count() == 2 { format!("{host}.svc.{suffix_of}") } else { host.to_owned() }
     } else {
         format!("{host}.{namespace}.svc.{suffix_of}")
@@ -97,14 +86,7 @@ fn virtual_host(cfg: &ConfigSnapshot, s: &Served<'_>, ports: &Ports) -> VirtualH
     let svc = s.service;
     let default_port = svc.spec.ports.first().map_or(80, |p| p.port as u32);
     let suffix = s.hostname.splitn(4, '.').nth(3).unwrap_or("cluster.local").to_owned();
-    let vs = cfg.virtual_services.iter().find(|vs| {
-        vs.spec.applies_to_mesh()
-            && vs.spec.hosts.iter().any(|h| {
-                host_matches(h, &vs.metadata.namespace, &s.hostname, svc)
-                    && !cfg
-                        .is_host_shadowed(&crate::config::store::ConfigSnapshot::virtual_service_key(vs), h)
-            })
-    });
+    let vs = s.virtual_service;
     // A VirtualService bound to the host wins; otherwise an HTTPRoute attached to the
     // service (the first by namespace/name); otherwise the default route.
     let http_route = || {
