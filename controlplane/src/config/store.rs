@@ -23,12 +23,26 @@ pub enum SourceId {
     Kubernetes,
 }
 
+/// An object in force. Its source text is not kept (on a large mesh the JSON would cost
+/// as much memory as everything else together); a digest of it tells an unchanged resend
+/// (a Kubernetes relist, a touched file) from a change.
 #[derive(Debug)]
 struct Accepted {
     source: SourceId,
-    raw: RawObject,
+    origin: Origin,
+    digest: u64,
     object: ConfigObject,
     warnings: Vec<Diagnostic>,
+}
+
+/// A digest of what a source sent for an object (its API version and body).
+fn digest(raw: &RawObject) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    raw.api_version.hash(&mut h);
+    // serde_json's maps are ordered, so equal values serialize to equal bytes.
+    serde_json::to_vec(&raw.value).unwrap_or_default().hash(&mut h);
+    h.finish()
 }
 
 /// An object that is not served: invalid, or of a kind weftd ignores.
@@ -120,7 +134,8 @@ impl ConfigStore {
 
     fn upsert(&mut self, source: SourceId, raw: RawObject) -> bool {
         let key = raw.key.clone();
-        if self.accepted.get(&key).is_some_and(|a| a.raw == raw) {
+        let digest = digest(&raw);
+        if self.accepted.get(&key).is_some_and(|a| a.digest == digest && a.origin == raw.origin) {
             self.not_served.remove(&key);
             return false;
         }
@@ -132,8 +147,10 @@ impl ConfigStore {
             Some(object) => {
                 self.not_served.remove(&key);
                 let changed =
-                    self.accepted.get(&key).is_none_or(|a| a.object != object || a.raw.origin != raw.origin);
-                self.accepted.insert(key, Accepted { source, raw, object, warnings: checked.diagnostics });
+                    self.accepted.get(&key).is_none_or(|a| a.object != object || a.origin != raw.origin);
+                let accepted =
+                    Accepted { source, origin: raw.origin, digest, object, warnings: checked.diagnostics };
+                self.accepted.insert(key, accepted);
                 changed
             }
             None => {
@@ -147,7 +164,7 @@ impl ConfigStore {
                         "",
                         format!(
                             "this version is rejected; the last good version (from {}) stays in force",
-                            previous.raw.origin
+                            previous.origin
                         ),
                     ));
                 }
@@ -187,11 +204,9 @@ impl ConfigStore {
         let mut drs = Vec::new();
         for (key, a) in &self.accepted {
             match &a.object {
-                ConfigObject::VirtualService(vs) => {
-                    vss.push(Entry { key, origin: &a.raw.origin, object: &**vs })
-                }
+                ConfigObject::VirtualService(vs) => vss.push(Entry { key, origin: &a.origin, object: &**vs }),
                 ConfigObject::DestinationRule(dr) => {
-                    drs.push(Entry { key, origin: &a.raw.origin, object: &**dr })
+                    drs.push(Entry { key, origin: &a.origin, object: &**dr })
                 }
                 _ => {}
             }
@@ -216,7 +231,7 @@ impl ConfigStore {
                 ConfigObject::KubernetesGateway(o) => s.kubernetes_gateways.insert(at, o),
                 ConfigObject::HttpRoute(o) => s.http_routes.insert(at, o),
             }
-            s.origins.insert(key.clone(), a.raw.origin.clone());
+            s.origins.insert(key.clone(), a.origin.clone());
         }
         s.shadowed_hosts = self.cross.shadowed_hosts.clone();
         self.snapshot = Arc::new(s);

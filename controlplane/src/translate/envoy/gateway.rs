@@ -32,7 +32,10 @@ struct Port {
     hosts: BTreeMap<String, Vec<Route>>,
 }
 
-#[expect(clippy::too_many_arguments, reason = "one call site per gateway kind; a struct would only rename the arguments")]
+#[expect(
+    clippy::too_many_arguments,
+    reason = "one call site per gateway kind; a struct would only rename the arguments"
+)]
 fn emit(
     out: &mut Resources,
     scope: &Scope,
