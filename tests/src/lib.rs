@@ -16,6 +16,7 @@
 pub mod agent;
 pub mod bed;
 pub mod benchmark;
+pub mod benchmarks_md;
 pub mod bins;
 pub mod cpbench;
 pub mod demo;

@@ -40,7 +40,8 @@ fn main() -> Result<()> {
     let table = report.table();
     println!("{table}");
     if let Some(path) = a.write {
-        record(&path, &table).with_context(|| format!("updating {}", path.display()))?;
+        weft_tests::benchmarks_md::record(&path, BEGIN, END, &table, "", "")
+            .with_context(|| format!("updating {}", path.display()))?;
         println!("recorded in {}", path.display());
     }
     Ok(())
@@ -48,26 +49,3 @@ fn main() -> Result<()> {
 
 const BEGIN: &str = "<!-- bench:begin -->";
 const END: &str = "<!-- bench:end -->";
-
-/// Replaces the text between the markers in BENCHMARKS.md, leaving the prose around it.
-fn record(path: &PathBuf, table: &str) -> Result<()> {
-    let old = std::fs::read_to_string(path).unwrap_or_default();
-    let machine = format!(
-        "Measured {} on {} cores, kernel {}, with `cargo xtask bench`.",
-        std::process::Command::new("date")
-            .arg("-u")
-            .arg("+%Y-%m-%d")
-            .output()
-            .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned())
-            .unwrap_or_default(),
-        std::thread::available_parallelism().map_or(0, |n| n.get()),
-        std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default().trim(),
-    );
-    let block = format!("{BEGIN}\n{machine}\n\n{table}{END}");
-    let new = match (old.find(BEGIN), old.find(END)) {
-        (Some(b), Some(e)) if b < e => format!("{}{block}{}", &old[..b], &old[e + END.len()..]),
-        _ => format!("{old}\n{block}\n"),
-    };
-    std::fs::write(path, new)?;
-    Ok(())
-}
