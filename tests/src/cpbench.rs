@@ -145,7 +145,7 @@ fn pod(spec: &MeshSpec, service: usize, endpoint: usize, ip: Ipv4Addr, resource_
         Some(&ns),
         &format!("{app}-{endpoint}"),
         json!({
-            "metadata": { "labels": { "app": app, "version": if endpoint % 2 == 0 { "v1" } else { "v2" } } },
+            "metadata": { "labels": { "app": app, "version": if endpoint.is_multiple_of(2) { "v1" } else { "v2" } } },
             "spec": {
                 "nodeName": format!("node-{}", (service * spec.endpoints + endpoint) % spec.nodes),
                 "serviceAccountName": app,
@@ -975,7 +975,7 @@ fn thousands(n: usize) -> String {
     let s = n.to_string();
     let mut out = String::new();
     for (i, c) in s.chars().enumerate() {
-        if i > 0 && (s.len() - i) % 3 == 0 {
+        if i > 0 && (s.len() - i).is_multiple_of(3) {
             out.push(',');
         }
         out.push(c);
