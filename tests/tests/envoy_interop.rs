@@ -148,7 +148,7 @@ fn envoy_follows_weftd_split_header_match_and_live_switch() -> Result<()> {
     let Mesh { config, client, weftd, envoy, node_id, to, .. } = &m;
 
     // 90/10 over 2,000 requests, within ±3 percentage points.
-    let r = http(&client, &to, &["--count", "2000"], Duration::from_secs(300))?;
+    let r = http(client, to, &["--count", "2000"], Duration::from_secs(300))?;
     assert_eq!(r["failed"], 0, "{r}\n{}", envoy.stderr());
     let v1 = r["versions"]["v1"].as_u64().unwrap_or(0) as f64 / 2000.0;
     let v3 = r["versions"]["v3"].as_u64().unwrap_or(0) as f64 / 2000.0;
@@ -156,20 +156,20 @@ fn envoy_follows_weftd_split_header_match_and_live_switch() -> Result<()> {
     assert!(r["versions"]["v2"].is_null(), "no v2 without the header: {r}");
 
     // end-user: jason → v2, every time.
-    let r = http(&client, &to, &["--count", "200", "--header", "end-user: jason"], Duration::from_secs(60))?;
+    let r = http(client, to, &["--count", "200", "--header", "end-user: jason"], Duration::from_secs(60))?;
     assert_eq!(r["ok"], 200, "{r}");
     assert_eq!(r["versions"]["v2"], 200, "{r}");
 
     // Switch to 100% v3 while traffic flows: within 2 s, and no request fails.
     let mut load = {
         let mut cmd = std::process::Command::new(weft_tests::bins::path("weft-testapp"));
-        cmd.args(["http", "--to", &to, "--host", HOST, "--secs", "6", "--trace"]);
+        cmd.args(["http", "--to", to, "--host", HOST, "--secs", "6", "--trace"]);
         client.spawn(cmd)?
     };
     let started = Instant::now();
     std::thread::sleep(Duration::from_millis(1500));
     let switched_ms = started.elapsed().as_millis() as u64;
-    write(&config, "reviews-vs.yaml", &virtual_service(ALL_V3))?;
+    write(config, "reviews-vs.yaml", &virtual_service(ALL_V3))?;
     load.wait_timeout(Duration::from_secs(30))?.context("load finished")?;
     let lines = load.stdout_lines();
     let summary: Value = serde_json::from_str(lines.last().context("no summary")?)?;
@@ -197,15 +197,15 @@ fn envoy_follows_weftd_split_header_match_and_live_switch() -> Result<()> {
 fn envoy_over_delta_ads_routes_by_header() -> Result<()> {
     let m = mesh("envoy_delta", ALL_V3, true)?;
     let Mesh { client, weftd, to, .. } = &m;
-    let r = http(&client, &to, &["--count", "50", "--header", "end-user: jason"], Duration::from_secs(60))?;
+    let r = http(client, to, &["--count", "50", "--header", "end-user: jason"], Duration::from_secs(60))?;
     assert_eq!(r["versions"]["v2"], 50, "{r}");
-    let r = http(&client, &to, &["--count", "50"], Duration::from_secs(60))?;
+    let r = http(client, to, &["--count", "50"], Duration::from_secs(60))?;
     assert_eq!(r["versions"]["v3"], 50, "{r}");
     // A route to a subset no DestinationRule defines: weftd reports it (IST0101) and still
     // serves the VirtualService; the proxy answers 503, as Istio's does.
     let (_, diagnostics) = weftd.get("/debug/diagnostics")?;
     assert!(diagnostics.contains("v9") && diagnostics.contains("IST0101"), "{diagnostics}");
-    let r = http(&client, &to, &["--count", "5", "--header", "x-subset: missing"], Duration::from_secs(60))?;
+    let r = http(client, to, &["--count", "5", "--header", "x-subset: missing"], Duration::from_secs(60))?;
     assert_eq!(r["statuses"]["503"], 5, "{r}");
     let (_, syncz) = weftd.get("/debug/syncz")?;
     assert!(syncz.contains("delta") || syncz.contains("Delta"), "{syncz}");
