@@ -8,16 +8,11 @@
 
 use serde_json::Value;
 use std::{
-    fs::File,
-    net::{Ipv4Addr, SocketAddr, TcpListener},
-    path::PathBuf,
-    process::{Child, Command, Output, Stdio},
+    process::{Command, Output},
     time::Duration,
 };
-use tokio::{
-    io::{AsyncReadExt, AsyncWriteExt},
-    time::{Instant, sleep},
-};
+use tokio::time::{Instant, sleep};
+use weft_tests::weftd::LoopbackWeftd;
 use weft_xds::{
     client::{AdsClient, ClientConfig, Update},
     type_url,
@@ -71,57 +66,25 @@ spec:
 /// What the waypoint says when it rejects its routes.
 const REJECTION: &str = "route waypoint_http: weighted clusters are not supported by this test proxy";
 
-fn free_port() -> u16 {
-    TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).and_then(|l| l.local_addr()).expect("a free port").port()
+/// A weftd process on a YAML directory (see `LoopbackWeftd`).
+struct Weftd {
+    inner: LoopbackWeftd,
+    _config: tempfile::TempDir,
 }
 
-/// A weftd process on a YAML directory, killed when dropped; its log is printed if the
-/// test failed.
-struct Weftd {
-    child: Child,
-    xds: SocketAddr,
-    debug: SocketAddr,
-    log: PathBuf,
-    _dir: tempfile::TempDir,
+impl std::ops::Deref for Weftd {
+    type Target = LoopbackWeftd;
+    fn deref(&self) -> &LoopbackWeftd {
+        &self.inner
+    }
 }
 
 impl Weftd {
     fn start(yaml: &str) -> Weftd {
         let dir = tempfile::tempdir().expect("tempdir");
-        let config = dir.path().join("config");
-        std::fs::create_dir(&config).expect("config dir");
-        std::fs::write(config.join("mesh.yaml"), yaml).expect("write the mesh");
-        let log = dir.path().join("weftd.log");
-        let xds = SocketAddr::from((Ipv4Addr::LOCALHOST, free_port()));
-        let debug = SocketAddr::from((Ipv4Addr::LOCALHOST, free_port()));
-        let child = Command::new(weft_tests::bins::path("weftd"))
-            .arg("--config-dir")
-            .arg(&config)
-            .args(["--xds-addr", &xds.to_string(), "--debug-addr", &debug.to_string(), "--debounce", "20ms"])
-            .env("RUST_LOG", "info")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(File::create(&log).expect("log file"))
-            .spawn()
-            .expect("start weftd");
-        Weftd { child, xds, debug, log, _dir: dir }
-    }
-
-    fn debug_url(&self) -> String {
-        format!("http://{}", self.debug)
-    }
-
-    fn log(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-
-    async fn get(&self, path: &str) -> std::io::Result<(u16, String)> {
-        let mut stream = tokio::net::TcpStream::connect(self.debug).await?;
-        stream.write_all(format!("GET {path} HTTP/1.0\r\nHost: weftd\r\n\r\n").as_bytes()).await?;
-        let mut response = String::new();
-        stream.read_to_string(&mut response).await?;
-        let status = response.split(' ').nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);
-        Ok((status, response.split_once("\r\n\r\n").map(|(_, b)| b.to_owned()).unwrap_or_default()))
+        std::fs::write(dir.path().join("mesh.yaml"), yaml).expect("write the mesh");
+        let args = [std::ffi::OsStr::new("--config-dir"), dir.path().as_os_str()];
+        Weftd { inner: LoopbackWeftd::start(&weft_tests::bins::path("weftd"), &args, "info"), _config: dir }
     }
 
     /// Polls `/debug/syncz` until `done` holds for it.
@@ -137,21 +100,11 @@ impl Weftd {
                 }
                 last = body;
             }
-            if let Ok(Some(status)) = self.child.try_wait() {
+            if let Some(status) = self.inner.exited() {
                 panic!("weftd exited ({status}):\n{}", self.log());
             }
             assert!(Instant::now() < deadline, "{what}: not within {PATIENCE:?}; last syncz:\n{last}");
             sleep(Duration::from_millis(25)).await;
-        }
-    }
-}
-
-impl Drop for Weftd {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        if std::thread::panicking() {
-            eprintln!("--- weftd's log ---\n{}", self.log());
         }
     }
 }
@@ -365,7 +318,7 @@ async fn proxy_status_shows_synced_agents_and_nacking_waypoints() {
 
 #[test]
 fn unreachable_weftd_exits_2_with_a_hint() {
-    let url = format!("http://127.0.0.1:{}", free_port());
+    let url = format!("http://127.0.0.1:{}", weft_tests::weftd::free_port());
     for command in ["proxy-status", "config-dump x"] {
         let mut args: Vec<&str> = command.split(' ').collect();
         args.extend(["--weftd", &url]);

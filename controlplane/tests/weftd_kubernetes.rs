@@ -13,20 +13,13 @@ use envoy_types::pb::envoy::config::{
 };
 use prost::Message;
 use serde_json::{Value, json};
-use std::{
-    collections::BTreeMap,
-    fs::File,
-    net::{Ipv4Addr, SocketAddr, TcpListener},
-    path::PathBuf,
-    process::{Child, Command, Stdio},
-    time::Duration,
-};
+use std::{collections::BTreeMap, time::Duration};
 use tokio::{
-    io::{AsyncReadExt, AsyncWriteExt},
     sync::mpsc,
-    time::{Instant, sleep, timeout},
+    time::{Instant, timeout},
 };
 use weft_tests::kubeapi::FakeApiServer;
+use weft_tests::weftd::LoopbackWeftd;
 use weft_xds::{
     Any,
     client::{AdsClient, ClientConfig, Update},
@@ -48,79 +41,14 @@ fn cluster(subset: &str) -> String {
 
 /// A port nothing listens on right now: bound, read and released. weftd cannot report the
 /// port it was given as `:0`, so the test picks one.
-fn free_port() -> u16 {
-    TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).and_then(|l| l.local_addr()).expect("a free port").port()
-}
-
-/// A weftd process, killed when dropped; its log is printed if the test failed.
-struct Weftd {
-    child: Child,
-    xds: SocketAddr,
-    debug: SocketAddr,
-    log: PathBuf,
-    _dir: tempfile::TempDir,
-}
-
-impl Weftd {
-    fn start(kubernetes_url: &str) -> Weftd {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let log = dir.path().join("weftd.log");
-        let xds = SocketAddr::from((Ipv4Addr::LOCALHOST, free_port()));
-        let debug = SocketAddr::from((Ipv4Addr::LOCALHOST, free_port()));
-        let child = Command::new(env!("CARGO_BIN_EXE_weftd"))
-            .args(["--kubernetes-url", kubernetes_url])
-            .args(["--xds-addr", &xds.to_string(), "--debug-addr", &debug.to_string()])
-            .args(["--debounce", "20ms"])
-            .env("RUST_LOG", "info,weft_controlplane=debug")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(File::create(&log).expect("log file"))
-            .spawn()
-            .expect("start weftd");
-        Weftd { child, xds, debug, log, _dir: dir }
-    }
-
-    fn ads_url(&self) -> String {
-        format!("http://{}", self.xds)
-    }
-
-    fn log(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-
-    /// GET on the debug endpoint: (status, body).
-    async fn get(&self, path: &str) -> std::io::Result<(u16, String)> {
-        let mut stream = tokio::net::TcpStream::connect(self.debug).await?;
-        stream.write_all(format!("GET {path} HTTP/1.0\r\nHost: weftd\r\n\r\n").as_bytes()).await?;
-        let mut response = String::new();
-        stream.read_to_string(&mut response).await?;
-        let status = response.split(' ').nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);
-        Ok((status, response.split_once("\r\n\r\n").map(|(_, b)| b.to_owned()).unwrap_or_default()))
-    }
-
-    async fn wait_ready(&mut self) {
-        let deadline = Instant::now() + PATIENCE;
-        loop {
-            if let Ok((200, _)) = self.get("/ready").await {
-                return;
-            }
-            if let Ok(Some(status)) = self.child.try_wait() {
-                panic!("weftd exited ({status}) before it was ready:\n{}", self.log());
-            }
-            assert!(Instant::now() < deadline, "weftd not ready after {PATIENCE:?}:\n{}", self.log());
-            sleep(Duration::from_millis(50)).await;
-        }
-    }
-}
-
-impl Drop for Weftd {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        if std::thread::panicking() {
-            eprintln!("--- weftd's log ---\n{}", self.log());
-        }
-    }
+/// weftd watching the fake API server (see `LoopbackWeftd`).
+fn start_weftd(kubernetes_url: &str) -> LoopbackWeftd {
+    let args = [std::ffi::OsStr::new("--kubernetes-url"), std::ffi::OsStr::new(kubernetes_url)];
+    LoopbackWeftd::start(
+        std::path::Path::new(env!("CARGO_BIN_EXE_weftd")),
+        &args,
+        "info,weft_controlplane=debug",
+    )
 }
 
 /// What a proxy holds: type URL → name → resource.
@@ -313,8 +241,8 @@ fn bookinfo(server: &FakeApiServer) {
 async fn weftd_serves_agents_and_waypoints_from_kubernetes() {
     let (server, url) = FakeApiServer::start().await.expect("fake API server");
     bookinfo(&server);
-    let mut weftd = Weftd::start(&url);
-    weftd.wait_ready().await;
+    let mut weftd = start_weftd(&url);
+    weftd.wait_ready(PATIENCE).await;
 
     // A node agent on n1: Istio's workload API.
     let mut agent = Proxy::connect("agent", {

@@ -85,3 +85,92 @@ impl Weftd {
         self.proc.stderr_text()
     }
 }
+
+/// weftd as a plain process on 127.0.0.1 (no bed, no root), for the control plane's
+/// in-process component tests: free ports, a log file, killed when dropped, its log
+/// printed if the test failed.
+pub struct LoopbackWeftd {
+    child: std::process::Child,
+    pub xds: SocketAddr,
+    pub debug: SocketAddr,
+    log: std::path::PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind(("127.0.0.1", 0)).and_then(|l| l.local_addr()).expect("a free port").port()
+}
+
+impl LoopbackWeftd {
+    /// Starts `binary` with `source_args` (e.g. `--config-dir DIR`), on free loopback ports.
+    pub fn start(binary: &Path, source_args: &[&std::ffi::OsStr], rust_log: &str) -> LoopbackWeftd {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let log = dir.path().join("weftd.log");
+        let xds = SocketAddr::from(([127, 0, 0, 1], free_port()));
+        let debug = SocketAddr::from(([127, 0, 0, 1], free_port()));
+        let child = Command::new(binary)
+            .args(source_args)
+            .args(["--xds-addr", &xds.to_string(), "--debug-addr", &debug.to_string(), "--debounce", "20ms"])
+            .env("RUST_LOG", rust_log)
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::fs::File::create(&log).expect("log file"))
+            .spawn()
+            .expect("start weftd");
+        LoopbackWeftd { child, xds, debug, log, _dir: dir }
+    }
+
+    pub fn ads_url(&self) -> String {
+        format!("http://{}", self.xds)
+    }
+
+    pub fn debug_url(&self) -> String {
+        format!("http://{}", self.debug)
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Whether weftd has exited, and how.
+    pub fn exited(&mut self) -> Option<std::process::ExitStatus> {
+        self.child.try_wait().ok().flatten()
+    }
+
+    /// Waits until `/ready` answers 200; panics with the log if weftd exits or `patience`
+    /// runs out.
+    pub async fn wait_ready(&mut self, patience: Duration) {
+        let deadline = Instant::now() + patience;
+        loop {
+            if let Ok((200, _)) = self.get("/ready").await {
+                return;
+            }
+            if let Some(status) = self.exited() {
+                panic!("weftd exited ({status}) before it was ready:\n{}", self.log());
+            }
+            assert!(Instant::now() < deadline, "weftd not ready after {patience:?}:\n{}", self.log());
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// GET on the debug endpoint: (status, body).
+    pub async fn get(&self, path: &str) -> std::io::Result<(u16, String)> {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let mut stream = tokio::net::TcpStream::connect(self.debug).await?;
+        stream.write_all(format!("GET {path} HTTP/1.0\r\nHost: weftd\r\n\r\n").as_bytes()).await?;
+        let mut response = String::new();
+        stream.read_to_string(&mut response).await?;
+        let status = response.split(' ').nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);
+        Ok((status, response.split_once("\r\n\r\n").map(|(_, b)| b.to_owned()).unwrap_or_default()))
+    }
+}
+
+impl Drop for LoopbackWeftd {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        if std::thread::panicking() {
+            eprintln!("--- weftd's log ---\n{}", self.log());
+        }
+    }
+}
