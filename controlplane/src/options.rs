@@ -74,14 +74,9 @@ impl Options {
     }
 }
 
+/// Istio's duration syntax (`100ms`, `1s`, `1m30s`), as everywhere else in weftd.
 fn parse_duration(s: &str) -> Result<Duration, String> {
-    let (num, unit) = s.find(|c: char| !c.is_ascii_digit() && c != '.').map_or((s, "s"), |i| s.split_at(i));
-    let n: f64 = num.parse().map_err(|_| format!("{s:?} is not a duration like 100ms or 1s"))?;
-    match unit {
-        "ms" => Ok(Duration::from_secs_f64(n / 1000.0)),
-        "s" => Ok(Duration::from_secs_f64(n)),
-        _ => Err(format!("{s:?}: unit must be ms or s")),
-    }
+    crate::config::Durations::parse(s).map_err(|e| e.to_string())
 }
 
 fn as_millis<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
