@@ -8,7 +8,8 @@ use std::time::Duration;
 
 use support::*;
 use weft_xds::istio::workload::{Address, address};
-use weft_xds::server::{Scope, ServerConfig, Snapshot, SyncState, XdsServer};
+use envoy_types::pb::envoy::service::discovery::v3::DeltaDiscoveryRequest;
+use weft_xds::server::{Scope, ServerConfig, Snapshot, SnapshotUpdate, SyncState, XdsServer};
 use weft_xds::type_url::{ADDRESS, AUTHORIZATION};
 
 fn config() -> ServerConfig {
@@ -228,5 +229,112 @@ async fn client_connected_before_the_first_publish_gets_it() {
     .await;
 
     agent.client.stop().await;
+    server.stop(&xds).await;
+}
+
+#[tokio::test]
+async fn updates_send_only_the_names_they_change() {
+    let xds = XdsServer::new(config());
+    xds.publish(workloads("v1", &[("w1", Scope::All, 1), ("w2", Scope::All, 1), ("w3", Scope::All, 1)]))
+        .unwrap();
+    let server = Running::start(&xds).await;
+    let mut agent = Agent::start(&server.url(), "agent-n1", "n1", &[ADDRESS]);
+    assert_eq!(upsert_names(&agent.next().await), ["w1", "w2", "w3"]);
+
+    let mut update = SnapshotUpdate::new("v2");
+    update.set(ADDRESS, "w2", vec![workload("w2", Scope::All, 2)]);
+    update.remove(ADDRESS, "w3");
+    // Another node's workload: not this agent's business.
+    update.set(ADDRESS, "w4", vec![workload("w4", Scope::Node("n2".into()), 1)]);
+    xds.update(update).unwrap();
+    let second = agent.next().await;
+    assert_eq!(second.system_version, "v2");
+    assert_eq!(upsert_names(&second), ["w2"]);
+    assert_eq!(second.removals, ["w3"]);
+
+    // An update that changes nothing for this agent sends nothing.
+    let mut update = SnapshotUpdate::new("v3");
+    update.set(ADDRESS, "w4", vec![workload("w4", Scope::Node("n2".into()), 2)]);
+    xds.update(update).unwrap();
+    agent.silence(Duration::from_millis(200)).await;
+    eventually("synced at v3", || {
+        status_of(&xds, "agent-n1").is_some_and(|s| s.types[0].state == SyncState::Synced && s.types[0].resources == 2)
+    })
+    .await;
+
+    // A full snapshot after updates is diffed against them.
+    xds.publish(workloads("v4", &[("w1", Scope::All, 1), ("w2", Scope::All, 2), ("w5", Scope::All, 1)])).unwrap();
+    assert_eq!(upsert_names(&agent.next().await), ["w5"]);
+
+    agent.client.stop().await;
+    server.stop(&xds).await;
+}
+
+/// A proxy that sits on a response while more generations go by than the server keeps
+/// change sets for still gets exactly the difference once it acknowledges.
+#[tokio::test]
+async fn a_stream_behind_the_change_history_gets_the_whole_difference() {
+    let xds = XdsServer::new(config());
+    xds.publish(workloads("v0", &[("w0", Scope::All, 1)])).unwrap();
+    let server = Running::start(&xds).await;
+    let mut raw = DeltaClient::connect(
+        server.addr,
+        DeltaDiscoveryRequest {
+            node: Some(node("agent-n1", "n1")),
+            type_url: ADDRESS.into(),
+            ..Default::default()
+        },
+    )
+    .await;
+    let initial = raw.recv().await;
+    assert_eq!(initial.resources.len(), 1);
+
+    // Not acknowledged yet: every later change waits for the ACK.
+    for g in 1..=80u8 {
+        let mut update = SnapshotUpdate::new(format!("v{g}"));
+        let name = format!("r{g:03}");
+        update.set(ADDRESS, &name, vec![workload(&name, Scope::All, g)]);
+        if g == 80 {
+            update.remove(ADDRESS, "w0");
+        }
+        let before = xds.generation();
+        xds.update(update).unwrap();
+        eventually("the update is live", || xds.generation() > before).await;
+    }
+    raw.ack(&initial).await;
+    let caught_up = raw.recv().await;
+    assert_eq!(caught_up.system_version_info, "v80");
+    let mut names: Vec<&str> = caught_up.resources.iter().map(|r| r.name.as_str()).collect();
+    names.sort_unstable();
+    assert_eq!(names, (1..=80).map(|g| format!("r{g:03}")).collect::<Vec<_>>());
+    assert_eq!(caught_up.removed_resources, ["w0"]);
+    raw.ack(&caught_up).await;
+    raw.silence(Duration::from_millis(200)).await;
+    server.stop(&xds).await;
+}
+
+/// Full states go out a few at a time: a second new proxy waits until the first one has
+/// acknowledged its large response.
+#[tokio::test]
+async fn large_pushes_wait_for_the_acks_of_earlier_ones() {
+    let xds = XdsServer::new(ServerConfig { large_pushes: 1, ..config() });
+    let mut snapshot = Snapshot::new("v1");
+    for i in 0..1100 {
+        snapshot.add(ADDRESS, workload(&format!("w{i:04}"), Scope::All, 1));
+    }
+    xds.publish(snapshot).unwrap();
+    let server = Running::start(&xds).await;
+    let subscribe = |id: &str| DeltaDiscoveryRequest {
+        node: Some(node(id, "n1")),
+        type_url: ADDRESS.into(),
+        ..Default::default()
+    };
+    let mut first = DeltaClient::connect(server.addr, subscribe("agent-1")).await;
+    let full = first.recv().await;
+    assert_eq!(full.resources.len(), 1100);
+    let mut second = DeltaClient::connect(server.addr, subscribe("agent-2")).await;
+    second.silence(Duration::from_millis(300)).await;
+    first.ack(&full).await;
+    assert_eq!(second.recv().await.resources.len(), 1100);
     server.stop(&xds).await;
 }

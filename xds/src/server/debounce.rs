@@ -12,10 +12,25 @@ use tokio::sync::watch;
 use tokio::time::{Instant, sleep_until};
 use tracing::{debug, error};
 
-use super::snapshot::{Prepared, Snapshot};
+use super::prepared::Prepared;
+use super::snapshot::{Snapshot, SnapshotUpdate};
 
-/// The hand-off slot between `publish` and the debouncer: only the newest snapshot matters.
-pub(crate) type Pending = Arc<Mutex<Option<Snapshot>>>;
+/// The hand-off slot between `publish`/`update` and the debouncer.
+pub(crate) type Pending = Arc<Mutex<Work>>;
+
+/// What arrived since the last snapshot went live: the newest full snapshot, if any, and
+/// the updates published after it, in order.
+#[derive(Debug, Default)]
+pub(crate) struct Work {
+    pub full: Option<Snapshot>,
+    pub updates: Vec<SnapshotUpdate>,
+}
+
+impl Work {
+    fn is_empty(&self) -> bool {
+        self.full.is_none() && self.updates.is_empty()
+    }
+}
 
 pub(crate) struct Debouncer {
     pub pending: Pending,
@@ -49,15 +64,22 @@ impl Debouncer {
                     },
                 }
             }
-            let Some(snapshot) = self.pending.lock().unwrap_or_else(PoisonError::into_inner).take() else {
+            let work = std::mem::take(&mut *self.pending.lock().unwrap_or_else(PoisonError::into_inner));
+            if work.is_empty() {
                 continue;
-            };
+            }
             generation += 1;
             let previous = self.live.borrow().clone();
-            // Indexing and diffing is O(resources): keep it off the async worker threads.
-            let prepared =
-                tokio::task::spawn_blocking(move || Prepared::new(snapshot, generation, previous.as_deref()))
-                    .await;
+            // Indexing and diffing a full snapshot is O(resources): keep it off the async
+            // worker threads. Updates are O(changes) and cheap, but go the same way.
+            let prepared = tokio::task::spawn_blocking(move || match work.full {
+                Some(mut full) => {
+                    full.apply(work.updates);
+                    Prepared::new(full, generation, previous.as_deref())
+                }
+                None => Prepared::update(work.updates, generation, previous.as_deref()),
+            })
+            .await;
             match prepared {
                 Ok(prepared) => {
                     debug!(

@@ -8,7 +8,7 @@
 //! rejected names to what the proxy had; they are offered again only together with a newer
 //! change to the type, never in a loop.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 use std::sync::Arc;
 
 use envoy_types::pb::envoy::config::core::v3::Node;
@@ -18,34 +18,36 @@ use envoy_types::pb::envoy::service::discovery::v3::{
 use tracing::{debug, warn};
 
 use super::Shared;
-use super::snapshot::{Prepared, ScopedResource};
-use super::status::{Connection, Held, Protocol, TypeRecord};
+use super::holding::{Filter, Holding};
+use super::identity::ProxyIdentity;
+use super::prepared::{Changed, Name, Prepared};
+use super::snapshot::ScopedResource;
+use super::status::{Connection, Protocol, TypeRecord};
 use super::stream::StreamProtocol;
-use super::view::View;
 
 /// A response awaiting its ACK or NACK.
 struct InFlight {
     nonce: String,
     version: String,
-    /// What the proxy held before, for each name the response touched (for NACK undo).
-    previous: Vec<(String, Option<Held>)>,
+    /// What the proxy held before it (for NACK undo).
+    previous: Holding,
 }
 
 /// One subscribed type on this stream.
 #[derive(Default)]
 struct TypeState {
     wildcard: bool,
-    names: HashSet<String>,
-    view: View,
+    names: Arc<HashSet<String>>,
     /// The first request of a type is always answered, even with nothing, so the proxy knows
     /// it is in sync.
     initial_response_due: bool,
-    /// Names whose held version may differ from the view.
-    dirty: HashSet<String>,
+    /// Names (un)subscribed since the last response; their held version may differ.
+    dirty: HashSet<Name>,
     /// Compare every name (after the first request or a wildcard change).
     all_dirty: bool,
-    /// Names reverted by a NACK; re-examined with the next real change.
-    retry: HashSet<String>,
+    /// A NACK reverted the proxy's record: nothing is offered again until a newer snapshot
+    /// changes this type (or the subscription changes), so a rejected config never loops.
+    nacked: bool,
     in_flight: Option<InFlight>,
 }
 
@@ -53,12 +55,16 @@ impl TypeState {
     fn subscribed(&self, name: &str) -> bool {
         self.wildcard || self.names.contains(name)
     }
+
+    fn filter(&self) -> Filter {
+        if self.wildcard { Filter::All } else { Filter::Names(Arc::clone(&self.names)) }
+    }
 }
 
 pub(crate) struct Delta {
     shared: Arc<Shared>,
     connection: Arc<Connection>,
-    types: HashMap<String, TypeState>,
+    types: std::collections::HashMap<String, TypeState>,
 }
 
 impl StreamProtocol for Delta {
@@ -71,7 +77,7 @@ impl StreamProtocol for Delta {
     }
 
     fn new(shared: Arc<Shared>, connection: Arc<Connection>) -> Self {
-        Self { shared, connection, types: HashMap::new() }
+        Self { shared, connection, types: std::collections::HashMap::new() }
     }
 
     fn on_request(
@@ -85,6 +91,7 @@ impl StreamProtocol for Delta {
             warn!("request without type_url ignored: ADS requires it on every request");
             return;
         }
+        let proxy = &self.connection.identity;
         let first = !self.types.contains_key(&type_url);
         let state = self.types.entry(type_url.clone()).or_default();
         let mut records = self.connection.types();
@@ -108,13 +115,8 @@ impl StreamProtocol for Delta {
                             error = error.message,
                             "proxy rejected config (NACK)"
                         );
-                        for (name, before) in flight.previous {
-                            match before {
-                                Some(held) => record.held.insert(name.clone(), held),
-                                None => record.held.remove(&name),
-                            };
-                            state.retry.insert(name);
-                        }
+                        record.held = flight.previous;
+                        state.nacked = true;
                         record.nack(error.message);
                     }
                 },
@@ -125,132 +127,180 @@ impl StreamProtocol for Delta {
             let subscribe = &request.resource_names_subscribe;
             // Empty on the first request is the legacy spelling of a wildcard subscription.
             state.wildcard = subscribe.is_empty() || subscribe.iter().any(|n| n == "*");
-            state.names = subscribe.iter().filter(|n| *n != "*").cloned().collect();
-            record.held = request
-                .initial_resource_versions
-                .into_iter()
-                .map(|(name, version)| (name, Held { version, resource: None }))
-                .collect();
+            state.names = Arc::new(subscribe.iter().filter(|n| *n != "*").cloned().collect());
+            record.held = Holding::reported(request.initial_resource_versions);
             state.all_dirty = true;
             state.initial_response_due = true;
         } else {
+            let mut names = None;
             for name in request.resource_names_subscribe {
                 if name == "*" {
                     state.all_dirty |= !state.wildcard;
                     state.wildcard = true;
-                } else if state.names.insert(name.clone()) {
-                    state.dirty.insert(name);
+                } else if !state.names.contains(&name) {
+                    state.dirty.insert(Name::from(name.as_str()));
+                    names.get_or_insert_with(|| (*state.names).clone()).insert(name);
                 }
             }
             for name in request.resource_names_unsubscribe {
                 if name == "*" {
-                    state.all_dirty |= state.wildcard;
-                    state.wildcard = false;
-                } else {
-                    state.names.remove(&name);
+                    if state.wildcard {
+                        state.wildcard = false;
+                        state.all_dirty = true;
+                        // What the proxy holds was sent under the wildcard; list it
+                        // explicitly so the names it now drops can be taken out.
+                        record.held.materialize(&type_url, proxy);
+                        let keep = names.as_ref().unwrap_or(&state.names);
+                        let mut dropped = Vec::new();
+                        record.held.for_each_name(&type_url, |n| {
+                            if !keep.contains(&**n) {
+                                dropped.push(Arc::clone(n));
+                            }
+                        });
+                        for n in dropped {
+                            record.held.set(&type_url, n, None, proxy);
+                        }
+                    }
+                } else if state.names.contains(&name) || names.as_ref().is_some_and(|n| n.contains(&name)) {
+                    names.get_or_insert_with(|| (*state.names).clone()).remove(&name);
                     if !state.wildcard {
                         // The proxy forgets it by itself; no removal is sent (xDS spec).
-                        record.held.remove(&name);
+                        record.held.set(&type_url, Name::from(name.as_str()), None, proxy);
                     }
                 }
             }
+            if let Some(names) = names {
+                state.names = Arc::new(names);
+            }
+        }
+        if state.all_dirty || !state.dirty.is_empty() {
+            state.nacked = false;
         }
 
         let Some(snapshot) = snapshot else { return };
-        state.view.refresh(snapshot, &type_url, &self.connection.identity);
-        if let Some(response) = try_send(&self.shared, &type_url, state, record, snapshot) {
+        if let Some(response) = try_send(&self.shared, &type_url, state, record, snapshot, proxy) {
             out.push(response);
         }
     }
 
+    fn resources(response: &DeltaDiscoveryResponse) -> usize {
+        response.resources.len()
+    }
+
+    fn awaiting_ack(&self) -> bool {
+        self.types.values().any(|t| t.in_flight.is_some())
+    }
+
     fn on_snapshot(&mut self, snapshot: &Arc<Prepared>, out: &mut Vec<DeltaDiscoveryResponse>) {
+        let proxy = &self.connection.identity;
         let mut records = self.connection.types();
         for (type_url, state) in &mut self.types {
-            let changed = state.view.refresh(snapshot, type_url, &self.connection.identity);
+            if state.nacked {
+                if !snapshot.changes.contains_key(type_url) {
+                    continue;
+                }
+                state.nacked = false;
+            }
             let record = records.entry(type_url.clone()).or_default();
-            state.dirty.extend(
-                changed
-                    .into_iter()
-                    .filter(|n| state.wildcard || state.names.contains(n) || record.held.contains_key(n)),
-            );
-            if let Some(response) = try_send(&self.shared, type_url, state, record, snapshot) {
+            if let Some(response) = try_send(&self.shared, type_url, state, record, snapshot, proxy) {
                 out.push(response);
             }
         }
     }
 }
 
-/// Sends what the proxy lacks for one type, unless a response is still in flight.
+/// Sends what the proxy lacks for one type, unless a response is still in flight or a
+/// NACK is waiting for a newer change.
 fn try_send(
     shared: &Shared,
     type_url: &str,
     state: &mut TypeState,
     record: &mut TypeRecord,
-    snapshot: &Prepared,
+    snapshot: &Arc<Prepared>,
+    proxy: &ProxyIdentity,
 ) -> Option<DeltaDiscoveryResponse> {
+    if state.nacked {
+        return None;
+    }
+    let behind = record.held.base().is_none_or(|b| b.generation != snapshot.generation);
     if state.in_flight.is_some() {
-        if state.all_dirty || !state.dirty.is_empty() {
+        if behind || state.all_dirty || !state.dirty.is_empty() {
             // Held back until the ACK: the proxy's view has moved past what it was sent.
             record.current_version = Some(snapshot.version.clone());
         }
         return None;
     }
+    if !behind && !state.all_dirty && state.dirty.is_empty() && !state.initial_response_due {
+        return None;
+    }
 
-    let candidates: Vec<String> = if state.all_dirty {
-        let mut all: HashSet<String> = state.view.names().cloned().collect();
-        all.extend(record.held.keys().cloned());
-        all.extend(state.retry.drain());
-        state.dirty.clear();
-        all.into_iter().collect()
-    } else {
-        if !state.dirty.is_empty() {
-            // NACKed names ride along with the next real change.
-            let retry: Vec<String> = state.retry.drain().collect();
-            state.dirty.extend(retry);
-        }
-        state.dirty.drain().collect()
+    let index = snapshot.types.get(type_url);
+    let previous = record.held.clone();
+    let changed = match record.held.base() {
+        Some(base) if !state.all_dirty => snapshot.changed_since(type_url, base.generation),
+        _ => Changed::Everything,
     };
     state.all_dirty = false;
 
     let mut upserts: Vec<Arc<ScopedResource>> = Vec::new();
     let mut removals: Vec<String> = Vec::new();
-    let mut previous = Vec::new();
-    for name in candidates {
-        let subscribed = state.subscribed(&name);
-        let wanted = if subscribed { state.view.get(&name) } else { None };
-        let held = record.held.get(&name).cloned();
+    let mut count = previous.len();
+    let mut examine = |name: &Name| {
+        let wanted = if state.subscribed(name) { index.and_then(|i| i.resolve(name, proxy)) } else { None };
+        let held = previous.get(type_url, name, proxy);
         match (wanted, held) {
-            (Some(r), Some(held)) if held.version == r.version => {
-                if held.resource.is_none() {
-                    // Reported by the proxy on connect; remember the content for config dumps.
-                    record.held.insert(name, Held::sent(r));
-                }
-            }
+            (Some(r), Some(held)) if held.version() == r.version => {}
             (Some(r), held) => {
                 upserts.push(Arc::clone(r));
-                record.held.insert(name.clone(), Held::sent(r));
-                previous.push((name, held));
-            }
-            (None, Some(held)) if subscribed => {
-                record.held.remove(&name);
-                removals.push(name.clone());
-                previous.push((name, Some(held)));
+                if held.is_none() {
+                    count += 1;
+                }
             }
             (None, Some(_)) => {
-                // No longer subscribed: the proxy dropped it itself.
-                record.held.remove(&name);
+                // Unsubscribed names the proxy dropped itself are in the record as not
+                // held; anything still held here must be removed.
+                removals.push(name.to_string());
+                count -= 1;
             }
             (None, None) => {}
         }
+    };
+    match changed {
+        Changed::Everything => {
+            for name in index.into_iter().flat_map(|i| i.by_name.keys()) {
+                examine(name);
+            }
+            previous.for_each_name(type_url, |name| {
+                if !index.is_some_and(|i| i.contains(name)) {
+                    examine(name);
+                }
+            });
+        }
+        Changed::Names(sets) => {
+            let mut seen: HashSet<&Name> = HashSet::new();
+            let dirty = state.dirty.iter();
+            let exceptions = previous.exceptions();
+            for name in sets.into_iter().flatten().chain(dirty).chain(exceptions) {
+                if seen.insert(name) {
+                    examine(name);
+                }
+            }
+        }
     }
+    state.dirty.clear();
+    // Every name that may differ was examined: from now on the proxy holds exactly what
+    // this snapshot resolves to for it.
+    record.held.rebase(Arc::clone(snapshot), state.filter(), count);
 
     if upserts.is_empty() && removals.is_empty() && !state.initial_response_due {
         record.current_version = record.sent_version.clone();
         return None;
     }
     state.initial_response_due = false;
-    upserts.sort_unstable_by(|a, b| a.name.cmp(&b.name));
-    removals.sort_unstable();
+    if upserts.len() <= SORTED_UP_TO {
+        upserts.sort_unstable_by(|a, b| a.name.cmp(&b.name));
+        removals.sort_unstable();
+    }
 
     let nonce = shared.next_nonce();
     let version = snapshot.version.clone();
@@ -276,3 +326,7 @@ fn try_send(
         ..Default::default()
     })
 }
+
+/// Responses up to this size list resources by name, which makes dumps and tests easy to
+/// read; proxies do not care, and sorting a full mesh for every new agent would.
+const SORTED_UP_TO: usize = 4096;

@@ -3,25 +3,29 @@
 //! flavours (state of the world and delta).
 //!
 //! ```text
-//! publish(Snapshot) ─▶ debounce ─▶ Prepared (index + change set) ─watch─▶ one task per stream
-//!                                                                          │ View per type
-//!                                                                          ├─ sotw.rs
-//!                                                                          └─ delta.rs
-//! status() / config_dump() ◀── Registry (per-stream, per-type records) ◀───┘
+//! publish(Snapshot) ─┐
+//! update(changes) ───┴▶ debounce ─▶ Prepared (persistent index + change history)
+//!                                        │ watch
+//!                                        ▼
+//!                              one task per stream ─┬─ sotw.rs
+//!                                                   └─ delta.rs
+//! status() / config_dump() ◀── Registry: per stream and type, a Holding ◀──┘
 //! ```
 //!
-//! Streams share one `Arc` of each prepared snapshot; a proxy's view of a type is updated
-//! from the snapshot's change set, so a one-resource change costs each stream a handful of
-//! lookups, not a pass over the snapshot.
+//! Streams share one `Arc` of each prepared snapshot. What a proxy holds is recorded as
+//! the generation it was last brought to plus its few differences (`holding.rs`), and a
+//! push compares only the names the history says changed since then: a one-endpoint change
+//! costs each stream a handful of lookups and no copy, however large the mesh.
 
 mod debounce;
 mod delta;
+mod holding;
 mod identity;
+mod prepared;
 mod snapshot;
 mod sotw;
 mod status;
 mod stream;
-mod view;
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, PoisonError};
@@ -38,11 +42,11 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
 
 pub use identity::{NAMESPACE, NODE_NAME, ProxyIdentity};
-pub use snapshot::{Scope, ScopedResource, Snapshot, SnapshotError};
+pub use snapshot::{Scope, ScopedResource, Snapshot, SnapshotError, SnapshotUpdate};
 pub use status::{ConfigDump, DumpedResource, Nack, Protocol, ProxyStatus, SyncState, TypeDump, TypeStatus};
 
 use debounce::{Debouncer, Pending};
-use snapshot::Prepared;
+use prepared::Prepared;
 use status::Registry;
 pub(crate) use stream::stopped;
 
@@ -58,6 +62,10 @@ pub struct ServerConfig {
     /// Largest request accepted. Delta reconnects list every held resource in
     /// `initial_resource_versions`, which outgrows tonic's 4 MiB default on big meshes.
     pub max_request_bytes: usize,
+    /// Large responses (a connecting proxy's full state) in flight at once, across all
+    /// streams; more wait for one to be acknowledged. Bounds memory when many proxies
+    /// connect together, as after a control plane restart.
+    pub large_pushes: usize,
 }
 
 impl Default for ServerConfig {
@@ -69,6 +77,7 @@ impl Default for ServerConfig {
             debounce_max: Duration::from_secs(1),
             response_buffer: 16,
             max_request_bytes: 64 << 20,
+            large_pushes: 4,
         }
     }
 }
@@ -99,6 +108,7 @@ pub(crate) struct Shared {
     shutdown: watch::Receiver<bool>,
     nonces: AtomicU64,
     response_buffer: usize,
+    large_pushes: Arc<tokio::sync::Semaphore>,
 }
 
 impl Shared {
@@ -152,6 +162,7 @@ impl XdsServer {
                 shutdown: shutdown_rx,
                 nonces: AtomicU64::new(0),
                 response_buffer: config.response_buffer.max(1),
+                large_pushes: Arc::new(tokio::sync::Semaphore::new(config.large_pushes.max(1))),
             }),
             handles: Arc::new(Handles { pending, signal: signal_tx, shutdown: shutdown_tx }),
             max_request_bytes: config.max_request_bytes,
@@ -163,7 +174,24 @@ impl XdsServer {
     /// `Any` under the wrong type URL, an empty name) is refused and the previous one kept.
     pub fn publish(&self, snapshot: Snapshot) -> Result<(), ServerError> {
         snapshot.validate()?;
-        *self.handles.pending.lock().unwrap_or_else(PoisonError::into_inner) = Some(snapshot);
+        let mut pending = self.handles.pending.lock().unwrap_or_else(PoisonError::into_inner);
+        pending.full = Some(snapshot);
+        pending.updates.clear();
+        drop(pending);
+        self.handles.signal.send_replace(());
+        Ok(())
+    }
+
+    /// Changes some names of the last published snapshot (an update before any snapshot
+    /// applies to an empty one). Goes live with the debounce like [`publish`](Self::publish);
+    /// updates in one burst are applied together, in order. O(changes), however large the
+    /// snapshot: this is the path for endpoint churn.
+    pub fn update(&self, update: SnapshotUpdate) -> Result<(), ServerError> {
+        update.validate()?;
+        if update.is_empty() && update.version.is_empty() {
+            return Ok(());
+        }
+        self.handles.pending.lock().unwrap_or_else(PoisonError::into_inner).updates.push(update);
         self.handles.signal.send_replace(());
         Ok(())
     }

@@ -1,8 +1,6 @@
-//! Snapshots as the control plane hands them over, and their prepared form: indexed by name
-//! and diffed against the previous snapshot once, so each stream only looks at what changed.
+//! What the control plane hands the server: whole snapshots, or updates to the last one.
 
-use std::collections::{HashMap, HashSet};
-use std::sync::Arc;
+use std::collections::HashMap;
 
 use super::identity::ProxyIdentity;
 use crate::Any;
@@ -30,11 +28,81 @@ impl Snapshot {
         self
     }
 
+    /// Applies updates in order (the server does this when updates follow a snapshot
+    /// within one debounce window).
+    pub fn apply(&mut self, updates: Vec<SnapshotUpdate>) {
+        for update in updates {
+            if !update.version.is_empty() {
+                self.version = update.version;
+            }
+            for (type_url, sets) in update.set {
+                let last: HashMap<String, Vec<ScopedResource>> = sets.into_iter().collect();
+                let list = self.resources.entry(type_url).or_default();
+                list.retain(|r| !last.contains_key(&r.name));
+                list.extend(last.into_values().flatten());
+            }
+        }
+    }
+
     /// Builder form of [`Snapshot::add`].
     #[must_use]
     pub fn with(mut self, type_url: impl Into<String>, resource: ScopedResource) -> Self {
         self.add(type_url, resource);
         self
+    }
+}
+
+/// Changes to the last published snapshot: names whose variants are replaced or removed.
+/// Cheaper than a whole [`Snapshot`] when little changed (an endpoint moved): the server
+/// applies it to its persistent index in O(changes), instead of indexing and diffing
+/// everything again.
+#[derive(Clone, Debug, Default)]
+pub struct SnapshotUpdate {
+    /// The version of the snapshot this update makes; empty means the server's generation.
+    pub version: String,
+    /// Type URL → (name, its new variants), applied in order. No variants removes the name.
+    pub set: HashMap<String, Vec<(String, Vec<ScopedResource>)>>,
+}
+
+impl SnapshotUpdate {
+    /// An empty update that makes version `version`.
+    pub fn new(version: impl Into<String>) -> Self {
+        Self { version: version.into(), set: HashMap::new() }
+    }
+
+    /// Replaces every variant of `name` under `type_url` with `variants` (none removes it).
+    /// Each variant's `name` must be `name`.
+    pub fn set(&mut self, type_url: &str, name: &str, variants: Vec<ScopedResource>) -> &mut Self {
+        self.set.entry(type_url.to_owned()).or_default().push((name.to_owned(), variants));
+        self
+    }
+
+    /// Removes `name` from `type_url`.
+    pub fn remove(&mut self, type_url: &str, name: &str) -> &mut Self {
+        self.set(type_url, name, Vec::new())
+    }
+
+    /// Whether the update changes nothing.
+    pub fn is_empty(&self) -> bool {
+        self.set.values().all(Vec::is_empty)
+    }
+
+    /// Checks what every proxy would otherwise reject.
+    pub fn validate(&self) -> Result<(), SnapshotError> {
+        for (type_url, sets) in &self.set {
+            for (name, variants) in sets {
+                if name.is_empty() {
+                    return Err(SnapshotError::EmptyName { type_url: type_url.clone() });
+                }
+                for r in variants {
+                    if r.name != *name {
+                        return Err(SnapshotError::NameMismatch { name: name.clone(), found: r.name.clone() });
+                    }
+                    check_resource(type_url, r)?;
+                }
+            }
+        }
+        Ok(())
     }
 }
 
@@ -121,6 +189,14 @@ pub enum SnapshotError {
         /// The type URL inside the resource's `Any`.
         found: String,
     },
+    /// An update's variant carries another name than the one it is set under.
+    #[error("an update sets {name:?} to a resource named {found:?}")]
+    NameMismatch {
+        /// The name set.
+        name: String,
+        /// The variant's own name.
+        found: String,
+    },
     /// A resource without a name cannot be subscribed to, updated or removed.
     #[error("a resource listed under {type_url} has an empty name")]
     EmptyName {
@@ -134,117 +210,25 @@ impl Snapshot {
     pub fn validate(&self) -> Result<(), SnapshotError> {
         for (type_url, resources) in &self.resources {
             for r in resources {
-                if r.name.is_empty() {
-                    return Err(SnapshotError::EmptyName { type_url: type_url.clone() });
-                }
-                if r.resource.type_url != *type_url {
-                    return Err(SnapshotError::TypeMismatch {
-                        type_url: type_url.clone(),
-                        name: r.name.clone(),
-                        found: r.resource.type_url.clone(),
-                    });
-                }
+                check_resource(type_url, r)?;
             }
         }
         Ok(())
     }
 }
 
-/// A snapshot as streams consume it: per type, resources indexed by name, and the names
-/// whose content changed since the previous generation.
-#[derive(Debug)]
-pub(crate) struct Prepared {
-    /// 1 for the first published snapshot, then +1 per published snapshot.
-    pub generation: u64,
-    pub version: String,
-    pub types: HashMap<String, TypeIndex>,
-    /// Names that differ from generation - 1 (added, removed, or another version or scope).
-    /// A type absent here did not change at all, which is what keeps a one-endpoint change
-    /// on a large snapshot cheap for every stream.
-    pub changes: HashMap<String, HashSet<String>>,
-}
-
-/// One type's resources, by name. Several entries share a name when the control plane
-/// serves different variants to different proxies.
-#[derive(Debug, Default)]
-pub(crate) struct TypeIndex {
-    pub by_name: HashMap<String, Vec<Arc<ScopedResource>>>,
-}
-
-impl TypeIndex {
-    /// The variant of `name` this proxy sees, if any.
-    pub fn resolve(&self, name: &str, proxy: &ProxyIdentity) -> Option<&Arc<ScopedResource>> {
-        self.by_name.get(name)?.iter().find(|r| r.scope.matches(proxy))
+fn check_resource(type_url: &str, r: &ScopedResource) -> Result<(), SnapshotError> {
+    if r.name.is_empty() {
+        return Err(SnapshotError::EmptyName { type_url: type_url.to_owned() });
     }
-}
-
-impl Prepared {
-    /// Indexes `snapshot` and diffs it against `previous` (one pass over each).
-    pub fn new(snapshot: Snapshot, generation: u64, previous: Option<&Prepared>) -> Self {
-        let version = if snapshot.version.is_empty() { generation.to_string() } else { snapshot.version };
-        let mut types: HashMap<String, TypeIndex> = HashMap::with_capacity(snapshot.resources.len());
-        for (type_url, resources) in snapshot.resources {
-            let index = types.entry(type_url).or_default();
-            index.by_name.reserve(resources.len());
-            for mut r in resources {
-                if r.version.is_empty() {
-                    r.version = content_version(&r.resource);
-                }
-                index.by_name.entry(r.name.clone()).or_default().push(Arc::new(r));
-            }
-        }
-
-        let mut changes: HashMap<String, HashSet<String>> = HashMap::new();
-        let empty = TypeIndex::default();
-        for (type_url, index) in &types {
-            let before = previous.and_then(|p| p.types.get(type_url)).unwrap_or(&empty);
-            let changed = diff_names(before, index);
-            if !changed.is_empty() {
-                changes.insert(type_url.clone(), changed);
-            }
-        }
-        // Types that disappeared entirely: every name in them is removed.
-        for (type_url, before) in previous.map(|p| &p.types).into_iter().flatten() {
-            if !types.contains_key(type_url) && !before.by_name.is_empty() {
-                changes.insert(type_url.clone(), before.by_name.keys().cloned().collect());
-            }
-        }
-        Self { generation, version, types, changes }
+    if r.resource.type_url != type_url {
+        return Err(SnapshotError::TypeMismatch {
+            type_url: type_url.to_owned(),
+            name: r.name.clone(),
+            found: r.resource.type_url.clone(),
+        });
     }
-}
-
-/// Names whose variants (scope and version, in order) differ between two indexes.
-fn diff_names(before: &TypeIndex, after: &TypeIndex) -> HashSet<String> {
-    let same = |a: &[Arc<ScopedResource>], b: &[Arc<ScopedResource>]| {
-        a.len() == b.len() && a.iter().zip(b).all(|(x, y)| x.version == y.version && x.scope == y.scope)
-    };
-    let mut changed = HashSet::new();
-    for (name, variants) in &after.by_name {
-        match before.by_name.get(name) {
-            Some(old) if same(old, variants) => {}
-            _ => {
-                changed.insert(name.clone());
-            }
-        }
-    }
-    for name in before.by_name.keys() {
-        if !after.by_name.contains_key(name) {
-            changed.insert(name.clone());
-        }
-    }
-    changed
-}
-
-/// A version derived from the resource bytes (FNV-1a, 64 bit). Stable across processes and
-/// Rust releases, unlike `DefaultHasher`, so a restarted server agrees with the versions a
-/// reconnecting client reports in `initial_resource_versions`.
-pub(crate) fn content_version(any: &Any) -> String {
-    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
-    for byte in any.type_url.as_bytes().iter().chain([0u8].iter()).chain(any.value.iter()) {
-        hash ^= u64::from(*byte);
-        hash = hash.wrapping_mul(0x0000_0100_0000_01b3);
-    }
-    format!("{hash:016x}")
+    Ok(())
 }
 
 #[cfg(test)]
@@ -264,33 +248,6 @@ mod tests {
     }
 
     #[test]
-    fn first_snapshot_changes_everything_then_only_the_difference() {
-        let a = Prepared::new(snap("1", &[("a", Scope::All, b"1"), ("b", Scope::All, b"1")]), 1, None);
-        assert_eq!(a.changes["t"], HashSet::from(["a".to_string(), "b".to_string()]));
-
-        let b = Prepared::new(snap("2", &[("a", Scope::All, b"1"), ("b", Scope::All, b"2")]), 2, Some(&a));
-        assert_eq!(b.changes["t"], HashSet::from(["b".to_string()]));
-
-        // Same content, new scope: changed, because other proxies may now see it.
-        let c = Prepared::new(
-            snap("3", &[("a", Scope::Node("n".into()), b"1"), ("b", Scope::All, b"2")]),
-            3,
-            Some(&b),
-        );
-        assert_eq!(c.changes["t"], HashSet::from(["a".to_string()]));
-
-        let d = Prepared::new(snap("4", &[("a", Scope::Node("n".into()), b"1")]), 4, Some(&c));
-        assert_eq!(d.changes["t"], HashSet::from(["b".to_string()]));
-
-        let e = Prepared::new(Snapshot::new("5"), 5, Some(&d));
-        assert_eq!(e.changes["t"], HashSet::from(["a".to_string()]));
-
-        let f = Prepared::new(Snapshot::new(""), 6, Some(&e));
-        assert!(f.changes.is_empty());
-        assert_eq!(f.version, "6");
-    }
-
-    #[test]
     fn scopes_match_identities() {
         let p = ProxyIdentity {
             id: "w1".into(),
@@ -306,19 +263,6 @@ mod tests {
         assert!(!Scope::Proxy("w2".into()).matches(&p));
         assert!(Scope::AnyOf(vec![Scope::Node("n2".into()), Scope::Proxy("w1".into())]).matches(&p));
         assert!(!Scope::Node("n1".into()).matches(&ProxyIdentity::default()));
-    }
-
-    #[test]
-    fn first_matching_variant_wins() {
-        let p = Prepared::new(
-            snap("1", &[("a", Scope::Node("n1".into()), b"for-n1"), ("a", Scope::All, b"default")]),
-            1,
-            None,
-        );
-        let n1 = ProxyIdentity { node_name: Some("n1".into()), ..Default::default() };
-        let other = ProxyIdentity::default();
-        assert_eq!(p.types["t"].resolve("a", &n1).unwrap().resource.value, b"for-n1");
-        assert_eq!(p.types["t"].resolve("a", &other).unwrap().resource.value, b"default");
     }
 
     #[test]

@@ -14,10 +14,12 @@ use envoy_types::pb::envoy::service::discovery::v3::{DiscoveryRequest, Discovery
 use tracing::{debug, warn};
 
 use super::Shared;
-use super::snapshot::{Prepared, ScopedResource};
-use super::status::{Connection, Held, Protocol, TypeRecord};
+use super::holding::Filter;
+use super::identity::ProxyIdentity;
+use super::prepared::{Changed, Prepared};
+use super::snapshot::ScopedResource;
+use super::status::{Connection, Protocol, TypeRecord};
 use super::stream::StreamProtocol;
-use super::view::View;
 
 /// Which names of a type the proxy asked for.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -46,14 +48,22 @@ impl Subscription {
             Subscription::Names(names) => names.contains(name),
         }
     }
+
+    fn filter(&self) -> Filter {
+        match self {
+            Subscription::Wildcard => Filter::All,
+            Subscription::Names(names) => Filter::Names(Arc::new(names.clone())),
+        }
+    }
 }
 
 /// One subscribed type on this stream.
 struct TypeState {
     subscription: Subscription,
-    view: View,
     /// Nonce of the last response; `None` until the first one is sent.
     nonce: Option<String>,
+    /// Whether the proxy answered (ACK or NACK) the last response.
+    acked: bool,
 }
 
 pub(crate) struct Sotw {
@@ -86,11 +96,15 @@ impl StreamProtocol for Sotw {
             warn!("request without type_url ignored: ADS requires it on every request");
             return;
         }
+        let proxy = &self.connection.identity;
         let first = !self.types.contains_key(&type_url);
-        let state = self.types.entry(type_url.clone()).or_insert_with(|| TypeState {
+        let state = self
+            .types
+            .entry(type_url.clone())
+            .or_insert_with(|| TypeState {
             subscription: Subscription::Names(HashSet::new()),
-            view: View::default(),
             nonce: None,
+            acked: false,
         });
         let mut records = self.connection.types();
         let record = records.entry(type_url.clone()).or_default();
@@ -100,6 +114,7 @@ impl StreamProtocol for Sotw {
                 debug!(type_url, nonce = request.response_nonce, "ignoring request with a stale nonce");
                 return;
             }
+            state.acked = true;
             match request.error_detail {
                 Some(error) => {
                     warn!(
@@ -124,41 +139,73 @@ impl StreamProtocol for Sotw {
 
         // Without a snapshot there is nothing to say yet; the first snapshot answers.
         let Some(snapshot) = snapshot else { return };
-        state.view.refresh(snapshot, &type_url, &self.connection.identity);
         // A request without a nonce is a (re)subscription and always gets an answer, even an
         // empty one: Envoy waits for it before it considers the type initialised.
         let must_answer = request.response_nonce.is_empty();
-        if must_answer || (subscription_changed && differs_from_sent(state, record)) {
-            out.push(respond(&self.shared, &type_url, state, record, snapshot));
+        if must_answer || (subscription_changed && differs_from_sent(&type_url, state, record, snapshot, proxy, true))
+        {
+            out.push(respond(&self.shared, &type_url, state, record, snapshot, proxy));
         }
     }
 
+    fn resources(response: &DiscoveryResponse) -> usize {
+        response.resources.len()
+    }
+
+    fn awaiting_ack(&self) -> bool {
+        self.types.values().any(|t| t.nonce.is_some() && !t.acked)
+    }
+
     fn on_snapshot(&mut self, snapshot: &Arc<Prepared>, out: &mut Vec<DiscoveryResponse>) {
+        let proxy = &self.connection.identity;
         let mut records = self.connection.types();
         for (type_url, state) in &mut self.types {
-            let changed = state.view.refresh(snapshot, type_url, &self.connection.identity);
-            let relevant = changed.iter().any(|name| state.subscription.contains(name));
-            if state.nonce.is_none() || relevant {
-                let record = records.entry(type_url.clone()).or_default();
-                out.push(respond(&self.shared, type_url, state, record, snapshot));
+            let record = records.entry(type_url.clone()).or_default();
+            if state.nonce.is_none() || differs_from_sent(type_url, state, record, snapshot, proxy, false) {
+                out.push(respond(&self.shared, type_url, state, record, snapshot, proxy));
             }
         }
     }
 }
 
-/// Whether the subscribed part of the view differs from the set last sent.
-fn differs_from_sent(state: &TypeState, record: &TypeRecord) -> bool {
-    let mut count = 0;
-    for (name, resource) in state.view.iter() {
-        if !state.subscription.contains(name) {
-            continue;
+/// Whether what the proxy should see of a type differs from the set last sent. Only the
+/// names changed since then are compared, unless `everything` (the subscription changed).
+fn differs_from_sent(
+    type_url: &str,
+    state: &TypeState,
+    record: &TypeRecord,
+    snapshot: &Prepared,
+    proxy: &ProxyIdentity,
+    everything: bool,
+) -> bool {
+    let index = snapshot.types.get(type_url);
+    let differs = |name: &str| {
+        let wanted =
+            if state.subscription.contains(name) { index.and_then(|i| i.resolve(name, proxy)) } else { None };
+        let held = record.held.get(type_url, name, proxy);
+        match (wanted, held) {
+            (Some(w), Some(h)) => w.version != h.version(),
+            (None, None) => false,
+            _ => true,
         }
-        count += 1;
-        if record.held.get(name).is_none_or(|held| held.version != resource.version) {
-            return true;
+    };
+    let changed = match record.held.base() {
+        Some(base) if !everything => snapshot.changed_since(type_url, base.generation),
+        _ => Changed::Everything,
+    };
+    match changed {
+        Changed::Names(sets) => sets.into_iter().flatten().any(|n| differs(n)),
+        Changed::Everything => {
+            let mut count = 0;
+            for (name, _) in index.into_iter().flat_map(|i| i.by_name.iter()) {
+                if differs(name) {
+                    return true;
+                }
+                count += usize::from(state.subscription.contains(name) && record.held.get(type_url, name, proxy).is_some());
+            }
+            count != record.held.len()
         }
     }
-    count != record.held.len()
 }
 
 /// Builds the full response for one type and records it as sent.
@@ -167,18 +214,26 @@ fn respond(
     type_url: &str,
     state: &mut TypeState,
     record: &mut TypeRecord,
-    snapshot: &Prepared,
+    snapshot: &Arc<Prepared>,
+    proxy: &ProxyIdentity,
 ) -> DiscoveryResponse {
-    let mut resources: Vec<&Arc<ScopedResource>> =
-        state.view.iter().filter(|(name, _)| state.subscription.contains(name)).map(|(_, r)| r).collect();
+    let mut resources: Vec<&Arc<ScopedResource>> = snapshot
+        .types
+        .get(type_url)
+        .into_iter()
+        .flat_map(|i| i.by_name.iter())
+        .filter(|(name, _)| state.subscription.contains(name))
+        .filter_map(|(_, variants)| variants.iter().find(|r| r.scope.matches(proxy)))
+        .collect();
     // Stable order: easier to read in dumps and to compare in tests; proxies do not care.
     resources.sort_unstable_by(|a, b| a.name.cmp(&b.name));
 
     let nonce = shared.next_nonce();
-    record.held = resources.iter().map(|r| (r.name.clone(), Held::sent(r))).collect();
+    record.held.rebase(Arc::clone(snapshot), state.subscription.filter(), resources.len());
     record.sent_version = Some(snapshot.version.clone());
     record.current_version = Some(snapshot.version.clone());
     state.nonce = Some(nonce.clone());
+    state.acked = false;
     debug!(type_url, version = snapshot.version, nonce, resources = resources.len(), "push");
 
     DiscoveryResponse {

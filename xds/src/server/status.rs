@@ -12,7 +12,7 @@ use base64::Engine as _;
 use serde::{Serialize, Serializer};
 
 use super::identity::ProxyIdentity;
-use super::snapshot::ScopedResource;
+use super::holding::Holding;
 use crate::Any;
 
 /// Which ADS flavour a stream speaks.
@@ -165,21 +165,7 @@ pub(crate) struct TypeRecord {
     pub last_nack: Option<Nack>,
     /// SotW: the set last sent. Delta: what the proxy holds, assuming in-flight responses
     /// get applied (reverted on NACK).
-    pub held: BTreeMap<String, Held>,
-}
-
-/// A resource a proxy holds or was sent.
-#[derive(Clone, Debug)]
-pub(crate) struct Held {
-    pub version: String,
-    /// `None` for versions a delta client reported on connect without us sending them.
-    pub resource: Option<Arc<ScopedResource>>,
-}
-
-impl Held {
-    pub fn sent(resource: &Arc<ScopedResource>) -> Self {
-        Self { version: resource.version.clone(), resource: Some(Arc::clone(resource)) }
-    }
+    pub held: Holding,
 }
 
 impl TypeRecord {
@@ -245,12 +231,13 @@ impl Connection {
                 acked_version: r.acked_version.clone(),
                 resources: r
                     .held
-                    .iter()
+                    .list(type_url, &self.identity)
+                    .into_iter()
                     .map(|(name, held)| {
-                        let resource = held.resource.as_ref().map(|r| r.resource.clone());
+                        let resource = held.resource().map(|r| r.resource.clone());
                         DumpedResource {
-                            name: name.clone(),
-                            version: held.version.clone(),
+                            name: name.to_string(),
+                            version: held.version().to_owned(),
                             value_base64: resource.as_ref().map(|a| b64.encode(&a.value)),
                             resource,
                         }

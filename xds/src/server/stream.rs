@@ -12,7 +12,7 @@ use tracing::{Instrument, debug, info, info_span};
 
 use super::Shared;
 use super::identity::ProxyIdentity;
-use super::snapshot::Prepared;
+use super::prepared::Prepared;
 use super::status::{Connection, Protocol};
 
 /// One protocol flavour's reaction to events. Responses are appended to `out` and sent by the
@@ -33,6 +33,10 @@ pub(crate) trait StreamProtocol: Send + 'static {
     );
     /// Brings every subscribed type to `snapshot`.
     fn on_snapshot(&mut self, snapshot: &Arc<Prepared>, out: &mut Vec<Self::Response>);
+    /// Resources in a response, to tell the large ones (a new proxy's full state).
+    fn resources(response: &Self::Response) -> usize;
+    /// Whether a response sent on this stream is not acknowledged yet.
+    fn awaiting_ack(&self) -> bool;
 }
 
 pub(crate) async fn run<P: StreamProtocol>(
@@ -73,11 +77,27 @@ pub(crate) async fn run<P: StreamProtocol>(
         let mut out = Vec::new();
         protocol.on_request(first, current.as_ref(), &mut out);
 
+        // Held while a large response on this stream awaits its ACK: a thousand proxies
+        // connecting at once then cost the memory of a few full states in flight, not of a
+        // thousand (istiod's PILOT_PUSH_THROTTLE plays the same part).
+        let mut large: Option<tokio::sync::OwnedSemaphorePermit> = None;
         let reason = 'stream: loop {
             for response in out.drain(..) {
+                if large.is_none() && P::resources(&response) >= LARGE_RESPONSE {
+                    tokio::select! {
+                        biased;
+                        _ = stopped(&mut shutdown) => break 'stream "server shutting down",
+                        permit = Arc::clone(&shared.large_pushes).acquire_owned() => {
+                            large = permit.ok();
+                        }
+                    }
+                }
                 if tx.send(Ok(response)).await.is_err() {
                     break 'stream "client stopped reading";
                 }
+            }
+            if large.is_some() && !protocol.awaiting_ack() {
+                large = None;
             }
             tokio::select! {
                 // Shutdown first, so a busy stream cannot starve it.
@@ -112,6 +132,10 @@ pub(crate) async fn run<P: StreamProtocol>(
     .instrument(span)
     .await;
 }
+
+/// Responses with at least this many resources count against the server's limit of large
+/// pushes in flight.
+const LARGE_RESPONSE: usize = 1024;
 
 /// Resolves once `flag` turns true or its sender is gone. Wrapping `wait_for` drops the
 /// (non-`Send`) borrow guard it returns before the future completes.
