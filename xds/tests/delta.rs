@@ -6,9 +6,9 @@ mod support;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
+use envoy_types::pb::envoy::service::discovery::v3::DeltaDiscoveryRequest;
 use support::*;
 use weft_xds::istio::workload::{Address, address};
-use envoy_types::pb::envoy::service::discovery::v3::DeltaDiscoveryRequest;
 use weft_xds::server::{Scope, ServerConfig, Snapshot, SnapshotUpdate, SyncState, XdsServer};
 use weft_xds::type_url::{ADDRESS, AUTHORIZATION};
 
@@ -258,12 +258,14 @@ async fn updates_send_only_the_names_they_change() {
     xds.update(update).unwrap();
     agent.silence(Duration::from_millis(200)).await;
     eventually("synced at v3", || {
-        status_of(&xds, "agent-n1").is_some_and(|s| s.types[0].state == SyncState::Synced && s.types[0].resources == 2)
+        status_of(&xds, "agent-n1")
+            .is_some_and(|s| s.types[0].state == SyncState::Synced && s.types[0].resources == 2)
     })
     .await;
 
     // A full snapshot after updates is diffed against them.
-    xds.publish(workloads("v4", &[("w1", Scope::All, 1), ("w2", Scope::All, 2), ("w5", Scope::All, 1)])).unwrap();
+    xds.publish(workloads("v4", &[("w1", Scope::All, 1), ("w2", Scope::All, 2), ("w5", Scope::All, 1)]))
+        .unwrap();
     assert_eq!(upsert_names(&agent.next().await), ["w5"]);
 
     agent.client.stop().await;

@@ -12,9 +12,7 @@ use std::collections::HashSet;
 use std::sync::Arc;
 
 use envoy_types::pb::envoy::config::core::v3::Node;
-use envoy_types::pb::envoy::service::discovery::v3::{
-    DeltaDiscoveryRequest, DeltaDiscoveryResponse, Resource,
-};
+use envoy_types::pb::envoy::service::discovery::v3::{DeltaDiscoveryRequest, DeltaDiscoveryResponse};
 use tracing::{debug, warn};
 
 use super::Shared;
@@ -24,6 +22,7 @@ use super::prepared::{Changed, Name, Prepared};
 use super::snapshot::ScopedResource;
 use super::status::{Connection, Protocol, TypeRecord};
 use super::stream::StreamProtocol;
+use super::wire::DeltaOut;
 
 /// A response awaiting its ACK or NACK.
 struct InFlight {
@@ -69,7 +68,7 @@ pub(crate) struct Delta {
 
 impl StreamProtocol for Delta {
     type Request = DeltaDiscoveryRequest;
-    type Response = DeltaDiscoveryResponse;
+    type Response = DeltaOut;
     const PROTOCOL: Protocol = Protocol::Delta;
 
     fn node(request: &DeltaDiscoveryRequest) -> Option<&Node> {
@@ -84,7 +83,7 @@ impl StreamProtocol for Delta {
         &mut self,
         request: DeltaDiscoveryRequest,
         snapshot: Option<&Arc<Prepared>>,
-        out: &mut Vec<DeltaDiscoveryResponse>,
+        out: &mut Vec<DeltaOut>,
     ) {
         let type_url = request.type_url;
         if type_url.is_empty() {
@@ -183,15 +182,11 @@ impl StreamProtocol for Delta {
         }
     }
 
-    fn resources(response: &DeltaDiscoveryResponse) -> usize {
-        response.resources.len()
-    }
-
     fn awaiting_ack(&self) -> bool {
         self.types.values().any(|t| t.in_flight.is_some())
     }
 
-    fn on_snapshot(&mut self, snapshot: &Arc<Prepared>, out: &mut Vec<DeltaDiscoveryResponse>) {
+    fn on_snapshot(&mut self, snapshot: &Arc<Prepared>, out: &mut Vec<DeltaOut>) {
         let proxy = &self.connection.identity;
         let mut records = self.connection.types();
         for (type_url, state) in &mut self.types {
@@ -218,7 +213,7 @@ fn try_send(
     record: &mut TypeRecord,
     snapshot: &Arc<Prepared>,
     proxy: &ProxyIdentity,
-) -> Option<DeltaDiscoveryResponse> {
+) -> Option<DeltaOut> {
     if state.nacked {
         return None;
     }
@@ -309,21 +304,15 @@ fn try_send(
     record.current_version = Some(version.clone());
     state.in_flight = Some(InFlight { nonce: nonce.clone(), version: version.clone(), previous });
 
-    Some(DeltaDiscoveryResponse {
-        system_version_info: version,
-        resources: upserts
-            .iter()
-            .map(|r| Resource {
-                name: r.name.clone(),
-                version: r.version.clone(),
-                resource: Some(r.resource.clone()),
-                ..Default::default()
-            })
-            .collect(),
-        type_url: type_url.to_owned(),
-        removed_resources: removals,
-        nonce,
-        ..Default::default()
+    Some(DeltaOut {
+        head: DeltaDiscoveryResponse {
+            system_version_info: version,
+            type_url: type_url.to_owned(),
+            removed_resources: removals,
+            nonce,
+            ..Default::default()
+        },
+        resources: upserts,
     })
 }
 

@@ -74,8 +74,10 @@ impl Default for Holding {
 impl Holding {
     /// A proxy that reports holding these versions (delta reconnect).
     pub fn reported(versions: impl IntoIterator<Item = (String, String)>) -> Self {
-        let except: HashMap<Name, Option<Held>> =
-            versions.into_iter().map(|(name, version)| (Name::from(name), Some(Held::Reported(version)))).collect();
+        let except: HashMap<Name, Option<Held>> = versions
+            .into_iter()
+            .map(|(name, version)| (Name::from(name), Some(Held::Reported(version))))
+            .collect();
         Self { count: except.len(), except, ..Self::default() }
     }
 
@@ -212,7 +214,14 @@ mod tests {
     fn prepared(generation: u64, items: &[(&str, Scope, &[u8])]) -> Arc<Prepared> {
         let mut s = Snapshot::new("");
         for (name, scope, bytes) in items {
-            s.add("t", ScopedResource::new(*name, scope.clone(), Any { type_url: "t".into(), value: bytes.to_vec() }));
+            s.add(
+                "t",
+                ScopedResource::new(
+                    *name,
+                    scope.clone(),
+                    Any { type_url: "t".into(), value: bytes.to_vec() },
+                ),
+            );
         }
         Arc::new(Prepared::new(s, generation, None))
     }
@@ -220,7 +229,10 @@ mod tests {
     #[test]
     fn base_plus_exceptions() {
         let n1 = ProxyIdentity { node_name: Some("n1".into()), ..Default::default() };
-        let g = prepared(1, &[("a", Scope::All, b"1"), ("b", Scope::Node("n2".into()), b"1"), ("c", Scope::All, b"1")]);
+        let g = prepared(
+            1,
+            &[("a", Scope::All, b"1"), ("b", Scope::Node("n2".into()), b"1"), ("c", Scope::All, b"1")],
+        );
         let mut h = Holding::reported([("a".to_string(), "old".to_string())]);
         assert_eq!(h.get("t", "a", &n1).unwrap().version(), "old");
         assert_eq!(h.len(), 1);

@@ -19,6 +19,7 @@
 
 mod debounce;
 mod delta;
+mod grpc;
 mod holding;
 mod identity;
 mod prepared;
@@ -26,24 +27,19 @@ mod snapshot;
 mod sotw;
 mod status;
 mod stream;
+mod wire;
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, PoisonError};
 use std::time::Duration;
 
-use envoy_types::pb::envoy::service::discovery::v3::aggregated_discovery_service_server::{
-    AggregatedDiscoveryService, AggregatedDiscoveryServiceServer,
-};
-use envoy_types::pb::envoy::service::discovery::v3::{
-    DeltaDiscoveryRequest, DeltaDiscoveryResponse, DiscoveryRequest, DiscoveryResponse,
-};
-use tokio::sync::{mpsc, watch};
-use tokio_stream::wrappers::ReceiverStream;
-use tonic::{Request, Response, Status, Streaming};
+use tokio::sync::watch;
 
 pub use identity::{NAMESPACE, NODE_NAME, ProxyIdentity};
 pub use snapshot::{Scope, ScopedResource, Snapshot, SnapshotError, SnapshotUpdate};
 pub use status::{ConfigDump, DumpedResource, Nack, Protocol, ProxyStatus, SyncState, TypeDump, TypeStatus};
+
+pub use grpc::AdsService;
 
 use debounce::{Debouncer, Pending};
 use prepared::Prepared;
@@ -226,54 +222,11 @@ impl XdsServer {
     }
 
     /// The tonic service to mount: `Server::builder().add_service(xds.service())`.
-    pub fn service(&self) -> AggregatedDiscoveryServiceServer<AdsService> {
-        AggregatedDiscoveryServiceServer::new(AdsService {
+    pub fn service(&self) -> AdsService {
+        AdsService {
             shared: Arc::clone(&self.shared),
             _handles: Arc::clone(&self.handles),
-        })
-        .max_decoding_message_size(self.max_request_bytes)
-    }
-}
-
-/// Envoy's `AggregatedDiscoveryService` backed by an [`XdsServer`].
-#[derive(Debug)]
-pub struct AdsService {
-    shared: Arc<Shared>,
-    /// Keeps the server alive while mounted, even if the caller drops its `XdsServer`.
-    _handles: Arc<Handles>,
-}
-
-impl AdsService {
-    fn check_open(&self) -> Result<(), Status> {
-        if *self.shared.shutdown.borrow() {
-            return Err(Status::unavailable("xDS server is shutting down; reconnect"));
+            max_request_bytes: self.max_request_bytes,
         }
-        Ok(())
-    }
-}
-
-#[tonic::async_trait]
-impl AggregatedDiscoveryService for AdsService {
-    type StreamAggregatedResourcesStream = ReceiverStream<Result<DiscoveryResponse, Status>>;
-    type DeltaAggregatedResourcesStream = ReceiverStream<Result<DeltaDiscoveryResponse, Status>>;
-
-    async fn stream_aggregated_resources(
-        &self,
-        request: Request<Streaming<DiscoveryRequest>>,
-    ) -> Result<Response<Self::StreamAggregatedResourcesStream>, Status> {
-        self.check_open()?;
-        let (tx, rx) = mpsc::channel(self.shared.response_buffer);
-        tokio::spawn(stream::run::<sotw::Sotw>(Arc::clone(&self.shared), request.into_inner(), tx));
-        Ok(Response::new(ReceiverStream::new(rx)))
-    }
-
-    async fn delta_aggregated_resources(
-        &self,
-        request: Request<Streaming<DeltaDiscoveryRequest>>,
-    ) -> Result<Response<Self::DeltaAggregatedResourcesStream>, Status> {
-        self.check_open()?;
-        let (tx, rx) = mpsc::channel(self.shared.response_buffer);
-        tokio::spawn(stream::run::<delta::Delta>(Arc::clone(&self.shared), request.into_inner(), tx));
-        Ok(Response::new(ReceiverStream::new(rx)))
     }
 }

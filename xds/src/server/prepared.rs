@@ -76,7 +76,8 @@ impl Prepared {
         let mut changes = TypeChanges::new();
         for (type_url, resources) in snapshot.resources {
             let before = previous.and_then(|p| p.types.get(&type_url));
-            let mut grouped: HashMap<Name, Vec<Arc<ScopedResource>>> = HashMap::with_capacity(resources.len());
+            let mut grouped: HashMap<Name, Vec<Arc<ScopedResource>>> =
+                HashMap::with_capacity(resources.len());
             for r in resources {
                 let name: Name = match before.and_then(|b| b.by_name.get_key_value(r.name.as_str())) {
                     Some((name, _)) => Arc::clone(name),
@@ -151,10 +152,12 @@ impl Prepared {
         if let Some(previous) = previous {
             for (type_url, names) in &mut changes {
                 let (before, after) = (previous.types.get(type_url), types.get(type_url));
-                names.retain(|n| match (before.and_then(|b| b.by_name.get(n)), after.and_then(|a| a.by_name.get(n))) {
-                    (Some(b), Some(a)) => !same(b, a),
-                    (None, None) => false,
-                    _ => true,
+                names.retain(|n| {
+                    match (before.and_then(|b| b.by_name.get(n)), after.and_then(|a| a.by_name.get(n))) {
+                        (Some(b), Some(a)) => !same(b, a),
+                        (None, None) => false,
+                        _ => true,
+                    }
                 });
             }
         }

@@ -96,7 +96,10 @@ impl SnapshotUpdate {
                 }
                 for r in variants {
                     if r.name != *name {
-                        return Err(SnapshotError::NameMismatch { name: name.clone(), found: r.name.clone() });
+                        return Err(SnapshotError::NameMismatch {
+                            name: name.clone(),
+                            found: r.name.clone(),
+                        });
                     }
                     check_resource(type_url, r)?;
                 }

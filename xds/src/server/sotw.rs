@@ -20,6 +20,7 @@ use super::prepared::{Changed, Prepared};
 use super::snapshot::ScopedResource;
 use super::status::{Connection, Protocol, TypeRecord};
 use super::stream::StreamProtocol;
+use super::wire::SotwOut;
 
 /// Which names of a type the proxy asked for.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -74,7 +75,7 @@ pub(crate) struct Sotw {
 
 impl StreamProtocol for Sotw {
     type Request = DiscoveryRequest;
-    type Response = DiscoveryResponse;
+    type Response = SotwOut;
     const PROTOCOL: Protocol = Protocol::StateOfTheWorld;
 
     fn node(request: &DiscoveryRequest) -> Option<&Node> {
@@ -89,7 +90,7 @@ impl StreamProtocol for Sotw {
         &mut self,
         request: DiscoveryRequest,
         snapshot: Option<&Arc<Prepared>>,
-        out: &mut Vec<DiscoveryResponse>,
+        out: &mut Vec<SotwOut>,
     ) {
         let type_url = request.type_url;
         if type_url.is_empty() {
@@ -98,10 +99,7 @@ impl StreamProtocol for Sotw {
         }
         let proxy = &self.connection.identity;
         let first = !self.types.contains_key(&type_url);
-        let state = self
-            .types
-            .entry(type_url.clone())
-            .or_insert_with(|| TypeState {
+        let state = self.types.entry(type_url.clone()).or_insert_with(|| TypeState {
             subscription: Subscription::Names(HashSet::new()),
             nonce: None,
             acked: false,
@@ -142,21 +140,18 @@ impl StreamProtocol for Sotw {
         // A request without a nonce is a (re)subscription and always gets an answer, even an
         // empty one: Envoy waits for it before it considers the type initialised.
         let must_answer = request.response_nonce.is_empty();
-        if must_answer || (subscription_changed && differs_from_sent(&type_url, state, record, snapshot, proxy, true))
+        if must_answer
+            || (subscription_changed && differs_from_sent(&type_url, state, record, snapshot, proxy, true))
         {
             out.push(respond(&self.shared, &type_url, state, record, snapshot, proxy));
         }
-    }
-
-    fn resources(response: &DiscoveryResponse) -> usize {
-        response.resources.len()
     }
 
     fn awaiting_ack(&self) -> bool {
         self.types.values().any(|t| t.nonce.is_some() && !t.acked)
     }
 
-    fn on_snapshot(&mut self, snapshot: &Arc<Prepared>, out: &mut Vec<DiscoveryResponse>) {
+    fn on_snapshot(&mut self, snapshot: &Arc<Prepared>, out: &mut Vec<SotwOut>) {
         let proxy = &self.connection.identity;
         let mut records = self.connection.types();
         for (type_url, state) in &mut self.types {
@@ -201,7 +196,9 @@ fn differs_from_sent(
                 if differs(name) {
                     return true;
                 }
-                count += usize::from(state.subscription.contains(name) && record.held.get(type_url, name, proxy).is_some());
+                count += usize::from(
+                    state.subscription.contains(name) && record.held.get(type_url, name, proxy).is_some(),
+                );
             }
             count != record.held.len()
         }
@@ -216,14 +213,14 @@ fn respond(
     record: &mut TypeRecord,
     snapshot: &Arc<Prepared>,
     proxy: &ProxyIdentity,
-) -> DiscoveryResponse {
-    let mut resources: Vec<&Arc<ScopedResource>> = snapshot
+) -> SotwOut {
+    let mut resources: Vec<Arc<ScopedResource>> = snapshot
         .types
         .get(type_url)
         .into_iter()
         .flat_map(|i| i.by_name.iter())
         .filter(|(name, _)| state.subscription.contains(name))
-        .filter_map(|(_, variants)| variants.iter().find(|r| r.scope.matches(proxy)))
+        .filter_map(|(_, variants)| variants.iter().find(|r| r.scope.matches(proxy)).cloned())
         .collect();
     // Stable order: easier to read in dumps and to compare in tests; proxies do not care.
     resources.sort_unstable_by(|a, b| a.name.cmp(&b.name));
@@ -236,12 +233,14 @@ fn respond(
     state.acked = false;
     debug!(type_url, version = snapshot.version, nonce, resources = resources.len(), "push");
 
-    DiscoveryResponse {
-        version_info: snapshot.version.clone(),
-        resources: resources.iter().map(|r| r.resource.clone()).collect(),
-        type_url: type_url.to_owned(),
-        nonce,
-        ..Default::default()
+    SotwOut {
+        head: DiscoveryResponse {
+            version_info: snapshot.version.clone(),
+            type_url: type_url.to_owned(),
+            nonce,
+            ..Default::default()
+        },
+        resources,
     }
 }
 

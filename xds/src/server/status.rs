@@ -11,8 +11,8 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use base64::Engine as _;
 use serde::{Serialize, Serializer};
 
-use super::identity::ProxyIdentity;
 use super::holding::Holding;
+use super::identity::ProxyIdentity;
 use crate::Any;
 
 /// Which ADS flavour a stream speaks.

@@ -14,12 +14,13 @@ use super::Shared;
 use super::identity::ProxyIdentity;
 use super::prepared::Prepared;
 use super::status::{Connection, Protocol};
+use super::wire::Outgoing as _;
 
 /// One protocol flavour's reaction to events. Responses are appended to `out` and sent by the
 /// driver afterwards, so no lock is ever held across a send.
 pub(crate) trait StreamProtocol: Send + 'static {
-    type Request: Send + 'static;
-    type Response: Send + 'static;
+    type Request: prost::Message + Default + Send + 'static;
+    type Response: super::wire::Outgoing;
     const PROTOCOL: Protocol;
 
     fn node(request: &Self::Request) -> Option<&Node>;
@@ -33,8 +34,6 @@ pub(crate) trait StreamProtocol: Send + 'static {
     );
     /// Brings every subscribed type to `snapshot`.
     fn on_snapshot(&mut self, snapshot: &Arc<Prepared>, out: &mut Vec<Self::Response>);
-    /// Resources in a response, to tell the large ones (a new proxy's full state).
-    fn resources(response: &Self::Response) -> usize;
     /// Whether a response sent on this stream is not acknowledged yet.
     fn awaiting_ack(&self) -> bool;
 }
@@ -83,7 +82,7 @@ pub(crate) async fn run<P: StreamProtocol>(
         let mut large: Option<tokio::sync::OwnedSemaphorePermit> = None;
         let reason = 'stream: loop {
             for response in out.drain(..) {
-                if large.is_none() && P::resources(&response) >= LARGE_RESPONSE {
+                if large.is_none() && response.len() >= LARGE_RESPONSE {
                     tokio::select! {
                         biased;
                         _ = stopped(&mut shutdown) => break 'stream "server shutting down",
