@@ -20,11 +20,11 @@ const BATCH: usize = 4096;
 pub async fn run(options: Options) -> anyhow::Result<()> {
     info!(options = %serde_json::to_string(&options)?, "starting weftd");
     let xds = XdsServer::new(ServerConfig { debounce: options.debounce, ..Default::default() });
-    let translate_options = translate::Options {
+    let mut translator = translate::Translator::new(translate::Options {
         trust_domain: options.trust_domain.clone(),
         root_namespace: options.root_namespace.clone(),
         ..Default::default()
-    };
+    });
 
     let (tx, mut rx) = mpsc::channel::<SourceEvent>(BATCH);
     let source_id = match &options.config_dir {
@@ -89,9 +89,20 @@ pub async fn run(options: Options) -> anyhow::Result<()> {
         }
         *diagnostics.lock().expect("diagnostics lock") = found;
         if changed {
-            let snapshot = store.snapshot();
-            let resources = translate::snapshot(&snapshot, &translate_options);
-            match xds.publish(resources) {
+            let published = match translator.translate(store.snapshot()) {
+                translate::Output::Full(snapshot) => xds.publish(snapshot),
+                translate::Output::Update(update) => xds.update(update).or_else(|error| {
+                    // The server did not take the update, so the translator's idea of what
+                    // it serves is wrong: start over with a full snapshot.
+                    warn!(%error, "the xDS server refused an update; publishing a full snapshot");
+                    translator.reset();
+                    match translator.translate(store.snapshot()) {
+                        translate::Output::Full(snapshot) => xds.publish(snapshot),
+                        translate::Output::Update(_) => unreachable!("a reset translator translates fully"),
+                    }
+                }),
+            };
+            match published {
                 Ok(()) => info!(generation = store.generation(), "configuration published"),
                 Err(error) => {
                     warn!(%error, "translation produced a snapshot the xDS server refused; keeping the last one")

@@ -278,3 +278,93 @@ spec:
         ]
     );
 }
+
+/// Pods appended to [`MESH`] for the incremental translation test, as a list of documents.
+fn with_pods(pods: &[&str]) -> String {
+    let mut yaml = MESH.to_owned();
+    for pod in pods {
+        yaml.push_str("---\n");
+        yaml.push_str(pod);
+    }
+    yaml
+}
+
+const REVIEWS_V3: &str = r#"apiVersion: v1
+kind: Pod
+metadata: { name: reviews-v3, namespace: bookinfo, labels: { app: reviews, version: v1 } }
+spec: { nodeName: n3, containers: [{ name: app, ports: [{ name: http, containerPort: 9080 }] }] }
+status: { podIP: 10.1.3.2 }
+"#;
+
+type Served = std::collections::BTreeMap<(String, String), Vec<weft_xds::server::ScopedResource>>;
+
+fn served(snapshot: &Snapshot) -> Served {
+    let mut out = Served::new();
+    for (type_url, resources) in &snapshot.resources {
+        for r in resources {
+            out.entry((type_url.clone(), r.name.clone())).or_default().push(r.clone());
+        }
+    }
+    out
+}
+
+/// What weftd serves after each pod change is what a full translation would serve, while
+/// only what the change touches is sent as an update; any other change is a full snapshot.
+#[test]
+fn pod_changes_translate_incrementally_to_what_a_full_translation_gives() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut store = ConfigStore::new();
+    let mut load = |store: &mut ConfigStore, yaml: &str| {
+        std::fs::write(dir.path().join("mesh.yaml"), yaml).unwrap();
+        assert!(store.apply_all(SourceId::File, FileSource::read_once(dir.path()).unwrap()), "a change");
+    };
+    load(&mut store, &with_pods(&[REVIEWS_V3]));
+    let mut translator = translate::Translator::new(Options::default());
+    let translate::Output::Full(first) = translator.translate(store.snapshot()) else {
+        panic!("the first translation is a full one")
+    };
+    let mut model = served(&first);
+
+    let moved = REVIEWS_V3.replace("10.1.3.2", "10.1.3.9");
+    let relabelled = moved.replace("version: v1", "version: v2");
+    let rescheduled = relabelled.replace("nodeName: n3", "nodeName: n4");
+    let legacy = r#"apiVersion: v1
+kind: Pod
+metadata: { name: new, namespace: legacy, labels: { app: old } }
+spec: { nodeName: n2 }
+status: { podIP: 10.1.2.9 }
+"#;
+    let pending = legacy.replace("status: { podIP: 10.1.2.9 }\n", "status: { phase: Pending }\n");
+    let steps: [(&str, Vec<&str>, usize); 6] = [
+        // (what, the pods after MESH, how many Address names the update sets)
+        ("an IP change", vec![&moved], 1),
+        ("a label change moves the pod to another subset", vec![&relabelled], 1),
+        ("a pod moves node (authorization scope)", vec![&rescheduled], 1),
+        ("a pod is added", vec![&rescheduled, legacy], 1),
+        ("a pod loses its IP", vec![&rescheduled, &pending], 1),
+        // The pod after it moved up a document, so its origin changed too.
+        ("a pod is deleted", vec![&pending], 2),
+    ];
+    for (what, pods, addresses) in steps {
+        load(&mut store, &with_pods(&pods));
+        let translate::Output::Update(update) = translator.translate(store.snapshot()) else {
+            panic!("{what}: a pod change gave a full translation")
+        };
+        assert_eq!(update.set.get(type_url::ADDRESS).map_or(0, Vec::len), addresses, "{what}");
+        for (type_url, sets) in update.set {
+            for (name, variants) in sets {
+                let key = (type_url.clone(), name);
+                if variants.is_empty() {
+                    model.remove(&key);
+                } else {
+                    model.insert(key, variants);
+                }
+            }
+        }
+        assert_eq!(model, served(&translate::snapshot(&store.snapshot(), &Options::default())), "{what}");
+    }
+
+    // Anything else is translated in full.
+    load(&mut store, &with_pods(&[&pending]).replace("clusterIP: 10.96.0.10", "clusterIP: 10.96.0.11"));
+    assert!(matches!(translator.translate(store.snapshot()), translate::Output::Full(_)));
+}

@@ -3,13 +3,18 @@
 //! - `workload.rs`: Istio's workload API for agents (Address, Authorization).
 //! - `envoy/`: standard Envoy v3 resources for waypoints (Listener, RouteConfiguration,
 //!   Cluster, ClusterLoadAssignment), so a stock Envoy can stand in for Weft's waypoint.
+//! - `incremental.rs`: the [`Translator`] weftd runs, which turns pod-only changes into
+//!   updates of what they touch.
 //!
 //! Translation is a pure function of the validated config: same config, same resources.
 //! Resource versions are left to the xDS server, which hashes the encoded bytes (stable
 //! across restarts), so its diff sends only what really changed.
 
 pub mod envoy;
+pub mod incremental;
 pub mod workload;
+
+pub use incremental::{Output, Translator};
 
 use crate::config::store::ConfigSnapshot;
 use weft_xds::{server::Snapshot, type_url};

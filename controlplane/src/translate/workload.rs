@@ -103,7 +103,7 @@ fn workload(
         .collect();
     let running = pod.status.phase.as_deref().is_none_or(|p| p == "Running");
     Workload {
-        uid: format!("{}//Pod/{ns}/{}", opts.cluster_id, pod.metadata.name),
+        uid: workload_uid(pod, opts),
         name: pod.metadata.name.clone(),
         namespace: ns.clone(),
         addresses: ips.iter().map(|ip| ip_bytes(*ip)).collect(),
@@ -172,6 +172,30 @@ pub fn addresses(cfg: &ConfigSnapshot, opts: &Options) -> Vec<ScopedResource> {
         out.push(resource(w.uid.clone(), Address { r#type: Some(address::Type::Workload(w)) }));
     }
     out
+}
+
+/// A pod's workload uid, as istiod names it: `<cluster>//Pod/<namespace>/<name>`.
+pub fn workload_uid(pod: &Pod, opts: &Options) -> String {
+    format!("{}//Pod/{}/{}", opts.cluster_id, pod.metadata.namespace, pod.metadata.name)
+}
+
+/// One pod's Address, as [`addresses`] makes it; `None` for pods that get none (no IP
+/// yet, host network). Looks only at the services of the pod's namespace.
+pub fn pod_address(cfg: &ConfigSnapshot, pod: &Pod, opts: &Options) -> Option<ScopedResource> {
+    let ips = pod.ips();
+    if ips.is_empty() || pod.spec.host_network {
+        return None;
+    }
+    // In `cfg.services` order, as the full translation lists them.
+    let services: Vec<(&Service, String)> = cfg
+        .services
+        .in_namespace(&pod.metadata.namespace)
+        .filter(|svc| selects(svc, pod))
+        .map(|s| (s.as_ref(), service_hostname(s, opts)))
+        .collect();
+    let selecting: Vec<usize> = (0..services.len()).collect();
+    let w = workload(cfg, pod, &ips, &services, &selecting, opts);
+    Some(resource(w.uid.clone(), Address { r#type: Some(address::Type::Workload(w)) }))
 }
 
 fn resource<M: prost::Name>(name: String, message: M) -> ScopedResource {
