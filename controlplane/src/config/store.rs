@@ -35,13 +35,14 @@ struct Accepted {
     warnings: Vec<Diagnostic>,
 }
 
-/// A digest of what a source sent for an object (its API version and body).
+/// A digest of what a source sent for an object (its API version and text). A source
+/// writes the same object as the same text (serde_json's maps are ordered), so equal
+/// objects give equal digests.
 fn digest(raw: &RawObject) -> u64 {
     use std::hash::{Hash, Hasher};
     let mut h = std::collections::hash_map::DefaultHasher::new();
     raw.api_version.hash(&mut h);
-    // serde_json's maps are ordered, so equal values serialize to equal bytes.
-    serde_json::to_vec(&raw.value).unwrap_or_default().hash(&mut h);
+    raw.json.hash(&mut h);
     h.finish()
 }
 
@@ -340,12 +341,12 @@ mod tests {
             _ => ("networking.istio.io/v1", "networking.istio.io"),
         };
         let namespace = (kind != "Namespace").then(|| "ns".to_string());
-        RawObject {
-            key: ObjectKey { group: group.into(), kind: kind.into(), namespace, name: name.into() },
-            api_version: api_version.into(),
-            value: json!({"apiVersion": api_version, "kind": kind, "metadata": {"name": name}, "spec": spec}),
+        RawObject::from_value(
+            ObjectKey { group: group.into(), kind: kind.into(), namespace, name: name.into() },
+            api_version.into(),
+            &json!({"apiVersion": api_version, "kind": kind, "metadata": {"name": name}, "spec": spec}),
             origin,
-        }
+        )
     }
 
     fn file(line: usize) -> Origin {
