@@ -168,19 +168,20 @@ async fn initial_list_arrives_as_one_reset_of_every_kind() {
             reset.iter().find(|o| &o.key == key).unwrap_or_else(|| panic!("{key} missing from the Reset"));
         assert_eq!(object.api_version, *api_version, "{key}");
         // The whole object, with its type set even where the list left it out.
-        assert_eq!(object.value["apiVersion"], *api_version, "{key}");
-        assert_eq!(object.value["kind"], key.kind.as_str(), "{key}");
-        assert_eq!(object.value["metadata"]["name"], key.name.as_str(), "{key}");
+        let value = object.to_value().unwrap();
+        assert_eq!(value["apiVersion"], *api_version, "{key}");
+        assert_eq!(value["kind"], key.kind.as_str(), "{key}");
+        assert_eq!(value["metadata"]["name"], key.name.as_str(), "{key}");
     }
 
     let namespace = reset.iter().find(|o| o.key.kind == "Namespace").unwrap();
-    assert_eq!(namespace.value["metadata"]["labels"]["istio.io/dataplane-mode"], "ambient");
+    assert_eq!(namespace.to_value().unwrap()["metadata"]["labels"]["istio.io/dataplane-mode"], "ambient");
     assert_eq!(namespace.origin, Origin::Kubernetes { resource_version: namespace_rv });
     let vs = reset.iter().find(|o| o.key.kind == "VirtualService").unwrap();
-    assert_eq!(vs.value["spec"]["hosts"], json!(["reviews"]));
+    assert_eq!(vs.to_value().unwrap()["spec"]["hosts"], json!(["reviews"]));
     assert_eq!(vs.origin, Origin::Kubernetes { resource_version: vs_rv });
     let slice = reset.iter().find(|o| o.key.kind == "EndpointSlice").unwrap();
-    assert_eq!(slice.value["endpoints"][0]["addresses"], json!(["10.0.0.7"]));
+    assert_eq!(slice.to_value().unwrap()["endpoints"][0]["addresses"], json!(["10.0.0.7"]));
 
     // One list per kind, at the version in the table.
     for kind in WATCHED_KINDS {
@@ -204,10 +205,10 @@ async fn changes_after_start_arrive_as_upserts_and_deletes_in_order() {
     assert_eq!(first.key, vs);
     assert_eq!(first.api_version, "networking.istio.io/v1");
     assert_eq!(first.origin, Origin::Kubernetes { resource_version: created });
-    assert_eq!(first.value["spec"]["hosts"], json!(["reviews"]));
+    assert_eq!(first.to_value().unwrap()["spec"]["hosts"], json!(["reviews"]));
     let second = source.next_upsert().await;
     assert_eq!(second.origin, Origin::Kubernetes { resource_version: modified });
-    assert_eq!(second.value["spec"]["hosts"], json!(["reviews.bookinfo.svc.cluster.local"]));
+    assert_eq!(second.to_value().unwrap()["spec"]["hosts"], json!(["reviews.bookinfo.svc.cluster.local"]));
     match source.next().await {
         SourceEvent::Delete(key) => assert_eq!(key, vs),
         other => panic!("expected a Delete, got {other:?}"),
@@ -217,7 +218,7 @@ async fn changes_after_start_arrive_as_upserts_and_deletes_in_order() {
     server.apply(pod("ratings-v1-xyz"));
     let pod = source.next_upsert().await;
     assert_eq!(pod.key, key("", "Pod", Some("bookinfo"), "ratings-v1-xyz"));
-    assert_eq!(pod.value["status"]["podIP"], "10.0.0.7");
+    assert_eq!(pod.to_value().unwrap()["status"]["podIP"], "10.0.0.7");
 
     // The source stops once nobody listens.
     drop(source.events);

@@ -120,17 +120,18 @@ fn raw(api_version: &str, kind: &str, namespace: Option<&str>, name: &str, mut v
     if let Some(ns) = namespace {
         value["metadata"]["namespace"] = json!(ns);
     }
-    RawObject {
-        key: ObjectKey {
-            group: group.into(),
-            kind: kind.into(),
-            namespace: namespace.map(str::to_owned),
-            name: name.into(),
-        },
-        api_version: api_version.into(),
-        value,
-        origin: Origin::Kubernetes { resource_version: "1".into() },
-    }
+    let key = ObjectKey {
+        group: group.into(),
+        kind: kind.into(),
+        namespace: namespace.map(str::to_owned),
+        name: name.into(),
+    };
+    RawObject::from_value(
+        key,
+        api_version.into(),
+        &value,
+        Origin::Kubernetes { resource_version: "1".into() },
+    )
 }
 
 fn pod(spec: &MeshSpec, service: usize, endpoint: usize, ip: Ipv4Addr, resource_version: u64) -> RawObject {

@@ -5,7 +5,8 @@
 //!  SourceEvent ─▶ store::ConfigStore ─ parse::check ─▶ kinds::* (serde, unknown fields denied)
 //!                        │                  └─▶ validate::* (Istio's webhook rules)
 //!                        ├─ validate::cross (istioctl analyze: IST0109, IST0101)
-//!                        └─▶ Arc<ConfigSnapshot> (last good version of every object)
+//!                        └─▶ Arc<snapshot::ConfigSnapshot> (last good version of every object;
+//!                             persistent maps, so consecutive snapshots share what did not change)
 //! ```
 //!
 //! Bad input never takes good configuration down: an invalid object is reported as a
@@ -16,6 +17,7 @@ pub mod diagnostic;
 pub mod duration;
 pub mod kinds;
 pub mod parse;
+pub mod snapshot;
 pub mod store;
 pub mod validate;
 

@@ -5,9 +5,10 @@
 use super::diagnostic::Diagnostic;
 use super::kinds::{self, ConfigObject, Kind, KindLookup, ObjectMeta, split_api_version};
 use super::validate::{self, Report, SCHEMA_ERROR, names};
-use crate::source::RawObject;
-use serde::de::DeserializeOwned;
+use crate::source::{ObjectKey, RawObject};
+use serde::de::{DeserializeOwned, IgnoredAny};
 use serde_json::Value;
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 /// The outcome of checking one object: the object when it has no errors, and every
@@ -74,15 +75,81 @@ fn check_into(raw: &RawObject, out: &mut Vec<Diagnostic>) -> Option<ConfigObject
         return None;
     }
 
-    let mut value = raw.value.clone();
+    // The common case reads the typed object straight from the text, with no `Value`
+    // tree in between (building one costs more than the typed object itself). Anything
+    // out of the ordinary takes the second path, which builds the tree and says exactly
+    // what is wrong; both give the same object for the same text.
+    let object = match from_text(kind, raw) {
+        Some(object) => object,
+        None => from_tree(kind, raw, out)?,
+    };
+
+    let mut report = Report::default();
+    validate::validate(&object, &mut report);
+    let has_errors = report.has_errors();
+    out.extend(report.findings.into_iter().map(|f| Diagnostic {
+        severity: f.severity,
+        code: f.code,
+        object: Some(key.clone()),
+        origin: origin.clone(),
+        field: f.field,
+        message: f.message,
+    }));
+    if has_errors { None } else { Some(object) }
+}
+
+/// The top-level fields an Istio or Gateway API object may have.
+const TOP_LEVEL_FIELDS: [&str; 5] = ["apiVersion", "kind", "metadata", "spec", "status"];
+
+/// Kubernetes core kinds carry many fields weftd does not read; the others deny unknown
+/// top-level fields.
+fn denies_unknown_fields(kind: Kind) -> bool {
+    !matches!(kind.group(), "" | kinds::DISCOVERY)
+}
+
+/// The object read straight from its text, or `None` if anything is out of the ordinary:
+/// a `null` (which [`from_tree`] strips first), an unknown top-level field, a bad name, a
+/// schema error. `None` only means "take the other path", which finds and reports it.
+fn from_text(kind: Kind, raw: &RawObject) -> Option<ConfigObject> {
+    let text = &*raw.json;
+    // `contains("null")` also catches a string holding "null": harmless, the slow path
+    // gives the same result.
+    if !text.trim_start().starts_with('{') || text.contains("null") || !has_valid_names(&raw.key) {
+        return None;
+    }
+    if denies_unknown_fields(kind) {
+        // Borrowed keys: a key with an escape fails here and goes the slow way.
+        let fields: BTreeMap<&str, IgnoredAny> = serde_json::from_str(text).ok()?;
+        if !fields.keys().all(|f| TOP_LEVEL_FIELDS.contains(f)) {
+            return None;
+        }
+    }
+    typed(kind, &raw.key, Text(text)).ok()
+}
+
+/// The object read through a `serde_json::Value` tree (nulls stripped), with every problem
+/// reported into `out`.
+fn from_tree(kind: Kind, raw: &RawObject, out: &mut Vec<Diagnostic>) -> Option<ConfigObject> {
+    let key = &raw.key;
+    let error = |field: &str, message: String| {
+        Diagnostic::error(key, &raw.origin, field, message).with_code(SCHEMA_ERROR)
+    };
+    let mut value: Value = match serde_json::from_str(&raw.json) {
+        Ok(value) => value,
+        Err(e) => {
+            // Sources hand over text they serialised themselves; this is a bug upstream.
+            out.push(error("", format!("the object is not valid JSON: {e}")));
+            return None;
+        }
+    };
     strip_nulls(&mut value);
     let Value::Object(map) = &value else {
         out.push(error("", "an object must be a mapping".into()));
         return None;
     };
-    if !matches!(kind.group(), "" | kinds::DISCOVERY) {
+    if denies_unknown_fields(kind) {
         for field in map.keys() {
-            if !["apiVersion", "kind", "metadata", "spec", "status"].contains(&field.as_str()) {
+            if !TOP_LEVEL_FIELDS.contains(&field.as_str()) {
                 out.push(error(
                     field,
                     format!("unknown field `{field}`, expected one of `apiVersion`, `kind`, `metadata`, `spec`, `status`"),
@@ -107,7 +174,47 @@ fn check_into(raw: &RawObject, out: &mut Vec<Diagnostic>) -> Option<ConfigObject
     if !out.is_empty() {
         return None;
     }
+    match typed(kind, key, Tree(value)) {
+        Ok(object) => Some(object),
+        Err((field, message)) => {
+            out.push(error(&field, message));
+            None
+        }
+    }
+}
 
+fn has_valid_names(key: &ObjectKey) -> bool {
+    names::is_k8s_name(&key.name) && key.namespace.as_deref().is_none_or(names::is_k8s_namespace)
+}
+
+/// What a typed object is deserialized from.
+trait Input {
+    type Error;
+    fn read<T: DeserializeOwned>(self) -> Result<T, Self::Error>;
+}
+
+/// Compact JSON text, read directly.
+struct Text<'a>(&'a str);
+
+impl Input for Text<'_> {
+    type Error = serde_json::Error;
+    fn read<T: DeserializeOwned>(self) -> Result<T, serde_json::Error> {
+        serde_json::from_str(self.0)
+    }
+}
+
+/// A `Value` tree; errors name the failing field's path.
+struct Tree(Value);
+
+impl Input for Tree {
+    type Error = (String, String);
+    fn read<T: DeserializeOwned>(self) -> Result<T, (String, String)> {
+        deserialize(self.0)
+    }
+}
+
+/// Deserializes the typed form of `kind`, fills in what the key knows and wraps it.
+fn typed<I: Input>(kind: Kind, key: &ObjectKey, input: I) -> Result<ConfigObject, I::Error> {
     let fill = |meta: &mut ObjectMeta| {
         meta.namespace = key.namespace.clone().unwrap_or_default();
         if meta.name.is_empty() {
@@ -116,18 +223,12 @@ fn check_into(raw: &RawObject, out: &mut Vec<Diagnostic>) -> Option<ConfigObject
     };
     macro_rules! typed {
         ($variant:ident) => {{
-            let mut object: kinds::$variant = match deserialize(value) {
-                Ok(o) => o,
-                Err((field, message)) => {
-                    out.push(error(&field, message));
-                    return None;
-                }
-            };
+            let mut object: kinds::$variant = input.read()?;
             fill(&mut object.metadata);
             ConfigObject::$variant(Arc::new(object))
         }};
     }
-    let object = match kind {
+    Ok(match kind {
         Kind::Namespace => typed!(Namespace),
         Kind::Pod => typed!(Pod),
         Kind::Service => typed!(Service),
@@ -142,20 +243,7 @@ fn check_into(raw: &RawObject, out: &mut Vec<Diagnostic>) -> Option<ConfigObject
         Kind::PeerAuthentication => typed!(PeerAuthentication),
         Kind::KubernetesGateway => typed!(KubernetesGateway),
         Kind::HttpRoute => typed!(HttpRoute),
-    };
-
-    let mut report = Report::default();
-    validate::validate(&object, &mut report);
-    let has_errors = report.has_errors();
-    out.extend(report.findings.into_iter().map(|f| Diagnostic {
-        severity: f.severity,
-        code: f.code,
-        object: Some(key.clone()),
-        origin: origin.clone(),
-        field: f.field,
-        message: f.message,
-    }));
-    if has_errors { None } else { Some(object) }
+    })
 }
 
 /// Deserializes with the path of the failing field: `("spec.http[0].timeout", "invalid duration …")`.
@@ -207,4 +295,64 @@ fn edit_distance(a: &str, b: &str) -> usize {
         prev = cur;
     }
     prev[b.len()]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::source::Origin;
+    use serde_json::json;
+
+    fn raw(value: Value) -> (Kind, RawObject) {
+        let api_version = value["apiVersion"].as_str().unwrap().to_string();
+        let (group, _) = split_api_version(&api_version);
+        let kind = value["kind"].as_str().unwrap().to_string();
+        let KindLookup::Supported(k) = Kind::lookup(group, &kind) else { panic!("{kind}") };
+        let key = ObjectKey {
+            group: group.into(),
+            namespace: (!k.is_cluster_scoped()).then(|| "ns".into()),
+            name: value["metadata"]["name"].as_str().unwrap().into(),
+            kind,
+        };
+        (k, RawObject::from_value(key, api_version, &value, Origin::File { path: "t.yaml".into(), line: 1 }))
+    }
+
+    #[test]
+    fn text_and_tree_read_the_same_object() {
+        let objects = [
+            json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "p", "labels": {"app": "a"}},
+                   "spec": {"nodeName": "n1", "containers": [{"name": "c", "ports": [{"containerPort": 80}]}]},
+                   "status": {"podIP": "10.0.0.1", "podIPs": [{"ip": "10.0.0.1"}]}, "extra": {"ignored": [1, 2.5]}}),
+            json!({"apiVersion": "networking.istio.io/v1", "kind": "VirtualService", "metadata": {"name": "v"},
+                   "spec": {"hosts": ["reviews"], "http": [{
+                       "fault": {"delay": {"fixedDelay": "5s", "percentage": {"value": 0.1}}},
+                       "route": [{"destination": {"host": "reviews", "subset": "v1"}, "weight": 100}]}]}}),
+            json!({"apiVersion": "networking.istio.io/v1beta1", "kind": "DestinationRule", "metadata": {"name": "d"},
+                   "spec": {"host": "reviews", "trafficPolicy": {"loadBalancer": {"localityLbSetting": {"enabled": true}}},
+                            "subsets": [{"name": "v1", "labels": {"version": "v1"}}]}}),
+        ];
+        for value in objects {
+            let (kind, raw) = raw(value);
+            let fast = from_text(kind, &raw).unwrap_or_else(|| panic!("{} not read from text", raw.key));
+            let mut out = Vec::new();
+            let slow = from_tree(kind, &raw, &mut out);
+            assert!(out.is_empty(), "{out:?}");
+            assert_eq!(Some(fast), slow);
+        }
+    }
+
+    #[test]
+    fn nulls_and_unknown_fields_take_the_tree_path() {
+        let (kind, with_null) = raw(json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "p"},
+                                           "spec": {"nodeName": null, "containers": null}}));
+        assert!(from_text(kind, &with_null).is_none());
+        assert!(parse(&with_null).is_ok(), "nulls are stripped");
+
+        let (kind, unknown) = raw(json!({"apiVersion": "networking.istio.io/v1", "kind": "DestinationRule",
+                                         "metadata": {"name": "d"}, "spec": {"host": "r"}, "sepc": {}}));
+        assert!(from_text(kind, &unknown).is_none());
+        let errors = parse(&unknown).unwrap_err();
+        assert_eq!(errors.len(), 1);
+        assert_eq!(errors[0].field, "sepc");
+    }
 }

@@ -4,16 +4,25 @@
 //! valid object replaces the previous version; an invalid new version of an existing
 //! object is rejected with diagnostics and the previous version stays in force; an
 //! invalid new object is simply absent. Other objects are never affected. After every
-//! change the cross-object checks run again and a new immutable [`ConfigSnapshot`] is
-//! published with the next generation number.
+//! batch that changed something, a new immutable [`ConfigSnapshot`] is published with the
+//! next generation number.
+//!
+//! Publishing costs what changed, not what is there: the store applies each change to a
+//! working snapshot (persistent maps, see `snapshot.rs`) and publishes a clone of it,
+//! and the cross-object checks run again only when a VirtualService or DestinationRule
+//! changed. A large batch (a relist) is parsed and validated on every core.
 
 use super::diagnostic::Diagnostic;
-use super::kinds::*;
-use super::parse::check;
+use super::kinds::{ConfigObject, Kind};
+use super::parse::{Checked, check};
 use super::validate::cross::{self, CrossCheck, Entry};
 use crate::source::{ObjectKey, Origin, RawObject, SourceEvent};
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::hash_map::{self, HashMap};
+use std::collections::{BTreeMap, HashSet};
+use std::hash::{DefaultHasher, Hash, Hasher};
 use std::sync::Arc;
+
+pub use super::snapshot::{Change, ConfigSnapshot, Iter, Objects};
 
 /// Which source an event came from, so a source's `Reset` replaces only what that source
 /// sent before.
@@ -23,25 +32,25 @@ pub enum SourceId {
     Kubernetes,
 }
 
-/// An object in force. Its source text is not kept (on a large mesh the JSON would cost
-/// as much memory as everything else together); a digest of it tells an unchanged resend
-/// (a Kubernetes relist, a touched file) from a change.
+/// An object in force. Its source text is not kept (on a large mesh it would cost as much
+/// memory as the typed objects); a digest of it tells an unchanged resend (a Kubernetes
+/// relist, a touched file) from a change. Its origin is kept once, in the working
+/// snapshot.
 #[derive(Debug)]
 struct Accepted {
     source: SourceId,
-    origin: Origin,
     digest: u64,
     object: ConfigObject,
     warnings: Vec<Diagnostic>,
 }
 
-/// A digest of what a source sent for an object (its API version and body).
+/// A digest of what a source sent for an object (its API version and text). A source
+/// writes the same object as the same text (serde_json's maps are ordered), so equal
+/// objects give equal digests.
 fn digest(raw: &RawObject) -> u64 {
-    use std::hash::{Hash, Hasher};
-    let mut h = std::collections::hash_map::DefaultHasher::new();
+    let mut h = DefaultHasher::new();
     raw.api_version.hash(&mut h);
-    // serde_json's maps are ordered, so equal values serialize to equal bytes.
-    serde_json::to_vec(&raw.value).unwrap_or_default().hash(&mut h);
+    raw.json.hash(&mut h);
     h.finish()
 }
 
@@ -53,15 +62,37 @@ struct NotServed {
     diagnostics: Vec<Diagnostic>,
 }
 
+/// What can be worked out about an incoming object without changing the store: its digest,
+/// and the outcome of parsing and validating it unless it is a resend. Independent per
+/// object, so a relist prepares its objects on every core.
+struct Prepared {
+    digest: u64,
+    checked: Option<Checked>,
+}
+
+/// Below this many objects per thread, spawning costs more than it saves.
+const MIN_OBJECTS_PER_THREAD: usize = 512;
+
+/// A Reset is taken in batches of this many objects, each prepared on every core and then
+/// applied. Applying a batch frees its source text (where the source keeps no copy), and
+/// the typed objects of the next batch reuse that memory: a relist's peak is not the
+/// whole text plus all typed objects.
+const RESET_BATCH: usize = 8192;
+
 /// Keeps the last good configuration. Not thread-safe by itself: one task owns it and
 /// hands out [`ConfigSnapshot`]s.
 #[derive(Debug)]
 pub struct ConfigStore {
     generation: u64,
-    accepted: BTreeMap<ObjectKey, Accepted>,
-    not_served: BTreeMap<ObjectKey, NotServed>,
+    accepted: HashMap<ObjectKey, Accepted>,
+    not_served: HashMap<ObjectKey, NotServed>,
     unreadable: BTreeMap<(SourceId, String), Diagnostic>,
-    cross: CrossCheck,
+    /// The findings of the last cross-object check.
+    cross: Vec<Diagnostic>,
+    /// A VirtualService or DestinationRule changed since the last cross-object check.
+    cross_stale: bool,
+    /// Every change is applied here; publishing clones it.
+    working: ConfigSnapshot,
     snapshot: Arc<ConfigSnapshot>,
 }
 
@@ -75,10 +106,12 @@ impl ConfigStore {
     pub fn new() -> Self {
         ConfigStore {
             generation: 0,
-            accepted: BTreeMap::new(),
-            not_served: BTreeMap::new(),
+            accepted: HashMap::new(),
+            not_served: HashMap::new(),
             unreadable: BTreeMap::new(),
-            cross: CrossCheck::default(),
+            cross: Vec::new(),
+            cross_stale: false,
+            working: ConfigSnapshot::default(),
             snapshot: Arc::new(ConfigSnapshot::default()),
         }
     }
@@ -94,8 +127,14 @@ impl ConfigStore {
         let mut changed = false;
         for event in events {
             changed |= match event {
-                SourceEvent::Upsert(raw) => self.upsert(source, raw),
-                SourceEvent::Delete(key) => self.delete(&key),
+                SourceEvent::Upsert(raw) => {
+                    let prepared = self.prepare(&raw);
+                    self.upsert(source, raw, prepared)
+                }
+                SourceEvent::Delete(key) => {
+                    self.not_served.remove(&key);
+                    self.forget(&key)
+                }
                 SourceEvent::Reset(objects) => self.reset(source, objects),
                 SourceEvent::Unreadable { origin, message } => {
                     let diagnostic = Diagnostic::unreadable(&origin, message);
@@ -106,7 +145,7 @@ impl ConfigStore {
         }
         if changed {
             self.generation += 1;
-            self.rebuild();
+            self.publish();
         }
         changed
     }
@@ -127,206 +166,199 @@ impl ConfigStore {
         let mut all: Vec<Diagnostic> = self.unreadable.values().cloned().collect();
         all.extend(self.not_served.values().flat_map(|n| n.diagnostics.iter().cloned()));
         all.extend(self.accepted.values().flat_map(|a| a.warnings.iter().cloned()));
-        all.extend(self.cross.diagnostics.iter().cloned());
+        all.extend(self.cross.iter().cloned());
         all.sort_by(Diagnostic::cmp_by_location);
         all
     }
 
-    fn upsert(&mut self, source: SourceId, raw: RawObject) -> bool {
-        let key = raw.key.clone();
-        let digest = digest(&raw);
-        if self.accepted.get(&key).is_some_and(|a| a.digest == digest && a.origin == raw.origin) {
-            self.not_served.remove(&key);
-            return false;
+    fn prepare(&self, raw: &RawObject) -> Prepared {
+        let digest = digest(raw);
+        let resend = match self.accepted.get(&raw.key) {
+            Some(a) => a.digest == digest && self.origin(&raw.key, a) == Some(&raw.origin),
+            None => self.not_served.get(&raw.key).is_some_and(|n| n.raw == *raw),
+        };
+        Prepared { digest, checked: (!resend).then(|| check(raw)) }
+    }
+
+    /// [`Self::prepare`] for a batch, spread over the cores.
+    fn prepare_all(&self, objects: &[RawObject]) -> Vec<Prepared> {
+        let cores = std::thread::available_parallelism().map_or(1, usize::from);
+        let threads = cores.min(objects.len() / MIN_OBJECTS_PER_THREAD);
+        if threads < 2 {
+            return objects.iter().map(|raw| self.prepare(raw)).collect();
         }
-        if !self.accepted.contains_key(&key) && self.not_served.get(&key).is_some_and(|n| n.raw == raw) {
-            return false;
+        let prepare = |chunk: &[RawObject]| chunk.iter().map(|raw| self.prepare(raw)).collect::<Vec<_>>();
+        let mut chunks = objects.chunks(objects.len().div_ceil(threads));
+        std::thread::scope(|scope| {
+            let first = chunks.next().unwrap_or_default();
+            let others: Vec<_> = chunks.map(|chunk| scope.spawn(move || prepare(chunk))).collect();
+            let mut all = prepare(first);
+            for other in others {
+                all.extend(other.join().unwrap_or_else(|panic| std::panic::resume_unwind(panic)));
+            }
+            all
+        })
+    }
+
+    /// Takes in one object. `prepared` was worked out before the events ahead of this one
+    /// in its batch were applied; the resend test is repeated against the store as it is
+    /// now, so the outcome is as if the object came alone.
+    fn upsert(&mut self, source: SourceId, raw: RawObject, prepared: Prepared) -> bool {
+        let Prepared { digest, checked } = prepared;
+        match self.accepted.get(&raw.key) {
+            Some(a) if a.digest == digest && self.origin(&raw.key, a) == Some(&raw.origin) => {
+                // Back to the version in force: a rejected version since is moot.
+                self.not_served.remove(&raw.key);
+                return false;
+            }
+            None if self.not_served.get(&raw.key).is_some_and(|n| n.raw == raw) => return false,
+            _ => {}
         }
-        let checked = check(&raw);
-        match checked.object {
+        let Checked { object, diagnostics } = checked.unwrap_or_else(|| check(&raw));
+        match object {
             Some(object) => {
-                self.not_served.remove(&key);
-                let changed =
-                    self.accepted.get(&key).is_none_or(|a| a.object != object || a.origin != raw.origin);
-                let accepted =
-                    Accepted { source, origin: raw.origin, digest, object, warnings: checked.diagnostics };
-                self.accepted.insert(key, accepted);
-                changed
+                self.not_served.remove(&raw.key);
+                self.accept(source, raw, digest, object, diagnostics)
             }
             None => {
-                let mut diagnostics = checked.diagnostics;
-                if let Some(previous) = self.accepted.get(&key)
+                let mut diagnostics = diagnostics;
+                if let Some(previous) = self.accepted.get(&raw.key).and_then(|a| self.origin(&raw.key, a))
                     && diagnostics.iter().any(Diagnostic::is_error)
                 {
                     diagnostics.push(Diagnostic::warning(
-                        &key,
+                        &raw.key,
                         &raw.origin,
                         "",
                         format!(
-                            "this version is rejected; the last good version (from {}) stays in force",
-                            previous.origin
+                            "this version is rejected; the last good version (from {previous}) stays in force"
                         ),
                     ));
                 }
-                self.not_served.insert(key, NotServed { source, raw, diagnostics });
+                self.not_served.insert(raw.key.clone(), NotServed { source, raw, diagnostics });
                 false
             }
         }
     }
 
-    fn delete(&mut self, key: &ObjectKey) -> bool {
-        self.not_served.remove(key);
-        self.accepted.remove(key).is_some()
+    /// Puts a valid object in force; returns whether the served configuration changed.
+    fn accept(
+        &mut self,
+        source: SourceId,
+        raw: RawObject,
+        digest: u64,
+        object: ConfigObject,
+        warnings: Vec<Diagnostic>,
+    ) -> bool {
+        let RawObject { key, origin, .. } = raw;
+        let kind = object.kind();
+        match self.accepted.entry(key) {
+            hash_map::Entry::Occupied(mut entry) => {
+                let same_origin = self.working.origin_of(kind, entry.key()) == Some(&origin);
+                let a = entry.get_mut();
+                let same_object = a.object == object;
+                // An equal object keeps its `Arc`: translation tells what changed by
+                // pointer.
+                if !same_object {
+                    a.object = object;
+                }
+                (a.source, a.digest, a.warnings) = (source, digest, warnings);
+                if same_object && same_origin {
+                    return false;
+                }
+                self.working.insert(entry.key(), &entry.get().object, &origin);
+            }
+            hash_map::Entry::Vacant(entry) => {
+                self.working.insert(entry.key(), &object, &origin);
+                entry.insert(Accepted { source, digest, object, warnings });
+            }
+        }
+        self.cross_stale |= is_routing(kind);
+        true
+    }
+
+    /// Takes an object out of force; returns whether it was in force.
+    fn forget(&mut self, key: &ObjectKey) -> bool {
+        let Some(a) = self.accepted.remove(key) else { return false };
+        let kind = a.object.kind();
+        self.working.remove(key, kind);
+        self.cross_stale |= is_routing(kind);
+        true
+    }
+
+    /// Where the object in force under `key` came from.
+    fn origin(&self, key: &ObjectKey, accepted: &Accepted) -> Option<&Origin> {
+        self.working.origin_of(accepted.object.kind(), key)
     }
 
     fn reset(&mut self, source: SourceId, objects: Vec<RawObject>) -> bool {
-        let keep: BTreeSet<&ObjectKey> = objects.iter().map(|o| &o.key).collect();
-        let stale: Vec<ObjectKey> = self
-            .accepted
-            .iter()
-            .filter(|(k, a)| a.source == source && !keep.contains(k))
-            .map(|(k, _)| k.clone())
-            .collect();
-        let mut changed = !stale.is_empty();
-        for k in stale {
-            self.accepted.remove(&k);
+        let mut changed = false;
+        // Nothing to replace at the first Reset: skip indexing a large one for nothing.
+        if !self.accepted.is_empty() || !self.not_served.is_empty() {
+            let keep: HashSet<&ObjectKey> = objects.iter().map(|o| &o.key).collect();
+            let stale: Vec<ObjectKey> = self
+                .accepted
+                .iter()
+                .filter(|(k, a)| a.source == source && !keep.contains(k))
+                .map(|(k, _)| k.clone())
+                .collect();
+            self.not_served.retain(|k, n| n.source != source || keep.contains(k));
+            for k in &stale {
+                changed |= self.forget(k);
+            }
         }
-        self.not_served.retain(|k, n| n.source != source || keep.contains(k));
         self.unreadable.retain(|(s, _), _| *s != source);
-        for raw in objects {
-            changed |= self.upsert(source, raw);
-        }
-        changed
-    }
-
-    fn rebuild(&mut self) {
-        let mut vss = Vec::new();
-        let mut drs = Vec::new();
-        for (key, a) in &self.accepted {
-            match &a.object {
-                ConfigObject::VirtualService(vs) => vss.push(Entry { key, origin: &a.origin, object: &**vs }),
-                ConfigObject::DestinationRule(dr) => {
-                    drs.push(Entry { key, origin: &a.origin, object: &**dr })
-                }
-                _ => {}
+        let mut objects = objects.into_iter();
+        loop {
+            let batch: Vec<RawObject> = objects.by_ref().take(RESET_BATCH).collect();
+            if batch.is_empty() {
+                return changed;
+            }
+            let prepared = self.prepare_all(&batch);
+            for (raw, prepared) in batch.into_iter().zip(prepared) {
+                changed |= self.upsert(source, raw, prepared);
             }
         }
-        self.cross = cross::check(&vss, &drs);
-        let mut s = ConfigSnapshot { generation: self.generation, ..Default::default() };
-        for (key, a) in &self.accepted {
-            let at = (key.namespace.clone().unwrap_or_default(), key.name.clone());
-            match &a.object {
-                ConfigObject::Namespace(o) => s.namespaces.insert(at, o),
-                ConfigObject::Pod(o) => s.pods.insert(at, o),
-                ConfigObject::Service(o) => s.services.insert(at, o),
-                ConfigObject::EndpointSlice(o) => s.endpoint_slices.insert(at, o),
-                ConfigObject::VirtualService(o) => s.virtual_services.insert(at, o),
-                ConfigObject::DestinationRule(o) => s.destination_rules.insert(at, o),
-                ConfigObject::Gateway(o) => s.gateways.insert(at, o),
-                ConfigObject::ServiceEntry(o) => s.service_entries.insert(at, o),
-                ConfigObject::Sidecar(o) => s.sidecars.insert(at, o),
-                ConfigObject::WorkloadEntry(o) => s.workload_entries.insert(at, o),
-                ConfigObject::AuthorizationPolicy(o) => s.authorization_policies.insert(at, o),
-                ConfigObject::PeerAuthentication(o) => s.peer_authentications.insert(at, o),
-                ConfigObject::KubernetesGateway(o) => s.kubernetes_gateways.insert(at, o),
-                ConfigObject::HttpRoute(o) => s.http_routes.insert(at, o),
-            }
-            s.origins.insert(key.clone(), a.origin.clone());
+    }
+
+    fn publish(&mut self) {
+        if std::mem::take(&mut self.cross_stale) {
+            let CrossCheck { diagnostics, shadowed_hosts } = cross_check(&self.working);
+            self.cross = diagnostics;
+            self.working.set_shadowed_hosts(shadowed_hosts);
         }
-        s.shadowed_hosts = self.cross.shadowed_hosts.clone();
-        self.snapshot = Arc::new(s);
+        self.working.generation = self.generation;
+        self.snapshot = Arc::new(self.working.clone());
     }
 }
 
-/// Objects of one kind, ordered by namespace, then name.
-#[derive(Debug)]
-pub struct Objects<T> {
-    map: BTreeMap<(String, String), Arc<T>>,
+/// The kinds the cross-object checks read.
+fn is_routing(kind: Kind) -> bool {
+    matches!(kind, Kind::VirtualService | Kind::DestinationRule)
 }
 
-impl<T> Default for Objects<T> {
-    fn default() -> Self {
-        Objects { map: BTreeMap::new() }
+/// The cross-object checks over the VirtualServices and DestinationRules of `snapshot`.
+fn cross_check(snapshot: &ConfigSnapshot) -> CrossCheck {
+    /// Each object with its full key (the checks name objects by key).
+    fn keyed<T>(kind: Kind, objects: &Objects<T>) -> Vec<(ObjectKey, &Origin, &T)> {
+        objects
+            .entries()
+            .map(|((ns, name), object, origin)| {
+                let key = ObjectKey {
+                    group: kind.group().to_owned(),
+                    kind: kind.name().to_owned(),
+                    namespace: Some(ns.clone()),
+                    name: name.clone(),
+                };
+                (key, origin, &**object)
+            })
+            .collect()
     }
-}
-
-impl<T> Objects<T> {
-    fn insert(&mut self, at: (String, String), object: &Arc<T>) {
-        self.map.insert(at, Arc::clone(object));
+    fn entries<'a, T>(keyed: &'a [(ObjectKey, &'a Origin, &'a T)]) -> Vec<Entry<'a, T>> {
+        keyed.iter().map(|(key, origin, object)| Entry { key, origin, object: *object }).collect()
     }
-
-    /// All objects, by namespace then name.
-    pub fn iter(&self) -> impl Iterator<Item = &Arc<T>> {
-        self.map.values()
-    }
-
-    /// Namespace "" for cluster-scoped kinds (Namespace).
-    pub fn get(&self, namespace: &str, name: &str) -> Option<&Arc<T>> {
-        self.map.get(&(namespace.to_string(), name.to_string()))
-    }
-
-    /// The objects of one namespace, by name.
-    pub fn in_namespace<'a>(&'a self, namespace: &'a str) -> impl Iterator<Item = &'a Arc<T>> + 'a {
-        self.map.iter().filter(move |((ns, _), _)| ns == namespace).map(|(_, o)| o)
-    }
-
-    pub fn len(&self) -> usize {
-        self.map.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.map.is_empty()
-    }
-}
-
-impl<'a, T> IntoIterator for &'a Objects<T> {
-    type Item = &'a Arc<T>;
-    type IntoIter = std::collections::btree_map::Values<'a, (String, String), Arc<T>>;
-    fn into_iter(self) -> Self::IntoIter {
-        self.map.values()
-    }
-}
-
-/// An immutable view of the configuration in force, grouped by kind. Iteration order is
-/// stable: namespace, then name.
-#[derive(Debug, Default)]
-pub struct ConfigSnapshot {
-    pub generation: u64,
-    pub namespaces: Objects<Namespace>,
-    pub pods: Objects<Pod>,
-    pub services: Objects<Service>,
-    pub endpoint_slices: Objects<EndpointSlice>,
-    pub virtual_services: Objects<VirtualService>,
-    pub destination_rules: Objects<DestinationRule>,
-    pub gateways: Objects<Gateway>,
-    pub service_entries: Objects<ServiceEntry>,
-    pub sidecars: Objects<Sidecar>,
-    pub workload_entries: Objects<WorkloadEntry>,
-    pub authorization_policies: Objects<AuthorizationPolicy>,
-    pub peer_authentications: Objects<PeerAuthentication>,
-    /// Gateway API Gateways.
-    pub kubernetes_gateways: Objects<KubernetesGateway>,
-    pub http_routes: Objects<HttpRoute>,
-    origins: BTreeMap<ObjectKey, Origin>,
-    shadowed_hosts: BTreeMap<ObjectKey, BTreeSet<String>>,
-}
-
-impl ConfigSnapshot {
-    /// Where an object in force came from (for messages that point at file:line).
-    pub fn origin(&self, key: &ObjectKey) -> Option<&Origin> {
-        self.origins.get(key)
-    }
-
-    /// Whether `host` of the mesh VirtualService `key` is owned by an older VirtualService
-    /// (IST0109): translation must ignore this VirtualService's routes for that host.
-    pub fn is_host_shadowed(&self, key: &ObjectKey, host: &str) -> bool {
-        self.shadowed_hosts.get(key).is_some_and(|h| h.contains(host))
-    }
-
-    /// The ObjectKey of a VirtualService in this snapshot.
-    pub fn virtual_service_key(vs: &VirtualService) -> ObjectKey {
-        Kind::VirtualService.key(&vs.metadata)
-    }
+    let vss = keyed(Kind::VirtualService, &snapshot.virtual_services);
+    let drs = keyed(Kind::DestinationRule, &snapshot.destination_rules);
+    cross::check(&entries(&vss), &entries(&drs))
 }
 
 #[cfg(test)]
@@ -340,12 +372,12 @@ mod tests {
             _ => ("networking.istio.io/v1", "networking.istio.io"),
         };
         let namespace = (kind != "Namespace").then(|| "ns".to_string());
-        RawObject {
-            key: ObjectKey { group: group.into(), kind: kind.into(), namespace, name: name.into() },
-            api_version: api_version.into(),
-            value: json!({"apiVersion": api_version, "kind": kind, "metadata": {"name": name}, "spec": spec}),
+        RawObject::from_value(
+            ObjectKey { group: group.into(), kind: kind.into(), namespace, name: name.into() },
+            api_version.into(),
+            &json!({"apiVersion": api_version, "kind": kind, "metadata": {"name": name}, "spec": spec}),
             origin,
-        }
+        )
     }
 
     fn file(line: usize) -> Origin {
@@ -420,5 +452,122 @@ mod tests {
         assert_eq!(store.snapshot().destination_rules.len(), 1);
         let key = dr("zeta", file(1)).key;
         assert_eq!(store.snapshot().origin(&key), Some(&file(1)));
+    }
+
+    fn dr_in(namespace: &str, name: &str, host: &str) -> RawObject {
+        let mut o = dr(name, k8s());
+        o.key.namespace = Some(namespace.into());
+        o.json = json!({"apiVersion": "networking.istio.io/v1", "kind": "DestinationRule",
+                        "metadata": {"name": name, "namespace": namespace}, "spec": {"host": host}})
+        .to_string()
+        .into();
+        o
+    }
+
+    fn vs(name: &str, line: usize, host: &str) -> RawObject {
+        raw(
+            "VirtualService",
+            name,
+            file(line),
+            json!({"hosts": [host], "http": [{"route": [{"destination": {"host": host}}]}]}),
+        )
+    }
+
+    #[test]
+    fn unchanged_objects_keep_their_arc_and_changes_are_listed() {
+        let mut store = ConfigStore::new();
+        store.apply_all(SourceId::Kubernetes, [dr("a", k8s()), dr("b", k8s())].map(SourceEvent::Upsert));
+        let before = store.snapshot();
+        let changed = raw("DestinationRule", "b", k8s(), json!({"host": "other"}));
+        store.apply_all(SourceId::Kubernetes, [changed, dr("c", k8s())].map(SourceEvent::Upsert));
+        let after = store.snapshot();
+
+        let (a0, a1) = (
+            before.destination_rules.get("ns", "a").unwrap(),
+            after.destination_rules.get("ns", "a").unwrap(),
+        );
+        assert!(Arc::ptr_eq(a0, a1), "an untouched object is the same Arc in the next snapshot");
+        assert!(after.namespaces.same_as(&before.namespaces));
+        assert!(!after.destination_rules.same_as(&before.destination_rules));
+        let changes: Vec<(&str, bool, bool)> = after
+            .destination_rules
+            .changes_since(&before.destination_rules)
+            .map(|((_, name), old, new)| (name.as_str(), old.is_some(), new.is_some()))
+            .collect();
+        assert_eq!(changes, [("b", true, true), ("c", false, true)]);
+        let gone: Vec<_> = before.destination_rules.changes_since(&after.destination_rules).collect();
+        assert_eq!(gone.len(), 2, "the other way round, c is removed and b replaced");
+
+        // A new resourceVersion of an identical object: a new origin, the same Arc.
+        let bumped = Origin::Kubernetes { resource_version: "8".into() };
+        assert!(store.apply(SourceId::Kubernetes, SourceEvent::Upsert(dr("a", bumped.clone()))));
+        let later = store.snapshot();
+        assert!(Arc::ptr_eq(a0, later.destination_rules.get("ns", "a").unwrap()));
+        assert_eq!(later.destination_rules.changes_since(&after.destination_rules).count(), 0);
+        assert_eq!(later.origin(&dr("a", k8s()).key), Some(&bumped));
+    }
+
+    #[test]
+    fn in_namespace_reads_one_namespace_only() {
+        let mut store = ConfigStore::new();
+        let objects =
+            [dr_in("b", "x", "h"), dr_in("a", "y", "h"), dr_in("ab", "x", "h"), dr_in("a", "x", "h")];
+        store.apply(SourceId::Kubernetes, SourceEvent::Reset(objects.into()));
+        let s = store.snapshot();
+        let names =
+            |ns| s.destination_rules.in_namespace(ns).map(|d| d.metadata.name.clone()).collect::<Vec<_>>();
+        assert_eq!(names("a"), ["x", "y"]);
+        assert_eq!(names("ab"), ["x"]);
+        assert!(names("c").is_empty());
+        assert!(names("").is_empty());
+    }
+
+    #[test]
+    fn cross_checks_follow_virtual_service_changes() {
+        let mut store = ConfigStore::new();
+        store.apply_all(
+            SourceId::File,
+            [vs("first", 1, "reviews"), vs("second", 9, "reviews")].map(SourceEvent::Upsert),
+        );
+        let second = vs("second", 9, "reviews").key;
+        let ist0109 =
+            |store: &ConfigStore| store.diagnostics().iter().filter(|d| d.code == Some("IST0109")).count();
+        assert!(store.snapshot().is_host_shadowed(&second, "reviews"));
+        assert_eq!(ist0109(&store), 2);
+
+        // Another kind changes: the findings stay.
+        store.apply(SourceId::File, SourceEvent::Upsert(raw("Namespace", "ns", file(20), json!({}))));
+        assert!(store.snapshot().is_host_shadowed(&second, "reviews"));
+        assert_eq!(ist0109(&store), 2);
+
+        store.apply(SourceId::File, SourceEvent::Delete(vs("first", 1, "reviews").key));
+        assert!(!store.snapshot().is_host_shadowed(&second, "reviews"));
+        assert_eq!(ist0109(&store), 0);
+    }
+
+    #[test]
+    fn a_large_reset_has_the_outcome_of_one_object_at_a_time() {
+        // Enough objects to be checked on several threads, a few of them invalid.
+        let objects: Vec<RawObject> = (0..3 * MIN_OBJECTS_PER_THREAD)
+            .map(|i| match i % 500 {
+                7 => raw("DestinationRule", &format!("d{i}"), k8s(), json!({"host": ""})),
+                _ => dr(&format!("d{i}"), k8s()),
+            })
+            .collect();
+        let mut at_once = ConfigStore::new();
+        at_once.apply(SourceId::Kubernetes, SourceEvent::Reset(objects.clone()));
+        let mut one_by_one = ConfigStore::new();
+        one_by_one.apply_all(SourceId::Kubernetes, objects.into_iter().map(SourceEvent::Upsert));
+
+        let (a, b) = (at_once.snapshot(), one_by_one.snapshot());
+        assert_eq!(a.destination_rules.len(), 3 * MIN_OBJECTS_PER_THREAD - 4);
+        assert!(
+            a.destination_rules
+                .iter()
+                .map(|d| &d.metadata.name)
+                .eq(b.destination_rules.iter().map(|d| &d.metadata.name))
+        );
+        assert_eq!(at_once.diagnostics(), one_by_one.diagnostics());
+        assert_eq!(at_once.diagnostics().iter().filter(|d| d.is_error()).count(), 4);
     }
 }

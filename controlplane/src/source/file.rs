@@ -394,7 +394,7 @@ fn parse_documents(path: &Path, text: &str) -> (Vec<RawObject>, Vec<Problem>) {
         if is_list {
             if let Some(Value::Array(items)) = value.get("items") {
                 for item in items {
-                    match to_raw(item.clone(), &origin) {
+                    match to_raw(item, &origin) {
                         Ok(raw) => objects.push(raw),
                         Err(message) => {
                             problems.push((origin.clone(), format!("in items of a List: {message}")))
@@ -404,7 +404,7 @@ fn parse_documents(path: &Path, text: &str) -> (Vec<RawObject>, Vec<Problem>) {
             }
             continue;
         }
-        match to_raw(value, &origin) {
+        match to_raw(&value, &origin) {
             Ok(raw) => objects.push(raw),
             Err(message) => problems.push((origin, message)),
         }
@@ -512,8 +512,8 @@ fn convert(value: serde_yaml::Value) -> Result<Value, String> {
 }
 
 /// Checks a document has what makes it an object and builds its key.
-fn to_raw(value: Value, origin: &Origin) -> Result<RawObject, String> {
-    let Value::Object(map) = &value else {
+fn to_raw(value: &Value, origin: &Origin) -> Result<RawObject, String> {
+    let Value::Object(map) = value else {
         return Err("document is not a mapping: expected an object with apiVersion, kind and metadata".into());
     };
     let text = |v: Option<&Value>| v.and_then(Value::as_str).filter(|s| !s.is_empty()).map(str::to_string);
@@ -544,12 +544,8 @@ fn to_raw(value: Value, origin: &Origin) -> Result<RawObject, String> {
     } else {
         Some(text(metadata.and_then(|m| m.get("namespace"))).unwrap_or_else(|| DEFAULT_NAMESPACE.to_string()))
     };
-    Ok(RawObject {
-        key: ObjectKey { group: group.to_string(), kind, namespace, name },
-        api_version,
-        value,
-        origin: origin.clone(),
-    })
+    let key = ObjectKey { group: group.to_string(), kind, namespace, name };
+    Ok(RawObject::from_value(key, api_version, value, origin.clone()))
 }
 
 #[cfg(test)]
@@ -589,7 +585,7 @@ mod tests {
         let text = "apiVersion: security.istio.io/v1\nkind: PeerAuthentication\nmetadata:\n  name: p\nspec:\n  portLevelMtls:\n    8080:\n      mode: DISABLE\n";
         let (objects, _) = parse_documents(Path::new("x.yaml"), text);
         assert_eq!(objects[0].key.namespace.as_deref(), Some("default"));
-        assert_eq!(objects[0].value["spec"]["portLevelMtls"]["8080"]["mode"], "DISABLE");
+        assert_eq!(objects[0].to_value().unwrap()["spec"]["portLevelMtls"]["8080"]["mode"], "DISABLE");
         let (objects, _) =
             parse_documents(Path::new("x.yaml"), "apiVersion: v1\nkind: Namespace\nmetadata:\n  name: n\n");
         assert_eq!(objects[0].key.namespace, None);

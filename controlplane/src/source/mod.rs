@@ -7,7 +7,7 @@ pub mod file;
 pub mod kube;
 
 use serde_json::Value;
-use std::{fmt, path::PathBuf};
+use std::{fmt, path::PathBuf, sync::Arc};
 
 /// Identifies an object across sources: API group, kind, namespace, name.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -55,9 +55,27 @@ pub struct RawObject {
     pub key: ObjectKey,
     /// e.g. "networking.istio.io/v1beta1"; the version part matters for parsing.
     pub api_version: String,
-    /// The whole object (apiVersion, kind, metadata, spec, …) as JSON.
-    pub value: Value,
+    /// The whole object (apiVersion, kind, metadata, spec, …) as compact JSON text.
+    ///
+    /// Text rather than a [`Value`] tree: a Pod as a tree takes several times the memory
+    /// of its text, and a relist holds every object of the cluster at once. Shared, so
+    /// that the copy a source keeps and the one it sends are one allocation.
+    pub json: Arc<str>,
     pub origin: Origin,
+}
+
+impl RawObject {
+    /// An object given as a JSON value (a test's `json!`, a YAML document).
+    pub fn from_value(key: ObjectKey, api_version: String, value: &Value, origin: Origin) -> RawObject {
+        // `Value`'s `Display` writes compact JSON and cannot fail.
+        RawObject { key, api_version, json: value.to_string().into(), origin }
+    }
+
+    /// The object as a JSON value, to look into it (tests, tools). Parsing reads the text
+    /// itself.
+    pub fn to_value(&self) -> serde_json::Result<Value> {
+        serde_json::from_str(&self.json)
+    }
 }
 
 /// What a source tells the config store.

@@ -9,21 +9,17 @@ fn raw(yaml: &str) -> RawObject {
     let (group, _) = crate::config::kinds::split_api_version(&api_version);
     let kind = value["kind"].as_str().unwrap().to_string();
     let cluster = crate::config::kinds::is_cluster_scoped(group, &kind);
-    RawObject {
-        key: ObjectKey {
-            group: group.to_string(),
-            namespace: if cluster {
-                None
-            } else {
-                Some(value["metadata"]["namespace"].as_str().unwrap_or("default").to_string())
-            },
-            name: value["metadata"]["name"].as_str().unwrap().to_string(),
-            kind,
+    let key = ObjectKey {
+        group: group.to_string(),
+        namespace: if cluster {
+            None
+        } else {
+            Some(value["metadata"]["namespace"].as_str().unwrap_or("default").to_string())
         },
-        api_version,
-        value,
-        origin: Origin::File { path: "t.yaml".into(), line: 1 },
-    }
+        name: value["metadata"]["name"].as_str().unwrap().to_string(),
+        kind,
+    };
+    RawObject::from_value(key, api_version, &value, Origin::File { path: "t.yaml".into(), line: 1 })
 }
 
 fn run(yaml: &str) -> Checked {

@@ -5,8 +5,9 @@
 //! one kind at a time (at start, and after `410 Gone`). So the source keeps each kind's
 //! current objects here and answers a kind's relist with a Reset of *all* kinds' objects:
 //! the config store sees one complete set without knowing about kinds, and `mod.rs` needs
-//! no per-kind Reset. The cost is a second copy of the watched objects in memory (without
-//! `managedFields`), and a full Reset per relist, which is rare.
+//! no per-kind Reset. The cost is a copy of the watched objects in memory (compact JSON
+//! text without `managedFields`, shared with the Resets and Upserts sent, not copied into
+//! them), and a full Reset per relist, which is rare.
 //!
 //! At start nothing is sent until every kind has been listed once or the server has
 //! refused its list (a missing CRD must not hold the others back); then one Reset carries
@@ -130,14 +131,16 @@ fn raw_object(kind: &WatchedKind, mut object: DynamicObject) -> Option<RawObject
     // watch, so the table says what they are.
     let api_version = kind.api_version();
     object.types = Some(TypeMeta { api_version: api_version.clone(), kind: kind.kind.to_owned() });
-    let value = match serde_json::to_value(&object) {
-        Ok(value) => value,
+    // Straight to compact text, never a `serde_json::Value` tree: during a relist every
+    // object of the cluster is held here at once.
+    let json = match serde_json::to_string(&object) {
+        Ok(json) => json.into(),
         Err(error) => {
             warn!(object = %key, %error, "ignoring an object that does not serialise back to JSON");
             return None;
         }
     };
-    Some(RawObject { key, api_version, value, origin: Origin::Kubernetes { resource_version } })
+    Some(RawObject { key, api_version, json, origin: Origin::Kubernetes { resource_version } })
 }
 
 #[cfg(test)]
@@ -199,10 +202,11 @@ mod tests {
             }
         );
         assert_eq!(raw.api_version, "v1");
-        assert_eq!(raw.value["kind"], "Pod");
-        assert_eq!(raw.value["apiVersion"], "v1");
-        assert_eq!(raw.value["spec"]["nodeName"], "n1");
-        assert!(raw.value["metadata"].get("managedFields").is_none());
+        let value = raw.to_value().unwrap();
+        assert_eq!(value["kind"], "Pod");
+        assert_eq!(value["apiVersion"], "v1");
+        assert_eq!(value["spec"]["nodeName"], "n1");
+        assert!(value["metadata"].get("managedFields").is_none());
         assert_eq!(raw.origin, Origin::Kubernetes { resource_version: "7".into() });
         assert!(objects.apply(pods, pod("a", "7")).is_none(), "an unchanged object is not sent again");
 
