@@ -342,8 +342,8 @@ status: { podIP: 10.1.2.9 }
         ("a pod moves node (authorization scope)", vec![&rescheduled], 1),
         ("a pod is added", vec![&rescheduled, legacy], 1),
         ("a pod loses its IP", vec![&rescheduled, &pending], 1),
-        // The pod after it moved up a document, so its origin changed too.
-        ("a pod is deleted", vec![&pending], 2),
+        // The pod after it moves up a document: a new origin, the same object, no update.
+        ("a pod is deleted", vec![&pending], 1),
     ];
     for (what, pods, addresses) in steps {
         load(&mut store, &with_pods(&pods));

@@ -20,7 +20,6 @@
 //! in the report, rather than taking the machine down.
 
 use anyhow::{Context, Result, bail, ensure};
-use prost::Message;
 use serde::{Deserialize, Serialize, de::DeserializeOwned};
 use serde_json::{Value, json};
 use std::{
@@ -41,6 +40,7 @@ use weft_controlplane::{
     translate,
 };
 use weft_xds::server::{ServerConfig, XdsServer};
+use weft_xds::type_url;
 
 mod subscriber;
 
