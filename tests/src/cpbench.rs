@@ -647,7 +647,7 @@ fn run_phase(
     changes_made: &mut u64,
 ) -> Result<Phase> {
     let addresses = weftd.ready().addresses();
-    let endpoint = format!("http://{}", weftd.ready().addr);
+    let addr = weftd.ready().addr;
     let before = weftd.usage()?;
     let driver_before = status_kib(&std::fs::read_to_string("/proc/self/status")?, "VmRSS:") / 1024.0;
     let probe = Probe::new(wanted);
@@ -670,7 +670,7 @@ fn run_phase(
         let wave = settings.connect_batch.min(wanted - clients.len());
         for _ in 0..wave {
             let k = clients.len();
-            clients.push(subscriber::start(endpoint.clone(), k, Arc::clone(&probe)));
+            clients.push(subscriber::start(addr, k, Arc::clone(&probe)));
         }
         let deadline = Instant::now() + Duration::from_secs(300);
         while probe.initialized.load(Ordering::Acquire) < clients.len() {

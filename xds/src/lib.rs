@@ -9,6 +9,7 @@
 #![forbid(unsafe_code)]
 
 pub mod client;
+pub mod frame;
 pub mod istio;
 pub mod server;
 pub mod type_url;

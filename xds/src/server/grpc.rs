@@ -1,22 +1,30 @@
-//! Envoy's `AggregatedDiscoveryService` as a tonic service, written out rather than
-//! generated so that responses can be encoded from the snapshot's shared resources
-//! (`wire.rs`) instead of from a copy in a prost message.
+//! Envoy's `AggregatedDiscoveryService` on HTTP/2, written out rather than generated: the
+//! server frames its own messages (`crate::frame`), so responses are encoded from the
+//! snapshot's shared resources (`wire.rs`) and every message buffer, in or out, is freed
+//! once handled. (tonic's generated service would keep one growing buffer per stream and
+//! direction, as large as the largest message: a full state per connected proxy.)
 
+use std::collections::VecDeque;
 use std::convert::Infallible;
 use std::marker::PhantomData;
+use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{Context, Poll};
+use std::task::{Context, Poll, ready};
 
+use bytes::{Buf, Bytes};
+use http_body::Frame;
+use http_body_util::{BodyExt, combinators::UnsyncBoxBody};
 use tokio::sync::mpsc;
-use tokio_stream::wrappers::ReceiverStream;
+use tonic::Status;
 use tonic::body::Body;
 use tonic::codegen::{Body as HttpBody, BoxFuture, Service, StdError, http};
-use tonic::server::{Grpc, NamedService, StreamingService};
-use tonic::{Status, Streaming};
+use tonic::server::NamedService;
 
+use super::Shared;
 use super::stream::{self, StreamProtocol};
-use super::wire::AdsCodec;
-use super::{Handles, Shared, delta::Delta, sotw::Sotw};
+use super::wire::Outgoing;
+use super::{Handles, delta::Delta, sotw::Sotw};
+use crate::frame::Deframer;
 
 const SERVICE: &str = "envoy.service.discovery.v3.AggregatedDiscoveryService";
 const SOTW_PATH: &str = "/envoy.service.discovery.v3.AggregatedDiscoveryService/StreamAggregatedResources";
@@ -50,51 +58,130 @@ where
     }
 
     fn call(&mut self, request: http::Request<B>) -> Self::Future {
-        let service = self.clone();
-        match request.uri().path() {
-            SOTW_PATH => Box::pin(async move { Ok(serve::<Sotw, B>(service, request).await) }),
-            DELTA_PATH => Box::pin(async move { Ok(serve::<Delta, B>(service, request).await) }),
-            _ => Box::pin(async move {
-                let mut response = http::Response::new(Body::default());
-                let headers = response.headers_mut();
-                headers.insert(Status::GRPC_STATUS, (tonic::Code::Unimplemented as i32).into());
-                headers.insert(http::header::CONTENT_TYPE, tonic::metadata::GRPC_CONTENT_TYPE);
-                Ok(response)
-            }),
+        let response = match request.uri().path() {
+            SOTW_PATH => self.open::<Sotw, B>(request),
+            DELTA_PATH => self.open::<Delta, B>(request),
+            path => status_response(&Status::unimplemented(format!("{path} is not served here"))),
+        };
+        Box::pin(async move { Ok(response) })
+    }
+}
+
+impl AdsService {
+    /// Starts the stream task and answers with its responses.
+    fn open<P: StreamProtocol, B>(&self, request: http::Request<B>) -> http::Response<Body>
+    where
+        B: HttpBody + Send + 'static,
+        B::Error: Into<StdError> + Send + 'static,
+    {
+        if *self.shared.shutdown.borrow() {
+            return status_response(&Status::unavailable("xDS server is shutting down; reconnect"));
+        }
+        if request.headers().get("grpc-encoding").is_some_and(|e| e != "identity") {
+            return status_response(&Status::unimplemented("compressed requests are not accepted"));
+        }
+        let requests = Requests::new(request.into_body(), self.max_request_bytes);
+        let (tx, rx) = mpsc::channel(self.shared.response_buffer);
+        tokio::spawn(stream::run::<P>(Arc::clone(&self.shared), requests, tx));
+        let mut response = http::Response::new(Body::new(Responses { rx, done: false }));
+        response.headers_mut().insert(http::header::CONTENT_TYPE, tonic::metadata::GRPC_CONTENT_TYPE);
+        response
+    }
+}
+
+/// A response that is only a status (gRPC "trailers-only").
+fn status_response(status: &Status) -> http::Response<Body> {
+    let mut response = http::Response::new(Body::default());
+    let headers = response.headers_mut();
+    headers.insert(http::header::CONTENT_TYPE, tonic::metadata::GRPC_CONTENT_TYPE);
+    let _ = status.add_header(headers);
+    response
+}
+
+/// The requests of one stream, decoded one message at a time.
+pub(crate) struct Requests<Req> {
+    body: UnsyncBoxBody<Bytes, Status>,
+    deframer: Deframer,
+    ready: VecDeque<Bytes>,
+    complete: Vec<Bytes>,
+    _request: PhantomData<fn() -> Req>,
+}
+
+impl<Req: prost::Message + Default> Requests<Req> {
+    fn new<B>(body: B, max: usize) -> Self
+    where
+        B: HttpBody + Send + 'static,
+        B::Error: Into<StdError> + Send + 'static,
+    {
+        let body = body
+            .map_frame(|frame| frame.map_data(|mut data| data.copy_to_bytes(data.remaining())))
+            .map_err(|error| Status::from_error(error.into()))
+            .boxed_unsync();
+        Self {
+            body,
+            deframer: Deframer::new(max),
+            ready: VecDeque::new(),
+            complete: Vec::new(),
+            _request: PhantomData,
+        }
+    }
+
+    /// The next request; `None` once the client closed its side.
+    pub async fn message(&mut self) -> Result<Option<Req>, Status> {
+        loop {
+            if let Some(bytes) = self.ready.pop_front() {
+                return Req::decode(bytes)
+                    .map(Some)
+                    .map_err(|e| Status::invalid_argument(format!("undecodable request: {e}")));
+            }
+            match self.body.frame().await {
+                Some(Ok(frame)) => {
+                    if let Ok(data) = frame.into_data() {
+                        self.deframer
+                            .push(data, &mut self.complete)
+                            .map_err(|e| Status::invalid_argument(e.to_string()))?;
+                        self.ready.extend(self.complete.drain(..));
+                    }
+                }
+                Some(Err(status)) => return Err(status),
+                None => {
+                    self.deframer.finish().map_err(|e| Status::invalid_argument(e.to_string()))?;
+                    return Ok(None);
+                }
+            }
         }
     }
 }
 
-async fn serve<P, B>(service: AdsService, request: http::Request<B>) -> http::Response<Body>
-where
-    P: StreamProtocol,
-    B: HttpBody + Send + 'static,
-    B::Error: Into<StdError> + Send + 'static,
-{
-    let max = service.max_request_bytes;
-    Grpc::new(AdsCodec::<P::Request, P::Response>::default())
-        .apply_max_message_size_config(Some(max), None)
-        .streaming(Method::<P>(service, PhantomData), request)
-        .await
+/// The response body: one frame per response, then the status in trailers.
+struct Responses<Out> {
+    rx: mpsc::Receiver<Result<Out, Status>>,
+    done: bool,
 }
 
-/// One ADS method: each call starts a stream task of protocol `P`.
-struct Method<P>(AdsService, PhantomData<fn() -> P>);
+impl<Out: Outgoing> HttpBody for Responses<Out> {
+    type Data = Bytes;
+    type Error = Status;
 
-impl<P: StreamProtocol> StreamingService<P::Request> for Method<P> {
-    type Response = P::Response;
-    type ResponseStream = ReceiverStream<Result<P::Response, Status>>;
-    type Future = BoxFuture<tonic::Response<Self::ResponseStream>, Status>;
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Status>>> {
+        if self.done {
+            return Poll::Ready(None);
+        }
+        let status = match ready!(self.rx.poll_recv(cx)) {
+            Some(Ok(response)) => return Poll::Ready(Some(Ok(Frame::data(response.frame())))),
+            Some(Err(status)) => status,
+            None => Status::ok(""),
+        };
+        self.done = true;
+        let mut trailers = http::HeaderMap::new();
+        let _ = status.add_header(&mut trailers);
+        Poll::Ready(Some(Ok(Frame::trailers(trailers))))
+    }
 
-    fn call(&mut self, request: tonic::Request<Streaming<P::Request>>) -> Self::Future {
-        let shared = Arc::clone(&self.0.shared);
-        Box::pin(async move {
-            if *shared.shutdown.borrow() {
-                return Err(Status::unavailable("xDS server is shutting down; reconnect"));
-            }
-            let (tx, rx) = mpsc::channel(shared.response_buffer);
-            tokio::spawn(stream::run::<P>(Arc::clone(&shared), request.into_inner(), tx));
-            Ok(tonic::Response::new(ReceiverStream::new(rx)))
-        })
+    fn is_end_stream(&self) -> bool {
+        self.done
     }
 }

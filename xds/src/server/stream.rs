@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use envoy_types::pb::envoy::config::core::v3::Node;
 use tokio::sync::mpsc;
-use tonic::{Status, Streaming};
+use tonic::Status;
 use tracing::{Instrument, debug, info, info_span};
 
 use super::Shared;
@@ -40,7 +40,7 @@ pub(crate) trait StreamProtocol: Send + 'static {
 
 pub(crate) async fn run<P: StreamProtocol>(
     shared: Arc<Shared>,
-    mut requests: Streaming<P::Request>,
+    mut requests: super::grpc::Requests<P::Request>,
     tx: mpsc::Sender<Result<P::Response, Status>>,
 ) {
     let mut shutdown = shared.shutdown.clone();

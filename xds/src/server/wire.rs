@@ -1,5 +1,5 @@
 //! Responses as they leave the server: the message head plus the shared resources, encoded
-//! straight into the gRPC frame buffer.
+//! straight into a gRPC frame of exactly their size.
 //!
 //! Building a prost `DeltaDiscoveryResponse` would copy every resource's name, version and
 //! bytes into a new message, and tonic would then encode that copy again: for a new agent
@@ -8,15 +8,12 @@
 //! on the wire are exactly prost's (fields of a message may come in any order, and the
 //! head's fields are written first).
 
-use std::marker::PhantomData;
 use std::sync::Arc;
 
 use envoy_types::pb::envoy::service::discovery::v3::{DeltaDiscoveryResponse, DiscoveryResponse};
 use prost::Message;
-use prost::bytes::BufMut;
+use prost::bytes::{BufMut, Bytes};
 use prost::encoding::{WireType, encode_key, encode_varint, encoded_len_varint, key_len};
-use tonic::Status;
-use tonic::codec::{Codec, EncodeBuf, Encoder};
 
 use super::snapshot::ScopedResource;
 
@@ -40,8 +37,15 @@ pub(crate) struct SotwOut {
 /// Writes a response into a buffer.
 pub(crate) trait Outgoing: Send + 'static {
     fn encode_to(&self, buf: &mut impl BufMut);
+    /// The exact length `encode_to` writes.
+    fn encoded_len(&self) -> usize;
     /// Resources carried (a large response is a proxy's full state).
     fn len(&self) -> usize;
+
+    /// The response as one gRPC message, in a buffer of exactly its size.
+    fn frame(&self) -> Bytes {
+        crate::frame::encode_with(self.encoded_len(), |buf| self.encode_to(buf))
+    }
 }
 
 impl Outgoing for DeltaOut {
@@ -65,6 +69,11 @@ impl Outgoing for DeltaOut {
         }
     }
 
+    fn encoded_len(&self) -> usize {
+        self.head.encoded_len()
+            + self.resources.iter().map(|r| field_len(RESOURCES, delta_resource_len(r))).sum::<usize>()
+    }
+
     fn len(&self) -> usize {
         self.resources.len()
     }
@@ -80,9 +89,24 @@ impl Outgoing for SotwOut {
         }
     }
 
+    fn encoded_len(&self) -> usize {
+        self.head.encoded_len()
+            + self.resources.iter().map(|r| field_len(RESOURCES, any_len(r))).sum::<usize>()
+    }
+
     fn len(&self) -> usize {
         self.resources.len()
     }
+}
+
+/// A length-delimited field of `len` bytes, with its key and length.
+fn field_len(tag: u32, len: usize) -> usize {
+    key_len(tag) + encoded_len_varint(len as u64) + len
+}
+
+/// `Resource { version = 1; resource = 2; name = 3 }`, without its own key and length.
+fn delta_resource_len(r: &ScopedResource) -> usize {
+    string_len(1, &r.version) + field_len(2, any_len(r)) + string_len(3, &r.name)
 }
 
 /// `google.protobuf.Any { type_url = 1; value = 2 }`, without its own key and length.
@@ -113,44 +137,6 @@ fn put_bytes(tag: u32, b: &[u8], buf: &mut impl BufMut) {
         encode_key(tag, WireType::LengthDelimited, buf);
         encode_varint(b.len() as u64, buf);
         buf.put_slice(b);
-    }
-}
-
-/// Decodes requests with prost and encodes [`Outgoing`] responses.
-#[derive(Debug)]
-pub(crate) struct AdsCodec<Req, Out>(PhantomData<fn(Req, Out)>);
-
-impl<Req, Out> Default for AdsCodec<Req, Out> {
-    fn default() -> Self {
-        Self(PhantomData)
-    }
-}
-
-impl<Req: Message + Default + Send + 'static, Out: Outgoing> Codec for AdsCodec<Req, Out> {
-    type Encode = Out;
-    type Decode = Req;
-    type Encoder = OutEncoder<Out>;
-    type Decoder = tonic_prost::ProstDecoder<Req>;
-
-    fn encoder(&mut self) -> Self::Encoder {
-        OutEncoder(PhantomData)
-    }
-
-    fn decoder(&mut self) -> Self::Decoder {
-        tonic_prost::ProstDecoder::default()
-    }
-}
-
-#[derive(Debug)]
-pub(crate) struct OutEncoder<Out>(PhantomData<fn(Out)>);
-
-impl<Out: Outgoing> Encoder for OutEncoder<Out> {
-    type Item = Out;
-    type Error = Status;
-
-    fn encode(&mut self, item: Out, buf: &mut EncodeBuf<'_>) -> Result<(), Status> {
-        item.encode_to(buf);
-        Ok(())
     }
 }
 
@@ -203,6 +189,7 @@ mod tests {
         };
         assert_eq!(decoded, expected);
         assert_eq!(buf.len(), expected.encoded_len());
+        assert_eq!(buf.len(), out.encoded_len());
     }
 
     #[test]
@@ -219,5 +206,6 @@ mod tests {
         let expected =
             DiscoveryResponse { resources: resources().iter().map(|r| r.resource.clone()).collect(), ..head };
         assert_eq!(DiscoveryResponse::decode(buf.as_slice()).unwrap(), expected);
+        assert_eq!(buf.len(), out.encoded_len());
     }
 }
