@@ -3,18 +3,19 @@
 //!
 //! Like istiod's incremental EDS: when only Pods changed since the last generation (a pod
 //! started, moved, got its IP), the translator rebuilds the changed pods' Addresses, the
-//! authorization scopes (they follow pods to nodes), and the waypoint and gateway
-//! resources only if a changed pod backs one of their clusters, and hands the server a
-//! [`SnapshotUpdate`]. Any other change is a full translation, which the server diffs.
+//! authorization scopes (they follow pods to nodes), and the ClusterLoadAssignments of the
+//! services that select a changed pod, for every waypoint and gateway that had them, and
+//! hands the server a [`SnapshotUpdate`]. Listeners, routes and clusters do not depend on
+//! pods. Any other change is a full translation, which the server diffs.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
-use weft_xds::server::{ScopedResource, Snapshot, SnapshotUpdate};
+use weft_xds::server::{Scope, ScopedResource, Snapshot, SnapshotUpdate};
 use weft_xds::type_url;
 
 use super::{Options, envoy, workload};
-use crate::config::kinds::kubernetes::Pod;
+use crate::config::kinds::kubernetes::Service;
 use crate::config::store::ConfigSnapshot;
 
 /// What to hand the xDS server for one config generation.
@@ -36,13 +37,12 @@ pub struct Translator {
 #[derive(Debug)]
 struct Last {
     cfg: Arc<ConfigSnapshot>,
-    /// The outputs that depend on pods beyond their own Address, by type and name, to
-    /// diff a recomputation against.
+    /// The outputs that depend on pods beyond their own Address, by name (each with its
+    /// variants), to diff a recomputation against.
     authorizations: HashMap<String, ScopedResource>,
-    envoy: HashMap<(&'static str, String), ScopedResource>,
-    /// Hostnames with endpoints in the envoy output: a pod of one of these services
-    /// changes a ClusterLoadAssignment.
-    endpoint_hosts: HashSet<String>,
+    load_assignments: HashMap<String, Vec<ScopedResource>>,
+    /// Per hostname, the scopes (waypoints, gateways) its ClusterLoadAssignments go to.
+    endpoint_scopes: HashMap<String, Vec<Scope>>,
 }
 
 impl Translator {
@@ -88,10 +88,14 @@ impl Translator {
         for (type_url, r) in &envoy {
             snapshot.add(*type_url, r.clone());
         }
+        let mut load_assignments: HashMap<String, Vec<ScopedResource>> = HashMap::new();
+        for (_, r) in envoy.into_iter().filter(|(t, _)| *t == type_url::ENDPOINT) {
+            load_assignments.entry(r.name.clone()).or_default().push(r);
+        }
         let last = Last {
-            endpoint_hosts: endpoint_hosts(&envoy),
+            endpoint_scopes: endpoint_scopes(&load_assignments),
             authorizations: authorizations.into_iter().map(|r| (r.name.clone(), r)).collect(),
-            envoy: envoy.into_iter().map(|(t, r)| ((t, r.name.clone()), r)).collect(),
+            load_assignments,
             cfg,
         };
         (snapshot, last)
@@ -99,10 +103,16 @@ impl Translator {
 
     fn update(&self, mut last: Last, cfg: Arc<ConfigSnapshot>) -> (SnapshotUpdate, Last) {
         let mut update = SnapshotUpdate::new(cfg.generation.to_string());
-        let mut envoy_affected = false;
+        // Services whose endpoints may have changed: those selecting a pod before or after.
+        let mut services: HashMap<(String, String), Arc<Service>> = HashMap::new();
         for (_, old, new) in cfg.pods.changes_since(&last.cfg.pods) {
             for pod in [old, new].into_iter().flatten() {
-                envoy_affected |= backs_an_endpoint(&cfg, pod, &last.endpoint_hosts, &self.opts);
+                for svc in
+                    cfg.services.in_namespace(&pod.metadata.namespace).filter(|s| workload::selects(s, pod))
+                {
+                    services
+                        .insert((svc.metadata.namespace.clone(), svc.metadata.name.clone()), Arc::clone(svc));
+                }
             }
             // Same namespace/name on both sides, so the same uid.
             let Some(pod) = new.or(old) else { continue };
@@ -128,25 +138,21 @@ impl Translator {
             keep
         });
 
-        if envoy_affected {
-            let envoy = envoy::resources(&cfg, &self.opts);
-            last.endpoint_hosts = endpoint_hosts(&envoy);
-            let mut seen = HashSet::new();
-            for (type_url, r) in envoy {
-                let key = (type_url, r.name.clone());
-                seen.insert(key.clone());
-                if last.envoy.get(&key) != Some(&r) {
-                    update.set(type_url, &r.name.clone(), vec![r.clone()]);
-                    last.envoy.insert(key, r);
+        let hosts = envoy::HostIndex::new(&cfg, &self.opts);
+        for svc in services.values() {
+            let Some(scopes) = last.endpoint_scopes.get(&workload::service_hostname(svc, &self.opts)) else {
+                continue;
+            };
+            for (name, any) in envoy::service_load_assignments(&cfg, &self.opts, &hosts, svc) {
+                let variants: Vec<ScopedResource> = scopes
+                    .iter()
+                    .map(|scope| ScopedResource::new(name.as_str(), scope.clone(), any.clone()))
+                    .collect();
+                if last.load_assignments.get(&name) != Some(&variants) {
+                    update.set(type_url::ENDPOINT, &name, variants.clone());
+                    last.load_assignments.insert(name, variants);
                 }
             }
-            last.envoy.retain(|key, _| {
-                let keep = seen.contains(key);
-                if !keep {
-                    update.remove(key.0, &key.1);
-                }
-                keep
-            });
         }
         last.cfg = cfg;
         (update, last)
@@ -170,20 +176,18 @@ fn only_pods_changed(before: &ConfigSnapshot, after: &ConfigSnapshot) -> bool {
         && before.http_routes.same_as(&after.http_routes)
 }
 
-/// The hostnames in ClusterLoadAssignment names (`outbound|port|subset|host`).
-fn endpoint_hosts(envoy: &[(&'static str, ScopedResource)]) -> HashSet<String> {
-    envoy
-        .iter()
-        .filter(|(t, _)| *t == type_url::ENDPOINT)
-        .filter_map(|(_, r)| r.name.rsplit('|').next().map(str::to_owned))
-        .collect()
-}
-
-/// Whether a service that selects `pod` has endpoints in the envoy output.
-fn backs_an_endpoint(cfg: &ConfigSnapshot, pod: &Pod, hosts: &HashSet<String>, opts: &Options) -> bool {
-    !hosts.is_empty()
-        && cfg
-            .services
-            .in_namespace(&pod.metadata.namespace)
-            .any(|svc| workload::selects(svc, pod) && hosts.contains(&workload::service_hostname(svc, opts)))
+/// Per hostname in ClusterLoadAssignment names (`outbound|port|subset|host`), the scopes
+/// of its assignments, in output order.
+fn endpoint_scopes(load_assignments: &HashMap<String, Vec<ScopedResource>>) -> HashMap<String, Vec<Scope>> {
+    let mut out: HashMap<String, Vec<Scope>> = HashMap::new();
+    for (name, variants) in load_assignments {
+        let Some(host) = name.rsplit('|').next() else { continue };
+        let scopes = out.entry(host.to_owned()).or_default();
+        for v in variants {
+            if !scopes.contains(&v.scope) {
+                scopes.push(v.scope.clone());
+            }
+        }
+    }
+    out
 }

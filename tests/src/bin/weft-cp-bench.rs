@@ -6,6 +6,10 @@ use clap::{Parser, Subcommand};
 use std::{path::PathBuf, time::Duration};
 use weft_tests::cpbench::{self, MeshSpec, Settings};
 
+/// As weftd (controlplane/src/main.rs): the weftd side's memory is measured with its allocator.
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 #[derive(Parser)]
 #[command(
     about = "Control plane scale: a synthetic 10k-service mesh through weftd's store, translation and xDS server"

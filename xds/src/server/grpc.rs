@@ -83,7 +83,7 @@ impl AdsService {
         let requests = Requests::new(request.into_body(), self.max_request_bytes);
         let (tx, rx) = mpsc::channel(self.shared.response_buffer);
         tokio::spawn(stream::run::<P>(Arc::clone(&self.shared), requests, tx));
-        let mut response = http::Response::new(Body::new(Responses { rx, done: false }));
+        let mut response = http::Response::new(Body::new(Responses { rx, sending: None, done: false }));
         response.headers_mut().insert(http::header::CONTENT_TYPE, tonic::metadata::GRPC_CONTENT_TYPE);
         response
     }
@@ -153,11 +153,18 @@ impl<Req: prost::Message + Default> Requests<Req> {
     }
 }
 
-/// The response body: one frame per response, then the status in trailers.
+/// The response body: each response's frame, in pieces of about [`PIECE`] bytes (h2 asks
+/// for the next one as the proxy's flow-control window opens), then the status in
+/// trailers.
 struct Responses<Out> {
     rx: mpsc::Receiver<Result<Out, Status>>,
+    /// The response being written and the next resource of it.
+    sending: Option<(Out, Option<usize>)>,
     done: bool,
 }
+
+/// About the HTTP/2 window a stream gets: a piece is sent as soon as it is made.
+const PIECE: usize = 256 << 10;
 
 impl<Out: Outgoing> HttpBody for Responses<Out> {
     type Data = Bytes;
@@ -170,8 +177,22 @@ impl<Out: Outgoing> HttpBody for Responses<Out> {
         if self.done {
             return Poll::Ready(None);
         }
+        if let Some((response, at)) = &mut self.sending {
+            let piece = response.next_piece(at, PIECE);
+            if response.finished(*at) {
+                self.sending = None;
+            }
+            return Poll::Ready(Some(Ok(Frame::data(piece))));
+        }
         let status = match ready!(self.rx.poll_recv(cx)) {
-            Some(Ok(response)) => return Poll::Ready(Some(Ok(Frame::data(response.frame())))),
+            Some(Ok(response)) => {
+                let mut at = None;
+                let piece = response.next_piece(&mut at, PIECE);
+                if !response.finished(at) {
+                    self.sending = Some((response, at));
+                }
+                return Poll::Ready(Some(Ok(Frame::data(piece))));
+            }
             Some(Err(status)) => status,
             None => Status::ok(""),
         };

@@ -174,3 +174,28 @@ pub fn resources(cfg: &ConfigSnapshot, opts: &Options) -> Vec<(&'static str, Sco
     out.extend(gateway::resources(cfg, opts, &hosts, &ports, &endpoints));
     out
 }
+
+/// The ClusterLoadAssignments of one service (each port, each subset), named and encoded
+/// as [`resources`] makes them, from its pods alone: what an endpoint change rebuilds.
+pub(crate) fn service_load_assignments(
+    cfg: &ConfigSnapshot,
+    opts: &Options,
+    hosts: &HostIndex<'_>,
+    svc: &Service,
+) -> Vec<(String, weft_xds::Any)> {
+    let hostname = workload::service_hostname(svc, opts);
+    // In `cfg.pods` order, as `endpoints_by_service` lists them.
+    let pods: Vec<&crate::config::kinds::kubernetes::Pod> = cfg
+        .pods
+        .in_namespace(&svc.metadata.namespace)
+        .filter(|pod| !pod.ips().is_empty() && workload::selects(svc, pod))
+        .map(AsRef::as_ref)
+        .collect();
+    let endpoints = HashMap::from([((svc.metadata.namespace.clone(), svc.metadata.name.clone()), pods)]);
+    let destination_rule = hosts.destination_rule(&hostname);
+    let served = [Served { service: svc, hostname, destination_rule, virtual_service: None }];
+    cluster::load_assignments(&served, &endpoints)
+        .into_iter()
+        .map(|cla| (cla.cluster_name.clone(), weft_xds::istio::pack(&cla)))
+        .collect()
+}
