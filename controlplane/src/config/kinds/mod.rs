@@ -9,6 +9,7 @@
 pub mod destination_rule;
 pub mod gateway_api;
 pub mod kubernetes;
+pub mod labels;
 pub mod networking;
 pub mod security;
 pub mod virtual_service;
@@ -19,6 +20,7 @@ use std::{collections::BTreeMap, sync::Arc};
 pub use destination_rule::DestinationRule;
 pub use gateway_api::{HttpRoute, KubernetesGateway};
 pub use kubernetes::{EndpointSlice, Namespace, Pod, Service};
+pub use labels::Labels;
 pub use networking::{Gateway, ServiceEntry, Sidecar, WorkloadEntry};
 pub use security::{AuthorizationPolicy, PeerAuthentication};
 pub use virtual_service::VirtualService;
@@ -32,8 +34,8 @@ pub struct ObjectMeta {
     /// Filled in by parsing from the object's key: the source's default (`default`) when
     /// the YAML leaves it out; empty for cluster-scoped kinds.
     pub namespace: String,
-    pub labels: BTreeMap<String, String>,
-    pub annotations: BTreeMap<String, String>,
+    pub labels: Labels,
+    pub annotations: Labels,
     /// RFC 3339, as the API server writes it; absent in files.
     pub creation_timestamp: Option<String>,
     pub resource_version: Option<String>,
