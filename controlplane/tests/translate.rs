@@ -314,7 +314,7 @@ fn served(snapshot: &Snapshot) -> Served {
 fn pod_changes_translate_incrementally_to_what_a_full_translation_gives() {
     let dir = tempfile::tempdir().unwrap();
     let mut store = ConfigStore::new();
-    let mut load = |store: &mut ConfigStore, yaml: &str| {
+    let load = |store: &mut ConfigStore, yaml: &str| {
         std::fs::write(dir.path().join("mesh.yaml"), yaml).unwrap();
         assert!(store.apply_all(SourceId::File, FileSource::read_once(dir.path()).unwrap()), "a change");
     };

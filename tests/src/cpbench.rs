@@ -326,7 +326,9 @@ pub fn serve(spec: &MeshSpec, debounce: Duration) -> Result<()> {
     let started = Instant::now();
     let output = translator.translate(store.snapshot());
     let translate_s = started.elapsed().as_secs_f64();
-    let translate::Output::Full(snapshot) = &output else { bail!("the first translation must be a full one") };
+    let translate::Output::Full(snapshot) = &output else {
+        bail!("the first translation must be a full one")
+    };
     let resources = snapshot.resources.iter().map(|(t, r)| (t.clone(), r.len())).collect();
     let (_, live_s) = publish_live(&xds, output)?;
     let ready = Ready { addr, objects: count, resources, apply_s, translate_s, live_s, usage: usage(&xds) };
@@ -549,7 +551,8 @@ impl Probe {
 
     /// Counts subscriber `k`'s first non-empty response.
     fn initial_state(&self, k: usize, resources: usize) {
-        if resources > 0 && self.initial[k].compare_exchange(0, resources, Ordering::Relaxed, Ordering::Relaxed).is_ok()
+        if resources > 0
+            && self.initial[k].compare_exchange(0, resources, Ordering::Relaxed, Ordering::Relaxed).is_ok()
         {
             self.initialized.fetch_add(1, Ordering::Release);
         }

@@ -76,7 +76,7 @@ pub fn target_port_for(port: &crate::config::kinds::kubernetes::ServicePort, pod
 }
 
 fn first_label<'a>(pod: &'a Pod, keys: &[&str]) -> Option<&'a str> {
-    keys.iter().find_map(|k| pod.metadata.labels.get(*k)).map(String::as_str)
+    keys.iter().find_map(|k| pod.metadata.labels.get(k)).map(String::as_str)
 }
 
 fn workload(

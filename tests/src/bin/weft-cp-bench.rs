@@ -118,20 +118,23 @@ needed; `cargo xtask bench --cp ARGS` passes it arguments, and `weft-cp-bench --
 Pods each on 100 nodes, 1,000 VirtualServices (header match, 90/10 split over subsets v1/v2)
 with their DestinationRules, 4 of 20 namespaces ambient, each with a Gateway API waypoint —
 and hands it to weftd's config store as one Kubernetes relist. The weftd side (store →
-translate → `XdsServer` on 127.0.0.1, tonic defaults) runs in a child process, so its peak
-RSS (VmHWM) and CPU time are its own; the subscribers are delta ADS clients (`AdsClient`,
-wildcard ADDRESS, one node each) in the driver process, on the same cores.
+`Translator` → `XdsServer` on 127.0.0.1, jemalloc as in weftd) runs in a child process, so
+its peak RSS (VmHWM) and CPU time are its own. The subscribers run in the driver process on
+the same cores: delta ADS streams on their own HTTP/2 connections, each with its own node
+(`NODE_NAME`), wildcard ADDRESS, an ACK per response, and no state kept, as an agent looks
+on the wire.
 
-- **First snapshot**: store apply of the relist (parse, validate, cross-check) plus
-  translation; **publish until live**: the server's debounce, indexing and diff.
-- **Push latency**: from `publish` of a snapshot in which one Pod's IP changed to each
-  subscriber's handler seeing that workload with the new IP; nearest-rank percentiles over
-  all subscribers and changes. **Change → subscriber** adds the store update and the
-  re-translation before `publish`, which is what an operator waits for.
+- **First snapshot**: the relist into the store (parse, validate, cross-check), the full
+  translation, and the server's indexing until the snapshot is live (10 ms debounce
+  included).
+- **One endpoint change → every subscriber holds it**: a Pod's IP changes (a watch event
+  into the store); measured from the store receiving it, through incremental translation,
+  debounce and push, to each subscriber having decoded that workload with the new IP;
+  nearest-rank percentiles over all subscribers and changes. **Publish → subscriber** is
+  the part after translation.
 - **CPU per push**: the weftd side's user + system time from the store update until every
-  subscriber has the change and has ACKed, re-translation included.
-- A phase makes fewer changes when re-translating the mesh that often would exceed the push
-  budget, and runs on a proportionally smaller mesh (the table says so) when extrapolating
-  the previous phase shows the full mesh would not fit in memory or in the time budget at
-  that many subscribers.
+  subscriber has the change and has ACKed.
+- A phase runs on a proportionally smaller mesh (the table says so) when extrapolating the
+  previous phase shows the full mesh would not fit in memory or in the time budget at that
+  many subscribers.
 ";

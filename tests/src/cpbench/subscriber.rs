@@ -19,8 +19,8 @@ use envoy_types::pb::envoy::config::core::v3::Node;
 use envoy_types::pb::envoy::service::discovery::v3::DeltaDiscoveryRequest;
 use envoy_types::pb::google::protobuf::{Struct, Value, value::Kind};
 use prost::Message;
-use weft_xds::istio::workload::{Address, address};
 use weft_xds::frame::{self, Deframer};
+use weft_xds::istio::workload::{Address, address};
 use weft_xds::server::NODE_NAME;
 use weft_xds::type_url;
 
@@ -126,13 +126,15 @@ fn handle(response: LeanResponse, k: usize, probe: &Probe) -> DeltaDiscoveryRequ
             probe.saw(k, seq, now);
         }
     }
-    DeltaDiscoveryRequest { type_url: response.type_url, response_nonce: response.nonce, ..Default::default() }
+    DeltaDiscoveryRequest {
+        type_url: response.type_url,
+        response_nonce: response.nonce,
+        ..Default::default()
+    }
 }
 
 fn node(k: usize) -> Node {
-    let fields = HashMap::from([(
-        NODE_NAME.to_owned(),
-        Value { kind: Some(Kind::StringValue(format!("node-{k}"))) },
-    )]);
+    let fields =
+        HashMap::from([(NODE_NAME.to_owned(), Value { kind: Some(Kind::StringValue(format!("node-{k}"))) })]);
     Node { id: format!("agent-{k}"), metadata: Some(Struct { fields }), ..Default::default() }
 }

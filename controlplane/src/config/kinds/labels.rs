@@ -56,7 +56,8 @@ impl From<BTreeMap<String, String>> for Labels {
 
 impl<'a> IntoIterator for &'a Labels {
     type Item = (&'a String, &'a String);
-    type IntoIter = std::iter::Map<std::slice::Iter<'a, (String, String)>, fn(&(String, String)) -> (&String, &String)>;
+    type IntoIter =
+        std::iter::Map<std::slice::Iter<'a, (String, String)>, fn(&(String, String)) -> (&String, &String)>;
 
     fn into_iter(self) -> Self::IntoIter {
         self.0.iter().map(|(k, v)| (k, v))
@@ -87,7 +88,8 @@ mod tests {
 
     #[test]
     fn behaves_as_a_sorted_map() {
-        let labels: Labels = [("b", "2"), ("a", "1"), ("b", "3")].map(|(k, v)| (k.into(), v.into())).into_iter().collect();
+        let labels: Labels =
+            [("b", "2"), ("a", "1"), ("b", "3")].map(|(k, v)| (k.into(), v.into())).into_iter().collect();
         assert_eq!(labels.len(), 2);
         assert_eq!(labels.get("b").map(String::as_str), Some("3"));
         assert!(labels.get("c").is_none() && labels.contains_key("a"));
