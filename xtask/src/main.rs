@@ -39,7 +39,12 @@ fn main() -> Result<()> {
 }
 
 fn workspace_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("xtask lives in the workspace").to_owned()
+    // `cargo run` sets it for this run. The compile-time value is only a fallback: with a
+    // target directory shared between checkouts (CI's), a binary built in another clone is
+    // reused as fresh and would point there.
+    let manifest_dir = std::env::var_os("CARGO_MANIFEST_DIR")
+        .map_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")), PathBuf::from);
+    Path::new(&manifest_dir).parent().expect("xtask lives in the workspace").to_owned()
 }
 
 fn cargo() -> Command {
