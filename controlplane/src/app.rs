@@ -63,7 +63,8 @@ pub async fn run(options: Options) -> anyhow::Result<()> {
     // One task owns the store: apply what the source sends (in batches, so a relist is
     // one translation), translate on change, publish.
     let mut store = ConfigStore::new();
-    let mut reported = 0usize;
+    // What was logged, so a pod event on a large mesh does not log every warning again.
+    let mut reported: std::collections::HashSet<String> = std::collections::HashSet::new();
     let mut events = Vec::with_capacity(BATCH);
     loop {
         tokio::select! {
@@ -81,12 +82,12 @@ pub async fn run(options: Options) -> anyhow::Result<()> {
         }
         let changed = store.apply_all(source_id, events.drain(..));
         let found = store.diagnostics();
-        if found.len() != reported || changed {
-            for d in &found {
-                warn!(target: "weftd::config", "{d}");
-            }
-            reported = found.len();
+        let now: std::collections::HashSet<String> = found.iter().map(ToString::to_string).collect();
+        // In file and line order; each finding once, until it is fixed and comes back.
+        for d in found.iter().map(ToString::to_string).filter(|d| !reported.contains(d)) {
+            warn!(target: "weftd::config", "{d}");
         }
+        reported = now;
         *diagnostics.lock().expect("diagnostics lock") = found;
         if changed {
             let published = match translator.translate(store.snapshot()) {
