@@ -8,7 +8,7 @@
 //! rejected names to what the proxy had; they are offered again only together with a newer
 //! change to the type, never in a loop.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 use envoy_types::pb::envoy::config::core::v3::Node;
@@ -63,7 +63,7 @@ impl TypeState {
 pub(crate) struct Delta {
     shared: Arc<Shared>,
     connection: Arc<Connection>,
-    types: std::collections::HashMap<String, TypeState>,
+    types: HashMap<String, TypeState>,
 }
 
 impl StreamProtocol for Delta {
@@ -76,7 +76,7 @@ impl StreamProtocol for Delta {
     }
 
     fn new(shared: Arc<Shared>, connection: Arc<Connection>) -> Self {
-        Self { shared, connection, types: std::collections::HashMap::new() }
+        Self { shared, connection, types: HashMap::new() }
     }
 
     fn on_request(

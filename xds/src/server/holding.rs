@@ -208,22 +208,11 @@ impl HeldRef<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::Any;
-    use crate::server::snapshot::{Scope, Snapshot};
+    use crate::server::snapshot::Scope;
+    use crate::server::snapshot::tests::snap;
 
     fn prepared(generation: u64, items: &[(&str, Scope, &[u8])]) -> Arc<Prepared> {
-        let mut s = Snapshot::new("");
-        for (name, scope, bytes) in items {
-            s.add(
-                "t",
-                ScopedResource::new(
-                    *name,
-                    scope.clone(),
-                    Any { type_url: "t".into(), value: bytes.to_vec() },
-                ),
-            );
-        }
-        Arc::new(Prepared::new(s, generation, None))
+        Arc::new(Prepared::new(snap("", items), generation, None))
     }
 
     #[test]

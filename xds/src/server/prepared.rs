@@ -238,18 +238,7 @@ pub(crate) fn content_version(any: &Any) -> String {
 mod tests {
     use super::*;
     use crate::server::snapshot::Scope;
-
-    fn any(bytes: &[u8]) -> Any {
-        Any { type_url: "t".into(), value: bytes.to_vec() }
-    }
-
-    fn snap(version: &str, items: &[(&str, Scope, &[u8])]) -> Snapshot {
-        let mut s = Snapshot::new(version);
-        for (name, scope, bytes) in items {
-            s.add("t", ScopedResource::new(*name, scope.clone(), any(bytes)));
-        }
-        s
-    }
+    use crate::server::snapshot::tests::{any, snap};
 
     fn names(p: &Prepared) -> HashSet<String> {
         p.changes.get("t").into_iter().flatten().map(|n| n.to_string()).collect()

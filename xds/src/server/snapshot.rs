@@ -234,15 +234,16 @@ fn check_resource(type_url: &str, r: &ScopedResource) -> Result<(), SnapshotErro
     Ok(())
 }
 
+/// Small snapshots for the server's unit tests: every resource under type URL `t`.
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
-    fn any(bytes: &[u8]) -> Any {
+    pub(crate) fn any(bytes: &[u8]) -> Any {
         Any { type_url: "t".into(), value: bytes.to_vec() }
     }
 
-    fn snap(version: &str, items: &[(&str, Scope, &[u8])]) -> Snapshot {
+    pub(crate) fn snap(version: &str, items: &[(&str, Scope, &[u8])]) -> Snapshot {
         let mut s = Snapshot::new(version);
         for (name, scope, bytes) in items {
             s.add("t", ScopedResource::new(*name, scope.clone(), any(bytes)));
