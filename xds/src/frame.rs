@@ -39,7 +39,7 @@ impl Deframer {
     }
 
     /// Feeds one chunk; appends each message it completes to `out`.
-    pub fn push(&mut self, mut chunk: impl Buf, out: &mut Vec<Bytes>) -> Result<(), FrameError> {
+    pub fn push(&mut self, mut chunk: impl Buf, out: &mut impl Extend<Bytes>) -> Result<(), FrameError> {
         while chunk.has_remaining() {
             let Some(message) = &mut self.message else {
                 let take = (HEADER_SIZE - self.header_len).min(chunk.remaining());
@@ -57,7 +57,7 @@ impl Deframer {
                         return Err(FrameError::TooLarge { len, max: self.max });
                     }
                     if len == 0 {
-                        out.push(Bytes::new());
+                        out.extend([Bytes::new()]);
                     } else {
                         self.message = Some(BytesMut::with_capacity(len));
                     }
@@ -67,7 +67,7 @@ impl Deframer {
             let take = (message.capacity() - message.len()).min(chunk.remaining());
             message.put((&mut chunk).take(take));
             if message.len() == message.capacity() {
-                out.push(self.message.take().expect("collecting a message").freeze());
+                out.extend([self.message.take().expect("collecting a message").freeze()]);
             }
         }
         Ok(())

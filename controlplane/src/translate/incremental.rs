@@ -105,8 +105,10 @@ impl Translator {
         let mut update = SnapshotUpdate::new(cfg.generation.to_string());
         // Services whose endpoints may have changed: those selecting a pod before or after.
         let mut services: HashMap<(String, String), Arc<Service>> = HashMap::new();
+        let mut namespaces: HashSet<String> = HashSet::new();
         for (_, old, new) in cfg.pods.changes_since(&last.cfg.pods) {
             for pod in [old, new].into_iter().flatten() {
+                namespaces.insert(pod.metadata.namespace.clone());
                 for svc in
                     cfg.services.in_namespace(&pod.metadata.namespace).filter(|s| workload::selects(s, pod))
                 {
@@ -121,22 +123,18 @@ impl Translator {
             update.set(type_url::ADDRESS, &uid, address.into_iter().collect());
         }
 
-        let authorizations = workload::authorizations(&cfg, &self.opts);
-        let mut seen = HashSet::new();
-        for r in authorizations {
-            seen.insert(r.name.clone());
-            if last.authorizations.get(&r.name) != Some(&r) {
-                update.set(type_url::AUTHORIZATION, &r.name.clone(), vec![r.clone()]);
-                last.authorizations.insert(r.name.clone(), r);
+        // Policies follow the pods of their own namespace to nodes; the set of policies is
+        // the same (only pods changed), so only those of the changed pods' namespaces can
+        // have a new scope.
+        for ns in &namespaces {
+            for policy in cfg.authorization_policies.in_namespace(ns) {
+                let Some(r) = workload::authorization(&cfg, &self.opts, policy) else { continue };
+                if last.authorizations.get(&r.name) != Some(&r) {
+                    update.set(type_url::AUTHORIZATION, &r.name.clone(), vec![r.clone()]);
+                    last.authorizations.insert(r.name.clone(), r);
+                }
             }
         }
-        last.authorizations.retain(|name, _| {
-            let keep = seen.contains(name);
-            if !keep {
-                update.remove(type_url::AUTHORIZATION, name);
-            }
-            keep
-        });
 
         let hosts = envoy::HostIndex::new(&cfg, &self.opts);
         for svc in services.values() {

@@ -206,51 +206,54 @@ fn resource<M: prost::Name>(name: String, message: M) -> ScopedResource {
 /// nodes that run a pod it applies to (mesh-wide ones to all). HTTP-only conditions (paths,
 /// methods, request principals) are for waypoints and do not appear here.
 pub fn authorizations(cfg: &ConfigSnapshot, opts: &Options) -> Vec<ScopedResource> {
-    let mut out = Vec::new();
-    for p in cfg.authorization_policies.iter() {
-        let Some(action) = (match p.spec.action {
-            Action::Allow => Some(security::Action::Allow),
-            Action::Deny => Some(security::Action::Deny),
-            // AUDIT and CUSTOM need an L7 proxy or an external provider.
-            Action::Audit | Action::Custom => None,
-        }) else {
-            continue;
-        };
-        let scope = if p.metadata.namespace == opts.root_namespace {
-            security::Scope::Global
-        } else if p.spec.selector.as_ref().is_some_and(|s| !s.match_labels.is_empty()) {
-            security::Scope::WorkloadSelector
-        } else {
-            security::Scope::Namespace
-        };
-        let selector = p.spec.selector.as_ref().map(|s| &s.match_labels).filter(|l| !l.is_empty());
-        let scope_for_proxies = if scope == security::Scope::Global {
-            Scope::All
-        } else {
-            // Only the agents of nodes running a pod the policy applies to need it.
-            let mut nodes: Vec<String> = cfg
-                .pods
-                .in_namespace(&p.metadata.namespace)
-                .filter(|pod| {
-                    selector.is_none_or(|sel| sel.iter().all(|(k, v)| pod.metadata.labels.get(k) == Some(v)))
-                })
-                .filter_map(|pod| pod.spec.node_name.clone())
-                .collect();
-            nodes.sort();
-            nodes.dedup();
-            Scope::AnyOf(nodes.into_iter().map(Scope::Node).collect())
-        };
-        let message = Authorization {
-            name: p.metadata.name.clone(),
-            namespace: p.metadata.namespace.clone(),
-            scope: scope as i32,
-            action: action as i32,
-            rules: rules(p),
-        };
-        let name = format!("{}/{}", p.metadata.namespace, p.metadata.name);
-        out.push(ScopedResource::from_message(name, scope_for_proxies, &message));
-    }
-    out
+    cfg.authorization_policies.iter().filter_map(|p| authorization(cfg, opts, p)).collect()
+}
+
+/// One policy's Authorization; `None` for actions agents do not enforce.
+pub fn authorization(
+    cfg: &ConfigSnapshot,
+    opts: &Options,
+    p: &AuthorizationPolicy,
+) -> Option<ScopedResource> {
+    let action = match p.spec.action {
+        Action::Allow => security::Action::Allow,
+        Action::Deny => security::Action::Deny,
+        // AUDIT and CUSTOM need an L7 proxy or an external provider.
+        Action::Audit | Action::Custom => return None,
+    };
+    let scope = if p.metadata.namespace == opts.root_namespace {
+        security::Scope::Global
+    } else if p.spec.selector.as_ref().is_some_and(|s| !s.match_labels.is_empty()) {
+        security::Scope::WorkloadSelector
+    } else {
+        security::Scope::Namespace
+    };
+    let selector = p.spec.selector.as_ref().map(|s| &s.match_labels).filter(|l| !l.is_empty());
+    let scope_for_proxies = if scope == security::Scope::Global {
+        Scope::All
+    } else {
+        // Only the agents of nodes running a pod the policy applies to need it.
+        let mut nodes: Vec<String> = cfg
+            .pods
+            .in_namespace(&p.metadata.namespace)
+            .filter(|pod| {
+                selector.is_none_or(|sel| sel.iter().all(|(k, v)| pod.metadata.labels.get(k) == Some(v)))
+            })
+            .filter_map(|pod| pod.spec.node_name.clone())
+            .collect();
+        nodes.sort();
+        nodes.dedup();
+        Scope::AnyOf(nodes.into_iter().map(Scope::Node).collect())
+    };
+    let message = Authorization {
+        name: p.metadata.name.clone(),
+        namespace: p.metadata.namespace.clone(),
+        scope: scope as i32,
+        action: action as i32,
+        rules: rules(p),
+    };
+    let name = format!("{}/{}", p.metadata.namespace, p.metadata.name);
+    Some(ScopedResource::from_message(name, scope_for_proxies, &message))
 }
 
 fn string_matches(values: Option<&Vec<String>>) -> Vec<security::StringMatch> {

@@ -75,6 +75,10 @@ impl StreamProtocol for Delta {
         request.node.as_ref()
     }
 
+    fn type_url(request: &DeltaDiscoveryRequest) -> &str {
+        &request.type_url
+    }
+
     fn new(shared: Arc<Shared>, connection: Arc<Connection>) -> Self {
         Self { shared, connection, types: HashMap::new() }
     }
@@ -86,10 +90,6 @@ impl StreamProtocol for Delta {
         out: &mut Vec<DeltaOut>,
     ) {
         let type_url = request.type_url;
-        if type_url.is_empty() {
-            warn!("request without type_url ignored: ADS requires it on every request");
-            return;
-        }
         let proxy = &self.connection.identity;
         let first = !self.types.contains_key(&type_url);
         let state = self.types.entry(type_url.clone()).or_default();

@@ -103,7 +103,6 @@ pub(crate) struct Requests<Req> {
     body: UnsyncBoxBody<Bytes, Status>,
     deframer: Deframer,
     ready: VecDeque<Bytes>,
-    complete: Vec<Bytes>,
     _request: PhantomData<fn() -> Req>,
 }
 
@@ -117,13 +116,7 @@ impl<Req: prost::Message + Default> Requests<Req> {
             .map_frame(|frame| frame.map_data(|mut data| data.copy_to_bytes(data.remaining())))
             .map_err(|error| Status::from_error(error.into()))
             .boxed_unsync();
-        Self {
-            body,
-            deframer: Deframer::new(max),
-            ready: VecDeque::new(),
-            complete: Vec::new(),
-            _request: PhantomData,
-        }
+        Self { body, deframer: Deframer::new(max), ready: VecDeque::new(), _request: PhantomData }
     }
 
     /// The next request; `None` once the client closed its side.
@@ -138,9 +131,8 @@ impl<Req: prost::Message + Default> Requests<Req> {
                 Some(Ok(frame)) => {
                     if let Ok(data) = frame.into_data() {
                         self.deframer
-                            .push(data, &mut self.complete)
+                            .push(data, &mut self.ready)
                             .map_err(|e| Status::invalid_argument(e.to_string()))?;
-                        self.ready.extend(self.complete.drain(..));
                     }
                 }
                 Some(Err(status)) => return Err(status),

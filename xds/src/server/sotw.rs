@@ -27,7 +27,7 @@ use super::wire::SotwOut;
 enum Subscription {
     /// Everything the proxy may see (empty `resource_names` on the first request, or `*`).
     Wildcard,
-    Names(HashSet<String>),
+    Names(Arc<HashSet<String>>),
 }
 
 impl Subscription {
@@ -40,7 +40,7 @@ impl Subscription {
         if names.is_empty() && (first || *current == Subscription::Wildcard) {
             return Subscription::Wildcard;
         }
-        Subscription::Names(names.iter().cloned().collect())
+        Subscription::Names(Arc::new(names.iter().cloned().collect()))
     }
 
     fn contains(&self, name: &str) -> bool {
@@ -53,7 +53,7 @@ impl Subscription {
     fn filter(&self) -> Filter {
         match self {
             Subscription::Wildcard => Filter::All,
-            Subscription::Names(names) => Filter::Names(Arc::new(names.clone())),
+            Subscription::Names(names) => Filter::Names(Arc::clone(names)),
         }
     }
 }
@@ -82,6 +82,10 @@ impl StreamProtocol for Sotw {
         request.node.as_ref()
     }
 
+    fn type_url(request: &DiscoveryRequest) -> &str {
+        &request.type_url
+    }
+
     fn new(shared: Arc<Shared>, connection: Arc<Connection>) -> Self {
         Self { shared, connection, types: HashMap::new() }
     }
@@ -93,14 +97,10 @@ impl StreamProtocol for Sotw {
         out: &mut Vec<SotwOut>,
     ) {
         let type_url = request.type_url;
-        if type_url.is_empty() {
-            warn!("request without type_url ignored: ADS requires it on every request");
-            return;
-        }
         let proxy = &self.connection.identity;
         let first = !self.types.contains_key(&type_url);
         let state = self.types.entry(type_url.clone()).or_insert_with(|| TypeState {
-            subscription: Subscription::Names(HashSet::new()),
+            subscription: Subscription::Names(Arc::default()),
             nonce: None,
             acked: false,
         });
@@ -251,7 +251,7 @@ mod tests {
     #[test]
     fn subscription_rules() {
         let names = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
-        let none = Subscription::Names(HashSet::new());
+        let none = Subscription::Names(Arc::default());
         assert_eq!(Subscription::from_request(&[], true, &none), Subscription::Wildcard);
         assert_eq!(Subscription::from_request(&[], false, &Subscription::Wildcard), Subscription::Wildcard);
         let named = Subscription::from_request(&names(&["a"]), true, &none);

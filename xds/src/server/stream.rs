@@ -8,7 +8,7 @@ use std::sync::Arc;
 use envoy_types::pb::envoy::config::core::v3::Node;
 use tokio::sync::mpsc;
 use tonic::Status;
-use tracing::{Instrument, debug, info, info_span};
+use tracing::{Instrument, debug, info, info_span, warn};
 
 use super::Shared;
 use super::identity::ProxyIdentity;
@@ -24,6 +24,8 @@ pub(crate) trait StreamProtocol: Send + 'static {
     const PROTOCOL: Protocol;
 
     fn node(request: &Self::Request) -> Option<&Node>;
+    /// The request's `type_url`; requests without one are dropped before `on_request`.
+    fn type_url(request: &Self::Request) -> &str;
     fn new(shared: Arc<Shared>, connection: Arc<Connection>) -> Self;
     /// Handles a request; `snapshot` is the newest snapshot this stream has seen, if any.
     fn on_request(
@@ -74,7 +76,7 @@ pub(crate) async fn run<P: StreamProtocol>(
         let mut current = live.borrow_and_update().clone();
         let mut protocol = P::new(Arc::clone(&shared), connection);
         let mut out = Vec::new();
-        protocol.on_request(first, current.as_ref(), &mut out);
+        handle(&mut protocol, first, current.as_ref(), &mut out);
 
         // Held while a large response on this stream awaits its ACK: a thousand proxies
         // connecting at once then cost the memory of a few full states in flight, not of a
@@ -106,7 +108,7 @@ pub(crate) async fn run<P: StreamProtocol>(
                     break "server shutting down";
                 }
                 message = requests.message() => match message {
-                    Ok(Some(request)) => protocol.on_request(request, current.as_ref(), &mut out),
+                    Ok(Some(request)) => handle(&mut protocol, request, current.as_ref(), &mut out),
                     Ok(None) => break "client closed the stream",
                     Err(status) => {
                         debug!(%status, "request stream failed");
@@ -130,6 +132,21 @@ pub(crate) async fn run<P: StreamProtocol>(
     }
     .instrument(span)
     .await;
+}
+
+/// Passes a request to the protocol, unless it lacks the `type_url` ADS requires on every
+/// request (there is nothing to do with it).
+fn handle<P: StreamProtocol>(
+    protocol: &mut P,
+    request: P::Request,
+    snapshot: Option<&Arc<Prepared>>,
+    out: &mut Vec<P::Response>,
+) {
+    if P::type_url(&request).is_empty() {
+        warn!("request without type_url ignored: ADS requires it on every request");
+        return;
+    }
+    protocol.on_request(request, snapshot, out);
 }
 
 /// Responses with at least this many resources count against the server's limit of large
