@@ -55,13 +55,17 @@ fn route(req: &Request<hyper::body::Incoming>, view: &AdminView) -> Response<Ful
 }
 
 fn config_dump(view: &AdminView) -> String {
-    let mesh = view.shared.mesh.load();
+    let state = view.shared.state.load();
+    let workloads: Vec<&weft_model::Workload> = state.workloads().iter().map(|w| &**w).collect();
+    let services: Vec<&weft_model::Service> = state.services().iter().map(|s| &**s).collect();
     let dump = serde_json::json!({
         "config": view.config,
+        "node_id": view.config.node_id(),
         "model_source": &*view.model_source.lock().expect("config status lock"),
         "enrollment": &*view.enrollment.lock().expect("status lock"),
         "connections_active": view.shared.drain.active(),
-        "model": mesh.mesh,
+        "workloads": workloads,
+        "services": services,
     });
     serde_json::to_string_pretty(&dump).expect("config dump serialises") + "\n"
 }

@@ -18,7 +18,7 @@ use arc_swap::ArcSwap;
 use std::sync::{Arc, Mutex, atomic::Ordering, mpsc};
 use tokio::signal::unix::{SignalKind, signal};
 use tracing::{info, warn};
-use weft_model::{Mesh, MeshIndex};
+use weft_model::WorkloadState;
 
 pub async fn run(config: Config) -> anyhow::Result<()> {
     info!(config = %serde_json::to_string(&config)?, "starting weft-agent");
@@ -26,26 +26,28 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
 
     // From a file, the model is there before anything starts; from xDS it arrives later,
     // and the agent stays not ready until it does.
-    let mesh = match &config.local_config {
-        Some(path) => localconfig::load(path).context("initial local config")?,
-        None => MeshIndex::new(Mesh::default()),
+    let state = match &config.local_config {
+        Some(path) => localconfig::load(path, &config.trust_domain).context("initial local config")?,
+        None => WorkloadState::default(),
     };
     let host_netns = NetNs::current().context("opening the agent's own netns")?;
-    let (datapath, orig_dst) = Datapath::load(&DatapathConfig {
+    let (datapath, orig_dst, bypass) = Datapath::load(&DatapathConfig {
         cgroup,
         bpffs_dir: config.bpffs_dir.clone(),
-        mark: config.mark,
+        cgroup_root: crate::config::cgroup2_root().context("finding the cgroup v2 mount")?,
         excluded_ports: config.excluded_ports.clone(),
+        excluded_inbound_ports: config.excluded_inbound_ports.clone(),
     })
     .context("loading the eBPF datapath")?;
 
     let shared = Arc::new(Shared {
-        mesh: ArcSwap::from_pointee(mesh),
+        state: ArcSwap::from_pointee(state),
         metrics: Metrics::default(),
         orig_dst,
+        bypass,
         host_netns,
         mark: config.mark,
-        trust_domain: config.trust_domain.clone(),
+        inbound_mark: config.inbound_mark,
         drain: Arc::new(Drain::default()),
     });
 
@@ -76,22 +78,35 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         (Some(path), _) => {
             model_source.lock().expect("config status lock").generation = 1;
             shared.metrics.config_reloads.fetch_add(1, Ordering::Relaxed);
-            tokio::spawn(localconfig::watch(path.clone(), shared.clone(), commands.clone(), model_source));
+            tokio::spawn(localconfig::watch(
+                path.clone(),
+                config.trust_domain.clone(),
+                shared.clone(),
+                commands.clone(),
+                model_source,
+            ));
             None
         }
         (None, Some(url)) => {
-            let (client, mut first) =
-                xds::start(url, &config.node, shared.clone(), commands.clone(), model_source)
-                    .context("starting the xDS client")?;
+            let (client, mut first) = xds::start(
+                url,
+                &config.node,
+                config.node_id(),
+                &config.trust_domain,
+                shared.clone(),
+                commands.clone(),
+                model_source,
+            )
+            .context("starting the xDS client")?;
             info!(endpoint = %url, "waiting for the first workload addresses from the control plane");
             let _ = first.wait_for(|got| *got).await;
             Some(client)
         }
         (None, None) => unreachable!("validate() requires a model source"),
     };
-    let enrollment_thread = std::thread::Builder::new()
-        .name("enrollment".into())
-        .spawn(move || enrollment.run(command_rx))
+    // The enrollment thread tells when it ends, however it ends: a panic there leaves the
+    // pods' kernel state unmanaged, and an agent that kept reporting ready would be lying.
+    let (enrollment_thread, ended_rx) = spawn_watched("enrollment", move || enrollment.run(command_rx))
         .context("spawning the enrollment thread")?;
 
     let mut sigterm = signal(SignalKind::terminate())?;
@@ -99,6 +114,14 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     tokio::select! {
         _ = sigterm.recv() => info!("SIGTERM: draining"),
         _ = sigint.recv() => info!("SIGINT: draining"),
+        _ = ended_rx => {
+            let panicked = tokio::task::spawn_blocking(move || enrollment_thread.join()).await?.is_err();
+            anyhow::bail!(
+                "the enrollment thread {}; exiting so the agent is restarted (pods stay captured: \
+                 their eBPF state is pinned)",
+                if panicked { "panicked" } else { "stopped" }
+            );
+        }
     }
     let _ = commands.send(enrollment::Command::StopAccepting);
     tokio::task::spawn_blocking(move || enrollment_thread.join())
@@ -111,4 +134,44 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         info!("drained");
     }
     Ok(())
+}
+
+/// Spawns `f` on a thread named `name`; the receiver completes when the thread ends,
+/// returning or panicking.
+fn spawn_watched<T: Send + 'static>(
+    name: &str,
+    f: impl FnOnce() -> T + Send + 'static,
+) -> std::io::Result<(std::thread::JoinHandle<T>, tokio::sync::oneshot::Receiver<()>)> {
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    let handle = std::thread::Builder::new().name(name.to_owned()).spawn(move || {
+        let _ended = EndSignal(Some(tx));
+        f()
+    })?;
+    Ok((handle, rx))
+}
+
+/// Sends on drop, also while unwinding from a panic.
+struct EndSignal(Option<tokio::sync::oneshot::Sender<()>>);
+
+impl Drop for EndSignal {
+    fn drop(&mut self) {
+        if let Some(tx) = self.0.take() {
+            let _ = tx.send(());
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_panicking_thread_is_noticed() {
+        let (handle, ended) = spawn_watched("doomed", || -> () { panic!("boom") }).unwrap();
+        tokio::time::timeout(std::time::Duration::from_secs(5), ended).await.expect("noticed").unwrap();
+        assert!(handle.join().is_err(), "it panicked");
+        let (handle, ended) = spawn_watched("fine", || 7).unwrap();
+        ended.await.unwrap();
+        assert_eq!(handle.join().unwrap(), 7);
+    }
 }

@@ -43,12 +43,30 @@ pub struct Config {
     /// Admin HTTP (/ready, /metrics, /config_dump), in the agent's netns.
     #[arg(long, env = "WEFT_ADMIN_ADDR", default_value = "127.0.0.1:15000")]
     pub admin_addr: SocketAddr,
-    /// SO_MARK on the agent's own sockets; the capture programs skip it.
+    /// SO_MARK on the agent's sockets towards other pods and nodes (Istio's 0x539).
     #[arg(long, env = "WEFT_MARK", default_value_t = 0x539)]
     pub mark: u32,
+    /// SO_MARK on the agent's connections to a pod's application, which the pod routes
+    /// back to the agent (Istio's in-pod 0x111).
+    #[arg(long, env = "WEFT_INBOUND_MARK", default_value_t = 0x111)]
+    pub inbound_mark: u32,
     /// Destination ports never captured (comma separated).
     #[arg(long, env = "WEFT_EXCLUDED_PORTS", value_delimiter = ',')]
     pub excluded_ports: Vec<u16>,
+    /// Ports of enrolled pods never steered to the agent, besides the mesh's own
+    /// 15001/15006/15008 (comma separated). Every other port of an enrolled pod is.
+    #[arg(long, env = "WEFT_EXCLUDED_INBOUND_PORTS", value_delimiter = ',')]
+    pub excluded_inbound_ports: Vec<u16>,
+    /// The agent's own pod, for its node id (downward API, as ztunnel's POD_NAME).
+    #[arg(long, env = "POD_NAME")]
+    pub pod_name: Option<String>,
+    /// The agent's own namespace (downward API, as ztunnel's POD_NAMESPACE).
+    #[arg(long, env = "POD_NAMESPACE", default_value = "weft-system")]
+    pub pod_namespace: String,
+    /// The agent's own address (downward API, as ztunnel's INSTANCE_IP). Default: the
+    /// first non-loopback IPv4 address of the agent's network namespace.
+    #[arg(long, env = "INSTANCE_IP")]
+    pub pod_ip: Option<std::net::IpAddr>,
     /// How long SIGTERM waits for in-flight connections.
     #[arg(long, env = "WEFT_DRAIN_TIMEOUT", default_value = "30s", value_parser = parse_duration)]
     #[serde(with = "duration_secs")]
@@ -78,8 +96,10 @@ pub enum ConfigError {
     EmptyNode,
     #[error("--worker-threads must be at least 1")]
     ZeroWorkers,
-    #[error("--mark must not be 0: unmarked sockets would all look like the agent's")]
-    ZeroMark,
+    #[error("--mark and --inbound-mark must be non-zero and differ from each other")]
+    BadMarks,
+    #[error("--pod-ip not given and no IPv4 address found on this network namespace's interfaces")]
+    NoPodIp,
     #[error("give the model's source: --xds-address URL (weftd) or --local-config FILE")]
     NoModelSource,
     #[error("--local-config {0}: no such file")]
@@ -100,8 +120,11 @@ impl Config {
         if self.worker_threads == 0 {
             return Err(ConfigError::ZeroWorkers);
         }
-        if self.mark == 0 {
-            return Err(ConfigError::ZeroMark);
+        if self.mark == 0 || self.inbound_mark == 0 || self.mark == self.inbound_mark {
+            return Err(ConfigError::BadMarks);
+        }
+        if self.pod_ip.is_none() {
+            self.pod_ip = Some(first_ipv4().ok_or(ConfigError::NoPodIp)?);
         }
         match &self.local_config {
             Some(path) if !path.is_file() => return Err(ConfigError::NoLocalConfig(path.clone())),
@@ -118,6 +141,26 @@ impl Config {
         self.cgroup = Some(cgroup);
         Ok(self)
     }
+}
+
+impl Config {
+    /// The node id the agent presents to the control plane, in ztunnel's format
+    /// (`ztunnel~IP~POD.NAMESPACE~NAMESPACE.svc.cluster.local`), so istiod could feed it.
+    pub fn node_id(&self) -> String {
+        let ip = self.pod_ip.map_or_else(|| "0.0.0.0".to_owned(), |ip| ip.to_string());
+        let pod = self.pod_name.clone().unwrap_or_else(|| format!("weft-agent-{}", self.node));
+        let ns = &self.pod_namespace;
+        format!("ztunnel~{ip}~{pod}.{ns}~{ns}.svc.cluster.local")
+    }
+}
+
+/// The first non-loopback IPv4 address on this netns's interfaces.
+fn first_ipv4() -> Option<std::net::IpAddr> {
+    nix::ifaddrs::getifaddrs()
+        .ok()?
+        .filter_map(|a| a.address?.as_sockaddr_in().map(|s| s.ip()))
+        .find(|ip| !ip.is_loopback())
+        .map(std::net::IpAddr::V4)
 }
 
 /// Where cgroup v2 is mounted (/sys/fs/cgroup, or /sys/fs/cgroup/unified on hybrid
@@ -152,6 +195,28 @@ mod duration_secs {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn node_id_has_ztunnels_shape() {
+        let cli = Cli::try_parse_from([
+            "weft-agent",
+            "run",
+            "--node",
+            "n1",
+            "--local-config",
+            "/dev/null",
+            "--pod-name",
+            "weft-agent-abc",
+            "--pod-ip",
+            "10.0.0.7",
+        ])
+        .unwrap();
+        let Command::Run(config) = cli.command else { panic!() };
+        assert_eq!(
+            config.node_id(),
+            "ztunnel~10.0.0.7~weft-agent-abc.weft-system~weft-system.svc.cluster.local"
+        );
+    }
 
     #[test]
     fn durations() {

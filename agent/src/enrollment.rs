@@ -1,16 +1,18 @@
 //! Pod enrollment: turns "these pods of my node are in the mesh" into kernel state.
 //!
-//! For each enrolled pod: find its netns by IP, open the agent's sockets inside it
-//! (127.0.0.1:15001 outbound, 127.0.0.1:15006 inbound), put the inbound socket in the
-//! SOCKMAP, steer the pod's ports to it, attach sk_lookup to the netns, and finally mark
-//! the netns enrolled so connect4/6 start redirecting. Unenrolling undoes it in reverse.
+//! For each workload of this node that is in the mesh (HBONE): find its netns, open the
+//! agent's sockets inside it (127.0.0.1:15001 outbound, 127.0.0.1:15006 inbound), set up
+//! the pod's reply routing (`podnet`), put the inbound socket in the SOCKMAP, steer every
+//! port of the pod to it, attach sk_lookup to the netns, and finally mark the netns
+//! enrolled so connect4/6 start redirecting. Unenrolling undoes it in reverse.
 //!
 //! The loop runs on its own thread: every step is a blocking syscall (setns, bpf), and
 //! none of it is on a connection's path.
 
 use crate::{
-    datapath::{Datapath, DatapathError, inbound_key},
+    datapath::{Datapath, DatapathError},
     netns::{self, NetNs, NetNsError},
+    podnet::{self, PodNetError},
     proxy::{self, Direction},
     state::{InPod, Shared},
 };
@@ -26,7 +28,7 @@ use std::{
 use tokio::{runtime::Handle, task::JoinHandle};
 use tracing::{error, info, warn};
 use weft_ebpf_common::{INBOUND_CAPTURE_PORT, MAX_PODS_PER_NODE, OUTBOUND_CAPTURE_PORT};
-use weft_model::Pod;
+use weft_model::{TunnelProtocol, Workload};
 
 /// How often pods whose netns was not found yet are looked for again.
 const RETRY_INTERVAL: Duration = Duration::from_secs(1);
@@ -39,6 +41,8 @@ pub enum EnrollError {
     Listen { which: &'static str, source: io::Error },
     #[error(transparent)]
     Datapath(#[from] DatapathError),
+    #[error(transparent)]
+    PodNet(#[from] PodNetError),
     #[error("no free SOCKMAP slot: more than {MAX_PODS_PER_NODE} enrolled pods on this node")]
     NoSlot,
 }
@@ -68,13 +72,12 @@ pub struct EnrolledView {
     pub netns: String,
     pub netns_cookie: u64,
     pub slot: u32,
-    pub ports: Vec<u16>,
+    pub identity: String,
 }
 
 struct Enrolled {
     pod: Arc<InPod>,
     slot: u32,
-    ports: Vec<u16>,
     accept_loops: [JoinHandle<()>; 2],
     /// Duplicates of the two listening sockets, to stop them from this thread (see
     /// [`Enrolled::stop_accepting`]).
@@ -124,17 +127,21 @@ impl Enrollment {
     }
 
     fn reconcile(&mut self) {
-        let mesh = self.shared.mesh.load_full();
-        let desired: HashMap<Ipv4Addr, &Pod> = mesh
-            .mesh
-            .pods
-            .iter()
-            .filter(|p| p.node == self.node && mesh.mesh.is_enrolled(p))
-            .filter_map(|p| match p.ip {
-                IpAddr::V4(ip) => Some((ip, p)),
-                IpAddr::V6(_) => {
-                    warn!(pod = %p.name, "IPv6-only pods are not enrolled yet");
-                    None
+        let state = self.shared.state.load_full();
+        let node = self.node.clone();
+        let desired: HashMap<Ipv4Addr, &Arc<Workload>> = state
+            .workloads_on(&node)
+            .filter(|w| w.protocol == TunnelProtocol::Hbone && !w.host_network)
+            .filter_map(|w| {
+                match w.ips.iter().find_map(|ip| match ip {
+                    IpAddr::V4(v4) => Some(*v4),
+                    IpAddr::V6(_) => None,
+                }) {
+                    Some(ip) => Some((ip, w)),
+                    None => {
+                        warn!(pod = %w.name, namespace = %w.namespace, "IPv6-only pods are not enrolled yet");
+                        None
+                    }
                 }
             })
             .collect();
@@ -142,22 +149,11 @@ impl Enrollment {
         let gone: Vec<Ipv4Addr> = self
             .pods
             .iter()
-            .filter(|(ip, e)| {
-                desired.get(ip).is_none_or(|p| p.name != e.pod.name || p.namespace != e.pod.namespace)
-            })
+            .filter(|(ip, e)| desired.get(ip).is_none_or(|w| w.uid != e.pod.workload.uid))
             .map(|(ip, _)| *ip)
             .collect();
         for ip in gone {
             self.unenroll(ip);
-        }
-
-        for (ip, pod) in &desired {
-            if let Some(e) = self.pods.get(ip) {
-                let ports = mesh.mesh.inbound_ports(pod);
-                if ports != e.ports {
-                    self.update_ports(*ip, ports);
-                }
-            }
         }
 
         let missing: Vec<IpAddr> =
@@ -166,13 +162,13 @@ impl Enrollment {
         if !missing.is_empty() {
             for (ip, ns) in netns::find_by_ip(&missing, &self.shared.host_netns) {
                 let IpAddr::V4(ip4) = ip else { continue };
-                let pod = desired[&ip4];
-                match self.enroll(pod, ip4, ns, mesh.mesh.inbound_ports(pod)) {
+                let workload = desired[&ip4];
+                match self.enroll(workload, ip4, ns) {
                     Ok(()) => {
                         found.insert(ip4);
                     }
                     Err(error) => {
-                        error!(pod = %pod.name, namespace = %pod.namespace, %error, "cannot enroll pod")
+                        error!(pod = %workload.name, namespace = %workload.namespace, %error, "cannot enroll pod")
                     }
                 }
             }
@@ -183,10 +179,10 @@ impl Enrollment {
                 IpAddr::V4(ip4) if !found.contains(ip4) => Some(desired[ip4]),
                 _ => None,
             })
-            .map(|p| format!("{}/{}", p.namespace, p.name))
+            .map(|w| format!("{}/{}", w.namespace, w.name))
             .collect();
         if pending.is_empty() {
-            self.collect_garbage(&desired);
+            self.collect_garbage();
         }
 
         self.shared.metrics.enrolled_pods.store(self.pods.len() as u64, Ordering::Relaxed);
@@ -197,7 +193,7 @@ impl Enrollment {
         status.enrolled.sort_by(|a, b| (&a.namespace, &a.name).cmp(&(&b.namespace, &b.name)));
     }
 
-    fn enroll(&mut self, pod: &Pod, ip: Ipv4Addr, ns: NetNs, ports: Vec<u16>) -> Result<(), EnrollError> {
+    fn enroll(&mut self, workload: &Arc<Workload>, ip: Ipv4Addr, ns: NetNs) -> Result<(), EnrollError> {
         let host = &self.shared.host_netns;
         let cookie = ns.cookie(host)?;
         let (outbound_l, inbound_l) = ns.run(host, || -> Result<_, EnrollError> {
@@ -208,19 +204,18 @@ impl Enrollment {
                     .map_err(|source| EnrollError::Listen { which: "inbound (15006)", source })?,
             ))
         })??;
+        podnet::prepare(&ns, host, self.shared.inbound_mark)?;
         let slot = self.slots.iter().position(|used| !used).ok_or(EnrollError::NoSlot)? as u32;
         let dup = |s: &socket2::Socket, which| {
             s.as_fd().try_clone_to_owned().map_err(|source| EnrollError::Listen { which, source })
         };
         let listeners = [dup(&outbound_l, "outbound (15001)")?, dup(&inbound_l, "inbound (15006)")?];
 
-        // Order matters for failing closed: the socket is in the SOCKMAP before any port
-        // is steered to it, and steering is in place before connect4/6 start redirecting.
+        // Order matters for failing closed: the socket is in the SOCKMAP before the pod is
+        // steered to it, and steering is in place before connect4/6 start redirecting.
         let result = (|| -> Result<(), EnrollError> {
             self.datapath.set_listener(slot, &inbound_l)?;
-            for &port in &ports {
-                self.datapath.set_inbound_port(ip, port, slot)?;
-            }
+            self.datapath.set_inbound_pod(ip, slot)?;
             self.datapath.attach_sk_lookup(&ns, cookie)?;
             self.datapath.enroll(cookie, ip)?;
             Ok(())
@@ -228,21 +223,13 @@ impl Enrollment {
         if let Err(e) = result {
             self.datapath.unenroll(cookie);
             self.datapath.detach_sk_lookup(cookie);
-            for &port in &ports {
-                self.datapath.remove_inbound_port(&inbound_key(ip, port));
-            }
+            self.datapath.remove_inbound_pod(ip);
             self.datapath.clear_listener(slot);
             return Err(e);
         }
         self.slots[slot as usize] = true;
 
-        let in_pod = Arc::new(InPod {
-            name: pod.name.clone(),
-            namespace: pod.namespace.clone(),
-            ip,
-            netns: ns,
-            netns_cookie: cookie,
-        });
+        let in_pod = Arc::new(InPod { workload: workload.clone(), ip, netns: ns, netns_cookie: cookie });
         let _rt = self.runtime.enter();
         let outbound_l = tokio::net::TcpListener::from_std(outbound_l.into())
             .map_err(|source| EnrollError::Listen { which: "outbound (15001)", source })?;
@@ -262,8 +249,8 @@ impl Enrollment {
                 Direction::Inbound,
             )),
         ];
-        info!(pod = %pod.name, namespace = %pod.namespace, %ip, netns = %in_pod.netns.path().display(), cookie, slot, ?ports, "pod enrolled");
-        self.pods.insert(ip, Enrolled { pod: in_pod, slot, ports, accept_loops, listeners });
+        info!(pod = %workload.name, namespace = %workload.namespace, %ip, netns = %in_pod.netns.path().display(), cookie, slot, "pod enrolled");
+        self.pods.insert(ip, Enrolled { pod: in_pod, slot, accept_loops, listeners });
         Ok(())
     }
 
@@ -272,32 +259,17 @@ impl Enrollment {
         // Reverse order: stop redirecting first, then stop steering, then close sockets.
         self.datapath.unenroll(e.pod.netns_cookie);
         self.datapath.detach_sk_lookup(e.pod.netns_cookie);
-        for &port in &e.ports {
-            self.datapath.remove_inbound_port(&inbound_key(ip, port));
-        }
+        self.datapath.remove_inbound_pod(ip);
         e.stop_accepting();
         self.datapath.clear_listener(e.slot);
         self.slots[e.slot as usize] = false;
-        info!(pod = %e.pod.name, namespace = %e.pod.namespace, %ip, "pod unenrolled");
-    }
-
-    fn update_ports(&mut self, ip: Ipv4Addr, ports: Vec<u16>) {
-        let Some(e) = self.pods.get_mut(&ip) else { return };
-        for &port in e.ports.iter().filter(|p| !ports.contains(p)) {
-            self.datapath.remove_inbound_port(&inbound_key(ip, port));
-        }
-        for &port in ports.iter().filter(|p| !e.ports.contains(p)) {
-            if let Err(error) = self.datapath.set_inbound_port(ip, port, e.slot) {
-                error!(pod = %e.pod.name, port, %error, "cannot steer port");
-            }
-        }
-        e.ports = ports;
+        info!(pod = %e.pod.workload.name, namespace = %e.pod.workload.namespace, %ip, "pod unenrolled");
     }
 
     /// Removes kernel state nobody owns: entries an earlier agent left for pods that are
     /// no longer enrolled. Only called when every desired pod is enrolled, so an entry
     /// of a pod we simply have not found yet is never dropped (that would be a bypass).
-    fn collect_garbage(&mut self, desired: &HashMap<Ipv4Addr, &Pod>) {
+    fn collect_garbage(&mut self) {
         let ours: HashSet<u64> = self.pods.values().map(|e| e.pod.netns_cookie).collect();
         for cookie in self.datapath.enrolled_cookies() {
             if !ours.contains(&cookie) {
@@ -309,12 +281,9 @@ impl Enrollment {
                 self.datapath.detach_sk_lookup(cookie);
             }
         }
-        for key in self.datapath.inbound_keys() {
-            let ip = Ipv4Addr::from(key.ipv4.to_ne_bytes());
-            let wanted =
-                desired.contains_key(&ip) && self.pods.get(&ip).is_some_and(|e| e.ports.contains(&key.port));
-            if !wanted {
-                self.datapath.remove_inbound_port(&key);
+        for ip in self.datapath.inbound_pods() {
+            if !self.pods.contains_key(&ip) {
+                self.datapath.remove_inbound_pod(ip);
             }
         }
     }
@@ -335,13 +304,13 @@ impl Enrolled {
 
     fn view(&self) -> EnrolledView {
         EnrolledView {
-            name: self.pod.name.clone(),
-            namespace: self.pod.namespace.clone(),
+            name: self.pod.workload.name.clone(),
+            namespace: self.pod.workload.namespace.clone(),
             ip: self.pod.ip,
             netns: self.pod.netns.path().display().to_string(),
             netns_cookie: self.pod.netns_cookie,
             slot: self.slot,
-            ports: self.ports.clone(),
+            identity: self.pod.workload.identity.to_string(),
         }
     }
 }

@@ -15,7 +15,7 @@ use std::{
     time::Duration,
 };
 use tracing::{error, info};
-use weft_model::{Mesh, MeshIndex, ModelError};
+use weft_model::{AddressTable, ConvertError, Mesh, ModelError, WorkloadState};
 
 const POLL_INTERVAL: Duration = Duration::from_millis(200);
 
@@ -25,6 +25,8 @@ pub enum LocalConfigError {
     Read { path: PathBuf, source: io::Error },
     #[error("local config rejected: {0}")]
     Invalid(#[from] ModelError),
+    #[error("local config rejected: {0}")]
+    Unusable(#[from] ConvertError),
 }
 
 /// What the admin endpoint shows about where the model comes from (this file, or xDS).
@@ -38,10 +40,16 @@ pub struct ConfigStatus {
     pub last_error: Option<String>,
 }
 
-pub fn load(path: &Path) -> Result<MeshIndex, LocalConfigError> {
+/// Reads, validates and translates the file into the model (the same Addresses weftd
+/// would send for it, through the same conversion).
+pub fn load(path: &Path, trust_domain: &str) -> Result<WorkloadState, LocalConfigError> {
     let text = std::fs::read_to_string(path)
         .map_err(|source| LocalConfigError::Read { path: path.to_owned(), source })?;
-    Ok(MeshIndex::new(Mesh::from_yaml(&text, &path.display().to_string())?))
+    let mesh = Mesh::from_yaml(&text, &path.display().to_string())?;
+    let addresses = mesh.to_addresses(trust_domain);
+    let mut table = AddressTable::new(trust_domain);
+    table.replace(addresses.iter().map(|(n, a)| (n.as_str(), a)))?;
+    Ok(table.state())
 }
 
 #[derive(PartialEq, Eq, Clone, Copy)]
@@ -64,6 +72,7 @@ fn stamp(path: &Path) -> Option<Stamp> {
 /// enrollment loop.
 pub async fn watch(
     path: PathBuf,
+    trust_domain: String,
     shared: Arc<Shared>,
     enrollment: mpsc::Sender<enrollment::Command>,
     status: Arc<Mutex<ConfigStatus>>,
@@ -77,11 +86,11 @@ pub async fn watch(
             continue;
         }
         last = now;
-        let p = path.clone();
-        let loaded = tokio::task::spawn_blocking(move || load(&p)).await.expect("config load task");
+        let (p, td) = (path.clone(), trust_domain.clone());
+        let loaded = tokio::task::spawn_blocking(move || load(&p, &td)).await.expect("config load task");
         match loaded {
-            Ok(index) => {
-                shared.mesh.store(Arc::new(index));
+            Ok(state) => {
+                shared.state.store(Arc::new(state));
                 shared.metrics.config_reloads.fetch_add(1, Ordering::Relaxed);
                 let mut st = status.lock().expect("config status lock");
                 st.generation += 1;

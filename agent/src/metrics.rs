@@ -7,13 +7,14 @@
 use std::{
     collections::HashMap,
     fmt::Write as _,
+    hash::{Hash, Hasher},
     net::IpAddr,
     sync::{
         Arc, RwLock,
         atomic::{AtomicU64, Ordering::Relaxed},
     },
 };
-use weft_model::{MeshIndex, Pod, Service};
+use weft_model::{Service, Workload};
 
 /// Which side of the connection reports, as Istio's `reporter` label says.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -24,15 +25,43 @@ pub enum Reporter {
     Destination,
 }
 
-/// Identifies a series: who talked to whom, by address. Labels are derived from the
-/// model when the series is created.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+/// An `Arc` compared and hashed by address: the model shares one allocation per workload
+/// and keeps it across updates that do not change it, so equal pointers mean the same
+/// labels and the key stays cheap to hash.
+#[derive(Debug, Clone)]
+pub struct ByPtr<T>(pub Arc<T>);
+
+impl<T> PartialEq for ByPtr<T> {
+    fn eq(&self, other: &Self) -> bool {
+        Arc::ptr_eq(&self.0, &other.0)
+    }
+}
+impl<T> Eq for ByPtr<T> {}
+impl<T> Hash for ByPtr<T> {
+    fn hash<H: Hasher>(&self, h: &mut H) {
+        Arc::as_ptr(&self.0).hash(h)
+    }
+}
+
+/// Identifies a series: who talked to whom, and how. Labels are rendered from it when
+/// the series is created.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct SeriesKey {
     pub reporter: Reporter,
-    pub source: Option<IpAddr>,
-    pub destination: Option<IpAddr>,
-    /// The service VIP the client used, if any.
-    pub service: Option<IpAddr>,
+    pub source: Option<ByPtr<Workload>>,
+    pub destination: Option<ByPtr<Workload>>,
+    /// The service the client addressed, if any.
+    pub service: Option<ByPtr<Service>>,
+    /// The address dialled, for `destination_service` when nothing in the mesh owns it.
+    pub destination_ip: Option<IpAddr>,
+    /// Whether the connection crossed the network in mutual TLS (HBONE).
+    pub mtls: bool,
+}
+
+impl SeriesKey {
+    pub fn new(reporter: Reporter, mtls: bool) -> SeriesKey {
+        SeriesKey { reporter, source: None, destination: None, service: None, destination_ip: None, mtls }
+    }
 }
 
 /// Counters of one series.
@@ -64,11 +93,11 @@ pub struct Metrics {
 
 impl Metrics {
     /// The counters for a connection's series, creating the series on first sight.
-    pub fn series(&self, key: SeriesKey, mesh: &MeshIndex, trust_domain: &str) -> Arc<TcpCounters> {
+    pub fn series(&self, key: SeriesKey) -> Arc<TcpCounters> {
         if let Some(s) = self.tcp.read().expect("metrics lock").get(&key) {
             return s.counters.clone();
         }
-        let labels = render_labels(&key, mesh, trust_domain);
+        let labels = render_labels(&key);
         let mut map = self.tcp.write().expect("metrics lock");
         map.entry(key).or_insert_with(|| Series { labels, counters: Arc::default() }).counters.clone()
     }
@@ -133,53 +162,60 @@ impl Metrics {
     }
 }
 
-fn render_labels(key: &SeriesKey, mesh: &MeshIndex, trust_domain: &str) -> String {
-    let src = key.source.and_then(|ip| mesh.pod_by_ip(ip));
-    let dst = key.destination.and_then(|ip| mesh.pod_by_ip(ip));
-    let svc: Option<&Service> = key.service.and_then(|ip| mesh.service_by_vip(ip));
+fn render_labels(key: &SeriesKey) -> String {
     let mut l = String::with_capacity(512);
     let reporter = match key.reporter {
         Reporter::Source => "source",
         Reporter::Destination => "destination",
     };
     push(&mut l, "reporter", reporter);
-    push_workload(&mut l, "source", src, trust_domain);
-    push_workload(&mut l, "destination", dst, trust_domain);
-    let (host, name, ns) = match svc {
-        Some(s) => (s.hostname(), s.name.as_str(), s.namespace.as_str()),
-        None => match key.destination {
-            Some(ip) => (ip.to_string(), "unknown", "unknown"),
-            None => ("unknown".to_owned(), "unknown", "unknown"),
-        },
+    push_workload(&mut l, "source", key.source.as_ref().map(|w| &*w.0));
+    push_workload(&mut l, "destination", key.destination.as_ref().map(|w| &*w.0));
+    let unknown = "unknown";
+    let (host, name, ns) = match (&key.service, key.destination_ip) {
+        (Some(s), _) => (s.0.hostname.clone(), s.0.name.as_str(), s.0.namespace.as_str()),
+        (None, Some(ip)) => (ip.to_string(), unknown, unknown),
+        (None, None) => (unknown.to_owned(), unknown, unknown),
     };
     push(&mut l, "destination_service", &host);
     push(&mut l, "destination_service_name", name);
     push(&mut l, "destination_service_namespace", ns);
     push(&mut l, "request_protocol", "tcp");
     push(&mut l, "response_flags", "-");
-    // Plain TCP between agents for now; HBONE (mutual_tls) comes with the mTLS work.
-    push(
-        &mut l,
-        "connection_security_policy",
-        if key.reporter == Reporter::Destination { "none" } else { "unknown" },
-    );
+    // Istio: "mutual_tls" when the connection was mTLS, "none" otherwise; the source side
+    // reports "unknown" for plaintext (it cannot know the server's policy).
+    let security = match (key.mtls, key.reporter) {
+        (true, _) => "mutual_tls",
+        (false, Reporter::Destination) => "none",
+        (false, Reporter::Source) => "unknown",
+    };
+    push(&mut l, "connection_security_policy", security);
     l.pop(); // trailing comma
     l
 }
 
-fn push_workload(l: &mut String, side: &str, pod: Option<&Pod>, trust_domain: &str) {
+fn push_workload(l: &mut String, side: &str, w: Option<&Workload>) {
     let unknown = "unknown";
-    push(l, &format!("{side}_workload"), pod.map_or(unknown, |p| p.workload_name()));
-    push(l, &format!("{side}_workload_namespace"), pod.map_or(unknown, |p| p.namespace.as_str()));
-    let principal = pod.map_or_else(|| unknown.to_owned(), |p| p.spiffe_id(trust_domain));
+    let name = w.map_or(unknown, |w| if w.workload_name.is_empty() { &w.name } else { &w.workload_name });
+    push(l, &format!("{side}_workload"), name);
+    push(l, &format!("{side}_workload_namespace"), w.map_or(unknown, |w| w.namespace.as_str()));
+    let principal = w.map_or_else(|| unknown.to_owned(), |w| w.identity.to_string());
     push(l, &format!("{side}_principal"), &principal);
-    push(l, &format!("{side}_app"), pod.and_then(|p| p.labels.get("app")).map_or(unknown, String::as_str));
+    push(
+        l,
+        &format!("{side}_app"),
+        w.map(|w| w.canonical_name.as_str()).filter(|s| !s.is_empty()).unwrap_or(unknown),
+    );
     push(
         l,
         &format!("{side}_version"),
-        pod.and_then(|p| p.labels.get("version")).map_or(unknown, String::as_str),
+        w.map(|w| w.canonical_revision.as_str()).filter(|s| !s.is_empty()).unwrap_or(unknown),
     );
-    push(l, &format!("{side}_cluster"), "Kubernetes");
+    push(
+        l,
+        &format!("{side}_cluster"),
+        w.map(|w| w.cluster_id.as_str()).filter(|s| !s.is_empty()).unwrap_or("Kubernetes"),
+    );
 }
 
 fn push(l: &mut String, name: &str, value: &str) {
@@ -198,28 +234,30 @@ fn push(l: &mut String, name: &str, value: &str) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use weft_model::Mesh;
+    use weft_model::{AddressTable, Mesh};
 
     #[test]
     fn renders_istio_names_and_labels() {
-        let mesh = MeshIndex::new(
-            Mesh::from_yaml(
-                "pods:\n - {name: a-1, workload: a, namespace: x, ip: 198.18.1.2, node: n1, serviceAccount: sa-a, labels: {app: a, version: v1}}\n - {name: b-1, namespace: y, ip: 198.18.2.2, node: n2}\nservices:\n - {name: b, namespace: y, vip: 198.19.0.1, ports: [{port: 80}], selector: {app: b}}\n",
-                "t",
-            )
-            .unwrap(),
-        );
+        let mesh = Mesh::from_yaml(
+            "namespaces: [{name: x, labels: {istio.io/dataplane-mode: ambient}}]\npods:\n - {name: a-1, workload: a, namespace: x, ip: 198.18.1.2, node: n1, serviceAccount: sa-a, labels: {app: a, version: v1}}\n - {name: b-1, namespace: y, ip: 198.18.2.2, node: n2, labels: {app: b}}\nservices:\n - {name: b, namespace: y, vip: 198.19.0.1, ports: [{port: 80}], selector: {app: b}}\n",
+            "t",
+        )
+        .unwrap();
+        let addresses = mesh.to_addresses("cluster.local");
+        let mut table = AddressTable::new("cluster.local");
+        assert!(table.apply(addresses.iter().map(|(n, a)| (n.as_str(), a)), []).is_empty());
+        let state = table.state();
         let m = Metrics::default();
         let key = SeriesKey {
-            reporter: Reporter::Source,
-            source: Some("198.18.1.2".parse().unwrap()),
-            destination: Some("198.18.2.2".parse().unwrap()),
-            service: Some("198.19.0.1".parse().unwrap()),
+            source: state.workload_by_ip("198.18.1.2".parse().unwrap()).cloned().map(ByPtr),
+            destination: state.workload_by_ip("198.18.2.2".parse().unwrap()).cloned().map(ByPtr),
+            service: state.service_by_addr("198.19.0.1".parse().unwrap(), "x").cloned().map(ByPtr),
+            ..SeriesKey::new(Reporter::Source, true)
         };
-        let c = m.series(key, &mesh, "cluster.local");
+        let c = m.series(key.clone());
         c.opened.fetch_add(1, Relaxed);
         c.received.fetch_add(10, Relaxed);
-        assert!(Arc::ptr_eq(&c, &m.series(key, &mesh, "cluster.local")), "one series per key");
+        assert!(Arc::ptr_eq(&c, &m.series(key)), "one series per key");
         let text = m.render();
         assert!(text.contains("# TYPE istio_tcp_connections_opened_total counter"), "{text}");
         let line = text.lines().find(|l| l.starts_with("istio_tcp_received_bytes_total{")).unwrap();
@@ -229,7 +267,9 @@ mod tests {
             "source_principal=\"spiffe://cluster.local/ns/x/sa/sa-a\"",
             "source_version=\"v1\"",
             "destination_workload=\"b-1\"",
+            "destination_version=\"latest\"",
             "destination_service=\"b.y.svc.cluster.local\"",
+            "connection_security_policy=\"mutual_tls\"",
         ] {
             assert!(line.contains(want), "{want} missing in {line}");
         }

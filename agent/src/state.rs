@@ -1,28 +1,38 @@
 //! State shared by every task of the agent.
 
-use crate::{datapath::OrigDstTable, drain::Drain, metrics::Metrics, netns::NetNs};
+use crate::{
+    datapath::{BypassTable, OrigDstTable},
+    drain::Drain,
+    metrics::Metrics,
+    netns::NetNs,
+};
 use arc_swap::ArcSwap;
 use std::{net::Ipv4Addr, sync::Arc};
-use weft_model::MeshIndex;
+use weft_model::{Workload, WorkloadState};
 
-/// Read by every connection; written only by the config loader (whole snapshots).
+/// Read by every connection; written only by the model source (whole snapshots).
 pub struct Shared {
-    /// The current model. Connections load a snapshot once, at open.
-    pub mesh: ArcSwap<MeshIndex>,
+    /// Workloads and services. Connections load a snapshot once, at open.
+    pub state: ArcSwap<WorkloadState>,
     pub metrics: Metrics,
     pub orig_dst: OrigDstTable,
+    pub bypass: BypassTable,
     /// The agent's own netns, where threads return after working inside a pod's.
     pub host_netns: NetNs,
+    /// SO_MARK of the agent's sockets towards other nodes.
     pub mark: u32,
-    pub trust_domain: String,
+    /// SO_MARK of the agent's connections to a pod's application (from the client's
+    /// address): the pod routes packets with it back to the agent (policy routing).
+    pub inbound_mark: u32,
     pub drain: Arc<Drain>,
 }
 
 /// An enrolled pod, as its accept loops and connections see it.
 #[derive(Debug)]
 pub struct InPod {
-    pub name: String,
-    pub namespace: String,
+    /// The workload as it was when the pod was enrolled; identity and addresses do not
+    /// change for the life of a pod.
+    pub workload: Arc<Workload>,
     pub ip: Ipv4Addr,
     pub netns: NetNs,
     pub netns_cookie: u64,

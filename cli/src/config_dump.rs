@@ -389,7 +389,11 @@ mod tests {
         let service = Address {
             r#type: Some(AddressType::Service(Service {
                 hostname: "reviews.bookinfo.svc.cluster.local".into(),
-                addresses: vec![NetworkAddress { network: String::new(), address: vec![198, 19, 0, 10] }],
+                addresses: vec![NetworkAddress {
+                    network: String::new(),
+                    address: vec![198, 19, 0, 10],
+                    length: None,
+                }],
                 ports: vec![Port { service_port: 9080, target_port: 9080 }],
                 ..Default::default()
             })),

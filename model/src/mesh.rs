@@ -1,10 +1,13 @@
-//! The model's types, their YAML form, and validation.
+//! The `--local-config` file: namespaces, pods and services in YAML, validated, and
+//! translated into the same `istio.workload.Address` resources weftd would send, so the
+//! agent has one model whichever source feeds it.
 
 use serde::{Deserialize, Serialize};
 use std::{
     collections::{BTreeMap, HashSet},
     net::IpAddr,
 };
+use weft_xds::istio::workload as pb;
 
 /// Label that opts a namespace (or, set to `none`, a pod) in or out of the mesh.
 pub const AMBIENT_LABEL: &str = "istio.io/dataplane-mode";
@@ -50,11 +53,14 @@ pub struct Pod {
     pub workload: Option<String>,
     #[serde(default)]
     pub labels: BTreeMap<String, String>,
-    /// Container ports. Inbound capture steers only these and the target ports of
-    /// services selecting the pod: steering a port no app listens on would turn a
-    /// refusal into an accepted-then-closed connection.
+    /// Container ports, as a Pod spec lists them. Informational: inbound capture steers
+    /// every port of an enrolled pod (Istio's behaviour), not only these.
     #[serde(default)]
     pub ports: Vec<u16>,
+    /// The Kubernetes pod UID; the agent finds the pod's network namespace by it (CNI
+    /// handover, kubelet cgroups), never by the pod's address.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub uid: Option<String>,
     /// Services this pod backs, as `namespace/name`, besides those whose selector picks
     /// it: Istio's workload API states membership this way, not by selector.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -215,16 +221,96 @@ impl Mesh {
         ns_ambient && !pod_opted_out
     }
 
-    /// The ports inbound capture steers for a pod: its container ports and the target
-    /// ports of the services that select it.
-    pub fn inbound_ports(&self, pod: &Pod) -> Vec<u16> {
-        let mut ports: Vec<u16> = pod.ports.clone();
-        for svc in self.services.iter().filter(|s| s.selects(pod)) {
-            ports.extend(svc.ports.iter().map(ServicePort::target));
+    /// The Addresses weftd would send for this model, named as weftd names them: a
+    /// Workload per pod (HBONE when enrolled, its services' ports, its identity) and a
+    /// Service per service.
+    pub fn to_addresses(&self, trust_domain: &str) -> Vec<(String, pb::Address)> {
+        let mut out = Vec::with_capacity(self.services.len() + self.pods.len());
+        for svc in &self.services {
+            let message = pb::Service {
+                name: svc.name.clone(),
+                namespace: svc.namespace.clone(),
+                hostname: svc.hostname(),
+                addresses: vec![pb::NetworkAddress {
+                    network: String::new(),
+                    address: ip_bytes(svc.vip),
+                    length: None,
+                }],
+                ports: svc
+                    .ports
+                    .iter()
+                    .map(|p| pb::Port { service_port: p.port.into(), target_port: p.target().into() })
+                    .collect(),
+                ..Default::default()
+            };
+            let name = format!("{}/{}", svc.namespace, svc.hostname());
+            out.push((name, pb::Address { r#type: Some(pb::address::Type::Service(message)) }));
         }
-        ports.sort_unstable();
-        ports.dedup();
-        ports
+        for pod in &self.pods {
+            let services = self
+                .services
+                .iter()
+                .filter(|s| s.selects(pod))
+                .map(|s| {
+                    let ports = s
+                        .ports
+                        .iter()
+                        .map(|p| pb::Port { service_port: p.port.into(), target_port: p.target().into() })
+                        .collect();
+                    (format!("{}/{}", s.namespace, s.hostname()), pb::PortList { ports })
+                })
+                .collect();
+            let extensions = pod
+                .uid
+                .iter()
+                .map(|uid| pb::Extension {
+                    name: crate::workload::POD_UID_EXTENSION.to_owned(),
+                    config: Some(string_any(uid)),
+                })
+                .collect();
+            let w = pb::Workload {
+                uid: format!("{LOCAL_CLUSTER}//Pod/{}/{}", pod.namespace, pod.name),
+                name: pod.name.clone(),
+                namespace: pod.namespace.clone(),
+                addresses: vec![ip_bytes(pod.ip)],
+                tunnel_protocol: if self.is_enrolled(pod) {
+                    pb::TunnelProtocol::Hbone
+                } else {
+                    pb::TunnelProtocol::None
+                } as i32,
+                trust_domain: trust_domain.to_owned(),
+                service_account: pod.service_account.clone(),
+                node: pod.node.clone(),
+                canonical_name: pod.labels.get("app").cloned().unwrap_or_else(|| pod.name.clone()),
+                canonical_revision: pod.labels.get("version").cloned().unwrap_or_else(|| "latest".to_owned()),
+                workload_name: pod.workload_name().to_owned(),
+                services,
+                cluster_id: LOCAL_CLUSTER.to_owned(),
+                extensions,
+                ..Default::default()
+            };
+            out.push((w.uid.clone(), pb::Address { r#type: Some(pb::address::Type::Workload(w)) }));
+        }
+        out
+    }
+}
+
+/// The cluster id local-config workloads carry, as weftd's default.
+const LOCAL_CLUSTER: &str = "Kubernetes";
+
+fn ip_bytes(ip: IpAddr) -> Vec<u8> {
+    match ip {
+        IpAddr::V4(v4) => v4.octets().to_vec(),
+        IpAddr::V6(v6) => v6.octets().to_vec(),
+    }
+}
+
+/// A `google.protobuf.StringValue` in an `Any`, as extensions carry the pod UID.
+fn string_any(value: &str) -> prost_types::Any {
+    use prost::Message as _;
+    prost_types::Any {
+        type_url: "type.googleapis.com/google.protobuf.StringValue".to_owned(),
+        value: value.to_owned().encode_to_vec(),
     }
 }
 
@@ -255,7 +341,6 @@ services:
         assert!(mesh.is_enrolled(&mesh.pods[0]));
         assert!(!mesh.is_enrolled(&mesh.pods[1]), "pod label none opts out");
         assert!(!mesh.is_enrolled(&mesh.pods[2]), "namespace without the label");
-        assert_eq!(mesh.inbound_ports(&mesh.pods[0]), vec![9080, 9090]);
         assert_eq!(mesh.pods[0].service_account, "default");
         assert_eq!(mesh.services[0].hostname(), "reviews.bookinfo.svc.cluster.local");
     }

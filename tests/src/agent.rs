@@ -28,11 +28,21 @@ pub enum ModelSource {
     Xds(String),
 }
 
+/// How an agent is started, beyond its node and model.
+#[derive(Debug, Clone, Default)]
+pub struct AgentOptions {
+    /// Further command-line flags.
+    pub args: Vec<String>,
+    /// Run the agent in a child of the node's cgroup, under its own capture programs.
+    pub under_capture: bool,
+}
+
 pub struct Agent {
     node: Node,
     proc: Proc,
     source: ModelSource,
     bpffs_dir: PathBuf,
+    options: AgentOptions,
 }
 
 impl Agent {
@@ -47,16 +57,30 @@ impl Agent {
         Self::start_with(bed, node, ModelSource::Xds(url.to_owned()))
     }
 
+    /// Starts an agent reading `config`, with `options`.
+    pub fn start_with_options(
+        bed: &TestBed,
+        node: &Node,
+        config: &Path,
+        options: AgentOptions,
+    ) -> Result<Agent> {
+        Self::start_from(bed, node, ModelSource::File(config.to_owned()), options)
+    }
+
     fn start_with(bed: &TestBed, node: &Node, source: ModelSource) -> Result<Agent> {
+        Self::start_from(bed, node, source, AgentOptions::default())
+    }
+
+    fn start_from(bed: &TestBed, node: &Node, source: ModelSource, options: AgentOptions) -> Result<Agent> {
         let bpffs_dir = PathBuf::from(format!("/sys/fs/bpf/weft-test-{}-{}", bed.id(), node.name()));
         bed.register_cleanup_dir(&bpffs_dir)?;
-        let proc = Self::spawn(node, &source, &bpffs_dir)?;
-        let agent = Agent { node: node.clone(), proc, source, bpffs_dir };
+        let proc = Self::spawn(node, &source, &bpffs_dir, &options)?;
+        let agent = Agent { node: node.clone(), proc, source, bpffs_dir, options };
         agent.wait_ready(Duration::from_secs(20))?;
         Ok(agent)
     }
 
-    fn spawn(node: &Node, source: &ModelSource, bpffs_dir: &Path) -> Result<Proc> {
+    fn spawn(node: &Node, source: &ModelSource, bpffs_dir: &Path, options: &AgentOptions) -> Result<Proc> {
         let mut cmd = Command::new(bins::path("weft-agent"));
         cmd.arg("run").arg("--node").arg(node.name());
         match source {
@@ -69,13 +93,14 @@ impl Agent {
             .arg(bpffs_dir)
             .arg("--drain-timeout")
             .arg(TEST_DRAIN_TIMEOUT)
+            .args(&options.args)
             .env("RUST_LOG", std::env::var(LOG_ENV).unwrap_or_else(|_| "info,weft_agent=debug".into()));
-        node.spawn(cmd)
+        if options.under_capture { node.spawn_in_child_cgroup(cmd, "weft-agent") } else { node.spawn(cmd) }
     }
 
     /// Starts the agent again after it was killed: same node, config and pins.
     pub fn restart(&mut self) -> Result<()> {
-        self.proc = Self::spawn(&self.node, &self.source, &self.bpffs_dir)?;
+        self.proc = Self::spawn(&self.node, &self.source, &self.bpffs_dir, &self.options)?;
         self.wait_ready(Duration::from_secs(20))
     }
 

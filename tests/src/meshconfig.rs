@@ -7,7 +7,10 @@ use std::{
     net::IpAddr,
     path::{Path, PathBuf},
 };
-use weft_model::{AMBIENT_LABEL, DATAPLANE_MODE_AMBIENT, Mesh, Namespace, Service, ServicePort};
+use weft_model::{
+    AMBIENT_LABEL, DATAPLANE_MODE_AMBIENT, Mesh,
+    mesh::{Namespace, Service, ServicePort},
+};
 
 /// The model every agent of a bed reads, and the file it lives in.
 pub struct MeshConfig {
@@ -37,7 +40,7 @@ impl MeshConfig {
 
     /// Adds a bed pod in `namespace` with labels and container ports.
     pub fn pod(&mut self, pod: &Pod, namespace: &str, labels: &[(&str, &str)], ports: &[u16]) -> &mut Self {
-        self.mesh.pods.push(weft_model::Pod {
+        self.mesh.pods.push(weft_model::mesh::Pod {
             name: pod.name().to_owned(),
             namespace: namespace.to_owned(),
             ip: IpAddr::V4(pod.ip()),
@@ -47,6 +50,7 @@ impl MeshConfig {
             labels: labels.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect(),
             ports: ports.to_vec(),
             services: Vec::new(),
+            uid: None,
         });
         self
     }

@@ -73,6 +73,16 @@ pub fn echo(pod: &Pod, to: &str, bytes: u64) -> Result<ClientResult> {
     client(pod, &["echo", "--to", to, "--bytes", &bytes.to_string()], Duration::from_secs(120))
 }
 
+/// The peer addresses a server has accepted connections from, in order.
+pub fn accepted_peers(server: &Proc) -> Vec<std::net::SocketAddr> {
+    server
+        .stdout_lines()
+        .iter()
+        .filter(|l| l.contains("\"event\":\"accept\""))
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok()?["peer"].as_str()?.parse().ok())
+        .collect()
+}
+
 /// How many connections a server has accepted so far.
 pub fn accepts(server: &Proc) -> usize {
     server.stdout_lines().iter().filter(|l| l.contains("\"event\":\"accept\"")).count()

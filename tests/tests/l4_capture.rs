@@ -45,6 +45,12 @@ fn pod_to_pod_across_and_within_nodes_passes_through_the_agents() -> Result<()> 
             "the app sees the peer it dialled (getpeername restored)"
         );
         assert_eq!(scenario::accepts(server), 1);
+        let peers = scenario::accepted_peers(server);
+        assert_eq!(
+            peers.iter().map(|p| p.ip()).collect::<Vec<_>>(),
+            [std::net::IpAddr::V4(client.ip())],
+            "the server application sees the client pod's own address, as without the mesh"
+        );
 
         let src = [("reporter", "source"), ("source_workload", "client"), ("destination_workload", name)];
         let dst =

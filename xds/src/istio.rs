@@ -130,7 +130,8 @@ mod tests {
         else {
             panic!("expected a service");
         };
-        let expected_addr = NetworkAddress { network: "net1".into(), address: vec![10, 96, 0, 1] };
+        let expected_addr =
+            NetworkAddress { network: "net1".into(), address: vec![10, 96, 0, 1], length: None };
         assert_eq!(svc.name, "reviews");
         assert_eq!(svc.hostname, "reviews.bookinfo.svc.cluster.local");
         assert_eq!(svc.addresses, vec![expected_addr.clone()]);

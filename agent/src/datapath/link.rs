@@ -5,19 +5,12 @@
 //! keeps enrolled traffic failing closed while the agent restarts. The calls are small
 //! and stable kernel ABI, so they live here rather than behind a newer aya.
 
+use super::sys::{BPF_LINK_CREATE, BPF_LINK_UPDATE, BPF_OBJ_GET, BPF_OBJ_PIN, BpfAttr, bpf, c_path, fd_from};
 use std::{
-    ffi::CString,
     io,
-    os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd},
-    os::unix::ffi::OsStrExt,
+    os::fd::{AsRawFd, BorrowedFd, OwnedFd},
     path::Path,
 };
-
-/// `enum bpf_cmd` values used here (include/uapi/linux/bpf.h).
-const BPF_OBJ_PIN: libc::c_long = 6;
-const BPF_OBJ_GET: libc::c_long = 7;
-const BPF_LINK_CREATE: libc::c_long = 28;
-const BPF_LINK_UPDATE: libc::c_long = 29;
 
 /// `enum bpf_attach_type` values used here.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -31,32 +24,9 @@ pub enum AttachType {
     SkLookup = 36,
 }
 
-/// `union bpf_attr`, as zeroed words; each command fills the fields it reads. The kernel
-/// requires every byte past a command's last field to be zero, which this guarantees.
-#[repr(C, align(8))]
-struct BpfAttr([u32; 32]);
-
-fn bpf(cmd: libc::c_long, attr: &mut BpfAttr) -> io::Result<libc::c_long> {
-    // SAFETY: `attr` is a valid, fully initialised buffer of the size we pass; the kernel
-    // reads (and for some commands writes) within it only.
-    let ret =
-        unsafe { libc::syscall(libc::SYS_bpf, cmd, attr as *mut BpfAttr, std::mem::size_of::<BpfAttr>()) };
-    if ret < 0 { Err(io::Error::last_os_error()) } else { Ok(ret) }
-}
-
-fn fd_from(ret: libc::c_long) -> OwnedFd {
-    // SAFETY: the kernel just returned this descriptor to us; nobody else owns it.
-    unsafe { OwnedFd::from_raw_fd(ret as i32) }
-}
-
-fn c_path(path: &Path) -> io::Result<CString> {
-    CString::new(path.as_os_str().as_bytes())
-        .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "path contains NUL"))
-}
-
 /// BPF_LINK_CREATE: attaches `prog` to `target` (a cgroup or netns fd).
 pub fn create(prog: BorrowedFd<'_>, target: BorrowedFd<'_>, attach: AttachType) -> io::Result<OwnedFd> {
-    let mut attr = BpfAttr([0; 32]);
+    let mut attr = BpfAttr::zeroed();
     attr.0[0] = prog.as_raw_fd() as u32;
     attr.0[1] = target.as_raw_fd() as u32;
     attr.0[2] = attach as u32;
@@ -65,7 +35,7 @@ pub fn create(prog: BorrowedFd<'_>, target: BorrowedFd<'_>, attach: AttachType) 
 
 /// BPF_LINK_UPDATE: swaps the program behind an existing link; the hook is never empty.
 pub fn update(link: BorrowedFd<'_>, prog: BorrowedFd<'_>) -> io::Result<()> {
-    let mut attr = BpfAttr([0; 32]);
+    let mut attr = BpfAttr::zeroed();
     attr.0[0] = link.as_raw_fd() as u32;
     attr.0[1] = prog.as_raw_fd() as u32;
     bpf(BPF_LINK_UPDATE, &mut attr).map(drop)
@@ -73,7 +43,7 @@ pub fn update(link: BorrowedFd<'_>, prog: BorrowedFd<'_>) -> io::Result<()> {
 
 fn obj_pin_or_get(cmd: libc::c_long, path: &Path, fd: Option<BorrowedFd<'_>>) -> io::Result<libc::c_long> {
     let path = c_path(path)?;
-    let mut attr = BpfAttr([0; 32]);
+    let mut attr = BpfAttr::zeroed();
     let ptr = path.as_ptr() as u64;
     attr.0[0] = ptr as u32;
     attr.0[1] = (ptr >> 32) as u32;

@@ -6,13 +6,16 @@
 //! agent is down (their connections are refused, never sent around the mesh) and a
 //! restarted agent re-adopts the same maps and links.
 
+mod bypass;
 mod link;
+mod sys;
 
 use aya::{
     Ebpf, EbpfLoader,
     maps::{HashMap, MapData, SockMap},
     programs::{CgroupSockAddr, SkLookup, SockOps},
 };
+pub use bypass::{BypassGuard, BypassTable};
 use link::AttachType;
 use std::{
     fs, io,
@@ -20,7 +23,7 @@ use std::{
     os::fd::{AsFd, AsRawFd},
     path::{Path, PathBuf},
 };
-use weft_ebpf_common::{ConnKey, EnrolledPod, InboundKey, OrigDst, map_names};
+use weft_ebpf_common::{ConnKey, EnrolledPod, MESH_PORTS, OrigDst, map_names};
 
 /// The object built by build.rs from ebpf/weft-ebpf.
 static EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/weft"));
@@ -47,6 +50,8 @@ pub enum DatapathError {
     Attach { what: &'static str, target: String, source: io::Error },
     #[error("eBPF map {map}: {source}")]
     MapOp { map: &'static str, source: aya::maps::MapError },
+    #[error("cannot find the agent's own cgroup v2 ({detail}): the capture programs exempt it by id")]
+    OwnCgroup { detail: String },
 }
 
 /// What the datapath needs to know to load.
@@ -56,10 +61,12 @@ pub struct DatapathConfig {
     pub cgroup: PathBuf,
     /// Directory under bpffs for this agent's maps and links.
     pub bpffs_dir: PathBuf,
-    /// SO_MARK the agent puts on its own sockets, so they are never captured.
-    pub mark: u32,
-    /// Destination ports never captured.
+    /// Where cgroup v2 is mounted, to find the agent's own cgroup (exempt from capture).
+    pub cgroup_root: PathBuf,
+    /// Destination ports never captured (outbound).
     pub excluded_ports: Vec<u16>,
+    /// Pod ports never steered to the agent (inbound), besides the mesh's own.
+    pub excluded_inbound_ports: Vec<u16>,
 }
 
 /// Read-only view of the original-destination map, shared by every proxy task. Lookups
@@ -90,7 +97,7 @@ pub struct Datapath {
     ebpf: Ebpf,
     links_dir: PathBuf,
     enrolled: HashMap<MapData, u64, EnrolledPod>,
-    inbound_ports: HashMap<MapData, InboundKey, u32>,
+    inbound_pods: HashMap<MapData, u32, u32>,
     listeners: SockMap<MapData>,
 }
 
@@ -106,7 +113,7 @@ const SK_LOOKUP_PROGRAM: &str = "weft_sk_lookup";
 impl Datapath {
     /// Loads and attaches everything. Returns the datapath and the shared lookup table.
     /// Any failure is fatal for the agent: it must never run with capture half set up.
-    pub fn load(config: &DatapathConfig) -> Result<(Datapath, OrigDstTable), DatapathError> {
+    pub fn load(config: &DatapathConfig) -> Result<(Datapath, OrigDstTable, BypassTable), DatapathError> {
         if EBPF_OBJECT.is_empty() {
             return Err(DatapathError::StubObject);
         }
@@ -116,9 +123,10 @@ impl Datapath {
         for dir in [&maps_dir, &links_dir] {
             fs::create_dir_all(dir).map_err(|source| DatapathError::PinDir { path: dir.clone(), source })?;
         }
+        let agent_cgroup = own_cgroup_id(&config.cgroup_root)?;
         let mut ebpf = EbpfLoader::new()
             .default_map_pin_directory(&maps_dir)
-            .override_global("WEFT_AGENT_MARK", &config.mark, true)
+            .override_global("WEFT_AGENT_CGROUP_ID", &agent_cgroup, true)
             .load(EBPF_OBJECT)?;
 
         let cgroup = fs::File::open(&config.cgroup)
@@ -159,15 +167,32 @@ impl Datapath {
                 .insert(port, 1, 0)
                 .map_err(|source| DatapathError::MapOp { map: map_names::EXCLUDED_PORTS, source })?;
         }
+        let mut inbound_excluded: HashMap<MapData, u16, u8> =
+            take_map(&mut ebpf, map_names::INBOUND_EXCLUDED_PORTS)?;
+        let wanted: Vec<u16> = MESH_PORTS.iter().chain(&config.excluded_inbound_ports).copied().collect();
+        let stale: Vec<u16> = inbound_excluded.keys().flatten().filter(|p| !wanted.contains(p)).collect();
+        for port in stale {
+            let _ = inbound_excluded.remove(&port);
+        }
+        for port in &wanted {
+            inbound_excluded
+                .insert(port, 1, 0)
+                .map_err(|source| DatapathError::MapOp { map: map_names::INBOUND_EXCLUDED_PORTS, source })?;
+        }
         let orig = OrigDstTable { map: take_map(&mut ebpf, map_names::ORIG_DST)? };
+        let bypass =
+            BypassTable::new(ebpf.take_map(map_names::INBOUND_BYPASS).ok_or(DatapathError::Map {
+                name: map_names::INBOUND_BYPASS,
+                detail: "not in the object".into(),
+            })?);
         let datapath = Datapath {
             enrolled: take_map(&mut ebpf, map_names::ENROLLED)?,
-            inbound_ports: take_map(&mut ebpf, map_names::INBOUND_PORTS)?,
+            inbound_pods: take_map(&mut ebpf, map_names::INBOUND_PODS)?,
             listeners: take_map(&mut ebpf, map_names::INBOUND_LISTENERS)?,
             ebpf,
             links_dir,
         };
-        Ok((datapath, orig))
+        Ok((datapath, orig, bypass))
     }
 
     fn sk_lookup_pin(&self, netns_cookie: u64) -> PathBuf {
@@ -230,23 +255,37 @@ impl Datapath {
         let _ = self.listeners.clear_index(&slot);
     }
 
-    pub fn set_inbound_port(&mut self, ip: Ipv4Addr, port: u16, slot: u32) -> Result<(), DatapathError> {
-        self.inbound_ports
-            .insert(inbound_key(ip, port), slot, 0)
-            .map_err(|source| DatapathError::MapOp { map: map_names::INBOUND_PORTS, source })
+    /// Steers every port of the pod at `ip` (but the excluded ones) to the listener in
+    /// `slot`.
+    pub fn set_inbound_pod(&mut self, ip: Ipv4Addr, slot: u32) -> Result<(), DatapathError> {
+        self.inbound_pods
+            .insert(u32::from_ne_bytes(ip.octets()), slot, 0)
+            .map_err(|source| DatapathError::MapOp { map: map_names::INBOUND_PODS, source })
     }
 
-    pub fn remove_inbound_port(&mut self, key: &InboundKey) {
-        let _ = self.inbound_ports.remove(key);
+    pub fn remove_inbound_pod(&mut self, ip: Ipv4Addr) {
+        let _ = self.inbound_pods.remove(&u32::from_ne_bytes(ip.octets()));
     }
 
-    pub fn inbound_keys(&self) -> Vec<InboundKey> {
-        self.inbound_ports.keys().flatten().collect()
+    /// Pod addresses currently steered, ours or an earlier agent's.
+    pub fn inbound_pods(&self) -> Vec<Ipv4Addr> {
+        self.inbound_pods.keys().flatten().map(|k| Ipv4Addr::from(k.to_ne_bytes())).collect()
     }
 }
 
-pub fn inbound_key(ip: Ipv4Addr, port: u16) -> InboundKey {
-    InboundKey { ipv4: u32::from_ne_bytes(ip.octets()), port, _pad: 0 }
+/// The cgroup v2 id (the directory's inode) of this process's cgroup, as
+/// `bpf_get_current_cgroup_id` reports it for the agent's threads.
+fn own_cgroup_id(cgroup_root: &Path) -> Result<u64, DatapathError> {
+    use std::os::unix::fs::MetadataExt;
+    let fail = |detail: String| DatapathError::OwnCgroup { detail };
+    let text =
+        fs::read_to_string("/proc/self/cgroup").map_err(|e| fail(format!("/proc/self/cgroup: {e}")))?;
+    let path = text
+        .lines()
+        .find_map(|l| l.strip_prefix("0::"))
+        .ok_or_else(|| fail("no cgroup v2 line (0::) in /proc/self/cgroup".into()))?;
+    let dir = cgroup_root.join(path.trim_start_matches('/'));
+    Ok(fs::metadata(&dir).map_err(|e| fail(format!("{}: {e}", dir.display())))?.ino())
 }
 
 /// Removes every pin under `bpffs_dir`: links detach and maps are freed, so enrolled

@@ -1,17 +1,15 @@
-//! Inbound plaintext: connections to an enrolled pod's ports, steered by sk_lookup to
-//! the agent's :15006 socket in the pod's netns. The accepted socket's local address is
-//! the original destination; the agent connects to it from inside the pod (source: the
-//! pod IP, which sk_lookup lets through) and pumps bytes.
+//! Inbound plaintext: connections to an enrolled pod's ports from outside the mesh,
+//! steered by sk_lookup to the agent's :15006 socket in the pod's netns. The accepted
+//! socket's local address is the original destination; the agent checks it
+//! (`plan::inbound`), connects to the application from the client's own address (so the
+//! application sees its real peer) and pumps bytes.
 
-use super::{ProxyError, copy, socket};
+use super::{ProxyError, copy, plan, socket};
 use crate::{
-    metrics::{Reporter, SeriesKey},
+    metrics::{ByPtr, Reporter, SeriesKey},
     state::{InPod, Shared},
 };
-use std::{
-    net::{IpAddr, SocketAddr},
-    sync::atomic::Ordering::Relaxed,
-};
+use std::{net::SocketAddr, sync::atomic::Ordering::Relaxed};
 use tokio::net::TcpStream;
 use tracing::debug;
 
@@ -23,17 +21,27 @@ pub(super) async fn handle(
 ) -> Result<(), ProxyError> {
     let dst = client.local_addr()?;
     let counters = {
-        let mesh = shared.mesh.load();
+        let state = shared.state.load();
+        let this = state.workload_by_ip(pod.ip.into()).unwrap_or(&pod.workload);
+        if let Err(refusal) = plan::inbound(dst, this) {
+            let _ = client.set_zero_linger();
+            return Err(refusal.into());
+        }
         let key = SeriesKey {
-            reporter: Reporter::Destination,
-            source: Some(peer.ip()),
-            destination: Some(IpAddr::V4(pod.ip)),
-            service: mesh.service_for(dst).map(|s| s.vip),
+            source: state.workload_by_ip(peer.ip()).cloned().map(ByPtr),
+            destination: Some(ByPtr(this.clone())),
+            service: state
+                .services_of(this)
+                .find(|s| s.ports.iter().any(|p| p.target_port == dst.port()))
+                .cloned()
+                .map(ByPtr),
+            destination_ip: Some(dst.ip()),
+            ..SeriesKey::new(Reporter::Destination, false)
         };
-        shared.metrics.series(key, &mesh, &shared.trust_domain)
+        shared.metrics.series(key)
     };
     client.set_nodelay(true)?;
-    let mut app = match socket::connect_in(&pod.netns, &shared.host_netns, dst, shared.mark).await {
+    let mut app = match socket::connect_app(pod, shared, peer, dst).await {
         Ok(s) => s,
         Err(e) => {
             // Reset rather than close, so the client sees a failed connection as it

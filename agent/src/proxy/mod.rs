@@ -1,13 +1,15 @@
 //! The L4 proxy: one accept loop ([`serve`]) per enrolled pod and direction.
 //!
+//! - `plan.rs`: the decisions (where a connection goes and how), pure and unit-tested.
 //! - `outbound.rs`: the pod's own connections, captured by connect4/6 at 127.0.0.1:15001.
 //! - `inbound.rs`: connections to the pod's ports, steered by sk_lookup to :15006.
-//! - `copy.rs`: the byte pump both share.
-//! - `socket.rs`: opening upstream sockets inside a pod's netns.
+//! - `copy.rs`: the byte pump, generic over the stream type.
+//! - `socket.rs`: opening sockets inside a pod's netns.
 
 pub mod copy;
 pub mod inbound;
 pub mod outbound;
+pub mod plan;
 pub mod socket;
 
 use crate::state::{InPod, Shared};
@@ -26,14 +28,25 @@ pub enum ProxyError {
         "no original destination recorded for client {client} (was it captured before the agent started?)"
     )]
     NoOriginalDestination { client: SocketAddr },
-    #[error("service address {dst} has no endpoint for that port")]
-    NoEndpoint { dst: SocketAddr },
+    #[error("no route: {0}")]
+    Plan(#[from] plan::PlanError),
+    #[error("refused: {0}")]
+    Refused(#[from] plan::InboundRefusal),
+    #[error("{dst} is reached over HBONE, which this agent cannot originate yet")]
+    HboneUnavailable { dst: SocketAddr },
     #[error("cannot open a socket in the pod's netns: {0}")]
     Socket(#[from] crate::netns::NetNsError),
     #[error("connect to {dst} failed: {source}")]
     Connect { dst: SocketAddr, source: std::io::Error },
     #[error("forwarding failed: {0}")]
     Io(#[from] std::io::Error),
+}
+
+impl ProxyError {
+    /// Whether the mesh refused the connection (as opposed to a network failure).
+    pub fn is_refusal(&self) -> bool {
+        matches!(self, ProxyError::Plan(_) | ProxyError::Refused(_))
+    }
 }
 
 /// Which of a pod's two capture sockets a loop serves.
@@ -53,7 +66,7 @@ pub async fn serve(listener: TcpListener, pod: Arc<InPod>, shared: Arc<Shared>, 
             Ok((client, peer)) => {
                 let guard = shared.drain.guard();
                 let (pod, shared) = (pod.clone(), shared.clone());
-                let span = debug_span!("connection", ?direction, pod = %pod.name, src = %peer);
+                let span = debug_span!("connection", ?direction, pod = %pod.workload.name, src = %peer);
                 spawn_connection(
                     async move {
                         let _guard = guard;
@@ -69,14 +82,19 @@ pub async fn serve(listener: TcpListener, pod: Arc<InPod>, shared: Arc<Shared>, 
                         };
                         if let Err(error) = result {
                             errors.fetch_add(1, Relaxed);
-                            debug!(%error, "connection failed");
+                            // A refusal is the mesh saying no: worth seeing without debug.
+                            if error.is_refusal() {
+                                warn!(%error, "connection refused");
+                            } else {
+                                debug!(%error, "connection failed");
+                            }
                         }
                     }
                     .instrument(span),
                 );
             }
             Err(error) => {
-                warn!(pod = %pod.name, ?direction, %error, "accept failed");
+                warn!(pod = %pod.workload.name, ?direction, %error, "accept failed");
                 tokio::time::sleep(ACCEPT_BACKOFF).await;
             }
         }

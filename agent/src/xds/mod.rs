@@ -1,13 +1,11 @@
 //! The agent as an xDS client of weftd (or any control plane speaking Istio's workload
 //! API): delta ADS subscriptions to `istio.workload.Address` and
-//! `istio.security.Authorization`, turned into the agent's model.
+//! `istio.security.Authorization`, turned into the agent's typed model.
 //!
-//! An update that cannot become a valid model is NACKed with the reason and the last good
-//! model stays in force. While the control plane is away the agent keeps serving with
-//! what it has; the client reconnects and resyncs (sending the versions it holds, so only
-//! the difference comes back).
-
-mod convert;
+//! A resource that cannot be used is refused by name (NACK with the reasons) and whatever
+//! was held under that name stays; the others in the same response are applied. While the
+//! control plane is away the agent keeps serving with what it has; the client reconnects
+//! and resyncs (sending the versions it holds, so only the difference comes back).
 
 use crate::{enrollment, localconfig::ConfigStatus, state::Shared};
 use std::{
@@ -16,7 +14,7 @@ use std::{
 };
 use tokio::sync::watch;
 use tracing::{info, warn};
-use weft_model::MeshIndex;
+use weft_model::AddressTable;
 use weft_xds::{
     client::{AdsClient, ClientConfig, ClientError, Update},
     istio::{self, security::Authorization, workload::Address},
@@ -24,9 +22,8 @@ use weft_xds::{
 };
 
 /// What the agent holds from the control plane, by resource name.
-#[derive(Default)]
 struct Held {
-    addresses: HashMap<String, Address>,
+    addresses: AddressTable,
     authorizations: HashMap<String, Authorization>,
 }
 
@@ -35,73 +32,85 @@ struct Held {
 pub fn start(
     endpoint: &str,
     node: &str,
+    node_id: String,
+    trust_domain: &str,
     shared: Arc<Shared>,
     enrollment: mpsc::Sender<enrollment::Command>,
     status: Arc<Mutex<ConfigStatus>>,
 ) -> Result<(AdsClient, watch::Receiver<bool>), ClientError> {
     let mut config = ClientConfig::new(
         endpoint,
-        format!("weft-agent~{node}"),
+        node_id,
         vec![type_url::ADDRESS.to_owned(), type_url::AUTHORIZATION.to_owned()],
     );
     config.node_name = Some(node.to_owned());
     let (first_tx, first_rx) = watch::channel(false);
-    let mut held = Held::default();
+    let mut held = Held { addresses: AddressTable::new(trust_domain), authorizations: HashMap::new() };
     let handler = move |update: Update| -> Result<(), String> {
-        let result = apply(&mut held, &update, &shared);
+        let applied = apply(&mut held, &update, &shared);
         let mut st = status.lock().expect("config status lock");
-        match &result {
-            Ok(true) => {
-                st.generation += 1;
-                st.last_error = None;
-                shared.metrics.config_reloads.fetch_add(1, Ordering::Relaxed);
-                info!(type_url = %update.type_url, upserts = update.upserts.len(), removals = update.removals.len(), "xDS update applied");
-                let _ = enrollment.send(enrollment::Command::Reconcile);
-                first_tx.send_replace(true);
-            }
-            Ok(false) => {}
-            Err(e) => {
-                shared.metrics.config_rejected.fetch_add(1, Ordering::Relaxed);
-                warn!(type_url = %update.type_url, error = %e, "xDS update rejected (NACK); keeping the last good model");
-                st.last_error = Some(e.clone());
-            }
+        if applied.changed {
+            st.generation += 1;
+            shared.metrics.config_reloads.fetch_add(1, Ordering::Relaxed);
+            info!(type_url = %update.type_url, upserts = update.upserts.len(), removals = update.removals.len(), "xDS update applied");
+            let _ = enrollment.send(enrollment::Command::Reconcile);
+            first_tx.send_replace(true);
         }
-        result.map(drop)
+        if applied.refused.is_empty() {
+            st.last_error = None;
+            return Ok(());
+        }
+        let message = applied.refused.join("; ");
+        shared.metrics.config_rejected.fetch_add(1, Ordering::Relaxed);
+        warn!(type_url = %update.type_url, error = %message, "xDS resources refused (NACK); what was held under those names stays");
+        st.last_error = Some(message.clone());
+        Err(message)
     };
     Ok((AdsClient::start(config, handler)?, first_rx))
 }
 
-/// Applies one update; `Ok(true)` when the model changed.
-fn apply(held: &mut Held, update: &Update, shared: &Shared) -> Result<bool, String> {
+/// What one update did.
+struct Applied {
+    /// The model (or the policies) changed: reconcile.
+    changed: bool,
+    /// Resources refused, each with its name and reason (the NACK's message).
+    refused: Vec<String>,
+}
+
+/// Applies one update: every resource that can be used is, the others are refused.
+fn apply(held: &mut Held, update: &Update, shared: &Shared) -> Applied {
     match update.type_url.as_str() {
         type_url::ADDRESS => {
-            // Decode and check everything before touching what we hold: a bad update is
-            // rejected whole.
-            let mut next = held.addresses.clone();
+            let mut decoded = Vec::with_capacity(update.upserts.len());
+            let mut refused: Vec<String> = Vec::new();
             for (name, _, any) in &update.upserts {
-                let a: Address = istio::unpack(any).map_err(|e| format!("address {name}: {e}"))?;
-                next.insert(name.clone(), a);
+                match istio::unpack::<Address>(any) {
+                    Ok(a) => decoded.push((name.as_str(), a)),
+                    Err(e) => refused.push(format!("address {name}: {e}")),
+                }
             }
-            for name in &update.removals {
-                next.remove(name);
-            }
-            let mesh = convert::mesh_from_addresses(next.values()).map_err(|e| e.to_string())?;
-            shared.mesh.store(Arc::new(MeshIndex::new(mesh)));
-            held.addresses = next;
-            Ok(true)
+            let upserts = decoded.iter().map(|(n, a)| (*n, a));
+            let removals = update.removals.iter().map(String::as_str);
+            refused.extend(held.addresses.apply(upserts, removals).iter().map(ToString::to_string));
+            shared.state.store(Arc::new(held.addresses.state()));
+            Applied { changed: true, refused }
         }
         type_url::AUTHORIZATION => {
+            let mut refused = Vec::new();
             for (name, _, any) in &update.upserts {
-                let a: Authorization =
-                    istio::unpack(any).map_err(|e| format!("authorization {name}: {e}"))?;
-                held.authorizations.insert(name.clone(), a);
+                match istio::unpack::<Authorization>(any) {
+                    Ok(a) => {
+                        held.authorizations.insert(name.clone(), a);
+                    }
+                    Err(e) => refused.push(format!("authorization {name}: {e}")),
+                }
             }
             for name in &update.removals {
                 held.authorizations.remove(name);
             }
             // Enforcement of L4 policy comes with mTLS; held so config_dump can show it.
-            Ok(false)
+            Applied { changed: false, refused }
         }
-        other => Err(format!("unexpected type {other}")),
+        other => Applied { changed: false, refused: vec![format!("unexpected type {other}")] },
     }
 }

@@ -149,7 +149,7 @@ pub fn addresses(cfg: &ConfigSnapshot, opts: &Options) -> Vec<ScopedResource> {
             hostname: hostname.clone(),
             addresses: vips
                 .iter()
-                .map(|ip| NetworkAddress { network: String::new(), address: ip_bytes(*ip) })
+                .map(|ip| NetworkAddress { network: String::new(), address: ip_bytes(*ip), length: None })
                 .collect(),
             ports: svc
                 .spec

@@ -17,8 +17,14 @@ pub const AF_INET6: u16 = 10;
 pub const OUTBOUND_CAPTURE_PORT: u16 = 15001;
 /// Port of the agent's inbound plaintext capture socket inside each enrolled pod.
 pub const INBOUND_CAPTURE_PORT: u16 = 15006;
-/// Port of HBONE (mTLS HTTP/2 CONNECT) between nodes; never captured.
+/// Port of HBONE (mTLS HTTP/2 CONNECT) on each enrolled pod's address: the agent's own
+/// listener there takes it, so inbound steering leaves it alone. Outbound connections to
+/// it are captured like any other (only the agent's own sockets are exempt).
 pub const HBONE_PORT: u16 = 15008;
+
+/// Inbound ports never steered to the agent, whatever the configuration says: the agent's
+/// own in-pod listeners.
+pub const MESH_PORTS: [u16; 3] = [OUTBOUND_CAPTURE_PORT, INBOUND_CAPTURE_PORT, HBONE_PORT];
 
 /// Names of the maps as they appear in the object file and under the bpffs pin directory.
 pub mod map_names {
@@ -30,8 +36,14 @@ pub mod map_names {
     pub const ORIG_DST: &str = "WEFT_ORIG_DST";
     /// Ports that are never captured (outbound), port → 1.
     pub const EXCLUDED_PORTS: &str = "WEFT_EXCLUDED_PORTS";
-    /// [`InboundKey`](super::InboundKey) → slot in [`INBOUND_LISTENERS`].
-    pub const INBOUND_PORTS: &str = "WEFT_INBOUND_PORTS";
+    /// Enrolled pod IPv4 (network order) → slot in [`INBOUND_LISTENERS`]: every port of
+    /// the pod is steered, but those in [`INBOUND_EXCLUDED_PORTS`].
+    pub const INBOUND_PODS: &str = "WEFT_INBOUND_PODS";
+    /// Inbound ports never steered, port → 1: the mesh's own ports and the configured ones.
+    pub const INBOUND_EXCLUDED_PORTS: &str = "WEFT_INBOUND_EXCLUDED_PORTS";
+    /// [`BypassKey`](super::BypassKey) → 1: the agent's own connections to a pod's
+    /// application (from the client's address), which must reach the app, not the agent.
+    pub const INBOUND_BYPASS: &str = "WEFT_INBOUND_BYPASS";
     /// Slot → the agent's inbound capture listener of one pod (a SOCKMAP).
     pub const INBOUND_LISTENERS: &str = "WEFT_INBOUND_LISTENERS";
 }
@@ -76,17 +88,26 @@ pub struct ConnKey {
     pub _pad: u32,
 }
 
-/// Key of the inbound steering map: a pod IP and one of its application ports.
+/// One connection the agent opens to a pod's application on behalf of a client, named by
+/// both ends as sk_lookup sees them. The agent connects from the client's address
+/// (IP_TRANSPARENT), so without this entry sk_lookup would steer it back to the agent.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub struct InboundKey {
-    /// Pod IPv4 address, network order.
-    pub ipv4: u32,
-    /// Port, host order.
-    pub port: u16,
-    /// Explicit padding; always zero.
-    pub _pad: u16,
+pub struct BypassKey {
+    /// Client (remote) IPv4, network order.
+    pub remote_ip: u32,
+    /// Pod (local) IPv4, network order.
+    pub local_ip: u32,
+    /// Client port, host order.
+    pub remote_port: u16,
+    /// Application port, host order.
+    pub local_port: u16,
 }
+
+/// Capacity of [`map_names::INBOUND_BYPASS`]: the agent's connects to applications that
+/// are between bind and accept at once. Entries are removed once connected; the LRU only
+/// matters if the agent dies between the two.
+pub const MAX_INBOUND_CONNECTS: u32 = 16384;
 
 #[cfg(feature = "user")]
 mod user {
@@ -95,10 +116,10 @@ mod user {
     unsafe impl aya::Pod for super::EnrolledPod {}
     unsafe impl aya::Pod for super::OrigDst {}
     unsafe impl aya::Pod for super::ConnKey {}
-    unsafe impl aya::Pod for super::InboundKey {}
+    unsafe impl aya::Pod for super::BypassKey {}
 }
 
 const _: () = assert!(core::mem::size_of::<EnrolledPod>() == 8);
 const _: () = assert!(core::mem::size_of::<OrigDst>() == 20);
 const _: () = assert!(core::mem::size_of::<ConnKey>() == 32);
-const _: () = assert!(core::mem::size_of::<InboundKey>() == 8);
+const _: () = assert!(core::mem::size_of::<BypassKey>() == 12);

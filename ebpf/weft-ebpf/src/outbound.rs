@@ -2,13 +2,13 @@
 
 use aya_ebpf::{
     bindings::{BPF_SOCK_OPS_TCP_CONNECT_CB, bpf_sock_ops},
-    helpers::{bpf_get_netns_cookie, bpf_get_socket_cookie},
+    helpers::{bpf_get_current_cgroup_id, bpf_get_netns_cookie, bpf_get_socket_cookie},
     macros::{cgroup_sock_addr, map, sock_ops},
     maps::{HashMap, LruHashMap},
     programs::{SockAddrContext, SockOpsContext},
 };
 use core::ptr::{addr_of, addr_of_mut, read_volatile, write_volatile};
-use weft_ebpf_common::{AF_INET, AF_INET6, ConnKey, EnrolledPod, HBONE_PORT, OUTBOUND_CAPTURE_PORT, OrigDst};
+use weft_ebpf_common::{AF_INET, AF_INET6, ConnKey, EnrolledPod, OUTBOUND_CAPTURE_PORT, OrigDst};
 
 /// cgroup sock_addr verdicts.
 const ALLOW: i32 = 1;
@@ -19,10 +19,13 @@ const LOOPBACK_V4: u32 = u32::from_ne_bytes([127, 0, 0, 1]);
 /// ::ffff:0:0/96 prefix word, network order.
 const V4_MAPPED_PREFIX: u32 = u32::from_ne_bytes([0, 0, 0xff, 0xff]);
 
-/// The agent's socket mark (SO_MARK on its upstream sockets); set at load time.
-/// Zero disables the check (a mark of zero is every unmarked socket).
+/// The cgroup v2 id of the agent's own cgroup; set at load time. The agent's connects
+/// (its upstream and HBONE sockets, opened inside pods' netns) are the only ones exempt
+/// from capture. A mark or a port would not do: a pod with NET_ADMIN can set any mark,
+/// and any pod can dial port 15008; no pod can put itself in the agent's cgroup.
+/// Zero (not loaded by an agent) exempts nothing.
 #[unsafe(no_mangle)]
-static WEFT_AGENT_MARK: u32 = 0;
+static WEFT_AGENT_CGROUP_ID: u64 = 0;
 
 #[map(name = "WEFT_ENROLLED")]
 static ENROLLED: HashMap<u64, EnrolledPod> = HashMap::pinned(4096, 0);
@@ -74,21 +77,9 @@ enum Capture {
 /// The checks shared by connect4 and connect6 (an IPv4-mapped address goes through
 /// connect6 only, and missing one of these checks there made the agent capture its own
 /// upstream connections in a loop).
-fn classify_v4(ctx: &SockAddrContext, pod: &EnrolledPod, ip: u32, port: u16) -> Capture {
-    let sa = ctx.sock_addr;
-    // SAFETY: `sa` is the context pointer the kernel handed us; `sk` is always set for
-    // connect hooks. Fields are read one at a time (verifier: no modified ctx pointer).
-    let mark = unsafe {
-        let sk = read_volatile(addr_of!((*sa).__bindgen_anon_1.sk));
-        if sk.is_null() { 0 } else { read_volatile(addr_of!((*sk).mark)) }
-    };
-    // SAFETY: reading a global the loader may have set; volatile so it is not folded.
-    let agent_mark = unsafe { read_volatile(&WEFT_AGENT_MARK) };
-    if agent_mark != 0 && mark == agent_mark {
-        return Capture::Pass;
-    }
+fn classify_v4(pod: &EnrolledPod, ip: u32, port: u16) -> Capture {
     let first_octet = ip.to_ne_bytes()[0];
-    if first_octet == 127 || ip == pod.ipv4 || port == HBONE_PORT {
+    if first_octet == 127 || ip == pod.ipv4 {
         return Capture::Pass;
     }
     // SAFETY: plain map lookup of a Copy value.
@@ -96,6 +87,16 @@ fn classify_v4(ctx: &SockAddrContext, pod: &EnrolledPod, ip: u32, port: u16) -> 
         return Capture::Pass;
     }
     Capture::Redirect(OrigDst { addr: [ip, 0, 0, 0], port, family: AF_INET })
+}
+
+/// Whether the connecting task is the agent. Checked in both hooks: an IPv4-mapped address
+/// goes through connect6 only, and a missing check there made the agent capture its own
+/// upstream connections in a loop.
+fn is_agent() -> bool {
+    // SAFETY: reading a global the loader may have set; volatile so it is not folded.
+    let agent = unsafe { read_volatile(&WEFT_AGENT_CGROUP_ID) };
+    // SAFETY: helper valid for cgroup sock_addr programs (cgroup_current_func_proto).
+    agent != 0 && unsafe { bpf_get_current_cgroup_id() } == agent
 }
 
 fn enrolled(ctx: &SockAddrContext) -> Option<EnrolledPod> {
@@ -119,12 +120,15 @@ fn record(ctx: &SockAddrContext, orig: &OrigDst) -> bool {
 
 fn try_connect4(ctx: &SockAddrContext) -> i32 {
     let Some(pod) = enrolled(ctx) else { return ALLOW };
+    if is_agent() {
+        return ALLOW;
+    }
     let sa = ctx.sock_addr;
     // SAFETY: context field reads; user_port holds a be16 in the low bytes.
     let (ip, port) =
         unsafe { (read_volatile(addr_of!((*sa).user_ip4)), read_volatile(addr_of!((*sa).user_port))) };
     let port = u16::from_be(port as u16);
-    match classify_v4(ctx, &pod, ip, port) {
+    match classify_v4(&pod, ip, port) {
         Capture::Pass => ALLOW,
         Capture::Redirect(orig) => {
             if !record(ctx, &orig) {
@@ -143,6 +147,9 @@ fn try_connect4(ctx: &SockAddrContext) -> i32 {
 
 fn try_connect6(ctx: &SockAddrContext) -> i32 {
     let Some(pod) = enrolled(ctx) else { return ALLOW };
+    if is_agent() {
+        return ALLOW;
+    }
     let sa = ctx.sock_addr;
     // SAFETY: context field reads, one word at a time.
     let (w0, w1, w2, w3, port) = unsafe {
@@ -156,7 +163,7 @@ fn try_connect6(ctx: &SockAddrContext) -> i32 {
     };
     let port = u16::from_be(port as u16);
     if w0 == 0 && w1 == 0 && w2 == V4_MAPPED_PREFIX {
-        return match classify_v4(ctx, &pod, w3, port) {
+        return match classify_v4(&pod, w3, port) {
             Capture::Pass => ALLOW,
             Capture::Redirect(orig) => {
                 if !record(ctx, &orig) {

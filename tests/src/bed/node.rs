@@ -137,6 +137,19 @@ impl Node {
             .with_context(|| format!("cannot start a process on node {}", self.name))
     }
 
+    /// Starts `cmd` in the node's network namespace and in a child cgroup `child` of the
+    /// node's cgroup, i.e. below where the agent attaches its cgroup programs: what a real
+    /// node looks like when the programs sit on the root cgroup and the agent is a pod.
+    pub fn spawn_in_child_cgroup(&self, cmd: Command, child: &str) -> Result<Proc> {
+        let cgroup = self.cgroup.join(child);
+        if !cgroup.exists() {
+            cgroup::create(&cgroup)?;
+        }
+        let place = Placement { owner: &self.name, netns: &self.netns.path(), cgroup: Some(&cgroup) };
+        process::spawn(cmd, place, &self.procs)
+            .with_context(|| format!("cannot start a process on node {} in cgroup {child}", self.name))
+    }
+
     /// Runs `f` on a thread inside the node's network namespace (e.g. to query the agent's
     /// admin endpoint on the node's 127.0.0.1) and returns its value.
     pub fn run<T: Send, F: FnOnce() -> T + Send>(&self, f: F) -> T {

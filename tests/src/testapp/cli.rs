@@ -58,6 +58,18 @@ pub struct Target {
     /// Limit for connecting and for each read or write.
     #[arg(long, default_value_t = 10)]
     pub timeout_secs: u64,
+    /// SO_MARK to put on the socket (needs NET_ADMIN): a pod that forges the agent's mark
+    /// must still be captured.
+    #[arg(long, value_parser = parse_mark)]
+    pub mark: Option<u32>,
+}
+
+fn parse_mark(s: &str) -> Result<u32, String> {
+    let parsed = match s.strip_prefix("0x") {
+        Some(hex) => u32::from_str_radix(hex, 16),
+        None => s.parse(),
+    };
+    parsed.map_err(|e| format!("{s:?} is not a mark: {e}"))
 }
 
 impl Target {
