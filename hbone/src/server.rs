@@ -60,6 +60,16 @@ pub struct HboneRequest {
     respond: Option<SendResponse<Bytes>>,
 }
 
+impl std::fmt::Debug for HboneRequest {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("HboneRequest")
+            .field("peer_identity", &self.peer_identity.to_string())
+            .field("peer_addr", &self.peer_addr)
+            .field("authority", &self.authority)
+            .finish_non_exhaustive()
+    }
+}
+
 impl HboneRequest {
     /// The client's SPIFFE identity, from its verified certificate.
     pub fn peer_identity(&self) -> &Identity {

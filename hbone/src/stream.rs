@@ -17,7 +17,7 @@ use crate::client::StreamGuard;
 use bytes::{Buf, Bytes};
 use h2::{Reason, RecvStream, SendStream};
 use std::{
-    io,
+    fmt, io,
     pin::Pin,
     sync::Arc,
     task::{Context, Poll, ready},
@@ -46,6 +46,31 @@ pub struct H2SendHalf {
     send: SendStream<Bytes>,
     shut_down: bool,
     _guard: Option<Arc<StreamGuard>>,
+}
+
+impl fmt::Debug for H2Stream {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("H2Stream").field("recv", &self.recv).field("send", &self.send).finish()
+    }
+}
+
+impl fmt::Debug for H2RecvHalf {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("H2RecvHalf")
+            .field("stream_id", &self.recv.stream_id())
+            .field("buffered", &self.chunk.len())
+            .field("eof", &self.eof)
+            .finish()
+    }
+}
+
+impl fmt::Debug for H2SendHalf {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("H2SendHalf")
+            .field("stream_id", &self.send.stream_id())
+            .field("shut_down", &self.shut_down)
+            .finish()
+    }
 }
 
 impl H2Stream {
