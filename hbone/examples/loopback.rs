@@ -3,16 +3,20 @@
 //!
 //! ```sh
 //! cargo run -p weft-hbone --release --example loopback -- [--seconds 3] [--rounds 20000] [--chunk 262144]
+//! cargo run -p weft-hbone --release --example loopback -- --only throughput|latency|memory
 //! ```
-//!
-//! `--frame BYTES` sets the HTTP/2 max frame size of both ends. `--only throughput` or `--only latency` runs one kind (for `perf record`), HBONE only.
 //!
 //! - throughput: one connection (one HBONE stream) writes `chunk`-sized buffers for
 //!   `seconds`; the receiver consumes them (zero-copy `fill_buf`/`consume` on HBONE, as a
 //!   `copy_buf` pump does) and answers the total after EOF; Gbit/s = bytes / time to that
-//!   answer.
+//!   answer, and Gbit per CPU-second of the process (steadier on a shared machine).
 //! - latency: `rounds` 1-byte request/response exchanges on one connection (one stream);
 //!   p50 and p99 of the round trip.
+//! - memory: RSS growth for `streams` idle HBONE streams (default 1000, after one 1-byte
+//!   exchange each).
+//!
+//! `--frame BYTES` sets the HTTP/2 max frame size of both ends; `--only` runs one kind
+//! alone, HBONE only (for `perf record`).
 //!
 //! Client and server share this process and its runtime (two worker threads), so a
 //! figure is the cost of both ends of a connection on the same cores: indicative only.
@@ -37,10 +41,12 @@ struct Args {
     chunk: usize,
     only: Option<String>,
     frame: Option<u32>,
+    streams: usize,
 }
 
 fn args() -> Args {
-    let mut args = Args { seconds: 3.0, rounds: 20_000, chunk: 256 * 1024, only: None, frame: None };
+    let mut args =
+        Args { seconds: 3.0, rounds: 20_000, chunk: 256 * 1024, only: None, frame: None, streams: 1000 };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
         let value = it.next().unwrap_or_else(|| panic!("{flag} needs a value"));
@@ -48,10 +54,13 @@ fn args() -> Args {
             "--seconds" => args.seconds = value.parse().expect("--seconds: a number"),
             "--rounds" => args.rounds = value.parse().expect("--rounds: a count"),
             "--chunk" => args.chunk = value.parse().expect("--chunk: bytes"),
+            "--streams" => args.streams = value.parse().expect("--streams: a count"),
             "--frame" => args.frame = Some(value.parse().expect("--frame: bytes")),
-            "--only" if value == "throughput" || value == "latency" => args.only = Some(value),
+            "--only" if ["throughput", "latency", "memory"].contains(&value.as_str()) => {
+                args.only = Some(value)
+            }
             other => panic!(
-                "unknown flag or value {other}; flags: --seconds, --rounds, --chunk, --frame, --only throughput|latency"
+                "unknown flag or value {other}; flags: --seconds, --rounds, --chunk, --frame, --streams, --only throughput|latency|memory"
             ),
         }
     }
@@ -128,6 +137,10 @@ async fn run(args: Args) {
             println!("hbone: {gbps:.2} Gbit/s, {per_cpu:.2} Gbit per CPU-second");
             return;
         }
+        Some("memory") => {
+            memory(args.streams, &pool, hbone).await;
+            return;
+        }
         Some(_) => {
             let (p50, p99) = latency(hbone(ECHO_PORT).await, args.rounds).await;
             println!("hbone: RTT p50 {p50:.1} µs, p99 {p99:.1} µs");
@@ -160,6 +173,8 @@ async fn run(args: Args) {
         hbone_gbps.1 / tcp_gbps.1,
         hbone_rtt.0 - tcp_rtt.0
     );
+
+    memory(args.streams, &pool, hbone).await;
 }
 
 async fn listen<F, Fut>(serve: F) -> SocketAddr
@@ -228,6 +243,40 @@ async fn throughput<S: AsyncRead + AsyncWrite + Unpin>(
     assert_eq!(u64::from_be_bytes(total), sent, "the sink counted other than what was sent");
     let gbit = sent as f64 * 8.0 / 1e9;
     (gbit / elapsed.as_secs_f64(), gbit / (cpu_seconds() - cpu_start))
+}
+
+/// RSS growth for `count` idle streams, each after one 1-byte exchange.
+async fn memory<F, Fut>(count: usize, pool: &Pool, hbone: F)
+where
+    F: Fn(u16) -> Fut,
+    Fut: Future<Output = weft_hbone::H2Stream>,
+{
+    let before = rss_kib();
+    let mut streams = Vec::with_capacity(count);
+    for _ in 0..count {
+        let mut stream = hbone(ECHO_PORT).await;
+        let mut byte = [1u8];
+        stream.write_all(&byte).await.unwrap();
+        stream.read_exact(&mut byte).await.unwrap();
+        streams.push(stream);
+    }
+    let after = rss_kib();
+    let grown = after.saturating_sub(before);
+    println!(
+        "{} idle HBONE streams on {} connections: RSS +{:.1} MiB ({:.1} KiB per stream, client and server ends together), {:.1} MiB in all",
+        streams.len(),
+        pool.connections(),
+        grown as f64 / 1024.0,
+        grown as f64 / streams.len().max(1) as f64,
+        after as f64 / 1024.0
+    );
+}
+
+/// Resident set size of this process, in KiB.
+fn rss_kib() -> u64 {
+    let status = std::fs::read_to_string("/proc/self/status").expect("read /proc/self/status");
+    let line = status.lines().find(|l| l.starts_with("VmRSS:")).expect("a VmRSS line");
+    line.split_whitespace().nth(1).and_then(|v| v.parse().ok()).expect("VmRSS in kB")
 }
 
 /// User + system CPU time of this process (all threads), from /proc (USER_HZ = 100).

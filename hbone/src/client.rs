@@ -263,7 +263,7 @@ impl Pool {
 
     /// Connections in the pool (for metrics and tests).
     pub fn connections(&self) -> usize {
-        let keys = self.inner.keys.lock().unwrap_or_else(|p| p.into_inner());
+        let keys = self.inner.lock();
         keys.values()
             .map(|k| k.conns.iter().filter(|c| !c.shared.closed.load(Ordering::Acquire)).count())
             .sum()
@@ -297,8 +297,16 @@ impl Pool {
                     let config = match &state.tls {
                         Some(c) if Arc::ptr_eq(&c.cert, cert) && c.roots.same_as(roots) => c.config.clone(),
                         _ => {
-                            let config = tls::client_config(cert, roots, std::slice::from_ref(&key.dst))
-                                .map_err(|source| ConnectError::Tls { addr: key.dst_addr, source })?;
+                            let config = match tls::client_config(cert, roots, std::slice::from_ref(&key.dst))
+                            {
+                                Ok(config) => config,
+                                Err(source) => {
+                                    if state.conns.is_empty() {
+                                        keys.remove(key);
+                                    }
+                                    return Err(ConnectError::Tls { addr: key.dst_addr, source });
+                                }
+                            };
                             state.tls = Some(CachedTls {
                                 cert: cert.clone(),
                                 roots: roots.clone(),
@@ -324,8 +332,8 @@ impl Pool {
                 }
                 Step::Dial(tx, config) => {
                     let Some(dial) = dial.take() else {
-                        // Our dial was used by an earlier attempt whose connection was
-                        // closing; one dial per call is all the caller gave us.
+                        // Unreachable: `connect` retries only after a reused connection,
+                        // so the caller's one dial is still unused. Fail rather than panic.
                         self.inner.finish_dial(key, None);
                         return Err(ConnectError::Dial {
                             addr: key.dst_addr,

@@ -676,3 +676,32 @@ async fn buffered_reads_hand_out_chunks() {
     assert_eq!(lines.next_line().await.unwrap().as_deref(), Some("line two"));
     assert_eq!(lines.next_line().await.unwrap(), None);
 }
+
+#[tokio::test]
+async fn bytes_are_sent_without_a_copy_through_write_bytes() {
+    let mesh = Mesh::new();
+    let server = mesh.server(Settings::default(), echo()).await;
+    let pool = Pool::new(Settings::default());
+    let stream = mesh.connect(&pool, &server, "10.1.2.3:80").await.unwrap();
+    let (mut r, mut w) = stream.into_split();
+    let data = bytes::Bytes::from(pattern(3 * 1024 * 1024));
+    let mut rest = data.clone();
+    let writer = tokio::spawn(async move {
+        while !rest.is_empty() {
+            std::future::poll_fn(|cx| w.poll_write_bytes(cx, &mut rest)).await.unwrap();
+        }
+        w.shutdown().await.unwrap();
+    });
+    let mut back = Vec::new();
+    r.read_to_end(&mut back).await.unwrap();
+    writer.await.unwrap();
+    assert!(back == data, "the bytes came back changed");
+}
+
+/// The agent keeps one of these per proxied connection: a regression in its size shows
+/// here, not on a node with thousands of connections.
+#[test]
+fn a_stream_stays_small() {
+    let size = std::mem::size_of::<H2Stream>();
+    assert!(size <= 128, "H2Stream is {size} bytes");
+}
