@@ -7,9 +7,11 @@ use crate::{
     datapath::{Datapath, DatapathConfig},
     drain::Drain,
     enrollment::{self, Enrollment},
+    identity::SecretManager,
     localconfig::{self, ConfigStatus},
     metrics::Metrics,
     netns::NetNs,
+    proxy::sockets::{PodSockets, Sockets},
     state::Shared,
     xds,
 };
@@ -40,22 +42,34 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     })
     .context("loading the eBPF datapath")?;
 
+    let sockets = Sockets::Pods(PodSockets {
+        orig_dst,
+        bypass,
+        home: NetNs::current().context("opening the agent's own netns")?,
+        mark: config.mark,
+        inbound_mark: config.inbound_mark,
+    });
     let shared = Arc::new(Shared {
         state: ArcSwap::from_pointee(state),
         metrics: Metrics::default(),
-        orig_dst,
-        bypass,
-        host_netns,
-        mark: config.mark,
-        inbound_mark: config.inbound_mark,
+        sockets,
+        secrets: SecretManager::new(None, config.cert_ttl, tokio::runtime::Handle::current()),
+        pool: weft_hbone::Pool::new(weft_hbone::Settings::default()),
+        hbone: weft_hbone::Settings::default(),
         drain: Arc::new(Drain::default()),
     });
 
     let admin_listener = tokio::net::TcpListener::bind(config.admin_addr)
         .await
         .with_context(|| format!("binding admin address {}", config.admin_addr))?;
-    let enrollment =
-        Enrollment::new(datapath, shared.clone(), config.node.clone(), tokio::runtime::Handle::current());
+    let enrollment = Enrollment::new(
+        datapath,
+        shared.clone(),
+        host_netns,
+        config.inbound_mark,
+        config.node.clone(),
+        tokio::runtime::Handle::current(),
+    );
     let (commands, command_rx) = mpsc::channel();
     let model_source = Arc::new(Mutex::new(ConfigStatus {
         source: match (&config.local_config, &config.xds_address) {
@@ -124,6 +138,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         }
     }
     let _ = commands.send(enrollment::Command::StopAccepting);
+    shared.drain.begin();
     tokio::task::spawn_blocking(move || enrollment_thread.join())
         .await?
         .map_err(|_| anyhow::anyhow!("enrollment thread panicked"))?;

@@ -75,6 +75,11 @@ pub struct Config {
     /// wake-ups: lowest latency); more spread bulk traffic over cores.
     #[arg(long, env = "WEFT_WORKER_THREADS", default_value_t = 1)]
     pub worker_threads: usize,
+    /// Lifetime asked of the CA for workload certificates (Istio's default: 24h); they are
+    /// renewed at half life.
+    #[arg(long, env = "WEFT_CERT_TTL", default_value = "24h", value_parser = parse_duration)]
+    #[serde(with = "duration_secs")]
+    pub cert_ttl: Duration,
     /// SPIFFE trust domain of workload identities.
     #[arg(long, env = "WEFT_TRUST_DOMAIN", default_value = "cluster.local")]
     pub trust_domain: String,
@@ -181,7 +186,8 @@ fn parse_duration(s: &str) -> Result<Duration, String> {
         "ms" => n / 1000.0,
         "s" => n,
         "m" => n * 60.0,
-        _ => return Err(format!("{s:?}: unit must be ms, s or m")),
+        "h" => n * 3600.0,
+        _ => return Err(format!("{s:?}: unit must be ms, s, m or h")),
     };
     Ok(Duration::from_secs_f64(secs))
 }
@@ -225,6 +231,7 @@ mod tests {
         assert_eq!(parse_duration("2m").unwrap(), Duration::from_secs(120));
         assert_eq!(parse_duration("7").unwrap(), Duration::from_secs(7));
         assert!(parse_duration("soon").is_err());
-        assert!(parse_duration("5h").is_err());
+        assert_eq!(parse_duration("24h").unwrap(), Duration::from_secs(86_400));
+        assert!(parse_duration("5d").is_err());
     }
 }

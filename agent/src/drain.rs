@@ -3,7 +3,7 @@
 use std::{
     sync::{
         Arc,
-        atomic::{AtomicUsize, Ordering},
+        atomic::{AtomicBool, AtomicUsize, Ordering},
     },
     time::Duration,
 };
@@ -14,6 +14,8 @@ use tokio::sync::Notify;
 pub struct Drain {
     active: AtomicUsize,
     idle: Notify,
+    stopping: AtomicBool,
+    stop: Notify,
 }
 
 pub struct DrainGuard(Arc<Drain>);
@@ -22,6 +24,24 @@ impl Drain {
     pub fn guard(self: &Arc<Self>) -> DrainGuard {
         self.active.fetch_add(1, Ordering::AcqRel);
         DrainGuard(self.clone())
+    }
+
+    /// Draining starts: long-lived connections that can be told to go away (HBONE
+    /// connections get a GOAWAY) are told now.
+    pub fn begin(&self) {
+        self.stopping.store(true, Ordering::Release);
+        self.stop.notify_waiters();
+    }
+
+    /// Resolves once draining has begun.
+    pub async fn stopping(&self) {
+        loop {
+            let notified = self.stop.notified();
+            if self.stopping.load(Ordering::Acquire) {
+                return;
+            }
+            notified.await;
+        }
     }
 
     pub fn active(&self) -> usize {
@@ -71,5 +91,17 @@ mod tests {
 
         let _g3 = drain.guard();
         assert_eq!(drain.wait_idle(Duration::from_secs(5)).await, 1, "deadline passes with one left");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn stopping_resolves_for_waiters_before_and_after_it_begins() {
+        let drain = Arc::new(Drain::default());
+        let d = drain.clone();
+        let early = tokio::spawn(async move { d.stopping().await });
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        assert!(!early.is_finished());
+        drain.begin();
+        early.await.unwrap();
+        drain.stopping().await;
     }
 }

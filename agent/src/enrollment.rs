@@ -27,7 +27,7 @@ use std::{
 };
 use tokio::{runtime::Handle, task::JoinHandle};
 use tracing::{error, info, warn};
-use weft_ebpf_common::{INBOUND_CAPTURE_PORT, MAX_PODS_PER_NODE, OUTBOUND_CAPTURE_PORT};
+use weft_ebpf_common::{HBONE_PORT, INBOUND_CAPTURE_PORT, MAX_PODS_PER_NODE, OUTBOUND_CAPTURE_PORT};
 use weft_model::{TunnelProtocol, Workload};
 
 /// How often pods whose netns was not found yet are looked for again.
@@ -78,15 +78,18 @@ pub struct EnrolledView {
 struct Enrolled {
     pod: Arc<InPod>,
     slot: u32,
-    accept_loops: [JoinHandle<()>; 2],
-    /// Duplicates of the two listening sockets, to stop them from this thread (see
+    accept_loops: [JoinHandle<()>; 3],
+    /// Duplicates of the listening sockets, to stop them from this thread (see
     /// [`Enrolled::stop_accepting`]).
-    listeners: [OwnedFd; 2],
+    listeners: [OwnedFd; 3],
 }
 
 pub struct Enrollment {
     datapath: Datapath,
     shared: Arc<Shared>,
+    /// The agent's own netns, where this thread returns after working in a pod's.
+    home: NetNs,
+    inbound_mark: u32,
     node: String,
     runtime: Handle,
     pods: HashMap<Ipv4Addr, Enrolled>,
@@ -95,10 +98,19 @@ pub struct Enrollment {
 }
 
 impl Enrollment {
-    pub fn new(datapath: Datapath, shared: Arc<Shared>, node: String, runtime: Handle) -> Enrollment {
+    pub fn new(
+        datapath: Datapath,
+        shared: Arc<Shared>,
+        home: NetNs,
+        inbound_mark: u32,
+        node: String,
+        runtime: Handle,
+    ) -> Enrollment {
         Enrollment {
             datapath,
             shared,
+            home,
+            inbound_mark,
             node,
             runtime,
             pods: HashMap::new(),
@@ -160,7 +172,7 @@ impl Enrollment {
             desired.keys().filter(|ip| !self.pods.contains_key(ip)).map(|ip| IpAddr::V4(*ip)).collect();
         let mut found = HashSet::new();
         if !missing.is_empty() {
-            for (ip, ns) in netns::find_by_ip(&missing, &self.shared.host_netns) {
+            for (ip, ns) in netns::find_by_ip(&missing, &self.home) {
                 let IpAddr::V4(ip4) = ip else { continue };
                 let workload = desired[&ip4];
                 match self.enroll(workload, ip4, ns) {
@@ -194,22 +206,28 @@ impl Enrollment {
     }
 
     fn enroll(&mut self, workload: &Arc<Workload>, ip: Ipv4Addr, ns: NetNs) -> Result<(), EnrollError> {
-        let host = &self.shared.host_netns;
+        let host = &self.home;
         let cookie = ns.cookie(host)?;
-        let (outbound_l, inbound_l) = ns.run(host, || -> Result<_, EnrollError> {
+        let (outbound_l, inbound_l, hbone_l) = ns.run(host, || -> Result<_, EnrollError> {
             Ok((
-                listen(OUTBOUND_CAPTURE_PORT)
+                listen(Ipv4Addr::LOCALHOST, OUTBOUND_CAPTURE_PORT)
                     .map_err(|source| EnrollError::Listen { which: "outbound (15001)", source })?,
-                listen(INBOUND_CAPTURE_PORT)
+                listen(Ipv4Addr::LOCALHOST, INBOUND_CAPTURE_PORT)
                     .map_err(|source| EnrollError::Listen { which: "inbound (15006)", source })?,
+                listen(ip, HBONE_PORT)
+                    .map_err(|source| EnrollError::Listen { which: "HBONE (15008)", source })?,
             ))
         })??;
-        podnet::prepare(&ns, host, self.shared.inbound_mark)?;
+        podnet::prepare(&ns, host, self.inbound_mark)?;
         let slot = self.slots.iter().position(|used| !used).ok_or(EnrollError::NoSlot)? as u32;
         let dup = |s: &socket2::Socket, which| {
             s.as_fd().try_clone_to_owned().map_err(|source| EnrollError::Listen { which, source })
         };
-        let listeners = [dup(&outbound_l, "outbound (15001)")?, dup(&inbound_l, "inbound (15006)")?];
+        let listeners = [
+            dup(&outbound_l, "outbound (15001)")?,
+            dup(&inbound_l, "inbound (15006)")?,
+            dup(&hbone_l, "HBONE (15008)")?,
+        ];
 
         // Order matters for failing closed: the socket is in the SOCKMAP before the pod is
         // steered to it, and steering is in place before connect4/6 start redirecting.
@@ -229,25 +247,35 @@ impl Enrollment {
         }
         self.slots[slot as usize] = true;
 
-        let in_pod = Arc::new(InPod { workload: workload.clone(), ip, netns: ns, netns_cookie: cookie });
+        // Only pods bound to their netns by a source a pod cannot forge get here, so only
+        // they get a certificate. Without a CA the pod is still captured: its HBONE
+        // connections then fail closed.
+        let cert = match self.shared.secrets.track(&workload.identity) {
+            Ok(slot) => Some(slot),
+            Err(error) => {
+                warn!(pod = %workload.name, namespace = %workload.namespace, %error, "no workload certificate");
+                None
+            }
+        };
+        let in_pod =
+            Arc::new(InPod { workload: workload.clone(), ip, netns: ns, netns_cookie: cookie, cert });
         let _rt = self.runtime.enter();
-        let outbound_l = tokio::net::TcpListener::from_std(outbound_l.into())
-            .map_err(|source| EnrollError::Listen { which: "outbound (15001)", source })?;
-        let inbound_l = tokio::net::TcpListener::from_std(inbound_l.into())
-            .map_err(|source| EnrollError::Listen { which: "inbound (15006)", source })?;
+        let tokio_listener = |sock: socket2::Socket, which| {
+            tokio::net::TcpListener::from_std(sock.into())
+                .map_err(|source| EnrollError::Listen { which, source })
+        };
+        let (outbound_l, inbound_l, hbone_l) = (
+            tokio_listener(outbound_l, "outbound (15001)")?,
+            tokio_listener(inbound_l, "inbound (15006)")?,
+            tokio_listener(hbone_l, "HBONE (15008)")?,
+        );
+        let serve = |listener, direction| {
+            self.runtime.spawn(proxy::serve(listener, in_pod.clone(), self.shared.clone(), direction))
+        };
         let accept_loops = [
-            self.runtime.spawn(proxy::serve(
-                outbound_l,
-                in_pod.clone(),
-                self.shared.clone(),
-                Direction::Outbound,
-            )),
-            self.runtime.spawn(proxy::serve(
-                inbound_l,
-                in_pod.clone(),
-                self.shared.clone(),
-                Direction::Inbound,
-            )),
+            serve(outbound_l, Direction::Outbound),
+            serve(inbound_l, Direction::InboundPlain),
+            serve(hbone_l, Direction::Hbone),
         ];
         info!(pod = %workload.name, namespace = %workload.namespace, %ip, netns = %in_pod.netns.path().display(), cookie, slot, "pod enrolled");
         self.pods.insert(ip, Enrolled { pod: in_pod, slot, accept_loops, listeners });
@@ -263,6 +291,9 @@ impl Enrollment {
         e.stop_accepting();
         self.datapath.clear_listener(e.slot);
         self.slots[e.slot as usize] = false;
+        if e.pod.cert.is_some() {
+            self.shared.secrets.untrack(&e.pod.workload.identity);
+        }
         info!(pod = %e.pod.workload.name, namespace = %e.pod.workload.namespace, %ip, "pod unenrolled");
     }
 
@@ -315,13 +346,14 @@ impl Enrolled {
     }
 }
 
-/// A listening socket on 127.0.0.1:`port` in the calling thread's netns. Loopback only:
-/// nothing outside the pod can reach it directly; sk_lookup hands it connections.
-fn listen(port: u16) -> io::Result<socket2::Socket> {
+/// A listening socket on `ip:port` in the calling thread's netns. The capture sockets
+/// are on loopback (nothing outside the pod reaches them but through sk_lookup); the
+/// HBONE one is on the pod's address.
+fn listen(ip: Ipv4Addr, port: u16) -> io::Result<socket2::Socket> {
     use socket2::{Domain, Socket, Type};
     let sock = Socket::new(Domain::IPV4, Type::STREAM.nonblocking(), None)?;
     sock.set_reuse_address(true)?;
-    sock.bind(&SocketAddr::from((Ipv4Addr::LOCALHOST, port)).into())?;
+    sock.bind(&SocketAddr::from((ip, port)).into())?;
     sock.listen(4096)?;
     Ok(sock)
 }

@@ -47,12 +47,23 @@ pub struct CertSlot {
     arrived: Notify,
 }
 
+impl std::fmt::Debug for CertSlot {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let current = self.current.load();
+        f.debug_struct("CertSlot")
+            .field("serial", &current.as_ref().map(|c| c.cert.serial_hex().to_owned()))
+            .finish()
+    }
+}
+
 /// Why a connection could not get a certificate.
 #[derive(Debug, thiserror::Error)]
 pub enum IdentityError {
     #[error("no certificate for {identity} after {waited:?}: is the CA reachable? (see the agent's log)")]
     NotYet { identity: Identity, waited: Duration },
-    #[error("this agent has no CA (--ca-address): it cannot hold workload certificates, so it cannot speak HBONE")]
+    #[error(
+        "this agent has no CA (--ca-address): it cannot hold workload certificates, so it cannot speak HBONE"
+    )]
     NoCa,
 }
 
@@ -63,7 +74,11 @@ impl CertSlot {
     }
 
     /// The certificate, waiting up to `patience` for the first one.
-    pub async fn get(&self, identity: &Identity, patience: Duration) -> Result<Arc<CertState>, IdentityError> {
+    pub async fn get(
+        &self,
+        identity: &Identity,
+        patience: Duration,
+    ) -> Result<Arc<CertState>, IdentityError> {
         let deadline = tokio::time::Instant::now() + patience;
         loop {
             let arrived = self.arrived.notified();
@@ -102,10 +117,15 @@ struct Tracked {
     rotations: Arc<std::sync::atomic::AtomicU64>,
 }
 
+/// The mesh's CA as the agent uses it: who signs, and the roots peers chain to.
+pub struct Ca {
+    pub signer: Arc<dyn Signer>,
+    pub roots: TrustBundle,
+}
+
 /// The certificates of the identities this node's enrolled pods run as.
 pub struct SecretManager {
-    signer: Option<Arc<dyn Signer>>,
-    roots: Arc<TrustBundle>,
+    ca: Option<(Arc<dyn Signer>, Arc<TrustBundle>)>,
     ttl: Duration,
     runtime: Handle,
     tracked: Mutex<HashMap<Identity, Tracked>>,
@@ -116,19 +136,21 @@ const RETRY_MIN: Duration = Duration::from_millis(500);
 const RETRY_MAX: Duration = Duration::from_secs(30);
 
 impl SecretManager {
-    /// `signer` is None when the agent has no CA: then no identity can be held.
-    pub fn new(signer: Option<Arc<dyn Signer>>, roots: TrustBundle, ttl: Duration, runtime: Handle) -> SecretManager {
-        SecretManager { signer, roots: Arc::new(roots), ttl, runtime, tracked: Mutex::default() }
+    /// `ca` is None when the agent has no CA: then no identity can be held.
+    pub fn new(ca: Option<Ca>, ttl: Duration, runtime: Handle) -> SecretManager {
+        let ca = ca.map(|ca| (ca.signer, Arc::new(ca.roots)));
+        SecretManager { ca, ttl, runtime, tracked: Mutex::default() }
     }
 
-    pub fn roots(&self) -> &TrustBundle {
-        &self.roots
+    /// The mesh roots peers' certificates must chain to.
+    pub fn roots(&self) -> Result<&TrustBundle, IdentityError> {
+        self.ca.as_ref().map(|(_, roots)| &**roots).ok_or(IdentityError::NoCa)
     }
 
     /// Starts holding a certificate for `identity` (one more pod runs as it) and returns
     /// its slot. The first request goes out at once.
     pub fn track(&self, identity: &Identity) -> Result<Arc<CertSlot>, IdentityError> {
-        let signer = self.signer.clone().ok_or(IdentityError::NoCa)?;
+        let (signer, roots) = self.ca.clone().ok_or(IdentityError::NoCa)?;
         let mut tracked = self.tracked.lock().expect("identity lock");
         if let Some(t) = tracked.get_mut(identity) {
             t.pods += 1;
@@ -139,7 +161,7 @@ impl SecretManager {
         let task = self.runtime.spawn(keep_fresh(
             identity.clone(),
             signer,
-            self.roots.clone(),
+            roots,
             self.ttl,
             slot.clone(),
             rotations.clone(),
@@ -178,7 +200,7 @@ impl SecretManager {
                         Some(c) if c.cert.is_expired_at(SystemTime::now()) => "expired",
                         Some(_) => "valid",
                     },
-                    serial: current.as_ref().map(|c| c.cert.serial_hex()),
+                    serial: current.as_ref().map(|c| c.cert.serial_hex().to_owned()),
                     not_before: current.as_ref().and_then(|c| secs(c.cert.not_before())),
                     expiry: current.as_ref().and_then(|c| secs(c.cert.expiry())),
                     refresh_at: current.as_ref().and_then(|c| secs(c.cert.refresh_at())),
@@ -215,7 +237,7 @@ async fn keep_fresh(
                 retry = RETRY_MIN;
                 let refresh_at = state.cert.refresh_at();
                 let renewed = slot.current.load().is_some();
-                info!(%identity, serial = %state.cert.serial_hex(), expiry = ?state.cert.expiry(), renewed, "workload certificate in force");
+                info!(%identity, serial = state.cert.serial_hex(), expiry = ?state.cert.expiry(), renewed, "workload certificate in force");
                 if renewed {
                     rotations.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 }
@@ -232,7 +254,12 @@ async fn keep_fresh(
     }
 }
 
-async fn fetch(identity: &Identity, signer: &dyn Signer, roots: &TrustBundle, ttl: Duration) -> Result<CertState, String> {
+async fn fetch(
+    identity: &Identity,
+    signer: &dyn Signer,
+    roots: &TrustBundle,
+    ttl: Duration,
+) -> Result<CertState, String> {
     let (key, csr) = weft_hbone::new_csr(identity).map_err(|e| format!("making a CSR: {e}"))?;
     let chain = signer.sign(identity, csr, ttl).await?;
     let cert = WorkloadCertificate::from_pem_with_key(&chain.concat(), &key)
@@ -240,7 +267,8 @@ async fn fetch(identity: &Identity, signer: &dyn Signer, roots: &TrustBundle, tt
     if cert.identity() != identity {
         return Err(format!("the CA signed {} where {identity} was asked for", cert.identity()));
     }
-    cert.verify(roots, SystemTime::now()).map_err(|e| format!("the CA's certificate does not verify against the mesh root: {e}"))?;
+    cert.verify(roots, SystemTime::now())
+        .map_err(|e| format!("the CA's certificate does not verify against the mesh root: {e}"))?;
     let server_config = weft_hbone::tls::server_config(&cert, roots).map_err(|e| e.to_string())?;
     Ok(CertState { cert: Arc::new(cert), server_config })
 }

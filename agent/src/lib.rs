@@ -11,6 +11,7 @@ pub mod config;
 pub mod datapath;
 pub mod drain;
 pub mod enrollment;
+pub mod identity;
 pub mod localconfig;
 pub mod metrics;
 pub mod netns;

@@ -49,6 +49,9 @@ impl<T> Hash for ByPtr<T> {
 pub struct SeriesKey {
     pub reporter: Reporter,
     pub source: Option<ByPtr<Workload>>,
+    /// The client's identity as its certificate proved it (HBONE, destination side):
+    /// `source_principal` says what was verified, not what the address suggests.
+    pub source_identity: Option<Arc<weft_hbone::Identity>>,
     pub destination: Option<ByPtr<Workload>>,
     /// The service the client addressed, if any.
     pub service: Option<ByPtr<Service>>,
@@ -60,7 +63,15 @@ pub struct SeriesKey {
 
 impl SeriesKey {
     pub fn new(reporter: Reporter, mtls: bool) -> SeriesKey {
-        SeriesKey { reporter, source: None, destination: None, service: None, destination_ip: None, mtls }
+        SeriesKey {
+            reporter,
+            source: None,
+            source_identity: None,
+            destination: None,
+            service: None,
+            destination_ip: None,
+            mtls,
+        }
     }
 }
 
@@ -89,6 +100,7 @@ pub struct Metrics {
     pub enrolled_pods: AtomicU64,
     pub outbound_errors: AtomicU64,
     pub inbound_errors: AtomicU64,
+    pub hbone_connection_errors: AtomicU64,
 }
 
 impl Metrics {
@@ -151,8 +163,14 @@ impl Metrics {
             (
                 "weft_inbound_errors_total",
                 "counter",
-                "Inbound connections that failed before or during forwarding",
+                "Inbound connections (plaintext, or HBONE streams) that failed before or during forwarding",
                 &self.inbound_errors,
+            ),
+            (
+                "weft_hbone_connection_errors_total",
+                "counter",
+                "HBONE connections to this node's pods that failed (TLS handshake refused, broken HTTP/2)",
+                &self.hbone_connection_errors,
             ),
         ];
         for (name, kind, help, v) in gauges {
@@ -169,8 +187,9 @@ fn render_labels(key: &SeriesKey) -> String {
         Reporter::Destination => "destination",
     };
     push(&mut l, "reporter", reporter);
-    push_workload(&mut l, "source", key.source.as_ref().map(|w| &*w.0));
-    push_workload(&mut l, "destination", key.destination.as_ref().map(|w| &*w.0));
+    let verified = key.source_identity.as_deref();
+    push_workload(&mut l, "source", key.source.as_ref().map(|w| &*w.0), verified);
+    push_workload(&mut l, "destination", key.destination.as_ref().map(|w| &*w.0), None);
     let unknown = "unknown";
     let (host, name, ns) = match (&key.service, key.destination_ip) {
         (Some(s), _) => (s.0.hostname.clone(), s.0.name.as_str(), s.0.namespace.as_str()),
@@ -194,12 +213,18 @@ fn render_labels(key: &SeriesKey) -> String {
     l
 }
 
-fn push_workload(l: &mut String, side: &str, w: Option<&Workload>) {
+/// A workload's labels; `verified`, when given, is the identity its certificate proved and
+/// the principal shown.
+fn push_workload(l: &mut String, side: &str, w: Option<&Workload>, verified: Option<&weft_hbone::Identity>) {
     let unknown = "unknown";
     let name = w.map_or(unknown, |w| if w.workload_name.is_empty() { &w.name } else { &w.workload_name });
     push(l, &format!("{side}_workload"), name);
     push(l, &format!("{side}_workload_namespace"), w.map_or(unknown, |w| w.namespace.as_str()));
-    let principal = w.map_or_else(|| unknown.to_owned(), |w| w.identity.to_string());
+    let principal = match (verified, w) {
+        (Some(id), _) => id.to_string(),
+        (None, Some(w)) => w.identity.to_string(),
+        (None, None) => unknown.to_owned(),
+    };
     push(l, &format!("{side}_principal"), &principal);
     push(
         l,

@@ -1,10 +1,11 @@
 //! State shared by every task of the agent.
 
 use crate::{
-    datapath::{BypassTable, OrigDstTable},
     drain::Drain,
+    identity::{CertSlot, SecretManager},
     metrics::Metrics,
     netns::NetNs,
+    proxy::sockets::Sockets,
 };
 use arc_swap::ArcSwap;
 use std::{net::Ipv4Addr, sync::Arc};
@@ -15,15 +16,13 @@ pub struct Shared {
     /// Workloads and services. Connections load a snapshot once, at open.
     pub state: ArcSwap<WorkloadState>,
     pub metrics: Metrics,
-    pub orig_dst: OrigDstTable,
-    pub bypass: BypassTable,
-    /// The agent's own netns, where threads return after working inside a pod's.
-    pub host_netns: NetNs,
-    /// SO_MARK of the agent's sockets towards other nodes.
-    pub mark: u32,
-    /// SO_MARK of the agent's connections to a pod's application (from the client's
-    /// address): the pod routes packets with it back to the agent (policy routing).
-    pub inbound_mark: u32,
+    /// Original destinations and sockets in pods (eBPF and netns on a node).
+    pub sockets: Sockets,
+    /// Certificates of the identities of this node's pods.
+    pub secrets: SecretManager,
+    /// Pooled HBONE connections to other pods.
+    pub pool: weft_hbone::Pool,
+    pub hbone: weft_hbone::Settings,
     pub drain: Arc<Drain>,
 }
 
@@ -36,4 +35,6 @@ pub struct InPod {
     pub ip: Ipv4Addr,
     pub netns: NetNs,
     pub netns_cookie: u64,
+    /// Its identity's certificate; None when the agent has no CA.
+    pub cert: Option<Arc<CertSlot>>,
 }

@@ -104,6 +104,8 @@ pub struct WorkloadCertificate {
     certified: Arc<CertifiedKey>,
     not_before: SystemTime,
     not_after: SystemTime,
+    /// The leaf's serial number in hex, to tell one certificate from its successor.
+    serial: String,
 }
 
 impl fmt::Debug for WorkloadCertificate {
@@ -148,6 +150,7 @@ impl WorkloadCertificate {
         let identity = leaf_identity(&leaf)?;
         let not_before = to_system_time(leaf.validity().not_before.timestamp());
         let not_after = to_system_time(leaf.validity().not_after.timestamp());
+        let serial = leaf.raw_serial_as_string().replace(':', "");
 
         // Each certificate must be issued by the next one; a root at the end is dropped
         // because the peer verifies against its own copy and sending it costs bytes in
@@ -178,7 +181,14 @@ impl WorkloadCertificate {
             }
             Err(e) => return Err(CertError::BadKey(e.to_string())),
         }
-        Ok(WorkloadCertificate { identity, chain, certified: Arc::new(certified), not_before, not_after })
+        Ok(WorkloadCertificate {
+            identity,
+            chain,
+            certified: Arc::new(certified),
+            not_before,
+            not_after,
+            serial,
+        })
     }
 
     /// The SPIFFE identity the leaf names.
@@ -198,6 +208,11 @@ impl WorkloadCertificate {
 
     pub fn not_before(&self) -> SystemTime {
         self.not_before
+    }
+
+    /// The leaf's serial number, hex.
+    pub fn serial_hex(&self) -> &str {
+        &self.serial
     }
 
     /// When the leaf expires (its notAfter).

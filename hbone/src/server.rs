@@ -76,6 +76,12 @@ impl HboneRequest {
         &self.peer_identity
     }
 
+    /// The same, shared by every request of the connection (cloning it is a reference
+    /// count, not a copy).
+    pub fn peer_identity_shared(&self) -> &Arc<Identity> {
+        &self.peer_identity
+    }
+
     /// The client's TCP address (the source pod's IP when the client agent binds it).
     pub fn peer_addr(&self) -> SocketAddr {
         self.peer_addr

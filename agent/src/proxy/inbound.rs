@@ -1,34 +1,77 @@
-//! Inbound plaintext: connections to an enrolled pod's ports from outside the mesh,
-//! steered by sk_lookup to the agent's :15006 socket in the pod's netns. The accepted
-//! socket's local address is the original destination; the agent checks it
-//! (`plan::inbound`), connects to the application from the client's own address (so the
-//! application sees its real peer) and pumps bytes.
+//! Inbound HBONE: the agent's socket on each enrolled pod's address, port 15008.
+//!
+//! Per TCP connection: TLS with the pod's own certificate, the client's chain verified
+//! against the mesh root and its SPIFFE identity read from it, then HTTP/2. Per CONNECT:
+//! the authority must be an address of this pod and not one of the mesh's ports
+//! (`plan::inbound`), the connection must be allowed by policy, then the agent connects
+//! to the application from the client's own address and answers 200 — or 400, 401/403,
+//! 503 — and pumps bytes.
 
-use super::{ProxyError, copy, plan, socket};
+use super::{ProxyError, copy, plan};
 use crate::{
     metrics::{ByPtr, Reporter, SeriesKey},
     state::{InPod, Shared},
 };
-use std::{net::SocketAddr, sync::atomic::Ordering::Relaxed};
+use http::StatusCode;
+use std::{sync::Arc, sync::atomic::Ordering::Relaxed};
 use tokio::net::TcpStream;
-use tracing::debug;
+use tracing::{debug, info, warn};
+use weft_hbone::HboneRequest;
 
-pub(super) async fn handle(
-    mut client: TcpStream,
-    peer: SocketAddr,
-    pod: &InPod,
-    shared: &Shared,
-) -> Result<(), ProxyError> {
-    let dst = client.local_addr()?;
-    let counters = {
+/// Serves one accepted connection on the pod's :15008 until the client leaves (or the
+/// agent drains: then GOAWAY, and the streams in flight finish).
+pub(super) async fn serve(tcp: TcpStream, pod: Arc<InPod>, shared: Arc<Shared>) -> Result<(), ProxyError> {
+    let Some(cert) = pod.cert.as_ref().and_then(|slot| slot.current()) else {
+        // Without its certificate the pod cannot prove who it is: refuse the connection.
+        return Err(ProxyError::NoCertificate { identity: pod.workload.identity.clone() });
+    };
+    let drain = shared.drain.clone();
+    let settings = shared.hbone.clone();
+    weft_hbone::serve_connection(
+        tcp,
+        cert.server_config.clone(),
+        &settings,
+        drain.stopping(),
+        move |request| {
+            let (pod, shared) = (pod.clone(), shared.clone());
+            let guard = shared.drain.guard();
+            async move {
+                let _guard = guard;
+                let peer = request.peer_identity().clone();
+                let authority = request.authority();
+                if let Err(error) = handle(request, &pod, &shared).await {
+                    shared.metrics.inbound_errors.fetch_add(1, Relaxed);
+                    if error.is_refusal() {
+                        warn!(src.identity = %peer, %authority, %error, "inbound HBONE connection refused");
+                    } else {
+                        debug!(src.identity = %peer, %authority, %error, "inbound HBONE connection failed");
+                    }
+                }
+            }
+        },
+    )
+    .await
+    .map_err(ProxyError::from)
+}
+
+async fn handle(request: HboneRequest, pod: &InPod, shared: &Shared) -> Result<(), ProxyError> {
+    let client_ip = request.peer_addr().ip();
+    let (dst, counters) = {
         let state = shared.state.load();
         let this = state.workload_by_ip(pod.ip.into()).unwrap_or(&pod.workload);
-        if let Err(refusal) = plan::inbound(dst, this) {
-            let _ = client.set_zero_linger();
-            return Err(refusal.into());
-        }
+        let dst = match plan::inbound(request.authority(), this) {
+            Ok(dst) => dst,
+            Err(refusal) => {
+                request.refuse(StatusCode::BAD_REQUEST);
+                return Err(refusal.into());
+            }
+        };
+        // The workload at the client's address is the source only if it runs as the
+        // identity the client proved.
+        let verified = request.peer_identity_shared();
         let key = SeriesKey {
-            source: state.workload_by_ip(peer.ip()).cloned().map(ByPtr),
+            source: state.workload_by_ip(client_ip).filter(|w| w.identity == **verified).cloned().map(ByPtr),
+            source_identity: Some(verified.clone()),
             destination: Some(ByPtr(this.clone())),
             service: state
                 .services_of(this)
@@ -36,23 +79,33 @@ pub(super) async fn handle(
                 .cloned()
                 .map(ByPtr),
             destination_ip: Some(dst.ip()),
-            ..SeriesKey::new(Reporter::Destination, false)
+            ..SeriesKey::new(Reporter::Destination, true)
         };
-        shared.metrics.series(key)
+        (dst, shared.metrics.series(key))
     };
-    client.set_nodelay(true)?;
-    let mut app = match socket::connect_app(pod, shared, peer, dst).await {
-        Ok(s) => s,
-        Err(e) => {
-            // Reset rather than close, so the client sees a failed connection as it
-            // would have without the mesh, not an empty reply.
-            let _ = client.set_zero_linger();
-            return Err(e);
+    let mut app = match shared.sockets.connect_app(pod, client_ip, dst).await {
+        Ok(app) => app,
+        Err(source) => {
+            // As ztunnel: the application did not take the connection.
+            request.refuse(StatusCode::SERVICE_UNAVAILABLE);
+            return Err(ProxyError::Connect { dst, source });
         }
     };
+    let identity = request.peer_identity().clone();
+    let mut stream = request.accept()?;
     counters.opened.fetch_add(1, Relaxed);
-    debug!(%dst, "inbound connected");
-    let result = copy::bidirectional(&mut client, &mut app, &counters.received, &counters.sent).await;
+    let result = copy::bidirectional(&mut stream, &mut app, &counters.received, &counters.sent).await;
     counters.closed.fetch_add(1, Relaxed);
-    Ok(result?)
+    info!(
+        target: "access",
+        direction = "inbound",
+        src.addr = %client_ip,
+        src.identity = %identity,
+        dst.addr = %dst,
+        dst.workload = %pod.workload.name,
+        dst.namespace = %pod.workload.namespace,
+        error = result.as_ref().err().map(tracing::field::display),
+        "connection complete"
+    );
+    result.map_err(ProxyError::Forwarding)
 }

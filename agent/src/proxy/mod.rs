@@ -1,16 +1,21 @@
-//! The L4 proxy: one accept loop ([`serve`]) per enrolled pod and direction.
+//! The L4 proxy: one accept loop ([`serve`]) per enrolled pod and listener.
 //!
 //! - `plan.rs`: the decisions (where a connection goes and how), pure and unit-tested.
-//! - `outbound.rs`: the pod's own connections, captured by connect4/6 at 127.0.0.1:15001.
-//! - `inbound.rs`: connections to the pod's ports, steered by sk_lookup to :15006.
-//! - `copy.rs`: the byte pump, generic over the stream type.
-//! - `socket.rs`: opening sockets inside a pod's netns.
+//! - `outbound.rs`: the pod's own connections, captured by connect4/6 at 127.0.0.1:15001:
+//!   plain TCP, or HBONE to the destination or its waypoint.
+//! - `inbound.rs`: HBONE on the pod's :15008: mTLS, CONNECT, policy, to the application.
+//! - `inbound_plain.rs`: plaintext connections to the pod's ports from outside the mesh,
+//!   steered by sk_lookup to :15006.
+//! - `copy.rs`: the byte pump, generic over the stream type (TCP, HBONE).
+//! - `sockets.rs`: what the proxy needs from the machine (original destinations, sockets
+//!   in pods), and the loopback stand-in the in-process tests use.
 
 pub mod copy;
 pub mod inbound;
+pub mod inbound_plain;
 pub mod outbound;
 pub mod plan;
-pub mod socket;
+pub mod sockets;
 
 use crate::state::{InPod, Shared};
 use std::{
@@ -32,13 +37,19 @@ pub enum ProxyError {
     Plan(#[from] plan::PlanError),
     #[error("refused: {0}")]
     Refused(#[from] plan::InboundRefusal),
-    #[error("{dst} is reached over HBONE, which this agent cannot originate yet")]
-    HboneUnavailable { dst: SocketAddr },
-    #[error("cannot open a socket in the pod's netns: {0}")]
-    Socket(#[from] crate::netns::NetNsError),
+    #[error("{0}")]
+    Identity(#[from] crate::identity::IdentityError),
+    #[error("pod identity {identity} has no certificate yet; HBONE connections to it are refused")]
+    NoCertificate { identity: weft_hbone::Identity },
+    #[error("HBONE: {0}")]
+    Hbone(#[from] weft_hbone::ConnectError),
+    #[error("HBONE: {0}")]
+    HboneServe(#[from] weft_hbone::ServeError),
     #[error("connect to {dst} failed: {source}")]
     Connect { dst: SocketAddr, source: std::io::Error },
     #[error("forwarding failed: {0}")]
+    Forwarding(std::io::Error),
+    #[error("{0}")]
     Io(#[from] std::io::Error),
 }
 
@@ -47,15 +58,22 @@ impl ProxyError {
     pub fn is_refusal(&self) -> bool {
         matches!(self, ProxyError::Plan(_) | ProxyError::Refused(_))
     }
+
+    /// Whether the connection was open (and counted) when it failed.
+    pub fn is_io_after_open(&self) -> bool {
+        matches!(self, ProxyError::Forwarding(_))
+    }
 }
 
-/// Which of a pod's two capture sockets a loop serves.
+/// Which of a pod's listeners a loop serves.
 #[derive(Debug, Clone, Copy)]
 pub enum Direction {
     /// 127.0.0.1:15001: the pod's own connections, redirected by connect4/6.
     Outbound,
-    /// 127.0.0.1:15006: connections to the pod's ports, steered by sk_lookup.
-    Inbound,
+    /// 127.0.0.1:15006: plaintext connections to the pod's ports, steered by sk_lookup.
+    InboundPlain,
+    /// pod IP:15008: HBONE from other pods' agents.
+    Hbone,
 }
 
 /// Accepts until the task is aborted (pod unenrolled or agent draining) and runs each
@@ -75,9 +93,17 @@ pub async fn serve(listener: TcpListener, pod: Arc<InPod>, shared: Arc<Shared>, 
                                 outbound::handle(client, peer, &pod, &shared).await,
                                 &shared.metrics.outbound_errors,
                             ),
-                            Direction::Inbound => (
-                                inbound::handle(client, peer, &pod, &shared).await,
+                            Direction::InboundPlain => (
+                                inbound_plain::handle(client, peer, &pod, &shared).await,
                                 &shared.metrics.inbound_errors,
+                            ),
+                            // Streams are counted and logged one by one inside; what ends
+                            // here is the whole HBONE connection.
+                            // Boxed: TLS and HTTP/2 server state is large and there are
+                            // few of these connections (clients pool them).
+                            Direction::Hbone => (
+                                Box::pin(inbound::serve(client, pod.clone(), shared.clone())).await,
+                                &shared.metrics.hbone_connection_errors,
                             ),
                         };
                         if let Err(error) = result {

@@ -1,22 +1,27 @@
 //! Outbound: connections an enrolled pod makes, captured by connect4/6 and accepted on
 //! the agent's 127.0.0.1:15001 socket inside the pod's netns.
 //!
-//! Per connection: find the original destination (eBPF map, keyed by the client
-//! address), plan it (`plan::outbound`: plain TCP, HBONE, or through a waypoint), then do
-//! what the plan says and pump bytes both ways.
+//! Per connection: find the original destination, plan it (`plan::outbound`), then do
+//! what the plan says — a plain TCP connection from the pod, or an HBONE stream (to the
+//! destination pod or its waypoint) on a pooled mTLS connection presenting the pod's own
+//! certificate — and pump bytes both ways.
 
 use super::{
     ProxyError, copy,
-    plan::{self, Protocol},
-    socket,
+    plan::{self, Protocol, Request},
 };
 use crate::{
-    metrics::{ByPtr, Reporter, SeriesKey},
+    metrics::{ByPtr, Reporter, SeriesKey, TcpCounters},
     state::{InPod, Shared},
 };
-use std::{net::SocketAddr, sync::atomic::Ordering::Relaxed};
+use std::{net::SocketAddr, sync::atomic::Ordering::Relaxed, time::Duration};
 use tokio::net::TcpStream;
-use tracing::debug;
+use tracing::{debug, info};
+use weft_hbone::PoolKey;
+
+/// How long a connection waits for its pod's first certificate (a pod enrolled a moment
+/// ago whose CSR is still on its way).
+const CERT_WAIT: Duration = Duration::from_secs(10);
 
 pub(super) async fn handle(
     mut client: TcpStream,
@@ -24,14 +29,10 @@ pub(super) async fn handle(
     pod: &InPod,
     shared: &Shared,
 ) -> Result<(), ProxyError> {
-    let SocketAddr::V4(peer4) = peer else {
-        return Err(ProxyError::NoOriginalDestination { client: peer });
-    };
-    let orig: SocketAddr = shared
-        .orig_dst
-        .lookup(pod.netns_cookie, peer4)
-        .ok_or(ProxyError::NoOriginalDestination { client: peer })?
-        .into();
+    let orig = shared
+        .sockets
+        .original_destination(pod, peer)
+        .ok_or(ProxyError::NoOriginalDestination { client: peer })?;
     let (request, counters) = {
         let state = shared.state.load();
         let source = state.workload_by_ip(pod.ip.into()).unwrap_or(&pod.workload);
@@ -54,34 +55,78 @@ pub(super) async fn handle(
         (request, shared.metrics.series(key))
     };
     client.set_nodelay(true)?;
-    debug!(orig = %orig, protocol = ?request.protocol, next_hop = %request.next_hop, "outbound planned");
-    let result = match request.protocol {
-        Protocol::Tcp => {
-            let mut upstream =
-                socket::connect_in(&pod.netns, &shared.host_netns, request.next_hop, shared.mark)
-                    .await
-                    .inspect_err(|_| {
-                        let _ = client.set_zero_linger();
-                    })?;
-            counters.opened.fetch_add(1, Relaxed);
-            copy::bidirectional(&mut client, &mut upstream, &counters.received, &counters.sent).await
-        }
-        Protocol::Hbone => {
-            // WIP-PLAIN: plain TCP to the authority until weft-hbone lands.
-            let mut upstream =
-                socket::connect_in(&pod.netns, &shared.host_netns, request.authority, shared.mark)
-                    .await
-                    .inspect_err(|_| {
-                        let _ = client.set_zero_linger();
-                    })?;
-            counters.opened.fetch_add(1, Relaxed);
-            copy::bidirectional(&mut client, &mut upstream, &counters.received, &counters.sent).await
-        }
-        Protocol::ViaWaypoint => {
+    debug!(%orig, protocol = ?request.protocol, next_hop = %request.next_hop, "outbound planned");
+    let result = carry(&mut client, &request, &counters, pod, shared).await;
+    if let Err(e) = &result {
+        if !e.is_io_after_open() {
+            // Never reached the destination: reset, so the client sees a failed connect.
             let _ = client.set_zero_linger();
-            return Err(ProxyError::HboneUnavailable { dst: request.authority });
         }
-    };
-    counters.closed.fetch_add(1, Relaxed);
-    Ok(result?)
+    }
+    info!(
+        target: "access",
+        direction = "outbound",
+        src.workload = %pod.workload.name,
+        src.namespace = %pod.workload.namespace,
+        src.identity = %pod.workload.identity,
+        dst.addr = %orig,
+        dst.hbone_addr = %request.authority,
+        dst.service = request.service.as_ref().map_or("", |s| s.hostname.as_str()),
+        dst.workload = request.destination.as_ref().map_or("", |w| w.name.as_str()),
+        protocol = ?request.protocol,
+        error = result.as_ref().err().map(tracing::field::display),
+        "connection complete"
+    );
+    result
+}
+
+/// Does what the plan says; `counters` count the connection once it is open.
+async fn carry(
+    client: &mut TcpStream,
+    request: &Request,
+    counters: &TcpCounters,
+    pod: &InPod,
+    shared: &Shared,
+) -> Result<(), ProxyError> {
+    match request.protocol {
+        Protocol::Tcp => {
+            let mut upstream = shared
+                .sockets
+                .connect(pod, request.next_hop)
+                .await
+                .map_err(|source| ProxyError::Connect { dst: request.next_hop, source })?;
+            counters.opened.fetch_add(1, Relaxed);
+            let result = copy::bidirectional(client, &mut upstream, &counters.received, &counters.sent).await;
+            counters.closed.fetch_add(1, Relaxed);
+            result.map_err(ProxyError::Forwarding)
+        }
+        Protocol::Hbone | Protocol::ViaWaypoint => {
+            let Some(next) = &request.next_hop_workload else {
+                unreachable!("plan::outbound names the workload at every HBONE next hop")
+            };
+            let slot = pod.cert.as_ref().ok_or(crate::identity::IdentityError::NoCa)?;
+            let cert = slot.get(&pod.workload.identity, CERT_WAIT).await?;
+            let key = PoolKey {
+                src: pod.workload.identity.clone(),
+                dst: next.identity.clone(),
+                dst_addr: request.next_hop,
+                extra: pod.netns_cookie,
+            };
+            let next_hop = request.next_hop;
+            // Boxed: dialling, TLS and HTTP/2 set-up make a large future that is done
+            // once the stream is open; boxed, it does not swell every idle connection.
+            let mut stream = Box::pin(shared.pool.connect(
+                &key,
+                &cert.cert,
+                shared.secrets.roots()?,
+                request.authority,
+                || shared.sockets.connect(pod, next_hop),
+            ))
+            .await?;
+            counters.opened.fetch_add(1, Relaxed);
+            let result = copy::bidirectional(client, &mut stream, &counters.received, &counters.sent).await;
+            counters.closed.fetch_add(1, Relaxed);
+            result.map_err(ProxyError::Forwarding)
+        }
+    }
 }
