@@ -1,4 +1,5 @@
-//! Writes the agents' `--local-config` file from the bed's pods.
+//! A bed's mesh, written two ways: the agents' `--local-config` file, and the same
+//! namespaces, pods and services as Kubernetes objects in a directory weftd reads.
 
 use crate::Pod;
 use anyhow::{Context, Result};
@@ -16,11 +17,20 @@ use weft_model::{
 pub struct MeshConfig {
     pub mesh: Mesh,
     path: PathBuf,
+    /// weftd's config directory, when the bed has a control plane.
+    kubernetes_dir: Option<PathBuf>,
 }
 
 impl MeshConfig {
     pub fn new(path: impl Into<PathBuf>) -> MeshConfig {
-        MeshConfig { mesh: Mesh::default(), path: path.into() }
+        MeshConfig { mesh: Mesh::default(), path: path.into(), kubernetes_dir: None }
+    }
+
+    /// Also writes the model as Kubernetes objects into `dir` (weftd's `--config-dir`),
+    /// from the next [`write`](Self::write) on.
+    pub fn with_kubernetes_dir(&mut self, dir: impl Into<PathBuf>) -> &mut Self {
+        self.kubernetes_dir = Some(dir.into());
+        self
     }
 
     pub fn path(&self) -> &Path {
@@ -75,10 +85,18 @@ impl MeshConfig {
         self
     }
 
-    /// Writes the file atomically (write + rename), as a config-map update would.
+    /// Writes the file atomically (write + rename), as a config-map update would, and the
+    /// Kubernetes objects when the bed has a control plane.
     pub fn write(&self) -> Result<()> {
         let text = serde_yaml::to_string(&self.mesh).context("serialising the mesh")?;
-        self.write_raw(&text)
+        self.write_raw(&text)?;
+        if let Some(dir) = &self.kubernetes_dir {
+            std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+            let tmp = dir.join(".mesh.yaml.tmp");
+            std::fs::write(&tmp, kubernetes_yaml(&self.mesh)).with_context(|| format!("writing {}", tmp.display()))?;
+            std::fs::rename(&tmp, dir.join("mesh.yaml")).context("renaming the Kubernetes objects into place")?;
+        }
+        Ok(())
     }
 
     /// Writes any text, valid or not, atomically.
@@ -87,4 +105,36 @@ impl MeshConfig {
         std::fs::write(&tmp, text).with_context(|| format!("writing {}", tmp.display()))?;
         std::fs::rename(&tmp, &self.path).with_context(|| format!("renaming to {}", self.path.display()))
     }
+}
+
+/// The model as Kubernetes objects: Namespaces with their labels, running Pods on their
+/// nodes with their IPs, service accounts and ports, Services with cluster IPs.
+pub fn kubernetes_yaml(mesh: &Mesh) -> String {
+    use serde_json::json;
+    let mut docs: Vec<serde_json::Value> = Vec::new();
+    for ns in &mesh.namespaces {
+        docs.push(json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns.name, "labels": ns.labels}}));
+    }
+    for pod in &mesh.pods {
+        let mut metadata = json!({"name": pod.name, "namespace": pod.namespace, "labels": pod.labels});
+        if let Some(uid) = &pod.uid {
+            metadata["uid"] = json!(uid);
+        }
+        let ports: Vec<_> = pod.ports.iter().map(|p| json!({"containerPort": p})).collect();
+        docs.push(json!({
+            "apiVersion": "v1", "kind": "Pod", "metadata": metadata,
+            "spec": {"nodeName": pod.node, "serviceAccountName": pod.service_account,
+                     "containers": [{"name": "app", "ports": ports}]},
+            "status": {"phase": "Running", "podIP": pod.ip.to_string()},
+        }));
+    }
+    for svc in &mesh.services {
+        let ports: Vec<_> = svc.ports.iter().map(|p| json!({"port": p.port, "targetPort": p.target()})).collect();
+        docs.push(json!({
+            "apiVersion": "v1", "kind": "Service",
+            "metadata": {"name": svc.name, "namespace": svc.namespace},
+            "spec": {"clusterIP": svc.vip.to_string(), "ports": ports, "selector": svc.selector},
+        }));
+    }
+    docs.iter().map(|d| serde_yaml::to_string(d).expect("JSON values serialise")).collect::<Vec<_>>().join("---\n")
 }
