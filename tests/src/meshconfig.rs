@@ -93,8 +93,10 @@ impl MeshConfig {
         if let Some(dir) = &self.kubernetes_dir {
             std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
             let tmp = dir.join(".mesh.yaml.tmp");
-            std::fs::write(&tmp, kubernetes_yaml(&self.mesh)).with_context(|| format!("writing {}", tmp.display()))?;
-            std::fs::rename(&tmp, dir.join("mesh.yaml")).context("renaming the Kubernetes objects into place")?;
+            std::fs::write(&tmp, kubernetes_yaml(&self.mesh))
+                .with_context(|| format!("writing {}", tmp.display()))?;
+            std::fs::rename(&tmp, dir.join("mesh.yaml"))
+                .context("renaming the Kubernetes objects into place")?;
         }
         Ok(())
     }
@@ -129,12 +131,16 @@ pub fn kubernetes_yaml(mesh: &Mesh) -> String {
         }));
     }
     for svc in &mesh.services {
-        let ports: Vec<_> = svc.ports.iter().map(|p| json!({"port": p.port, "targetPort": p.target()})).collect();
+        let ports: Vec<_> =
+            svc.ports.iter().map(|p| json!({"port": p.port, "targetPort": p.target()})).collect();
         docs.push(json!({
             "apiVersion": "v1", "kind": "Service",
             "metadata": {"name": svc.name, "namespace": svc.namespace},
             "spec": {"clusterIP": svc.vip.to_string(), "ports": ports, "selector": svc.selector},
         }));
     }
-    docs.iter().map(|d| serde_yaml::to_string(d).expect("JSON values serialise")).collect::<Vec<_>>().join("---\n")
+    docs.iter()
+        .map(|d| serde_yaml::to_string(d).expect("JSON values serialise"))
+        .collect::<Vec<_>>()
+        .join("---\n")
 }

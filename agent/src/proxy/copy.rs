@@ -1,11 +1,17 @@
-//! The byte pump: copies both ways between two streams of any kind (TCP, TLS, an HBONE
-//! stream), passing half-closes on, until both directions have ended.
+//! The byte pump: copies both ways between two streams, passing half-closes on, until both
+//! directions have ended.
 //!
-//! Each direction borrows a buffer from a per-thread pool only while data is flowing and
-//! gives it back as soon as its reader has nothing to offer: an idle connection holds no
-//! buffer, so a thousand idle connections cost sockets and small futures, not a thousand
-//! pairs of 64 KiB buffers. No lock and no allocation per chunk once the pool is warm.
+//! - [`bidirectional`]: any two streams (TCP to TCP). Each direction borrows a buffer from
+//!   a per-thread pool only while data is flowing and gives it back as soon as its reader
+//!   has nothing to offer: an idle connection holds no buffer, so a thousand idle
+//!   connections cost sockets and small futures, not a thousand pairs of 64 KiB buffers.
+//!   No lock and no allocation per chunk once the pool is warm.
+//! - [`tcp_hbone`]: a TCP connection and an HBONE stream, without the pump's own copy:
+//!   received HTTP/2 data is written to the socket straight from the frames' buffers, and
+//!   bytes read from the socket are handed to HTTP/2 as they are (a buffer reused once
+//!   HTTP/2 has sent it, dropped when the socket goes quiet).
 
+use bytes::BytesMut;
 use std::{
     cell::RefCell,
     future::poll_fn,
@@ -14,7 +20,11 @@ use std::{
     sync::atomic::{AtomicU64, Ordering::Relaxed},
     task::{Context, Poll, ready},
 };
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::{
+    io::{AsyncBufRead, AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf},
+    net::TcpStream,
+};
+use weft_hbone::H2Stream;
 
 const BUF_SIZE: usize = 64 * 1024;
 /// Buffers kept per thread; more than this in flight are freed on return.
@@ -53,6 +63,67 @@ where
         if ab_done.is_ready() && ba_done.is_ready() { Poll::Ready(Ok(())) } else { Poll::Pending }
     })
     .await
+}
+
+/// Pumps between a TCP connection and an HBONE stream until both directions ended.
+/// `to_stream` counts TCP→HBONE bytes, `from_stream` HBONE→TCP.
+pub async fn tcp_hbone(
+    tcp: &mut TcpStream,
+    stream: H2Stream,
+    to_stream: &AtomicU64,
+    from_stream: &AtomicU64,
+) -> io::Result<()> {
+    let (mut from_h2, mut to_h2) = stream.into_split();
+    let (tcp_read, mut tcp_write) = tcp.split();
+    let up = async {
+        let mut buf = BytesMut::new();
+        loop {
+            tcp_read.readable().await?;
+            if buf.capacity() < BUF_SIZE / 2 {
+                // Reuses the last allocation when HTTP/2 has sent (and dropped) what we
+                // gave it from there; allocates otherwise.
+                buf.reserve(BUF_SIZE);
+            }
+            match tcp_read.try_read_buf(&mut buf) {
+                Ok(0) => {
+                    poll_fn(|cx| Pin::new(&mut to_h2).poll_shutdown(cx)).await?;
+                    return Ok::<_, io::Error>(());
+                }
+                Ok(n) => {
+                    let mut chunk = buf.split().freeze();
+                    while !chunk.is_empty() {
+                        poll_fn(|cx| to_h2.poll_write_bytes(cx, &mut chunk)).await?;
+                    }
+                    to_stream.fetch_add(n as u64, Relaxed);
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    // Quiet: hold no buffer while idle.
+                    buf = BytesMut::new();
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    };
+    let down = async {
+        poll_fn(|cx| {
+            loop {
+                let chunk = ready!(Pin::new(&mut from_h2).poll_fill_buf(cx))?;
+                if chunk.is_empty() {
+                    return Poll::Ready(Ok::<_, io::Error>(()));
+                }
+                let n = ready!(Pin::new(&mut tcp_write).poll_write(cx, chunk))?;
+                if n == 0 {
+                    return Poll::Ready(Err(io::ErrorKind::WriteZero.into()));
+                }
+                Pin::new(&mut from_h2).consume(n);
+                from_stream.fetch_add(n as u64, Relaxed);
+            }
+        })
+        .await?;
+        tcp_write.shutdown().await
+    };
+    tokio::try_join!(up, down)?;
+    Ok(())
 }
 
 /// One direction's state.

@@ -92,9 +92,10 @@ async fn handle(request: HboneRequest, pod: &InPod, shared: &Shared) -> Result<(
         }
     };
     let identity = request.peer_identity().clone();
-    let mut stream = request.accept()?;
+    let stream = request.accept()?;
     counters.opened.fetch_add(1, Relaxed);
-    let result = copy::bidirectional(&mut stream, &mut app, &counters.received, &counters.sent).await;
+    // Client → server is HBONE → app: "received", as Istio counts it.
+    let result = copy::tcp_hbone(&mut app, stream, &counters.sent, &counters.received).await;
     counters.closed.fetch_add(1, Relaxed);
     info!(
         target: "access",

@@ -115,7 +115,7 @@ async fn carry(
             let next_hop = request.next_hop;
             // Boxed: dialling, TLS and HTTP/2 set-up make a large future that is done
             // once the stream is open; boxed, it does not swell every idle connection.
-            let mut stream = Box::pin(shared.pool.connect(
+            let stream = Box::pin(shared.pool.connect(
                 &key,
                 &cert.cert,
                 shared.secrets.roots()?,
@@ -124,7 +124,7 @@ async fn carry(
             ))
             .await?;
             counters.opened.fetch_add(1, Relaxed);
-            let result = copy::bidirectional(client, &mut stream, &counters.received, &counters.sent).await;
+            let result = copy::tcp_hbone(client, stream, &counters.received, &counters.sent).await;
             counters.closed.fetch_add(1, Relaxed);
             result.map_err(ProxyError::Forwarding)
         }
