@@ -14,6 +14,7 @@ pub mod enrollment;
 pub mod localconfig;
 pub mod metrics;
 pub mod netns;
+pub mod policy;
 pub mod proxy;
 pub mod state;
 pub mod xds;
