@@ -16,6 +16,7 @@ pub mod localconfig;
 pub mod metrics;
 pub mod netns;
 pub mod podnet;
+pub mod policy;
 pub mod proxy;
 pub mod state;
 pub mod xds;

@@ -161,8 +161,10 @@ fn authorization_reaches_only_the_nodes_of_the_pods_it_selects() {
     assert!(authz[0].scope.matches(&node("n1")), "reviews-v1 runs on n1");
     assert!(!authz[0].scope.matches(&node("n2")), "nothing it selects runs on n2");
     let a = Authorization::decode(authz[0].resource.value.as_slice()).unwrap();
+    // istiod's clause order: `to`, then `from`.
     assert_eq!(a.rules[0].clauses.len(), 2);
-    assert_eq!(a.rules[0].clauses[1].matches[0].destination_ports, vec![9080]);
+    assert_eq!(a.rules[0].clauses[0].matches[0].destination_ports, vec![9080]);
+    assert_eq!(a.rules[0].clauses[1].matches[0].principals.len(), 1);
 }
 
 #[test]
@@ -279,9 +281,35 @@ spec:
     );
 }
 
-/// Pods appended to [`MESH`] for the incremental translation test, as a list of documents.
+/// Policies whose scopes and workload lists follow pods, for the incremental test: a
+/// root-namespace selector (it selects pods in every namespace), a namespace-wide STRICT
+/// PeerAuthentication and a workload one with a port exception.
+const POD_DEPENDENT_POLICIES: &str = r#"
+apiVersion: security.istio.io/v1
+kind: AuthorizationPolicy
+metadata: { name: v2-everywhere, namespace: istio-system }
+spec:
+  selector: { matchLabels: { version: v2 } }
+  action: DENY
+  rules: [{ to: [{ operation: { ports: ["7000"] } }] }]
+---
+apiVersion: security.istio.io/v1
+kind: PeerAuthentication
+metadata: { name: default, namespace: bookinfo }
+spec: { mtls: { mode: STRICT } }
+---
+apiVersion: security.istio.io/v1
+kind: PeerAuthentication
+metadata: { name: v2-port, namespace: bookinfo }
+spec:
+  selector: { matchLabels: { version: v2 } }
+  portLevelMtls: { 9080: { mode: PERMISSIVE } }
+"#;
+
+/// Pods appended to [`MESH`] and [`POD_DEPENDENT_POLICIES`] for the incremental translation
+/// test, as a list of documents.
 fn with_pods(pods: &[&str]) -> String {
-    let mut yaml = MESH.to_owned();
+    let mut yaml = format!("{MESH}---{POD_DEPENDENT_POLICIES}");
     for pod in pods {
         yaml.push_str("---\n");
         yaml.push_str(pod);
@@ -335,22 +363,49 @@ spec: { nodeName: n2 }
 status: { podIP: 10.1.2.9 }
 "#;
     let pending = legacy.replace("status: { podIP: 10.1.2.9 }\n", "status: { phase: Pending }\n");
-    let steps: [(&str, Vec<&str>, usize); 6] = [
-        // (what, the pods after MESH, how many Address names the update sets)
-        ("an IP change", vec![&moved], 1),
-        ("a label change moves the pod to another subset", vec![&relabelled], 1),
-        ("a pod moves node (authorization scope)", vec![&rescheduled], 1),
-        ("a pod is added", vec![&rescheduled, legacy], 1),
-        ("a pod loses its IP", vec![&rescheduled, &pending], 1),
+    const ROOT_V2: &str = "istio-system/v2-everywhere";
+    const CONVERTED: &str = "bookinfo/converted_peer_authentication_v2-port";
+    const V1_ONLY: &str = "bookinfo/reviews-v1-only";
+    let steps: [(&str, Vec<&str>, usize, &[&str]); 6] = [
+        // (what, the pods after MESH, how many Address names the update sets, the
+        // Authorizations whose scope it changes)
+        ("an IP change", vec![&moved], 1, &[]),
+        (
+            "a label change moves the pod to another subset and other policies",
+            vec![&relabelled],
+            1,
+            &[CONVERTED, V1_ONLY, ROOT_V2],
+        ),
+        ("a pod moves node (authorization scope)", vec![&rescheduled], 1, &[CONVERTED, ROOT_V2]),
+        ("a pod is added", vec![&rescheduled, legacy], 1, &[]),
+        ("a pod loses its IP", vec![&rescheduled, &pending], 1, &[]),
         // The pod after it moves up a document: a new origin, the same object, no update.
-        ("a pod is deleted", vec![&pending], 1),
+        ("a pod is deleted", vec![&pending], 1, &[CONVERTED, ROOT_V2]),
     ];
-    for (what, pods, addresses) in steps {
+    // A pod's record lists the policies that select it.
+    let listed = |model: &Served, pod: &str| -> Vec<String> {
+        let r = &model[&(type_url::ADDRESS.to_owned(), format!("Kubernetes//Pod/bookinfo/{pod}"))][0];
+        match Address::decode(r.resource.value.as_slice()).unwrap().r#type {
+            Some(address::Type::Workload(w)) => w.authorization_policies,
+            other => panic!("{other:?}"),
+        }
+    };
+    assert_eq!(listed(&model, "reviews-v3"), [V1_ONLY, "istio-system/istio_converted_static_strict"]);
+    for (what, pods, addresses, authorizations) in steps {
         load(&mut store, &with_pods(&pods));
         let translate::Output::Update(update) = translator.translate(store.snapshot()) else {
             panic!("{what}: a pod change gave a full translation")
         };
         assert_eq!(update.set.get(type_url::ADDRESS).map_or(0, Vec::len), addresses, "{what}");
+        let mut rescoped: Vec<&str> = update
+            .set
+            .get(type_url::AUTHORIZATION)
+            .into_iter()
+            .flatten()
+            .map(|(name, _)| name.as_str())
+            .collect();
+        rescoped.sort_unstable();
+        assert_eq!(rescoped, authorizations, "{what}");
         for (type_url, sets) in update.set {
             for (name, variants) in sets {
                 let key = (type_url.clone(), name);
@@ -362,6 +417,10 @@ status: { podIP: 10.1.2.9 }
             }
         }
         assert_eq!(model, served(&translate::snapshot(&store.snapshot(), &Options::default())), "{what}");
+        if pods.iter().any(|p| p.contains("version: v2") && p.contains("reviews-v3")) {
+            // Relabelled: out of the v1 policy and the namespace's STRICT, into the v2 ones.
+            assert_eq!(listed(&model, "reviews-v3"), [ROOT_V2, CONVERTED], "{what}");
+        }
     }
 
     // Anything else is translated in full.

@@ -182,10 +182,43 @@ mod tests {
                     }],
                 }],
             }],
+            ..Default::default()
         };
         assert_eq!(got, want);
         // And back: our encoding is byte-for-byte what we built by hand.
         assert_eq!(want.encode_to_vec(), authz);
+    }
+
+    #[test]
+    fn authorization_fields_added_upstream_keep_their_numbers() {
+        // ServiceAccountMatch { namespace = 1, serviceAccount = 2 }
+        let mut sa = Vec::new();
+        put_len(&mut sa, 1, b"ns1");
+        put_len(&mut sa, 2, b"reviews");
+        // Match { service_accounts = 11, not_service_accounts = 12 }
+        let mut m = Vec::new();
+        put_len(&mut m, 11, &sa);
+        put_len(&mut m, 12, &sa);
+        let mut clause = Vec::new();
+        put_len(&mut clause, 2, &m);
+        let mut rule = Vec::new();
+        put_len(&mut rule, 1, &clause);
+        // Authorization { action = 4 (AUDIT = 2, Weft's), rules = 5, dry_run = 6 }
+        let mut authz = vec![4 << 3, 2];
+        put_len(&mut authz, 5, &rule);
+        authz.extend_from_slice(&[6 << 3, 1]);
+
+        let got = Authorization::decode(authz.as_slice()).expect("decodes");
+        assert_eq!(got.action(), security::Action::Audit);
+        assert!(got.dry_run);
+        let want_sa =
+            security::ServiceAccountMatch { namespace: "ns1".into(), service_account: "reviews".into() };
+        let m = &got.rules[0].clauses[0].matches[0];
+        assert_eq!(
+            (&m.service_accounts[..], &m.not_service_accounts[..]),
+            (&[want_sa.clone()][..], &[want_sa][..])
+        );
+        assert_eq!(got.encode_to_vec(), authz);
     }
 
     #[test]

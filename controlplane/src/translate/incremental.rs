@@ -2,19 +2,20 @@
 //! costs what it changes rather than a whole mesh.
 //!
 //! Like istiod's incremental EDS: when only Pods changed since the last generation (a pod
-//! started, moved, got its IP), the translator rebuilds the changed pods' Addresses, the
-//! authorization scopes (they follow pods to nodes), and the ClusterLoadAssignments of the
-//! services that select a changed pod, for every waypoint and gateway that had them, and
-//! hands the server a [`SnapshotUpdate`]. Listeners, routes and clusters do not depend on
-//! pods. Any other change is a full translation, which the server diffs.
+//! started, moved, got its IP, was relabelled), the translator rebuilds the changed pods'
+//! Addresses (with the policies they list), the authorization scopes (they follow pods to
+//! nodes), and the ClusterLoadAssignments of the services that select a changed pod, for
+//! every waypoint and gateway that had them, and hands the server a [`SnapshotUpdate`].
+//! Listeners, routes and clusters do not depend on pods. Any other change is a full
+//! translation, which the server diffs.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
 
 use weft_xds::server::{Scope, ScopedResource, Snapshot, SnapshotUpdate};
 use weft_xds::type_url;
 
-use super::{Options, envoy, workload};
+use super::{Options, envoy, policy, workload};
 use crate::config::kinds::kubernetes::Service;
 use crate::config::store::ConfigSnapshot;
 
@@ -80,7 +81,7 @@ impl Translator {
         for r in workload::addresses(&cfg, &self.opts) {
             snapshot.add(type_url::ADDRESS, r);
         }
-        let authorizations = workload::authorizations(&cfg, &self.opts);
+        let authorizations = policy::authorizations(&cfg, &self.opts);
         let envoy = envoy::resources(&cfg, &self.opts);
         for r in &authorizations {
             snapshot.add(type_url::AUTHORIZATION, r.clone());
@@ -105,7 +106,7 @@ impl Translator {
         let mut update = SnapshotUpdate::new(cfg.generation.to_string());
         // Services whose endpoints may have changed: those selecting a pod before or after.
         let mut services: HashMap<(String, String), Arc<Service>> = HashMap::new();
-        let mut namespaces: HashSet<String> = HashSet::new();
+        let mut namespaces: BTreeSet<String> = BTreeSet::new();
         for (_, old, new) in cfg.pods.changes_since(&last.cfg.pods) {
             for pod in [old, new].into_iter().flatten() {
                 namespaces.insert(pod.metadata.namespace.clone());
@@ -123,16 +124,13 @@ impl Translator {
             update.set(type_url::ADDRESS, &uid, address.into_iter().collect());
         }
 
-        // Policies follow the pods of their own namespace to nodes; the set of policies is
-        // the same (only pods changed), so only those of the changed pods' namespaces can
-        // have a new scope.
-        for ns in &namespaces {
-            for policy in cfg.authorization_policies.in_namespace(ns) {
-                let Some(r) = workload::authorization(&cfg, &self.opts, policy) else { continue };
-                if last.authorizations.get(&r.name) != Some(&r) {
-                    update.set(type_url::AUTHORIZATION, &r.name.clone(), vec![r.clone()]);
-                    last.authorizations.insert(r.name.clone(), r);
-                }
+        // Policies follow the pods they select to nodes. The set of policies is the same
+        // (only pods changed), so only the scopes of those that can select a changed pod
+        // can differ: its namespace's, and the root namespace's selector policies.
+        for r in policy::authorizations_after_pod_changes(&cfg, &self.opts, &namespaces) {
+            if last.authorizations.get(&r.name) != Some(&r) {
+                update.set(type_url::AUTHORIZATION, &r.name.clone(), vec![r.clone()]);
+                last.authorizations.insert(r.name.clone(), r);
             }
         }
 

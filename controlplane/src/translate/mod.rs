@@ -1,6 +1,8 @@
 //! Config snapshot → xDS snapshot.
 //!
-//! - `workload.rs`: Istio's workload API for agents (Address, Authorization).
+//! - `workload.rs`: Istio's workload API for agents (Address).
+//! - `policy.rs`: AuthorizationPolicy and PeerAuthentication as agents enforce them
+//!   (Authorization), and the policies each workload lists.
 //! - `envoy/`: standard Envoy v3 resources for waypoints (Listener, RouteConfiguration,
 //!   Cluster, ClusterLoadAssignment), so a stock Envoy can stand in for Weft's waypoint.
 //! - `incremental.rs`: the [`Translator`] weftd runs, which turns pod-only changes into
@@ -12,6 +14,7 @@
 
 pub mod envoy;
 pub mod incremental;
+pub mod policy;
 pub mod workload;
 
 pub use incremental::{Output, Translator};
@@ -25,7 +28,8 @@ pub struct Options {
     pub trust_domain: String,
     /// `cluster.local` in `name.namespace.svc.cluster.local`.
     pub domain_suffix: String,
-    /// Istio's root namespace: AuthorizationPolicies there are mesh-wide.
+    /// Istio's root namespace: AuthorizationPolicies and PeerAuthentications there are
+    /// mesh-wide.
     pub root_namespace: String,
     /// The cluster name in workload uids (`Kubernetes//Pod/ns/name`).
     pub cluster_id: String,
@@ -48,7 +52,7 @@ pub fn snapshot(cfg: &ConfigSnapshot, opts: &Options) -> Snapshot {
     for r in workload::addresses(cfg, opts) {
         snap.add(type_url::ADDRESS, r);
     }
-    for r in workload::authorizations(cfg, opts) {
+    for r in policy::authorizations(cfg, opts) {
         snap.add(type_url::AUTHORIZATION, r);
     }
     for (type_url, r) in envoy::resources(cfg, opts) {

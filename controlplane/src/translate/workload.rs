@@ -1,23 +1,19 @@
 //! Istio's workload API for agents: one `istio.workload.Address` per pod (a Workload) and
-//! per service with a cluster IP (a Service), and one `istio.security.Authorization` per
-//! AuthorizationPolicy — the resources ztunnel takes from istiod, with the same names.
+//! per service with a cluster IP (a Service) — the resources ztunnel takes from istiod, with
+//! the same names. The policies a Workload lists come from [`super::policy`].
 
-use super::Options;
+use super::{Options, policy};
 use crate::config::{
     kinds::{
         IntOrString,
         kubernetes::{Pod, Service},
-        security::{Action, AuthorizationPolicy},
     },
     store::ConfigSnapshot,
 };
 use std::{collections::HashMap, net::IpAddr};
 use weft_xds::{
-    istio::{
-        security::{self, Authorization},
-        workload::{
-            Address, NetworkAddress, Port, PortList, TunnelProtocol, Workload, WorkloadStatus, address,
-        },
+    istio::workload::{
+        Address, NetworkAddress, Port, PortList, TunnelProtocol, Workload, WorkloadStatus, address,
     },
     server::{Scope, ScopedResource},
 };
@@ -126,6 +122,7 @@ fn workload(
         .to_owned(),
         workload_name: pod.metadata.name.clone(),
         services,
+        authorization_policies: policy::workload_policies(cfg, opts, pod),
         status: if running { WorkloadStatus::Healthy } else { WorkloadStatus::Unhealthy } as i32,
         cluster_id: opts.cluster_id.clone(),
         ..Default::default()
@@ -200,134 +197,6 @@ pub fn pod_address(cfg: &ConfigSnapshot, pod: &Pod, opts: &Options) -> Option<Sc
 
 fn resource<M: prost::Name>(name: String, message: M) -> ScopedResource {
     ScopedResource::from_message(name, Scope::All, &message)
-}
-
-/// L4 authorization policies, as ztunnel enforces them, each sent only to the agents of
-/// nodes that run a pod it applies to (mesh-wide ones to all). HTTP-only conditions (paths,
-/// methods, request principals) are for waypoints and do not appear here.
-pub fn authorizations(cfg: &ConfigSnapshot, opts: &Options) -> Vec<ScopedResource> {
-    cfg.authorization_policies.iter().filter_map(|p| authorization(cfg, opts, p)).collect()
-}
-
-/// One policy's Authorization; `None` for actions agents do not enforce.
-pub fn authorization(
-    cfg: &ConfigSnapshot,
-    opts: &Options,
-    p: &AuthorizationPolicy,
-) -> Option<ScopedResource> {
-    let action = match p.spec.action {
-        Action::Allow => security::Action::Allow,
-        Action::Deny => security::Action::Deny,
-        // AUDIT and CUSTOM need an L7 proxy or an external provider.
-        Action::Audit | Action::Custom => return None,
-    };
-    let scope = if p.metadata.namespace == opts.root_namespace {
-        security::Scope::Global
-    } else if p.spec.selector.as_ref().is_some_and(|s| !s.match_labels.is_empty()) {
-        security::Scope::WorkloadSelector
-    } else {
-        security::Scope::Namespace
-    };
-    let selector = p.spec.selector.as_ref().map(|s| &s.match_labels).filter(|l| !l.is_empty());
-    let scope_for_proxies = if scope == security::Scope::Global {
-        Scope::All
-    } else {
-        // Only the agents of nodes running a pod the policy applies to need it.
-        let mut nodes: Vec<String> = cfg
-            .pods
-            .in_namespace(&p.metadata.namespace)
-            .filter(|pod| {
-                selector.is_none_or(|sel| sel.iter().all(|(k, v)| pod.metadata.labels.get(k) == Some(v)))
-            })
-            .filter_map(|pod| pod.spec.node_name.clone())
-            .collect();
-        nodes.sort();
-        nodes.dedup();
-        Scope::AnyOf(nodes.into_iter().map(Scope::Node).collect())
-    };
-    let message = Authorization {
-        name: p.metadata.name.clone(),
-        namespace: p.metadata.namespace.clone(),
-        scope: scope as i32,
-        action: action as i32,
-        rules: rules(p),
-    };
-    let name = format!("{}/{}", p.metadata.namespace, p.metadata.name);
-    Some(ScopedResource::from_message(name, scope_for_proxies, &message))
-}
-
-fn string_matches(values: Option<&Vec<String>>) -> Vec<security::StringMatch> {
-    use security::string_match::MatchType;
-    values
-        .into_iter()
-        .flatten()
-        .map(|v| {
-            let match_type = if v == "*" {
-                MatchType::Presence(())
-            } else if let Some(rest) = v.strip_suffix('*') {
-                MatchType::Prefix(rest.to_owned())
-            } else if let Some(rest) = v.strip_prefix('*') {
-                MatchType::Suffix(rest.to_owned())
-            } else {
-                MatchType::Exact(v.clone())
-            };
-            security::StringMatch { match_type: Some(match_type) }
-        })
-        .collect()
-}
-
-fn addresses_of(blocks: Option<&Vec<String>>) -> Vec<security::Address> {
-    blocks
-        .into_iter()
-        .flatten()
-        .filter_map(|b| {
-            let (ip, len) = b.split_once('/').unwrap_or((b, ""));
-            let ip: IpAddr = ip.parse().ok()?;
-            let length = len.parse().unwrap_or(if ip.is_ipv4() { 32 } else { 128 });
-            Some(security::Address { address: ip_bytes(ip), length })
-        })
-        .collect()
-}
-
-fn rules(p: &AuthorizationPolicy) -> Vec<security::Rule> {
-    let mut out = Vec::new();
-    for rule in p.spec.rules.iter().flatten() {
-        let mut clauses = Vec::new();
-        let from: Vec<security::Match> = rule
-            .from
-            .iter()
-            .flatten()
-            .filter_map(|f| f.source.as_ref())
-            .map(|s| security::Match {
-                namespaces: string_matches(s.namespaces.as_ref()),
-                not_namespaces: string_matches(s.not_namespaces.as_ref()),
-                principals: string_matches(s.principals.as_ref()),
-                not_principals: string_matches(s.not_principals.as_ref()),
-                source_ips: addresses_of(s.ip_blocks.as_ref()),
-                not_source_ips: addresses_of(s.not_ip_blocks.as_ref()),
-                ..Default::default()
-            })
-            .collect();
-        if !from.is_empty() {
-            clauses.push(security::Clause { matches: from });
-        }
-        let to: Vec<security::Match> = rule
-            .to
-            .iter()
-            .flatten()
-            .filter_map(|t| t.operation.as_ref())
-            .map(|o| security::Match {
-                destination_ports: o.ports.iter().flatten().filter_map(|p| p.parse().ok()).collect(),
-                not_destination_ports: o.not_ports.iter().flatten().filter_map(|p| p.parse().ok()).collect(),
-                ..Default::default()
-            })
-            .collect();
-        if !to.is_empty() {
-            clauses.push(security::Clause { matches: to });
-        }
-        out.push(security::Rule { clauses });
-    }
-    out
 }
 
 /// Which services select which pods, computed once per translation. Each service is

@@ -29,6 +29,96 @@ fn check_empty_values(values: &Option<Vec<String>>, field: &str, r: &mut Report)
     }
 }
 
+/// `serviceAccounts` values and `source.serviceAccount` conditions: `sa` or `namespace/sa`,
+/// no wildcard, at most 16 (Istio's `CheckServiceAccount`).
+fn validate_service_accounts(values: &[String], field: &str, r: &mut Report) {
+    if values.len() > 16 {
+        r.error(field, "may not have more than 16 values");
+    }
+    for (i, v) in values.iter().enumerate() {
+        let f = format!("{field}[{i}]");
+        let expected = "expected format 'serviceAccount' or 'namespace/serviceAccount'";
+        if v.contains('*') {
+            r.error(f, "wildcard not allowed");
+        } else if v.len() > 320 {
+            r.error(f, "value cannot exceed 320 characters");
+        } else if v.matches('/').count() > 1 {
+            r.error(f, format!("{expected}, found {v:?}"));
+        } else if let Some((ns, sa)) = v.split_once('/') {
+            if ns.is_empty() {
+                r.error(f, format!("{expected}, found empty namespace {v:?}"));
+            } else if sa.is_empty() {
+                r.error(f, format!("{expected}, found empty serviceAccount {v:?}"));
+            }
+        } else if v.is_empty() {
+            r.error(f, "empty value not allowed");
+        }
+    }
+}
+
+/// The `istio.io/dry-run` annotation: a boolean, and only on ALLOW and DENY policies.
+fn validate_dry_run(ap: &AuthorizationPolicy, r: &mut Report) {
+    if !ap.metadata.annotations.contains_key(DRY_RUN_ANNOTATION) {
+        return;
+    }
+    let field = format!("metadata.annotations.{DRY_RUN_ANNOTATION}");
+    match ap.spec.action {
+        Action::Allow | Action::Deny => {
+            if let Err(e) = ap.dry_run() {
+                r.error(field, e);
+            }
+        }
+        other => r.error(
+            field,
+            format!("the annotation {DRY_RUN_ANNOTATION} currently only supports action ALLOW/DENY, found action {other:?}"),
+        ),
+    }
+}
+
+/// What node agents, which see connections and not requests, make of a policy they enforce
+/// (one without targetRefs): istiod reports the same on the policy's status.
+fn warn_agents(ap: &AuthorizationPolicy, r: &mut Report) {
+    if ap.has_target_refs() {
+        return;
+    }
+    if ap.spec.action == Action::Custom {
+        r.warn(
+            "spec.action",
+            "node agents do not enforce CUSTOM policies; attach the policy to a waypoint with targetRefs",
+        );
+        return;
+    }
+    let mut found = std::collections::BTreeSet::new();
+    for rule in ap.spec.rules.iter().flatten() {
+        for op in rule.to.iter().flatten().filter_map(|t| t.operation.as_ref()) {
+            found.extend(op.http_fields().map(str::to_owned));
+        }
+        for src in rule.from.iter().flatten().filter_map(|f| f.source.as_ref()) {
+            found.extend(src.http_fields().map(str::to_owned));
+        }
+        for c in &rule.when {
+            if !L4_CONDITIONS.contains(&c.key.as_str()) {
+                found.insert(c.key.clone());
+            }
+        }
+    }
+    if found.is_empty() {
+        return;
+    }
+    let effect = match ap.spec.action {
+        Action::Allow => "rules that use them are left out, so the policy allows less than it says",
+        _ => "they are taken as matching, so the policy applies to more connections than it says",
+    };
+    let found: Vec<String> = found.into_iter().collect();
+    r.warn(
+        "spec.rules",
+        format!(
+            "node agents enforce this policy at L4 and cannot see HTTP attributes (found: {}): {effect}; attach it to a waypoint with targetRefs to enforce them",
+            found.join(", ")
+        ),
+    );
+}
+
 fn validate_target_ref(t: &PolicyTargetReference, field: &str, r: &mut Report) {
     if t.name.is_empty() {
         r.error(format!("{field}.name"), "targetRef name must be set");
@@ -68,12 +158,17 @@ fn validate_condition_values(key: &str, values: &[String], field: &str, r: &mut 
         }
         return;
     }
+    for (i, v) in values.iter().enumerate() {
+        if v.is_empty() {
+            r.error(format!("{field}[{i}]"), "empty value not allowed");
+        }
+    }
     match key {
         "source.ip" | "remote.ip" | "destination.ip" => validate_ips(values, field, r),
         "destination.port" => validate_ports(values, field, r),
+        "source.serviceAccount" => validate_service_accounts(values, field, r),
         "source.namespace"
         | "source.principal"
-        | "source.serviceAccount"
         | "request.auth.principal"
         | "request.auth.audiences"
         | "request.auth.presenter"
@@ -84,6 +179,8 @@ fn validate_condition_values(key: &str, values: &[String], field: &str, r: &mut 
 }
 
 pub(super) fn validate_authorization_policy(ap: &AuthorizationPolicy, r: &mut Report) {
+    validate_dry_run(ap, r);
+    warn_agents(ap, r);
     let spec = &ap.spec;
     let selectors = usize::from(spec.selector.is_some())
         + usize::from(spec.target_ref.is_some())
@@ -190,8 +287,25 @@ pub(super) fn validate_authorization_policy(ap: &AuthorizationPolicy, r: &mut Re
             if lists.iter().all(|(_, v)| v.as_ref().is_none_or(Vec::is_empty)) {
                 r.error(&ff, "`from.source` must not be empty");
             }
+            let count = |v: &Option<Vec<String>>| v.as_ref().map_or(0, Vec::len);
+            if count(&src.principals)
+                + count(&src.not_principals)
+                + count(&src.namespaces)
+                + count(&src.not_namespaces)
+                > 0
+                && count(&src.service_accounts) + count(&src.not_service_accounts) > 0
+            {
+                r.error(
+                    &ff,
+                    format!("cannot set serviceAccounts with namespaces or principals, found at rule {i}"),
+                );
+            }
             for (name, v) in lists {
-                check_empty_values(v, &format!("{ff}.{name}"), r);
+                if matches!(name, "serviceAccounts" | "notServiceAccounts") {
+                    validate_service_accounts(v.as_deref().unwrap_or_default(), &format!("{ff}.{name}"), r);
+                } else {
+                    check_empty_values(v, &format!("{ff}.{name}"), r);
+                }
             }
             for (name, v) in [
                 ("ipBlocks", &src.ip_blocks),
@@ -274,6 +388,24 @@ pub(super) fn validate_authorization_policy(ap: &AuthorizationPolicy, r: &mut Re
 
 pub(super) fn validate_peer_authentication(pa: &PeerAuthentication, r: &mut Report) {
     let spec = &pa.spec;
+    if pa.metadata.annotations.contains_key(DRY_RUN_ANNOTATION) {
+        r.error(
+            format!("metadata.annotations.{DRY_RUN_ANNOTATION}"),
+            format!(
+                "{}/{} has unsupported annotation {DRY_RUN_ANNOTATION}, please remove the annotation",
+                pa.metadata.namespace, pa.metadata.name
+            ),
+        );
+    }
+    let disable = "DISABLE is PERMISSIVE to node agents: plaintext is accepted, and traffic between enrolled workloads stays mTLS";
+    if pa.mode() == MtlsMode::Disable {
+        r.warn("spec.mtls.mode", disable);
+    }
+    for (port, m) in spec.port_level_mtls.iter().flatten() {
+        if m.mode == MtlsMode::Disable {
+            r.warn(format!("spec.portLevelMtls.{port}.mode"), disable);
+        }
+    }
     let empty_selector = spec.selector.as_ref().is_none_or(|s| s.match_labels.is_empty());
     if let Some(levels) = &spec.port_level_mtls {
         if empty_selector && !levels.is_empty() {

@@ -414,6 +414,74 @@ fn authorization_policies() {
 }
 
 #[test]
+fn authorization_policies_for_agents() {
+    // Service accounts: Istio's format rules, and never beside principals or namespaces.
+    rejects(
+        &ap("  rules:\n  - from:\n    - source: {serviceAccounts: [sa], principals: [x]}\n"),
+        "spec.rules[0].from[0].source",
+        "cannot set serviceAccounts with namespaces or principals",
+    );
+    rejects(
+        &ap("  rules:\n  - from:\n    - source: {notServiceAccounts: [\"ns/*\"]}\n"),
+        "spec.rules[0].from[0].source.notServiceAccounts[0]",
+        "wildcard not allowed",
+    );
+    rejects(
+        &ap("  rules:\n  - when:\n    - key: source.serviceAccount\n      values: [a/b/c]\n"),
+        "spec.rules[0].when[0].values[0]",
+        "expected format 'serviceAccount' or 'namespace/serviceAccount'",
+    );
+    rejects(
+        &ap("  rules:\n  - when:\n    - key: source.namespace\n      notValues: [\"\"]\n"),
+        "spec.rules[0].when[0].notValues[0]",
+        "empty value not allowed",
+    );
+    accepts(&ap("  rules:\n  - from:\n    - source: {serviceAccounts: [sa, other/sa]}\n"));
+
+    // Dry run: a boolean, on ALLOW and DENY only.
+    let dry = |value: &str, action: &str| {
+        format!(
+            "apiVersion: security.istio.io/v1\nkind: AuthorizationPolicy\nmetadata: {{name: p, namespace: bookinfo, annotations: {{istio.io/dry-run: \"{value}\"}}}}\nspec:\n  action: {action}\n  rules: [{{}}]\n"
+        )
+    };
+    accepts(&dry("true", "DENY"));
+    accepts(&dry("F", "ALLOW"));
+    rejects(
+        &dry("yes", "DENY"),
+        "metadata.annotations.istio.io/dry-run",
+        "must be true or false, not \"yes\"",
+    );
+    rejects(
+        &dry("true", "AUDIT"),
+        "metadata.annotations.istio.io/dry-run",
+        "only supports action ALLOW/DENY",
+    );
+
+    // What node agents cannot enforce is said, not silently dropped.
+    warns(
+        &ap(
+            "  rules:\n  - to:\n    - operation: {methods: [GET], ports: [\"80\"]}\n    when:\n    - key: request.headers[x-a]\n      values: [b]\n",
+        ),
+        "spec.rules",
+        "cannot see HTTP attributes (found: methods, request.headers[x-a]): rules that use them are left out",
+    );
+    warns(
+        &ap("  action: DENY\n  rules:\n  - from:\n    - source: {requestPrincipals: [\"*\"]}\n"),
+        "spec.rules",
+        "(found: requestPrincipals): they are taken as matching",
+    );
+    warns(
+        &ap("  action: CUSTOM\n  provider: {name: ext}\n  rules: [{}]\n"),
+        "spec.action",
+        "node agents do not enforce CUSTOM",
+    );
+    let c = accepts(&ap(
+        "  targetRefs: [{kind: Service, group: \"\", name: reviews}]\n  rules:\n  - to:\n    - operation: {methods: [GET]}\n",
+    ));
+    assert!(c.diagnostics.is_empty(), "a waypoint policy may use HTTP attributes: {:#?}", c.diagnostics);
+}
+
+#[test]
 fn peer_authentication() {
     let y = "apiVersion: security.istio.io/v1beta1\nkind: PeerAuthentication\nmetadata: {name: p, namespace: bookinfo}\nspec:\n  selector: {matchLabels: {app: reviews}}\n  mtls: {mode: STRICT}\n  portLevelMtls:\n    \"8080\": {mode: DISABLE}\n";
     let c = accepts(y);
@@ -428,6 +496,13 @@ fn peer_authentication() {
         &y.replace("  selector: {matchLabels: {app: reviews}}\n", ""),
         "spec.portLevelMtls",
         "cannot have port level mTLS",
+    );
+    warns(y, "spec.portLevelMtls.8080.mode", "DISABLE is PERMISSIVE to node agents");
+    warns(&y.replace("STRICT", "DISABLE"), "spec.mtls.mode", "DISABLE is PERMISSIVE to node agents");
+    rejects(
+        &y.replace("namespace: bookinfo}", "namespace: bookinfo, annotations: {istio.io/dry-run: \"true\"}}"),
+        "metadata.annotations.istio.io/dry-run",
+        "bookinfo/p has unsupported annotation istio.io/dry-run",
     );
 }
 
