@@ -51,6 +51,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     });
     let shared = Arc::new(Shared {
         state: ArcSwap::from_pointee(state),
+        policies: ArcSwap::from_pointee(crate::policy::PolicyStore::default()),
         metrics: Metrics::default(),
         sockets,
         secrets: SecretManager::new(None, config.cert_ttl, tokio::runtime::Handle::current()),

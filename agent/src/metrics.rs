@@ -59,6 +59,30 @@ pub struct SeriesKey {
     pub destination_ip: Option<IpAddr>,
     /// Whether the connection crossed the network in mutual TLS (HBONE).
     pub mtls: bool,
+    /// Why it failed, for `istio_tcp_connections_failed_total` (Envoy's flags, as
+    /// ztunnel uses them); `None` on the series of connections that opened.
+    pub response_flags: ResponseFlags,
+}
+
+/// Envoy's response flags, the ones the agent reports.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub enum ResponseFlags {
+    #[default]
+    None,
+    /// Refused by an authorization policy (or PeerAuthentication STRICT).
+    Deny,
+    /// The upstream connection could not be made.
+    Connect,
+}
+
+impl ResponseFlags {
+    fn label(self) -> &'static str {
+        match self {
+            ResponseFlags::None => "-",
+            ResponseFlags::Deny => "DENY",
+            ResponseFlags::Connect => "CONNECT",
+        }
+    }
 }
 
 impl SeriesKey {
@@ -71,6 +95,7 @@ impl SeriesKey {
             service: None,
             destination_ip: None,
             mtls,
+            response_flags: ResponseFlags::None,
         }
     }
 }
@@ -84,10 +109,14 @@ pub struct TcpCounters {
     pub received: AtomicU64,
     /// Bytes from server to client (Istio: "sent during response").
     pub sent: AtomicU64,
+    /// Connections that failed to establish (refused by policy, upstream unreachable).
+    pub failed: AtomicU64,
 }
 
 struct Series {
     labels: String,
+    /// A failure series (response flags set) carries only the failed count.
+    failure: bool,
     counters: Arc<TcpCounters>,
 }
 
@@ -111,7 +140,11 @@ impl Metrics {
         }
         let labels = render_labels(&key);
         let mut map = self.tcp.write().expect("metrics lock");
-        map.entry(key).or_insert_with(|| Series { labels, counters: Arc::default() }).counters.clone()
+        let failure = key.response_flags != ResponseFlags::None;
+        map.entry(key)
+            .or_insert_with(|| Series { labels, failure, counters: Arc::default() })
+            .counters
+            .clone()
     }
 
     /// Prometheus text exposition format.
@@ -119,7 +152,7 @@ impl Metrics {
         let mut out = String::with_capacity(4096);
         let map = self.tcp.read().expect("metrics lock");
         type Family = (&'static str, &'static str, fn(&TcpCounters) -> u64);
-        let families: [Family; 4] = [
+        let families: [Family; 5] = [
             ("istio_tcp_connections_opened_total", "Total TCP connections opened", |c| {
                 c.opened.load(Relaxed)
             }),
@@ -132,10 +165,14 @@ impl Metrics {
             ("istio_tcp_sent_bytes_total", "Bytes sent during response (server to client)", |c| {
                 c.sent.load(Relaxed)
             }),
+            ("istio_tcp_connections_failed_total", "Total TCP connections that failed to establish", |c| {
+                c.failed.load(Relaxed)
+            }),
         ];
         for (name, help, value) in families {
             let _ = writeln!(out, "# HELP {name} {help}.\n# TYPE {name} counter");
-            for s in map.values() {
+            let failed_family = name == "istio_tcp_connections_failed_total";
+            for s in map.values().filter(|s| s.failure == failed_family) {
                 let _ = writeln!(out, "{name}{{{}}} {}", s.labels, value(&s.counters));
             }
         }
@@ -200,7 +237,7 @@ fn render_labels(key: &SeriesKey) -> String {
     push(&mut l, "destination_service_name", name);
     push(&mut l, "destination_service_namespace", ns);
     push(&mut l, "request_protocol", "tcp");
-    push(&mut l, "response_flags", "-");
+    push(&mut l, "response_flags", key.response_flags.label());
     // Istio: "mutual_tls" when the connection was mTLS, "none" otherwise; the source side
     // reports "unknown" for plaintext (it cannot know the server's policy).
     let security = match (key.mtls, key.reporter) {

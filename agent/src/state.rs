@@ -5,6 +5,7 @@ use crate::{
     identity::{CertSlot, SecretManager},
     metrics::Metrics,
     netns::NetNs,
+    policy::PolicyStore,
     proxy::sockets::Sockets,
 };
 use arc_swap::ArcSwap;
@@ -15,6 +16,8 @@ use weft_model::{Workload, WorkloadState};
 pub struct Shared {
     /// Workloads and services. Connections load a snapshot once, at open.
     pub state: ArcSwap<WorkloadState>,
+    /// Authorization policies (and converted PeerAuthentications) for this node's pods.
+    pub policies: ArcSwap<PolicyStore>,
     pub metrics: Metrics,
     /// Original destinations and sockets in pods (eBPF and netns on a node).
     pub sockets: Sockets,

@@ -114,6 +114,7 @@ async fn bed(with_ca: bool) -> Bed {
     let ca = with_ca.then(|| Ca { signer: Arc::new(TestSigner(ca.clone())), roots: ca.trust_bundle() });
     let shared = Arc::new(Shared {
         state: arc_swap::ArcSwap::from_pointee(state),
+        policies: arc_swap::ArcSwap::from_pointee(weft_agent::policy::PolicyStore::default()),
         metrics: Metrics::default(),
         sockets: Sockets::Loopback(LoopbackSockets::default()),
         secrets: SecretManager::new(ca, Duration::from_secs(3600), tokio::runtime::Handle::current()),
@@ -237,4 +238,49 @@ async fn the_mesh_ports_of_a_pod_are_refused() {
     let n = s.read(&mut buf).await;
     assert!(matches!(n, Ok(0) | Err(_)), "{n:?}");
     assert_eq!(bed.metric("istio_tcp_connections_opened_total", &[]), 0);
+}
+
+#[tokio::test]
+async fn a_deny_policy_refuses_the_connect_and_is_counted() {
+    use weft_xds::istio::security as sec;
+    let bed = bed(true).await;
+    let deny = sec::Authorization {
+        name: "no-client".into(),
+        namespace: "shop".into(),
+        scope: sec::Scope::Namespace as i32,
+        action: sec::Action::Deny as i32,
+        rules: vec![sec::Rule {
+            clauses: vec![sec::Clause {
+                matches: vec![sec::Match {
+                    principals: vec![sec::StringMatch {
+                        match_type: Some(sec::string_match::MatchType::Exact(
+                            "cluster.local/ns/shop/sa/client".into(),
+                        )),
+                    }],
+                    ..Default::default()
+                }],
+            }],
+        }],
+        ..Default::default()
+    };
+    let store = weft_agent::policy::PolicyStore::from_resources([("shop/no-client", &deny)]).unwrap();
+    bed.shared.policies.store(Arc::new(store));
+    let mut s = bed.dial(&format!("{SERVER}:9080")).await;
+    let _ = s.write_all(b"x").await;
+    let mut buf = [0u8; 1];
+    let n = s.read(&mut buf).await;
+    assert!(matches!(n, Ok(0) | Err(_)), "denied: no byte comes back: {n:?}");
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let denied = [
+        ("reporter", "destination"),
+        ("response_flags", "DENY"),
+        ("source_principal", "spiffe://cluster.local/ns/shop/sa/client"),
+    ];
+    assert_eq!(
+        bed.metric("istio_tcp_connections_failed_total", &denied),
+        1,
+        "{}",
+        bed.shared.metrics.render()
+    );
+    assert_eq!(bed.metric("istio_tcp_connections_opened_total", &[("reporter", "destination")]), 0);
 }

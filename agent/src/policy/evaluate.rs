@@ -56,6 +56,9 @@ pub struct Denial {
 pub enum DenyReason {
     /// An enforced DENY AuthorizationPolicy matched.
     DenyPolicyMatched,
+    /// The workload lists a policy the agent does not hold yet (or any more). The agent
+    /// refuses rather than decide without it (ztunnel skips it: it fails open).
+    PolicyUnknown,
     /// The destination requires mTLS (PeerAuthentication STRICT, here or on this port) and
     /// the client came in plaintext.
     MtlsRequired,
@@ -70,6 +73,9 @@ impl fmt::Display for DenyReason {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             DenyReason::DenyPolicyMatched => f.write_str("a DENY policy matched"),
+            DenyReason::PolicyUnknown => f.write_str(
+                "the workload lists this policy but the agent does not hold it (yet); refused until it does",
+            ),
             DenyReason::MtlsRequired => f.write_str(
                 "mTLS is required (PeerAuthentication STRICT) and the client connected in plaintext",
             ),
@@ -107,7 +113,8 @@ pub enum ObservationKind {
     /// would have denied. `policy` names the first.
     DryRunNoAllowMatched,
     /// The workload names a policy this store does not hold (the control plane has not
-    /// sent it yet, or just removed it). Skipped, as ztunnel does.
+    /// sent it yet, or just removed it). The evaluator skips it, as ztunnel does; the
+    /// agent's connection path ([`Evaluation::fail_closed`]) refuses instead.
     UnknownPolicy,
 }
 
@@ -118,6 +125,22 @@ pub struct Evaluation {
     /// Empty (and unallocated) unless an AUDIT or dry-run policy matched or a policy name
     /// was unknown.
     pub observations: Vec<Observation>,
+}
+
+impl Evaluation {
+    /// The decision, where a policy the workload lists is unknown counting as a refusal:
+    /// the agent never lets a connection through on a policy set it only partly holds.
+    pub fn fail_closed(&self) -> Decision {
+        if let Decision::Allow = self.decision
+            && let Some(unknown) = self.observations.iter().find(|o| o.kind == ObservationKind::UnknownPolicy)
+        {
+            return Decision::Deny(Denial {
+                policy: unknown.policy.clone(),
+                reason: DenyReason::PolicyUnknown,
+            });
+        }
+        self.decision.clone()
+    }
 }
 
 impl PolicyStore {

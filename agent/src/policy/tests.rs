@@ -462,6 +462,8 @@ fn an_unknown_policy_name_is_skipped_and_reported() {
         e.observations,
         vec![Observation { policy: "shop/not-yet".into(), kind: ObservationKind::UnknownPolicy }]
     );
+    // The agent's connection path does not let it through.
+    assert_eq!(e.fail_closed(), denied_by("shop/not-yet", DenyReason::PolicyUnknown));
 }
 
 // ---- PeerAuthentication as converted by istiod ------------------------------------------

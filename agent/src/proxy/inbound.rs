@@ -7,7 +7,8 @@
 //! to the application from the client's own address and answers 200 — or 400, 401/403,
 //! 503 — and pumps bytes.
 
-use super::{ProxyError, copy, plan};
+use super::{ProxyError, authorize::authorize, copy, plan};
+use crate::policy::ConnectionAttrs;
 use crate::{
     metrics::{ByPtr, Reporter, SeriesKey},
     state::{InPod, Shared},
@@ -81,6 +82,17 @@ async fn handle(request: HboneRequest, pod: &InPod, shared: &Shared) -> Result<(
             destination_ip: Some(dst.ip()),
             ..SeriesKey::new(Reporter::Destination, true)
         };
+        let conn = ConnectionAttrs {
+            source_identity: Some(verified),
+            source_ip: client_ip,
+            destination_ip: dst.ip(),
+            destination_port: dst.port(),
+        };
+        if let Err(denied) = authorize(shared, &conn, this, &key) {
+            // As ztunnel answers an RBAC refusal.
+            request.refuse(StatusCode::UNAUTHORIZED);
+            return Err(denied);
+        }
         (dst, shared.metrics.series(key))
     };
     let mut app = match shared.sockets.connect_app(pod, client_ip, dst).await {

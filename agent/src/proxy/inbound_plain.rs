@@ -4,7 +4,8 @@
 //! (`plan::inbound`), connects to the application from the client's own address (so the
 //! application sees its real peer) and pumps bytes.
 
-use super::{ProxyError, copy, plan};
+use super::{ProxyError, authorize::authorize, copy, plan};
+use crate::policy::ConnectionAttrs;
 use crate::{
     metrics::{ByPtr, Reporter, SeriesKey},
     state::{InPod, Shared},
@@ -38,6 +39,17 @@ pub(super) async fn handle(
             destination_ip: Some(dst.ip()),
             ..SeriesKey::new(Reporter::Destination, false)
         };
+        // Plaintext: no identity, which PeerAuthentication STRICT refuses.
+        let conn = ConnectionAttrs {
+            source_identity: None,
+            source_ip: peer.ip(),
+            destination_ip: dst.ip(),
+            destination_port: dst.port(),
+        };
+        if let Err(denied) = authorize(shared, &conn, this, &key) {
+            let _ = client.set_zero_linger();
+            return Err(denied);
+        }
         shared.metrics.series(key)
     };
     client.set_nodelay(true)?;

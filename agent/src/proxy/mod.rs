@@ -10,6 +10,7 @@
 //! - `sockets.rs`: what the proxy needs from the machine (original destinations, sockets
 //!   in pods), and the loopback stand-in the in-process tests use.
 
+mod authorize;
 pub mod copy;
 pub mod inbound;
 pub mod inbound_plain;
@@ -38,6 +39,8 @@ pub enum ProxyError {
     #[error("refused: {0}")]
     Refused(#[from] plan::InboundRefusal),
     #[error("{0}")]
+    Denied(crate::policy::Denial),
+    #[error("{0}")]
     Identity(#[from] crate::identity::IdentityError),
     #[error("pod identity {identity} has no certificate yet; HBONE connections to it are refused")]
     NoCertificate { identity: weft_hbone::Identity },
@@ -56,7 +59,7 @@ pub enum ProxyError {
 impl ProxyError {
     /// Whether the mesh refused the connection (as opposed to a network failure).
     pub fn is_refusal(&self) -> bool {
-        matches!(self, ProxyError::Plan(_) | ProxyError::Refused(_))
+        matches!(self, ProxyError::Plan(_) | ProxyError::Refused(_) | ProxyError::Denied(_))
     }
 
     /// Whether the connection was open (and counted) when it failed.

@@ -7,6 +7,7 @@
 //! control plane is away the agent keeps serving with what it has; the client reconnects
 //! and resyncs (sending the versions it holds, so only the difference comes back).
 
+use crate::policy::{Policy, PolicyStore};
 use crate::{enrollment, localconfig::ConfigStatus, state::Shared};
 use std::{
     collections::HashMap,
@@ -24,7 +25,8 @@ use weft_xds::{
 /// What the agent holds from the control plane, by resource name.
 struct Held {
     addresses: AddressTable,
-    authorizations: HashMap<String, Authorization>,
+    /// Validated policies by resource name; a refused one leaves what was held.
+    policies: HashMap<Arc<str>, Arc<Policy>>,
 }
 
 /// Starts the client. `first_model` flips to true once the first set of addresses has
@@ -45,7 +47,7 @@ pub fn start(
     );
     config.node_name = Some(node.to_owned());
     let (first_tx, first_rx) = watch::channel(false);
-    let mut held = Held { addresses: AddressTable::new(trust_domain), authorizations: HashMap::new() };
+    let mut held = Held { addresses: AddressTable::new(trust_domain), policies: HashMap::new() };
     let handler = move |update: Update| -> Result<(), String> {
         let applied = apply(&mut held, &update, &shared);
         let mut st = status.lock().expect("config status lock");
@@ -98,17 +100,22 @@ fn apply(held: &mut Held, update: &Update, shared: &Shared) -> Applied {
         type_url::AUTHORIZATION => {
             let mut refused = Vec::new();
             for (name, _, any) in &update.upserts {
-                match istio::unpack::<Authorization>(any) {
-                    Ok(a) => {
-                        held.authorizations.insert(name.clone(), a);
+                let policy = istio::unpack::<Authorization>(any)
+                    .map_err(|e| format!("authorization {name}: {e}"))
+                    .and_then(|a| Policy::from_proto(name, &a).map_err(|e| e.to_string()));
+                match policy {
+                    Ok(p) => {
+                        held.policies.insert(Arc::from(name.as_str()), Arc::new(p));
                     }
-                    Err(e) => refused.push(format!("authorization {name}: {e}")),
+                    Err(e) => refused.push(e),
                 }
             }
             for name in &update.removals {
-                held.authorizations.remove(name);
+                held.policies.remove(name.as_str());
             }
-            // Enforcement of L4 policy comes with mTLS; held so config_dump can show it.
+            let store = PolicyStore::new(held.policies.iter().map(|(n, p)| (n.clone(), p.clone())));
+            shared.policies.store(Arc::new(store));
+            // Policies change no enrollment: nothing to reconcile.
             Applied { changed: false, refused }
         }
         other => Applied { changed: false, refused: vec![format!("unexpected type {other}")] },
