@@ -411,3 +411,116 @@ fn random_serial() -> SerialNumber {
     bytes[0] &= 0x7f;
     SerialNumber::from_slice(&bytes)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ca_params(name: &str, not_after: SystemTime) -> CertificateParams {
+        let mut params = CertificateParams::default();
+        let mut dn = DistinguishedName::new();
+        dn.push(DnType::CommonName, name);
+        params.distinguished_name = dn;
+        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        params.key_usages = vec![KeyUsagePurpose::KeyCertSign];
+        params.not_before = (SystemTime::now() - Duration::from_secs(60)).into();
+        params.not_after = not_after.into();
+        params
+    }
+
+    /// root → a → b: the PEMs of root, a, b and b's key.
+    fn two_intermediates(b_not_after: SystemTime) -> (String, String, String, String) {
+        let far = SystemTime::now() + Duration::from_secs(365 * 24 * 3600);
+        let root_key = KeyPair::generate().unwrap();
+        let root_params = ca_params("root", far);
+        let root = root_params.self_signed(&root_key).unwrap();
+        let root_issuer = Issuer::new(root_params, root_key);
+        let a_key = KeyPair::generate().unwrap();
+        let a_params = ca_params("a", far);
+        let a = a_params.signed_by(&a_key, &root_issuer).unwrap();
+        let a_issuer = Issuer::new(a_params, a_key);
+        let b_key = KeyPair::generate().unwrap();
+        let b = ca_params("b", b_not_after).signed_by(&b_key, &a_issuer).unwrap();
+        (root.pem(), a.pem(), b.pem(), b_key.serialize_pem())
+    }
+
+    #[test]
+    fn validity_follows_istiod() {
+        let v = Validity { default: Duration::from_secs(100), max: Duration::from_secs(1000) };
+        assert_eq!(v.for_request(0).unwrap(), Duration::from_secs(100));
+        assert_eq!(v.for_request(-7).unwrap(), Duration::from_secs(100));
+        assert_eq!(v.for_request(1000).unwrap(), Duration::from_secs(1000));
+        assert!(matches!(v.for_request(1001), Err(SignError::TtlTooLong { .. })));
+    }
+
+    #[test]
+    fn a_chain_of_two_intermediates_in_order_is_accepted_and_handed_out() {
+        let (root, a, b, b_key) = two_intermediates(SystemTime::now() + Duration::from_secs(3600));
+        // cert-chain.pem as Istio builds it: the signing certificate first, the root last.
+        let chain = format!("{b}{a}{root}");
+        let material = SigningMaterial::from_pem(
+            "test",
+            b.as_bytes(),
+            b_key.as_bytes(),
+            Some(chain.as_bytes()),
+            root.as_bytes(),
+        )
+        .unwrap();
+        assert!(!material.is_self_signed());
+        let key = KeyPair::generate().unwrap();
+        let identity = Identity::new("cluster.local", "ns", "sa").unwrap();
+        let out = material.sign_workload(&key, &identity, Duration::from_secs(24 * 3600)).unwrap();
+        assert_eq!(out.len(), 4, "leaf, b, a, root");
+        // The signer expires in an hour: so does the leaf, whatever was asked.
+        let leaf = pem::certificates(out[0].as_bytes()).unwrap().remove(0);
+        let leaf = X509Certificate::from_der(&leaf).unwrap().1;
+        let left = leaf.validity().not_after.timestamp() - time::OffsetDateTime::now_utc().unix_timestamp();
+        assert!((3500..=3600).contains(&left), "{left}");
+    }
+
+    #[test]
+    fn an_intermediate_missing_from_the_chain_is_named() {
+        let (root, _a, b, b_key) = two_intermediates(SystemTime::now() + Duration::from_secs(3600));
+        let e = SigningMaterial::from_pem("dir", b.as_bytes(), b_key.as_bytes(), None, root.as_bytes())
+            .unwrap_err();
+        assert_eq!(e.file, ROOT_CERT);
+        assert!(e.reason.contains("the chain does not lead to these roots"), "{e}");
+        let (root, a, b, b_key) = two_intermediates(SystemTime::now() + Duration::from_secs(3600));
+        let reversed = format!("{root}{a}");
+        let ok = SigningMaterial::from_pem(
+            "dir",
+            b.as_bytes(),
+            b_key.as_bytes(),
+            Some(reversed.as_bytes()),
+            root.as_bytes(),
+        );
+        assert!(ok.is_ok(), "the root is skipped wherever it is");
+        let (root, a, _, _) = two_intermediates(SystemTime::now() + Duration::from_secs(3600));
+        let (_, _, b2, b2_key) = two_intermediates(SystemTime::now() + Duration::from_secs(3600));
+        let e = SigningMaterial::from_pem(
+            "dir",
+            b2.as_bytes(),
+            b2_key.as_bytes(),
+            Some(a.as_bytes()),
+            root.as_bytes(),
+        )
+        .unwrap_err();
+        assert_eq!(e.file, CERT_CHAIN);
+        assert!(e.reason.contains("did not sign ca-cert.pem"), "{e}");
+    }
+
+    #[test]
+    fn an_expired_signer_is_refused() {
+        let (root, a, b, b_key) = two_intermediates(SystemTime::now() - Duration::from_secs(1));
+        let e = SigningMaterial::from_pem(
+            "dir",
+            b.as_bytes(),
+            b_key.as_bytes(),
+            Some(a.as_bytes()),
+            root.as_bytes(),
+        )
+        .unwrap_err();
+        assert_eq!(e.file, CA_CERT);
+        assert!(e.reason.starts_with("expired at "), "{e}");
+    }
+}
