@@ -58,7 +58,7 @@ impl CaClientConfig {
 #[derive(Debug, thiserror::Error)]
 pub enum CaClientError {
     /// The settings or their files do not allow a connection.
-    #[error("CA client: {0}")]
+    #[error(transparent)]
     Connect(#[from] ConnectError),
     /// The call failed: the CA refused (UNAUTHENTICATED, PERMISSION_DENIED,
     /// INVALID_ARGUMENT, …) or could not be reached (UNAVAILABLE, DEADLINE_EXCEEDED).

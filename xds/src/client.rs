@@ -152,7 +152,7 @@ pub struct ClientState {
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
     /// The endpoint is not one the client can connect to with its TLS settings.
-    #[error("xDS client: {0}")]
+    #[error(transparent)]
     Endpoint(#[from] ConnectError),
     /// Nothing to subscribe to.
     #[error("no type URLs to subscribe to")]
@@ -292,7 +292,7 @@ impl<H: Handler> Runner<H> {
             _ = crate::server::stopped(&mut self.stop) => return SessionEnd::Stopped,
             response = call => match response {
                 Ok(response) => response.into_inner(),
-                Err(status) => return SessionEnd::Failed { error: format!("stream refused: {status}"), received: false },
+                Err(status) => return SessionEnd::Failed { error: format!("stream refused: {}", describe(&status)), received: false },
             },
         };
         info!("xDS stream open");
@@ -311,7 +311,10 @@ impl<H: Handler> Runner<H> {
                 Ok(Some(response)) => response,
                 Ok(None) => return SessionEnd::Failed { error: "server closed the stream".into(), received },
                 Err(status) => {
-                    return SessionEnd::Failed { error: format!("stream failed: {status}"), received };
+                    return SessionEnd::Failed {
+                        error: format!("stream failed: {}", describe(&status)),
+                        received,
+                    };
                 }
             };
             received = true;
@@ -363,6 +366,18 @@ impl<H: Handler> Runner<H> {
         };
         DeltaDiscoveryRequest { type_url, response_nonce: nonce, error_detail, ..Default::default() }
     }
+}
+
+/// A status as `Code: message`, e.g. "PermissionDenied: …" (tonic's own `Display` spells
+/// out the code's description instead of its name).
+fn describe(status: &tonic::Status) -> String {
+    let mut text = format!("{:?}: {}", status.code(), status.message());
+    if let Some(source) = std::error::Error::source(status) {
+        text.push_str(" (");
+        text.push_str(&error_chain(source));
+        text.push(')');
+    }
+    text
 }
 
 /// An error with its sources, so "transport error" says what failed underneath (a refused

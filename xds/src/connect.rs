@@ -30,13 +30,9 @@ pub struct ClientTls {
 pub enum ConnectError {
     /// The endpoint is not a URI tonic can connect to.
     #[error(
-        "invalid control plane endpoint {endpoint:?}: {source} (expected e.g. https://weftd.istio-system.svc:15012)"
+        "invalid control plane endpoint {endpoint:?}: {error} (expected e.g. https://weftd.istio-system.svc:15012)"
     )]
-    InvalidEndpoint {
-        endpoint: String,
-        #[source]
-        source: tonic::transport::Error,
-    },
+    InvalidEndpoint { endpoint: String, error: tonic::transport::Error },
     /// An https endpoint without a root certificate to check the server against.
     #[error(
         "{endpoint} is https but no root certificate was given to verify the server (pass the CA's root-cert.pem)"
@@ -48,29 +44,17 @@ pub enum ConnectError {
     )]
     TlsForPlaintext { endpoint: String },
     /// The root certificate file cannot be read.
-    #[error("cannot read the root certificate {}: {source}", path.display())]
-    ReadRootCert {
-        path: PathBuf,
-        #[source]
-        source: std::io::Error,
-    },
+    #[error("cannot read the root certificate {}: {error}", path.display())]
+    ReadRootCert { path: PathBuf, error: std::io::Error },
     /// The root certificate file holds no PEM certificate.
     #[error("{} holds no PEM certificate (-----BEGIN CERTIFICATE-----)", path.display())]
     NoCertificate { path: PathBuf },
     /// tonic refused the TLS settings.
-    #[error("cannot set up TLS to {endpoint}: {source}")]
-    Tls {
-        endpoint: String,
-        #[source]
-        source: tonic::transport::Error,
-    },
+    #[error("cannot set up TLS to {endpoint}: {error}")]
+    Tls { endpoint: String, error: tonic::transport::Error },
     /// The token file cannot be read.
-    #[error("cannot read the token file {}: {source}", path.display())]
-    ReadToken {
-        path: PathBuf,
-        #[source]
-        source: std::io::Error,
-    },
+    #[error("cannot read the token file {}: {error}", path.display())]
+    ReadToken { path: PathBuf, error: std::io::Error },
     /// The token file is empty, or holds what cannot be an HTTP header value.
     #[error("the token file {} {reason}", path.display())]
     BadToken { path: PathBuf, reason: &'static str },
@@ -80,7 +64,7 @@ pub enum ConnectError {
 /// have one.
 pub(crate) fn check(endpoint: &str, tls: Option<&ClientTls>) -> Result<(), ConnectError> {
     let parsed = Endpoint::from_shared(endpoint.to_owned())
-        .map_err(|source| ConnectError::InvalidEndpoint { endpoint: endpoint.to_owned(), source })?;
+        .map_err(|error| ConnectError::InvalidEndpoint { endpoint: endpoint.to_owned(), error })?;
     let https = parsed.uri().scheme_str() == Some("https");
     match (https, tls) {
         (true, None) => Err(ConnectError::NoRootCert { endpoint: endpoint.to_owned() }),
@@ -92,7 +76,7 @@ pub(crate) fn check(endpoint: &str, tls: Option<&ClientTls>) -> Result<(), Conne
 /// Reads the root certificate file (PEM, one or more certificates).
 pub(crate) fn read_root(tls: &ClientTls) -> Result<Vec<u8>, ConnectError> {
     let pem = std::fs::read(&tls.root_cert)
-        .map_err(|source| ConnectError::ReadRootCert { path: tls.root_cert.clone(), source })?;
+        .map_err(|error| ConnectError::ReadRootCert { path: tls.root_cert.clone(), error })?;
     if !pem.windows(CERT_MARKER.len()).any(|w| w == CERT_MARKER) {
         return Err(ConnectError::NoCertificate { path: tls.root_cert.clone() });
     }
@@ -108,7 +92,7 @@ pub(crate) fn endpoint(
     connect_timeout: Duration,
 ) -> Result<Endpoint, ConnectError> {
     let mut built = Endpoint::from_shared(endpoint.to_owned())
-        .map_err(|source| ConnectError::InvalidEndpoint { endpoint: endpoint.to_owned(), source })?
+        .map_err(|error| ConnectError::InvalidEndpoint { endpoint: endpoint.to_owned(), error })?
         .connect_timeout(connect_timeout)
         .tcp_nodelay(true);
     if let Some((tls, root_pem)) = tls {
@@ -118,7 +102,7 @@ pub(crate) fn endpoint(
         }
         built = built
             .tls_config(config)
-            .map_err(|source| ConnectError::Tls { endpoint: endpoint.to_owned(), source })?;
+            .map_err(|error| ConnectError::Tls { endpoint: endpoint.to_owned(), error })?;
     }
     Ok(built)
 }
@@ -127,7 +111,7 @@ pub(crate) fn endpoint(
 /// file's content with surrounding whitespace (a trailing newline) removed.
 pub(crate) fn bearer(path: &Path) -> Result<AsciiMetadataValue, ConnectError> {
     let text = std::fs::read_to_string(path)
-        .map_err(|source| ConnectError::ReadToken { path: path.to_owned(), source })?;
+        .map_err(|error| ConnectError::ReadToken { path: path.to_owned(), error })?;
     let token = text.trim();
     if token.is_empty() {
         return Err(ConnectError::BadToken { path: path.to_owned(), reason: "is empty" });
