@@ -1,9 +1,11 @@
 //! Generates Rust types for Istio's workload API from our own `.proto` text (messages only:
-//! the transport is Envoy's ADS, whose service definitions come from `envoy-types`).
+//! the transport is Envoy's ADS, whose service definitions come from `envoy-types`), and
+//! Istio's certificate service (messages, client and server).
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let protos = ["proto/workload.proto", "proto/authorization.proto"];
-    for proto in protos {
+    let services = ["proto/ca.proto"];
+    for proto in protos.iter().chain(&services) {
         println!("cargo:rerun-if-changed={proto}");
     }
 
@@ -19,5 +21,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         &protos,
         &["proto"],
     )?;
+    // The CA is a plain unary gRPC service: tonic's generated client and server suit it.
+    tonic_prost_build::configure()
+        .build_client(true)
+        .build_server(true)
+        .compile_protos(&services, &["proto"])?;
     Ok(())
 }

@@ -103,16 +103,8 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
             None
         }
         (None, Some(url)) => {
-            let (client, mut first) = xds::start(
-                url,
-                &config.node,
-                config.node_id(),
-                &config.trust_domain,
-                shared.clone(),
-                commands.clone(),
-                model_source,
-            )
-            .context("starting the xDS client")?;
+            let (client, mut first) = xds::start(&config, shared.clone(), commands.clone(), model_source)
+                .context("starting the xDS client")?;
             info!(endpoint = %url, "waiting for the first workload addresses from the control plane");
             let _ = first.wait_for(|got| *got).await;
             Some(client)

@@ -31,9 +31,31 @@ pub struct Config {
     /// For debugging and benchmarks; the alternative to --xds-address.
     #[arg(long, env = "WEFT_LOCAL_CONFIG", conflicts_with = "xds_address")]
     pub local_config: Option<PathBuf>,
-    /// The control plane's ADS endpoint (Istio's workload API), e.g. http://weftd:15010.
+    /// The control plane's ADS endpoint (Istio's workload API): weftd's secure port,
+    /// e.g. https://weftd.istio-system.svc:15012 (or http://…:15010, weftd's plaintext
+    /// debugging port, when it serves one).
     #[arg(long, env = "WEFT_XDS_ADDRESS")]
     pub xds_address: Option<String>,
+    /// The CA's endpoint (Istio's certificate service). Default: --xds-address, as weftd
+    /// serves both on one port.
+    #[arg(long, env = "WEFT_CA_ADDRESS")]
+    pub ca_address: Option<String>,
+    /// PEM file of the root(s) weftd's certificate must chain to, for https addresses:
+    /// weftd's root-cert.pem (in Kubernetes, the weft-ca-root-cert ConfigMap).
+    #[arg(long, env = "WEFT_CA_ROOT_CERT", value_name = "FILE")]
+    pub ca_root_cert: Option<PathBuf>,
+    /// File holding the agent's bearer token for weftd, read at every connection: the
+    /// node's bootstrap token (local mode) or a projected service-account token with
+    /// audience istio-ca (Kubernetes).
+    #[arg(long, env = "WEFT_TOKEN_FILE", value_name = "FILE")]
+    pub token_file: Option<PathBuf>,
+    /// The name weftd's certificate must carry when it is not the host of --xds-address
+    /// (connecting by IP; ztunnel's ALT_XDS_HOSTNAME).
+    #[arg(long, env = "WEFT_XDS_SERVER_NAME")]
+    pub xds_server_name: Option<String>,
+    /// The same for --ca-address. Default: --xds-server-name when --ca-address is too.
+    #[arg(long, env = "WEFT_CA_SERVER_NAME")]
+    pub ca_server_name: Option<String>,
     /// cgroup v2 directory whose processes are captured. Default: the cgroup v2 root.
     #[arg(long, env = "WEFT_CGROUP")]
     pub cgroup: Option<PathBuf>,
@@ -61,7 +83,7 @@ pub struct Config {
     #[arg(long, env = "POD_NAME")]
     pub pod_name: Option<String>,
     /// The agent's own namespace (downward API, as ztunnel's POD_NAMESPACE).
-    #[arg(long, env = "POD_NAMESPACE", default_value = "weft-system")]
+    #[arg(long, env = "POD_NAMESPACE", default_value = "istio-system")]
     pub pod_namespace: String,
     /// The agent's own address (downward API, as ztunnel's INSTANCE_IP). Default: the
     /// first non-loopback IPv4 address of the agent's network namespace.
@@ -109,6 +131,12 @@ pub enum ConfigError {
     NoModelSource,
     #[error("--local-config {0}: no such file")]
     NoLocalConfig(PathBuf),
+    #[error("--xds-address {0} is https: give --ca-root-cert FILE (weftd's root-cert.pem) to verify weftd")]
+    NoRootCert(String),
+    #[error("--xds-address {0} is https: give --token-file FILE, the token weftd knows this agent by")]
+    NoTokenFile(String),
+    #[error("{flag} {}: no such file", path.display())]
+    NoSuchFile { flag: &'static str, path: PathBuf },
     #[error("--cgroup {0}: not a cgroup v2 directory (no cgroup.procs)")]
     NotACgroup(PathBuf),
     #[error("no cgroup v2 mount found in /proc/mounts; pass --cgroup")]
@@ -135,6 +163,29 @@ impl Config {
             Some(path) if !path.is_file() => return Err(ConfigError::NoLocalConfig(path.clone())),
             None if self.xds_address.is_none() => return Err(ConfigError::NoModelSource),
             _ => {}
+        }
+        if let Some(xds) = &self.xds_address {
+            if self.ca_address.is_none() {
+                self.ca_address = Some(xds.clone());
+                if self.ca_server_name.is_none() {
+                    self.ca_server_name = self.xds_server_name.clone();
+                }
+            }
+            if xds.starts_with("https://") {
+                if self.ca_root_cert.is_none() {
+                    return Err(ConfigError::NoRootCert(xds.clone()));
+                }
+                if self.token_file.is_none() {
+                    return Err(ConfigError::NoTokenFile(xds.clone()));
+                }
+            }
+        }
+        for (flag, path) in [("--ca-root-cert", &self.ca_root_cert), ("--token-file", &self.token_file)] {
+            if let Some(path) = path
+                && !path.is_file()
+            {
+                return Err(ConfigError::NoSuchFile { flag, path: path.clone() });
+            }
         }
         let cgroup = match self.cgroup.take() {
             Some(c) => c,
@@ -202,6 +253,53 @@ mod duration_secs {
 mod tests {
     use super::*;
 
+    /// Parses and validates `run` flags, with a stand-in cgroup directory (validate only
+    /// looks for its cgroup.procs).
+    fn parse(dir: &std::path::Path, args: &[&str]) -> Result<Config, String> {
+        let cgroup = dir.join("cgroup");
+        std::fs::create_dir_all(&cgroup).unwrap();
+        std::fs::write(cgroup.join("cgroup.procs"), "").unwrap();
+        let cgroup = cgroup.to_str().unwrap().to_owned();
+        let argv = ["weft-agent", "run", "--node", "n1", "--cgroup", &cgroup]
+            .into_iter()
+            .chain(args.iter().copied());
+        let Command::Run(config) = Cli::try_parse_from(argv).map_err(|e| e.to_string())?.command else {
+            unreachable!("run")
+        };
+        config.validate().map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn https_needs_a_root_and_a_token_and_the_ca_follows_xds() {
+        let dir = std::env::temp_dir().join(format!("weft-agent-config-test-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let (root, token) = (dir.join("root-cert.pem"), dir.join("token"));
+        std::fs::write(&root, "pem").unwrap();
+        std::fs::write(&token, "t").unwrap();
+        let (root, token) = (root.to_str().unwrap(), token.to_str().unwrap());
+        let xds = "https://198.18.0.1:15012";
+        let e = parse(&dir, &["--xds-address", xds, "--token-file", token]).unwrap_err();
+        assert!(e.contains("give --ca-root-cert FILE"), "{e}");
+        let e = parse(&dir, &["--xds-address", xds, "--ca-root-cert", root]).unwrap_err();
+        assert!(e.contains("give --token-file FILE"), "{e}");
+        let e = parse(&dir, &["--xds-address", xds, "--ca-root-cert", "/nonexistent", "--token-file", token])
+            .unwrap_err();
+        assert!(e.contains("--ca-root-cert /nonexistent: no such file"), "{e}");
+        let tls =
+            ["--ca-root-cert", root, "--token-file", token, "--xds-server-name", "weftd.istio-system.svc"];
+        let c = parse(&dir, &[&["--xds-address", xds][..], &tls].concat()).unwrap();
+        assert_eq!(c.ca_address.as_deref(), Some(xds));
+        assert_eq!(c.ca_server_name.as_deref(), Some("weftd.istio-system.svc"));
+        let c =
+            parse(&dir, &[&["--xds-address", xds, "--ca-address", "https://ca:15012"][..], &tls].concat())
+                .unwrap();
+        assert_eq!(c.ca_address.as_deref(), Some("https://ca:15012"));
+        assert_eq!(c.ca_server_name, None, "another host: its own name");
+        // Plaintext (weftd's debugging port) needs neither.
+        assert!(parse(&dir, &["--xds-address", "http://127.0.0.1:15010"]).is_ok());
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
     #[test]
     fn node_id_has_ztunnels_shape() {
         let cli = Cli::try_parse_from([
@@ -220,7 +318,7 @@ mod tests {
         let Command::Run(config) = cli.command else { panic!() };
         assert_eq!(
             config.node_id(),
-            "ztunnel~10.0.0.7~weft-agent-abc.weft-system~weft-system.svc.cluster.local"
+            "ztunnel~10.0.0.7~weft-agent-abc.istio-system~istio-system.svc.cluster.local"
         );
     }
 

@@ -1,6 +1,7 @@
 //! `weftctl proxy-status` and `weftctl config-dump` against a real weftd process (reading a
-//! YAML directory) with two real ADS clients: a node agent that accepts everything and a
-//! waypoint that rejects its routes. Loopback sockets only, no root.
+//! YAML directory) with two real ADS clients on its secure port (TLS, bearer tokens): a
+//! node agent that accepts everything and a waypoint that rejects its routes. weftctl reads
+//! weftd's debug port, which needs no credentials. Loopback sockets only, no root.
 //!
 //! The weftd binary is another package's, so cargo does not build it for these tests: run
 //! `cargo build --bins` first (`cargo xtask test` does). It is looked up beside this test's
@@ -14,7 +15,7 @@ use std::{
 use tokio::time::{Instant, sleep};
 use weft_tests::weftd::LoopbackWeftd;
 use weft_xds::{
-    client::{AdsClient, ClientConfig, Update},
+    client::{AdsClient, Update},
     type_url,
 };
 
@@ -83,8 +84,8 @@ impl Weftd {
     fn start(yaml: &str) -> Weftd {
         let dir = tempfile::tempdir().expect("tempdir");
         std::fs::write(dir.path().join("mesh.yaml"), yaml).expect("write the mesh");
-        let args = [std::ffi::OsStr::new("--config-dir"), dir.path().as_os_str()];
-        Weftd { inner: LoopbackWeftd::start(&weft_tests::bins::path("weftd"), &args, "info"), _config: dir }
+        let inner = LoopbackWeftd::local(&weft_tests::bins::path("weftd"), dir.path(), &[], "info");
+        Weftd { inner, _config: dir }
     }
 
     /// Polls `/debug/syncz` until `done` holds for it.
@@ -151,15 +152,16 @@ fn row(table: &str, proxy: &str) -> Vec<String> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn proxy_status_shows_synced_agents_and_nacking_waypoints() {
     let mut weftd = Weftd::start(MESH);
-    let ads = format!("http://{}", weftd.xds);
+    let agent_token = weftd.inner.node_token("n1");
+    let waypoint_token = weftd.inner.service_account_token("bookinfo", "waypoint");
 
     let mut agent =
-        ClientConfig::new(&ads, "agent-n1", vec![type_url::ADDRESS.into(), type_url::AUTHORIZATION.into()]);
+        weftd.client_config("agent-n1", &[type_url::ADDRESS, type_url::AUTHORIZATION], &agent_token);
     agent.node_name = Some("n1".into());
     let agent = AdsClient::start(agent, |_: Update| Ok(())).expect("agent");
 
     let types = [type_url::CLUSTER, type_url::LISTENER, type_url::ROUTE, type_url::ENDPOINT];
-    let mut waypoint = ClientConfig::new(&ads, "waypoint-bookinfo", types.map(Into::into).to_vec());
+    let mut waypoint = weftd.client_config("waypoint-bookinfo", &types, &waypoint_token);
     waypoint.namespace = Some("bookinfo".into());
     let waypoint = AdsClient::start(waypoint, |update: Update| {
         if update.type_url == type_url::ROUTE && !update.is_empty() {

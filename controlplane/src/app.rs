@@ -1,7 +1,16 @@
-//! Wires weftd: a source → the config store → translation → the xDS server, plus the
-//! debug endpoints.
+//! Wires weftd: a source → the config store → translation → the xDS server; the CA; the
+//! secure port (ADS and the CA over TLS, callers authenticated); the debug endpoints.
+//!
+//! ```text
+//!  :15012 TLS ─ tonic ─┬─ IstioCertificateService ─┐
+//!                      └─ ADS (authenticated)  ────┴─ auth::Authenticator ◀─ config view (pods)
+//!  :15010 plaintext ADS, unauthenticated, only with --plaintext-xds-addr
+//!  :15014 debug HTTP (loopback)
+//! ```
 
 use crate::{
+    auth::{Authenticator, Method, XdsAuth, tokenreview::TokenReviewer, tokens::TokenFile},
+    ca::{self, CertificateAuthority, RootSource, Validity, service::CaService, serving},
     config::{ConfigStore, SourceId, diagnostic::Diagnostic},
     debug::{self, DebugView},
     options::Options,
@@ -10,8 +19,8 @@ use crate::{
 };
 use anyhow::Context;
 use std::sync::{Arc, Mutex};
-use tokio::sync::mpsc;
-use tracing::{info, warn};
+use tokio::sync::{mpsc, watch};
+use tracing::{error, info, warn};
 use weft_xds::server::{ServerConfig, XdsServer};
 
 /// How many source events are applied as one batch before translating.
@@ -27,11 +36,11 @@ pub async fn run(options: Options) -> anyhow::Result<()> {
     });
 
     let (tx, mut rx) = mpsc::channel::<SourceEvent>(BATCH);
-    let source_id = match &options.config_dir {
+    let (source_id, kube) = match &options.config_dir {
         Some(dir) => {
             let source = FileSource::new(dir).with_context(|| format!("reading {}", dir.display()))?;
             tokio::spawn(source.run(tx));
-            SourceId::File
+            (SourceId::File, None)
         }
         None => {
             let source = match &options.kubernetes_url {
@@ -40,10 +49,50 @@ pub async fn run(options: Options) -> anyhow::Result<()> {
                 }
                 None => KubeSource::try_default().await.context("connecting to Kubernetes")?,
             };
+            let client = source.client();
             tokio::spawn(source.run(tx));
-            SourceId::Kubernetes
+            (SourceId::Kubernetes, Some(client))
         }
     };
+
+    // The CA, and the root where agents read it.
+    let root_source = match (&options.cacerts_dir, &options.ca_dir, &kube) {
+        (Some(dir), _, _) => RootSource::PlugIn(dir.clone()),
+        (None, Some(dir), _) => RootSource::Directory(dir.clone()),
+        (None, None, Some(client)) => {
+            RootSource::Secret { client: client.clone(), namespace: options.namespace.clone() }
+        }
+        (None, None, None) => anyhow::bail!("no place for the CA's root (options were not validated)"),
+    };
+    let validity = Validity { default: options.workload_cert_ttl, max: options.max_workload_cert_ttl };
+    let authority = Arc::new(
+        CertificateAuthority::load(&root_source, validity, &options.trust_domain)
+            .await
+            .context("starting the CA")?,
+    );
+    if let Some(client) = &kube
+        && let Err(e) =
+            ca::secret::publish_root(client, &options.namespace, authority.material().roots_pem()).await
+    {
+        // Agents that already have the root keep working; new ones wait for it.
+        error!(error = %e, "cannot publish the root certificate for agents");
+    }
+
+    // Who may call: the token file, or TokenReview; decisions read the pods in force.
+    let (config_tx, config_rx) = watch::channel(None);
+    let method = match (&options.token_file, &kube) {
+        (Some(path), _) => Method::TokenFile(TokenFile::open(path).context("reading the token file")?),
+        (None, Some(client)) => {
+            Method::TokenReview(TokenReviewer::new(client.clone(), options.token_audiences.clone()))
+        }
+        (None, None) => anyhow::bail!("no way to authenticate callers (options were not validated)"),
+    };
+    let auth = Arc::new(Authenticator::new(
+        method,
+        config_rx,
+        options.agent_service_accounts.clone(),
+        options.trust_domain.clone(),
+    ));
 
     let diagnostics: Arc<Mutex<Vec<Diagnostic>>> = Arc::default();
     let view =
@@ -53,12 +102,40 @@ pub async fn run(options: Options) -> anyhow::Result<()> {
         .with_context(|| format!("binding debug address {}", options.debug_addr))?;
     tokio::spawn(debug::serve(debug_listener, view));
 
-    let xds_addr = options.xds_addr;
-    let service = xds.service();
-    let grpc = tokio::spawn(async move {
-        tonic::transport::Server::builder().add_service(service).serve(xds_addr).await
-    });
-    info!(%xds_addr, "serving ADS");
+    // The secure port: weftd's own certificate, ADS and the CA behind one authenticator.
+    let names = serving::ServingNames {
+        dns_names: options.serving_dns_names.clone(),
+        ips: options.serving_ips.clone(),
+    };
+    let serving = serving::ServingCertificate::issue(&authority, names, validity.default)
+        .context("weftd's certificate for the secure port")?;
+    let tls = serving.tls_config().context("TLS for the secure port")?;
+    tokio::spawn(Arc::clone(&serving).renew(Arc::clone(&authority)));
+    let secure_addr = options.secure_grpc_addr;
+    let secure_listener = tokio::net::TcpListener::bind(secure_addr)
+        .await
+        .with_context(|| format!("binding the secure port {secure_addr}"))?;
+    let secure = tonic::transport::Server::builder()
+        .add_service(CaService::new(Arc::clone(&authority), Arc::clone(&auth)).server())
+        .add_service(xds.authenticated_service(Arc::new(XdsAuth(Arc::clone(&auth)))));
+    let secure = tokio::spawn(secure.serve_with_incoming(serving::incoming(secure_listener, tls)));
+    info!(%secure_addr, "serving ADS and the CA over TLS");
+
+    let plaintext = match options.plaintext_xds_addr {
+        Some(addr) => {
+            let listener = tokio::net::TcpListener::bind(addr)
+                .await
+                .with_context(|| format!("binding the plaintext xDS port {addr}"))?;
+            let service = xds.service();
+            warn!(%addr, "serving ADS in plaintext WITHOUT authentication: for local debugging only");
+            Some(tokio::spawn(
+                tonic::transport::Server::builder()
+                    .add_service(service)
+                    .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener)),
+            ))
+        }
+        None => None,
+    };
 
     // One task owns the store: apply what the source sends (in batches, so a relist is
     // one translation), translate on change, publish.
@@ -81,6 +158,11 @@ pub async fn run(options: Options) -> anyhow::Result<()> {
             }
         }
         let changed = store.apply_all(source_id, events.drain(..));
+        // The authorizer's view of the pods: after the first batch (a source's first
+        // event is its whole state) and after every change.
+        if changed || config_tx.borrow().is_none() {
+            config_tx.send_replace(Some(store.snapshot()));
+        }
         let found = store.diagnostics();
         let now: std::collections::HashSet<String> = found.iter().map(ToString::to_string).collect();
         // In file and line order; each finding once, until it is fixed and comes back.
@@ -112,6 +194,9 @@ pub async fn run(options: Options) -> anyhow::Result<()> {
         }
     }
     xds.shutdown();
-    grpc.abort();
+    secure.abort();
+    if let Some(plaintext) = plaintext {
+        plaintext.abort();
+    }
     Ok(())
 }

@@ -4,9 +4,12 @@
 //!  source/ (file dir, kubernetes) ─SourceEvent─▶ config/ (parse, validate, last good)
 //!      ─▶ translate/ (Envoy listeners/routes/clusters; Istio workload addresses)
 //!      ─▶ weft-xds server (ADS, state of the world and delta) ─▶ agents, waypoints, Envoy
+//!  ca/ (root, CSR service, serving certificate) ◀─ auth/ (who calls, what they may ask)
 //! ```
 
 pub mod app;
+pub mod auth;
+pub mod ca;
 pub mod config;
 pub mod debug;
 pub mod options;

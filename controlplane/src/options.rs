@@ -1,8 +1,13 @@
 //! weftd's command line (each flag also readable from the environment).
 
+use crate::auth::ServiceAccountRef;
 use clap::Parser;
 use serde::Serialize;
-use std::{net::SocketAddr, path::PathBuf, time::Duration};
+use std::{
+    net::{IpAddr, SocketAddr},
+    path::PathBuf,
+    time::Duration,
+};
 
 #[derive(Debug, Clone, Parser, Serialize)]
 #[command(name = "weftd", version, about = "Weft's control plane: config in, validated model, xDS out")]
@@ -19,9 +24,14 @@ pub struct Options {
     /// $KUBECONFIG. Implies --kubernetes.
     #[arg(long, env = "WEFT_KUBERNETES_URL", value_name = "URL", conflicts_with = "config_dir")]
     pub kubernetes_url: Option<String>,
-    /// ADS (gRPC, plaintext) for agents, waypoints and Envoy.
-    #[arg(long, env = "WEFT_XDS_ADDR", default_value = "0.0.0.0:15010")]
-    pub xds_addr: SocketAddr,
+    /// The secure port (istiod's 15012): ADS and the CA over TLS, for agents, waypoints,
+    /// gateways and Envoy. Callers present `authorization: Bearer <token>`.
+    #[arg(long, env = "WEFT_SECURE_GRPC_ADDR", default_value = "0.0.0.0:15012")]
+    pub secure_grpc_addr: SocketAddr,
+    /// ADS over plaintext gRPC with no authentication at all (istiod's 15010), for local
+    /// debugging only. Off unless an address is given.
+    #[arg(long, env = "WEFT_PLAINTEXT_XDS_ADDR", value_name = "ADDR")]
+    pub plaintext_xds_addr: Option<SocketAddr>,
     /// /ready and /debug/* (syncz, config_dump, diagnostics).
     #[arg(long, env = "WEFT_DEBUG_ADDR", default_value = "127.0.0.1:15014")]
     pub debug_addr: SocketAddr,
@@ -35,6 +45,50 @@ pub struct Options {
     /// Istio's root namespace: policies here apply mesh-wide.
     #[arg(long, env = "WEFT_ROOT_NAMESPACE", default_value = "istio-system")]
     pub root_namespace: String,
+    /// weftd's own namespace: where its CA Secret and root ConfigMap live in Kubernetes
+    /// mode, and the `<ns>` of its default DNS name weftd.<ns>.svc.
+    #[arg(long, env = "WEFT_NAMESPACE", default_value = "istio-system")]
+    pub namespace: String,
+    /// Directory of weftd's own CA root (ca-cert.pem, ca-key.pem with mode 0600,
+    /// root-cert.pem: the file agents trust): made on first start, reused after. Without
+    /// it, Kubernetes mode keeps the root in the Secret weft-ca-secret.
+    #[arg(long, env = "WEFT_CA_DIR", value_name = "DIR", conflicts_with = "cacerts_dir")]
+    pub ca_dir: Option<PathBuf>,
+    /// A plug-in CA in Istio's cacerts layout (ca-cert.pem, ca-key.pem, root-cert.pem,
+    /// cert-chain.pem), read only: weftd signs with the intermediate it holds.
+    #[arg(long, env = "WEFT_CACERTS_DIR", value_name = "DIR")]
+    pub cacerts_dir: Option<PathBuf>,
+    /// Validity of a workload certificate when the CSR asks for none (istiod's
+    /// DEFAULT_WORKLOAD_CERT_TTL).
+    #[arg(long, env = "WEFT_WORKLOAD_CERT_TTL", default_value = "24h", value_parser = parse_duration)]
+    #[serde(serialize_with = "as_secs")]
+    pub workload_cert_ttl: Duration,
+    /// The longest validity a CSR may ask for; longer requests are refused (istiod's
+    /// MAX_WORKLOAD_CERT_TTL).
+    #[arg(long, env = "WEFT_MAX_WORKLOAD_CERT_TTL", default_value = "2160h", value_parser = parse_duration)]
+    #[serde(serialize_with = "as_secs")]
+    pub max_workload_cert_ttl: Duration,
+    /// DNS names of weftd's serving certificate (comma separated). Default: weftd.<ns>.svc.
+    #[arg(long, env = "WEFT_SERVING_DNS_NAMES", value_delimiter = ',')]
+    pub serving_dns_names: Vec<String>,
+    /// IP addresses of weftd's serving certificate (comma separated), for clients that
+    /// connect by address and check it.
+    #[arg(long, env = "WEFT_SERVING_IPS", value_delimiter = ',')]
+    pub serving_ips: Vec<IpAddr>,
+    /// Local mode's caller credentials: Kubernetes' static token file format, one
+    /// `token,user` per line, the user `system:node:<node>` (an agent's bootstrap token)
+    /// or `system:serviceaccount:<ns>:<sa>` (a waypoint's or gateway's). Re-read when it
+    /// changes. Without it, Kubernetes mode checks tokens with TokenReview.
+    #[arg(long, env = "WEFT_TOKEN_FILE", value_name = "FILE")]
+    pub token_file: Option<PathBuf>,
+    /// Service accounts of node agents (comma separated `<ns>/<name>`): they may ask for
+    /// the identities of pods on their node (istiod's CA_TRUSTED_NODE_ACCOUNTS).
+    /// Default: <ns>/weft-agent.
+    #[arg(long, env = "WEFT_AGENT_SERVICE_ACCOUNTS", value_delimiter = ',')]
+    pub agent_service_accounts: Vec<ServiceAccountRef>,
+    /// Audiences a caller's Kubernetes token must be for (istiod's TOKEN_AUDIENCES).
+    #[arg(long, env = "WEFT_TOKEN_AUDIENCES", value_delimiter = ',', default_value = "istio-ca")]
+    pub token_audiences: Vec<String>,
     /// Log as JSON lines instead of text.
     #[arg(long, env = "WEFT_LOG_JSON")]
     pub log_json: bool,
@@ -52,6 +106,23 @@ pub enum OptionsError {
     /// `--kubernetes-url` is not an absolute http(s) URL.
     #[error("--kubernetes-url {0:?}: expected an http:// or https:// URL such as http://127.0.0.1:8001")]
     BadKubernetesUrl(String),
+    /// Local mode without a place for the CA.
+    #[error("local mode needs a CA: --ca-dir DIR (a root is made there on first start) or --cacerts-dir DIR")]
+    NoCa,
+    /// Local mode without caller credentials.
+    #[error(
+        "local mode needs --token-file FILE: one `token,user` per line, user system:node:<node> or \
+         system:serviceaccount:<ns>:<sa>"
+    )]
+    NoTokenFile,
+    /// A file or directory flag names nothing usable.
+    #[error("{flag} {}: {reason}", path.display())]
+    BadPath { flag: &'static str, path: PathBuf, reason: &'static str },
+    /// Certificate validities that cannot both hold.
+    #[error(
+        "--workload-cert-ttl {default:?} must be more than 0 and at most --max-workload-cert-ttl {max:?}"
+    )]
+    BadTtl { default: Duration, max: Duration },
 }
 
 impl Options {
@@ -67,10 +138,60 @@ impl Options {
             self.kubernetes = true;
         }
         match &self.config_dir {
-            Some(dir) if !dir.is_dir() => Err(OptionsError::NotADirectory(dir.clone())),
-            None if !self.kubernetes => Err(OptionsError::NoSource),
-            _ => Ok(self),
+            Some(dir) if !dir.is_dir() => return Err(OptionsError::NotADirectory(dir.clone())),
+            None if !self.kubernetes => return Err(OptionsError::NoSource),
+            _ => {}
         }
+        if !self.kubernetes {
+            if self.ca_dir.is_none() && self.cacerts_dir.is_none() {
+                return Err(OptionsError::NoCa);
+            }
+            if self.token_file.is_none() {
+                return Err(OptionsError::NoTokenFile);
+            }
+        }
+        if let Some(dir) = &self.cacerts_dir
+            && !dir.is_dir()
+        {
+            return Err(OptionsError::BadPath {
+                flag: "--cacerts-dir",
+                path: dir.clone(),
+                reason: "not a directory",
+            });
+        }
+        if let Some(dir) = &self.ca_dir
+            && dir.exists()
+            && !dir.is_dir()
+        {
+            return Err(OptionsError::BadPath {
+                flag: "--ca-dir",
+                path: dir.clone(),
+                reason: "not a directory",
+            });
+        }
+        if let Some(file) = &self.token_file
+            && !file.is_file()
+        {
+            return Err(OptionsError::BadPath {
+                flag: "--token-file",
+                path: file.clone(),
+                reason: "no such file",
+            });
+        }
+        if self.workload_cert_ttl.is_zero() || self.workload_cert_ttl > self.max_workload_cert_ttl {
+            return Err(OptionsError::BadTtl {
+                default: self.workload_cert_ttl,
+                max: self.max_workload_cert_ttl,
+            });
+        }
+        if self.serving_dns_names.is_empty() {
+            self.serving_dns_names = vec![format!("weftd.{}.svc", self.namespace)];
+        }
+        if self.agent_service_accounts.is_empty() {
+            self.agent_service_accounts =
+                vec![ServiceAccountRef { namespace: self.namespace.clone(), name: "weft-agent".into() }];
+        }
+        Ok(self)
     }
 }
 
@@ -81,6 +202,10 @@ fn parse_duration(s: &str) -> Result<Duration, String> {
 
 fn as_millis<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
     s.serialize_u64(d.as_millis() as u64)
+}
+
+fn as_secs<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_u64(d.as_secs())
 }
 
 #[cfg(test)]
@@ -120,5 +245,45 @@ mod tests {
     fn a_source_is_required() {
         assert!(parse(&[]).unwrap_err().contains("give a source"));
         assert!(parse(&["--kubernetes"]).is_ok());
+    }
+
+    #[test]
+    fn local_mode_needs_a_ca_and_a_token_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let tokens = dir.path().join("tokens");
+        std::fs::write(&tokens, "t,system:node:n1\n").unwrap();
+        let (d, t) = (dir.path().to_str().unwrap(), tokens.to_str().unwrap());
+        assert!(
+            parse(&["--config-dir", d, "--token-file", t]).unwrap_err().contains("local mode needs a CA")
+        );
+        assert!(parse(&["--config-dir", d, "--ca-dir", d]).unwrap_err().contains("needs --token-file"));
+        let o = parse(&["--config-dir", d, "--ca-dir", d, "--token-file", t]).unwrap();
+        assert_eq!(o.serving_dns_names, ["weftd.istio-system.svc"]);
+        assert_eq!(o.agent_service_accounts, ["istio-system/weft-agent".parse().unwrap()]);
+        assert_eq!(o.workload_cert_ttl, Duration::from_secs(24 * 3600));
+        assert_eq!(o.max_workload_cert_ttl, Duration::from_secs(90 * 24 * 3600));
+        assert!(o.plaintext_xds_addr.is_none(), "the plaintext port is off by default");
+        assert_eq!(o.secure_grpc_addr, "0.0.0.0:15012".parse().unwrap());
+        let e = parse(&["--config-dir", d, "--ca-dir", d, "--token-file", "/nonexistent"]).unwrap_err();
+        assert!(e.contains("--token-file /nonexistent: no such file"), "{e}");
+        let e = parse(&["--kubernetes", "--workload-cert-ttl", "100h", "--max-workload-cert-ttl", "10h"])
+            .unwrap_err();
+        assert!(e.contains("at most --max-workload-cert-ttl"), "{e}");
+        assert_eq!(
+            parse(&["--kubernetes", "--ca-dir", d, "--cacerts-dir", d]).unwrap_err(),
+            "ArgumentConflict"
+        );
+    }
+
+    #[test]
+    fn names_follow_the_namespace() {
+        let o = parse(&["--kubernetes", "--namespace", "weft-system"]).unwrap();
+        assert_eq!(o.serving_dns_names, ["weftd.weft-system.svc"]);
+        assert_eq!(o.agent_service_accounts[0].to_string(), "weft-system/weft-agent");
+        let o = parse(&["--kubernetes", "--agent-service-accounts", "a/b,c/d", "--serving-ips", "10.0.0.1"])
+            .unwrap();
+        assert_eq!(o.agent_service_accounts.len(), 2);
+        assert_eq!(o.serving_ips, ["10.0.0.1".parse::<IpAddr>().unwrap()]);
+        assert!(parse(&["--kubernetes", "--agent-service-accounts", "nobody"]).is_err());
     }
 }

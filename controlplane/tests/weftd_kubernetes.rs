@@ -1,7 +1,9 @@
 //! The weftd binary watching Kubernetes (the scripted fake API server of
-//! `weft_tests::kubeapi`, via `--kubernetes-url`) and serving real ADS clients: a node agent
-//! (Istio's workload API) and a waypoint (Envoy resources), then live changes — a
-//! VirtualService edit and a pod deletion — arriving at them. In-process component tier:
+//! `weft_tests::kubeapi`, via `--kubernetes-url`) and serving real ADS clients over its
+//! secure port: a node agent (Istio's workload API) and a waypoint (Envoy resources), then
+//! live changes — a VirtualService edit and a pod deletion — arriving at them. Callers
+//! authenticate with service-account tokens that weftd checks with TokenReview; weftd keeps
+//! its root in a Secret and publishes it in a ConfigMap. In-process component tier:
 //! loopback sockets only, no root.
 
 use envoy_types::pb::envoy::config::core::v3::{address, socket_address::PortSpecifier};
@@ -18,7 +20,7 @@ use tokio::{
     sync::mpsc,
     time::{Instant, timeout},
 };
-use weft_tests::kubeapi::FakeApiServer;
+use weft_tests::kubeapi::{FakeApiServer, TokenUser};
 use weft_tests::weftd::LoopbackWeftd;
 use weft_xds::{
     Any,
@@ -39,16 +41,58 @@ fn cluster(subset: &str) -> String {
     format!("outbound|9080|{subset}|{REVIEWS}")
 }
 
-/// A port nothing listens on right now: bound, read and released. weftd cannot report the
-/// port it was given as `:0`, so the test picks one.
-/// weftd watching the fake API server (see `LoopbackWeftd`).
-fn start_weftd(kubernetes_url: &str) -> LoopbackWeftd {
-    let args = [std::ffi::OsStr::new("--kubernetes-url"), std::ffi::OsStr::new(kubernetes_url)];
-    LoopbackWeftd::start(
+/// weftd watching the fake API server (see `LoopbackWeftd`), ready, with the root it
+/// published where its clients read it.
+async fn start_weftd(server: &FakeApiServer) -> LoopbackWeftd {
+    let args = [std::ffi::OsStr::new("--kubernetes-url"), std::ffi::OsStr::new(server.url())];
+    let mut weftd = LoopbackWeftd::start(
         std::path::Path::new(env!("CARGO_BIN_EXE_weftd")),
         &args,
         "info,weft_controlplane=debug",
-    )
+    );
+    weftd.wait_ready(PATIENCE).await;
+    weftd.set_root_cert(&published_root(server));
+    weftd
+}
+
+/// The root certificate in weftd's ConfigMap, as agents mount it.
+fn published_root(server: &FakeApiServer) -> String {
+    let map =
+        server.object("ConfigMap", Some("istio-system"), "weft-ca-root-cert").expect("the root ConfigMap");
+    map["data"]["root-cert.pem"].as_str().expect("root-cert.pem in the ConfigMap").to_owned()
+}
+
+/// The audience weftd asks TokenReview for (istiod's `istio-ca`).
+const AUDIENCE: &str = "istio-ca";
+
+/// A token of `namespace/account` bound to `pod`, for weftd's audience, written to a file
+/// in weftd's directory; returns the file.
+fn token(
+    server: &FakeApiServer,
+    weftd: &LoopbackWeftd,
+    namespace: &str,
+    account: &str,
+    pod: &str,
+) -> std::path::PathBuf {
+    let token = format!("token-{namespace}-{account}-{pod}");
+    server.add_token(
+        &token,
+        TokenUser::service_account(namespace, account).bound_to_pod(pod, "uid").for_audiences(&[AUDIENCE]),
+    );
+    let path = weftd.dir().join(&token);
+    std::fs::write(&path, &token).expect("write the token file");
+    path
+}
+
+/// The node agent's pod: its service account is the one weftd trusts as an agent's.
+fn agent_pod(node: &str) -> Value {
+    json!({
+        "apiVersion": "v1", "kind": "Pod",
+        "metadata": { "name": format!("weft-agent-{node}"), "namespace": "istio-system", "labels": { "app": "weft-agent" } },
+        "spec": { "nodeName": node, "serviceAccountName": "weft-agent", "hostNetwork": true,
+                  "containers": [{ "name": "agent", "image": "weft-agent" }] },
+        "status": { "phase": "Running", "podIP": "198.18.0.1" },
+    })
 }
 
 /// What a proxy holds: type URL → name → resource.
@@ -198,6 +242,7 @@ fn virtual_service(v1: u32, v2: u32) -> Value {
 }
 
 fn bookinfo(server: &FakeApiServer) {
+    server.apply(agent_pod("n1"));
     server.apply(json!({
         "apiVersion": "v1", "kind": "Namespace",
         "metadata": { "name": "bookinfo", "labels": {
@@ -239,14 +284,14 @@ fn bookinfo(server: &FakeApiServer) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn weftd_serves_agents_and_waypoints_from_kubernetes() {
-    let (server, url) = FakeApiServer::start().await.expect("fake API server");
+    let (server, _url) = FakeApiServer::start().await.expect("fake API server");
     bookinfo(&server);
-    let mut weftd = start_weftd(&url);
-    weftd.wait_ready(PATIENCE).await;
+    let weftd = start_weftd(&server).await;
 
     // A node agent on n1: Istio's workload API.
+    let agent_token = token(&server, &weftd, "istio-system", "weft-agent", "weft-agent-n1");
     let mut agent = Proxy::connect("agent", {
-        let mut c = ClientConfig::new(weftd.ads_url(), "agent-n1", vec![type_url::ADDRESS.into()]);
+        let mut c = weftd.client_config("agent-n1", &[type_url::ADDRESS], &agent_token);
         c.node_name = Some("n1".into());
         c
     });
@@ -286,9 +331,10 @@ async fn weftd_serves_agents_and_waypoints_from_kubernetes() {
     }
 
     // The waypoint of bookinfo: Envoy listeners, routes, clusters, endpoints.
+    let waypoint_token = token(&server, &weftd, "bookinfo", "waypoint", "waypoint-0");
     let mut waypoint = Proxy::connect("waypoint", {
         let types = [type_url::CLUSTER, type_url::LISTENER, type_url::ROUTE, type_url::ENDPOINT];
-        let mut c = ClientConfig::new(weftd.ads_url(), "waypoint-bookinfo", types.map(Into::into).to_vec());
+        let mut c = weftd.client_config("waypoint-bookinfo", &types, &waypoint_token);
         c.namespace = Some("bookinfo".into());
         c
     });
@@ -349,4 +395,120 @@ async fn weftd_serves_agents_and_waypoints_from_kubernetes() {
     agent.client.stop().await;
     waypoint.client.stop().await;
     drop(weftd);
+}
+
+fn workload_pod(name: &str, account: &str, node: &str, ip: &str) -> Value {
+    json!({
+        "apiVersion": "v1", "kind": "Pod",
+        "metadata": { "name": name, "namespace": "bookinfo", "labels": { "app": name } },
+        "spec": { "nodeName": node, "serviceAccountName": account, "containers": [{ "name": "app", "image": "app" }] },
+        "status": { "phase": "Running", "podIP": ip },
+    })
+}
+
+/// A CSR for `identity` with a fresh key, as an agent makes it.
+fn csr(identity: &str) -> String {
+    let key = rcgen::KeyPair::generate().expect("key");
+    let mut params = rcgen::CertificateParams::default();
+    params.distinguished_name = rcgen::DistinguishedName::new();
+    params.subject_alt_names = vec![rcgen::SanType::URI(identity.try_into().expect("IA5"))];
+    params.serialize_request(&key).expect("csr").pem().expect("pem")
+}
+
+/// Signs a CSR for `bookinfo/<account>` with the token in `token_file`.
+async fn sign(
+    weftd: &LoopbackWeftd,
+    token_file: &std::path::Path,
+    account: &str,
+) -> Result<Vec<String>, tonic::Code> {
+    let identity = format!("spiffe://cluster.local/ns/bookinfo/sa/{account}");
+    weftd
+        .ca_client(token_file)
+        .sign(&identity, &csr(&identity), Duration::ZERO)
+        .await
+        .map_err(|e| e.code().unwrap_or_else(|| panic!("a refusal, not {e}")))
+}
+
+/// The error an ADS client's session ended with, once it contains `text`.
+async fn refusal(client: &AdsClient, text: &str) -> String {
+    let mut state = client.state();
+    let s = timeout(PATIENCE, state.wait_for(|s| s.last_error.as_deref().is_some_and(|e| e.contains(text))))
+        .await
+        .unwrap_or_else(|_| panic!("no refusal with {text:?}: {:?}", *client.state().borrow()))
+        .expect("client running")
+        .clone();
+    s.last_error.unwrap_or_default()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tokens_are_checked_by_token_review_and_the_root_lives_in_a_secret() {
+    let (server, _url) = FakeApiServer::start().await.expect("fake API server");
+    server.apply(json!({ "apiVersion": "v1", "kind": "Namespace", "metadata": { "name": "bookinfo" } }));
+    server.apply(agent_pod("n1"));
+    server.apply(agent_pod("n2"));
+    server.apply(workload_pod("reviews-v1", "reviews", "n1", "198.18.1.2"));
+    server.apply(workload_pod("ratings-v1", "ratings", "n2", "198.18.2.2"));
+    let mut weftd = start_weftd(&server).await;
+
+    // The root is in weft-ca-secret (key included), and its certificate in the ConfigMap.
+    let secret =
+        server.object("Secret", Some("istio-system"), "weft-ca-secret").expect("weftd made its CA Secret");
+    for key in ["ca-cert.pem", "ca-key.pem", "root-cert.pem"] {
+        assert!(secret["data"][key].is_string(), "{key} in {secret}");
+    }
+    let root = published_root(&server);
+
+    // An agent's token names its pod; its pod's node is what it may sign for.
+    let agent_n1 = token(&server, &weftd, "istio-system", "weft-agent", "weft-agent-n1");
+    let chain = sign(&weftd, &agent_n1, "reviews").await.expect("reviews runs on n1");
+    assert_eq!(chain.last(), Some(&root));
+    assert_eq!(sign(&weftd, &agent_n1, "ratings").await.unwrap_err(), tonic::Code::PermissionDenied);
+    let agent_n2 = token(&server, &weftd, "istio-system", "weft-agent", "weft-agent-n2");
+    assert!(sign(&weftd, &agent_n2, "ratings").await.is_ok(), "ratings runs on n2");
+
+    // A waypoint's account: its own identity only.
+    let waypoint = token(&server, &weftd, "bookinfo", "waypoint", "waypoint-0");
+    assert!(sign(&weftd, &waypoint, "waypoint").await.is_ok());
+    assert_eq!(sign(&weftd, &waypoint, "reviews").await.unwrap_err(), tonic::Code::PermissionDenied);
+
+    // A token the API server does not know, and a real one issued for another audience.
+    let unknown = weftd.dir().join("unknown-token");
+    std::fs::write(&unknown, "not-a-token").unwrap();
+    assert_eq!(sign(&weftd, &unknown, "reviews").await.unwrap_err(), tonic::Code::Unauthenticated);
+    server.add_token(
+        "api-audience",
+        TokenUser::service_account("istio-system", "weft-agent").bound_to_pod("weft-agent-n1", "uid"),
+    );
+    let api_audience = weftd.dir().join("api-audience-token");
+    std::fs::write(&api_audience, "api-audience").unwrap();
+    assert_eq!(sign(&weftd, &api_audience, "reviews").await.unwrap_err(), tonic::Code::Unauthenticated);
+    assert!(server.requests_of("POST", "/apis/authentication.k8s.io/v1/tokenreviews") >= 7);
+    weftd.wait_log("refused a call to the secure port", PATIENCE).await;
+
+    // xDS with the same tokens: the agent of n1 as n1, not as n2.
+    let mut c = weftd.client_config("agent-n1", &[type_url::ADDRESS], &agent_n1);
+    c.node_name = Some("n2".into());
+    let liar = Proxy::connect("liar", c);
+    let e = refusal(&liar.client, "PermissionDenied").await;
+    assert!(e.contains("may not claim node n2"), "{e}");
+    liar.client.stop().await;
+    let mut c = weftd.client_config("agent-n1", &[type_url::ADDRESS], &agent_n1);
+    c.node_name = Some("n1".into());
+    let mut agent = Proxy::connect("agent", c);
+    agent.until("both workloads", |h| names(h, type_url::ADDRESS).len() == 2).await;
+    agent.client.stop().await;
+    let mut c = weftd.client_config("waypoint-bookinfo", &[type_url::CLUSTER], &waypoint);
+    c.namespace = Some("istio-system".into());
+    let wrong_namespace = Proxy::connect("waypoint", c);
+    let e = refusal(&wrong_namespace.client, "PermissionDenied").await;
+    assert!(e.contains("may not claim namespace istio-system"), "{e}");
+    wrong_namespace.client.stop().await;
+
+    // A restarted weftd keeps the root: the Secret is read, not made again.
+    weftd.restart();
+    weftd.wait_ready(PATIENCE).await;
+    assert_eq!(published_root(&server), root);
+    assert_eq!(server.requests_of("POST", "/api/v1/namespaces/istio-system/secrets"), 1);
+    let chain = sign(&weftd, &agent_n1, "reviews").await.expect("signed after the restart");
+    assert_eq!(chain.last(), Some(&root));
 }

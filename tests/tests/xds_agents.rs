@@ -66,8 +66,8 @@ fn agents_follow_weftd_and_keep_serving_while_it_is_down() -> Result<()> {
     )?;
     let mut weftd = Weftd::start(&n1, &config)?;
     let url = weftd.ads_url();
-    let a1 = Agent::start_xds(&s.bed, &n1, &url)?;
-    let a2 = Agent::start_xds(&s.bed, &n2, &url)?;
+    let a1 = Agent::start_xds(&s.bed, &n1, &weftd)?;
+    let a2 = Agent::start_xds(&s.bed, &n2, &weftd)?;
     let srv = scenario::serve(&server, "v1", &[PORT])?;
     let direct = format!("{}:{PORT}", server.ip());
     let opened = |a: &Agent| a.metric("istio_tcp_connections_opened_total", &[("source_workload", "client")]);
@@ -94,9 +94,10 @@ fn agents_follow_weftd_and_keep_serving_while_it_is_down() -> Result<()> {
     assert_eq!((opened(&a1)?, opened(&a2)?), (2, 2), "still captured with weftd down");
     assert_eq!(a1.enrolled()?, ["client"]);
 
-    // While it is down the namespace is unlabelled; weftd returns and the agents resync.
+    // While it is down the namespace is unlabelled; weftd returns (with the root it
+    // persisted, which the agents still trust) and the agents resync.
     write(&config, "namespace.yaml", &namespace(false))?;
-    let weftd = Weftd::start(&n1, &config)?;
+    weftd.restart()?;
     a1.wait_enrolled(&[], Duration::from_secs(20))?;
     a2.wait_enrolled(&[], Duration::from_secs(20))?;
     assert!(scenario::echo(&client, &direct, 65536)?.ok(), "released pods talk directly");

@@ -1,6 +1,8 @@
 //! A delta ADS client for Weft agents and `weftctl`.
 //!
-//! It connects to an ADS endpoint (plain HTTP/2 for now), presents a `Node` with the
+//! It connects to an ADS endpoint (TLS for `https://`, with the root certificate and server
+//! name of [`ClientTls`]; plaintext for `http://`, weftd's debugging port), presents the
+//! bearer token of its token file (read again at every connect), and a `Node` with the
 //! caller's id and `NODE_NAME` / `NAMESPACE` metadata, subscribes (delta, wildcard) to the
 //! given type URLs and hands every response to a [`Handler`]. The handler's answer decides
 //! the reply: `Ok` is an ACK, `Err(message)` a NACK carrying that message, so a proxy can
@@ -11,6 +13,7 @@
 //! sends only what changed meanwhile.
 
 use std::collections::{BTreeMap, HashMap};
+use std::path::PathBuf;
 use std::time::Duration;
 
 use envoy_types::pb::envoy::config::core::v3::Node;
@@ -21,17 +24,25 @@ use envoy_types::pb::google::rpc;
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 use tokio_stream::wrappers::ReceiverStream;
-use tonic::transport::Endpoint;
 use tracing::{Instrument, debug, info, info_span, warn};
 
 use crate::Any;
+use crate::connect::{self, Bearer, ConnectError};
 use crate::server::{NAMESPACE, NODE_NAME};
+
+pub use crate::connect::ClientTls;
 
 /// Client settings.
 #[derive(Clone, Debug)]
 pub struct ClientConfig {
-    /// ADS endpoint URI, e.g. `http://weftd.weft-system:15010`.
+    /// ADS endpoint URI: `https://weftd.istio-system.svc:15012` (weftd's TLS port), or
+    /// `http://…:15010` (its plaintext port, off unless weftd is asked for it).
     pub endpoint: String,
+    /// How to check the server's certificate; required for an https endpoint.
+    pub tls: Option<ClientTls>,
+    /// File holding the bearer token presented on every stream (`authorization: Bearer`),
+    /// read again at every (re)connect.
+    pub token_file: Option<PathBuf>,
     /// `node.id`; the server keys status and `Scope::Proxy` on it.
     pub node_id: String,
     /// Sent as `NODE_NAME` metadata; selects `Scope::Node` resources.
@@ -56,6 +67,8 @@ impl ClientConfig {
     pub fn new(endpoint: impl Into<String>, node_id: impl Into<String>, type_urls: Vec<String>) -> Self {
         Self {
             endpoint: endpoint.into(),
+            tls: None,
+            token_file: None,
             node_id: node_id.into(),
             node_name: None,
             namespace: None,
@@ -138,13 +151,9 @@ pub struct ClientState {
 /// Why the client could not start.
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
-    /// The endpoint is not a URI tonic can connect to.
-    #[error("invalid xDS endpoint {endpoint:?}: {source} (expected e.g. http://weftd:15010)")]
-    InvalidEndpoint {
-        endpoint: String,
-        #[source]
-        source: tonic::transport::Error,
-    },
+    /// The endpoint is not one the client can connect to with its TLS settings.
+    #[error(transparent)]
+    Endpoint(#[from] ConnectError),
     /// Nothing to subscribe to.
     #[error("no type URLs to subscribe to")]
     NoTypes,
@@ -166,15 +175,11 @@ impl AdsClient {
         if config.type_urls.is_empty() {
             return Err(ClientError::NoTypes);
         }
-        let endpoint = Endpoint::from_shared(config.endpoint.clone())
-            .map_err(|source| ClientError::InvalidEndpoint { endpoint: config.endpoint.clone(), source })?
-            .connect_timeout(config.connect_timeout)
-            .tcp_nodelay(true);
+        connect::check(&config.endpoint, config.tls.as_ref())?;
         let (stop_tx, stop_rx) = watch::channel(false);
         let (state_tx, state_rx) = watch::channel(ClientState::default());
         let span = info_span!("xds_client", node = %config.node_id, endpoint = %config.endpoint);
-        let runner =
-            Runner { config, endpoint, handler, held: HashMap::new(), stop: stop_rx, state: state_tx };
+        let runner = Runner { config, handler, held: HashMap::new(), stop: stop_rx, state: state_tx };
         let task = tokio::spawn(runner.run().instrument(span));
         Ok(Self { stop: stop_tx, state: state_rx, task })
     }
@@ -199,7 +204,6 @@ enum SessionEnd {
 
 struct Runner<H> {
     config: ClientConfig,
-    endpoint: Endpoint,
     handler: H,
     /// type URL → name → version, of what the handler accepted.
     held: HashMap<String, HashMap<String, String>>,
@@ -233,16 +237,35 @@ impl<H: Handler> Runner<H> {
         debug!("xDS client stopped");
     }
 
+    /// The endpoint and token of one session, from the files as they are now.
+    fn credentials(&self) -> Result<(tonic::transport::Endpoint, Bearer), ConnectError> {
+        let root = match &self.config.tls {
+            Some(tls) => Some((tls, connect::read_root(tls)?)),
+            None => None,
+        };
+        let endpoint = connect::endpoint(
+            &self.config.endpoint,
+            root.as_ref().map(|(tls, pem)| (*tls, pem.as_slice())),
+            self.config.connect_timeout,
+        )?;
+        let token = self.config.token_file.as_deref().map(connect::bearer).transpose()?;
+        Ok((endpoint, Bearer(token)))
+    }
+
     /// One stream, from connect to its end.
     async fn session(&mut self) -> SessionEnd {
+        let (endpoint, bearer) = match self.credentials() {
+            Ok(credentials) => credentials,
+            Err(e) => return SessionEnd::Failed { error: e.to_string(), received: false },
+        };
         let channel = tokio::select! {
             _ = crate::server::stopped(&mut self.stop) => return SessionEnd::Stopped,
-            channel = self.endpoint.connect() => match channel {
+            channel = endpoint.connect() => match channel {
                 Ok(channel) => channel,
-                Err(e) => return SessionEnd::Failed { error: format!("cannot connect: {e}"), received: false },
+                Err(e) => return SessionEnd::Failed { error: format!("cannot connect: {}", error_chain(&e)), received: false },
             },
         };
-        let mut client = AggregatedDiscoveryServiceClient::new(channel)
+        let mut client = AggregatedDiscoveryServiceClient::with_interceptor(channel, bearer)
             .max_decoding_message_size(self.config.max_response_bytes);
 
         // Room for every initial request plus a backlog of ACKs, so queuing never blocks
@@ -269,7 +292,7 @@ impl<H: Handler> Runner<H> {
             _ = crate::server::stopped(&mut self.stop) => return SessionEnd::Stopped,
             response = call => match response {
                 Ok(response) => response.into_inner(),
-                Err(status) => return SessionEnd::Failed { error: format!("stream refused: {status}"), received: false },
+                Err(status) => return SessionEnd::Failed { error: format!("stream refused: {}", describe(&status)), received: false },
             },
         };
         info!("xDS stream open");
@@ -288,7 +311,10 @@ impl<H: Handler> Runner<H> {
                 Ok(Some(response)) => response,
                 Ok(None) => return SessionEnd::Failed { error: "server closed the stream".into(), received },
                 Err(status) => {
-                    return SessionEnd::Failed { error: format!("stream failed: {status}"), received };
+                    return SessionEnd::Failed {
+                        error: format!("stream failed: {}", describe(&status)),
+                        received,
+                    };
                 }
             };
             received = true;
@@ -340,4 +366,32 @@ impl<H: Handler> Runner<H> {
         };
         DeltaDiscoveryRequest { type_url, response_nonce: nonce, error_detail, ..Default::default() }
     }
+}
+
+/// A status as `Code: message`, e.g. "PermissionDenied: …" (tonic's own `Display` spells
+/// out the code's description instead of its name).
+fn describe(status: &tonic::Status) -> String {
+    let mut text = format!("{:?}: {}", status.code(), status.message());
+    if let Some(source) = std::error::Error::source(status) {
+        text.push_str(" (");
+        text.push_str(&error_chain(source));
+        text.push(')');
+    }
+    text
+}
+
+/// An error with its sources, so "transport error" says what failed underneath (a refused
+/// connection, an unknown CA, a name mismatch).
+pub(crate) fn error_chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(e) = source {
+        let next = e.to_string();
+        if !text.contains(&next) {
+            text.push_str(": ");
+            text.push_str(&next);
+        }
+        source = e.source();
+    }
+    text
 }

@@ -340,3 +340,46 @@ async fn large_pushes_wait_for_the_acks_of_earlier_ones() {
     assert_eq!(second.recv().await.resources.len(), 1100);
     server.stop(&xds).await;
 }
+
+/// The defect this guards against: four proxies that take a large push and never answer
+/// held all four permits for ever, and every later proxy waited for its first
+/// configuration. Past the ACK timeout they are closed (DEADLINE_EXCEEDED) and the others
+/// served.
+#[tokio::test]
+async fn proxies_that_never_ack_a_large_push_are_closed_and_stall_nobody() {
+    let ack_timeout = Duration::from_secs(3);
+    let xds =
+        XdsServer::new(ServerConfig { large_pushes: 4, large_push_ack_timeout: ack_timeout, ..config() });
+    let mut snapshot = Snapshot::new("v1");
+    for i in 0..1100 {
+        snapshot.add(ADDRESS, workload(&format!("w{i:04}"), Scope::All, 1));
+    }
+    xds.publish(snapshot).unwrap();
+    let server = Running::start(&xds).await;
+    let subscribe = |id: &str| DeltaDiscoveryRequest {
+        node: Some(node(id, "n1")),
+        type_url: ADDRESS.into(),
+        ..Default::default()
+    };
+    let started = tokio::time::Instant::now();
+    let mut stuck = Vec::new();
+    for i in 0..4 {
+        let mut client = DeltaClient::connect(server.addr, subscribe(&format!("stuck-{i}"))).await;
+        assert_eq!(client.recv().await.resources.len(), 1100);
+        stuck.push(client);
+    }
+    let mut late = DeltaClient::connect(server.addr, subscribe("late")).await;
+    // The throttle still holds while the four may yet answer…
+    late.silence(Duration::from_millis(500)).await;
+    // …and gives way once they have had their time.
+    let full = late.recv().await;
+    assert_eq!(full.resources.len(), 1100);
+    assert!(started.elapsed() >= ack_timeout, "served before the stuck proxies timed out");
+    for mut client in stuck {
+        let status =
+            tokio::time::timeout(WAIT, client.rx.message()).await.expect("closed in time").unwrap_err();
+        assert_eq!(status.code(), tonic::Code::DeadlineExceeded, "{status:?}");
+    }
+    late.ack(&full).await;
+    server.stop(&xds).await;
+}

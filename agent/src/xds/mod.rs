@@ -6,9 +6,13 @@
 //! was held under that name stays; the others in the same response are applied. While the
 //! control plane is away the agent keeps serving with what it has; the client reconnects
 //! and resyncs (sending the versions it holds, so only the difference comes back).
+//!
+//! weftd is reached on its secure port: TLS checked against `--ca-root-cert` (and
+//! `--xds-server-name`), the `--token-file` token on every stream. The CA client
+//! ([`ca_client`]) reaches weftd's certificate service the same way.
 
 use crate::policy::{Policy, PolicyStore};
-use crate::{enrollment, localconfig::ConfigStatus, state::Shared};
+use crate::{config::Config, enrollment, localconfig::ConfigStatus, state::Shared};
 use std::{
     collections::HashMap,
     sync::{Arc, Mutex, atomic::Ordering, mpsc},
@@ -17,7 +21,8 @@ use tokio::sync::watch;
 use tracing::{info, warn};
 use weft_model::AddressTable;
 use weft_xds::{
-    client::{AdsClient, ClientConfig, ClientError, Update},
+    ca::{CaClient, CaClientConfig, CaClientError},
+    client::{AdsClient, ClientConfig, ClientError, ClientTls, Update},
     istio::{self, security::Authorization, workload::Address},
     type_url,
 };
@@ -29,25 +34,44 @@ struct Held {
     policies: HashMap<Arc<str>, Arc<Policy>>,
 }
 
-/// Starts the client. `first_model` flips to true once the first set of addresses has
-/// been accepted, so the agent can hold readiness until it knows its pods.
+/// TLS settings for an endpoint: https trusts `--ca-root-cert`; http (weftd's plaintext
+/// debugging port) has none.
+fn tls(endpoint: &str, root: Option<&std::path::Path>, server_name: Option<&String>) -> Option<ClientTls> {
+    let root = root.filter(|_| endpoint.starts_with("https://"))?;
+    Some(ClientTls { root_cert: root.to_owned(), server_name: server_name.cloned() })
+}
+
+/// The client of the control plane's CA, as configured (`--ca-address`, `--ca-root-cert`,
+/// `--ca-server-name`, `--token-file`); `None` without a control plane (`--local-config`).
+pub fn ca_client(config: &Config) -> Result<Option<CaClient>, CaClientError> {
+    let Some(endpoint) = config.ca_address.as_deref().or(config.xds_address.as_deref()) else {
+        return Ok(None);
+    };
+    let tls = tls(endpoint, config.ca_root_cert.as_deref(), config.ca_server_name.as_ref());
+    CaClient::new(CaClientConfig::new(endpoint, tls, config.token_file.clone())).map(Some)
+}
+
+/// Starts the client of `config.xds_address`. `first_model` flips to true once the first
+/// set of addresses has been accepted, so the agent can hold readiness until it knows its
+/// pods.
 pub fn start(
-    endpoint: &str,
-    node: &str,
-    node_id: String,
-    trust_domain: &str,
+    agent: &Config,
     shared: Arc<Shared>,
     enrollment: mpsc::Sender<enrollment::Command>,
     status: Arc<Mutex<ConfigStatus>>,
 ) -> Result<(AdsClient, watch::Receiver<bool>), ClientError> {
+    let endpoint = agent.xds_address.as_deref().unwrap_or_default();
+    let node = &agent.node;
     let mut config = ClientConfig::new(
         endpoint,
-        node_id,
+        agent.node_id(),
         vec![type_url::ADDRESS.to_owned(), type_url::AUTHORIZATION.to_owned()],
     );
+    config.tls = tls(endpoint, agent.ca_root_cert.as_deref(), agent.xds_server_name.as_ref());
+    config.token_file = agent.token_file.clone();
     config.node_name = Some(node.to_owned());
     let (first_tx, first_rx) = watch::channel(false);
-    let mut held = Held { addresses: AddressTable::new(trust_domain), policies: HashMap::new() };
+    let mut held = Held { addresses: AddressTable::new(&agent.trust_domain), policies: HashMap::new() };
     let handler = move |update: Update| -> Result<(), String> {
         let applied = apply(&mut held, &update, &shared);
         let mut st = status.lock().expect("config status lock");

@@ -188,6 +188,12 @@ impl KubeSource {
         }
     }
 
+    /// The source's client, for weftd's other calls to the same API server (the CA
+    /// Secret, TokenReview).
+    pub fn client(&self) -> Client {
+        self.client.clone()
+    }
+
     /// Sets the pause after a kind's watch fails: `initial`, doubling up to `max`, back to
     /// `initial` once the kind works again. Defaults: 800 ms to 30 s, as kube-rs's.
     pub fn with_backoff(mut self, initial: Duration, max: Duration) -> KubeSource {

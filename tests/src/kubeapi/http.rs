@@ -1,5 +1,6 @@
-//! The HTTP side: routes a GET to discovery, a list, a single object or a watch, and
-//! answers with the JSON the real API server sends.
+//! The HTTP side: routes a GET to discovery, a list, a single object or a watch, a POST to
+//! a create or a TokenReview, a PUT to a replace, and answers with the JSON the real API
+//! server sends.
 
 use super::{
     Shared,
@@ -21,13 +22,30 @@ pub(crate) type Body = BoxBody<Bytes, Infallible>;
 /// random length between 30 and 60 minutes; any long value will do here.
 const DEFAULT_WATCH_TIMEOUT: Duration = Duration::from_secs(1800);
 
+/// The largest request body accepted (a TokenReview, a Secret).
+const MAX_BODY: usize = 1 << 20;
+
+/// Where TokenReviews are posted.
+const TOKEN_REVIEWS: &str = "/apis/authentication.k8s.io/v1/tokenreviews";
+
 pub(crate) async fn handle(shared: &Shared, request: Request<Incoming>) -> Response<Body> {
     let path = request.uri().path().to_owned();
     let query = Query::parse(request.uri().query());
     let watching = query.flag("watch");
-    shared.record(&path, watching, &request.uri().to_string());
-    if request.method() != Method::GET {
-        let message = format!("the fake API server only serves GET, not {}", request.method());
+    let method = request.method().clone();
+    shared.record(method.as_str(), &path, watching, &request.uri().to_string());
+    if method == Method::POST || method == Method::PUT {
+        let body = match read_json(request).await {
+            Ok(body) => body,
+            Err(e) => return error(&e),
+        };
+        if method == Method::POST && path == TOKEN_REVIEWS {
+            return json_response(StatusCode::CREATED, &shared.review(&body));
+        }
+        return write(shared, &method, &path, body);
+    }
+    if method != Method::GET {
+        let message = format!("the fake API server serves GET, POST and PUT, not {method}");
         return error(&ApiError { code: 405, reason: "MethodNotAllowed", message });
     }
 
@@ -52,6 +70,52 @@ pub(crate) async fn handle(shared: &Shared, request: Request<Incoming>) -> Respo
     };
     match result {
         Ok(body) => json_response(StatusCode::OK, &body),
+        Err(e) => error(&e),
+    }
+}
+
+/// The body of a POST or PUT, as JSON.
+async fn read_json(request: Request<Incoming>) -> Result<Value, ApiError> {
+    let limited = http_body_util::Limited::new(request.into_body(), MAX_BODY);
+    let bytes = limited
+        .collect()
+        .await
+        .map_err(|e| ApiError::bad_request(format!("cannot read the request body: {e}")))?
+        .to_bytes();
+    serde_json::from_slice(&bytes).map_err(|e| ApiError::bad_request(format!("the body is not JSON: {e}")))
+}
+
+/// A create (POST to a collection) or replace (PUT to an object).
+fn write(shared: &Shared, method: &Method, path: &str, body: Value) -> Response<Body> {
+    let segments: Vec<&str> = path.split('/').filter(|s| !s.is_empty()).collect();
+    let (group, version, rest) = match segments.as_slice() {
+        ["api", version, rest @ ..] => ("", *version, rest),
+        ["apis", group, version, rest @ ..] => (*group, *version, rest),
+        _ => return error(&ApiError::not_found()),
+    };
+    let (plural, namespace, name) = match *rest {
+        [plural] => (plural, None, None),
+        ["namespaces", namespace, plural] => (plural, Some(namespace), None),
+        ["namespaces", namespace, plural, name] => (plural, Some(namespace), Some(name)),
+        [plural, name] => (plural, None, Some(name)),
+        _ => return error(&ApiError::not_found()),
+    };
+    let Some(resource) = by_path(group, version, plural) else { return error(&ApiError::not_found()) };
+    let result = match (method, name) {
+        (&Method::POST, None) => {
+            shared.store().create(resource, version, namespace, body).map(|o| (StatusCode::CREATED, o))
+        }
+        (&Method::PUT, Some(name)) => {
+            shared.store().replace(resource, version, namespace, name, body).map(|o| (StatusCode::OK, o))
+        }
+        _ => Err(ApiError {
+            code: 405,
+            reason: "MethodNotAllowed",
+            message: format!("{method} is not served on {path}"),
+        }),
+    };
+    match result {
+        Ok((status, object)) => json_response(status, &object),
         Err(e) => error(&e),
     }
 }

@@ -12,6 +12,13 @@
 //!   makes a client relist.
 //! - Discovery (`/version`, `/api`, `/apis`, `/api/v1`, `/apis/<group>/<version>`) is served
 //!   too, though a client with explicit `ApiResource`s never asks.
+//! - Writes, for what weftd writes (its CA Secret, the root ConfigMap): `POST` to a
+//!   collection creates (409 `AlreadyExists` if the name is taken), `PUT` to an object
+//!   replaces it (409 `Conflict` on a stale `metadata.resourceVersion`).
+//! - TokenReview (`POST /apis/authentication.k8s.io/v1/tokenreviews`) answers from the tokens
+//!   a test registers with [`FakeApiServer::add_token`], as the real server answers for
+//!   service-account tokens: the user, groups and pod extras, and the audiences the token
+//!   matched; an unknown token or one for other audiences is not authenticated.
 //!
 //! A test scripts the server between its steps: [`FakeApiServer::apply`] and
 //! [`FakeApiServer::delete`] change objects (one global resourceVersion, like etcd),
@@ -41,6 +48,7 @@ use hyper::{server::conn::http1, service::service_fn};
 use hyper_util::rt::TokioIo;
 use serde_json::Value;
 use std::{
+    collections::{BTreeMap, HashMap},
     convert::Infallible,
     sync::{Arc, Mutex, MutexGuard},
     time::Duration,
@@ -61,12 +69,61 @@ pub(crate) struct Shared {
     /// True while new watch requests are held unanswered.
     paused: watch::Sender<bool>,
     requests: Mutex<Vec<RequestRecord>>,
+    /// Tokens TokenReview knows.
+    tokens: Mutex<HashMap<String, TokenUser>>,
 }
 
 struct RequestRecord {
+    method: String,
     path: String,
     watch: bool,
     uri: String,
+}
+
+/// The audience of a token issued for the API server itself (a legacy or default
+/// service-account token).
+pub const API_SERVER_AUDIENCE: &str = "https://kubernetes.default.svc.cluster.local";
+
+/// Who a token registered with [`FakeApiServer::add_token`] belongs to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TokenUser {
+    pub username: String,
+    pub uid: String,
+    pub groups: Vec<String>,
+    /// e.g. `authentication.kubernetes.io/pod-name`.
+    pub extra: BTreeMap<String, Vec<String>>,
+    /// What the token was issued for; a review for other audiences fails.
+    pub audiences: Vec<String>,
+}
+
+impl TokenUser {
+    /// A service account's token, for the API server's own audience (as a legacy token).
+    pub fn service_account(namespace: &str, name: &str) -> TokenUser {
+        TokenUser {
+            username: format!("system:serviceaccount:{namespace}:{name}"),
+            uid: format!("uid-{namespace}-{name}"),
+            groups: vec![
+                "system:serviceaccounts".into(),
+                format!("system:serviceaccounts:{namespace}"),
+                "system:authenticated".into(),
+            ],
+            extra: BTreeMap::new(),
+            audiences: vec![API_SERVER_AUDIENCE.into()],
+        }
+    }
+
+    /// A projected token bound to a pod: the review names the pod, as for a real one.
+    pub fn bound_to_pod(mut self, pod_name: &str, pod_uid: &str) -> TokenUser {
+        self.extra.insert("authentication.kubernetes.io/pod-name".into(), vec![pod_name.into()]);
+        self.extra.insert("authentication.kubernetes.io/pod-uid".into(), vec![pod_uid.into()]);
+        self
+    }
+
+    /// Issued for these audiences instead.
+    pub fn for_audiences(mut self, audiences: &[&str]) -> TokenUser {
+        self.audiences = audiences.iter().map(|a| (*a).to_owned()).collect();
+        self
+    }
 }
 
 impl Shared {
@@ -78,8 +135,48 @@ impl Shared {
         self.requests.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
-    fn record(&self, path: &str, watch: bool, uri: &str) {
-        self.requests().push(RequestRecord { path: path.to_owned(), watch, uri: uri.to_owned() });
+    fn record(&self, method: &str, path: &str, watch: bool, uri: &str) {
+        self.requests().push(RequestRecord {
+            method: method.to_owned(),
+            path: path.to_owned(),
+            watch,
+            uri: uri.to_owned(),
+        });
+    }
+
+    /// Answers a TokenReview as the API server does for service-account tokens.
+    fn review(&self, review: &Value) -> Value {
+        let token = review["spec"]["token"].as_str().unwrap_or_default();
+        let requested: Vec<String> = match review["spec"]["audiences"].as_array() {
+            Some(a) if !a.is_empty() => a.iter().filter_map(|v| v.as_str().map(str::to_owned)).collect(),
+            _ => vec![API_SERVER_AUDIENCE.to_owned()],
+        };
+        let user = self.tokens.lock().unwrap_or_else(|p| p.into_inner()).get(token).cloned();
+        let status = match user {
+            None => serde_json::json!({ "authenticated": false, "error": "[invalid bearer token]" }),
+            Some(user) => {
+                let matched: Vec<&String> = user.audiences.iter().filter(|a| requested.contains(a)).collect();
+                if matched.is_empty() {
+                    serde_json::json!({
+                        "authenticated": false,
+                        "error": format!("[invalid bearer token, token audiences {:?} is invalid for the target audiences {requested:?}]", user.audiences),
+                    })
+                } else {
+                    serde_json::json!({
+                        "authenticated": true,
+                        "user": { "username": user.username, "uid": user.uid, "groups": user.groups, "extra": user.extra },
+                        "audiences": matched,
+                    })
+                }
+            }
+        };
+        serde_json::json!({
+            "kind": "TokenReview",
+            "apiVersion": "authentication.k8s.io/v1",
+            "metadata": { "creationTimestamp": null },
+            "spec": review["spec"],
+            "status": status,
+        })
     }
 }
 
@@ -94,6 +191,7 @@ impl FakeApiServer {
             store: Mutex::new(Store::new()),
             paused: watch::Sender::new(false),
             requests: Mutex::new(Vec::new()),
+            tokens: Mutex::new(HashMap::new()),
         });
         let accept = tokio::spawn(serve(listener, shared.clone()));
         Ok((FakeApiServer { shared, url: url.clone(), accept }, url))
@@ -174,10 +272,29 @@ impl FakeApiServer {
         self.shared.store().open_watches()
     }
 
+    /// Makes TokenReview accept `token` as `user`'s.
+    pub fn add_token(&self, token: &str, user: TokenUser) {
+        self.shared.tokens.lock().unwrap_or_else(|p| p.into_inner()).insert(token.to_owned(), user);
+    }
+
+    /// The object stored under `kind` (as in [`FakeApiServer::delete`]), namespace and name,
+    /// as a GET in its preferred version would answer.
+    pub fn object(&self, kind: &str, namespace: Option<&str>, name: &str) -> Option<Value> {
+        let index = resources::by_name(kind);
+        let r = &resources::RESOURCES[index];
+        let namespace = r.namespaced.then(|| namespace.unwrap_or("default"));
+        self.shared.store().get(index, r.versions[0], namespace, name)
+    }
+
     /// How many list requests (GETs without `watch`) were made for `path`, e.g.
     /// "/apis/networking.istio.io/v1/virtualservices".
     pub fn list_requests(&self, path: &str) -> usize {
-        self.shared.requests().iter().filter(|r| !r.watch && r.path == path).count()
+        self.shared.requests().iter().filter(|r| r.method == "GET" && !r.watch && r.path == path).count()
+    }
+
+    /// How many requests with `method` (e.g. "POST") were made for `path`.
+    pub fn requests_of(&self, method: &str, path: &str) -> usize {
+        self.shared.requests().iter().filter(|r| r.method == method && r.path == path).count()
     }
 
     /// How many watch requests were made for `path`.
@@ -185,9 +302,14 @@ impl FakeApiServer {
         self.shared.requests().iter().filter(|r| r.watch && r.path == path).count()
     }
 
-    /// Every request so far, as its path and query, in order.
+    /// Every request so far, as its path and query (preceded by the method when it is not
+    /// GET), in order.
     pub fn requests(&self) -> Vec<String> {
-        self.shared.requests().iter().map(|r| r.uri.clone()).collect()
+        self.shared
+            .requests()
+            .iter()
+            .map(|r| if r.method == "GET" { r.uri.clone() } else { format!("{} {}", r.method, r.uri) })
+            .collect()
     }
 
     /// Waits until at least `n` watch streams are open; false on timeout.

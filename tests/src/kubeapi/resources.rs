@@ -1,5 +1,6 @@
-//! The resources the fake API server serves: Kubernetes' built-in kinds Weft reads and the
-//! Istio and Gateway API custom resources, each in every version the real server offers.
+//! The resources the fake API server serves: Kubernetes' built-in kinds Weft reads or
+//! writes and the Istio and Gateway API custom resources, each in every version the real
+//! server offers. (TokenReview is no stored resource: `http.rs` answers it.)
 
 /// One resource (a REST collection) the server serves.
 #[derive(Debug)]
@@ -61,6 +62,9 @@ pub(crate) const RESOURCES: &[Resource] = &[
     builtin("", "Pod", "pods", true),
     builtin("", "Service", "services", true),
     builtin("discovery.k8s.io", "EndpointSlice", "endpointslices", true),
+    // Written by weftd's CA (its root Secret, the root ConfigMap agents read).
+    builtin("", "Secret", "secrets", true),
+    builtin("", "ConfigMap", "configmaps", true),
     crd("networking.istio.io", ISTIO_NETWORKING, "VirtualService", "virtualservices"),
     crd("networking.istio.io", ISTIO_NETWORKING, "DestinationRule", "destinationrules"),
     crd("networking.istio.io", ISTIO_NETWORKING, "Gateway", "gateways"),

@@ -343,6 +343,115 @@ impl Store {
         }))
     }
 
+    /// Answers a create (POST to a collection): the object as stored, or 409 if it exists.
+    pub fn create(
+        &mut self,
+        resource: usize,
+        version: &str,
+        namespace: Option<&str>,
+        object: Value,
+    ) -> Result<Value, ApiError> {
+        let (object, name) = self.checked(resource, version, namespace, object)?;
+        let key = Key { resource, namespace: namespace.map(str::to_owned), name: name.clone() };
+        let r = &RESOURCES[resource];
+        if self.objects.contains_key(&key) {
+            return Err(ApiError {
+                code: 409,
+                reason: "AlreadyExists",
+                message: format!("{}.{} {name:?} already exists", r.plural, r.group),
+            });
+        }
+        self.apply(object);
+        Ok(served(r, version, &self.objects[&key], true))
+    }
+
+    /// Answers a replace (PUT to an object): 404 if it does not exist, 409 if the body
+    /// carries a `metadata.resourceVersion` that is not the current one (optimistic
+    /// concurrency, as the real server).
+    pub fn replace(
+        &mut self,
+        resource: usize,
+        version: &str,
+        namespace: Option<&str>,
+        name: &str,
+        object: Value,
+    ) -> Result<Value, ApiError> {
+        let (object, body_name) = self.checked(resource, version, namespace, object)?;
+        let r = &RESOURCES[resource];
+        if body_name != name {
+            return Err(ApiError::bad_request(format!(
+                "the name of the object ({body_name}) does not match the name on the URL ({name})"
+            )));
+        }
+        let key = Key { resource, namespace: namespace.map(str::to_owned), name: name.to_owned() };
+        let Some(current) = self.objects.get(&key) else {
+            return Err(ApiError {
+                code: 404,
+                reason: "NotFound",
+                message: format!("{}.{} {name:?} not found", r.plural, r.group),
+            });
+        };
+        if let Some(given) = object["metadata"]["resourceVersion"].as_str()
+            && !given.is_empty()
+            && Some(given) != current["metadata"]["resourceVersion"].as_str()
+        {
+            return Err(ApiError {
+                code: 409,
+                reason: "Conflict",
+                message: format!(
+                    "Operation cannot be fulfilled on {}.{} {name:?}: the object has been modified; please apply your changes to the latest version and try again",
+                    r.plural, r.group
+                ),
+            });
+        }
+        self.apply(object);
+        Ok(served(r, version, &self.objects[&key], true))
+    }
+
+    /// A written object checked against where it was sent: its kind, name and namespace.
+    /// Returns it with `apiVersion`, `kind` and `metadata.namespace` filled in.
+    fn checked(
+        &self,
+        resource: usize,
+        version: &str,
+        namespace: Option<&str>,
+        mut object: Value,
+    ) -> Result<(Value, String), ApiError> {
+        let r = &RESOURCES[resource];
+        if let Some(kind) = object["kind"].as_str()
+            && kind != r.kind
+        {
+            return Err(ApiError::bad_request(format!("a {kind} sent to the {} collection", r.plural)));
+        }
+        let Some(fields) = object.as_object_mut() else {
+            return Err(ApiError::bad_request("the body is not a JSON object".into()));
+        };
+        fields.insert("apiVersion".into(), r.api_version(version).into());
+        fields.insert("kind".into(), r.kind.into());
+        let metadata = fields.entry("metadata").or_insert_with(|| json!({}));
+        let Some(name) = metadata["name"].as_str().filter(|n| !n.is_empty()).map(str::to_owned) else {
+            return Err(ApiError::bad_request(
+                "metadata.name is required (generateName is not supported here)".into(),
+            ));
+        };
+        match (namespace, metadata["namespace"].as_str()) {
+            (Some(url), Some(body)) if url != body => {
+                return Err(ApiError::bad_request(format!(
+                    "the namespace of the object ({body}) does not match the namespace on the URL ({url})"
+                )));
+            }
+            (Some(url), _) => metadata["namespace"] = url.into(),
+            (None, _) if r.namespaced => {
+                return Err(ApiError::bad_request(format!(
+                    "{} are namespaced: POST to a namespace",
+                    r.plural
+                )));
+            }
+            (None, _) => {}
+        }
+        Ok((object, name))
+    }
+
     /// Answers a single-object GET.
     pub fn get(&self, resource: usize, version: &str, namespace: Option<&str>, name: &str) -> Option<Value> {
         let key = Key { resource, namespace: namespace.map(str::to_owned), name: name.to_owned() };
@@ -487,6 +596,47 @@ mod tests {
         let second = store.list(pods, "v1", None, &query).unwrap();
         assert_eq!(names(&second), ["c"]);
         assert!(second["metadata"].get("continue").is_none());
+    }
+
+    #[test]
+    fn create_and_replace_as_the_real_server() {
+        let mut store = Store::new();
+        let secrets = by_name("Secret");
+        let secret = |rv: Option<&str>, value: &str| {
+            let mut s = json!({ "metadata": { "name": "ca" }, "data": { "k": value } });
+            if let Some(rv) = rv {
+                s["metadata"]["resourceVersion"] = rv.into();
+            }
+            s
+        };
+        let created = store.create(secrets, "v1", Some("istio-system"), secret(None, "a")).unwrap();
+        assert_eq!(created["kind"], "Secret");
+        assert_eq!(created["metadata"]["namespace"], "istio-system");
+        let rv = created["metadata"]["resourceVersion"].as_str().unwrap().to_owned();
+        assert_eq!(
+            store.create(secrets, "v1", Some("istio-system"), secret(None, "b")).unwrap_err().code,
+            409
+        );
+
+        let replaced =
+            store.replace(secrets, "v1", Some("istio-system"), "ca", secret(Some(&rv), "b")).unwrap();
+        assert_eq!(replaced["data"]["k"], "b");
+        assert_eq!(replaced["metadata"]["uid"], created["metadata"]["uid"]);
+        let stale =
+            store.replace(secrets, "v1", Some("istio-system"), "ca", secret(Some(&rv), "c")).unwrap_err();
+        assert_eq!((stale.code, stale.reason), (409, "Conflict"));
+        assert_eq!(
+            store.replace(secrets, "v1", Some("istio-system"), "other", secret(None, "c")).unwrap_err().code,
+            400
+        );
+        assert_eq!(
+            store.replace(secrets, "v1", Some("default"), "ca", secret(None, "c")).unwrap_err().code,
+            404
+        );
+        let e = store
+            .create(secrets, "v1", Some("a"), json!({ "metadata": { "name": "x", "namespace": "b" } }))
+            .unwrap_err();
+        assert_eq!(e.code, 400);
     }
 
     #[test]

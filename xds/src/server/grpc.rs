@@ -21,6 +21,7 @@ use tonic::codegen::{Body as HttpBody, BoxFuture, Service, StdError, http};
 use tonic::server::NamedService;
 
 use super::Shared;
+use super::auth::{StreamAuthenticator, StreamCall, peer_address};
 use super::stream::{self, StreamProtocol};
 use super::wire::Outgoing;
 use super::{Handles, delta::Delta, sotw::Sotw};
@@ -32,12 +33,23 @@ const DELTA_PATH: &str = "/envoy.service.discovery.v3.AggregatedDiscoveryService
 
 /// The ADS service of an [`XdsServer`](super::XdsServer); mount it with
 /// `Server::builder().add_service(xds.service())`.
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub struct AdsService {
     pub(super) shared: Arc<Shared>,
     /// Keeps the server alive while mounted, even if the caller drops its `XdsServer`.
     pub(super) _handles: Arc<Handles>,
     pub(super) max_request_bytes: usize,
+    /// Checks every stream before it starts; `None` serves anyone.
+    pub(super) authenticator: Option<Arc<dyn StreamAuthenticator>>,
+}
+
+impl std::fmt::Debug for AdsService {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AdsService")
+            .field("max_request_bytes", &self.max_request_bytes)
+            .field("authenticated", &self.authenticator.is_some())
+            .finish_non_exhaustive()
+    }
 }
 
 impl NamedService for AdsService {
@@ -58,18 +70,21 @@ where
     }
 
     fn call(&mut self, request: http::Request<B>) -> Self::Future {
-        let response = match request.uri().path() {
-            SOTW_PATH => self.open::<Sotw, B>(request),
-            DELTA_PATH => self.open::<Delta, B>(request),
-            path => status_response(&Status::unimplemented(format!("{path} is not served here"))),
-        };
-        Box::pin(async move { Ok(response) })
+        let service = self.clone();
+        Box::pin(async move {
+            let response = match request.uri().path() {
+                SOTW_PATH => service.open::<Sotw, B>(request).await,
+                DELTA_PATH => service.open::<Delta, B>(request).await,
+                path => status_response(&Status::unimplemented(format!("{path} is not served here"))),
+            };
+            Ok(response)
+        })
     }
 }
 
 impl AdsService {
-    /// Starts the stream task and answers with its responses.
-    fn open<P: StreamProtocol, B>(&self, request: http::Request<B>) -> http::Response<Body>
+    /// Authenticates the call, then starts the stream task and answers with its responses.
+    async fn open<P: StreamProtocol, B>(&self, request: http::Request<B>) -> http::Response<Body>
     where
         B: HttpBody + Send + 'static,
         B::Error: Into<StdError> + Send + 'static,
@@ -80,9 +95,22 @@ impl AdsService {
         if request.headers().get("grpc-encoding").is_some_and(|e| e != "identity") {
             return status_response(&Status::unimplemented("compressed requests are not accepted"));
         }
+        let caller = match &self.authenticator {
+            None => None,
+            Some(authenticator) => {
+                let call = StreamCall {
+                    peer: peer_address(request.extensions()),
+                    metadata: tonic::metadata::MetadataMap::from_headers(request.headers().clone()),
+                };
+                match authenticator.authenticate(call).await {
+                    Ok(caller) => Some(caller),
+                    Err(status) => return status_response(&status),
+                }
+            }
+        };
         let requests = Requests::new(request.into_body(), self.max_request_bytes);
         let (tx, rx) = mpsc::channel(self.shared.response_buffer);
-        tokio::spawn(stream::run::<P>(Arc::clone(&self.shared), requests, tx));
+        tokio::spawn(stream::run::<P>(Arc::clone(&self.shared), caller, requests, tx));
         let mut response = http::Response::new(Body::new(Responses { rx, sending: None, done: false }));
         response.headers_mut().insert(http::header::CONTENT_TYPE, tonic::metadata::GRPC_CONTENT_TYPE);
         response

@@ -17,6 +17,7 @@
 //! push compares only the names the history says changed since then: a one-endpoint change
 //! costs each stream a handful of lookups and no copy, however large the mesh.
 
+mod auth;
 mod debounce;
 mod delta;
 mod grpc;
@@ -35,7 +36,8 @@ use std::time::Duration;
 
 use tokio::sync::watch;
 
-pub use identity::{NAMESPACE, NODE_NAME, ProxyIdentity};
+pub use auth::{StreamAuthenticator, StreamCall, StreamCaller, peer_address};
+pub use identity::{LABELS, NAMESPACE, NODE_NAME, ProxyIdentity};
 pub use snapshot::{Scope, ScopedResource, Snapshot, SnapshotError, SnapshotUpdate};
 pub use status::{ConfigDump, DumpedResource, Nack, Protocol, ProxyStatus, SyncState, TypeDump, TypeStatus};
 
@@ -62,6 +64,10 @@ pub struct ServerConfig {
     /// streams; more wait for one to be acknowledged. Bounds memory when many proxies
     /// connect together, as after a control plane restart.
     pub large_pushes: usize,
+    /// How long a stream holding one of the `large_pushes` permits may leave its push
+    /// unanswered (no ACK, no NACK, or not even read) before the server closes it with
+    /// DEADLINE_EXCEEDED, so that a few stuck proxies cannot stall every other one.
+    pub large_push_ack_timeout: Duration,
 }
 
 impl Default for ServerConfig {
@@ -74,6 +80,8 @@ impl Default for ServerConfig {
             response_buffer: 16,
             max_request_bytes: 64 << 20,
             large_pushes: 4,
+            // Generous: a proxy applying a 10k-service state answers within seconds.
+            large_push_ack_timeout: Duration::from_secs(30),
         }
     }
 }
@@ -105,6 +113,7 @@ pub(crate) struct Shared {
     nonces: AtomicU64,
     response_buffer: usize,
     large_pushes: Arc<tokio::sync::Semaphore>,
+    large_push_ack_timeout: Duration,
 }
 
 impl Shared {
@@ -159,6 +168,7 @@ impl XdsServer {
                 nonces: AtomicU64::new(0),
                 response_buffer: config.response_buffer.max(1),
                 large_pushes: Arc::new(tokio::sync::Semaphore::new(config.large_pushes.max(1))),
+                large_push_ack_timeout: config.large_push_ack_timeout,
             }),
             handles: Arc::new(Handles { pending, signal: signal_tx, shutdown: shutdown_tx }),
             max_request_bytes: config.max_request_bytes,
@@ -221,12 +231,23 @@ impl XdsServer {
         self.handles.shutdown.send_replace(true);
     }
 
-    /// The tonic service to mount: `Server::builder().add_service(xds.service())`.
+    /// The tonic service to mount, serving anyone who connects:
+    /// `Server::builder().add_service(xds.service())`. For a port only trusted clients
+    /// reach (a local debugging port); otherwise use
+    /// [`authenticated_service`](Self::authenticated_service).
     pub fn service(&self) -> AdsService {
         AdsService {
             shared: Arc::clone(&self.shared),
             _handles: Arc::clone(&self.handles),
             max_request_bytes: self.max_request_bytes,
+            authenticator: None,
         }
+    }
+
+    /// The tonic service with every stream authenticated by `authenticator` before it
+    /// starts, and its first request's node checked against the caller
+    /// ([`StreamCaller::authorize`]).
+    pub fn authenticated_service(&self, authenticator: Arc<dyn StreamAuthenticator>) -> AdsService {
+        AdsService { authenticator: Some(authenticator), ..self.service() }
     }
 }

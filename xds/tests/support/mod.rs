@@ -36,10 +36,18 @@ impl Running {
     }
 
     pub async fn start_on(xds: &XdsServer, addr: SocketAddr) -> Self {
+        Self::serve(xds.service(), addr).await
+    }
+
+    /// Serves `service` (e.g. an authenticated one) on 127.0.0.1.
+    pub async fn start_service(service: weft_xds::server::AdsService) -> Self {
+        Self::serve(service, "127.0.0.1:0".parse().unwrap()).await
+    }
+
+    async fn serve(service: weft_xds::server::AdsService, addr: SocketAddr) -> Self {
         let listener = TcpListener::bind(addr).await.expect("bind");
         let addr = listener.local_addr().unwrap();
         let (stop, stopped) = oneshot::channel::<()>();
-        let service = xds.service();
         let task = tokio::spawn(async move {
             tonic::transport::Server::builder()
                 .add_service(service)
