@@ -7,7 +7,7 @@ use crate::{
     datapath::{Datapath, DatapathConfig},
     drain::Drain,
     enrollment::{self, Enrollment},
-    identity::SecretManager,
+    identity::{Ca, CaSigner, SecretManager},
     localconfig::{self, ConfigStatus},
     metrics::Metrics,
     netns::NetNs,
@@ -54,7 +54,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         policies: ArcSwap::from_pointee(crate::policy::PolicyStore::default()),
         metrics: Metrics::default(),
         sockets,
-        secrets: SecretManager::new(None, config.cert_ttl, tokio::runtime::Handle::current()),
+        secrets: SecretManager::new(ca(&config)?, config.cert_ttl, tokio::runtime::Handle::current()),
         pool: weft_hbone::Pool::new(weft_hbone::Settings::default()),
         hbone: weft_hbone::Settings::default(),
         drain: Arc::new(Drain::default()),
@@ -142,6 +142,21 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         info!("drained");
     }
     Ok(())
+}
+
+/// The CA the agent gets workload certificates from, when it has one (`--ca-address`, or
+/// the xDS address, with `--ca-root-cert`): without it, HBONE fails closed.
+fn ca(config: &Config) -> anyhow::Result<Option<Ca>> {
+    let Some(client) = xds::ca_client(config).context("configuring the CA client")? else { return Ok(None) };
+    let Some(root) = &config.ca_root_cert else {
+        warn!("no --ca-root-cert: without the mesh root the agent cannot verify peers; HBONE is off");
+        return Ok(None);
+    };
+    let pem = std::fs::read_to_string(root)
+        .with_context(|| format!("reading --ca-root-cert {}", root.display()))?;
+    let roots = weft_hbone::TrustBundle::from_pem(&pem)
+        .with_context(|| format!("--ca-root-cert {}", root.display()))?;
+    Ok(Some(Ca { signer: Arc::new(CaSigner(Arc::new(client))), roots }))
 }
 
 /// Spawns `f` on a thread named `name`; the receiver completes when the thread ends,

@@ -34,6 +34,22 @@ pub trait Signer: Send + Sync + 'static {
     ) -> Pin<Box<dyn Future<Output = Result<Vec<String>, String>> + Send>>;
 }
 
+/// weftd's (or istiod's) certificate service as a [`Signer`].
+pub struct CaSigner(pub Arc<weft_xds::ca::CaClient>);
+
+impl Signer for CaSigner {
+    fn sign(
+        &self,
+        identity: &Identity,
+        csr_pem: String,
+        ttl: Duration,
+    ) -> Pin<Box<dyn Future<Output = Result<Vec<String>, String>> + Send>> {
+        let client = self.0.clone();
+        let identity = identity.to_string();
+        Box::pin(async move { client.sign(&identity, &csr_pem, ttl).await.map_err(|e| e.to_string()) })
+    }
+}
+
 /// A certificate in force, with the TLS server configuration built from it once.
 pub struct CertState {
     pub cert: Arc<WorkloadCertificate>,

@@ -27,6 +27,9 @@ pub enum ModelSource {
     File(PathBuf),
     /// weftd's secure port: `--xds-address https://…:15012 --ca-root-cert … --token-file …`.
     Xds(AdsCredentials),
+    /// `--local-config FILE`, with weftd as the CA (`--ca-address …`): the model from a
+    /// file, the certificates from the control plane.
+    FileWithCa(PathBuf, AdsCredentials),
 }
 
 /// How an agent is started, beyond its node and model.
@@ -58,21 +61,17 @@ impl Agent {
         Self::start_with(bed, node, ModelSource::Xds(weftd.agent_credentials(node.name())?))
     }
 
-    /// Starts an agent reading `config`, with `options`.
-    pub fn start_with_options(
-        bed: &TestBed,
-        node: &Node,
-        config: &Path,
-        options: AgentOptions,
-    ) -> Result<Agent> {
-        Self::start_from(bed, node, ModelSource::File(config.to_owned()), options)
-    }
-
     fn start_with(bed: &TestBed, node: &Node, source: ModelSource) -> Result<Agent> {
         Self::start_from(bed, node, source, AgentOptions::default())
     }
 
-    fn start_from(bed: &TestBed, node: &Node, source: ModelSource, options: AgentOptions) -> Result<Agent> {
+    /// Starts an agent on `node` with its model from `source`, with `options`.
+    pub fn start_from(
+        bed: &TestBed,
+        node: &Node,
+        source: ModelSource,
+        options: AgentOptions,
+    ) -> Result<Agent> {
         let bpffs_dir = PathBuf::from(format!("/sys/fs/bpf/weft-test-{}-{}", bed.id(), node.name()));
         bed.register_cleanup_dir(&bpffs_dir)?;
         let proc = Self::spawn(node, &source, &bpffs_dir, &options)?;
@@ -88,6 +87,15 @@ impl Agent {
             ModelSource::File(path) => cmd.arg("--local-config").arg(path),
             ModelSource::Xds(ads) => cmd
                 .arg("--xds-address")
+                .arg(&ads.url)
+                .arg("--ca-root-cert")
+                .arg(&ads.root_cert)
+                .arg("--token-file")
+                .arg(&ads.token_file),
+            ModelSource::FileWithCa(path, ads) => cmd
+                .arg("--local-config")
+                .arg(path)
+                .arg("--ca-address")
                 .arg(&ads.url)
                 .arg("--ca-root-cert")
                 .arg(&ads.root_cert)

@@ -1,15 +1,23 @@
 //! Building blocks the end-to-end tests, the benchmark and the demo share: a bed with a
 //! mesh config file, the test app as server and client.
 
-use crate::{Pod, Proc, TestBed, bins, meshconfig::MeshConfig};
+use crate::{
+    Node, Pod, Proc, TestBed,
+    agent::{Agent, AgentOptions, ModelSource},
+    bins,
+    meshconfig::MeshConfig,
+    weftd::Weftd,
+};
 use anyhow::{Context, Result, bail};
 use std::{path::PathBuf, process::Command, time::Duration};
 
-/// A bed plus the directory holding its mesh config (removed with the bed).
+/// A bed, the directory holding its mesh config (removed with the bed), and its control
+/// plane once an agent needs one.
 pub struct Scenario {
     pub bed: TestBed,
     pub dir: PathBuf,
     pub config: MeshConfig,
+    weftd: Option<Weftd>,
 }
 
 impl Scenario {
@@ -19,7 +27,39 @@ impl Scenario {
         std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
         bed.register_cleanup_dir(&dir)?;
         let config = MeshConfig::new(dir.join("mesh.yaml"));
-        Ok(Scenario { bed, dir, config })
+        Ok(Scenario { bed, dir, config, weftd: None })
+    }
+
+    /// The bed's control plane: weftd reading the mesh config as Kubernetes objects (CA,
+    /// xDS). Started on `node` by the first call; later calls return it wherever it runs.
+    pub fn control_plane(&mut self, node: &Node) -> Result<&mut Weftd> {
+        if self.weftd.is_none() {
+            let dir = self.dir.join("kubernetes");
+            self.config.with_kubernetes_dir(&dir);
+            self.config.write()?;
+            self.weftd = Some(Weftd::start(node, &dir)?);
+        }
+        Ok(self.weftd.as_mut().expect("started above"))
+    }
+
+    /// An agent on `node` fed and certified by the bed's control plane (started on this
+    /// node if none runs yet). Waits until it is ready.
+    pub fn agent(&mut self, node: &Node) -> Result<Agent> {
+        self.agent_with(node, AgentOptions::default())
+    }
+
+    /// The same, with options.
+    pub fn agent_with(&mut self, node: &Node, options: AgentOptions) -> Result<Agent> {
+        let credentials = self.control_plane(node)?.agent_credentials(node.name())?;
+        Agent::start_from(&self.bed, node, ModelSource::Xds(credentials), options)
+    }
+
+    /// An agent on `node` reading the mesh config file (`--local-config`), with the bed's
+    /// control plane as its CA only.
+    pub fn agent_local(&mut self, node: &Node) -> Result<Agent> {
+        let credentials = self.control_plane(node)?.agent_credentials(node.name())?;
+        let source = ModelSource::FileWithCa(self.config.path().to_owned(), credentials);
+        Agent::start_from(&self.bed, node, source, AgentOptions::default())
     }
 }
 

@@ -27,7 +27,7 @@ fn dialling_the_agents_own_sockets_from_the_pod_is_refused_not_looped() -> Resul
     let pod = s.bed.pod(&n1, "pod")?;
     s.config.namespace("mesh", true).pod(&pod, "mesh", &[], &[APP_PORT]);
     s.config.write()?;
-    let mut agent = Agent::start(&s.bed, &n1, s.config.path())?;
+    let mut agent = s.agent(&n1)?;
     agent.wait_enrolled(&["pod"], Duration::from_secs(10))?;
     let fds_before = open_fds(&mut agent);
 
@@ -71,7 +71,7 @@ fn a_forged_mark_or_port_15008_does_not_skip_capture() -> Result<()> {
         &[APP_PORT, 15008],
     );
     s.config.write()?;
-    let a1 = Agent::start(&s.bed, &n1, s.config.path())?;
+    let a1 = s.agent(&n1)?;
     a1.wait_enrolled(&["client"], Duration::from_secs(10))?;
     let _srv = scenario::serve(&legacy, "v1", &[APP_PORT, 15008])?;
 
@@ -109,7 +109,7 @@ fn every_port_of_an_enrolled_pod_is_steered_but_the_excluded_ones() -> Result<()
     s.config.write()?;
     let options =
         AgentOptions { args: vec!["--excluded-inbound-ports".into(), "7071".into()], ..Default::default() };
-    let a2 = Agent::start_with_options(&s.bed, &n2, s.config.path(), options)?;
+    let a2 = s.agent_with(&n2, options)?;
     a2.wait_enrolled(&["server"], Duration::from_secs(10))?;
     let srv = scenario::serve(&server, "v1", &[7070, 7071])?;
 
@@ -137,8 +137,8 @@ fn an_agent_under_its_own_capture_programs_does_not_capture_itself() -> Result<(
     s.config.write()?;
     // As on a real node, where the programs sit above the agent's own cgroup.
     let options = AgentOptions { under_capture: true, ..Default::default() };
-    let a1 = Agent::start_with_options(&s.bed, &n1, s.config.path(), options.clone())?;
-    let a2 = Agent::start_with_options(&s.bed, &n2, s.config.path(), options)?;
+    let a1 = s.agent_with(&n1, options.clone())?;
+    let a2 = s.agent_with(&n2, options)?;
     a1.wait_enrolled(&["client"], Duration::from_secs(10))?;
     a2.wait_enrolled(&["server"], Duration::from_secs(10))?;
     let srv = scenario::serve(&server, "v1", &[APP_PORT])?;

@@ -19,8 +19,8 @@ fn labelling_and_unlabelling_a_namespace_enrolls_and_unenrolls_live() -> Result<
     let server = s.bed.pod(&n2, "server")?;
     s.config.namespace("shop", false).pod(&client, "shop", &[], &[]).pod(&server, "shop", &[], &[APP_PORT]);
     s.config.write()?;
-    let a1 = Agent::start(&s.bed, &n1, s.config.path())?;
-    let a2 = Agent::start(&s.bed, &n2, s.config.path())?;
+    let a1 = s.agent(&n1)?;
+    let a2 = s.agent(&n2)?;
     let srv = scenario::serve(&server, "v1", &[APP_PORT])?;
     let to = format!("{}:{APP_PORT}", server.ip());
     let opened = |a: &Agent| a.metric("istio_tcp_connections_opened_total", &[("source_workload", "client")]);
@@ -60,7 +60,7 @@ fn a_pod_can_opt_out_of_an_enrolled_namespace() -> Result<()> {
         &[APP_PORT],
     );
     s.config.write()?;
-    let a1 = Agent::start(&s.bed, &n1, s.config.path())?;
+    let a1 = s.agent(&n1)?;
     a1.wait_enrolled(&["inside"], Duration::from_secs(10))?;
     Ok(())
 }

@@ -5,7 +5,6 @@ use anyhow::Result;
 use std::time::{Duration, Instant};
 use weft_tests::{
     Signal,
-    agent::Agent,
     scenario::{self, Scenario},
 };
 
@@ -26,8 +25,8 @@ fn killed_agent_fails_closed_and_a_restarted_one_serves_within_5s() -> Result<()
         .pod(&server, "mesh", &[], &[APP_PORT])
         .pod(&outsider, "legacy", &[], &[]);
     s.config.write()?;
-    let mut a1 = Agent::start(&s.bed, &n1, s.config.path())?;
-    let mut a2 = Agent::start(&s.bed, &n2, s.config.path())?;
+    let mut a1 = s.agent(&n1)?;
+    let mut a2 = s.agent(&n2)?;
     a1.wait_enrolled(&["client"], Duration::from_secs(10))?;
     a2.wait_enrolled(&["server"], Duration::from_secs(10))?;
     let srv = scenario::serve(&server, "v1", &[APP_PORT])?;
@@ -85,8 +84,8 @@ fn sigterm_during_a_transfer_lets_it_complete() -> Result<()> {
     let server = s.bed.pod(&n2, "server")?;
     s.config.namespace("mesh", true).pod(&client, "mesh", &[], &[]).pod(&server, "mesh", &[], &[APP_PORT]);
     s.config.write()?;
-    let mut a1 = Agent::start(&s.bed, &n1, s.config.path())?;
-    let _a2 = Agent::start(&s.bed, &n2, s.config.path())?;
+    let mut a1 = s.agent(&n1)?;
+    let _a2 = s.agent(&n2)?;
     a1.wait_enrolled(&["client"], Duration::from_secs(10))?;
     let srv = scenario::serve(&server, "v1", &[APP_PORT])?;
     let to = format!("{}:{APP_PORT}", server.ip());
@@ -139,7 +138,7 @@ fn corrupt_config_is_reported_and_the_last_good_one_stays_in_force() -> Result<(
     let server = s.bed.pod(&n1, "server")?;
     s.config.namespace("mesh", true).pod(&client, "mesh", &[], &[]).pod(&server, "mesh", &[], &[APP_PORT]);
     s.config.write()?;
-    let a1 = Agent::start(&s.bed, &n1, s.config.path())?;
+    let a1 = s.agent_local(&n1)?;
     a1.wait_enrolled(&["client", "server"], Duration::from_secs(10))?;
     let _srv = scenario::serve(&server, "v1", &[APP_PORT])?;
     let to = format!("{}:{APP_PORT}", server.ip());

@@ -3,10 +3,7 @@
 
 use anyhow::Result;
 use std::time::Duration;
-use weft_tests::{
-    agent::Agent,
-    scenario::{self, Scenario},
-};
+use weft_tests::scenario::{self, Scenario};
 
 const MIB: u64 = 1024 * 1024;
 const APP_PORT: u16 = 9080;
@@ -25,8 +22,8 @@ fn pod_to_pod_across_and_within_nodes_passes_through_the_agents() -> Result<()> 
         .pod(&remote, "mesh", &[("app", "remote")], &[APP_PORT])
         .pod(&local, "mesh", &[("app", "local")], &[APP_PORT]);
     s.config.write()?;
-    let a1 = Agent::start(&s.bed, &n1, s.config.path())?;
-    let a2 = Agent::start(&s.bed, &n2, s.config.path())?;
+    let a1 = s.agent(&n1)?;
+    let a2 = s.agent(&n2)?;
     a1.wait_enrolled(&["client", "local"], Duration::from_secs(10))?;
     a2.wait_enrolled(&["remote"], Duration::from_secs(10))?;
     let remote_srv = scenario::serve(&remote, "v1", &[APP_PORT])?;
@@ -89,8 +86,8 @@ fn service_vip_is_resolved_to_an_endpoint_by_the_agent() -> Result<()> {
         .pod(&v2, "bookinfo", &[("app", "reviews"), ("version", "v2")], &[])
         .service("reviews", "bookinfo", "198.19.0.10".parse()?, 80, APP_PORT, &[("app", "reviews")]);
     s.config.write()?;
-    let a1 = Agent::start(&s.bed, &n1, s.config.path())?;
-    let a2 = Agent::start(&s.bed, &n2, s.config.path())?;
+    let a1 = s.agent(&n1)?;
+    let a2 = s.agent(&n2)?;
     a1.wait_enrolled(&["client", "reviews-v2"], Duration::from_secs(10))?;
     a2.wait_enrolled(&["reviews-v1"], Duration::from_secs(10))?;
     let _s1 = scenario::serve(&v1, "v1", &[APP_PORT])?;
@@ -127,8 +124,8 @@ fn namespace_without_the_label_is_not_captured() -> Result<()> {
         &[APP_PORT],
     );
     s.config.write()?;
-    let a1 = Agent::start(&s.bed, &n1, s.config.path())?;
-    let a2 = Agent::start(&s.bed, &n2, s.config.path())?;
+    let a1 = s.agent(&n1)?;
+    let a2 = s.agent(&n2)?;
     let srv = scenario::serve(&server, "v1", &[APP_PORT])?;
 
     let r = scenario::echo(&client, &format!("{}:{APP_PORT}", server.ip()), 4 * MIB)?;
