@@ -12,5 +12,5 @@ mod mesh;
 pub use index::{Endpoint, MeshIndex, ServiceRef};
 pub use mesh::{
     AMBIENT_LABEL, DATAPLANE_MODE_AMBIENT, DATAPLANE_MODE_NONE, Mesh, ModelError, Namespace, Pod, Service,
-    ServicePort,
+    ServicePort, is_pod_uid,
 };
