@@ -7,6 +7,7 @@ use crate::{
     datapath::{Datapath, DatapathConfig},
     drain::Drain,
     enrollment::{self, Enrollment},
+    inpod::{self, server::Handovers},
     localconfig::{self, ConfigStatus},
     metrics::Metrics,
     netns::NetNs,
@@ -15,7 +16,10 @@ use crate::{
 };
 use anyhow::Context;
 use arc_swap::ArcSwap;
-use std::sync::{Arc, Mutex, atomic::Ordering, mpsc};
+use std::{
+    sync::{Arc, Mutex, atomic::Ordering, mpsc},
+    time::Duration,
+};
 use tokio::signal::unix::{SignalKind, signal};
 use tracing::{info, warn};
 use weft_model::{Mesh, MeshIndex};
@@ -49,12 +53,46 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         drain: Arc::new(Drain::default()),
     });
 
+    // Which netns is which pod's: CNI handovers on a socket, and the kubelet's cgroups.
+    let sandboxes = Arc::new(inpod::Sandboxes::default());
+    let kubepods = config.kubepods_cgroup.as_ref().map(inpod::Kubepods::new);
+    match &kubepods {
+        Some(k) => {
+            info!(root = %k.root().display(), driver = ?k.driver(), "running pods are found in the kubepods cgroup")
+        }
+        None => warn!(
+            "no kubepods cgroup (--kubepods-cgroup): pods that started before the agent are not found, only pods \
+             the CNI plugin hands over"
+        ),
+    }
+    let cni_listener = inpod::server::bind(&config.cni_socket).context("opening the CNI handover socket")?;
+    let binder = Arc::new(inpod::Binder::new(sandboxes.clone(), kubepods.clone()));
+
     let admin_listener = tokio::net::TcpListener::bind(config.admin_addr)
         .await
         .with_context(|| format!("binding admin address {}", config.admin_addr))?;
-    let enrollment =
-        Enrollment::new(datapath, shared.clone(), config.node.clone(), tokio::runtime::Handle::current());
+    let enrollment = Enrollment::new(
+        datapath,
+        shared.clone(),
+        binder,
+        config.node.clone(),
+        tokio::runtime::Handle::current(),
+    );
     let (commands, command_rx) = mpsc::channel();
+    let reconcile = commands.clone();
+    tokio::spawn(inpod::server::serve(
+        cni_listener,
+        Handovers {
+            sandboxes: sandboxes.clone(),
+            home_inode: shared.host_netns.inode(),
+            on_handover: Box::new(move || {
+                let _ = reconcile.send(enrollment::Command::Reconcile);
+            }),
+        },
+    ));
+    if let Some(kubepods) = kubepods {
+        tokio::spawn(inpod::server::collect_garbage(sandboxes, kubepods));
+    }
     let model_source = Arc::new(Mutex::new(ConfigStatus {
         source: match (&config.local_config, &config.xds_address) {
             (Some(path), _) => path.display().to_string(),
@@ -89,6 +127,14 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         }
         (None, None) => unreachable!("validate() requires a model source"),
     };
+    // Only now, with a model: an empty set written before it would tell the plugin that
+    // no pod needs the agent.
+    let mesh = shared.clone();
+    tokio::spawn(inpod::server::publish_mesh_namespaces(
+        config.cni_socket.clone(),
+        Duration::from_secs(1),
+        move || inpod::mesh_namespaces(&mesh.mesh.load().mesh),
+    ));
     let enrollment_thread = std::thread::Builder::new()
         .name("enrollment".into())
         .spawn(move || enrollment.run(command_rx))

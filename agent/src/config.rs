@@ -37,6 +37,16 @@ pub struct Config {
     /// cgroup v2 directory whose processes are captured. Default: the cgroup v2 root.
     #[arg(long, env = "WEFT_CGROUP")]
     pub cgroup: Option<PathBuf>,
+    /// Unix socket where the `weft-cni` plugin hands over new pods' network namespaces. Its
+    /// directory is created 0700 (an existing one must not be open to others); the plugin
+    /// finds the mesh-namespaces file beside it.
+    #[arg(long, env = "WEFT_CNI_SOCKET", default_value = "/var/run/weft/cni.sock")]
+    pub cni_socket: PathBuf,
+    /// The kubelet's kubepods cgroup, where pods already running when the agent starts are
+    /// found by UID. Default: kubepods.slice or kubepods under the cgroup v2 mount; without
+    /// one, only CNI handovers bind pods.
+    #[arg(long, env = "WEFT_KUBEPODS_CGROUP")]
+    pub kubepods_cgroup: Option<PathBuf>,
     /// bpffs directory for this agent's pinned maps and links.
     #[arg(long, env = "WEFT_BPFFS_DIR", default_value = "/sys/fs/bpf/weft")]
     pub bpffs_dir: PathBuf,
@@ -88,6 +98,10 @@ pub enum ConfigError {
     NotACgroup(PathBuf),
     #[error("no cgroup v2 mount found in /proc/mounts; pass --cgroup")]
     NoCgroup2,
+    #[error("--cni-socket {0}: must be an absolute path of at most 107 bytes (a Unix socket address)")]
+    BadCniSocket(PathBuf),
+    #[error("--kubepods-cgroup {0}: not a cgroup v2 directory (no cgroup.procs)")]
+    NotKubepods(PathBuf),
 }
 
 impl Config {
@@ -116,6 +130,19 @@ impl Config {
             return Err(ConfigError::NotACgroup(cgroup));
         }
         self.cgroup = Some(cgroup);
+        // sun_path holds 108 bytes, the terminating NUL included.
+        if !self.cni_socket.is_absolute() || self.cni_socket.as_os_str().len() > 107 {
+            return Err(ConfigError::BadCniSocket(self.cni_socket.clone()));
+        }
+        match &self.kubepods_cgroup {
+            Some(dir) if !dir.join("cgroup.procs").is_file() => {
+                return Err(ConfigError::NotKubepods(dir.clone()));
+            }
+            Some(_) => {}
+            None => {
+                self.kubepods_cgroup = cgroup2_root().and_then(|m| crate::inpod::Kubepods::find_default(&m))
+            }
+        }
         Ok(self)
     }
 }

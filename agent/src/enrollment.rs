@@ -1,6 +1,7 @@
 //! Pod enrollment: turns "these pods of my node are in the mesh" into kernel state.
 //!
-//! For each enrolled pod: find its netns by IP, open the agent's sockets inside it
+//! For each enrolled pod: find its netns (`inpod`: the CNI handover or the kubelet cgroup
+//! for its UID, checked against its IP), open the agent's sockets inside it
 //! (127.0.0.1:15001 outbound, 127.0.0.1:15006 inbound), put the inbound socket in the
 //! SOCKMAP, steer the pod's ports to it, attach sk_lookup to the netns, and finally mark
 //! the netns enrolled so connect4/6 start redirecting. Unenrolling undoes it in reverse.
@@ -10,7 +11,8 @@
 
 use crate::{
     datapath::{Datapath, DatapathError, inbound_key},
-    netns::{self, NetNs, NetNsError},
+    inpod::{Binder, PodRef},
+    netns::{NetNs, NetNsError},
     proxy::{self, Direction},
     state::{InPod, Shared},
 };
@@ -84,6 +86,7 @@ struct Enrolled {
 pub struct Enrollment {
     datapath: Datapath,
     shared: Arc<Shared>,
+    binder: Arc<Binder>,
     node: String,
     runtime: Handle,
     pods: HashMap<Ipv4Addr, Enrolled>,
@@ -92,10 +95,17 @@ pub struct Enrollment {
 }
 
 impl Enrollment {
-    pub fn new(datapath: Datapath, shared: Arc<Shared>, node: String, runtime: Handle) -> Enrollment {
+    pub fn new(
+        datapath: Datapath,
+        shared: Arc<Shared>,
+        binder: Arc<Binder>,
+        node: String,
+        runtime: Handle,
+    ) -> Enrollment {
         Enrollment {
             datapath,
             shared,
+            binder,
             node,
             runtime,
             pods: HashMap::new(),
@@ -160,31 +170,33 @@ impl Enrollment {
             }
         }
 
-        let missing: Vec<IpAddr> =
-            desired.keys().filter(|ip| !self.pods.contains_key(ip)).map(|ip| IpAddr::V4(*ip)).collect();
-        let mut found = HashSet::new();
-        if !missing.is_empty() {
-            for (ip, ns) in netns::find_by_ip(&missing, &self.shared.host_netns) {
-                let IpAddr::V4(ip4) = ip else { continue };
-                let pod = desired[&ip4];
-                match self.enroll(pod, ip4, ns, mesh.mesh.inbound_ports(pod)) {
-                    Ok(()) => {
-                        found.insert(ip4);
-                    }
+        let missing: Vec<Ipv4Addr> =
+            desired.keys().filter(|ip| !self.pods.contains_key(ip)).copied().collect();
+        let mut pending = Vec::new();
+        for ip in missing {
+            let pod = desired[&ip];
+            let pod_ref = PodRef {
+                namespace: &pod.namespace,
+                name: &pod.name,
+                uid: pod.uid.as_deref(),
+                ip: IpAddr::V4(ip),
+            };
+            // Refusals are logged by the binder, once each; not found yet is normal.
+            let bound = self.binder.netns_for(&pod_ref, &self.shared.host_netns);
+            let enrolled = match bound {
+                Ok(bound) => match self.enroll(pod, ip, bound.netns, mesh.mesh.inbound_ports(pod)) {
+                    Ok(()) => true,
                     Err(error) => {
-                        error!(pod = %pod.name, namespace = %pod.namespace, %error, "cannot enroll pod")
+                        error!(pod = %pod.name, namespace = %pod.namespace, %error, "cannot enroll pod");
+                        false
                     }
-                }
+                },
+                Err(_) => false,
+            };
+            if !enrolled {
+                pending.push(format!("{}/{}", pod.namespace, pod.name));
             }
         }
-        let pending: Vec<String> = missing
-            .iter()
-            .filter_map(|ip| match ip {
-                IpAddr::V4(ip4) if !found.contains(ip4) => Some(desired[ip4]),
-                _ => None,
-            })
-            .map(|p| format!("{}/{}", p.namespace, p.name))
-            .collect();
         if pending.is_empty() {
             self.collect_garbage(&desired);
         }

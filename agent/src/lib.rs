@@ -11,6 +11,7 @@ pub mod config;
 pub mod datapath;
 pub mod drain;
 pub mod enrollment;
+pub mod inpod;
 pub mod localconfig;
 pub mod metrics;
 pub mod netns;

@@ -25,6 +25,8 @@ pub enum ConvertError {
     BadAddress { uid: String, len: usize },
     #[error("{0}")]
     Invalid(#[from] weft_model::ModelError),
+    #[error(transparent)]
+    PodUid(#[from] weft_xds::istio::PodUidError),
 }
 
 fn ip_from(bytes: &[u8], uid: &str) -> Result<IpAddr, ConvertError> {
@@ -106,6 +108,7 @@ pub fn mesh_from_addresses<'a>(
         mesh.pods.push(Pod {
             name: w.name.clone(),
             namespace: w.namespace.clone(),
+            uid: weft_xds::istio::pod_uid(w)?,
             ip: ip_from(first, &w.uid)?,
             node: w.node.clone(),
             service_account: if w.service_account.is_empty() {
