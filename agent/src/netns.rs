@@ -17,6 +17,9 @@ use std::{
     path::{Path, PathBuf},
 };
 
+/// `NS_GET_NSTYPE` from linux/nsfs.h, `_IO(0xb7, 0x3)`.
+const NS_GET_NSTYPE: libc::c_ulong = 0xb703;
+
 #[derive(Debug, thiserror::Error)]
 pub enum NetNsError {
     #[error("cannot open network namespace {path}: {source}")]
@@ -61,6 +64,15 @@ impl NetNs {
         let file =
             self.file.try_clone().map_err(|source| NetNsError::Open { path: self.path.clone(), source })?;
         Ok(NetNs { file, path: self.path.clone(), inode: self.inode })
+    }
+
+    /// Whether the open file is a network namespace, not another kind of namespace or an
+    /// ordinary file (a path from outside the agent could be either).
+    pub fn is_network_namespace(&self) -> bool {
+        // SAFETY: NS_GET_NSTYPE takes no argument; on any file the kernel answers with the
+        // namespace type or -1 (ENOTTY for files that are not namespaces).
+        let kind = unsafe { libc::ioctl(self.file.as_raw_fd(), NS_GET_NSTYPE as _) };
+        kind == libc::CLONE_NEWNET
     }
 
     /// The namespace of the calling thread.

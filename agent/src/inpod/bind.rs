@@ -154,7 +154,7 @@ impl Binder {
                 Ok(()) => {
                     let netns = sandbox.netns.try_clone().map_err(|e| refused(pod, uid, e.to_string()))?;
                     info!(
-                        %pod, uid, via = %Source::Cni, netns = %netns.path().display(),
+                        %pod, uid = %uid, via = %Source::Cni, netns = %netns.path().display(),
                         sandbox = %sandbox.container_id, elapsed_us = started.elapsed().as_micros() as u64,
                         "pod bound to its network namespace"
                     );
@@ -181,7 +181,7 @@ impl Binder {
                 Ok(found) => match check(pod, &found.netns, home) {
                     Ok(()) => {
                         info!(
-                            %pod, uid, via = %Source::Cgroup, netns = %found.netns.path().display(),
+                            %pod, uid = %uid, via = %Source::Cgroup, netns = %found.netns.path().display(),
                             pid = found.pid, cgroup = %found.cgroup.display(),
                             processes_examined = found.processes_examined,
                             elapsed_us = started.elapsed().as_micros() as u64,
@@ -207,7 +207,7 @@ impl Binder {
         };
 
         if reasons.is_empty() {
-            debug!(%pod, uid, cgroup = %cgroup_miss, "pod's network namespace not found yet");
+            debug!(%pod, uid = %uid, cgroup = %cgroup_miss, "pod's network namespace not found yet");
             return Err(BindError::NotFound {
                 pod: pod.to_string(),
                 uid: uid.to_owned(),
@@ -228,7 +228,7 @@ impl Binder {
         if logged.len() >= MAX_REMEMBERED_REFUSALS {
             logged.clear();
         }
-        warn!(%pod, uid = pod.uid.unwrap_or_default(), reason = %text, "refusing to bind a pod to a network namespace");
+        warn!(%pod, uid = %pod.uid.unwrap_or_default(), reason = %text, "refusing to bind a pod to a network namespace");
         logged.insert(key, text);
     }
 
@@ -254,7 +254,15 @@ fn check(pod: &PodRef<'_>, netns: &NetNs, home: &NetNs) -> Result<(), String> {
     if found.contains(&pod.ip) {
         return Ok(());
     }
-    let found: Vec<String> = found.iter().filter(|ip| !ip.is_loopback()).map(IpAddr::to_string).collect();
+    // Loopback and IPv6 link-local addresses are in every namespace: listing them says nothing.
+    let found: Vec<String> = found
+        .iter()
+        .filter(|ip| match ip {
+            IpAddr::V4(v4) => !v4.is_loopback(),
+            IpAddr::V6(v6) => !v6.is_loopback() && !v6.is_unicast_link_local(),
+        })
+        .map(IpAddr::to_string)
+        .collect();
     Err(format!("holds [{}], not the control plane's address {} for pod {pod}", found.join(", "), pod.ip))
 }
 

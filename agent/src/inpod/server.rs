@@ -195,6 +195,9 @@ fn add(request: Request, handovers: &Handovers) -> Result<(), String> {
         return Err(format!("netns {:?} is not an absolute path", request.netns));
     }
     let netns = NetNs::open(&request.netns).map_err(|e| e.to_string())?;
+    if !netns.is_network_namespace() {
+        return Err(format!("{} is not a network namespace", request.netns));
+    }
     if netns.inode() == handovers.home_inode {
         return Err(format!("{} is the node's own network namespace", request.netns));
     }
@@ -339,6 +342,10 @@ mod tests {
         // Refusals name the reason.
         let answer = call(request(Op::Add, "/nonexistent/netns")).await.unwrap();
         assert!(!answer.ok && answer.error.unwrap().contains("/nonexistent/netns"));
+        let answer = call(request(Op::Add, "/proc/self/ns/uts")).await.unwrap();
+        assert!(answer.error.unwrap().contains("not a network namespace"));
+        let answer = call(request(Op::Add, "/proc/self/status")).await.unwrap();
+        assert!(answer.error.unwrap().contains("not a network namespace"));
         let mut bad = request(Op::Add, own);
         bad.uid = "../../etc".into();
         assert!(call(bad).await.unwrap().error.unwrap().contains("not a Kubernetes pod UID"));
