@@ -97,10 +97,10 @@ pub fn run(settings: &Settings) -> Result<Report> {
     let mut s = Scenario::new("bench")?;
     let n1 = s.bed.node("n1")?;
     let n2 = s.bed.node("n2")?;
-    let dclient = s.bed.pod(&n1, "direct-client")?;
-    let dserver = s.bed.pod(&n2, "direct-server")?;
-    let mclient = s.bed.pod(&n1, "mesh-client")?;
-    let mserver = s.bed.pod(&n2, "mesh-server")?;
+    let dclient = s.bed.pod(&n1, "direct", "direct-client")?;
+    let dserver = s.bed.pod(&n2, "direct", "direct-server")?;
+    let mclient = s.bed.pod(&n1, "mesh", "mesh-client")?;
+    let mserver = s.bed.pod(&n2, "mesh", "mesh-server")?;
     s.config
         .namespace("direct", false)
         .namespace("mesh", true)

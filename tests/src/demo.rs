@@ -24,12 +24,12 @@ pub fn run() -> Result<Demo> {
     let mut s = Scenario::new("demo")?;
     let n1 = s.bed.node("n1")?;
     let n2 = s.bed.node("n2")?;
-    let productpage = s.bed.pod(&n1, "productpage")?;
-    let reviews_v1 = s.bed.pod(&n1, "reviews-v1")?;
-    let reviews_v2 = s.bed.pod(&n2, "reviews-v2")?;
-    let reviews_v3 = s.bed.pod(&n2, "reviews-v3")?;
-    let ratings = s.bed.pod(&n2, "ratings")?;
-    let curl = s.bed.pod(&n1, "curl")?;
+    let productpage = s.bed.pod(&n1, "bookinfo", "productpage")?;
+    let reviews_v1 = s.bed.pod(&n1, "bookinfo", "reviews-v1")?;
+    let reviews_v2 = s.bed.pod(&n2, "bookinfo", "reviews-v2")?;
+    let reviews_v3 = s.bed.pod(&n2, "bookinfo", "reviews-v3")?;
+    let ratings = s.bed.pod(&n2, "bookinfo", "ratings")?;
+    let curl = s.bed.pod(&n1, "legacy", "curl")?;
     s.config
         .namespace("bookinfo", true)
         .namespace("legacy", false)
