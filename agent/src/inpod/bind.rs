@@ -95,9 +95,9 @@ impl BindError {
 pub struct Binder {
     sandboxes: Arc<Sandboxes>,
     kubepods: Option<Kubepods>,
-    /// The last refusal logged per pod (`namespace/name`): a pending pod is asked about every second,
-    /// and the same refusal is logged once, not every time.
-    logged: Mutex<HashMap<String, String>>,
+    /// The refusals logged per pod (`namespace/name`): a pending pod is asked about every
+    /// second, and the same refusal is logged once, not every time.
+    logged: Mutex<HashMap<String, Vec<String>>>,
 }
 
 /// Past this many remembered refusals the memory is cleared (pods that were deleted are
@@ -126,8 +126,11 @@ impl Binder {
     pub fn netns_for(&self, pod: &PodRef<'_>, home: &NetNs) -> Result<Bound, BindError> {
         let result = self.look_up(pod, home);
         match &result {
-            Ok(_) => self.forget_refusal(pod),
-            Err(err) if !err.is_pending() => self.log_refusal(pod, err),
+            Ok(_) => self.forget_refusals(pod),
+            Err(err @ (BindError::NoUid { .. } | BindError::BadUid { .. })) => {
+                self.log_refusal(pod, &err.to_string())
+            }
+            // Each refused candidate was logged where it was refused.
             Err(_) => {}
         }
         result
@@ -140,19 +143,29 @@ impl Binder {
             return Err(BindError::BadUid { pod: pod.to_string(), uid: uid.to_owned() });
         }
         let mut reasons = Vec::new();
+        // Logged as soon as refused, also when the other source then finds the pod: a lie
+        // is worth a line even if it fooled nobody.
+        let mut refuse = |reason: String| {
+            self.log_refusal(pod, &reason);
+            reasons.push(reason);
+        };
 
         match self.sandboxes.get(uid) {
             Some(sandbox)
                 if (sandbox.namespace.as_str(), sandbox.name.as_str()) != (pod.namespace, pod.name) =>
             {
-                reasons.push(format!(
+                refuse(format!(
                     "the CNI handover for UID {uid} (sandbox {}) names pod {}/{}, not {pod}",
                     sandbox.container_id, sandbox.namespace, sandbox.name
                 ));
             }
             Some(sandbox) => match check(pod, &sandbox.netns, home) {
                 Ok(()) => {
-                    let netns = sandbox.netns.try_clone().map_err(|e| refused(pod, uid, e.to_string()))?;
+                    let netns = sandbox.netns.try_clone().map_err(|e| BindError::Refused {
+                        pod: pod.to_string(),
+                        uid: uid.to_owned(),
+                        reasons: vec![e.to_string()],
+                    })?;
                     info!(
                         %pod, uid = %uid, via = %Source::Cni, netns = %netns.path().display(),
                         sandbox = %sandbox.container_id, elapsed_us = started.elapsed().as_micros() as u64,
@@ -160,7 +173,7 @@ impl Binder {
                     );
                     return Ok(Bound { netns, source: Source::Cni });
                 }
-                Err(why) => reasons.push(format!(
+                Err(why) => refuse(format!(
                     "the network namespace from the CNI handover (sandbox {}, {}) {why}",
                     sandbox.container_id,
                     sandbox.netns.path().display()
@@ -168,7 +181,7 @@ impl Binder {
             },
             None => {
                 for other in self.sandboxes.uids_named(pod.namespace, pod.name) {
-                    reasons.push(format!(
+                    refuse(format!(
                         "a CNI handover names pod {pod} with UID {other}, but the control plane's pod has UID {uid}"
                     ));
                 }
@@ -190,7 +203,7 @@ impl Binder {
                         return Ok(Bound { netns: found.netns, source: Source::Cgroup });
                     }
                     Err(why) => {
-                        reasons.push(format!(
+                        refuse(format!(
                             "the network namespace of process {} in the pod's cgroup {} {why}",
                             found.pid,
                             found.cgroup.display()
@@ -199,7 +212,7 @@ impl Binder {
                     }
                 },
                 Err(CgroupLookupError::NetNs(e)) => {
-                    reasons.push(e.to_string());
+                    refuse(e.to_string());
                     String::new()
                 }
                 Err(miss) => miss.to_string(),
@@ -218,30 +231,24 @@ impl Binder {
     }
 
     /// Logs a refusal once per pod and distinct reason.
-    fn log_refusal(&self, pod: &PodRef<'_>, err: &BindError) {
-        let text = err.to_string();
-        let key = pod.to_string();
+    fn log_refusal(&self, pod: &PodRef<'_>, reason: &str) {
         let mut logged = self.logged.lock().unwrap_or_else(PoisonError::into_inner);
-        if logged.get(&key) == Some(&text) {
+        if logged.get(&pod.to_string()).is_some_and(|seen| seen.iter().any(|r| r == reason)) {
             return;
         }
         if logged.len() >= MAX_REMEMBERED_REFUSALS {
             logged.clear();
         }
-        warn!(%pod, uid = %pod.uid.unwrap_or_default(), reason = %text, "refusing to bind a pod to a network namespace");
-        logged.insert(key, text);
+        warn!(%pod, uid = %pod.uid.unwrap_or_default(), %reason, "refusing to bind a pod to a network namespace");
+        logged.entry(pod.to_string()).or_default().push(reason.to_owned());
     }
 
-    fn forget_refusal(&self, pod: &PodRef<'_>) {
+    fn forget_refusals(&self, pod: &PodRef<'_>) {
         let mut logged = self.logged.lock().unwrap_or_else(PoisonError::into_inner);
         if !logged.is_empty() {
             logged.remove(&pod.to_string());
         }
     }
-}
-
-fn refused(pod: &PodRef<'_>, uid: &str, reason: String) -> BindError {
-    BindError::Refused { pod: pod.to_string(), uid: uid.to_owned(), reasons: vec![reason] }
 }
 
 /// Whether `netns` can be `pod`'s: not the node's own, and holding the pod's address.
