@@ -100,7 +100,7 @@ pub enum ConfigError {
     NoCgroup2,
     #[error("--cni-socket {0}: must be an absolute path of at most 107 bytes (a Unix socket address)")]
     BadCniSocket(PathBuf),
-    #[error("--kubepods-cgroup {0}: not a cgroup v2 directory (no cgroup.procs)")]
+    #[error("--kubepods-cgroup {0}: not a cgroup directory (no cgroup.procs)")]
     NotKubepods(PathBuf),
 }
 
@@ -179,6 +179,30 @@ mod duration_secs {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Parses a `run` command line and validates it, with a model file and cgroup of its own.
+    fn validated(extra: &[&str]) -> Result<Config, ConfigError> {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("cgroup.procs"), "").unwrap();
+        std::fs::write(dir.path().join("mesh.yaml"), "").unwrap();
+        let (cgroup, model) = (dir.path().to_str().unwrap(), dir.path().join("mesh.yaml"));
+        let mut args = vec!["weft-agent", "run", "--node", "n1", "--cgroup", cgroup, "--local-config"];
+        args.push(model.to_str().unwrap());
+        args.extend_from_slice(extra);
+        let Command::Run(config) = Cli::try_parse_from(args).unwrap().command else { panic!("run") };
+        config.validate()
+    }
+
+    #[test]
+    fn cni_socket_and_kubepods_cgroup_are_checked() {
+        assert!(matches!(validated(&["--cni-socket", "run/cni.sock"]), Err(ConfigError::BadCniSocket(_))));
+        let long = format!("/{}", "x".repeat(107));
+        assert!(matches!(validated(&["--cni-socket", &long]), Err(ConfigError::BadCniSocket(_))));
+        let err = validated(&["--kubepods-cgroup", "/nonexistent/kubepods"]).unwrap_err();
+        assert!(err.to_string().contains("/nonexistent/kubepods"), "{err}");
+        let config = validated(&["--cni-socket", "/run/weft/cni.sock"]).unwrap();
+        assert_eq!(config.cni_socket, std::path::Path::new("/run/weft/cni.sock"));
+    }
 
     #[test]
     fn durations() {
