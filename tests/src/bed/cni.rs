@@ -124,8 +124,8 @@ pub fn new_pod_uid() -> Result<String> {
     Ok(format!("{}-{}-{}-{}-{}", &hex[..8], &hex[8..12], &hex[12..16], &hex[16..20], &hex[20..]))
 }
 
-/// Where the agent of node `node` of bed `bed_id` listens for the plugin. Under one
-/// directory per bed, which the bed removes.
+/// Where the agent of node `node` listens for the plugin, in the bed's directory `bed_dir`
+/// (one per bed, removed with it).
 pub fn agent_socket(bed_dir: &Path, node: &str) -> PathBuf {
     bed_dir.join(node).join("cni.sock")
 }

@@ -63,9 +63,10 @@ pub(super) struct PodSpec<'a> {
 }
 
 impl Pod {
-    /// Creates the pod as described in the module documentation. The namespace name is
-    /// pushed to `created` as soon as it exists, so the bed removes it even if a later step
-    /// fails (the pod's cgroup goes with the bed's).
+    /// Creates the pod as described in the module documentation. A pod that fails to come
+    /// up (e.g. `weft-cni` holds it back) is torn down here; its namespace name is in
+    /// `created` from the moment it exists until then, so the bed removes whatever this
+    /// teardown could not.
     pub(super) fn create(spec: PodSpec<'_>, created: &mut Vec<String>) -> Result<Pod> {
         let PodSpec { name, namespace, uid, node, ip, netns_name, host_veth, procs } = spec;
         let uid = match uid {
