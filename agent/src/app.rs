@@ -8,6 +8,7 @@ use crate::{
     drain::Drain,
     enrollment::{self, Enrollment},
     identity::{Ca, CaSigner, SecretManager},
+    inpod::{self, server::Handovers},
     localconfig::{self, ConfigStatus},
     metrics::Metrics,
     netns::NetNs,
@@ -17,7 +18,10 @@ use crate::{
 };
 use anyhow::Context;
 use arc_swap::ArcSwap;
-use std::sync::{Arc, Mutex, atomic::Ordering, mpsc};
+use std::{
+    sync::{Arc, Mutex, atomic::Ordering, mpsc},
+    time::Duration,
+};
 use tokio::signal::unix::{SignalKind, signal};
 use tracing::{info, warn};
 use weft_model::WorkloadState;
@@ -33,6 +37,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         None => WorkloadState::default(),
     };
     let host_netns = NetNs::current().context("opening the agent's own netns")?;
+    let home_inode = host_netns.inode();
     let (datapath, orig_dst, bypass) = Datapath::load(&DatapathConfig {
         cgroup,
         bpffs_dir: config.bpffs_dir.clone(),
@@ -60,6 +65,21 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         drain: Arc::new(Drain::default()),
     });
 
+    // Which netns is which pod's: CNI handovers on a socket, and the kubelet's cgroups.
+    let sandboxes = Arc::new(inpod::Sandboxes::default());
+    let kubepods = config.kubepods_cgroup.as_ref().map(inpod::Kubepods::new);
+    match &kubepods {
+        Some(k) => {
+            info!(root = %k.root().display(), driver = ?k.driver(), "running pods are found in the kubepods cgroup")
+        }
+        None => warn!(
+            "no kubepods cgroup (--kubepods-cgroup): pods that started before the agent are not found, only pods \
+             the CNI plugin hands over"
+        ),
+    }
+    let cni_listener = inpod::server::bind(&config.cni_socket).context("opening the CNI handover socket")?;
+    let binder = Arc::new(inpod::Binder::new(sandboxes.clone(), kubepods.clone()));
+
     let admin_listener = tokio::net::TcpListener::bind(config.admin_addr)
         .await
         .with_context(|| format!("binding admin address {}", config.admin_addr))?;
@@ -68,10 +88,25 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         shared.clone(),
         host_netns,
         config.inbound_mark,
+        binder,
         config.node.clone(),
         tokio::runtime::Handle::current(),
     );
     let (commands, command_rx) = mpsc::channel();
+    let reconcile = commands.clone();
+    tokio::spawn(inpod::server::serve(
+        cni_listener,
+        Handovers {
+            sandboxes: sandboxes.clone(),
+            home_inode,
+            on_handover: Box::new(move || {
+                let _ = reconcile.send(enrollment::Command::Reconcile);
+            }),
+        },
+    ));
+    if let Some(kubepods) = kubepods {
+        tokio::spawn(inpod::server::collect_garbage(sandboxes, kubepods));
+    }
     let model_source = Arc::new(Mutex::new(ConfigStatus {
         source: match (&config.local_config, &config.xds_address) {
             (Some(path), _) => path.display().to_string(),
@@ -111,6 +146,14 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         }
         (None, None) => unreachable!("validate() requires a model source"),
     };
+    // Only now, with a model: an empty set written before it would tell the plugin that
+    // no pod needs the agent.
+    let mesh = shared.clone();
+    tokio::spawn(inpod::server::publish_mesh_namespaces(
+        config.cni_socket.clone(),
+        Duration::from_secs(1),
+        move || inpod::mesh_namespaces(&mesh.state.load()),
+    ));
     // The enrollment thread tells when it ends, however it ends: a panic there leaves the
     // pods' kernel state unmanaged, and an agent that kept reporting ready would be lying.
     let (enrollment_thread, ended_rx) = spawn_watched("enrollment", move || enrollment.run(command_rx))

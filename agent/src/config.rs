@@ -59,6 +59,16 @@ pub struct Config {
     /// cgroup v2 directory whose processes are captured. Default: the cgroup v2 root.
     #[arg(long, env = "WEFT_CGROUP")]
     pub cgroup: Option<PathBuf>,
+    /// Unix socket where the `weft-cni` plugin hands over new pods' network namespaces. Its
+    /// directory is created 0700 (an existing one must not be open to others); the plugin
+    /// finds the mesh-namespaces file beside it.
+    #[arg(long, env = "WEFT_CNI_SOCKET", default_value = "/var/run/weft/cni.sock")]
+    pub cni_socket: PathBuf,
+    /// The kubelet's kubepods cgroup, where pods already running when the agent starts are
+    /// found by UID. Default: kubepods.slice or kubepods under the cgroup v2 mount; without
+    /// one, only CNI handovers bind pods.
+    #[arg(long, env = "WEFT_KUBEPODS_CGROUP")]
+    pub kubepods_cgroup: Option<PathBuf>,
     /// bpffs directory for this agent's pinned maps and links.
     #[arg(long, env = "WEFT_BPFFS_DIR", default_value = "/sys/fs/bpf/weft")]
     pub bpffs_dir: PathBuf,
@@ -141,6 +151,10 @@ pub enum ConfigError {
     NotACgroup(PathBuf),
     #[error("no cgroup v2 mount found in /proc/mounts; pass --cgroup")]
     NoCgroup2,
+    #[error("--cni-socket {0}: must be an absolute path of at most 107 bytes (a Unix socket address)")]
+    BadCniSocket(PathBuf),
+    #[error("--kubepods-cgroup {0}: not a cgroup directory (no cgroup.procs)")]
+    NotKubepods(PathBuf),
 }
 
 impl Config {
@@ -195,6 +209,19 @@ impl Config {
             return Err(ConfigError::NotACgroup(cgroup));
         }
         self.cgroup = Some(cgroup);
+        // sun_path holds 108 bytes, the terminating NUL included.
+        if !self.cni_socket.is_absolute() || self.cni_socket.as_os_str().len() > 107 {
+            return Err(ConfigError::BadCniSocket(self.cni_socket.clone()));
+        }
+        match &self.kubepods_cgroup {
+            Some(dir) if !dir.join("cgroup.procs").is_file() => {
+                return Err(ConfigError::NotKubepods(dir.clone()));
+            }
+            Some(_) => {}
+            None => {
+                self.kubepods_cgroup = cgroup2_root().and_then(|m| crate::inpod::Kubepods::find_default(&m))
+            }
+        }
         Ok(self)
     }
 }
@@ -320,6 +347,30 @@ mod tests {
             config.node_id(),
             "ztunnel~10.0.0.7~weft-agent-abc.istio-system~istio-system.svc.cluster.local"
         );
+    }
+
+    /// Parses a `run` command line and validates it, with a model file and cgroup of its own.
+    fn validated(extra: &[&str]) -> Result<Config, ConfigError> {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("cgroup.procs"), "").unwrap();
+        std::fs::write(dir.path().join("mesh.yaml"), "").unwrap();
+        let (cgroup, model) = (dir.path().to_str().unwrap(), dir.path().join("mesh.yaml"));
+        let mut args = vec!["weft-agent", "run", "--node", "n1", "--cgroup", cgroup, "--local-config"];
+        args.push(model.to_str().unwrap());
+        args.extend_from_slice(extra);
+        let Command::Run(config) = Cli::try_parse_from(args).unwrap().command else { panic!("run") };
+        config.validate()
+    }
+
+    #[test]
+    fn cni_socket_and_kubepods_cgroup_are_checked() {
+        assert!(matches!(validated(&["--cni-socket", "run/cni.sock"]), Err(ConfigError::BadCniSocket(_))));
+        let long = format!("/{}", "x".repeat(107));
+        assert!(matches!(validated(&["--cni-socket", &long]), Err(ConfigError::BadCniSocket(_))));
+        let err = validated(&["--kubepods-cgroup", "/nonexistent/kubepods"]).unwrap_err();
+        assert!(err.to_string().contains("/nonexistent/kubepods"), "{err}");
+        let config = validated(&["--cni-socket", "/run/weft/cni.sock"]).unwrap();
+        assert_eq!(config.cni_socket, std::path::Path::new("/run/weft/cni.sock"));
     }
 
     #[test]

@@ -1,17 +1,20 @@
 //! Pod enrollment: turns "these pods of my node are in the mesh" into kernel state.
 //!
-//! For each workload of this node that is in the mesh (HBONE): find its netns, open the
-//! agent's sockets inside it (127.0.0.1:15001 outbound, 127.0.0.1:15006 inbound), set up
-//! the pod's reply routing (`podnet`), put the inbound socket in the SOCKMAP, steer every
-//! port of the pod to it, attach sk_lookup to the netns, and finally mark the netns
-//! enrolled so connect4/6 start redirecting. Unenrolling undoes it in reverse.
+//! For each workload of this node that is in the mesh (HBONE): find its netns (`inpod`:
+//! the CNI handover or the kubelet cgroup for its UID, checked against its IP — never a
+//! search by address), open the agent's sockets inside it (127.0.0.1:15001 outbound,
+//! 127.0.0.1:15006 inbound, pod IP:15008 HBONE), set up the pod's reply routing
+//! (`podnet`), put the inbound socket in the SOCKMAP, steer every port of the pod to it,
+//! attach sk_lookup to the netns, and finally mark the netns enrolled so connect4/6 start
+//! redirecting. Unenrolling undoes it in reverse.
 //!
 //! The loop runs on its own thread: every step is a blocking syscall (setns, bpf), and
 //! none of it is on a connection's path.
 
 use crate::{
     datapath::{Datapath, DatapathError},
-    netns::{self, NetNs, NetNsError},
+    inpod::{Binder, PodRef},
+    netns::{NetNs, NetNsError},
     podnet::{self, PodNetError},
     proxy::{self, Direction},
     state::{InPod, Shared},
@@ -90,6 +93,7 @@ pub struct Enrollment {
     /// The agent's own netns, where this thread returns after working in a pod's.
     home: NetNs,
     inbound_mark: u32,
+    binder: Arc<Binder>,
     node: String,
     runtime: Handle,
     pods: HashMap<Ipv4Addr, Enrolled>,
@@ -103,6 +107,7 @@ impl Enrollment {
         shared: Arc<Shared>,
         home: NetNs,
         inbound_mark: u32,
+        binder: Arc<Binder>,
         node: String,
         runtime: Handle,
     ) -> Enrollment {
@@ -111,6 +116,7 @@ impl Enrollment {
             shared,
             home,
             inbound_mark,
+            binder,
             node,
             runtime,
             pods: HashMap::new(),
@@ -168,31 +174,32 @@ impl Enrollment {
             self.unenroll(ip);
         }
 
-        let missing: Vec<IpAddr> =
-            desired.keys().filter(|ip| !self.pods.contains_key(ip)).map(|ip| IpAddr::V4(*ip)).collect();
-        let mut found = HashSet::new();
-        if !missing.is_empty() {
-            for (ip, ns) in netns::find_by_ip(&missing, &self.home) {
-                let IpAddr::V4(ip4) = ip else { continue };
-                let workload = desired[&ip4];
-                match self.enroll(workload, ip4, ns) {
-                    Ok(()) => {
-                        found.insert(ip4);
-                    }
+        let missing: Vec<Ipv4Addr> =
+            desired.keys().filter(|ip| !self.pods.contains_key(ip)).copied().collect();
+        let mut pending = Vec::new();
+        for ip in missing {
+            let workload = desired[&ip];
+            let pod_ref = PodRef {
+                namespace: &workload.namespace,
+                name: &workload.name,
+                uid: workload.pod_uid.as_deref(),
+                ip: IpAddr::V4(ip),
+            };
+            // Refusals are logged by the binder, once each; not found yet is normal.
+            let enrolled = match self.binder.netns_for(&pod_ref, &self.home) {
+                Ok(bound) => match self.enroll(workload, ip, bound.netns) {
+                    Ok(()) => true,
                     Err(error) => {
-                        error!(pod = %workload.name, namespace = %workload.namespace, %error, "cannot enroll pod")
+                        error!(pod = %workload.name, namespace = %workload.namespace, %error, "cannot enroll pod");
+                        false
                     }
-                }
+                },
+                Err(_) => false,
+            };
+            if !enrolled {
+                pending.push(format!("{}/{}", workload.namespace, workload.name));
             }
         }
-        let pending: Vec<String> = missing
-            .iter()
-            .filter_map(|ip| match ip {
-                IpAddr::V4(ip4) if !found.contains(ip4) => Some(desired[ip4]),
-                _ => None,
-            })
-            .map(|w| format!("{}/{}", w.namespace, w.name))
-            .collect();
         if pending.is_empty() {
             self.collect_garbage();
         }

@@ -12,6 +12,7 @@ pub mod datapath;
 pub mod drain;
 pub mod enrollment;
 pub mod identity;
+pub mod inpod;
 pub mod localconfig;
 pub mod metrics;
 pub mod netns;

@@ -1,4 +1,7 @@
-//! Network namespaces: finding a pod's by its IP, and running code inside one.
+//! Network namespaces: holding one open, and running code inside it.
+//!
+//! Which namespace is a pod's is decided in `inpod` (the CNI handover, the kubelet's
+//! cgroups), never here: an address inside a namespace is no proof of whose it is.
 //!
 //! The agent stays in the node's netns. To open a socket in a pod, a thread enters the
 //! pod's netns, creates the socket and comes back: a socket belongs to the netns it was
@@ -6,14 +9,16 @@
 
 use nix::sched::{CloneFlags, setns};
 use std::{
-    collections::HashSet,
     fs::File,
     io,
     net::IpAddr,
-    os::fd::{AsFd, AsRawFd},
+    os::fd::{AsFd, AsRawFd, OwnedFd},
     os::unix::fs::MetadataExt,
     path::{Path, PathBuf},
 };
+
+/// `NS_GET_NSTYPE` from linux/nsfs.h, `_IO(0xb7, 0x3)`.
+const NS_GET_NSTYPE: libc::c_ulong = 0xb703;
 
 #[derive(Debug, thiserror::Error)]
 pub enum NetNsError {
@@ -25,6 +30,8 @@ pub enum NetNsError {
     Return(nix::Error),
     #[error("cannot read the netns cookie of {path}: {source} (needs Linux 5.14+)")]
     Cookie { path: PathBuf, source: io::Error },
+    #[error("cannot list the addresses in network namespace {path}: {source}")]
+    Addresses { path: PathBuf, source: nix::Error },
 }
 
 /// An open handle on a network namespace. Holding the file keeps the namespace alive.
@@ -41,6 +48,31 @@ impl NetNs {
         let file = File::open(&path).map_err(|source| NetNsError::Open { path: path.clone(), source })?;
         let inode = file.metadata().map_err(|source| NetNsError::Open { path: path.clone(), source })?.ino();
         Ok(NetNs { file, path, inode })
+    }
+
+    /// Wraps a descriptor already open on a namespace (e.g. opened through a process's
+    /// `/proc/<pid>` directory); `path` is what logs and the admin endpoint show.
+    pub fn from_fd(fd: OwnedFd, path: impl Into<PathBuf>) -> Result<NetNs, NetNsError> {
+        let path = path.into();
+        let file = File::from(fd);
+        let inode = file.metadata().map_err(|source| NetNsError::Open { path: path.clone(), source })?.ino();
+        Ok(NetNs { file, path, inode })
+    }
+
+    /// Another handle on the same namespace (a duplicated descriptor).
+    pub fn try_clone(&self) -> Result<NetNs, NetNsError> {
+        let file =
+            self.file.try_clone().map_err(|source| NetNsError::Open { path: self.path.clone(), source })?;
+        Ok(NetNs { file, path: self.path.clone(), inode: self.inode })
+    }
+
+    /// Whether the open file is a network namespace, not another kind of namespace or an
+    /// ordinary file (a path from outside the agent could be either).
+    pub fn is_network_namespace(&self) -> bool {
+        // SAFETY: NS_GET_NSTYPE takes no argument; on any file the kernel answers with the
+        // namespace type or -1 (ENOTTY for files that are not namespaces).
+        let kind = unsafe { libc::ioctl(self.file.as_raw_fd(), NS_GET_NSTYPE as _) };
+        kind == libc::CLONE_NEWNET
     }
 
     /// The namespace of the calling thread.
@@ -75,23 +107,21 @@ impl NetNs {
         res.map_err(|source| NetNsError::Cookie { path: self.path.clone(), source })
     }
 
-    /// The addresses of this namespace's interfaces.
-    fn addresses(&self, home: &NetNs) -> Vec<IpAddr> {
-        self.run(home, || {
-            nix::ifaddrs::getifaddrs()
-                .map(|addrs| {
-                    addrs
-                        .filter_map(|a| a.address)
-                        .filter_map(|sa| {
-                            sa.as_sockaddr_in()
-                                .map(|s| IpAddr::V4(s.ip()))
-                                .or_else(|| sa.as_sockaddr_in6().map(|s| IpAddr::V6(s.ip())))
-                        })
-                        .collect()
-                })
-                .unwrap_or_default()
-        })
-        .unwrap_or_default()
+    /// The addresses on this namespace's interfaces, loopback included.
+    pub fn addresses(&self, home: &NetNs) -> Result<Vec<IpAddr>, NetNsError> {
+        let listed = self.run(home, || {
+            nix::ifaddrs::getifaddrs().map(|addrs| {
+                addrs
+                    .filter_map(|a| a.address)
+                    .filter_map(|sa| {
+                        sa.as_sockaddr_in()
+                            .map(|s| IpAddr::V4(s.ip()))
+                            .or_else(|| sa.as_sockaddr_in6().map(|s| IpAddr::V6(s.ip())))
+                    })
+                    .collect()
+            })
+        })?;
+        listed.map_err(|source| NetNsError::Addresses { path: self.path.clone(), source })
     }
 }
 
@@ -117,43 +147,4 @@ pub fn netns_cookie_of(sock: &impl AsRawFd) -> io::Result<u64> {
         )
     };
     if ret < 0 { Err(io::Error::last_os_error()) } else { Ok(cookie) }
-}
-
-/// Finds the network namespaces holding each of `ips`, among the namespaces of running
-/// processes and those named under /var/run/netns. Works the same on a real node (pods'
-/// sandboxes) and on the test bed. The namespace `home` is in is never returned: a pod
-/// IP on the node itself is not a pod.
-pub fn find_by_ip(ips: &[IpAddr], home: &NetNs) -> Vec<(IpAddr, NetNs)> {
-    let mut seen = HashSet::from([home.inode()]);
-    let mut found = Vec::new();
-    let mut wanted: Vec<IpAddr> = ips.to_vec();
-    for path in candidate_paths() {
-        if wanted.is_empty() {
-            break;
-        }
-        let Ok(ns) = NetNs::open(&path) else { continue };
-        if !seen.insert(ns.inode()) {
-            continue;
-        }
-        let addrs = ns.addresses(home);
-        if let Some(pos) = wanted.iter().position(|ip| addrs.contains(ip)) {
-            found.push((wanted.swap_remove(pos), ns));
-        }
-    }
-    found
-}
-
-fn candidate_paths() -> Vec<PathBuf> {
-    let mut paths = Vec::new();
-    if let Ok(dir) = std::fs::read_dir("/var/run/netns") {
-        paths.extend(dir.flatten().map(|e| e.path()));
-    }
-    if let Ok(dir) = std::fs::read_dir("/proc") {
-        for e in dir.flatten() {
-            if e.file_name().to_str().is_some_and(|n| n.bytes().all(|b| b.is_ascii_digit())) {
-                paths.push(e.path().join("ns/net"));
-            }
-        }
-    }
-    paths
 }

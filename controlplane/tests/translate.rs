@@ -17,6 +17,7 @@ use weft_controlplane::{
 };
 use weft_xds::{
     istio::{
+        pod_uid,
         security::Authorization,
         workload::{Address, TunnelProtocol, address},
     },
@@ -35,7 +36,7 @@ metadata: { name: legacy }
 ---
 apiVersion: v1
 kind: Pod
-metadata: { name: reviews-v1, namespace: bookinfo, labels: { app: reviews, version: v1 } }
+metadata: { name: reviews-v1, namespace: bookinfo, uid: 0b6f1f8e-5f2a-4c1e-9d3b-7a0e2c4d6f81, labels: { app: reviews, version: v1 } }
 spec: { nodeName: n1, serviceAccountName: reviews, containers: [{ name: app, ports: [{ name: http, containerPort: 9080 }] }] }
 status: { podIP: 10.1.1.2 }
 ---
@@ -139,6 +140,9 @@ fn pods_and_services_become_istio_workload_addresses() {
     assert_eq!((ports[0].service_port, ports[0].target_port), (9080, 9080), "named target port resolved");
     assert_eq!(workload("reviews-v2").tunnel_protocol, TunnelProtocol::None as i32, "pod opted out");
     assert_eq!(workload("old").tunnel_protocol, TunnelProtocol::None as i32, "namespace not enrolled");
+    // The Kubernetes UID travels as an extension: the agent binds the pod to its netns by it.
+    assert_eq!(pod_uid(&v1).unwrap().as_deref(), Some("0b6f1f8e-5f2a-4c1e-9d3b-7a0e2c4d6f81"));
+    assert_eq!(pod_uid(&workload("old")).unwrap(), None, "no metadata.uid, no extension");
 
     let (name, svc) = addresses
         .iter()

@@ -14,7 +14,7 @@ pub mod state;
 pub mod table;
 pub mod workload;
 
-pub use mesh::{AMBIENT_LABEL, DATAPLANE_MODE_AMBIENT, DATAPLANE_MODE_NONE, Mesh, ModelError};
+pub use mesh::{AMBIENT_LABEL, DATAPLANE_MODE_AMBIENT, DATAPLANE_MODE_NONE, Mesh, ModelError, is_pod_uid};
 pub use state::{Upstream, WorkloadState};
 pub use table::AddressTable;
 pub use workload::{

@@ -41,6 +41,11 @@ pub struct Namespace {
 pub struct Pod {
     pub name: String,
     pub namespace: String,
+    /// Kubernetes' `metadata.uid`. The agent binds an enrolled pod to its network
+    /// namespace by this UID (the CNI handover, the kubelet cgroup `pod<uid>`), never by
+    /// its IP; a pod without one is never enrolled.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub uid: Option<String>,
     pub ip: IpAddr,
     /// The node the pod runs on; each agent serves the pods of its own node. Empty for a
     /// workload on no node of this cluster (a VM, another cluster): never enrolled here.
@@ -57,10 +62,6 @@ pub struct Pod {
     /// every port of an enrolled pod (Istio's behaviour), not only these.
     #[serde(default)]
     pub ports: Vec<u16>,
-    /// The Kubernetes pod UID; the agent finds the pod's network namespace by it (CNI
-    /// handover, kubelet cgroups), never by the pod's address.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub uid: Option<String>,
     /// Services this pod backs, as `namespace/name`, besides those whose selector picks
     /// it: Istio's workload API states membership this way, not by selector.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -108,6 +109,19 @@ pub enum ModelError {
     /// The document parsed but says something impossible.
     #[error("{source_name}: {object}: field {field}: {reason}")]
     Invalid { source_name: String, object: String, field: &'static str, reason: String },
+}
+
+/// Whether `uid` is spelled as Kubernetes writes `metadata.uid`: an RFC 4122 UUID in
+/// lowercase hex, `8-4-4-4-12`. The agent builds cgroup paths from it, so nothing else
+/// (no `/`, no `..`) may pass.
+pub fn is_pod_uid(uid: &str) -> bool {
+    const GROUPS: [usize; 5] = [8, 4, 4, 4, 12];
+    let mut parts = uid.split('-');
+    GROUPS.iter().all(|&len| {
+        parts.next().is_some_and(|p| {
+            p.len() == len && p.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+        })
+    }) && parts.next().is_none()
 }
 
 impl Pod {
@@ -169,10 +183,23 @@ impl Mesh {
         }
         let mut ips = HashSet::new();
         let mut pod_names = HashSet::new();
+        let mut uids = HashSet::new();
         for pod in &self.pods {
             let object = format!("Pod/{}/{}", pod.namespace, pod.name);
             if !pod_names.insert((pod.namespace.as_str(), pod.name.as_str())) {
                 return Err(invalid(object, "name", "defined twice".into()));
+            }
+            if let Some(uid) = &pod.uid {
+                if !is_pod_uid(uid) {
+                    return Err(invalid(
+                        object,
+                        "uid",
+                        format!("{uid:?} is not a Kubernetes UID (8-4-4-4-12 lowercase hex digits)"),
+                    ));
+                }
+                if !uids.insert(uid.as_str()) {
+                    return Err(invalid(object, "uid", format!("{uid} is already another pod's")));
+                }
             }
             if !ips.insert(pod.ip) {
                 return Err(invalid(object, "ip", format!("{} is already another pod's", pod.ip)));
@@ -260,14 +287,7 @@ impl Mesh {
                     (format!("{}/{}", s.namespace, s.hostname()), pb::PortList { ports })
                 })
                 .collect();
-            let extensions = pod
-                .uid
-                .iter()
-                .map(|uid| pb::Extension {
-                    name: crate::workload::POD_UID_EXTENSION.to_owned(),
-                    config: Some(string_any(uid)),
-                })
-                .collect();
+            let extensions = pod.uid.iter().map(|uid| weft_xds::istio::pod_uid_extension(uid)).collect();
             let w = pb::Workload {
                 uid: format!("{LOCAL_CLUSTER}//Pod/{}/{}", pod.namespace, pod.name),
                 name: pod.name.clone(),
@@ -302,15 +322,6 @@ fn ip_bytes(ip: IpAddr) -> Vec<u8> {
     match ip {
         IpAddr::V4(v4) => v4.octets().to_vec(),
         IpAddr::V6(v6) => v6.octets().to_vec(),
-    }
-}
-
-/// A `google.protobuf.StringValue` in an `Any`, as extensions carry the pod UID.
-fn string_any(value: &str) -> prost_types::Any {
-    use prost::Message as _;
-    prost_types::Any {
-        type_url: "type.googleapis.com/google.protobuf.StringValue".to_owned(),
-        value: value.to_owned().encode_to_vec(),
     }
 }
 
@@ -364,6 +375,41 @@ services:
         let doc = "pods:\n - {name: a, namespace: x, ip: 198.18.1.2, node: n1}\n - {name: b, namespace: x, ip: 198.18.1.2, node: n1}\n";
         let err = Mesh::from_yaml(doc, "m.yaml").unwrap_err().to_string();
         assert!(err.contains("Pod/x/b") && err.contains("field ip"), "{err}");
+    }
+
+    #[test]
+    fn pod_uids_are_checked_for_shape_and_uniqueness() {
+        assert!(is_pod_uid("3f2c1a9e-0b1d-4c55-9a57-1e0b4f6d2a10"));
+        for bad in [
+            "3F2C1A9E-0B1D-4C55-9A57-1E0B4F6D2A10",
+            "3f2c1a9e0b1d4c559a571e0b4f6d2a10",
+            "3f2c1a9e-0b1d-4c55-9a57-1e0b4f6d2a1",
+            "3f2c1a9e-0b1d-4c55-9a57-1e0b4f6d2a10-00",
+            "../../../../etc-0b1d-4c55-9a57-1e0b4f6d2a10",
+            "",
+        ] {
+            assert!(!is_pod_uid(bad), "{bad:?}");
+        }
+        let uid = "3f2c1a9e-0b1d-4c55-9a57-1e0b4f6d2a10";
+        let doc = format!(
+            "pods:\n - {{name: a, namespace: x, uid: {uid}, ip: 198.18.1.2, node: n1}}\n - {{name: b, namespace: x, uid: {uid}, ip: 198.18.1.3, node: n1}}\n"
+        );
+        let err = Mesh::from_yaml(&doc, "m.yaml").unwrap_err().to_string();
+        assert!(err.contains("Pod/x/b") && err.contains("field uid"), "{err}");
+        let err = Mesh::from_yaml(
+            "pods:\n - {name: a, namespace: x, uid: a/b, ip: 198.18.1.2, node: n1}\n",
+            "m.yaml",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("field uid") && err.contains("not a Kubernetes UID"), "{err}");
+        let mesh = Mesh::from_yaml(
+            &doc.replace("uid: 3f2c1a9e-0b1d-4c55-9a57-1e0b4f6d2a10, ip: 198.18.1.3", "ip: 198.18.1.3"),
+            "m.yaml",
+        )
+        .unwrap();
+        assert_eq!(mesh.pods[0].uid.as_deref(), Some(uid));
+        assert_eq!(mesh.pods[1].uid, None);
     }
 
     #[test]

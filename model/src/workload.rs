@@ -10,11 +10,6 @@ use std::{net::IpAddr, sync::Arc};
 use weft_hbone::{Identity, IdentityError};
 use weft_xds::istio::workload as pb;
 
-/// Extension name under which weftd puts the Kubernetes pod UID on a Workload (an
-/// `istio.workload.Extension` holding a `google.protobuf.StringValue`): the agent binds a
-/// pod to its network namespace by this UID, never by an address.
-pub const POD_UID_EXTENSION: &str = "weft.io/pod-uid";
-
 /// How a workload is reached.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
 #[serde(rename_all = "lowercase")]
@@ -87,7 +82,8 @@ pub struct Workload {
     /// reached in plain TCP (there is no pod socket for HBONE).
     pub host_network: bool,
     pub locality: Locality,
-    /// The Kubernetes pod UID, when the control plane sent it ([`POD_UID_EXTENSION`]).
+    /// The Kubernetes pod UID, when the control plane sent it (weftd's `weft.io/pod-uid`
+    /// extension): the agent binds a pod to its network namespace by it, never by address.
     pub pod_uid: Option<String>,
 }
 
@@ -182,6 +178,8 @@ pub enum ConvertError {
     Identity { resource: String, source: IdentityError },
     #[error("{resource}: {field}: {reason}")]
     Unsupported { resource: String, field: &'static str, reason: &'static str },
+    #[error("{resource}: {reason}")]
+    PodUid { resource: String, reason: String },
 }
 
 fn full_len(ip: IpAddr) -> u8 {
@@ -194,14 +192,6 @@ fn prefix_match(net: &[u8], ip: &[u8], len: u8) -> bool {
         return false;
     }
     bits == 0 || (net[bytes] ^ ip[bytes]) >> (8 - bits) == 0
-}
-
-/// The text of a `google.protobuf.StringValue` packed in an `Any`.
-fn string_value(type_url: &str, value: &[u8]) -> Option<String> {
-    use prost::Message as _;
-    (type_url == "type.googleapis.com/google.protobuf.StringValue")
-        .then(|| String::decode(value).ok())
-        .flatten()
 }
 
 fn ip_from(resource: &str, field: &'static str, bytes: &[u8]) -> Result<IpAddr, ConvertError> {
@@ -339,19 +329,8 @@ fn workload(name: &str, w: &pb::Workload, default_trust_domain: &str) -> Result<
         .collect::<Result<Vec<_>, ConvertError>>()?;
     // The proto map has no order; a stable order keeps dumps and choices reproducible.
     services.sort_by(|a, b| a.service.cmp(&b.service));
-    let pod_uid = w
-        .extensions
-        .iter()
-        .find(|e| e.name == POD_UID_EXTENSION)
-        .and_then(|e| e.config.as_ref())
-        .map(|any| {
-            string_value(&any.type_url, &any.value).ok_or_else(|| ConvertError::Unsupported {
-                resource: name.to_owned(),
-                field: "extensions",
-                reason: "weft.io/pod-uid must hold a google.protobuf.StringValue",
-            })
-        })
-        .transpose()?;
+    let pod_uid = weft_xds::istio::pod_uid(w)
+        .map_err(|e| ConvertError::PodUid { resource: name.to_owned(), reason: e.to_string() })?;
     let locality = w.locality.as_ref().map_or_else(Locality::default, |l| Locality {
         region: l.region.clone(),
         zone: l.zone.clone(),

@@ -51,7 +51,8 @@ pub struct Agent {
 
 impl Agent {
     /// Starts an agent on `node` reading `config`, capturing the node's pods' cgroup, with
-    /// its pins in a bpffs directory of its own (removed with the bed). Waits until ready.
+    /// its pins in a bpffs directory of its own (removed with the bed), the node's kubepods
+    /// cgroup and its CNI socket. Waits until ready.
     pub fn start(bed: &TestBed, node: &Node, config: &Path) -> Result<Agent> {
         Self::start_with(bed, node, ModelSource::File(config.to_owned()))
     }
@@ -104,6 +105,10 @@ impl Agent {
         };
         cmd.arg("--cgroup")
             .arg(node.cgroup_path())
+            .arg("--kubepods-cgroup")
+            .arg(node.kubepods_path())
+            .arg("--cni-socket")
+            .arg(node.cni_socket())
             .arg("--bpffs-dir")
             .arg(bpffs_dir)
             .arg("--drain-timeout")

@@ -6,9 +6,7 @@
 //! is the mesh.
 
 use crate::{
-    Pod, Proc,
-    agent::Agent,
-    bins,
+    Pod, Proc, bins,
     scenario::{self, Scenario},
 };
 use anyhow::{Context, Result, bail};
@@ -97,10 +95,10 @@ pub fn run(settings: &Settings) -> Result<Report> {
     let mut s = Scenario::new("bench")?;
     let n1 = s.bed.node("n1")?;
     let n2 = s.bed.node("n2")?;
-    let dclient = s.bed.pod(&n1, "direct-client")?;
-    let dserver = s.bed.pod(&n2, "direct-server")?;
-    let mclient = s.bed.pod(&n1, "mesh-client")?;
-    let mserver = s.bed.pod(&n2, "mesh-server")?;
+    let dclient = s.bed.pod(&n1, "direct", "direct-client")?;
+    let dserver = s.bed.pod(&n2, "direct", "direct-server")?;
+    let mclient = s.bed.pod(&n1, "mesh", "mesh-client")?;
+    let mserver = s.bed.pod(&n2, "mesh", "mesh-server")?;
     s.config
         .namespace("direct", false)
         .namespace("mesh", true)
@@ -109,8 +107,8 @@ pub fn run(settings: &Settings) -> Result<Report> {
         .pod(&mclient, "mesh", &[], &[])
         .pod(&mserver, "mesh", &[], &[PORT]);
     s.config.write()?;
-    let mut a1 = Agent::start(&s.bed, &n1, s.config.path())?;
-    let mut a2 = Agent::start(&s.bed, &n2, s.config.path())?;
+    let mut a1 = s.agent(&n1)?;
+    let mut a2 = s.agent(&n2)?;
     a1.wait_enrolled(&["mesh-client"], Duration::from_secs(10))?;
     a2.wait_enrolled(&["mesh-server"], Duration::from_secs(10))?;
     let _ds: Proc = scenario::serve(&dserver, "v1", &[PORT])?;

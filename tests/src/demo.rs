@@ -24,12 +24,12 @@ pub fn run() -> Result<Demo> {
     let mut s = Scenario::new("demo")?;
     let n1 = s.bed.node("n1")?;
     let n2 = s.bed.node("n2")?;
-    let productpage = s.bed.pod(&n1, "productpage")?;
-    let reviews_v1 = s.bed.pod(&n1, "reviews-v1")?;
-    let reviews_v2 = s.bed.pod(&n2, "reviews-v2")?;
-    let reviews_v3 = s.bed.pod(&n2, "reviews-v3")?;
-    let ratings = s.bed.pod(&n2, "ratings")?;
-    let curl = s.bed.pod(&n1, "curl")?;
+    let productpage = s.bed.pod(&n1, "bookinfo", "productpage")?;
+    let reviews_v1 = s.bed.pod(&n1, "bookinfo", "reviews-v1")?;
+    let reviews_v2 = s.bed.pod(&n2, "bookinfo", "reviews-v2")?;
+    let reviews_v3 = s.bed.pod(&n2, "bookinfo", "reviews-v3")?;
+    let ratings = s.bed.pod(&n2, "bookinfo", "ratings")?;
+    let curl = s.bed.pod(&n1, "legacy", "curl")?;
     s.config
         .namespace("bookinfo", true)
         .namespace("legacy", false)
@@ -44,10 +44,13 @@ pub fn run() -> Result<Demo> {
     s.config.write()?;
     println!("Two nodes, six pods, namespace bookinfo enrolled (istio.io/dataplane-mode=ambient):\n");
     println!("{}", s.bed.describe());
-    println!("mesh config: {}\n", s.config.path().display());
-
-    let a1 = Agent::start(&s.bed, &n1, s.config.path())?;
-    let a2 = Agent::start(&s.bed, &n2, s.config.path())?;
+    let a1 = s.agent(&n1)?;
+    let a2 = s.agent(&n2)?;
+    println!(
+        "weftd on n1 reads the Kubernetes objects in {} and is the mesh's CA; each agent gets its\n\
+         workloads over xDS and a certificate per identity of its pods (mTLS, HBONE between nodes)\n",
+        s.dir.join("kubernetes").display()
+    );
     a1.wait_enrolled(&["productpage", "reviews-v1"], Duration::from_secs(10))?;
     a2.wait_enrolled(&["ratings", "reviews-v2", "reviews-v3"], Duration::from_secs(10))?;
     println!(

@@ -48,11 +48,21 @@ impl MeshConfig {
         self
     }
 
-    /// Adds a bed pod in `namespace` with labels and container ports.
+    /// Adds a bed pod (with its UID, which the agent binds it by) with labels and container
+    /// ports. `namespace` must be the one the bed made the pod in: the runtime told the
+    /// agent that one, and the agent refuses a pod whose names disagree.
     pub fn pod(&mut self, pod: &Pod, namespace: &str, labels: &[(&str, &str)], ports: &[u16]) -> &mut Self {
+        assert_eq!(
+            namespace,
+            pod.namespace(),
+            "pod {} was made in namespace {} by the bed (TestBed::pod) but is declared in {namespace}",
+            pod.name(),
+            pod.namespace()
+        );
         self.mesh.pods.push(weft_model::mesh::Pod {
             name: pod.name().to_owned(),
             namespace: namespace.to_owned(),
+            uid: Some(pod.uid().to_owned()),
             ip: IpAddr::V4(pod.ip()),
             node: pod.node_name().to_owned(),
             service_account: pod.name().to_owned(),
@@ -60,7 +70,6 @@ impl MeshConfig {
             labels: labels.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect(),
             ports: ports.to_vec(),
             services: Vec::new(),
-            uid: None,
         });
         self
     }

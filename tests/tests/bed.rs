@@ -22,9 +22,9 @@ fn echo_and_hello_between_pods_on_the_same_and_on_different_nodes() {
     let bed = TestBed::new("echo_and_hello").unwrap();
     let n1 = bed.node("n1").unwrap();
     let n2 = bed.node("n2").unwrap();
-    let server = bed.pod(&n1, "reviews-v1").unwrap();
-    let same_node = bed.pod(&n1, "ratings").unwrap();
-    let other_node = bed.pod(&n2, "productpage").unwrap();
+    let server = bed.pod(&n1, "default", "reviews-v1").unwrap();
+    let same_node = bed.pod(&n1, "default", "ratings").unwrap();
+    let other_node = bed.pod(&n2, "default", "productpage").unwrap();
     let serving = serve(&server, "reviews", "v1");
     let to = format!("{}:{PORT}", server.ip());
 
@@ -59,28 +59,45 @@ fn echo_and_hello_between_pods_on_the_same_and_on_different_nodes() {
 }
 
 #[test]
-fn pod_processes_run_in_the_node_cgroup_and_the_pod_netns() {
+fn pods_are_laid_out_as_the_kubelet_lays_them_out() {
     let bed = TestBed::new("pod_placement").unwrap();
     let n1 = bed.node("n1").unwrap();
-    let pod = bed.pod(&n1, "reviews-v1").unwrap();
+    let pod = bed.pod(&n1, "default", "reviews-v1").unwrap();
+    assert!(weft_model::is_pod_uid(pod.uid()), "{}", pod.uid());
+    assert_eq!(pod.cgroup_path(), n1.cgroup_path().join(format!("kubepods/besteffort/pod{}", pod.uid())));
+    assert_eq!(n1.kubepods_path(), n1.cgroup_path().join("kubepods"));
 
+    // The sandbox's pause process holds the pod's namespace in the pod's cgroup.
+    let pause = pod.pause_pid().expect("the pause process runs");
+    assert_eq!(cgroup_of(pause), pod.cgroup_path().join("pause"));
+    assert_eq!(netns_of(pause), file_identity(&pod.netns_path()));
+
+    // Application processes: the app container's cgroup, below the node's cgroup where the
+    // agent attaches its capture programs, and the pod's namespace.
     let in_pod = pod.spawn(sleep()).unwrap();
-    assert_eq!(cgroup_of(in_pod.pid()), n1.cgroup_path());
-    assert_eq!(pod.cgroup_path(), n1.cgroup_path());
-    let members = std::fs::read_to_string(n1.cgroup_path().join("cgroup.procs")).unwrap();
+    assert_eq!(cgroup_of(in_pod.pid()), pod.app_cgroup_path());
+    assert!(pod.app_cgroup_path().starts_with(n1.cgroup_path()));
+    let members = std::fs::read_to_string(pod.app_cgroup_path().join("cgroup.procs")).unwrap();
     assert!(members.lines().any(|pid| pid == in_pod.pid().to_string()), "{members}");
     assert_eq!(netns_of(in_pod.pid()), file_identity(&pod.netns_path()));
 
     let on_node = n1.spawn(sleep()).unwrap();
     assert_eq!(netns_of(on_node.pid()), file_identity(&n1.netns_path()));
-    assert_ne!(cgroup_of(on_node.pid()), n1.cgroup_path(), "node processes stay out of the pods' cgroup");
+    assert!(
+        !cgroup_of(on_node.pid()).starts_with(n1.cgroup_path()),
+        "node processes stay out of the pods' cgroups"
+    );
+
+    // The CNI socket of the node is in the bed's own directory (no agent created it here).
+    assert!(n1.cni_socket().starts_with(format!("/run/weft-testbed-cni/{}", bed.id())));
+    assert!(!n1.cni_socket().exists());
 }
 
 #[test]
 fn node_run_reaches_pods_over_http_from_the_node_gateway_address() {
     let bed = TestBed::new("node_run_http").unwrap();
     let n1 = bed.node("n1").unwrap();
-    let pod = bed.pod(&n1, "reviews-v2").unwrap();
+    let pod = bed.pod(&n1, "default", "reviews-v2").unwrap();
     let _serving = serve(&pod, "reviews", "v2");
 
     let response = n1.run(|| {
@@ -106,8 +123,8 @@ fn node_run_reaches_pods_over_http_from_the_node_gateway_address() {
 fn a_refused_connection_is_reported_with_its_kind() {
     let bed = TestBed::new("refused").unwrap();
     let n1 = bed.node("n1").unwrap();
-    let idle = bed.pod(&n1, "idle").unwrap();
-    let client = bed.pod(&n1, "client").unwrap();
+    let idle = bed.pod(&n1, "default", "idle").unwrap();
+    let client = bed.pod(&n1, "default", "client").unwrap();
     let to = format!("{}:{PORT}", idle.ip());
     for args in [&["echo", "--to", &to, "--bytes", "10"][..], &["hello", "--to", &to]] {
         let (status, result) = run_client(&client, args);
@@ -123,8 +140,8 @@ fn benchmark_clients_print_their_results() {
     let bed = TestBed::new("bench_clients").unwrap();
     let n1 = bed.node("n1").unwrap();
     let n2 = bed.node("n2").unwrap();
-    let server = bed.pod(&n1, "server").unwrap();
-    let client = bed.pod(&n2, "client").unwrap();
+    let server = bed.pod(&n1, "default", "server").unwrap();
+    let client = bed.pod(&n2, "default", "client").unwrap();
     let _serving = serve(&server, "server", "v1");
     let to = format!("{}:{PORT}", server.ip());
 
@@ -149,8 +166,8 @@ fn benchmark_clients_print_their_results() {
 fn the_server_holds_two_thousand_connections() {
     let bed = TestBed::new("hold_2000").unwrap();
     let n1 = bed.node("n1").unwrap();
-    let server = bed.pod(&n1, "server").unwrap();
-    let client = bed.pod(&n1, "client").unwrap();
+    let server = bed.pod(&n1, "default", "server").unwrap();
+    let client = bed.pod(&n1, "default", "client").unwrap();
     let serving = serve(&server, "server", "v1");
     let to = format!("{}:{PORT}", server.ip());
 
@@ -180,7 +197,7 @@ fn the_server_holds_two_thousand_connections() {
 fn dropping_the_bed_removes_everything_and_kills_its_processes() {
     let bed = TestBed::new("drop_cleans_up").unwrap();
     let n1 = bed.node("n1").unwrap();
-    let pod = bed.pod(&n1, "reviews-v1").unwrap();
+    let pod = bed.pod(&n1, "default", "reviews-v1").unwrap();
     let kept = pod.spawn(sleep()).unwrap();
     let leaked = n1.spawn(sleep()).unwrap();
     let leaked_pid = leaked.pid();
@@ -209,7 +226,7 @@ fn a_panicking_test_still_cleans_up() {
         let bed = TestBed::new("panic_cleans_up").unwrap();
         let n1 = bed.node("n1").unwrap();
         let n2 = bed.node("n2").unwrap();
-        let pod = bed.pod(&n2, "reviews-v1").unwrap();
+        let pod = bed.pod(&n2, "default", "reviews-v1").unwrap();
         let _running = serve(&pod, "reviews", "v1");
         let leaked = n1.spawn(sleep()).unwrap();
         *leaked_pid.lock().unwrap() = leaked.pid();
@@ -233,24 +250,28 @@ fn sweep_removes_namespaces_and_cgroups_no_bed_owns() {
     assert!(status.success());
     let cgroup = cgroup2_mount().join(format!("weft-test-{id}"));
     std::fs::create_dir_all(cgroup.join("n1")).unwrap();
+    let cni_dir = Path::new("/run/weft-testbed-cni").join(&id);
+    std::fs::create_dir_all(cni_dir.join("n1")).unwrap();
 
     // Not asserting the count: a parallel test process's sweep may have got there first.
     TestBed::sweep_stale().unwrap();
     assert!(!netns_names().contains(&netns), "{netns} survived the sweep");
     assert!(!cgroup.exists(), "{} survived the sweep", cgroup.display());
+    assert!(!cni_dir.exists(), "{} survived the sweep", cni_dir.display());
 }
 
 #[test]
 fn describe_gives_a_way_into_every_namespace() {
     let bed = TestBed::new("describe").unwrap();
     let n1 = bed.node("n1").unwrap();
-    let pod = bed.pod(&n1, "reviews-v1").unwrap();
+    let pod = bed.pod(&n1, "default", "reviews-v1").unwrap();
     let text = bed.describe();
     for path in [n1.netns_path(), pod.netns_path()] {
         let line = format!("nsenter --net={} bash", path.display());
         assert!(text.contains(&line), "{text}");
     }
     assert!(text.contains(&format!("pod reviews-v1 {}", pod.ip())), "{text}");
+    assert!(text.contains(&format!("namespace default uid {}", pod.uid())), "{text}");
     let k = n1.index();
     assert!(text.contains(&format!("node n1 {}", Ipv4Addr::new(198, 18, 0, k))), "{text}");
     assert_eq!(pod.ip(), Ipv4Addr::new(198, 18, k, 2), "the first pod of node k is 198.18.k.2");
@@ -311,6 +332,10 @@ impl Made {
         assert!(left.is_empty(), "namespaces left behind: {left:?}");
         assert!(!self.cgroup.exists(), "cgroup {} left behind", self.cgroup.display());
         assert!(!Path::new("/run/weft-testbed").join(&self.id).exists(), "state file left behind");
+        assert!(
+            !Path::new("/run/weft-testbed-cni").join(&self.id).exists(),
+            "CNI socket directory left behind"
+        );
     }
 }
 

@@ -24,7 +24,7 @@ fn open_fds(agent: &mut Agent) -> usize {
 fn dialling_the_agents_own_sockets_from_the_pod_is_refused_not_looped() -> Result<()> {
     let mut s = Scenario::new("edges_self_dial")?;
     let n1 = s.bed.node("n1")?;
-    let pod = s.bed.pod(&n1, "pod")?;
+    let pod = s.bed.pod(&n1, "mesh", "pod")?;
     s.config.namespace("mesh", true).pod(&pod, "mesh", &[], &[APP_PORT]);
     s.config.write()?;
     let mut agent = s.agent(&n1)?;
@@ -62,8 +62,8 @@ fn a_forged_mark_or_port_15008_does_not_skip_capture() -> Result<()> {
     let mut s = Scenario::new("edges_no_exemptions")?;
     let n1 = s.bed.node("n1")?;
     let n2 = s.bed.node("n2")?;
-    let client = s.bed.pod(&n1, "client")?;
-    let legacy = s.bed.pod(&n2, "legacy")?;
+    let client = s.bed.pod(&n1, "mesh", "client")?;
+    let legacy = s.bed.pod(&n2, "legacy", "legacy")?;
     s.config.namespace("mesh", true).namespace("legacy", false).pod(&client, "mesh", &[], &[]).pod(
         &legacy,
         "legacy",
@@ -97,8 +97,8 @@ fn every_port_of_an_enrolled_pod_is_steered_but_the_excluded_ones() -> Result<()
     let mut s = Scenario::new("edges_all_ports")?;
     let n1 = s.bed.node("n1")?;
     let n2 = s.bed.node("n2")?;
-    let outsider = s.bed.pod(&n1, "outsider")?;
-    let server = s.bed.pod(&n2, "server")?;
+    let outsider = s.bed.pod(&n1, "legacy", "outsider")?;
+    let server = s.bed.pod(&n2, "mesh", "server")?;
     // The model knows no port of the server: no container port, no service.
     s.config.namespace("mesh", true).namespace("legacy", false).pod(&server, "mesh", &[], &[]).pod(
         &outsider,
@@ -131,8 +131,8 @@ fn an_agent_under_its_own_capture_programs_does_not_capture_itself() -> Result<(
     let mut s = Scenario::new("edges_agent_under_capture")?;
     let n1 = s.bed.node("n1")?;
     let n2 = s.bed.node("n2")?;
-    let client = s.bed.pod(&n1, "client")?;
-    let server = s.bed.pod(&n2, "server")?;
+    let client = s.bed.pod(&n1, "mesh", "client")?;
+    let server = s.bed.pod(&n2, "mesh", "server")?;
     s.config.namespace("mesh", true).pod(&client, "mesh", &[], &[]).pod(&server, "mesh", &[], &[APP_PORT]);
     s.config.write()?;
     // As on a real node, where the programs sit above the agent's own cgroup.

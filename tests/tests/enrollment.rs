@@ -15,8 +15,8 @@ fn labelling_and_unlabelling_a_namespace_enrolls_and_unenrolls_live() -> Result<
     let mut s = Scenario::new("enroll_live")?;
     let n1 = s.bed.node("n1")?;
     let n2 = s.bed.node("n2")?;
-    let client = s.bed.pod(&n1, "client")?;
-    let server = s.bed.pod(&n2, "server")?;
+    let client = s.bed.pod(&n1, "shop", "client")?;
+    let server = s.bed.pod(&n2, "shop", "server")?;
     s.config.namespace("shop", false).pod(&client, "shop", &[], &[]).pod(&server, "shop", &[], &[APP_PORT]);
     s.config.write()?;
     let a1 = s.agent(&n1)?;
@@ -51,8 +51,8 @@ fn labelling_and_unlabelling_a_namespace_enrolls_and_unenrolls_live() -> Result<
 fn a_pod_can_opt_out_of_an_enrolled_namespace() -> Result<()> {
     let mut s = Scenario::new("enroll_opt_out")?;
     let n1 = s.bed.node("n1")?;
-    let inside = s.bed.pod(&n1, "inside")?;
-    let outside = s.bed.pod(&n1, "outside")?;
+    let inside = s.bed.pod(&n1, "shop", "inside")?;
+    let outside = s.bed.pod(&n1, "shop", "outside")?;
     s.config.namespace("shop", true).pod(&inside, "shop", &[], &[APP_PORT]).pod(
         &outside,
         "shop",

@@ -21,8 +21,9 @@ const HOST: &str = "reviews.bookinfo.svc.cluster.local";
 
 fn pod_yaml(pod: &Pod, version: &str) -> String {
     format!(
-        "apiVersion: v1\nkind: Pod\nmetadata:\n  name: {name}\n  namespace: bookinfo\n  labels: {{app: reviews, version: {version}}}\nspec:\n  nodeName: {node}\n  serviceAccountName: reviews\n  containers: [{{name: app, ports: [{{containerPort: {PORT}}}]}}]\nstatus:\n  podIP: {ip}\n",
+        "apiVersion: v1\nkind: Pod\nmetadata:\n  name: {name}\n  namespace: bookinfo\n  uid: {uid}\n  labels: {{app: reviews, version: {version}}}\nspec:\n  nodeName: {node}\n  serviceAccountName: reviews\n  containers: [{{name: app, ports: [{{containerPort: {PORT}}}]}}]\nstatus:\n  podIP: {ip}\n",
         name = pod.name(),
+        uid = pod.uid(),
         node = pod.node_name(),
         ip = pod.ip(),
     )
@@ -111,11 +112,11 @@ struct Mesh {
 fn mesh(test: &str, default_route: &str, delta: bool) -> Result<Mesh> {
     let s = Scenario::new(test)?;
     let n1 = s.bed.node("n1")?;
-    let client = s.bed.pod(&n1, "productpage")?;
-    let waypoint = s.bed.pod(&n1, "waypoint")?;
+    let client = s.bed.pod(&n1, "bookinfo", "productpage")?;
+    let waypoint = s.bed.pod(&n1, "bookinfo", "waypoint")?;
     let versions: Vec<(Pod, &str)> = ["v1", "v2", "v3"]
         .iter()
-        .map(|v| Ok((s.bed.pod(&n1, &format!("reviews-{v}"))?, *v)))
+        .map(|v| Ok((s.bed.pod(&n1, "bookinfo", &format!("reviews-{v}"))?, *v)))
         .collect::<Result<_>>()?;
     let config = s.dir.join("config");
     std::fs::create_dir_all(&config)?;
@@ -239,7 +240,7 @@ fn envoy_as_ingress_gateway_follows_gateway_and_virtual_service() -> Result<()> 
     write(&m.config, "ingress.yaml", INGRESS)?;
     // The gateway runs on a node of its own; it reaches reviews across the bed.
     let n2 = m._scenario.bed.node("n2")?;
-    let gateway_pod = m._scenario.bed.pod(&n2, "ingress")?;
+    let gateway_pod = m._scenario.bed.pod(&n2, "istio-system", "ingress")?;
     let node_id = format!("router~{}~ingress.istio-system~istio-system.svc.cluster.local", gateway_pod.ip());
     let node = EnvoyNode {
         id: &node_id,

@@ -15,9 +15,9 @@ fn killed_agent_fails_closed_and_a_restarted_one_serves_within_5s() -> Result<()
     let mut s = Scenario::new("fail_sigkill")?;
     let n1 = s.bed.node("n1")?;
     let n2 = s.bed.node("n2")?;
-    let client = s.bed.pod(&n1, "client")?;
-    let outsider = s.bed.pod(&n1, "outsider")?;
-    let server = s.bed.pod(&n2, "server")?;
+    let client = s.bed.pod(&n1, "mesh", "client")?;
+    let outsider = s.bed.pod(&n1, "legacy", "outsider")?;
+    let server = s.bed.pod(&n2, "mesh", "server")?;
     s.config
         .namespace("mesh", true)
         .namespace("legacy", false)
@@ -80,8 +80,8 @@ fn sigterm_during_a_transfer_lets_it_complete() -> Result<()> {
     let mut s = Scenario::new("fail_sigterm")?;
     let n1 = s.bed.node("n1")?;
     let n2 = s.bed.node("n2")?;
-    let client = s.bed.pod(&n1, "client")?;
-    let server = s.bed.pod(&n2, "server")?;
+    let client = s.bed.pod(&n1, "mesh", "client")?;
+    let server = s.bed.pod(&n2, "mesh", "server")?;
     s.config.namespace("mesh", true).pod(&client, "mesh", &[], &[]).pod(&server, "mesh", &[], &[APP_PORT]);
     s.config.write()?;
     let mut a1 = s.agent(&n1)?;
@@ -134,8 +134,8 @@ fn sigterm_during_a_transfer_lets_it_complete() -> Result<()> {
 fn corrupt_config_is_reported_and_the_last_good_one_stays_in_force() -> Result<()> {
     let mut s = Scenario::new("fail_corrupt")?;
     let n1 = s.bed.node("n1")?;
-    let client = s.bed.pod(&n1, "client")?;
-    let server = s.bed.pod(&n1, "server")?;
+    let client = s.bed.pod(&n1, "mesh", "client")?;
+    let server = s.bed.pod(&n1, "mesh", "server")?;
     s.config.namespace("mesh", true).pod(&client, "mesh", &[], &[]).pod(&server, "mesh", &[], &[APP_PORT]);
     s.config.write()?;
     let a1 = s.agent_local(&n1)?;

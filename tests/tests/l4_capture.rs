@@ -13,9 +13,9 @@ fn pod_to_pod_across_and_within_nodes_passes_through_the_agents() -> Result<()> 
     let mut s = Scenario::new("l4_pod_to_pod")?;
     let n1 = s.bed.node("n1")?;
     let n2 = s.bed.node("n2")?;
-    let client = s.bed.pod(&n1, "client")?;
-    let remote = s.bed.pod(&n2, "remote")?;
-    let local = s.bed.pod(&n1, "local")?;
+    let client = s.bed.pod(&n1, "mesh", "client")?;
+    let remote = s.bed.pod(&n2, "mesh", "remote")?;
+    let local = s.bed.pod(&n1, "mesh", "local")?;
     s.config
         .namespace("mesh", true)
         .pod(&client, "mesh", &[("app", "client")], &[])
@@ -76,9 +76,9 @@ fn service_vip_is_resolved_to_an_endpoint_by_the_agent() -> Result<()> {
     let mut s = Scenario::new("l4_vip")?;
     let n1 = s.bed.node("n1")?;
     let n2 = s.bed.node("n2")?;
-    let client = s.bed.pod(&n1, "client")?;
-    let v1 = s.bed.pod(&n2, "reviews-v1")?;
-    let v2 = s.bed.pod(&n1, "reviews-v2")?;
+    let client = s.bed.pod(&n1, "bookinfo", "client")?;
+    let v1 = s.bed.pod(&n2, "bookinfo", "reviews-v1")?;
+    let v2 = s.bed.pod(&n1, "bookinfo", "reviews-v2")?;
     s.config
         .namespace("bookinfo", true)
         .pod(&client, "bookinfo", &[("app", "productpage")], &[])
@@ -115,8 +115,8 @@ fn namespace_without_the_label_is_not_captured() -> Result<()> {
     let mut s = Scenario::new("l4_unlabelled")?;
     let n1 = s.bed.node("n1")?;
     let n2 = s.bed.node("n2")?;
-    let client = s.bed.pod(&n1, "client")?;
-    let server = s.bed.pod(&n2, "server")?;
+    let client = s.bed.pod(&n1, "legacy", "client")?;
+    let server = s.bed.pod(&n2, "legacy", "server")?;
     s.config.namespace("legacy", false).pod(&client, "legacy", &[], &[]).pod(
         &server,
         "legacy",

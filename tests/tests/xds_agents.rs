@@ -30,8 +30,9 @@ fn namespace(ambient: bool) -> String {
 
 fn pod(p: &Pod, app: &str) -> String {
     format!(
-        "apiVersion: v1\nkind: Pod\nmetadata: {{ name: {name}, namespace: shop, labels: {{ app: {app} }} }}\nspec:\n  nodeName: {node}\n  containers: [{{ name: app, ports: [{{ containerPort: {PORT} }}] }}]\nstatus: {{ podIP: {ip} }}\n",
+        "apiVersion: v1\nkind: Pod\nmetadata: {{ name: {name}, namespace: shop, uid: {uid}, labels: {{ app: {app} }} }}\nspec:\n  nodeName: {node}\n  containers: [{{ name: app, ports: [{{ containerPort: {PORT} }}] }}]\nstatus: {{ podIP: {ip} }}\n",
         name = p.name(),
+        uid = p.uid(),
         node = p.node_name(),
         ip = p.ip()
     )
@@ -51,8 +52,8 @@ fn agents_follow_weftd_and_keep_serving_while_it_is_down() -> Result<()> {
     let s = Scenario::new("xds_agents")?;
     let n1 = s.bed.node("n1")?;
     let n2 = s.bed.node("n2")?;
-    let client = s.bed.pod(&n1, "client")?;
-    let server = s.bed.pod(&n2, "server")?;
+    let client = s.bed.pod(&n1, "shop", "client")?;
+    let server = s.bed.pod(&n2, "shop", "server")?;
     let config = s.dir.join("config");
     std::fs::create_dir_all(&config)?;
     write(&config, "namespace.yaml", &namespace(false))?;

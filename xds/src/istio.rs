@@ -52,6 +52,74 @@ pub enum UnpackError {
     },
 }
 
+/// Name of the `istio.workload.Extension` on a Workload that carries the pod's
+/// Kubernetes `metadata.uid` (as a `google.protobuf.StringValue`). Istio's workload `uid`
+/// field is a different thing (`cluster//Pod/namespace/name`); the agent needs the
+/// Kubernetes UID to bind the pod to its network namespace (CNI handover, kubelet cgroup).
+pub const POD_UID_EXTENSION: &str = "weft.io/pod-uid";
+
+/// The extension weftd puts on a pod's Workload: [`POD_UID_EXTENSION`] holding `uid`.
+pub fn pod_uid_extension(uid: &str) -> workload::Extension {
+    workload::Extension {
+        name: POD_UID_EXTENSION.to_owned(),
+        config: Some(prost_types::Any {
+            type_url: <String as prost::Name>::type_url(),
+            value: prost::Message::encode_to_vec(&uid.to_owned()),
+        }),
+    }
+}
+
+/// The pod's Kubernetes UID from a Workload's [`POD_UID_EXTENSION`], or `None` when the
+/// Workload carries none (a control plane that does not send it, or a workload that is
+/// not a pod). A malformed extension is an error, not `None`: the caller NACKs rather than
+/// silently losing the binding key.
+pub fn pod_uid(w: &workload::Workload) -> Result<Option<String>, PodUidError> {
+    let mut found = w.extensions.iter().filter(|e| e.name == POD_UID_EXTENSION);
+    let Some(ext) = found.next() else { return Ok(None) };
+    let extra = found.count();
+    if extra > 0 {
+        return Err(PodUidError::Repeated { workload: w.uid.clone(), count: extra + 1 });
+    }
+    let any = ext.config.as_ref().ok_or_else(|| PodUidError::NoConfig { workload: w.uid.clone() })?;
+    let expected = <String as prost::Name>::type_url();
+    if any.type_url != expected {
+        let source = UnpackError::WrongType { expected, found: any.type_url.clone() };
+        return Err(PodUidError::Unpack { workload: w.uid.clone(), source });
+    }
+    <String as prost::Message>::decode(any.value.as_slice()).map(Some).map_err(|source| PodUidError::Unpack {
+        workload: w.uid.clone(),
+        source: UnpackError::Decode { type_url: expected, source },
+    })
+}
+
+/// Why a Workload's [`POD_UID_EXTENSION`] could not be read.
+#[derive(Debug, thiserror::Error)]
+pub enum PodUidError {
+    /// The extension is listed more than once, so which UID holds is unclear.
+    #[error("workload {workload}: extension {POD_UID_EXTENSION} is listed {count} times; expected once")]
+    Repeated {
+        /// The Workload's `uid` field.
+        workload: String,
+        /// How many times it is listed.
+        count: usize,
+    },
+    /// The extension has no `config`.
+    #[error("workload {workload}: extension {POD_UID_EXTENSION} has no config (expected a StringValue)")]
+    NoConfig {
+        /// The Workload's `uid` field.
+        workload: String,
+    },
+    /// The config is not a `google.protobuf.StringValue`.
+    #[error("workload {workload}: extension {POD_UID_EXTENSION}: {source}")]
+    Unpack {
+        /// The Workload's `uid` field.
+        workload: String,
+        /// What was wrong with the envelope.
+        #[source]
+        source: UnpackError,
+    },
+}
+
 #[cfg(test)]
 mod tests {
     //! Field numbers are the contract with istiod and ztunnel: these tests decode bytes built
@@ -242,5 +310,34 @@ mod tests {
         assert_eq!(back.r#type, Some(address::Type::Workload(wl)));
         assert!(matches!(unpack::<Authorization>(&any), Err(UnpackError::WrongType { .. })));
         assert_eq!(<Authorization as prost::Name>::type_url(), crate::type_url::AUTHORIZATION);
+    }
+
+    #[test]
+    fn pod_uid_round_trips_through_its_extension() {
+        let uid = "3f2c1a9e-0b1d-4c55-9a57-1e0b4f6d2a10";
+        let mut w = Workload { uid: "c1//Pod/ns/a".into(), ..Default::default() };
+        assert_eq!(pod_uid(&w).unwrap(), None, "no extension: no UID");
+        w.extensions.push(workload::Extension { name: "other".into(), config: None });
+        w.extensions.push(pod_uid_extension(uid));
+        // On the wire: the StringValue's field 1 holds the UID bytes.
+        let ext = &w.extensions[1];
+        let value = &ext.config.as_ref().unwrap().value;
+        assert_eq!(value[0], key_len(1));
+        assert_eq!(&value[2..], uid.as_bytes());
+        assert_eq!(ext.config.as_ref().unwrap().type_url, "type.googleapis.com/google.protobuf.StringValue");
+        let decoded = Workload::decode(w.encode_to_vec().as_slice()).unwrap();
+        assert_eq!(pod_uid(&decoded).unwrap().as_deref(), Some(uid));
+
+        let mut twice = w.clone();
+        twice.extensions.push(pod_uid_extension(uid));
+        assert!(matches!(pod_uid(&twice), Err(PodUidError::Repeated { count: 2, .. })));
+        let mut wrong_type = w.clone();
+        wrong_type.extensions[1].config.as_mut().unwrap().type_url =
+            "type.googleapis.com/google.protobuf.UInt32Value".into();
+        let err = pod_uid(&wrong_type).unwrap_err();
+        assert!(err.to_string().contains("c1//Pod/ns/a") && err.to_string().contains("UInt32Value"), "{err}");
+        let mut empty = w;
+        empty.extensions[1].config = None;
+        assert!(matches!(pod_uid(&empty), Err(PodUidError::NoConfig { .. })));
     }
 }

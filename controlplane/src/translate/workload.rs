@@ -125,6 +125,8 @@ fn workload(
         authorization_policies: policy::workload_policies(cfg, opts, pod),
         status: if running { WorkloadStatus::Healthy } else { WorkloadStatus::Unhealthy } as i32,
         cluster_id: opts.cluster_id.clone(),
+        // The agent binds the pod to its network namespace by this UID, never by its IP.
+        extensions: pod.metadata.uid.as_deref().map(weft_xds::istio::pod_uid_extension).into_iter().collect(),
         ..Default::default()
     }
 }

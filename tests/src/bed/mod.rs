@@ -15,10 +15,14 @@
 //! let bed = TestBed::new("echo_across_nodes")?;
 //! let n1 = bed.node("n1")?;
 //! let n2 = bed.node("n2")?;
-//! let server = bed.pod(&n1, "reviews-v1")?;
-//! let client = bed.pod(&n2, "productpage")?;
+//! let server = bed.pod(&n1, "bookinfo", "reviews-v1")?;
+//! let client = bed.pod(&n2, "bookinfo", "productpage")?;
 //! # Ok(()) }
 //! ```
+//!
+//! Each pod is made as a kubelet and container runtime make one: a cgroup `pod<uid>` under
+//! its node's `kubepods/besteffort`, the namespace, `weft-cni` ADD pointed at the node's
+//! agent socket, and a pause process holding the namespace (see [`Pod`]).
 //!
 //! The host's own network namespace is never touched. Everything the bed made is removed when
 //! it is dropped, also when the test panics; beds of test processes that died are removed by
@@ -26,6 +30,7 @@
 
 pub mod address;
 mod cgroup;
+pub mod cni;
 mod netns;
 mod node;
 mod output;
@@ -35,6 +40,7 @@ mod state;
 mod teardown;
 
 use std::hash::{DefaultHasher, Hash, Hasher};
+use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, Once, PoisonError};
@@ -62,11 +68,16 @@ const NETNS_PREFIX: &str = "wb";
 /// Prefix of every bed's cgroup directory under the cgroup2 mount.
 const CGROUP_PREFIX: &str = "weft-test-";
 
+/// Where each bed's nodes have their agent's CNI socket: `<this>/<bed id>/<node>/cni.sock`.
+/// Short, because a Unix socket path holds at most 107 bytes.
+pub const CNI_RUN_DIR: &str = "/run/weft-testbed-cni";
+
 /// A set of nodes and pods for one test. Dropping it removes everything it made.
 pub struct TestBed {
     id: String,
     test_name: String,
     cgroup: PathBuf,
+    cni_dir: PathBuf,
     underlay: Netns,
     topology: Mutex<Topology>,
     state: Mutex<BedState>,
@@ -102,16 +113,19 @@ impl TestBed {
         let id = state.id.clone();
         let cgroup = cgroup::cgroup2_mount()?.join(format!("{CGROUP_PREFIX}{id}"));
         let underlay_name = format!("{NETNS_PREFIX}{id}u");
+        let cni_dir = Path::new(CNI_RUN_DIR).join(&id);
         let mut bed = TestBed {
             id: id.clone(),
             test_name: test_name.to_owned(),
             cgroup: cgroup.clone(),
+            cni_dir: cni_dir.clone(),
             // Named before it exists so a failure below still tears down what was made.
             underlay: Netns::named(&underlay_name),
             topology: Mutex::new(Topology::default()),
             state: Mutex::new(state),
             procs: Arc::default(),
         };
+        bed.register_cleanup_dir(&cni_dir)?;
         bed.underlay = Netns::create(&underlay_name)?;
         bed.topology().netns.push(underlay_name);
         bed.underlay.ip_batch(&["link set lo up", "link add br0 type bridge", "link set br0 up"])?;
@@ -149,6 +163,7 @@ impl TestBed {
             underlay: &self.underlay,
             existing: nodes,
             cgroup: self.cgroup.join(name),
+            cni_socket: cni::agent_socket(&self.cni_dir, name),
             procs: &self.procs,
         };
         let node = Node::create(spec, netns)
@@ -157,8 +172,44 @@ impl TestBed {
         Ok(node)
     }
 
-    /// Adds pod `name` on `node`. Pod names need not be unique.
-    pub fn pod(&self, node: &Node, name: &str) -> Result<Pod> {
+    /// Adds pod `name` of Kubernetes namespace `namespace` on `node`, running `weft-cni` for
+    /// it as a runtime would. Pod names need not be unique.
+    pub fn pod(&self, node: &Node, namespace: &str, name: &str) -> Result<Pod> {
+        self.make_pod(node, namespace, name, None)
+    }
+
+    /// Like [`TestBed::pod`], with the UID the test chose: for a pod the control plane
+    /// knows before it runs.
+    pub fn pod_with_uid(&self, node: &Node, namespace: &str, name: &str, uid: &str) -> Result<Pod> {
+        self.make_pod(node, namespace, name, Some(uid))
+    }
+
+    /// The addresses the next `count` pods made on `node` get, in the order they are made.
+    pub fn next_pod_ips(&self, node: &Node, count: u8) -> Vec<Ipv4Addr> {
+        let on_node = self.topology().pods.iter().filter(|p| p.node_name() == node.name()).count();
+        (0..count)
+            .filter_map(|i| u8::try_from(on_node + usize::from(i)).ok())
+            .map(|n| address::pod_ip(node.index(), n))
+            .collect()
+    }
+
+    /// A bare network namespace `wb<id>_<label>` with only `lo` up, that no pod owns (e.g. a
+    /// rogue one for a test to fill); removed with the bed.
+    pub fn bare_netns(&self, label: &str) -> Result<BareNetns> {
+        ensure!(
+            !label.is_empty() && label.chars().all(|c| c.is_ascii_alphanumeric()),
+            "netns label {label:?} must be letters and digits"
+        );
+        let name = format!("{NETNS_PREFIX}{}_{label}", self.id);
+        let netns = Netns::create(&name)?;
+        self.topology().netns.push(name);
+        netns.ip_batch(&["link set lo up"])?;
+        Ok(BareNetns { netns })
+    }
+
+    fn make_pod(&self, node: &Node, namespace: &str, name: &str, uid: Option<&str>) -> Result<Pod> {
+        validate_dns_label("namespace", namespace)?;
+        validate_dns_label("pod name", name)?;
         let mut topology = self.topology();
         ensure!(
             topology.nodes.iter().any(|n| n.netns_name() == node.netns_name()),
@@ -174,6 +225,8 @@ impl TestBed {
         let j = topology.pods.len() + 1;
         let spec = pod::PodSpec {
             name,
+            namespace,
+            uid,
             node,
             ip: address::pod_ip(node.index(), n),
             netns_name: format!("{NETNS_PREFIX}{}p{j}", self.id),
@@ -181,7 +234,7 @@ impl TestBed {
             procs: &self.procs,
         };
         let pod = Pod::create(spec, &mut topology.netns)
-            .with_context(|| format!("cannot set up pod {name} on node {}", node.name()))?;
+            .with_context(|| format!("cannot set up pod {namespace}/{name} on node {}", node.name()))?;
         topology.pods.push(pod.clone());
         Ok(pod)
     }
@@ -219,11 +272,13 @@ impl TestBed {
             ));
             for pod in topology.pods.iter().filter(|p| p.node_name() == node.name()) {
                 text.push_str(&format!(
-                    "    pod {} {} netns {} (veth {} on the node)\n      nsenter --net={} bash\n",
+                    "    pod {} {} netns {} (veth {} on the node) namespace {} uid {}\n      nsenter --net={} bash\n",
                     pod.name(),
                     pod.ip(),
                     pod.netns_name(),
                     pod.host_veth(),
+                    pod.namespace(),
+                    pod.uid(),
                     pod.netns_path().display(),
                 ));
             }
@@ -233,7 +288,7 @@ impl TestBed {
 
     /// Removes the leftovers of beds whose owning process has died (namespaces, cgroups,
     /// registered directories and the processes still in them), and of any `wb<id>…`
-    /// namespace or `weft-test-<id>` cgroup that no bed claims. Returns how many beds it
+    /// namespace, `weft-test-<id>` cgroup or CNI socket directory that no bed claims. Returns how many beds it
     /// removed. Safe while other test processes run their own beds.
     pub fn sweep_stale() -> Result<usize> {
         // Listed before the state files are read: a bed writes its state file before it
@@ -254,10 +309,14 @@ impl TestBed {
             .filter(|state| !state.owner_alive())
             .map(|state| (state.id.clone(), state.cleanup_dirs.clone(), Some(state)))
             .collect();
+        let cni_ids: Vec<String> = std::fs::read_dir(CNI_RUN_DIR)
+            .map(|dir| dir.filter_map(|entry| entry.ok()?.file_name().into_string().ok()).collect())
+            .unwrap_or_default();
         let orphan_ids = netns_names
             .iter()
             .filter_map(|name| bed_id_of_netns(name))
-            .chain(cgroup_ids.iter().filter(|id| is_bed_id(id)).cloned());
+            .chain(cgroup_ids.iter().filter(|id| is_bed_id(id)).cloned())
+            .chain(cni_ids.iter().filter(|id| is_bed_id(id)).cloned());
         for id in orphan_ids {
             if !claimed.contains(&id) && !stale.iter().any(|(s, _, _)| *s == id) {
                 stale.push((id, Vec::new(), None));
@@ -271,7 +330,7 @@ impl TestBed {
                 who: format!("weft test bed {id} (stale)"),
                 netns: netns_names.iter().filter(|n| n.starts_with(&prefix)).cloned().collect(),
                 cgroup: cgroup.exists().then_some(cgroup),
-                dirs: dirs.clone(),
+                dirs: dirs.iter().cloned().chain([Path::new(CNI_RUN_DIR).join(id)]).collect(),
             }
             .remove();
             state::release_node_indexes(|owner| owner == id);
@@ -314,6 +373,9 @@ impl Drop for TestBed {
         }
         self.procs.kill_all();
         let topology = self.topology();
+        // Reaped before the cgroups go: a killed pause process is gone from its cgroup only
+        // once it has been waited for.
+        drop(topology.pods.iter().filter_map(Pod::take_pause).collect::<Vec<_>>());
         Leftovers {
             who: format!("weft test bed {}", self.id),
             netns: topology.netns.clone(),
@@ -331,6 +393,32 @@ impl Drop for TestBed {
 impl std::fmt::Debug for TestBed {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(&self.describe())
+    }
+}
+
+/// A network namespace of the bed that is neither a node nor a pod.
+#[derive(Debug, Clone)]
+pub struct BareNetns {
+    netns: Netns,
+}
+
+impl BareNetns {
+    pub fn name(&self) -> &str {
+        self.netns.name()
+    }
+
+    pub fn path(&self) -> PathBuf {
+        self.netns.path()
+    }
+
+    /// Runs `ip` commands (without the leading `ip`) inside it.
+    pub fn ip_batch<S: AsRef<str>>(&self, commands: &[S]) -> Result<()> {
+        self.netns.ip_batch(commands)
+    }
+
+    /// Runs `f` on a thread inside it.
+    pub fn run<T: Send, F: FnOnce() -> T + Send>(&self, f: F) -> T {
+        self.netns.run(f)
     }
 }
 
@@ -368,6 +456,18 @@ fn validate_node_name(name: &str) -> Result<()> {
     Ok(())
 }
 
+/// Kubernetes' rule for namespace names (RFC 1123 label), which also keeps `;` and `=` out
+/// of the plugin's `CNI_ARGS`. Pod names follow it in the bed too.
+fn validate_dns_label(what: &str, name: &str) -> Result<()> {
+    let ok = !name.is_empty()
+        && name.len() <= 63
+        && name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        && !name.starts_with('-')
+        && !name.ends_with('-');
+    ensure!(ok, "{what} {name:?} must be lowercase letters, digits and '-' (an RFC 1123 label)");
+    Ok(())
+}
+
 fn is_bed_id(id: &str) -> bool {
     id.len() == 6 && id.chars().all(|c| c.is_ascii_hexdigit())
 }
@@ -391,6 +491,15 @@ mod tests {
         assert!(validate_node_name("p3").is_err());
         assert!(validate_node_name("").is_err());
         assert!(validate_node_name("a b").is_err());
+    }
+
+    #[test]
+    fn namespaces_and_pod_names_are_dns_labels() {
+        assert!(validate_dns_label("namespace", "bookinfo").is_ok());
+        assert!(validate_dns_label("pod name", "reviews-v1").is_ok());
+        for bad in ["", "Shop", "a;b", "x=y", "-a", "a-", &"a".repeat(64)] {
+            assert!(validate_dns_label("namespace", bad).is_err(), "{bad:?}");
+        }
     }
 
     #[test]

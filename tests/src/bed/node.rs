@@ -1,5 +1,6 @@
 //! A node: a network namespace on the underlay bridge that routes its pods' /24, with a
-//! cgroup its pods run in. The node agent runs here (`Node::spawn`).
+//! cgroup its pods run in, laid out as the kubelet lays it out (`kubepods/besteffort/
+//! pod<uid>/<container>`, cgroupfs driver). The node agent runs here (`Node::spawn`).
 
 use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
@@ -13,6 +14,10 @@ use super::cgroup;
 use super::netns::Netns;
 use super::process::{self, Placement, Proc, ProcRegistry};
 
+/// The kubelet's kubepods cgroup under the node's cgroup, and its BestEffort QoS child.
+const KUBEPODS: &str = "kubepods";
+const BESTEFFORT: &str = "besteffort";
+
 /// A node of the bed. Cheap to clone; all clones name the same namespace.
 #[derive(Clone, Debug)]
 pub struct Node {
@@ -20,6 +25,7 @@ pub struct Node {
     index: u8,
     netns: Netns,
     cgroup: PathBuf,
+    cni_socket: PathBuf,
     procs: Arc<ProcRegistry>,
 }
 
@@ -32,6 +38,8 @@ pub(super) struct NodeSpec<'a> {
     pub underlay: &'a Netns,
     pub existing: &'a [Node],
     pub cgroup: PathBuf,
+    /// Where this node's agent listens for the CNI plugin (the agent creates it).
+    pub cni_socket: PathBuf,
     pub procs: &'a Arc<ProcRegistry>,
 }
 
@@ -83,11 +91,14 @@ impl Node {
         }
 
         cgroup::create(&spec.cgroup)?;
+        cgroup::create(&spec.cgroup.join(KUBEPODS))?;
+        cgroup::create(&spec.cgroup.join(KUBEPODS).join(BESTEFFORT))?;
         Ok(Node {
             name: spec.name.to_owned(),
             index: k,
             netns,
             cgroup: spec.cgroup,
+            cni_socket: spec.cni_socket,
             procs: Arc::clone(spec.procs),
         })
     }
@@ -124,13 +135,32 @@ impl Node {
         self.netns.path()
     }
 
-    /// The cgroup the node's pods run in; attach eBPF cgroup programs here.
+    /// The cgroup the node's pods run in (below it, in `kubepods/`); attach eBPF cgroup
+    /// programs here: they apply to every cgroup below.
     pub fn cgroup_path(&self) -> &Path {
         &self.cgroup
     }
 
+    /// The node's kubepods cgroup (cgroupfs driver spelling), for the agent's
+    /// `--kubepods-cgroup`.
+    pub fn kubepods_path(&self) -> PathBuf {
+        self.cgroup.join(KUBEPODS)
+    }
+
+    /// Where the pods of QoS class BestEffort (all the bed's pods) get their cgroups.
+    pub(super) fn besteffort_path(&self) -> PathBuf {
+        self.cgroup.join(KUBEPODS).join(BESTEFFORT)
+    }
+
+    /// The Unix socket this node's agent listens on for the CNI plugin (`--cni-socket`);
+    /// the bed runs `weft-cni` against it for every pod, agent or not.
+    pub fn cni_socket(&self) -> &Path {
+        &self.cni_socket
+    }
+
     /// Starts `cmd` in the node's network namespace. It stays in the test's own cgroup, not
     /// the pods' one, so the agent's cgroup programs do not see the agent's own sockets.
+    /// (For a process in the node's cgroup but in no pod's, see `spawn_in_node_cgroup`.)
     pub fn spawn(&self, cmd: Command) -> Result<Proc> {
         let place = Placement { owner: &self.name, netns: &self.netns.path(), cgroup: None };
         process::spawn(cmd, place, &self.procs)
@@ -148,6 +178,15 @@ impl Node {
         let place = Placement { owner: &self.name, netns: &self.netns.path(), cgroup: Some(&cgroup) };
         process::spawn(cmd, place, &self.procs)
             .with_context(|| format!("cannot start a process on node {} in cgroup {child}", self.name))
+    }
+
+    /// Starts `cmd` in the network namespace at `netns` and in the node's own cgroup, not in
+    /// any pod's: a process on the node that the kubelet did not start (the capture programs
+    /// attached to the node's cgroup see its sockets).
+    pub fn spawn_in_node_cgroup(&self, cmd: Command, netns: &Path) -> Result<Proc> {
+        let place = Placement { owner: &self.name, netns, cgroup: Some(&self.cgroup) };
+        process::spawn(cmd, place, &self.procs)
+            .with_context(|| format!("cannot start a process in node {}'s cgroup", self.name))
     }
 
     /// Runs `f` on a thread inside the node's network namespace (e.g. to query the agent's

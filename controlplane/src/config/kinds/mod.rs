@@ -26,7 +26,7 @@ pub use security::{AuthorizationPolicy, PeerAuthentication};
 pub use virtual_service::VirtualService;
 
 /// The part of Kubernetes' `metadata` that weftd uses. Unknown metadata fields
-/// (`managedFields`, `uid`, …) are ignored.
+/// (`managedFields`, `ownerReferences`, …) are ignored.
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", default)]
 pub struct ObjectMeta {
@@ -34,6 +34,10 @@ pub struct ObjectMeta {
     /// Filled in by parsing from the object's key: the source's default (`default`) when
     /// the YAML leaves it out; empty for cluster-scoped kinds.
     pub namespace: String,
+    /// The API server's UID for the object. weftd sends a pod's to its node agent, which
+    /// binds the pod to its network namespace by it (CNI handover, kubelet cgroup
+    /// `pod<uid>`); absent in files unless written there (the test bed writes it).
+    pub uid: Option<String>,
     pub labels: Labels,
     pub annotations: Labels,
     /// RFC 3339, as the API server writes it; absent in files.
