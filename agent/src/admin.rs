@@ -48,7 +48,15 @@ fn route(req: &Request<hyper::body::Incoming>, view: &AdminView) -> Response<Ful
                 )
             }
         }
-        "/metrics" => reply(StatusCode::OK, "text/plain; version=0.0.4", view.shared.metrics.render()),
+        "/metrics" => {
+            let mut text = view.shared.metrics.render();
+            text.push_str(&format!(
+                "# HELP weft_hbone_pool_connections Pooled HBONE connections to other pods.\n\
+                 # TYPE weft_hbone_pool_connections gauge\nweft_hbone_pool_connections {}\n",
+                view.shared.pool.connections()
+            ));
+            reply(StatusCode::OK, "text/plain; version=0.0.4", text)
+        }
         "/config_dump" => reply(StatusCode::OK, "application/json", config_dump(view)),
         _ => reply(StatusCode::NOT_FOUND, "text/plain", "try /ready, /metrics or /config_dump\n".into()),
     }
@@ -64,6 +72,7 @@ fn config_dump(view: &AdminView) -> String {
         "model_source": &*view.model_source.lock().expect("config status lock"),
         "enrollment": &*view.enrollment.lock().expect("status lock"),
         "connections_active": view.shared.drain.active(),
+        "certificates": view.shared.secrets.view(),
         "workloads": workloads,
         "services": services,
     });

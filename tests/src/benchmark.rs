@@ -1,9 +1,16 @@
-//! `cargo xtask bench`: pod→pod across two nodes, directly and through the agents, in one
+//! `cargo xtask bench`: pod → pod across two nodes, directly and through the mesh, in one
 //! run, printed side by side as ratios, plus the agents' CPU and memory.
 //!
-//! Two pairs of pods on the same two nodes: `direct` in a namespace without the ambient
-//! label, `mesh` in one with it. The same test app measures both, so the only difference
-//! is the mesh.
+//! Three paths between the same two nodes, measured by the same test app:
+//! - **direct**: a client and a server in a namespace without the ambient label;
+//! - **HBONE**: a client and a server in an enrolled namespace: app → agent n1 (captured
+//!   in the client pod) → mTLS HTTP/2 CONNECT, pooled → agent n2 (on the server pod's
+//!   :15008) → app, which sees the client's own address;
+//! - **plain L4**: the enrolled client to the server outside the mesh: captured by agent n1,
+//!   carried in plain TCP (a mesh pod talking to the rest of the world).
+//!
+//! weftd runs on n1 as it does in the tests: the agents' model and certificates come from
+//! it.
 
 use crate::{
     Pod, Proc, bins,
@@ -17,7 +24,7 @@ const PORT: u16 = 9080;
 
 /// One row of the table.
 pub struct Row {
-    pub metric: &'static str,
+    pub metric: String,
     pub unit: &'static str,
     pub direct: f64,
     pub weft: f64,
@@ -31,27 +38,32 @@ pub struct Report {
     pub rows: Vec<Row>,
     pub agent_cpu_secs: f64,
     pub agent_peak_rss_mib: f64,
-    pub idle_rss_mib: f64,
-    pub idle_conns: usize,
+    pub pooled_rss_mib: f64,
+    pub pooled_streams: usize,
+    pub hbone_connections: u64,
 }
 
 pub struct Settings {
     pub throughput_secs: u64,
     pub latency_count: u64,
+    /// Latency runs per path, alternating between the paths; the median p50 is reported.
+    pub latency_runs: usize,
     pub connrate_secs: u64,
     /// Client threads opening connections at once.
     pub connrate_threads: usize,
-    pub idle_conns: usize,
+    /// Connections held open through HBONE for the memory figure.
+    pub pooled_streams: usize,
 }
 
 impl Default for Settings {
     fn default() -> Settings {
         Settings {
             throughput_secs: 10,
-            latency_count: 20_000,
+            latency_count: 10_000,
+            latency_runs: 5,
             connrate_secs: 5,
             connrate_threads: 2,
-            idle_conns: 1000,
+            pooled_streams: 1000,
         }
     }
 }
@@ -91,6 +103,11 @@ unsafe extern "C" {
     fn libc_sysconf(name: i32) -> i64;
 }
 
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
+}
+
 pub fn run(settings: &Settings) -> Result<Report> {
     let mut s = Scenario::new("bench")?;
     let n1 = s.bed.node("n1")?;
@@ -113,86 +130,90 @@ pub fn run(settings: &Settings) -> Result<Report> {
     a2.wait_enrolled(&["mesh-server"], Duration::from_secs(10))?;
     let _ds: Proc = scenario::serve(&dserver, "v1", &[PORT])?;
     let _ms: Proc = scenario::serve(&mserver, "v1", &[PORT])?;
-    let dto = format!("{}:{PORT}", dserver.ip());
-    let mto = format!("{}:{PORT}", mserver.ip());
+    let direct = (&dclient, format!("{}:{PORT}", dserver.ip()));
+    let hbone = (&mclient, format!("{}:{PORT}", mserver.ip()));
+    let plain = (&mclient, format!("{}:{PORT}", dserver.ip()));
     let pids = [a1.proc().pid(), a2.proc().pid()];
     let cpu = || -> Result<f64> { Ok(proc_usage(pids[0])?.0 + proc_usage(pids[1])?.0) };
+    // The first HBONE connection pays for the certificates' arrival and the pooled
+    // connection's handshake; the table measures the steady state.
+    if !scenario::echo(&mclient, &hbone.1, 1024)?.ok() {
+        bail!("warm-up through HBONE failed:\n{}", a1.stderr());
+    }
     let cpu_start = cpu()?;
-
     let mut rows = Vec::new();
-    let secs = settings.throughput_secs.to_string();
     let long = Duration::from_secs(settings.throughput_secs + 60);
-    eprintln!("bench: throughput, {secs} s each way…");
-    let d = num(&app(&dclient, &["throughput", "--to", &dto, "--secs", &secs], long)?, "gbit_per_s")?;
-    let w = num(&app(&mclient, &["throughput", "--to", &mto, "--secs", &secs], long)?, "gbit_per_s")?;
-    rows.push(Row {
-        metric: "bulk throughput",
-        unit: "Gbit/s",
-        direct: d,
-        weft: w,
-        target: "≥ 0.65× direct".into(),
-        met: w >= 0.65 * d,
-    });
 
-    eprintln!("bench: latency, {} round trips each way…", settings.latency_count);
+    let secs = settings.throughput_secs.to_string();
+    eprintln!("bench: throughput, {secs} s per path…");
+    let gbit = |(pod, to): (&Pod, String)| -> Result<f64> {
+        num(&app(pod, &["throughput", "--to", &to, "--secs", &secs], long)?, "gbit_per_s")
+    };
+    let d = gbit(direct.clone())?;
+    let h = gbit(hbone.clone())?;
+    let p = gbit(plain.clone())?;
+    rows.push(row("HBONE: bulk throughput", "Gbit/s", d, h, "≥ 0.40× direct", h >= 0.40 * d));
+    rows.push(row("plain L4: bulk throughput", "Gbit/s", d, p, "—", true));
+
+    eprintln!("bench: latency, {} × {} round trips per path…", settings.latency_runs, settings.latency_count);
     let count = settings.latency_count.to_string();
-    let dl = app(&dclient, &["latency", "--to", &dto, "--count", &count], long)?;
-    let wl = app(&mclient, &["latency", "--to", &mto, "--count", &count], long)?;
-    let (d50, w50) = (num(&dl, "p50_us")?, num(&wl, "p50_us")?);
-    rows.push(Row {
-        metric: "1-byte round trip p50",
-        unit: "µs",
-        direct: d50,
-        weft: w50,
-        target: "≤ direct + 40 µs".into(),
-        met: w50 <= d50 + 40.0,
-    });
-    let (d99, w99) = (num(&dl, "p99_us")?, num(&wl, "p99_us")?);
-    rows.push(Row {
-        metric: "1-byte round trip p99",
-        unit: "µs",
-        direct: d99,
-        weft: w99,
-        target: "—".into(),
-        met: true,
-    });
+    let (mut d50, mut h50, mut p50, mut d99, mut h99, mut p99) = (vec![], vec![], vec![], vec![], vec![], vec![]);
+    for _ in 0..settings.latency_runs {
+        for ((pod, to), p50s, p99s) in
+            [(direct.clone(), &mut d50, &mut d99), (hbone.clone(), &mut h50, &mut h99), (plain.clone(), &mut p50, &mut p99)]
+        {
+            let r = app(pod, &["latency", "--to", &to, "--count", &count], long)?;
+            p50s.push(num(&r, "p50_us")?);
+            p99s.push(num(&r, "p99_us")?);
+        }
+    }
+    let (d50, h50, p50) = (median(d50), median(h50), median(p50));
+    rows.push(row("HBONE: 1-byte round trip p50", "µs", d50, h50, "≤ direct + 80 µs", h50 <= d50 + 80.0));
+    rows.push(row("HBONE: 1-byte round trip p99", "µs", median(d99.clone()), median(h99), "—", true));
+    rows.push(row("plain L4: 1-byte round trip p50", "µs", d50, p50, "≤ direct + 40 µs", p50 <= d50 + 40.0));
+    rows.push(row("plain L4: 1-byte round trip p99", "µs", median(d99), median(p99), "—", true));
 
-    eprintln!("bench: new connections, {} s each way…", settings.connrate_secs);
+    eprintln!("bench: new connections, {} s per path…", settings.connrate_secs);
     let csecs = settings.connrate_secs.to_string();
     let threads = settings.connrate_threads.to_string();
-    let dc = num(
-        &app(&dclient, &["connrate", "--to", &dto, "--secs", &csecs, "--threads", &threads], long)?,
-        "per_sec",
-    )?;
-    let wc = num(
-        &app(&mclient, &["connrate", "--to", &mto, "--secs", &csecs, "--threads", &threads], long)?,
-        "per_sec",
-    )?;
-    rows.push(Row {
-        metric: "new connections",
-        unit: "conn/s",
-        direct: dc,
-        weft: wc,
-        target: "≥ 0.6× direct".into(),
-        met: wc >= 0.6 * dc,
-    });
+    let rate = |(pod, to): (&Pod, String)| -> Result<f64> {
+        num(&app(pod, &["connrate", "--to", &to, "--secs", &csecs, "--threads", &threads], long)?, "per_sec")
+    };
+    let dc = rate(direct.clone())?;
+    let hc = rate(hbone.clone())?;
+    let pc = rate(plain.clone())?;
+    rows.push(row("HBONE: new connections", "conn/s", dc, hc, "≥ 0.5× direct", hc >= 0.5 * dc));
+    rows.push(row("plain L4: new connections", "conn/s", dc, pc, "—", true));
 
     let agent_cpu_secs = cpu()? - cpu_start;
     let agent_peak_rss_mib = proc_usage(pids[0])?.1.max(proc_usage(pids[1])?.1);
 
-    eprintln!("bench: {} idle connections through the agents…", settings.idle_conns);
+    eprintln!("bench: {} connections held open through HBONE…", settings.pooled_streams);
     let hold = {
         let mut cmd = Command::new(bins::path("weft-testapp"));
-        cmd.args(["hold", "--to", &mto, "--count", &settings.idle_conns.to_string()]);
+        cmd.args(["hold", "--to", &hbone.1, "--count", &settings.pooled_streams.to_string()]);
         mclient.spawn(cmd)?
     };
-    hold.wait_for_line(|l| l.contains("\"holding\""), Duration::from_secs(60))
+    hold.wait_for_line(|l| l.contains("\"holding\""), Duration::from_secs(120))
         .context("hold did not open its connections")?;
     std::thread::sleep(Duration::from_millis(500));
-    let idle_rss_mib = proc_usage(pids[0])?.2.max(proc_usage(pids[1])?.2);
+    let pooled_rss_mib = proc_usage(pids[0])?.2.max(proc_usage(pids[1])?.2);
+    let (_, metrics) = a1.get("/metrics")?;
+    let hbone_connections = crate::agent::sum_samples(&metrics, "weft_hbone_pool_connections", &[]);
     drop(hold);
 
-    Ok(Report { rows, agent_cpu_secs, agent_peak_rss_mib, idle_rss_mib, idle_conns: settings.idle_conns })
+    Ok(Report {
+        rows,
+        agent_cpu_secs,
+        agent_peak_rss_mib,
+        pooled_rss_mib,
+        pooled_streams: settings.pooled_streams,
+        hbone_connections,
+    })
+}
+
+fn row(metric: &str, unit: &'static str, direct: f64, weft: f64, target: &str, met: bool) -> Row {
+    Row { metric: metric.to_owned(), unit, direct, weft, target: target.to_owned(), met }
 }
 
 impl Report {
@@ -214,13 +235,14 @@ impl Report {
                 if r.met { "yes" } else { "**no**" }
             );
         }
-        let idle_ok = self.idle_rss_mib < 20.0;
+        let ok = self.pooled_rss_mib < 30.0;
         let _ = writeln!(
             t,
-            "| agent RSS at {} idle connections (MiB) | — | {:.1} | — | < 20 MiB | {} |",
-            self.idle_conns,
-            self.idle_rss_mib,
-            if idle_ok { "yes" } else { "**no**" }
+            "| agent RSS with {} HBONE streams open, on {} pooled connection(s) (MiB) | — | {:.1} | — | < 30 MiB | {} |",
+            self.pooled_streams,
+            self.hbone_connections,
+            self.pooled_rss_mib,
+            if ok { "yes" } else { "**no**" }
         );
         let _ = writeln!(
             t,

@@ -6,21 +6,23 @@ use std::path::PathBuf;
 use weft_tests::benchmark::{self, Settings};
 
 #[derive(Parser)]
-#[command(about = "Pod-to-pod benchmarks, direct versus through the Weft agents")]
+#[command(about = "Pod-to-pod benchmarks: direct, through HBONE, and through the plain L4 path")]
 struct Args {
     /// Write the table into this BENCHMARKS.md (between its markers).
     #[arg(long)]
     write: Option<PathBuf>,
     #[arg(long, default_value_t = 10)]
     throughput_secs: u64,
-    #[arg(long, default_value_t = 20_000)]
+    #[arg(long, default_value_t = 10_000)]
     latency_count: u64,
+    #[arg(long, default_value_t = 5)]
+    latency_runs: usize,
     #[arg(long, default_value_t = 5)]
     connrate_secs: u64,
     #[arg(long, default_value_t = 2)]
     connrate_threads: usize,
     #[arg(long, default_value_t = 1000)]
-    idle_conns: usize,
+    pooled_streams: usize,
 }
 
 fn main() -> Result<()> {
@@ -32,9 +34,10 @@ fn main() -> Result<()> {
     let settings = Settings {
         throughput_secs: a.throughput_secs,
         latency_count: a.latency_count,
+        latency_runs: a.latency_runs,
         connrate_secs: a.connrate_secs,
         connrate_threads: a.connrate_threads,
-        idle_conns: a.idle_conns,
+        pooled_streams: a.pooled_streams,
     };
     let report = benchmark::run(&settings)?;
     let table = report.table();
