@@ -157,11 +157,14 @@ pub fn run(settings: &Settings) -> Result<Report> {
 
     eprintln!("bench: latency, {} × {} round trips per path…", settings.latency_runs, settings.latency_count);
     let count = settings.latency_count.to_string();
-    let (mut d50, mut h50, mut p50, mut d99, mut h99, mut p99) = (vec![], vec![], vec![], vec![], vec![], vec![]);
+    let (mut d50, mut h50, mut p50, mut d99, mut h99, mut p99) =
+        (vec![], vec![], vec![], vec![], vec![], vec![]);
     for _ in 0..settings.latency_runs {
-        for ((pod, to), p50s, p99s) in
-            [(direct.clone(), &mut d50, &mut d99), (hbone.clone(), &mut h50, &mut h99), (plain.clone(), &mut p50, &mut p99)]
-        {
+        for ((pod, to), p50s, p99s) in [
+            (direct.clone(), &mut d50, &mut d99),
+            (hbone.clone(), &mut h50, &mut h99),
+            (plain.clone(), &mut p50, &mut p99),
+        ] {
             let r = app(pod, &["latency", "--to", &to, "--count", &count], long)?;
             p50s.push(num(&r, "p50_us")?);
             p99s.push(num(&r, "p99_us")?);

@@ -7,12 +7,8 @@
 //! to the application from the client's own address and answers 200 — or 400, 401/403,
 //! 503 — and pumps bytes.
 
-use super::{ProxyError, authorize::authorize, copy, plan};
-use crate::policy::ConnectionAttrs;
-use crate::{
-    metrics::{ByPtr, Reporter, SeriesKey},
-    state::{InPod, Shared},
-};
+use super::{ProxyError, admit::admit, copy};
+use crate::state::{InPod, Shared};
 use http::StatusCode;
 use std::{sync::Arc, sync::atomic::Ordering::Relaxed};
 use tokio::net::TcpStream;
@@ -57,43 +53,19 @@ pub(super) async fn serve(tcp: TcpStream, pod: Arc<InPod>, shared: Arc<Shared>) 
 
 async fn handle(request: HboneRequest, pod: &InPod, shared: &Shared) -> Result<(), ProxyError> {
     let client_ip = request.peer_addr().ip();
-    let (dst, counters) = {
-        let state = shared.state.load();
-        let this = state.workload_by_ip(pod.ip.into()).unwrap_or(&pod.workload);
-        let dst = match plan::inbound(request.authority(), this) {
-            Ok(dst) => dst,
-            Err(refusal) => {
-                request.refuse(StatusCode::BAD_REQUEST);
-                return Err(refusal.into());
-            }
-        };
-        // The workload at the client's address is the source only if it runs as the
-        // identity the client proved.
-        let verified = request.peer_identity_shared();
-        let key = SeriesKey {
-            source: state.workload_by_ip(client_ip).filter(|w| w.identity == **verified).cloned().map(ByPtr),
-            source_identity: Some(verified.clone()),
-            destination: Some(ByPtr(this.clone())),
-            service: state
-                .services_of(this)
-                .find(|s| s.ports.iter().any(|p| p.target_port == dst.port()))
-                .cloned()
-                .map(ByPtr),
-            destination_ip: Some(dst.ip()),
-            ..SeriesKey::new(Reporter::Destination, true)
-        };
-        let conn = ConnectionAttrs {
-            source_identity: Some(verified),
-            source_ip: client_ip,
-            destination_ip: dst.ip(),
-            destination_port: dst.port(),
-        };
-        if let Err(denied) = authorize(shared, &conn, this, &key) {
-            // As ztunnel answers an RBAC refusal.
-            request.refuse(StatusCode::UNAUTHORIZED);
-            return Err(denied);
+    let dst = request.authority();
+    let counters = match admit(shared, pod, dst, client_ip, Some(request.peer_identity_shared())) {
+        Ok(counters) => counters,
+        Err(refusal) => {
+            // As ztunnel: 400 for a destination that is not this pod's, 401 for policy.
+            let status = if matches!(refusal, ProxyError::Denied(_)) {
+                StatusCode::UNAUTHORIZED
+            } else {
+                StatusCode::BAD_REQUEST
+            };
+            request.refuse(status);
+            return Err(refusal);
         }
-        (dst, shared.metrics.series(key))
     };
     let mut app = match shared.sockets.connect_app(pod, client_ip, dst).await {
         Ok(app) => app,

@@ -4,12 +4,8 @@
 //! (`plan::inbound`), connects to the application from the client's own address (so the
 //! application sees its real peer) and pumps bytes.
 
-use super::{ProxyError, authorize::authorize, copy, plan};
-use crate::policy::ConnectionAttrs;
-use crate::{
-    metrics::{ByPtr, Reporter, SeriesKey},
-    state::{InPod, Shared},
-};
+use super::{ProxyError, admit::admit, copy};
+use crate::state::{InPod, Shared};
 use std::{net::SocketAddr, sync::atomic::Ordering::Relaxed};
 use tokio::net::TcpStream;
 use tracing::debug;
@@ -21,36 +17,13 @@ pub(super) async fn handle(
     shared: &Shared,
 ) -> Result<(), ProxyError> {
     let dst = client.local_addr()?;
-    let counters = {
-        let state = shared.state.load();
-        let this = state.workload_by_ip(pod.ip.into()).unwrap_or(&pod.workload);
-        if let Err(refusal) = plan::inbound(dst, this) {
+    // Plaintext: no identity, which PeerAuthentication STRICT refuses.
+    let counters = match admit(shared, pod, dst, peer.ip(), None) {
+        Ok(counters) => counters,
+        Err(refusal) => {
             let _ = client.set_zero_linger();
-            return Err(refusal.into());
+            return Err(refusal);
         }
-        let key = SeriesKey {
-            source: state.workload_by_ip(peer.ip()).cloned().map(ByPtr),
-            destination: Some(ByPtr(this.clone())),
-            service: state
-                .services_of(this)
-                .find(|s| s.ports.iter().any(|p| p.target_port == dst.port()))
-                .cloned()
-                .map(ByPtr),
-            destination_ip: Some(dst.ip()),
-            ..SeriesKey::new(Reporter::Destination, false)
-        };
-        // Plaintext: no identity, which PeerAuthentication STRICT refuses.
-        let conn = ConnectionAttrs {
-            source_identity: None,
-            source_ip: peer.ip(),
-            destination_ip: dst.ip(),
-            destination_port: dst.port(),
-        };
-        if let Err(denied) = authorize(shared, &conn, this, &key) {
-            let _ = client.set_zero_linger();
-            return Err(denied);
-        }
-        shared.metrics.series(key)
     };
     client.set_nodelay(true)?;
     let mut app = match shared.sockets.connect_app(pod, peer.ip(), dst).await {

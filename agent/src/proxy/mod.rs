@@ -10,7 +10,7 @@
 //! - `sockets.rs`: what the proxy needs from the machine (original destinations, sockets
 //!   in pods), and the loopback stand-in the in-process tests use.
 
-mod authorize;
+mod admit;
 pub mod copy;
 pub mod inbound;
 pub mod inbound_plain;
