@@ -53,6 +53,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         home: NetNs::current().context("opening the agent's own netns")?,
         mark: config.mark,
         inbound_mark: config.inbound_mark,
+        app_ports: Default::default(),
     });
     let shared = Arc::new(Shared {
         state: ArcSwap::from_pointee(state),

@@ -80,6 +80,13 @@ async fn handle(request: HboneRequest, pod: &InPod, shared: &Shared) -> Result<(
     counters.opened.fetch_add(1, Relaxed);
     // Client → server is HBONE → app: "received", as Istio counts it.
     let result = copy::tcp_hbone(&mut app, stream, &counters.sent, &counters.received).await;
+    if result.is_err() {
+        // The client reset its stream (its own connection was reset) or the pump failed:
+        // the application sees a reset, as it would without the mesh, not an orderly
+        // close. This also spares the agent's socket a TIME_WAIT in the pod's netns,
+        // which would slow the next transparent bind.
+        let _ = app.set_zero_linger();
+    }
     counters.closed.fetch_add(1, Relaxed);
     info!(
         target: "access",

@@ -38,6 +38,11 @@ pub(super) async fn handle(
     counters.opened.fetch_add(1, Relaxed);
     debug!(%dst, "inbound connected");
     let result = copy::bidirectional(&mut client, &mut app, &counters.received, &counters.sent).await;
+    if result.is_err() {
+        // One side aborted: abort the other, as a direct connection would show it.
+        let _ = client.set_zero_linger();
+        let _ = app.set_zero_linger();
+    }
     counters.closed.fetch_add(1, Relaxed);
     result.map_err(ProxyError::Forwarding)
 }

@@ -61,11 +61,6 @@ impl ProxyError {
     pub fn is_refusal(&self) -> bool {
         matches!(self, ProxyError::Plan(_) | ProxyError::Refused(_) | ProxyError::Denied(_))
     }
-
-    /// Whether the connection was open (and counted) when it failed.
-    pub fn is_io_after_open(&self) -> bool {
-        matches!(self, ProxyError::Forwarding(_))
-    }
 }
 
 /// Which of a pod's listeners a loop serves.

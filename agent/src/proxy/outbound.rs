@@ -57,11 +57,10 @@ pub(super) async fn handle(
     client.set_nodelay(true)?;
     debug!(%orig, protocol = ?request.protocol, next_hop = %request.next_hop, "outbound planned");
     let result = carry(&mut client, &request, &counters, pod, shared).await;
-    if let Err(e) = &result {
-        if !e.is_io_after_open() {
-            // Never reached the destination: reset, so the client sees a failed connect.
-            let _ = client.set_zero_linger();
-        }
+    if result.is_err() {
+        // Never reached the destination, or the other end aborted: reset, so the client
+        // sees a failed connect or a reset as it would without the mesh.
+        let _ = client.set_zero_linger();
     }
     info!(
         target: "access",
@@ -97,6 +96,11 @@ async fn carry(
                 .map_err(|source| ProxyError::Connect { dst: request.next_hop, source })?;
             counters.opened.fetch_add(1, Relaxed);
             let result = copy::bidirectional(client, &mut upstream, &counters.received, &counters.sent).await;
+            if result.is_err() {
+                // The client aborted (or the pump failed): abort upstream too, rather than
+                // end it with a FIN the client never sent.
+                let _ = upstream.set_zero_linger();
+            }
             counters.closed.fetch_add(1, Relaxed);
             result.map_err(ProxyError::Forwarding)
         }
