@@ -111,8 +111,12 @@ fn which(program: &str) -> Option<PathBuf> {
 pub struct Analysis {
     /// One entry per direction of each TCP connection, in the order first seen.
     pub flows: Vec<Flow>,
-    /// IPv4 packets that are not TCP: (source, destination, IP protocol number).
+    /// IPv4 packets that are not TCP: (source, destination, IP protocol number); the
+    /// kernel's own IGMP membership reports to 224.0.0.0/24 (sent as interfaces come up)
+    /// are counted in `igmp` instead.
     pub other_ipv4: Vec<(Ipv4Addr, Ipv4Addr, u8)>,
+    /// IGMP packets to link-local multicast groups: link housekeeping, no payload.
+    pub igmp: usize,
     /// IPv6 packets carrying TCP or UDP (the bed uses no IPv6; link-local ND and MLD are
     /// left out).
     pub ipv6_transport: usize,
@@ -168,7 +172,11 @@ impl fmt::Display for Analysis {
         for (src, dst, proto) in &self.other_ipv4 {
             writeln!(f, "  {src} -> {dst}: IP protocol {proto}")?;
         }
-        writeln!(f, "  IPv6 TCP/UDP packets: {}; marker found: {}", self.ipv6_transport, self.marker_found)
+        writeln!(
+            f,
+            "  IGMP to link-local groups: {}; IPv6 TCP/UDP packets: {}; marker found: {}",
+            self.igmp, self.ipv6_transport, self.marker_found
+        )
     }
 }
 
@@ -200,6 +208,9 @@ pub fn analyze(pcap: &[u8], marker: &[u8]) -> Result<Analysis> {
                     Stream::default()
                 });
                 stream.add(&seg);
+            }
+            Packet::OtherIpv4 { dst, protocol: IPPROTO_IGMP, .. } if dst.octets()[..3] == [224, 0, 0] => {
+                analysis.igmp += 1
             }
             Packet::OtherIpv4 { src, dst, protocol } => analysis.other_ipv4.push((src, dst, protocol)),
             Packet::Ipv6 { transport: true } => analysis.ipv6_transport += 1,
@@ -275,6 +286,7 @@ enum Packet<'a> {
 
 const ETHERTYPE_IPV4: u16 = 0x0800;
 const ETHERTYPE_IPV6: u16 = 0x86dd;
+const IPPROTO_IGMP: u8 = 2;
 const IPPROTO_TCP: u8 = 6;
 const IPPROTO_UDP: u8 = 17;
 
@@ -523,5 +535,13 @@ mod tests {
         assert!(a.flows.is_empty());
         assert_eq!(a.other_ipv4, [(*A.ip(), *B.ip(), IPPROTO_UDP)]);
         assert!(a.marker_found);
+
+        let mut igmp = frame(A, SocketAddrV4::new(Ipv4Addr::new(224, 0, 0, 22), 0), 0, false, &[]);
+        igmp[14 + 9] = IPPROTO_IGMP;
+        let mut to_group = igmp.clone();
+        to_group[14 + 16..14 + 20].copy_from_slice(&[239, 1, 2, 3]);
+        let a = analyze(&pcap(&[igmp, to_group]), b"x").unwrap();
+        assert_eq!(a.igmp, 1, "a membership report to a link-local group is housekeeping");
+        assert_eq!(a.other_ipv4.len(), 1, "IGMP to any other group is listed");
     }
 }
