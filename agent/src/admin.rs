@@ -66,6 +66,11 @@ fn config_dump(view: &AdminView) -> String {
     let state = view.shared.state.load();
     let workloads: Vec<&weft_model::Workload> = state.workloads().iter().map(|w| &**w).collect();
     let services: Vec<&weft_model::Service> = state.services().iter().map(|s| &**s).collect();
+    // The names of the policies held: a workload that lists one not held yet is refused
+    // (fail closed), so tests and operators wait for what they changed to show here.
+    let policies = view.shared.policies.load();
+    let mut policy_names: Vec<&str> = policies.iter().map(|(name, _)| &**name).collect();
+    policy_names.sort_unstable();
     let dump = serde_json::json!({
         "config": view.config,
         "node_id": view.config.node_id(),
@@ -73,6 +78,7 @@ fn config_dump(view: &AdminView) -> String {
         "enrollment": &*view.enrollment.lock().expect("status lock"),
         "connections_active": view.shared.drain.active(),
         "certificates": view.shared.secrets.view(),
+        "policies": policy_names,
         "workloads": workloads,
         "services": services,
     });

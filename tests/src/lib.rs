@@ -7,8 +7,10 @@
 //!   the demo.
 //!
 //! - [`agent`]: a `weft-agent` process on a bed node and its admin endpoint.
+//! - [`logs`]: the JSON log lines of an agent or weftd, read by field.
 //! - [`meshconfig`]: the agents' `--local-config` file, written from the bed's pods.
 //! - [`scenario`]: a bed with its config, the test app as server and client.
+//! - [`wire`]: a tcpdump capture on a bed interface and what crossed it (TCP flows, TLS).
 //! - [`benchmark`]: `cargo xtask bench`'s measurements; [`demo`]: `cargo xtask demo`.
 //!
 //! The tiers of Weft's tests and how to run them are in `tests/README.md`.
@@ -22,9 +24,11 @@ pub mod cpbench;
 pub mod demo;
 pub mod envoy;
 pub mod kubeapi;
+pub mod logs;
 pub mod meshconfig;
 pub mod scenario;
 pub mod testapp;
 pub mod weftd;
+pub mod wire;
 
 pub use bed::{Node, Pod, Proc, Signal, TestBed};

@@ -34,12 +34,29 @@ impl Scenario {
     /// xDS). Started on `node` by the first call; later calls return it wherever it runs.
     pub fn control_plane(&mut self, node: &Node) -> Result<&mut Weftd> {
         if self.weftd.is_none() {
-            let dir = self.dir.join("kubernetes");
+            let dir = self.kubernetes_dir();
             self.config.with_kubernetes_dir(&dir);
             self.config.write()?;
             self.weftd = Some(Weftd::start(node, &dir)?);
         }
         Ok(self.weftd.as_mut().expect("started above"))
+    }
+
+    /// weftd's config directory: the bed's `mesh.yaml`, and whatever else a test writes
+    /// there ([`Scenario::write_kubernetes_yaml`]).
+    pub fn kubernetes_dir(&self) -> PathBuf {
+        self.dir.join("kubernetes")
+    }
+
+    /// Writes Kubernetes or Istio objects (YAML, `---` between documents) as `file` in
+    /// weftd's config directory, next to `mesh.yaml`, atomically (write, then rename), as
+    /// a config update would land. weftd reads it when it starts, or at once if it runs.
+    pub fn write_kubernetes_yaml(&self, file: &str, yaml: &str) -> Result<()> {
+        let dir = self.kubernetes_dir();
+        std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+        let tmp = dir.join(format!(".{file}.tmp"));
+        std::fs::write(&tmp, yaml).with_context(|| format!("writing {}", tmp.display()))?;
+        std::fs::rename(&tmp, dir.join(file)).with_context(|| format!("renaming {file} into place"))
     }
 
     /// An agent on `node` fed and certified by the bed's control plane (started on this
