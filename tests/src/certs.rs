@@ -5,8 +5,8 @@
 
 use anyhow::{Context, Result};
 use rcgen::{
-    CertificateParams, DistinguishedName, ExtendedKeyUsagePurpose, Issuer, KeyPair, KeyUsagePurpose,
-    SanType, SerialNumber,
+    CertificateParams, DistinguishedName, ExtendedKeyUsagePurpose, Issuer, KeyPair, KeyUsagePurpose, SanType,
+    SerialNumber,
 };
 use std::{
     path::{Path, PathBuf},
@@ -61,7 +61,8 @@ impl MeshCa {
             std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))
         };
         let key = KeyPair::from_pem(&read("ca-key.pem")?).context("parsing weftd's ca-key.pem")?;
-        let issuer = Issuer::from_ca_cert_pem(&read("ca-cert.pem")?, key).context("parsing weftd's ca-cert.pem")?;
+        let issuer =
+            Issuer::from_ca_cert_pem(&read("ca-cert.pem")?, key).context("parsing weftd's ca-cert.pem")?;
         Ok(MeshCa { issuer, root_pem: read("root-cert.pem")? })
     }
 
@@ -121,7 +122,8 @@ fn leaf_params(spec: &LeafSpec) -> Result<CertificateParams> {
     params.not_after = time::OffsetDateTime::from(spec.not_after);
     params.serial_number = Some(random_serial());
     params.key_usages = vec![KeyUsagePurpose::DigitalSignature, KeyUsagePurpose::KeyEncipherment];
-    params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth, ExtendedKeyUsagePurpose::ClientAuth];
+    params.extended_key_usages =
+        vec![ExtendedKeyUsagePurpose::ServerAuth, ExtendedKeyUsagePurpose::ClientAuth];
     params.use_authority_key_identifier_extension = true;
     Ok(params)
 }

@@ -9,6 +9,8 @@
 //! - [`agent`]: a `weft-agent` process on a bed node and its admin endpoint.
 //! - [`meshconfig`]: the agents' `--local-config` file, written from the bed's pods.
 //! - [`scenario`]: a bed with its config, the test app as server and client.
+//! - [`certs`] and [`probe`]: certificates a test mints (weftd's CA or another) and
+//!   `weft-hbone-probe`, an HBONE client or server presenting them.
 //! - [`benchmark`]: `cargo xtask bench`'s measurements; [`demo`]: `cargo xtask demo`.
 //!
 //! The tiers of Weft's tests and how to run them are in `tests/README.md`.
@@ -18,11 +20,13 @@ pub mod bed;
 pub mod benchmark;
 pub mod benchmarks_md;
 pub mod bins;
+pub mod certs;
 pub mod cpbench;
 pub mod demo;
 pub mod envoy;
 pub mod kubeapi;
 pub mod meshconfig;
+pub mod probe;
 pub mod scenario;
 pub mod testapp;
 pub mod weftd;

@@ -9,7 +9,8 @@
 //!   `{"ok":false,"status":401|null,"error":…}` with the reason weft-hbone gives.
 //! - `serve --listen ADDR --cert F --key F --roots F`: prints `{"event":"listening"}`,
 //!   then `{"event":"connect","peer":…,"identity":…,"authority":…}` per CONNECT (answered
-//!   200, bytes echoed) and `{"event":"refused","peer":…,"error":…}` per connection whose
+//!   200; the test app's hello `H` answered `weft-hbone-probe IDENTITY PEER`, other bytes
+//!   echoed) and `{"event":"refused","peer":…,"error":…}` per connection whose
 //!   TLS handshake failed.
 //!
 //! Exit codes: 0 ok, 2 the CONNECT was not answered 200 (or never sent), 64 bad arguments.
@@ -29,7 +30,10 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use weft_hbone::{Identity, Pool, PoolKey, Settings, TrustBundle, WorkloadCertificate};
 
 #[derive(Parser, Debug)]
-#[command(name = "weft-hbone-probe", about = "An HBONE client or server with a certificate of the test's choosing")]
+#[command(
+    name = "weft-hbone-probe",
+    about = "An HBONE client or server with a certificate of the test's choosing"
+)]
 pub struct Cli {
     #[command(subcommand)]
     pub command: ProbeCommand,
@@ -165,34 +169,50 @@ async fn connect(args: ConnectArgs) -> Result<i32> {
 async fn serve(args: ServeArgs) -> Result<i32> {
     let (cert, roots) = load(&args.credentials)?;
     let config = weft_hbone::tls::server_config(&cert, &roots).context("server TLS configuration")?;
-    let listener =
-        tokio::net::TcpListener::bind(args.listen).await.with_context(|| format!("binding {}", args.listen))?;
-    emit(&json!({"event": "listening", "addr": args.listen.to_string(), "identity": cert.identity().to_string()}));
+    let listener = tokio::net::TcpListener::bind(args.listen)
+        .await
+        .with_context(|| format!("binding {}", args.listen))?;
+    emit(
+        &json!({"event": "listening", "addr": args.listen.to_string(), "identity": cert.identity().to_string()}),
+    );
     let settings = Settings::default();
+    let own: Arc<str> = cert.identity().to_string().into();
     loop {
         let (tcp, peer) = listener.accept().await.context("accept")?;
-        let (config, settings) = (config.clone(), settings.clone());
+        let (config, settings, own) = (config.clone(), settings.clone(), own.clone());
         tokio::spawn(async move {
-            let served = weft_hbone::serve_connection(tcp, config, &settings, std::future::pending(), |request| {
-                emit(&json!({
-                    "event": "connect",
-                    "peer": request.peer_addr().to_string(),
-                    "identity": request.peer_identity().to_string(),
-                    "authority": request.authority().to_string(),
-                }));
-                async move {
-                    if let Ok(mut stream) = request.accept() {
-                        let mut buf = vec![0u8; 16 * 1024];
-                        while let Ok(n) = stream.read(&mut buf).await {
-                            if n == 0 || stream.write_all(&buf[..n]).await.is_err() {
-                                break;
+            let served =
+                weft_hbone::serve_connection(tcp, config, &settings, std::future::pending(), |request| {
+                    emit(&json!({
+                        "event": "connect",
+                        "peer": request.peer_addr().to_string(),
+                        "identity": request.peer_identity().to_string(),
+                        "authority": request.authority().to_string(),
+                    }));
+                    let hello = format!("weft-hbone-probe {own} {}\n", request.peer_addr());
+                    async move {
+                        if let Ok(mut stream) = request.accept() {
+                            let mut buf = vec![0u8; 16 * 1024];
+                            let mut first = true;
+                            while let Ok(n) = stream.read(&mut buf).await {
+                                if n == 0 {
+                                    break;
+                                }
+                                // The test app's hello (`H`) gets an answer and the end of the
+                                // stream, as its server gives; anything else is echoed.
+                                if std::mem::take(&mut first) && buf[0] == b'H' {
+                                    let _ = stream.write_all(hello.as_bytes()).await;
+                                    break;
+                                }
+                                if stream.write_all(&buf[..n]).await.is_err() {
+                                    break;
+                                }
                             }
+                            let _ = stream.shutdown().await;
                         }
-                        let _ = stream.shutdown().await;
                     }
-                }
-            })
-            .await;
+                })
+                .await;
             if let Err(e) = served {
                 emit(&json!({"event": "refused", "peer": peer.to_string(), "error": e.to_string()}));
             }
@@ -238,9 +258,12 @@ pub fn connect_from(
     send: &str,
 ) -> Result<ProbeResult> {
     let mut cmd = Command::new(bins::path("weft-hbone-probe"));
-    cmd.arg("connect")
-        .args(["--to", &to.to_string(), "--authority", &authority.to_string()])
-        .args(["--expect", &expect.to_string(), "--send", send]);
+    cmd.arg("connect").args(["--to", &to.to_string(), "--authority", &authority.to_string()]).args([
+        "--expect",
+        &expect.to_string(),
+        "--send",
+        send,
+    ]);
     credentials.append_to(&mut cmd);
     let mut proc = pod.spawn(cmd)?;
     let Some(status) = proc.wait_timeout(Duration::from_secs(30))? else {
