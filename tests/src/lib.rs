@@ -25,6 +25,7 @@ pub mod cpbench;
 pub mod demo;
 pub mod envoy;
 pub mod kubeapi;
+pub mod logs;
 pub mod meshconfig;
 pub mod probe;
 pub mod scenario;
