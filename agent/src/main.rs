@@ -54,8 +54,9 @@ fn main() -> ExitCode {
 fn init_tracing(format: LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    // Colours only for a person at a terminal: logs in files and pipes stay plain text
-    // (and cheaper: the access log writes a line per connection).
+    // Colours only for a person at a terminal: in a file or a pipe, escape codes split
+    // `key=value` fields and defeat grep (and cost: the access log writes a line per
+    // connection). weftd does the same.
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
     let builder =
         tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_ansi(ansi);

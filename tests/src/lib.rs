@@ -7,10 +7,12 @@
 //!   the demo.
 //!
 //! - [`agent`]: a `weft-agent` process on a bed node and its admin endpoint.
-//! - [`logs`]: the JSON log lines of an agent or weftd, read by field.
+//! - [`logs`]: what an agent or weftd logged: JSON lines by field, text lines by fragment.
 //! - [`meshconfig`]: the agents' `--local-config` file, written from the bed's pods.
 //! - [`scenario`]: a bed with its config, the test app as server and client.
 //! - [`wire`]: a tcpdump capture on a bed interface and what crossed it (TCP flows, TLS).
+//! - [`certs`] and [`probe`]: certificates a test mints (weftd's CA or another) and
+//!   `weft-hbone-probe`, an HBONE client or server presenting them.
 //! - [`benchmark`]: `cargo xtask bench`'s measurements; [`demo`]: `cargo xtask demo`.
 //!
 //! The tiers of Weft's tests and how to run them are in `tests/README.md`.
@@ -20,12 +22,14 @@ pub mod bed;
 pub mod benchmark;
 pub mod benchmarks_md;
 pub mod bins;
+pub mod certs;
 pub mod cpbench;
 pub mod demo;
 pub mod envoy;
 pub mod kubeapi;
 pub mod logs;
 pub mod meshconfig;
+pub mod probe;
 pub mod scenario;
 pub mod testapp;
 pub mod weftd;

@@ -214,6 +214,12 @@ impl Weftd {
         self.ca_dir.join("root-cert.pem")
     }
 
+    /// weftd's CA directory (`--ca-dir`: ca-cert.pem, ca-key.pem, root-cert.pem), for a
+    /// test that plays a compromised node holding the mesh's signing key.
+    pub fn ca_dir(&self) -> &Path {
+        &self.ca_dir
+    }
+
     /// What the agent of `node` needs: the address, the root and its bootstrap token.
     pub fn agent_credentials(&self, node: &str) -> Result<AdsCredentials> {
         let token_file = self.credentials.lock().expect("credentials lock").node(node)?;

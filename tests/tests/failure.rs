@@ -1,5 +1,6 @@
 //! End-to-end: the agent failing, restarting, draining, and bad configuration. Enrolled
-//! traffic fails closed; it never bypasses the mesh.
+//! traffic fails closed; it never bypasses the mesh: a transfer in flight through HBONE
+//! breaks when either agent dies, and is never finished around it.
 
 use anyhow::Result;
 use std::time::{Duration, Instant};
@@ -72,6 +73,89 @@ fn killed_agent_fails_closed_and_a_restarted_one_serves_within_5s() -> Result<()
     assert!(started.elapsed() < Duration::from_secs(5));
     let via = [("reporter", "source"), ("source_workload", "client")];
     assert!(a1.metric("istio_tcp_connections_opened_total", &via)? >= 1, "through the restarted agent");
+    Ok(())
+}
+
+/// Starts `steady` (one connection, a checked 4 KiB echo every 50 ms) from `client` and
+/// waits until its first chunk came back.
+fn steady_transfer(client: &weft_tests::Pod, to: &str, secs: u64) -> Result<weft_tests::Proc> {
+    let mut cmd = std::process::Command::new(weft_tests::bins::path("weft-testapp"));
+    cmd.args(["steady", "--to", to, "--secs", &secs.to_string(), "--interval-ms", "50"]);
+    let transfer = client.spawn(cmd)?;
+    transfer.wait_for_line(|l| l.contains("\"streaming\""), Duration::from_secs(10))?;
+    Ok(transfer)
+}
+
+/// Waits for a transfer that must break, and returns its result line.
+fn broken(transfer: &mut weft_tests::Proc, why: &str) -> Result<serde_json::Value> {
+    let status = transfer
+        .wait_timeout(Duration::from_secs(15))?
+        .unwrap_or_else(|| panic!("{why}: the transfer neither broke nor ended within 15 s"));
+    let line = transfer.stdout_lines().pop().unwrap_or_default();
+    let json: serde_json::Value = serde_json::from_str(&line)?;
+    assert!(!status.success() && json["ok"] == false, "{why}: the transfer must fail, not complete: {line}");
+    Ok(json)
+}
+
+#[test]
+fn killed_agent_breaks_hbone_transfers_in_flight_refuses_new_ones_and_recovers() -> Result<()> {
+    let mut s = Scenario::new("fail_hbone_kill")?;
+    let n1 = s.bed.node("n1")?;
+    let n2 = s.bed.node("n2")?;
+    let client = s.bed.pod(&n1, "mesh", "client")?;
+    let server = s.bed.pod(&n2, "mesh", "server")?;
+    s.config.namespace("mesh", true).pod(&client, "mesh", &[], &[]).pod(&server, "mesh", &[], &[APP_PORT]);
+    s.config.write()?;
+    let mut a1 = s.agent(&n1)?;
+    let mut a2 = s.agent(&n2)?;
+    a1.wait_enrolled(&["client"], Duration::from_secs(10))?;
+    a2.wait_enrolled(&["server"], Duration::from_secs(10))?;
+    let srv = scenario::serve(&server, "v1", &[APP_PORT])?;
+    let to = format!("{}:{APP_PORT}", server.ip());
+    let via_hbone =
+        [("reporter", "destination"), ("source_principal", "spiffe://cluster.local/ns/mesh/sa/client")];
+
+    for side in ["client", "server"] {
+        // A cross-node transfer through HBONE, in flight when the agent is killed.
+        let accepted = scenario::accepts(&srv);
+        let through_hbone = a2.metric("istio_tcp_connections_opened_total", &via_hbone)?;
+        let mut transfer = steady_transfer(&client, &to, 30)?;
+        std::thread::sleep(Duration::from_millis(500));
+        let agent = if side == "client" { &mut a1 } else { &mut a2 };
+        agent.kill(Signal::SIGKILL)?;
+        agent.proc().wait_timeout(Duration::from_secs(5))?;
+        let json = broken(&mut transfer, &format!("the {side}'s agent was killed"))?;
+        assert!(json["chunks"].as_u64().unwrap_or(0) < 30 * 20, "{json}");
+
+        // While it is down, new connections fail closed: nothing reaches the server.
+        let r = scenario::echo(&client, &to, 4096)?;
+        assert!(!r.ok(), "a connection must not succeed while the {side}'s agent is down: {r:?}");
+        // Refused in the pod's own netns when its agent is gone; reset by the client's
+        // agent when the server's is gone (its HBONE dial to :15008 failed).
+        let kind = if side == "client" { "ConnectionRefused" } else { "ConnectionReset" };
+        assert_eq!(r.error_kind(), Some(kind), "{r:?}");
+        assert_eq!(scenario::accepts(&srv), accepted + 1, "only the transfer reached the application");
+
+        // Restarted, it serves again within seconds.
+        let started = Instant::now();
+        agent.restart()?;
+        loop {
+            let r = scenario::echo(&client, &to, 4096)?;
+            if r.ok() {
+                break;
+            }
+            assert!(
+                started.elapsed() < Duration::from_secs(5),
+                "not serving 5 s after the {side}'s agent restarted: {r:?}"
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        // Through HBONE, as the client: the restarted agents did not fall back to plain TCP.
+        // (A restarted server agent counts from zero.)
+        let now = a2.metric("istio_tcp_connections_opened_total", &via_hbone)?;
+        let expected = if side == "server" { 1 } else { through_hbone + 2 };
+        assert!(now >= expected, "connections via HBONE on the server's agent: {now}, want {expected}");
+    }
     Ok(())
 }
 

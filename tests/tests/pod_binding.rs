@@ -253,6 +253,9 @@ fn a_rogue_namespace_with_a_pods_address_and_lying_handovers_are_refused() -> Re
     let line = refusals(&a1, "shop/other").pop().unwrap();
     assert!(line.contains(&wrong_uid) && line.contains(&other_uid), "the refusal names both UIDs: {line}");
     assert_eq!(a1.enrolled()?, Vec::<String>::new(), "nothing bound on lies");
+    // …and no certificate: the agent asks for an identity only for a pod it has bound.
+    let held = a1.config_dump()?["certificates"].clone();
+    assert_eq!(held, serde_json::json!([]), "no workload certificate for pods bound to nothing: {held}");
 
     // The real pods come: each is handed over by the runtime and bound, the lies replaced.
     let victim = s.bed.pod_with_uid(&n1, "shop", "victim", &victim_uid)?;
@@ -278,6 +281,14 @@ fn a_rogue_namespace_with_a_pods_address_and_lying_handovers_are_refused() -> Re
     }
     assert_eq!(scenario::accepts(&rogue_server), 0, "the rogue saw no connection");
     assert_eq!(a1.metric("istio_tcp_connections_opened_total", &[("destination_workload", "victim")])?, 3);
+    let held = a1.config_dump()?["certificates"].clone();
+    let identities: Vec<&str> =
+        held.as_array().unwrap().iter().filter_map(|c| c["identity"].as_str()).collect();
+    assert_eq!(
+        identities,
+        ["other", "target", "victim"].map(|sa| format!("spiffe://cluster.local/ns/shop/sa/{sa}")),
+        "certificates for the bound pods only: {held}"
+    );
     Ok(())
 }
 

@@ -33,6 +33,9 @@ pub enum Command {
     Hold(HoldArgs),
     /// HTTP/1.1 GETs (one connection each) through a proxy; count answering versions.
     Http(HttpArgs),
+    /// One connection for --secs: a --chunk of the echo pattern every --interval-ms, each
+    /// echo checked before the next is sent.
+    Steady(SteadyArgs),
 }
 
 #[derive(Args, Debug)]
@@ -156,4 +159,25 @@ pub struct HttpArgs {
     /// Print one line per request before the summary.
     #[arg(long)]
     pub trace: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct SteadyArgs {
+    #[command(flatten)]
+    pub target: Target,
+    #[arg(long, default_value_t = 10)]
+    pub secs: u64,
+    /// Pause between the starts of two chunks.
+    #[arg(long, default_value_t = 100)]
+    pub interval_ms: u64,
+    /// Bytes per chunk.
+    #[arg(long, default_value_t = 4096, value_parser = parse_chunk)]
+    pub chunk: usize,
+}
+
+fn parse_chunk(s: &str) -> Result<usize, String> {
+    match s.parse::<usize>() {
+        Ok(n) if (1..=1 << 20).contains(&n) => Ok(n),
+        _ => Err(format!("{s:?} is not a chunk size: 1 to 1048576 bytes")),
+    }
 }

@@ -14,6 +14,8 @@
 //! - `connrate --to ADDR --secs S [--threads T]`:
 //!   `{"conns":…,"secs":…,"per_sec":…,"errors":…,"first_error":…}`
 //! - `hold --to ADDR --count N`: `{"event":"holding","count":N}`, then waits for stdin EOF.
+//! - `steady --to ADDR --secs S [--interval-ms I] [--chunk B]`: `{"event":"streaming"}` once
+//!   the first chunk came back, then `{"ok":true,"chunks":…,"bytes":…,"max_rtt_ms":…,…}`.
 //!
 //! Failures: `{"ok":false,"error":"connect"|"io"|"mismatch","kind":"ConnectionRefused",…}`.
 
@@ -25,6 +27,7 @@ mod http;
 mod pattern;
 pub mod report;
 pub mod server;
+mod steady;
 
 pub use cli::{Cli, Command};
 
@@ -40,6 +43,7 @@ pub fn run(cli: Cli) -> i32 {
         Command::Connrate(args) => bench::connrate(args),
         Command::Hold(args) => bench::hold(args),
         Command::Http(args) => http::http(args),
+        Command::Steady(args) => steady::steady(args),
     }
 }
 
