@@ -44,16 +44,29 @@ pub enum ProxyError {
     Identity(#[from] crate::identity::IdentityError),
     #[error("pod identity {identity} has no certificate yet; HBONE connections to it are refused")]
     NoCertificate { identity: weft_hbone::Identity },
+    // Boxed: HBONE errors are large, and every handler returns this type on its fast path.
     #[error("HBONE: {0}")]
-    Hbone(#[from] weft_hbone::ConnectError),
+    Hbone(Box<weft_hbone::ConnectError>),
     #[error("HBONE: {0}")]
-    HboneServe(#[from] weft_hbone::ServeError),
+    HboneServe(Box<weft_hbone::ServeError>),
     #[error("connect to {dst} failed: {source}")]
     Connect { dst: SocketAddr, source: std::io::Error },
     #[error("forwarding failed: {0}")]
     Forwarding(std::io::Error),
     #[error("{0}")]
     Io(#[from] std::io::Error),
+}
+
+impl From<weft_hbone::ConnectError> for ProxyError {
+    fn from(e: weft_hbone::ConnectError) -> ProxyError {
+        ProxyError::Hbone(Box::new(e))
+    }
+}
+
+impl From<weft_hbone::ServeError> for ProxyError {
+    fn from(e: weft_hbone::ServeError) -> ProxyError {
+        ProxyError::HboneServe(Box::new(e))
+    }
 }
 
 impl ProxyError {
