@@ -396,6 +396,56 @@ async fn a_refused_connect_is_a_typed_error_with_its_status() {
 }
 
 #[tokio::test]
+async fn bytes_sent_with_the_connect_arrive_first_and_a_refusal_drops_them() {
+    let mesh = Mesh::new();
+    let (got_tx, mut got_rx) = mpsc::unbounded_channel();
+    let server = mesh
+        .server(
+            Settings::default(),
+            handler(move |req: HboneRequest| {
+                let got_tx = got_tx.clone();
+                async move {
+                    if req.authority().port() != 80 {
+                        req.refuse(http::StatusCode::UNAUTHORIZED);
+                        return;
+                    }
+                    let mut stream = req.accept().unwrap();
+                    let mut got = Vec::new();
+                    stream.read_to_end(&mut got).await.unwrap();
+                    got_tx.send(got).unwrap();
+                    stream.shutdown().await.unwrap();
+                }
+            }),
+        )
+        .await;
+    let pool = Pool::new(Settings::default());
+    let key = mesh.key(&server);
+    let connect = |authority: &str, early: &'static [u8]| {
+        let addr = server.addr;
+        pool.connect_with_data(
+            &key,
+            &mesh.client_cert,
+            &mesh.roots,
+            authority.parse().unwrap(),
+            bytes::Bytes::from_static(early),
+            move || TcpStream::connect(addr),
+        )
+    };
+    // Refused: an error with the status, and the early bytes reach no handler.
+    let err = connect("10.1.2.3:443", b"secret").await.unwrap_err();
+    assert_eq!(err.status(), Some(http::StatusCode::UNAUTHORIZED));
+    // Accepted: the early bytes come first, then what is written on the stream.
+    let mut stream = connect("10.1.2.3:80", b"GET / HTTP/1.1\r\n").await.unwrap();
+    stream.write_all(b"\r\n").await.unwrap();
+    stream.shutdown().await.unwrap();
+    let mut rest = Vec::new();
+    stream.read_to_end(&mut rest).await.unwrap();
+    assert_eq!(got_rx.recv().await.unwrap(), b"GET / HTTP/1.1\r\n\r\n");
+    assert!(got_rx.try_recv().is_err(), "the refused stream's bytes reached a handler");
+    assert_eq!(server.accepted(), 1, "both streams rode one connection");
+}
+
+#[tokio::test]
 async fn a_handler_that_drops_the_request_answers_503() {
     let mesh = Mesh::new();
     let server =

@@ -14,10 +14,15 @@ use crate::{
     metrics::{ByPtr, Reporter, SeriesKey, TcpCounters},
     state::{InPod, Shared},
 };
-use std::{net::SocketAddr, sync::atomic::Ordering::Relaxed, time::Duration};
+use bytes::Bytes;
+use std::{io, net::SocketAddr, sync::atomic::Ordering::Relaxed, time::Duration};
 use tokio::net::TcpStream;
 use tracing::{debug, info};
 use weft_hbone::PoolKey;
+
+/// At most this much of the client's first bytes rides with the CONNECT (a request head,
+/// a TLS ClientHello); the rest follows through the pump.
+const EARLY_MAX: usize = 4096;
 
 /// How long a connection waits for its pod's first certificate (a pod enrolled a moment
 /// ago whose CSR is still on its way).
@@ -117,20 +122,37 @@ async fn carry(
                 extra: pod.netns_cookie,
             };
             let next_hop = request.next_hop;
+            let early = early_bytes(client)?;
+            let early_len = early.len() as u64;
             // Boxed: dialling, TLS and HTTP/2 set-up make a large future that is done
             // once the stream is open; boxed, it does not swell every idle connection.
-            let stream = Box::pin(shared.pool.connect(
+            let stream = Box::pin(shared.pool.connect_with_data(
                 &key,
                 &cert.cert,
                 shared.secrets.roots()?,
                 request.authority,
+                early,
                 || shared.sockets.connect(pod, next_hop),
             ))
             .await?;
             counters.opened.fetch_add(1, Relaxed);
+            counters.received.fetch_add(early_len, Relaxed);
             let result = copy::tcp_hbone(client, stream, &counters.received, &counters.sent).await;
             counters.closed.fetch_add(1, Relaxed);
             result.map_err(ProxyError::Forwarding)
         }
+    }
+}
+
+/// What the client has already sent, read without waiting (most clients speak first, right
+/// after connecting): it travels with the CONNECT. Empty when nothing is there yet; the
+/// buffer is allocated only when there is something to keep.
+fn early_bytes(client: &TcpStream) -> io::Result<Bytes> {
+    let mut buf = [0u8; EARLY_MAX];
+    match client.try_read(&mut buf) {
+        // Ok(0) is an EOF, which the pump will read again and pass on as such.
+        Ok(n) => Ok(Bytes::copy_from_slice(&buf[..n])),
+        Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(Bytes::new()),
+        Err(e) => Err(e),
     }
 }
