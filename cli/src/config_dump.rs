@@ -25,9 +25,9 @@ use base64::Engine as _;
 use clap::ValueEnum;
 use envoy_types::pb::envoy::config::{
     cluster::v3::{Cluster, cluster::ClusterDiscoveryType, cluster::DiscoveryType},
-    core::v3::{Address as EnvoyAddress, address, socket_address::PortSpecifier},
+    core::v3::{Address as EnvoyAddress, address, envoy_internal_address, socket_address::PortSpecifier},
     endpoint::v3::{ClusterLoadAssignment, lb_endpoint::HostIdentifier},
-    listener::v3::Listener,
+    listener::v3::{Listener, listener::ListenerSpecifier},
     route::v3::RouteConfiguration,
 };
 use prost::Message;
@@ -266,7 +266,12 @@ impl Decoded {
             }
             Decoded::Listener(l) => {
                 let chains = l.filter_chains.len();
-                format!("{}, {chains} filter chain{}", envoy_address(l.address.as_ref()), plural(chains))
+                // An internal listener (a waypoint's main_internal) has no address.
+                let address = match (&l.address, &l.listener_specifier) {
+                    (None, Some(ListenerSpecifier::InternalListener(_))) => "internal".to_owned(),
+                    (a, _) => envoy_address(a.as_ref()),
+                };
+                format!("{address}, {chains} filter chain{}", plural(chains))
             }
             Decoded::Route(rc) => {
                 let hosts: Vec<&str> = rc.virtual_hosts.iter().map(|v| v.name.as_str()).collect();
@@ -340,7 +345,19 @@ fn envoy_address(a: Option<&EnvoyAddress>) -> String {
             None => s.address.clone(),
         },
         Some(address::Address::Pipe(p)) => format!("unix:{}", p.path),
-        Some(address::Address::EnvoyInternalAddress(_)) => "internal".to_owned(),
+        // A waypoint's endpoint reached over HBONE: the pod's ip:port, via the internal
+        // listener that tunnels to it.
+        Some(address::Address::EnvoyInternalAddress(i)) => {
+            let listener = match &i.address_name_specifier {
+                Some(envoy_internal_address::AddressNameSpecifier::ServerListenerName(name)) => name.as_str(),
+                None => "?",
+            };
+            if i.endpoint_id.is_empty() {
+                format!("internal {listener}")
+            } else {
+                format!("{} via {listener}", i.endpoint_id)
+            }
+        }
         None => "no address".to_owned(),
     }
 }

@@ -65,7 +65,7 @@ spec:
 "#;
 
 /// What the waypoint says when it rejects its routes.
-const REJECTION: &str = "route waypoint_http: weighted clusters are not supported by this test proxy";
+const REJECTION: &str = "route inbound-vip|9080|http|reviews.bookinfo.svc.cluster.local: weighted clusters are not supported by this test proxy";
 
 /// A weftd process on a YAML directory (see `LoopbackWeftd`).
 struct Weftd {
@@ -253,11 +253,13 @@ async fn proxy_status_shows_synced_agents_and_nacking_waypoints() {
     println!("{dump}");
     assert_eq!(out.status.code(), Some(0), "{dump}{}", text(&out.stderr));
     for expected in [
-        "outbound|9080|v2|reviews.bookinfo.svc.cluster.local",
-        "1 endpoint: 198.18.1.2:9080\n",
-        "2 endpoints: 198.18.1.2:9080, 198.18.2.2:9080\n",
-        "waypoint_http",
-        "0.0.0.0:15080, 1 filter chain\n",
+        "inbound-vip|9080|http/v2|reviews.bookinfo.svc.cluster.local",
+        // Mesh pods are reached over HBONE, through the connect_originate listener.
+        "1 endpoint: 198.18.1.2:9080 via connect_originate\n",
+        "2 endpoints: 198.18.1.2:9080 via connect_originate, 198.18.2.2:9080 via connect_originate\n",
+        "connect_terminate",
+        "0.0.0.0:15008, 1 filter chain\n",
+        "internal, 1 filter chain\n",
         // The rejected routes: sent, never acknowledged, not held.
         "\nRDS  type.googleapis.com/envoy.config.route.v3.RouteConfiguration  sent 1  acked -  0 resources\n",
     ] {
@@ -279,12 +281,16 @@ async fn proxy_status_shows_synced_agents_and_nacking_waypoints() {
     assert_eq!(out.status.code(), Some(0), "{dump}{}", text(&out.stderr));
     assert!(dump.contains("CDS  type.googleapis.com/envoy.config.cluster.v3.Cluster  sent "), "{dump}");
     assert!(!dump.contains("\nLDS "), "{dump}");
-    assert!(dump.contains("--- outbound|9080|v1|reviews.bookinfo.svc.cluster.local (version "), "{dump}");
+    assert!(
+        dump.contains("--- inbound-vip|9080|http/v1|reviews.bookinfo.svc.cluster.local (version "),
+        "{dump}"
+    );
     assert!(dump.contains("Cluster {\n"), "{dump}");
 
     // The JSON carries the bodies. weftd dumps what the proxy holds: nothing of the
     // routes it rejected, but the version it was sent.
-    for (kind, type_url, count) in [("cds", type_url::CLUSTER, 3), ("rds", type_url::ROUTE, 0)] {
+    // Clusters: main_internal, connect_originate, reviews and its two subsets.
+    for (kind, type_url, count) in [("cds", type_url::CLUSTER, 5), ("rds", type_url::ROUTE, 0)] {
         let out = weftctl(&[
             "config-dump",
             "waypoint-bookinfo",

@@ -55,7 +55,7 @@ status: { podIP: 10.1.2.3 }
 apiVersion: v1
 kind: Service
 metadata: { name: reviews, namespace: bookinfo }
-spec: { clusterIP: 10.96.0.10, ports: [{ port: 9080, targetPort: http }], selector: { app: reviews } }
+spec: { clusterIP: 10.96.0.10, ports: [{ name: http, port: 9080, targetPort: http }], selector: { app: reviews } }
 ---
 apiVersion: gateway.networking.k8s.io/v1
 kind: Gateway
@@ -175,9 +175,12 @@ fn authorization_reaches_only_the_nodes_of_the_pods_it_selects() {
 fn virtual_service_becomes_envoy_routes_with_istio_defaults() {
     let snap = translate(MESH);
     let routes: Vec<(String, RouteConfiguration)> = decoded(&snap, type_url::ROUTE);
+    // One route configuration per HTTP service port, named like its cluster (Istio's).
+    assert_eq!(routes[0].0, "inbound-vip|9080|http|reviews.bookinfo.svc.cluster.local");
+    assert_eq!(routes[0].1.name, routes[0].0);
     let vh = &routes[0].1.virtual_hosts[0];
-    assert!(vh.domains.contains(&"reviews.bookinfo.svc.cluster.local".to_owned()));
-    assert!(vh.domains.contains(&"10.96.0.10".to_owned()));
+    // The filter chain chose the service by VIP:PORT already: any Host.
+    assert_eq!((vh.name.as_str(), vh.domains.as_slice()), ("inbound|http|9080", &["*".to_owned()][..]));
     assert_eq!(vh.routes.len(), 2);
 
     let jason = &vh.routes[0];
@@ -185,7 +188,7 @@ fn virtual_service_becomes_envoy_routes_with_istio_defaults() {
     let Some(Action::Route(action)) = &jason.action else { panic!("route action") };
     assert_eq!(
         action.cluster_specifier,
-        Some(ClusterSpecifier::Cluster("outbound|9080|v2|reviews.bookinfo.svc.cluster.local".into()))
+        Some(ClusterSpecifier::Cluster("inbound-vip|9080|http/v2|reviews.bookinfo.svc.cluster.local".into()))
     );
     assert_eq!(action.timeout.as_ref().unwrap().seconds, 3);
     let retry = action.retry_policy.as_ref().unwrap();
@@ -202,8 +205,8 @@ fn virtual_service_becomes_envoy_routes_with_istio_defaults() {
     assert_eq!(
         weights,
         [
-            ("outbound|9080|v1|reviews.bookinfo.svc.cluster.local".to_owned(), 9),
-            ("outbound|9080|v2|reviews.bookinfo.svc.cluster.local".to_owned(), 1)
+            ("inbound-vip|9080|http/v1|reviews.bookinfo.svc.cluster.local".to_owned(), 9),
+            ("inbound-vip|9080|http/v2|reviews.bookinfo.svc.cluster.local".to_owned(), 1)
         ]
     );
     // No timeout in the VirtualService: none on the route (Envoy's 15 s default off), and
@@ -222,12 +225,14 @@ fn destination_rule_becomes_clusters_and_subset_endpoints() {
     assert_eq!(
         names,
         [
-            "outbound|9080||reviews.bookinfo.svc.cluster.local",
-            "outbound|9080|v1|reviews.bookinfo.svc.cluster.local",
-            "outbound|9080|v2|reviews.bookinfo.svc.cluster.local"
+            "main_internal",
+            "connect_originate",
+            "inbound-vip|9080|http|reviews.bookinfo.svc.cluster.local",
+            "inbound-vip|9080|http/v1|reviews.bookinfo.svc.cluster.local",
+            "inbound-vip|9080|http/v2|reviews.bookinfo.svc.cluster.local"
         ]
     );
-    let c = &clusters[1].1;
+    let c = &clusters[3].1;
     assert_eq!(c.lb_policy, LbPolicy::RoundRobin as i32);
     let t = &c.circuit_breakers.as_ref().unwrap().thresholds[0];
     assert_eq!(
@@ -239,8 +244,8 @@ fn destination_rule_becomes_clusters_and_subset_endpoints() {
 
     let cla: Vec<(String, ClusterLoadAssignment)> = decoded(&snap, type_url::ENDPOINT);
     let count = |name: &str| cla.iter().find(|(n, _)| n == name).unwrap().1.endpoints[0].lb_endpoints.len();
-    assert_eq!(count("outbound|9080||reviews.bookinfo.svc.cluster.local"), 2);
-    assert_eq!(count("outbound|9080|v1|reviews.bookinfo.svc.cluster.local"), 1);
+    assert_eq!(count("inbound-vip|9080|http|reviews.bookinfo.svc.cluster.local"), 2);
+    assert_eq!(count("inbound-vip|9080|http/v1|reviews.bookinfo.svc.cluster.local"), 1);
     // Waypoint resources go only to proxies of the waypoint's namespace.
     let waypoint =
         ProxyIdentity { id: "wp".into(), namespace: Some("bookinfo".into()), ..Default::default() };
@@ -279,8 +284,8 @@ spec:
     assert_eq!(
         weights,
         [
-            ("outbound|9080||reviews.bookinfo.svc.cluster.local", 3),
-            ("outbound|9080||ratings.bookinfo.svc.cluster.local", 1)
+            ("inbound-vip|9080|http|reviews.bookinfo.svc.cluster.local", 3),
+            ("inbound-vip|9080|http|ratings.bookinfo.svc.cluster.local", 1)
         ]
     );
 }
@@ -430,4 +435,224 @@ status: { podIP: 10.1.2.9 }
     // Anything else is translated in full.
     load(&mut store, &with_pods(&[&pending]).replace("clusterIP: 10.96.0.10", "clusterIP: 10.96.0.11"));
     assert!(matches!(translator.translate(store.snapshot()), translate::Output::Full(_)));
+}
+
+/// A TCP service of the waypoint's namespace, beside reviews' HTTP port.
+const TCP_SERVICE: &str = r#"---
+apiVersion: v1
+kind: Service
+metadata: { name: db, namespace: bookinfo }
+spec: { clusterIP: 10.96.0.20, ports: [{ name: tcp-db, port: 5432 }], selector: { app: db } }
+---
+apiVersion: v1
+kind: Service
+metadata: { name: waypoint, namespace: bookinfo, labels: { gateway.istio.io/managed: istio.io-mesh-controller } }
+spec: { clusterIP: 10.96.0.30, ports: [{ name: mesh, port: 15008 }], selector: { gateway.networking.k8s.io/gateway-name: waypoint } }
+"#;
+
+fn any<M: Message + Default + prost::Name>(a: &envoy_types::pb::google::protobuf::Any) -> M {
+    assert_eq!(a.type_url, M::type_url());
+    M::decode(a.value.as_slice()).unwrap()
+}
+
+/// The waypoint's resources have Istio's HBONE shape, field by field (what a real Envoy
+/// is checked to accept in tests/tests/envoy_interop.rs, and what weft-waypoint reads).
+#[test]
+fn waypoint_resources_have_istios_hbone_shape() {
+    use envoy_types::pb::envoy::{
+        config::{
+            cluster::v3::cluster::{ClusterDiscoveryType, DiscoveryType, LbConfig},
+            core::v3::{
+                address, envoy_internal_address::AddressNameSpecifier, socket_address::PortSpecifier,
+            },
+            endpoint::v3::lb_endpoint::HostIdentifier,
+            listener::v3::{Listener, filter::ConfigType, listener::ListenerSpecifier},
+        },
+        extensions::{
+            filters::{
+                http::set_filter_state::v3::Config as SetFilterState,
+                network::{
+                    http_connection_manager::v3::{
+                        HttpConnectionManager, http_connection_manager::RouteSpecifier, http_filter,
+                    },
+                    tcp_proxy::v3::{TcpProxy, tcp_proxy},
+                },
+            },
+            transport_sockets::{
+                internal_upstream::v3::InternalUpstreamTransport,
+                tls::v3::{
+                    DownstreamTlsContext, UpstreamTlsContext, common_tls_context::ValidationContextType,
+                },
+            },
+        },
+    };
+    let snap = translate(&format!("{MESH}{TCP_SERVICE}"));
+    let listeners: std::collections::HashMap<String, Listener> =
+        decoded(&snap, type_url::LISTENER).into_iter().collect();
+    let mut names: Vec<&str> = listeners.keys().map(String::as_str).collect();
+    names.sort_unstable();
+    assert_eq!(names, ["connect_originate", "connect_terminate", "main_internal"]);
+    let filter_config = |l: &Listener, chain: usize| match &l.filter_chains[chain].filters[0].config_type {
+        Some(ConfigType::TypedConfig(a)) => a.clone(),
+        other => panic!("{other:?}"),
+    };
+
+    // connect_terminate: :15008, mTLS with the SDS names, CONNECT to main_internal.
+    let term = &listeners["connect_terminate"];
+    let Some(address::Address::SocketAddress(sa)) = term.address.as_ref().unwrap().address.as_ref() else {
+        panic!("socket address")
+    };
+    assert_eq!(
+        (sa.address.as_str(), sa.port_specifier.clone()),
+        ("0.0.0.0", Some(PortSpecifier::PortValue(15008)))
+    );
+    let ts = term.filter_chains[0].transport_socket.as_ref().unwrap();
+    assert_eq!(ts.name, "envoy.transport_sockets.tls");
+    let Some(envoy_types::pb::envoy::config::core::v3::transport_socket::ConfigType::TypedConfig(tls)) =
+        &ts.config_type
+    else {
+        panic!("typed TLS")
+    };
+    let tls: DownstreamTlsContext = any(tls);
+    assert!(tls.require_client_certificate.unwrap().value);
+    let common = tls.common_tls_context.unwrap();
+    assert_eq!(common.alpn_protocols, ["h2"]);
+    assert_eq!(common.tls_certificate_sds_secret_configs[0].name, "default");
+    assert!(common.tls_certificate_sds_secret_configs[0].sds_config.is_none(), "static secrets");
+    let Some(ValidationContextType::CombinedValidationContext(v)) = &common.validation_context_type else {
+        panic!("combined validation")
+    };
+    assert_eq!(v.validation_context_sds_secret_config.as_ref().unwrap().name, "ROOTCA");
+    let hcm: HttpConnectionManager = any(&filter_config(term, 0));
+    assert!(hcm.http2_protocol_options.unwrap().allow_connect);
+    assert_eq!(hcm.upgrade_configs[0].upgrade_type, "CONNECT");
+    let Some(RouteSpecifier::RouteConfig(rc)) = &hcm.route_specifier else { panic!("inline routes") };
+    let Some(Action::Route(connect)) = &rc.virtual_hosts[0].routes[0].action else { panic!("route") };
+    assert_eq!(connect.cluster_specifier, Some(ClusterSpecifier::Cluster("main_internal".into())));
+    assert_eq!(connect.upgrade_configs[0].upgrade_type, "CONNECT");
+    let Some(http_filter::ConfigType::TypedConfig(sfs)) = &hcm.http_filters[0].config_type else { panic!() };
+    let sfs: SetFilterState = any(sfs);
+    assert_eq!(sfs.on_request_headers.len(), 1);
+    assert_eq!(hcm.http_filters[1].name, "envoy.filters.http.router");
+
+    // main_internal: one chain per service port, by VIP and port; HTTP by RDS, TCP by tcp_proxy.
+    let main = &listeners["main_internal"];
+    assert!(matches!(main.listener_specifier, Some(ListenerSpecifier::InternalListener(_))));
+    assert_eq!(main.listener_filters[0].name, "envoy.filters.listener.original_dst");
+    let chains: Vec<(&str, String, u32)> = main
+        .filter_chains
+        .iter()
+        .map(|c| {
+            let m = c.filter_chain_match.as_ref().unwrap();
+            let r = &m.prefix_ranges[0];
+            (
+                c.name.as_str(),
+                format!("{}/{}", r.address_prefix, r.prefix_len.unwrap().value),
+                m.destination_port.unwrap().value,
+            )
+        })
+        .collect();
+    assert_eq!(
+        chains,
+        [
+            ("inbound-vip|5432|tcp|db.bookinfo.svc.cluster.local", "10.96.0.20/32".into(), 5432),
+            ("inbound-vip|9080|http|reviews.bookinfo.svc.cluster.local", "10.96.0.10/32".into(), 9080),
+        ],
+        "the waypoint's own Service is served by no waypoint"
+    );
+    let hcm: HttpConnectionManager = any(&filter_config(main, 1));
+    let Some(RouteSpecifier::Rds(rds)) = &hcm.route_specifier else { panic!("RDS") };
+    assert_eq!(rds.route_config_name, "inbound-vip|9080|http|reviews.bookinfo.svc.cluster.local");
+    let tcp: TcpProxy = any(&filter_config(main, 0));
+    assert_eq!(
+        tcp.cluster_specifier,
+        Some(tcp_proxy::ClusterSpecifier::Cluster(
+            "inbound-vip|5432|tcp|db.bookinfo.svc.cluster.local".into()
+        ))
+    );
+
+    // connect_originate: a tunnel to the restored local address.
+    let orig: TcpProxy = any(&filter_config(&listeners["connect_originate"], 0));
+    assert_eq!(orig.tunneling_config.unwrap().hostname, "%DOWNSTREAM_LOCAL_ADDRESS%");
+
+    let clusters: std::collections::HashMap<String, Cluster> =
+        decoded(&snap, type_url::CLUSTER).into_iter().collect();
+    let c = &clusters["connect_originate"];
+    assert_eq!(c.cluster_discovery_type, Some(ClusterDiscoveryType::Type(DiscoveryType::OriginalDst as i32)));
+    assert_eq!(c.lb_policy, LbPolicy::ClusterProvided as i32);
+    let Some(LbConfig::OriginalDstLbConfig(od)) = &c.lb_config else { panic!("original_dst_lb_config") };
+    assert_eq!(od.upstream_port_override.unwrap().value, 15008);
+    assert_eq!(od.metadata_key.as_ref().unwrap().key, "envoy.filters.listener.original_dst");
+    let Some(envoy_types::pb::envoy::config::core::v3::transport_socket::ConfigType::TypedConfig(tls)) =
+        &c.transport_socket.as_ref().unwrap().config_type
+    else {
+        panic!()
+    };
+    let tls: UpstreamTlsContext = any(tls);
+    assert_eq!(tls.common_tls_context.unwrap().tls_certificate_sds_secret_configs[0].name, "default");
+    let v1 = &clusters["inbound-vip|9080|http/v1|reviews.bookinfo.svc.cluster.local"];
+    let ts = v1.transport_socket.as_ref().unwrap();
+    assert_eq!(ts.name, "envoy.transport_sockets.internal_upstream");
+    let Some(envoy_types::pb::envoy::config::core::v3::transport_socket::ConfigType::TypedConfig(iu)) =
+        &ts.config_type
+    else {
+        panic!()
+    };
+    let iu: InternalUpstreamTransport = any(iu);
+    assert_eq!(iu.passthrough_metadata[0].name, "envoy.filters.listener.original_dst");
+    assert!(clusters.contains_key("inbound-vip|5432|tcp|db.bookinfo.svc.cluster.local"));
+
+    // Endpoints: the enrolled pod through connect_originate with its address and identity;
+    // the pod that opted out of the mesh at its own address, in plaintext.
+    let cla: std::collections::HashMap<String, ClusterLoadAssignment> =
+        decoded(&snap, type_url::ENDPOINT).into_iter().collect();
+    let eps = &cla["inbound-vip|9080|http|reviews.bookinfo.svc.cluster.local"].endpoints[0].lb_endpoints;
+    let Some(HostIdentifier::Endpoint(e)) = &eps[0].host_identifier else { panic!() };
+    let Some(address::Address::EnvoyInternalAddress(internal)) = &e.address.as_ref().unwrap().address else {
+        panic!("internal address: {e:?}")
+    };
+    assert_eq!(
+        internal.address_name_specifier,
+        Some(AddressNameSpecifier::ServerListenerName("connect_originate".into()))
+    );
+    assert_eq!(internal.endpoint_id, "10.1.1.2:9080");
+    let meta = &eps[0].metadata.as_ref().unwrap().filter_metadata;
+    let string = |ns: &str, key: &str| match &meta[ns].fields[key].kind {
+        Some(envoy_types::pb::google::protobuf::value::Kind::StringValue(s)) => s.clone(),
+        other => panic!("{other:?}"),
+    };
+    assert_eq!(string("envoy.filters.listener.original_dst", "local"), "10.1.1.2:9080");
+    assert_eq!(string("weft", "identity"), "spiffe://cluster.local/ns/bookinfo/sa/reviews");
+    let Some(HostIdentifier::Endpoint(e)) = &eps[1].host_identifier else { panic!() };
+    assert!(
+        matches!(&e.address.as_ref().unwrap().address, Some(address::Address::SocketAddress(s)) if s.address == "10.1.2.2"),
+        "{e:?}"
+    );
+
+    // The same input encodes to the same bytes (no hash-ordered maps in what is pushed).
+    let again = translate(&format!("{MESH}{TCP_SERVICE}"));
+    assert_eq!(snap.resources[type_url::ENDPOINT], again.resources[type_url::ENDPOINT]);
+
+    // Agents learn that reviews goes through the waypoint, by its Service's hostname.
+    let addresses: Vec<(String, Address)> = decoded(&snap, type_url::ADDRESS);
+    let waypoint_of = |name: &str| {
+        addresses.iter().find_map(|(n, a)| match &a.r#type {
+            Some(weft_xds::istio::workload::address::Type::Service(s)) if n == name => {
+                Some(s.waypoint.clone())
+            }
+            _ => None,
+        })
+    };
+    let w = waypoint_of("bookinfo/reviews.bookinfo.svc.cluster.local").unwrap().expect("a waypoint");
+    assert_eq!(w.hbone_mtls_port, 15008);
+    assert!(
+        matches!(&w.destination, Some(weft_xds::istio::workload::gateway_address::Destination::Hostname(h))
+            if h.namespace == "bookinfo" && h.hostname == "waypoint.bookinfo.svc.cluster.local"),
+        "{w:?}"
+    );
+    assert_eq!(
+        waypoint_of("bookinfo/waypoint.bookinfo.svc.cluster.local"),
+        Some(None),
+        "a waypoint uses none"
+    );
 }

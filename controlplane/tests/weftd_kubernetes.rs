@@ -37,8 +37,13 @@ const REVIEWS_SERVICE: &str = "bookinfo/reviews.bookinfo.svc.cluster.local";
 const REVIEWS_V1: &str = "Kubernetes//Pod/bookinfo/reviews-v1";
 const REVIEWS_V2: &str = "Kubernetes//Pod/bookinfo/reviews-v2";
 
+/// Istio's name for a waypoint's cluster (and, for the service, its route configuration).
 fn cluster(subset: &str) -> String {
-    format!("outbound|9080|{subset}|{REVIEWS}")
+    if subset.is_empty() {
+        format!("inbound-vip|9080|http|{REVIEWS}")
+    } else {
+        format!("inbound-vip|9080|http/{subset}|{REVIEWS}")
+    }
 }
 
 /// weftd watching the fake API server (see `LoopbackWeftd`), ready, with the root it
@@ -177,7 +182,7 @@ fn workloads(held: &Held) -> BTreeMap<String, Workload> {
 /// The (cluster, weight) pairs of the reviews virtual host's weighted route.
 fn weights(held: &Held) -> Option<Vec<(String, u32)>> {
     let routes = decoded::<RouteConfiguration>(held, type_url::ROUTE);
-    let host = routes.get("waypoint_http")?.virtual_hosts.iter().find(|v| v.name == REVIEWS)?.clone();
+    let host = routes.get(&cluster(""))?.virtual_hosts.first()?.clone();
     host.routes.iter().find_map(|r| match &r.action {
         Some(Action::Route(a)) => match &a.cluster_specifier {
             Some(ClusterSpecifier::WeightedClusters(w)) => Some(
@@ -192,7 +197,8 @@ fn weights(held: &Held) -> Option<Vec<(String, u32)>> {
     })
 }
 
-/// `ip:port` of each endpoint of a cluster.
+/// `ip:port` of each endpoint of a cluster (an enrolled pod's, reached over HBONE, is the
+/// internal address's endpoint id).
 fn endpoints(held: &Held, cluster: &str) -> Vec<String> {
     let all = decoded::<ClusterLoadAssignment>(held, type_url::ENDPOINT);
     let Some(cla) = all.get(cluster) else { return Vec::new() };
@@ -206,6 +212,7 @@ fn endpoints(held: &Held, cluster: &str) -> Vec<String> {
                     Some(PortSpecifier::PortValue(port)) => Some(format!("{}:{port}", s.address)),
                     _ => None,
                 },
+                address::Address::EnvoyInternalAddress(internal) => Some(internal.endpoint_id.clone()),
                 _ => None,
             },
             _ => None,
@@ -340,23 +347,26 @@ async fn weftd_serves_agents_and_waypoints_from_kubernetes() {
     });
     let clusters = [cluster(""), cluster("v1"), cluster("v2")];
     waypoint
-        .until("listener, route, 3 clusters and their endpoints", |h| {
+        .until("listeners, route, 3 clusters (and HBONE's 2) and their endpoints", |h| {
             let mut want = clusters.to_vec();
             want.sort();
-            names(h, type_url::LISTENER) == ["waypoint_http"]
-                && names(h, type_url::ROUTE) == ["waypoint_http"]
-                && names(h, type_url::CLUSTER) == want
+            let mut all_clusters =
+                [&want[..], &["connect_originate".into(), "main_internal".into()]].concat();
+            all_clusters.sort();
+            names(h, type_url::LISTENER) == ["connect_originate", "connect_terminate", "main_internal"]
+                && names(h, type_url::ROUTE) == [cluster("")]
+                && names(h, type_url::CLUSTER) == all_clusters
                 && names(h, type_url::ENDPOINT) == want
         })
         .await;
-    let listener = &decoded::<Listener>(&waypoint.held, type_url::LISTENER)["waypoint_http"];
-    assert_eq!(listener.name, "waypoint_http");
+    let listener = &decoded::<Listener>(&waypoint.held, type_url::LISTENER)["connect_terminate"];
+    assert_eq!(listener.name, "connect_terminate");
     let Some(address::Address::SocketAddress(socket)) =
         listener.address.as_ref().and_then(|a| a.address.as_ref())
     else {
         panic!("a socket address: {listener:#?}")
     };
-    assert_eq!(socket.port_specifier, Some(PortSpecifier::PortValue(15080)));
+    assert_eq!(socket.port_specifier, Some(PortSpecifier::PortValue(15008)));
     for (name, c) in decoded::<Cluster>(&waypoint.held, type_url::CLUSTER) {
         assert_eq!(c.name, name);
     }

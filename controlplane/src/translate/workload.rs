@@ -13,7 +13,8 @@ use crate::config::{
 use std::{collections::HashMap, net::IpAddr};
 use weft_xds::{
     istio::workload::{
-        Address, NetworkAddress, Port, PortList, TunnelProtocol, Workload, WorkloadStatus, address,
+        Address, GatewayAddress, NamespacedHostname, NetworkAddress, Port, PortList, TunnelProtocol,
+        Workload, WorkloadStatus, address, gateway_address,
     },
     server::{Scope, ScopedResource},
 };
@@ -156,6 +157,7 @@ pub fn addresses(cfg: &ConfigSnapshot, opts: &Options) -> Vec<ScopedResource> {
                 .iter()
                 .map(|p| Port { service_port: p.port as u32, target_port: target_port(p, None) })
                 .collect(),
+            waypoint: waypoint(cfg, svc, opts),
             ..Default::default()
         };
         let name = format!("{}/{hostname}", svc.metadata.namespace);
@@ -171,6 +173,23 @@ pub fn addresses(cfg: &ConfigSnapshot, opts: &Options) -> Vec<ScopedResource> {
         out.push(resource(w.uid.clone(), Address { r#type: Some(address::Type::Workload(w)) }));
     }
     out
+}
+
+/// The waypoint a service's traffic must go through (its `istio.io/use-waypoint`, when
+/// that names an existing waypoint): the waypoint's Service by hostname, on HBONE's port,
+/// as istiod tells ztunnel. The agent resolves it to a healthy pod of that Service.
+fn waypoint(cfg: &ConfigSnapshot, svc: &Service, opts: &Options) -> Option<GatewayAddress> {
+    let (namespace, name) = super::envoy::waypoint_of(cfg, svc)?;
+    if !super::envoy::is_waypoint(cfg, namespace, name) {
+        return None;
+    }
+    Some(GatewayAddress {
+        destination: Some(gateway_address::Destination::Hostname(NamespacedHostname {
+            namespace: namespace.to_owned(),
+            hostname: format!("{name}.{namespace}.svc.{}", opts.domain_suffix),
+        })),
+        hbone_mtls_port: super::envoy::HBONE_PORT,
+    })
 }
 
 /// A pod's workload uid, as istiod names it: `<cluster>//Pod/<namespace>/<name>`.

@@ -74,7 +74,14 @@ fn emit(
             pack(&RouteConfiguration { name: route_name, virtual_hosts, ..Default::default() }),
         );
     }
-    // The services routed to, with their DestinationRules, become clusters as for a waypoint.
+    // The services routed to, with their DestinationRules, become clusters as for a waypoint,
+    // reaching mesh pods over HBONE through `connect_originate` as Istio's gateways do.
+    if !backends.is_empty() {
+        let l = listener::connect_originate();
+        push(out, type_url::LISTENER, l.name.clone(), pack(&l));
+        let c = super::cluster::connect_originate();
+        push(out, type_url::CLUSTER, c.name.clone(), pack(&c));
+    }
     let served: Vec<Served<'_>> = cfg
         .services
         .iter()
@@ -89,8 +96,8 @@ fn emit(
     for c in super::cluster::clusters(&served) {
         push(out, type_url::CLUSTER, c.name.clone(), pack(&c));
     }
-    for cla in super::cluster::load_assignments(&served, endpoints) {
-        push(out, type_url::ENDPOINT, cla.cluster_name.clone(), pack(&cla));
+    for cla in super::cluster::load_assignments(cfg, opts, &served, endpoints) {
+        push(out, type_url::ENDPOINT, cla.cluster_name.clone(), super::cluster::pack_load_assignment(&cla));
     }
 }
 

@@ -1,25 +1,32 @@
 //! Standard Envoy v3 resources for waypoints (and, `gateway.rs`, ingress/egress
-//! gateways): what a waypoint (Weft's, or a stock Envoy
-//! standing in for it) needs to carry the L7 traffic of the services that use it.
+//! gateways): what a waypoint (Weft's, or a stock Envoy standing in for it) needs to carry
+//! the traffic of the services that use it, in the shape istiod gives its waypoints
+//! (pilot's `listener_waypoint.go`, `cluster_waypoint.go`), so that a stock Envoy fed by
+//! weftd is a waypoint and Weft's waypoint understands what istiod would send.
 //!
 //! A waypoint is a Gateway API `Gateway` of class `istio-waypoint`. A service uses it
 //! when the service or its namespace carries `istio.io/use-waypoint: <name>` (and
 //! `istio.io/use-waypoint-namespace` if the waypoint lives elsewhere), as in Istio
-//! ambient. Resources for a waypoint are scoped to proxies of the waypoint's namespace.
+//! ambient. Resources for a waypoint are scoped to proxies of the waypoint's namespace:
 //!
-//! - `listener.rs`: one plain-HTTP listener on [`WAYPOINT_HTTP_PORT`] (HBONE termination
-//!   arrives with mTLS), routes by Host from RDS;
-//! - `route.rs`: one virtual host per service, routes from the VirtualService bound to
-//!   it (or, `httproute.rs`, an HTTPRoute attached to it), or a default route;
+//! - `listener.rs`: `connect_terminate` (HBONE in, :15008), the internal listener
+//!   `main_internal` with one filter chain per service VIP and port (HTTP with RDS, or
+//!   TCP), and `connect_originate` (HBONE out); the drawing of the whole way is there;
+//! - `route.rs`: one RouteConfiguration per HTTP service port, named like its cluster,
+//!   with the routes of the VirtualService bound to the host (or, `httproute.rs`, an
+//!   HTTPRoute attached to it), or a default route;
 //! - `cluster.rs`: a cluster per service port and DestinationRule subset, named as Istio
-//!   names them (`outbound|9080|v1|reviews.bookinfo.svc.cluster.local`), with their
-//!   endpoints (EDS).
+//!   names a waypoint's (`inbound-vip|9080|http/v1|reviews.bookinfo.svc.cluster.local`),
+//!   with their endpoints (EDS), and the fixed `main_internal` and `connect_originate`;
+//! - `protocol.rs`: which ports are HTTP; `tls.rs`: HBONE's mTLS settings.
 
 mod cluster;
 mod gateway;
 mod httproute;
 mod listener;
+mod protocol;
 mod route;
+mod tls;
 
 use super::{Options, workload};
 use crate::config::{
@@ -32,14 +39,25 @@ use weft_xds::{
     type_url,
 };
 
-/// Port of the waypoint's plain-HTTP listener.
-pub const WAYPOINT_HTTP_PORT: u32 = 15080;
-/// Names of the waypoint's listener and route configuration.
-pub const WAYPOINT_LISTENER: &str = "waypoint_http";
-pub const WAYPOINT_ROUTE: &str = "waypoint_http";
+pub use protocol::PortProtocol;
+
+/// HBONE's port: where `connect_terminate` listens, and where endpoints are reached.
+pub const HBONE_PORT: u32 = 15008;
+/// The waypoint's HBONE listener (Istio's name).
+pub const CONNECT_TERMINATE: &str = "connect_terminate";
+/// The internal listener (and the cluster reaching it) that dispatches by VIP:PORT.
+pub const MAIN_INTERNAL: &str = "main_internal";
+/// The internal listener (and the cluster behind it) that originates HBONE.
+pub const CONNECT_ORIGINATE: &str = "connect_originate";
+/// Istio's `OriginalDstMetadataKey`: the endpoint metadata (key `local`) and filter state
+/// (`.local_ip`) the original_dst listener filter restores a local address from.
+pub const ORIGINAL_DST_KEY: &str = "envoy.filters.listener.original_dst";
 
 const USE_WAYPOINT: &str = "istio.io/use-waypoint";
 const USE_WAYPOINT_NAMESPACE: &str = "istio.io/use-waypoint-namespace";
+/// Marks a waypoint's own Service (Istio's `gateway.istio.io/managed`), which uses no waypoint.
+const GATEWAY_MANAGED: &str = "gateway.istio.io/managed";
+const MANAGED_BY_MESH_CONTROLLER: &str = "istio.io-mesh-controller";
 pub(crate) const WAYPOINT_CLASSES: [&str; 2] = ["istio-waypoint", "weft-waypoint"];
 
 /// A service a waypoint carries, with what translation needs about it.
@@ -96,9 +114,48 @@ impl<'a> HostIndex<'a> {
     }
 }
 
-/// `outbound|PORT|SUBSET|HOST`, Istio's cluster naming.
+/// `inbound-vip|PORT|http|HOST`, or `inbound-vip|PORT|http/SUBSET|HOST` for a subset:
+/// Istio's name for a waypoint's cluster of an HTTP service port, which routes name.
 pub(crate) fn cluster_name(port: u32, subset: &str, host: &str) -> String {
-    format!("outbound|{port}|{subset}|{host}")
+    cluster_name_for("http", port, subset, host)
+}
+
+/// Istio's waypoint cluster name for a port carried as `kind` (`http` or `tcp`).
+pub(crate) fn cluster_name_for(kind: &str, port: u32, subset: &str, host: &str) -> String {
+    if subset.is_empty() {
+        format!("inbound-vip|{port}|{kind}|{host}")
+    } else {
+        format!("inbound-vip|{port}|{kind}/{subset}|{host}")
+    }
+}
+
+/// The waypoint (namespace, name) a service's traffic goes through, by its own
+/// `istio.io/use-waypoint` label or else its namespace's, as Istio's
+/// `fetchWaypointForService`: `none` opts out, and a waypoint's own Service uses none.
+/// Whether that waypoint exists is the caller's question.
+pub(crate) fn waypoint_of<'a>(cfg: &'a ConfigSnapshot, svc: &'a Service) -> Option<(&'a str, &'a str)> {
+    let svc_ns = svc.metadata.namespace.as_str();
+    if svc.metadata.labels.get(GATEWAY_MANAGED).is_some_and(|v| v == MANAGED_BY_MESH_CONTROLLER) {
+        return None;
+    }
+    // The service's own label wins over its namespace's.
+    let labels = if svc.metadata.labels.contains_key(USE_WAYPOINT) {
+        &svc.metadata.labels
+    } else {
+        &cfg.namespaces.get("", svc_ns)?.metadata.labels
+    };
+    let name = labels.get(USE_WAYPOINT)?.as_str();
+    if name.is_empty() || name == "none" {
+        return None;
+    }
+    Some((labels.get(USE_WAYPOINT_NAMESPACE).map_or(svc_ns, String::as_str), name))
+}
+
+/// Whether `namespace/name` is a waypoint (a Gateway of a waypoint class).
+pub(crate) fn is_waypoint(cfg: &ConfigSnapshot, namespace: &str, name: &str) -> bool {
+    cfg.kubernetes_gateways
+        .get(namespace, name)
+        .is_some_and(|gw| WAYPOINT_CLASSES.contains(&gw.spec.gateway_class_name.as_str()))
 }
 
 fn served_by<'a>(
@@ -110,19 +167,7 @@ fn served_by<'a>(
 ) -> Vec<Served<'a>> {
     cfg.services
         .iter()
-        .filter(|svc| {
-            let svc_ns = &svc.metadata.namespace;
-            let namespace_labels = cfg.namespaces.get("", svc_ns).map(|n| &n.metadata.labels);
-            // The service's own label wins over its namespace's.
-            let labels = if svc.metadata.labels.contains_key(USE_WAYPOINT) {
-                Some(&svc.metadata.labels)
-            } else {
-                namespace_labels
-            };
-            let Some(labels) = labels else { return false };
-            let waypoint_ns = labels.get(USE_WAYPOINT_NAMESPACE).unwrap_or(svc_ns);
-            labels.get(USE_WAYPOINT).is_some_and(|w| w == name) && waypoint_ns == ns
-        })
+        .filter(|svc| waypoint_of(cfg, svc) == Some((ns, name)))
         .map(|svc| {
             let hostname = workload::service_hostname(svc, opts);
             let destination_rule = hosts.destination_rule(&hostname);
@@ -130,6 +175,24 @@ fn served_by<'a>(
             Served { service: svc, hostname, destination_rule, virtual_service }
         })
         .collect()
+}
+
+/// The route configuration of one HTTP service port: the service's routes, under one
+/// virtual host that takes any Host (the filter chain already chose the service, by the
+/// VIP:PORT the client dialled), named as Istio names it.
+fn port_routes(
+    cfg: &ConfigSnapshot,
+    name: &str,
+    served: &Served<'_>,
+    port: u32,
+    ports: &route::Ports,
+) -> envoy_types::pb::envoy::config::route::v3::RouteConfiguration {
+    let mut rc = route::configuration(cfg, name, std::slice::from_ref(served), ports);
+    for vh in &mut rc.virtual_hosts {
+        vh.name = format!("inbound|http|{port}");
+        vh.domains = vec!["*".into()];
+    }
+    rc
 }
 
 /// Every waypoint's resources, each scoped to its namespace.
@@ -152,23 +215,48 @@ pub fn resources(cfg: &ConfigSnapshot, opts: &Options) -> Vec<(&'static str, Sco
         let mut push = |type_url: &'static str, name: String, any: weft_xds::Any| {
             out.push((type_url, ScopedResource::new(name, scope.clone(), any)));
         };
-        push(
-            type_url::LISTENER,
-            WAYPOINT_LISTENER.into(),
-            weft_xds::istio::pack(&listener::http(WAYPOINT_LISTENER, WAYPOINT_HTTP_PORT, WAYPOINT_ROUTE)),
-        );
-        push(
-            type_url::ROUTE,
-            WAYPOINT_ROUTE.into(),
-            weft_xds::istio::pack(&route::configuration(cfg, WAYPOINT_ROUTE, &served, &ports)),
-        );
-        for c in cluster::clusters(&served) {
+        // One filter chain and, for HTTP, one route configuration per service port.
+        let mut chains: Vec<(String, Vec<std::net::IpAddr>, u32, PortProtocol)> = Vec::new();
+        for s in &served {
+            let vips = s.service.cluster_ips();
+            if vips.is_empty() {
+                continue; // headless: no VIP a client could dial
+            }
+            for (port, protocol) in cluster::carried_ports(s) {
+                let port = port.port as u32;
+                let name = cluster_name_for(protocol.cluster_kind(), port, "", &s.hostname);
+                if protocol.is_http() {
+                    let rc = port_routes(cfg, &name, s, port, &ports);
+                    push(type_url::ROUTE, name.clone(), weft_xds::istio::pack(&rc));
+                }
+                chains.push((name, vips.clone(), port, protocol));
+            }
+        }
+        let chains: Vec<listener::Chain<'_>> = chains
+            .iter()
+            .map(|(name, vips, port, protocol)| listener::Chain {
+                name,
+                vips,
+                port: *port,
+                http: protocol.is_http(),
+                http2: *protocol == PortProtocol::Http2,
+            })
+            .collect();
+        for l in
+            [listener::connect_terminate(), listener::main_internal(&chains), listener::connect_originate()]
+        {
+            push(type_url::LISTENER, l.name.clone(), weft_xds::istio::pack(&l));
+        }
+        for c in [cluster::main_internal(), cluster::connect_originate()]
+            .into_iter()
+            .chain(cluster::clusters(&served))
+        {
             let name = c.name.clone();
             push(type_url::CLUSTER, name, weft_xds::istio::pack(&c));
         }
-        for cla in cluster::load_assignments(&served, &endpoints) {
+        for cla in cluster::load_assignments(cfg, opts, &served, &endpoints) {
             let name = cla.cluster_name.clone();
-            push(type_url::ENDPOINT, name, weft_xds::istio::pack(&cla));
+            push(type_url::ENDPOINT, name, cluster::pack_load_assignment(&cla));
         }
     }
     out.extend(gateway::resources(cfg, opts, &hosts, &ports, &endpoints));
@@ -194,8 +282,8 @@ pub(crate) fn service_load_assignments(
     let endpoints = HashMap::from([((svc.metadata.namespace.clone(), svc.metadata.name.clone()), pods)]);
     let destination_rule = hosts.destination_rule(&hostname);
     let served = [Served { service: svc, hostname, destination_rule, virtual_service: None }];
-    cluster::load_assignments(&served, &endpoints)
+    cluster::load_assignments(cfg, opts, &served, &endpoints)
         .into_iter()
-        .map(|cla| (cla.cluster_name.clone(), weft_xds::istio::pack(&cla)))
+        .map(|cla| (cla.cluster_name.clone(), cluster::pack_load_assignment(&cla)))
         .collect()
 }
