@@ -656,3 +656,21 @@ fn waypoint_resources_have_istios_hbone_shape() {
         "a waypoint uses none"
     );
 }
+
+/// A waypoint no service uses yet: no `main_internal` listener, which would have no filter
+/// chain (Envoy refuses those, checked with `envoy --mode validate`), the rest as usual.
+#[test]
+fn a_waypoint_without_services_gets_no_empty_listener() {
+    let yaml = MESH.replace("istio.io/use-waypoint: waypoint", "istio.io/use-waypoint: elsewhere");
+    let snap = translate(&yaml);
+    let mut listeners: Vec<String> =
+        decoded::<envoy_types::pb::envoy::config::listener::v3::Listener>(&snap, type_url::LISTENER)
+            .into_iter()
+            .map(|(n, l)| {
+                assert!(!l.filter_chains.is_empty(), "{n} has no filter chain");
+                n
+            })
+            .collect();
+    listeners.sort();
+    assert_eq!(listeners, ["connect_originate", "connect_terminate"]);
+}

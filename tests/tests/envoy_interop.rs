@@ -36,14 +36,14 @@ const WAYPOINT_ID: &str = "spiffe://cluster.local/ns/bookinfo/sa/waypoint";
 /// Sent in a header of every request of the captured run: never readable on a node link.
 const MARKER: &str = "weft-waypoint-marker-7c1e5a90";
 
-/// The reviews Service (an HTTP port, by name), the waypoint (a Gateway, and the Service
+/// The reviews Service (an HTTP port and a TCP one, by name), the waypoint (a Gateway, and the Service
 /// Istio makes for it, marked as the mesh controller's), and the reviews subsets.
 const MESH: &str = r#"apiVersion: v1
 kind: Service
 metadata: { name: reviews, namespace: bookinfo }
 spec:
   clusterIP: 198.19.0.10
-  ports: [{ name: http, port: 9080, targetPort: 9080 }]
+  ports: [{ name: http, port: 9080, targetPort: 9080 }, { name: tcp-echo, port: 9081, targetPort: 9080 }]
   selector: { app: reviews }
 ---
 apiVersion: gateway.networking.k8s.io/v1
@@ -181,6 +181,11 @@ fn assert_envoy_accepted_everything(envoy: &Envoy) -> Result<()> {
     for stat in ["listener_manager.lds.update_rejected", "cluster_manager.cds.update_rejected"] {
         assert_eq!(envoy.stat(stat)?, 0, "{stat}:\n{}", envoy.stderr());
     }
+    // Every other xDS subscription too (RDS per route configuration, EDS per cluster).
+    let (_, stats) = envoy.admin("/stats?filter=update_rejected")?;
+    let rejected: Vec<&str> = stats.lines().filter(|l| !l.ends_with(": 0")).collect();
+    assert!(stats.contains("rds.inbound-vip|9080|http|"), "RDS subscriptions have stats:\n{stats}");
+    assert!(rejected.is_empty(), "rejected updates: {rejected:?}\n{}", envoy.stderr());
     let dump = envoy.config_dump()?.to_string();
     for name in [
         "connect_terminate",
@@ -353,6 +358,11 @@ fn envoy_waypoint_over_delta_ads_routes_by_header_and_answers_503_for_an_undefin
     assert_eq!(r["statuses"]["503"], 5, "{r}");
     let (_, syncz) = weftd.get("/debug/syncz")?;
     assert!(syncz.contains("delta") || syncz.contains("Delta"), "{syncz}");
+
+    // A TCP port (named tcp-…) goes through the waypoint's TCP chain, bytes intact.
+    let r = scenario::echo(&client, &format!("{VIP}:9081"), 256 * 1024)?;
+    assert!(r.ok(), "{r:?}\n{}", envoy.stderr());
+    assert!(envoy.stat(&format!("cluster.inbound-vip|9081|tcp|{HOST}.upstream_cx_total"))? >= 1);
     assert!(
         agents[1].metric(
             "istio_tcp_connections_opened_total",

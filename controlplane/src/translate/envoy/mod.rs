@@ -242,8 +242,13 @@ pub fn resources(cfg: &ConfigSnapshot, opts: &Options) -> Vec<(&'static str, Sco
                 http2: *protocol == PortProtocol::Http2,
             })
             .collect();
-        for l in
-            [listener::connect_terminate(), listener::main_internal(&chains), listener::connect_originate()]
+        // Envoy refuses a listener without filter chains ("no filter chains specified"),
+        // so a waypoint no service uses yet gets no main_internal: HBONE to it finds
+        // nothing to serve and is closed.
+        let main_internal = (!chains.is_empty()).then(|| listener::main_internal(&chains));
+        for l in [Some(listener::connect_terminate()), main_internal, Some(listener::connect_originate())]
+            .into_iter()
+            .flatten()
         {
             push(type_url::LISTENER, l.name.clone(), weft_xds::istio::pack(&l));
         }
