@@ -15,11 +15,18 @@
 //!   names them (`outbound|9080|v1|reviews.bookinfo.svc.cluster.local`), with their
 //!   endpoints (EDS).
 
+pub mod authorization;
 mod cluster;
+mod delegate;
+mod fault;
 mod gateway;
+mod hash;
 mod httproute;
 mod listener;
+mod retry;
 mod route;
+pub mod route_match;
+mod traffic_policy;
 
 use super::{Options, workload};
 use crate::config::{
@@ -160,7 +167,7 @@ pub fn resources(cfg: &ConfigSnapshot, opts: &Options) -> Vec<(&'static str, Sco
         push(
             type_url::ROUTE,
             WAYPOINT_ROUTE.into(),
-            weft_xds::istio::pack(&route::configuration(cfg, WAYPOINT_ROUTE, &served, &ports)),
+            weft_xds::istio::pack(&route::configuration(cfg, &hosts, ns, WAYPOINT_ROUTE, &served, &ports)),
         );
         for c in cluster::clusters(&served) {
             let name = c.name.clone();
