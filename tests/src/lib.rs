@@ -13,6 +13,8 @@
 //! - [`wire`]: a tcpdump capture on a bed interface and what crossed it (TCP flows, TLS).
 //! - [`certs`] and [`probe`]: certificates a test mints (weftd's CA or another) and
 //!   `weft-hbone-probe`, an HBONE client or server presenting them.
+//! - [`route_conformance`]: weftd's waypoint translation of some YAML run by a real Envoy as
+//!   static config against local test backends (no network namespaces).
 //! - [`benchmark`]: `cargo xtask bench`'s measurements; [`demo`]: `cargo xtask demo`.
 //!
 //! The tiers of Weft's tests and how to run them are in `tests/README.md`.
@@ -30,6 +32,7 @@ pub mod kubeapi;
 pub mod logs;
 pub mod meshconfig;
 pub mod probe;
+pub mod route_conformance;
 pub mod scenario;
 pub mod testapp;
 pub mod weftd;
