@@ -10,10 +10,16 @@
 //! - `listener.rs`: one plain-HTTP listener on [`WAYPOINT_HTTP_PORT`] (HBONE termination
 //!   arrives with mTLS), routes by Host from RDS;
 //! - `route.rs`: one virtual host per service, routes from the VirtualService bound to
-//!   it (or, `httproute.rs`, an HTTPRoute attached to it), or a default route;
+//!   it (or, `httproute.rs`, the HTTPRoutes attached to it), or a default route, each rule
+//!   as Istio's translation makes it: `route_match.rs` (matches, source conditions),
+//!   `retry.rs`, `fault.rs`, `hash.rs` (consistent-hash route policies), `delegate.rs`
+//!   (VirtualService delegation merged);
 //! - `cluster.rs`: a cluster per service port and DestinationRule subset, named as Istio
 //!   names them (`outbound|9080|v1|reviews.bookinfo.svc.cluster.local`), with their
-//!   endpoints (EDS).
+//!   endpoints (EDS); `traffic_policy.rs` applies the DestinationRule (subset merged over
+//!   the rule, as Istio merges them);
+//! - `authorization.rs`: L7 AuthorizationPolicy as the RBAC HTTP filters of a service's
+//!   connection manager.
 
 pub mod authorization;
 mod cluster;
