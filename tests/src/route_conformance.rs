@@ -278,8 +278,10 @@ impl Conformance {
             backends.insert(pod.metadata.name.clone(), backend);
         }
 
+        // The service clusters (EDS); the HBONE plumbing clusters are not this tier's.
         let static_clusters = clusters
             .into_iter()
+            .filter(|c| c.eds_cluster_config.is_some())
             .map(|mut c| {
                 let eds_name =
                     c.eds_cluster_config.as_ref().map(|e| e.service_name.clone()).unwrap_or_default();

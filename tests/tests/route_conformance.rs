@@ -649,3 +649,76 @@ spec:
     assert!(ok >= 1 && overflow >= 4, "ok {ok}, overflow {overflow}");
     Ok(())
 }
+
+/// route.go `ConsistentHashToHashPolicy`: a cookie with a ttl makes Envoy set the cookie
+/// when the client has none, and requests carrying it stick to one pod.
+#[test]
+fn consistent_hash_cookie_is_generated_and_sticky() -> Result<()> {
+    let c = start(
+        r#"
+---
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: { name: reviews, namespace: bookinfo }
+spec:
+  host: reviews
+  trafficPolicy: { loadBalancer: { consistentHash: { httpCookie: { name: session, path: /, ttl: 60s } } } }
+"#,
+    )?;
+    let first = c.get(REVIEWS, "/", &[])?;
+    let cookie = first.header("set-cookie").expect("Envoy sets the hash cookie").to_owned();
+    assert!(
+        cookie.starts_with("session=") && cookie.contains("Max-Age=60") && cookie.contains("Path=/"),
+        "{cookie}"
+    );
+    let value = cookie.split(';').next().unwrap_or_default().to_owned();
+    let pod = c.get(REVIEWS, "/", &[("cookie", &value)])?.pod().map(str::to_owned);
+    for _ in 0..10 {
+        assert_eq!(c.get(REVIEWS, "/", &[("cookie", &value)])?.pod().map(str::to_owned), pod);
+    }
+    Ok(())
+}
+
+/// retry.go: perTryTimeout bounds each attempt, and a timed-out attempt is retried on
+/// gateway-error; the client gets 504 after attempts + 1 tries.
+#[test]
+fn per_try_timeout_retries_then_504() -> Result<()> {
+    let c = start(
+        &(SUBSETS.to_owned()
+            + &vs(r#"    - route: [{ destination: { host: reviews, subset: v1 } }]
+      retries: { attempts: 2, perTryTimeout: 0.2s, retryOn: gateway-error }
+"#)),
+    )?;
+    let b = c.backend("reviews-v1");
+    b.delay(std::time::Duration::from_secs(1));
+    assert_eq!(c.get(REVIEWS, "/", &[])?.status, 504);
+    assert_eq!(b.hits(), 3, "one try and two retries");
+    Ok(())
+}
+
+/// route.go `TranslateFault`: a delay applies to its percentage of requests only — 100 %
+/// delays every request, none without a percentage (Envoy's fault statistics count them).
+#[test]
+fn fault_delay_percentages() -> Result<()> {
+    let c = start(
+        &(SUBSETS.to_owned()
+            + &vs(r#"    - match: [{ headers: { x-case: { exact: all } } }]
+      fault: { delay: { fixedDelay: 0.1s, percentage: { value: 100 } } }
+      route: [{ destination: { host: reviews, subset: v1 } }]
+    - fault: { delay: { fixedDelay: 0.1s } }
+      route: [{ destination: { host: reviews, subset: v1 } }]
+"#)),
+    )?;
+    let stat = "http.reviews.bookinfo.svc.cluster.local.fault.delays_injected";
+    for _ in 0..5 {
+        assert_eq!(c.get(REVIEWS, "/", &[])?.status, 200);
+    }
+    assert_eq!(c.stat(stat)?, 0, "no percentage: no delay");
+    for _ in 0..5 {
+        let t = std::time::Instant::now();
+        assert_eq!(c.get(REVIEWS, "/", &[("x-case", "all")])?.status, 200);
+        assert!(t.elapsed() >= std::time::Duration::from_millis(100), "delayed at least the fixed delay");
+    }
+    assert_eq!(c.stat(stat)?, 5);
+    Ok(())
+}

@@ -185,14 +185,12 @@ fn apply_connection_pool(c: &mut Cluster, pool: &ConnectionPoolSettings, http2: 
 fn apply_outlier_detection(c: &mut Cluster, o: Option<&DrOutlier>) {
     let Some(o) = o else { return };
     let mut out = OutlierDetection { enforcing_success_rate: u32v(0), ..Default::default() };
-    // The deprecated consecutiveErrors means gateway errors, as in Istio's validation.
-    let five = o.consecutive5xx_errors;
-    let gateway = o.consecutive_gateway_errors.or(o.consecutive_errors.map(|v| v.max(0) as u32));
-    if let Some(v) = five {
+    // The deprecated consecutiveErrors is ignored, as Istio's applyOutlierDetection does.
+    if let Some(v) = o.consecutive5xx_errors {
         out.consecutive_5xx = u32v(v);
         out.enforcing_consecutive_5xx = u32v(if v > 0 { 100 } else { 0 });
     }
-    if let Some(v) = gateway {
+    if let Some(v) = o.consecutive_gateway_errors {
         out.consecutive_gateway_failure = u32v(v);
         out.enforcing_consecutive_gateway_failure = u32v(if v > 0 { 100 } else { 0 });
     }
