@@ -549,9 +549,12 @@ pub(crate) fn service_routes(cfg: &ConfigSnapshot, ctx: &Context<'_>, s: &Served
 /// Host (the chain was already chosen by the service VIP), clusters not validated (a
 /// missing cluster answers 503, or 500 for an HTTPRoute, instead of rejecting the
 /// configuration).
-#[expect(
-    dead_code,
-    reason = "for the per-service-port listener shape (CONTRACT.md item 4), wired in with it"
+#[cfg_attr(
+    not(test),
+    expect(
+        dead_code,
+        reason = "for the per-service-port listener shape (CONTRACT.md item 4), wired in with it"
+    )
 )]
 pub(crate) fn inbound_configuration(
     cfg: &ConfigSnapshot,
@@ -654,4 +657,76 @@ pub(crate) fn routes_of(vs: &VirtualService, r: &HttpRoute, ports: &Ports, suffi
         host: "",
     };
     http_routes(&ctx, &[(r, vs.metadata.namespace.as_str())], &vs_name(vs), false)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{
+        config::{ConfigStore, SourceId},
+        source::file::FileSource,
+        translate::Options,
+    };
+
+    const YAML: &str = r#"apiVersion: v1
+kind: Namespace
+metadata: { name: bookinfo, labels: { istio.io/use-waypoint: waypoint } }
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: Gateway
+metadata: { name: waypoint, namespace: bookinfo }
+spec: { gatewayClassName: istio-waypoint, listeners: [{ name: mesh, port: 15008, protocol: HBONE }] }
+---
+apiVersion: v1
+kind: Service
+metadata: { name: reviews, namespace: bookinfo }
+spec: { clusterIP: 10.96.0.10, ports: [{ name: http, port: 9080 }, { name: admin, port: 9090 }], selector: { app: reviews } }
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: { name: reviews, namespace: bookinfo }
+spec:
+  hosts: [reviews]
+  http:
+    - match: [{ port: 9090 }]
+      route: [{ destination: { host: reviews } }]
+"#;
+
+    /// The per-service-port RouteConfiguration of the HBONE waypoint shape: one `*` virtual
+    /// host named `inbound|http|PORT`, routes for that port only (`match.port`), a
+    /// destination without port going to the listener's port, and Istio's default route
+    /// where no route is left for the port.
+    #[test]
+    fn inbound_configuration_is_per_service_port() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("mesh.yaml"), YAML).unwrap();
+        let mut store = ConfigStore::new();
+        store.apply_all(SourceId::File, FileSource::read_once(dir.path()).unwrap());
+        let cfg = store.snapshot();
+        let opts = Options::default();
+        let hosts = HostIndex::new(&cfg, &opts);
+        let served = super::super::served_by(&cfg, &opts, &hosts, "bookinfo", "waypoint");
+        let ports = Ports::new();
+        let rc = |port| {
+            inbound_configuration(&cfg, &hosts, &ports, "bookinfo", &served[0], port, format!("rc{port}"))
+        };
+        let admin = rc(9090);
+        let vh = &admin.virtual_hosts[0];
+        assert_eq!((vh.name.as_str(), vh.domains.as_slice()), ("inbound|http|9090", &["*".to_owned()][..]));
+        let Some(route::Action::Route(a)) = &vh.routes[0].action else { panic!("route") };
+        assert_eq!(
+            a.cluster_specifier,
+            Some(route_action::ClusterSpecifier::Cluster(cluster_name(
+                9090,
+                "",
+                "reviews.bookinfo.svc.cluster.local"
+            )))
+        );
+        let http = rc(9080);
+        assert_eq!(
+            http.virtual_hosts[0].routes[0].name, "default",
+            "the VirtualService has nothing for 9080"
+        );
+        assert_eq!(http.validate_clusters, Some(BoolValue { value: false }));
+    }
 }

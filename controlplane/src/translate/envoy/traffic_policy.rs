@@ -25,7 +25,9 @@ use envoy_types::pb::{
     envoy::{
         config::{
             cluster::v3::{
-                CircuitBreakers, Cluster, OutlierDetection, circuit_breakers::Thresholds, cluster,
+                CircuitBreakers, Cluster, OutlierDetection,
+                circuit_breakers::{Thresholds, thresholds},
+                cluster,
             },
             core::v3::{Http1ProtocolOptions, Http2ProtocolOptions, HttpProtocolOptions as CommonHttp},
         },
@@ -47,6 +49,8 @@ pub struct Effective {
     pub connection_pool: Option<ConnectionPoolSettings>,
     pub outlier_detection: Option<DrOutlier>,
     pub load_balancer: Option<LoadBalancerSettings>,
+    /// `retryBudget` (not part of port-level settings).
+    pub retry_budget: Option<serde_json::Value>,
 }
 
 /// Istio's `GetPortLevelTrafficPolicy`: (policy, whether port-level settings applied).
@@ -59,6 +63,7 @@ fn for_port(policy: Option<&TrafficPolicy>, port: u32) -> (Option<Effective>, bo
                 connection_pool: pl.connection_pool.clone(),
                 outlier_detection: pl.outlier_detection.clone(),
                 load_balancer: pl.load_balancer.clone(),
+                retry_budget: p.retry_budget.clone(),
             }),
             true,
         );
@@ -68,6 +73,7 @@ fn for_port(policy: Option<&TrafficPolicy>, port: u32) -> (Option<Effective>, bo
             connection_pool: p.connection_pool.clone(),
             outlier_detection: p.outlier_detection.clone(),
             load_balancer: p.load_balancer.clone(),
+            retry_budget: p.retry_budget.clone(),
         }),
         false,
     )
@@ -90,6 +96,9 @@ pub fn effective(top: Option<&TrafficPolicy>, subset: Option<&Subset>, port: u32
     if sub.load_balancer.is_some() || has_port_level {
         merged.load_balancer = sub.load_balancer;
     }
+    if let Some(b) = subset_policy.retry_budget.clone() {
+        merged.retry_budget = Some(b);
+    }
     Some(merged)
 }
 
@@ -102,18 +111,41 @@ fn u32v(v: u32) -> Option<UInt32Value> {
 /// HTTP/2 (gRPC, h2c), for the protocol options Envoy requires beside the HTTP settings.
 pub fn apply(c: &mut Cluster, policy: Option<&Effective>, http2: bool) {
     let pool = policy.and_then(|p| p.connection_pool.clone()).unwrap_or_default();
-    apply_connection_pool(c, &pool, http2);
+    apply_connection_pool(c, &pool, http2, policy.and_then(|p| p.retry_budget.as_ref()));
     apply_outlier_detection(c, policy.and_then(|p| p.outlier_detection.as_ref()));
     apply_load_balancer(c, policy.and_then(|p| p.load_balancer.as_ref()));
 }
 
-fn apply_connection_pool(c: &mut Cluster, pool: &ConnectionPoolSettings, http2: bool) {
+/// Istio's `applyRetryBudget`: 20 % of active requests and at least 3 concurrent retries
+/// unless the budget says otherwise.
+fn retry_budget(b: &serde_json::Value) -> thresholds::RetryBudget {
+    let percent = b.get("percent").and_then(|p| p.get("value")).and_then(|v| v.as_f64()).unwrap_or(20.0);
+    let min = b.get("minRetryConcurrency").and_then(|v| v.as_u64()).filter(|v| *v > 0).unwrap_or(3);
+    let interval = b
+        .get("budgetInterval")
+        .and_then(|v| v.as_str())
+        .and_then(|s| crate::config::duration::Durations::parse(s).ok())
+        .map(pb_duration);
+    thresholds::RetryBudget {
+        budget_percent: Some(Percent { value: percent }),
+        min_retry_concurrency: u32v(min.min(u64::from(u32::MAX)) as u32),
+        budget_interval: interval,
+    }
+}
+
+fn apply_connection_pool(
+    c: &mut Cluster,
+    pool: &ConnectionPoolSettings,
+    http2: bool,
+    budget: Option<&serde_json::Value>,
+) {
     let mut t = Thresholds {
         max_connections: u32v(u32::MAX),
         max_pending_requests: u32v(u32::MAX),
         max_requests: u32v(u32::MAX),
         max_retries: u32v(u32::MAX),
         track_remaining: true,
+        retry_budget: budget.map(retry_budget),
         ..Default::default()
     };
     let positive = |v: Option<i32>| v.filter(|v| *v > 0).map(|v| v as u32);
@@ -337,12 +369,18 @@ mod tests {
                 }),
                 ..Default::default()
             }),
+            retry_budget: Some(serde_json::json!({ "percent": { "value": 50.0 } })),
         };
         apply(&mut c, Some(&policy), false);
         let t = &c.circuit_breakers.as_ref().unwrap().thresholds[0];
         assert_eq!(t.max_connections.unwrap().value, 1);
         assert_eq!(t.max_pending_requests.unwrap().value, 1);
         assert_eq!(t.max_requests.unwrap().value, u32::MAX, "unset limits are unlimited, as in Istio");
+        let budget = t.retry_budget.unwrap();
+        assert_eq!(
+            (budget.budget_percent.unwrap().value, budget.min_retry_concurrency.unwrap().value),
+            (50.0, 3)
+        );
         assert!(c.typed_extension_protocol_options.contains_key(HTTP_PROTOCOL_OPTIONS));
         let od = c.outlier_detection.as_ref().unwrap();
         assert_eq!(od.enforcing_consecutive_5xx.unwrap().value, 100);
