@@ -156,12 +156,16 @@ fn source_labels_are_ignored_by_a_stock_waypoint() -> Result<()> {
       route: [{ destination: { host: reviews, subset: v2 } }]
     - match: [{ sourceNamespace: elsewhere }]
       route: [{ destination: { host: reviews, subset: v3 } }]
+    - match: [{ sourceNamespace: bookinfo, headers: { x-ns: {} } }]
+      route: [{ destination: { host: reviews, subset: v2 } }]
     - route: [{ destination: { host: reviews, subset: v1 } }]
 "#)),
     )?;
     for _ in 0..5 {
         assert_eq!(c.get(REVIEWS, "/", &[])?.pod(), Some("reviews-v1"));
     }
+    // The waypoint's own namespace: a stock waypoint applies the match to every client.
+    assert_eq!(c.get(REVIEWS, "/", &[("x-ns", "1")])?.pod(), Some("reviews-v2"));
     Ok(())
 }
 
@@ -720,5 +724,37 @@ fn fault_delay_percentages() -> Result<()> {
         assert!(t.elapsed() >= std::time::Duration::from_millis(100), "delayed at least the fixed delay");
     }
     assert_eq!(c.stat(stat)?, 5);
+    Ok(())
+}
+
+/// conversion.go `createRedirectFilter`: an HTTPRoute redirect answers 302 unless told
+/// otherwise (the CRD's default), keeps the request's port, and ReplacePrefixMatch
+/// rewrites only the matched prefix.
+#[test]
+fn http_route_redirects() -> Result<()> {
+    let c = start(
+        r#"
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: { name: reviews, namespace: bookinfo }
+spec:
+  parentRefs: [{ group: "", kind: Service, name: reviews, port: 9080 }]
+  rules:
+    - matches: [{ path: { type: PathPrefix, value: /old } }]
+      filters: [{ type: RequestRedirect, requestRedirect: { path: { type: ReplacePrefixMatch, replacePrefixMatch: /new } } }]
+    - matches: [{ path: { type: PathPrefix, value: /secure } }]
+      filters: [{ type: RequestRedirect, requestRedirect: { scheme: https, statusCode: 301 } }]
+    - backendRefs: [{ name: reviews, port: 9080 }]
+"#,
+    )?;
+    let r = c.get(REVIEWS, "/old/page", &[])?;
+    assert_eq!(r.status, 302, "Gateway API's default");
+    assert_eq!(r.header("location"), Some("http://reviews.bookinfo.svc.cluster.local:9080/new/page"));
+    let r = c.get(REVIEWS, "/secure/x", &[])?;
+    assert_eq!(r.status, 301);
+    // Istio translates "scheme changed, no port" as FROM_PROTOCOL_DEFAULT, i.e. no
+    // port_redirect, and Envoy then keeps the Host's port as it came.
+    assert_eq!(r.header("location"), Some("https://reviews.bookinfo.svc.cluster.local:9080/secure/x"));
     Ok(())
 }

@@ -238,7 +238,9 @@ fn rewrite(f: &HttpUrlRewriteFilter) -> Option<HttpRewrite> {
 
 fn redirect(f: &HttpRequestRedirectFilter) -> HttpRedirect {
     let mut out = HttpRedirect {
-        redirect_code: f.status_code,
+        // The CRD defaults statusCode to 302; the API server fills it in before Istio reads
+        // it, YAML files get it here.
+        redirect_code: Some(f.status_code.unwrap_or(302)),
         authority: f.hostname.clone(),
         scheme: f.scheme.clone(),
         ..Default::default()
