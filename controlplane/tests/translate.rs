@@ -470,6 +470,7 @@ fn waypoint_resources_have_istios_hbone_shape() {
         },
         extensions::{
             filters::{
+                common::set_filter_state::v3::filter_state_value,
                 http::set_filter_state::v3::Config as SetFilterState,
                 network::{
                     http_connection_manager::v3::{
@@ -532,7 +533,24 @@ fn waypoint_resources_have_istios_hbone_shape() {
     assert_eq!(connect.upgrade_configs[0].upgrade_type, "CONNECT");
     let Some(http_filter::ConfigType::TypedConfig(sfs)) = &hcm.http_filters[0].config_type else { panic!() };
     let sfs: SetFilterState = any(sfs);
-    assert_eq!(sfs.on_request_headers.len(), 1);
+    // The authority (the internal listener's destination), the client's address and its
+    // SPIFFE identity (what the RBAC filters of a service's chain match), all handed on.
+    let keys: Vec<_> = sfs
+        .on_request_headers
+        .iter()
+        .map(|v| match &v.key {
+            Some(filter_state_value::Key::ObjectKey(k)) => k.as_str(),
+            _ => "",
+        })
+        .collect();
+    assert_eq!(
+        keys,
+        [
+            "envoy.filters.listener.original_dst.local_ip",
+            "envoy.filters.listener.original_dst.remote_ip",
+            "io.istio.peer_principal"
+        ]
+    );
     assert_eq!(hcm.http_filters[1].name, "envoy.filters.http.router");
 
     // main_internal: one chain per service port, by VIP and port; HTTP by RDS, TCP by tcp_proxy.

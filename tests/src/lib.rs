@@ -15,6 +15,8 @@
 //!   `weft-hbone-probe`, an HBONE client or server presenting them.
 //! - [`envoy`] and [`waypoint`]: a real Envoy, and a waypoint of either kind (Envoy or
 //!   `weft-waypoint`) fed by weftd.
+//! - [`route_conformance`]: weftd's waypoint translation of some YAML run by a real Envoy as
+//!   static config against local test backends (no network namespaces).
 //! - [`benchmark`]: `cargo xtask bench`'s measurements; [`demo`]: `cargo xtask demo`.
 //!
 //! The tiers of Weft's tests and how to run them are in `tests/README.md`.
@@ -32,6 +34,7 @@ pub mod kubeapi;
 pub mod logs;
 pub mod meshconfig;
 pub mod probe;
+pub mod route_conformance;
 pub mod scenario;
 pub mod testapp;
 pub mod waypoint;

@@ -145,6 +145,10 @@ pub struct HttpRedirect {
     pub scheme: Option<String>,
     /// 301 when unset.
     pub redirect_code: Option<u32>,
+    /// Not part of the VirtualService API: set when an HTTPRoute's `ReplacePrefixMatch`
+    /// redirect is converted to a VirtualService redirect (Istio's internal field).
+    #[serde(skip)]
+    pub prefix_rewrite: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]

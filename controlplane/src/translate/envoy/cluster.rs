@@ -10,12 +10,12 @@
 
 use super::{
     CONNECT_ORIGINATE, HBONE_PORT, MAIN_INTERNAL, ORIGINAL_DST_KEY, Served, cluster_name_for, listener::ads,
-    protocol::PortProtocol, tls,
+    protocol::PortProtocol, tls, traffic_policy,
 };
 use crate::{
     config::{
         kinds::{
-            destination_rule::{SimpleLb, Subset, TrafficPolicy},
+            destination_rule::Subset,
             kubernetes::Pod,
         },
         store::ConfigSnapshot,
@@ -25,9 +25,7 @@ use crate::{
 use envoy_types::pb::{
     envoy::{
         config::{
-            cluster::v3::{
-                CircuitBreakers, Cluster, OutlierDetection, circuit_breakers::Thresholds, cluster,
-            },
+            cluster::v3::{Cluster, cluster},
             core::v3::{
                 Address, EnvoyInternalAddress, Http2ProtocolOptions, Metadata, SocketAddress,
                 TransportSocket, address, envoy_internal_address, socket_address::PortSpecifier,
@@ -60,10 +58,6 @@ fn pb(d: Duration) -> PbDuration {
     PbDuration { seconds: d.as_secs() as i64, nanos: d.subsec_nanos() as i32 }
 }
 
-fn u32v(v: i32) -> Option<UInt32Value> {
-    Some(UInt32Value { value: v.max(0) as u32 })
-}
-
 /// The service ports a waypoint carries, with how: every port but UDP.
 pub(crate) fn carried_ports<'a>(
     s: &Served<'a>,
@@ -91,14 +85,17 @@ pub fn clusters(served: &[Served<'_>]) -> Vec<Cluster> {
             s.destination_rule.map(|dr| dr.spec.subsets.iter().collect()).unwrap_or_default();
         for (port, protocol) in carried_ports(s) {
             let port = port.port as u32;
+            let http2 = protocol == PortProtocol::Http2;
             for kind in cluster_kinds(protocol) {
                 let mut push =
                     |c: Cluster| out.push(Cluster { transport_socket: Some(internal_upstream()), ..c });
-                push(cluster(cluster_name_for(kind, port, "", &s.hostname), top));
+                let policy = traffic_policy::effective(top, None, port);
+                push(cluster(cluster_name_for(kind, port, "", &s.hostname), policy.as_ref(), http2));
                 for subset in &subsets {
-                    // A subset's policy replaces the top-level one, as in Istio.
-                    let policy = subset.traffic_policy.as_ref().or(top);
-                    push(cluster(cluster_name_for(kind, port, &subset.name, &s.hostname), policy));
+                    // A subset's policy merges over the top-level one field by field, as Istio's
+                    // MergeTrafficPolicy.
+                    let policy = traffic_policy::effective(top, Some(subset), port);
+                    push(cluster(cluster_name_for(kind, port, &subset.name, &s.hostname), policy.as_ref(), http2));
                 }
             }
         }
@@ -216,45 +213,15 @@ pub fn connect_originate() -> Cluster {
     }
 }
 
-fn cluster(name: String, policy: Option<&TrafficPolicy>) -> Cluster {
-    let lb = policy.and_then(|p| p.load_balancer.as_ref());
-    let lb_policy = match lb.and_then(|l| l.simple.as_ref()) {
-        Some(SimpleLb::RoundRobin) => cluster::LbPolicy::RoundRobin,
-        Some(SimpleLb::Random) => cluster::LbPolicy::Random,
-        _ if lb.is_some_and(|l| l.consistent_hash.is_some()) => cluster::LbPolicy::RingHash,
-        // Istio's default (and LEAST_CONN's meaning).
-        _ => cluster::LbPolicy::LeastRequest,
-    };
-    let pool = policy.and_then(|p| p.connection_pool.as_ref());
-    let tcp = pool.and_then(|p| p.tcp.as_ref());
-    let http = pool.and_then(|p| p.http.as_ref());
-    let thresholds = Thresholds {
-        max_connections: tcp.and_then(|t| t.max_connections).and_then(u32v),
-        max_pending_requests: http.and_then(|h| h.http1_max_pending_requests).and_then(u32v),
-        max_requests: http.and_then(|h| h.http2_max_requests).and_then(u32v),
-        max_retries: http.and_then(|h| h.max_retries).and_then(u32v),
-        ..Default::default()
-    };
-    let outlier_detection = policy.and_then(|p| p.outlier_detection.as_ref()).map(|o| OutlierDetection {
-        consecutive_5xx: o.consecutive5xx_errors.and_then(|v| u32v(v as i32)),
-        consecutive_gateway_failure: o.consecutive_gateway_errors.and_then(|v| u32v(v as i32)),
-        interval: o.interval.as_ref().map(|d| pb(d.0)),
-        base_ejection_time: o.base_ejection_time.as_ref().map(|d| pb(d.0)),
-        max_ejection_percent: o.max_ejection_percent.and_then(u32v),
-        ..Default::default()
-    });
-    Cluster {
+fn cluster(name: String, policy: Option<&traffic_policy::Effective>, http2: bool) -> Cluster {
+    let mut c = Cluster {
         name: name.clone(),
         cluster_discovery_type: Some(cluster::ClusterDiscoveryType::Type(cluster::DiscoveryType::Eds as i32)),
         eds_cluster_config: Some(cluster::EdsClusterConfig { eds_config: Some(ads()), service_name: name }),
-        connect_timeout: Some(pb(tcp
-            .and_then(|t| t.connect_timeout.as_ref())
-            .map_or(CONNECT_TIMEOUT, |d| d.0))),
-        lb_policy: lb_policy as i32,
-        circuit_breakers: Some(CircuitBreakers { thresholds: vec![thresholds], ..Default::default() }),
-        outlier_detection,
         ..Default::default()
-    }
+    };
+    traffic_policy::apply(&mut c, policy, http2);
+    c
 }
 
 fn string_struct(key: &str, value: String) -> Struct {

@@ -192,7 +192,7 @@ pub fn resources(
                     if entry.hosts.contains_key(&host) {
                         continue;
                     }
-                    entry.hosts.insert(host, httproute::routes(r, 80, suffix));
+                    entry.hosts.insert(host, httproute::gateway_routes(r, 80, ports_of, suffix));
                 }
                 backends.extend(
                     r.spec

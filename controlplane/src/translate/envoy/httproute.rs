@@ -1,250 +1,391 @@
-//! Gateway API HTTPRoute (attached to a Service, the GAMMA way) → Envoy routes, with the
-//! same Istio defaults as VirtualService routes (no timeout unless one is set).
+//! Gateway API HTTPRoutes attached to a Service (the GAMMA way) → Envoy routes, the way
+//! Istio does it (pilot/pkg/config/kube/gateway/conversion.go): each rule, split into one
+//! route per match, becomes a VirtualService HTTP route (`convertHTTPRoute`), the routes of
+//! every HTTPRoute attached to the service are sorted by Gateway API precedence
+//! (`sortHTTPRoutes`), and the result goes through the same translation as a
+//! VirtualService, with Gateway semantics: prefixes match whole path segments and a
+//! backend that does not exist answers 500 for its share.
 
-use super::{
-    cluster_name,
-    route::{default_retry, pb_duration},
-};
-use crate::config::kinds::gateway_api::{
-    HttpHeaderFilter, HttpPathModifier, HttpRoute, HttpRouteFilter, HttpRouteFilterType, HttpRouteMatch,
-    PathMatchType, PathModifierType, ValueMatchType,
-};
-use envoy_types::pb::{
-    envoy::{
-        config::{
-            core::v3::{HeaderValue, HeaderValueOption, RuntimeFractionalPercent, header_value_option},
-            route::v3::{
-                HeaderMatcher, QueryParameterMatcher, RedirectAction, Route, RouteAction, RouteMatch,
-                WeightedCluster, header_matcher, query_parameter_matcher, redirect_action, route,
-                route_action, route_match, weighted_cluster,
-            },
-        },
-        r#type::{
-            matcher::v3::{RegexMatcher, StringMatcher, string_matcher},
-            v3::{FractionalPercent, fractional_percent::DenominatorType},
-        },
+use super::route::{self, Context};
+use crate::config::kinds::{
+    Percent,
+    gateway_api::{
+        HttpBackendRef, HttpHeaderFilter, HttpPathModifier, HttpRequestRedirectFilter, HttpRoute,
+        HttpRouteFilter, HttpRouteFilterType, HttpRouteMatch, HttpUrlRewriteFilter, PathMatchType,
+        PathModifierType, ValueMatchType,
     },
-    google::protobuf::UInt32Value,
+    virtual_service::{
+        Destination, HeaderOperations, Headers, HttpDirectResponse, HttpMatchRequest, HttpMirrorPolicy,
+        HttpRedirect, HttpRetry, HttpRewrite, HttpRoute as VsRoute, HttpRouteDestination, PortSelector,
+        RedirectPortSelection, RegexRewrite, StringMatch,
+    },
 };
-use std::time::Duration;
+use envoy_types::pb::envoy::config::route::v3::Route;
+use std::collections::BTreeMap;
 
 /// Whether the route is attached to the service `namespace/name` (parentRef of kind
 /// Service in the core group; a parentRef without namespace means the route's own).
 pub fn attached_to(route: &HttpRoute, namespace: &str, name: &str) -> bool {
-    route.spec.parent_refs.iter().any(|p| {
-        p.kind.as_deref() == Some("Service")
-            && p.group.as_deref().unwrap_or("").is_empty()
-            && p.name == name
-            && p.namespace.as_deref().unwrap_or(&route.metadata.namespace) == namespace
-    })
+    parent_port(route, namespace, name).is_some()
 }
 
-fn string(exact: bool, value: &str) -> StringMatcher {
-    use string_matcher::MatchPattern;
-    let pattern = if exact {
-        MatchPattern::Exact(value.to_owned())
-    } else {
-        MatchPattern::SafeRegex(RegexMatcher { regex: value.to_owned(), ..Default::default() })
-    };
-    StringMatcher { match_pattern: Some(pattern), ignore_case: false }
+/// `Some(port)` (0 for every port) when the route is attached to the service.
+fn parent_port(route: &HttpRoute, namespace: &str, name: &str) -> Option<u32> {
+    route
+        .spec
+        .parent_refs
+        .iter()
+        .find(|p| {
+            p.kind.as_deref() == Some("Service")
+                && p.group.as_deref().unwrap_or("").is_empty()
+                && p.name == name
+                && p.namespace.as_deref().unwrap_or(&route.metadata.namespace) == namespace
+        })
+        .map(|p| p.port.unwrap_or(0))
 }
 
-fn route_match(m: Option<&HttpRouteMatch>) -> RouteMatch {
-    use route_match::PathSpecifier;
-    let Some(m) = m else {
-        return RouteMatch { path_specifier: Some(PathSpecifier::Prefix("/".into())), ..Default::default() };
-    };
-    let path = match &m.path {
-        None => PathSpecifier::Prefix("/".into()),
-        Some(p) => match p.type_ {
-            PathMatchType::Exact => PathSpecifier::Path(p.value.clone()),
-            // Gateway API prefixes match whole path elements: `/foo` matches `/foo/bar`,
-            // not `/foobar`.
-            PathMatchType::PathPrefix if p.value == "/" => PathSpecifier::Prefix("/".into()),
-            PathMatchType::PathPrefix => {
-                PathSpecifier::PathSeparatedPrefix(p.value.trim_end_matches('/').to_owned())
+/// Envoy routes for the HTTPRoutes attached to the served service, in Gateway API order.
+pub(crate) fn routes(ctx: &Context<'_>, attached: &[&HttpRoute]) -> Vec<Route> {
+    convert(ctx, attached, true)
+}
+
+/// The routes of one HTTPRoute attached to an ingress Gateway (no DestinationRule index,
+/// no parentRef ports).
+pub(crate) fn gateway_routes(
+    r: &HttpRoute,
+    listen_port: u32,
+    ports: &route::Ports,
+    suffix: &str,
+) -> Vec<Route> {
+    let ctx =
+        Context { hosts: None, ports, suffix, proxy_namespace: &r.metadata.namespace, listen_port, host: "" };
+    convert(&ctx, &[r], false)
+}
+
+fn convert(ctx: &Context<'_>, attached: &[&HttpRoute], mesh: bool) -> Vec<Route> {
+    let mut converted: Vec<(VsRoute, &str)> = Vec::new();
+    for r in attached {
+        let port = if mesh { ctx_service_port(ctx, r) } else { 0 };
+        for (pos, rule) in r.spec.rules.iter().enumerate() {
+            let matches: Vec<Option<&HttpRouteMatch>> =
+                if rule.matches.is_empty() { vec![None] } else { rule.matches.iter().map(Some).collect() };
+            for m in matches {
+                match convert_rule(r, pos, rule, m, ctx.suffix) {
+                    Ok(mut vs_route) => {
+                        if port != 0 {
+                            augment_port(&mut vs_route, port);
+                        }
+                        converted.push((vs_route, r.metadata.namespace.as_str()));
+                    }
+                    Err(why) => tracing::warn!(
+                        http_route = %format!("{}/{}", r.metadata.namespace, r.metadata.name),
+                        rule = pos,
+                        why,
+                        "HTTPRoute rule left out (as in Istio)"
+                    ),
+                }
             }
+        }
+    }
+    sort(&mut converted);
+    let refs: Vec<(&VsRoute, &str)> = converted.iter().map(|(r, ns)| (r, *ns)).collect();
+    route::http_routes(ctx, &refs, "HTTPRoute", true)
+}
+
+fn ctx_service_port(ctx: &Context<'_>, r: &HttpRoute) -> u32 {
+    // The host is `name.namespace.svc.suffix`.
+    let mut parts = ctx.host.splitn(3, '.');
+    let (Some(name), Some(ns)) = (parts.next(), parts.next()) else { return 0 };
+    parent_port(r, ns, name).unwrap_or(0)
+}
+
+/// Istio's `augmentPortMatch`: a parentRef with a port narrows every match to it.
+fn augment_port(r: &mut VsRoute, port: u32) {
+    if r.matches.is_empty() {
+        r.matches.push(HttpMatchRequest::default());
+    }
+    for m in &mut r.matches {
+        m.port = Some(port);
+    }
+}
+
+fn uri_rank(m: &HttpMatchRequest) -> (i32, usize) {
+    match &m.uri {
+        Some(StringMatch { exact: Some(e), .. }) => (3, e.len()),
+        Some(StringMatch { prefix: Some(p), .. }) => (2, p.len()),
+        Some(StringMatch { regex: Some(r), .. }) => (1, r.len()),
+        _ => (-1, 0),
+    }
+}
+
+/// Istio's `sortHTTPRoutes` (Gateway API precedence), stable: exact > prefix > regex, then
+/// the longer path, then a method match, then more header matches, then more query
+/// matches; routes without match last.
+fn sort(routes: &mut [(VsRoute, &str)]) {
+    use std::cmp::Ordering;
+    routes.sort_by(|(a, _), (b, _)| {
+        let (Some(m1), Some(m2)) = (a.matches.first(), b.matches.first()) else {
+            return match (a.matches.is_empty(), b.matches.is_empty()) {
+                (true, false) => Ordering::Greater,
+                (false, true) => Ordering::Less,
+                _ => Ordering::Equal,
+            };
+        };
+        let (r1, l1) = uri_rank(m1);
+        let (r2, l2) = uri_rank(m2);
+        r2.cmp(&r1)
+            .then(l2.cmp(&l1))
+            .then(m2.method.is_some().cmp(&m1.method.is_some()))
+            .then(m2.headers.len().cmp(&m1.headers.len()))
+            .then(m2.query_params.len().cmp(&m1.query_params.len()))
+    });
+}
+
+fn value_match(t: ValueMatchType, v: &str) -> StringMatch {
+    match t {
+        ValueMatchType::Exact => StringMatch { exact: Some(v.to_owned()), ..Default::default() },
+        ValueMatchType::RegularExpression => StringMatch { regex: Some(v.to_owned()), ..Default::default() },
+    }
+}
+
+fn convert_match(m: &HttpRouteMatch) -> HttpMatchRequest {
+    let uri = match &m.path {
+        None => StringMatch { prefix: Some("/".into()), ..Default::default() },
+        Some(p) => match p.type_ {
+            PathMatchType::PathPrefix => {
+                let v = if p.value == "/" { "/" } else { p.value.trim_end_matches('/') };
+                StringMatch { prefix: Some(v.to_owned()), ..Default::default() }
+            }
+            PathMatchType::Exact => StringMatch { exact: Some(p.value.clone()), ..Default::default() },
             PathMatchType::RegularExpression => {
-                PathSpecifier::SafeRegex(RegexMatcher { regex: p.value.clone(), ..Default::default() })
+                StringMatch { regex: Some(p.value.clone()), ..Default::default() }
             }
         },
     };
-    let mut headers: Vec<HeaderMatcher> = m
-        .headers
-        .iter()
-        .map(|h| HeaderMatcher {
-            name: h.name.clone(),
-            header_match_specifier: Some(header_matcher::HeaderMatchSpecifier::StringMatch(string(
-                matches!(h.type_, ValueMatchType::Exact),
-                &h.value,
-            ))),
+    HttpMatchRequest {
+        uri: Some(uri),
+        headers: m.headers.iter().map(|h| (h.name.clone(), value_match(h.type_, &h.value))).collect(),
+        query_params: m
+            .query_params
+            .iter()
+            .map(|q| (q.name.clone(), value_match(q.type_, &q.value)))
+            .collect(),
+        method: m.method.map(|meth| StringMatch {
+            exact: Some(format!("{meth:?}").to_uppercase()),
             ..Default::default()
-        })
-        .collect();
-    if let Some(method) = &m.method {
-        let name = format!("{method:?}").to_uppercase();
-        headers.push(HeaderMatcher {
-            name: ":method".into(),
-            header_match_specifier: Some(header_matcher::HeaderMatchSpecifier::StringMatch(string(
-                true, &name,
-            ))),
-            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
+/// Istio's `headerListToMap`: names lower-cased, later duplicates ignored.
+fn header_map(list: &[crate::config::kinds::gateway_api::HttpHeader]) -> BTreeMap<String, String> {
+    let mut out = BTreeMap::new();
+    for h in list {
+        out.entry(h.name.to_ascii_lowercase()).or_insert_with(|| h.value.clone());
+    }
+    out
+}
+
+fn header_ops(f: &HttpHeaderFilter) -> HeaderOperations {
+    HeaderOperations { set: header_map(&f.set), add: header_map(&f.add), remove: f.remove.clone() }
+}
+
+fn backend_destination(
+    name: &str,
+    kind: (Option<&str>, Option<&str>),
+    namespace: Option<&str>,
+    port: Option<u32>,
+    route_ns: &str,
+    suffix: &str,
+) -> Result<Destination, String> {
+    let group = kind.0.unwrap_or("");
+    let k = kind.1.unwrap_or("Service");
+    if !(group.is_empty() && k == "Service") {
+        // An unsupported kind is an invalid backend: its share answers 500.
+        return Ok(Destination::default());
+    }
+    if name.contains('.') {
+        return Err("service name invalid; the name of the Service must be used, not the hostname".into());
+    }
+    let port = port.ok_or("port is required in backendRef")?;
+    Ok(Destination {
+        host: format!("{name}.{}.svc.{suffix}", namespace.unwrap_or(route_ns)),
+        subset: None,
+        port: Some(PortSelector { number: port }),
+    })
+}
+
+fn rewrite(f: &HttpUrlRewriteFilter) -> Option<HttpRewrite> {
+    let mut out = HttpRewrite::default();
+    if let Some(p) = &f.path {
+        match p.type_ {
+            PathModifierType::ReplacePrefixMatch => {
+                let v = p.replace_prefix_match.as_deref().unwrap_or("/").trim_end_matches('/');
+                out.uri = Some(if v.is_empty() { "/".into() } else { v.to_owned() });
+            }
+            PathModifierType::ReplaceFullPath => {
+                out.uri_regex_rewrite = Some(RegexRewrite {
+                    match_: "/.*".into(),
+                    rewrite: p.replace_full_path.clone().unwrap_or_default(),
+                });
+            }
+        }
+    }
+    out.authority = f.hostname.clone();
+    (out.uri.is_some() || out.uri_regex_rewrite.is_some() || out.authority.is_some()).then_some(out)
+}
+
+fn redirect(f: &HttpRequestRedirectFilter) -> HttpRedirect {
+    let mut out = HttpRedirect {
+        // The CRD defaults statusCode to 302; the API server fills it in before Istio reads
+        // it, YAML files get it here.
+        redirect_code: Some(f.status_code.unwrap_or(302)),
+        authority: f.hostname.clone(),
+        scheme: f.scheme.clone(),
+        ..Default::default()
+    };
+    if let Some(p) = f.port {
+        out.port = Some(p);
+    } else {
+        // "When empty, port (if specified) of the request is used" — unless the scheme
+        // changes, then the scheme's default.
+        out.derive_port = Some(if f.scheme.is_some() {
+            RedirectPortSelection::FromProtocolDefault
+        } else {
+            RedirectPortSelection::FromRequestPort
         });
     }
-    let query_parameters = m
-        .query_params
-        .iter()
-        .map(|q| QueryParameterMatcher {
-            name: q.name.clone(),
-            query_parameter_match_specifier: Some(
-                query_parameter_matcher::QueryParameterMatchSpecifier::StringMatch(string(
-                    matches!(q.type_, ValueMatchType::Exact),
-                    &q.value,
-                )),
-            ),
-        })
-        .collect();
-    RouteMatch { path_specifier: Some(path), headers, query_parameters, ..Default::default() }
-}
-
-fn header_ops(f: &HttpHeaderFilter) -> (Vec<HeaderValueOption>, Vec<String>) {
-    use header_value_option::HeaderAppendAction::{AppendIfExistsOrAdd, OverwriteIfExistsOrAdd};
-    let option =
-        |name: &str, value: &str, action: header_value_option::HeaderAppendAction| HeaderValueOption {
-            header: Some(HeaderValue { key: name.to_owned(), value: value.to_owned(), ..Default::default() }),
-            append_action: action as i32,
-            ..Default::default()
-        };
-    let mut add: Vec<HeaderValueOption> =
-        f.set.iter().map(|h| option(&h.name, &h.value, OverwriteIfExistsOrAdd)).collect();
-    add.extend(f.add.iter().map(|h| option(&h.name, &h.value, AppendIfExistsOrAdd)));
-    (add, f.remove.clone())
-}
-
-fn filter(filters: &[HttpRouteFilter], kind: HttpRouteFilterType) -> Option<&HttpRouteFilter> {
-    filters.iter().find(|f| f.type_ == kind)
-}
-
-fn backend_host(name: &str, namespace: Option<&str>, route_ns: &str, suffix: &str) -> String {
-    format!("{name}.{}.svc.{suffix}", namespace.unwrap_or(route_ns))
-}
-
-/// Envoy routes for every rule × match of `route`, in order.
-pub fn routes(route: &HttpRoute, default_port: u32, suffix: &str) -> Vec<Route> {
-    let ns = route.metadata.namespace.as_str();
-    let mut out = Vec::new();
-    for rule in &route.spec.rules {
-        let action = if let Some(r) = filter(&rule.filters, HttpRouteFilterType::RequestRedirect)
-            .and_then(|f| f.request_redirect.as_ref())
-        {
-            route::Action::Redirect(RedirectAction {
-                host_redirect: r.hostname.clone().unwrap_or_default(),
-                port_redirect: r.port.unwrap_or(0),
-                scheme_rewrite_specifier: r
-                    .scheme
-                    .clone()
-                    .map(redirect_action::SchemeRewriteSpecifier::SchemeRedirect),
-                path_rewrite_specifier: r.path.as_ref().and_then(|p: &HttpPathModifier| match p.type_ {
-                    PathModifierType::ReplaceFullPath => {
-                        p.replace_full_path.clone().map(redirect_action::PathRewriteSpecifier::PathRedirect)
-                    }
-                    PathModifierType::ReplacePrefixMatch => p
-                        .replace_prefix_match
-                        .clone()
-                        .map(redirect_action::PathRewriteSpecifier::PrefixRewrite),
-                }),
-                response_code: match r.status_code.unwrap_or(302) {
-                    301 => redirect_action::RedirectResponseCode::MovedPermanently,
-                    303 => redirect_action::RedirectResponseCode::SeeOther,
-                    307 => redirect_action::RedirectResponseCode::TemporaryRedirect,
-                    308 => redirect_action::RedirectResponseCode::PermanentRedirect,
-                    _ => redirect_action::RedirectResponseCode::Found,
-                } as i32,
-                ..Default::default()
-            })
-        } else {
-            let clusters: Vec<weighted_cluster::ClusterWeight> = rule
-                .backend_refs
-                .iter()
-                .filter(|b| b.is_service())
-                .map(|b| weighted_cluster::ClusterWeight {
-                    name: cluster_name(
-                        b.port.unwrap_or(default_port),
-                        "",
-                        &backend_host(&b.name, b.namespace.as_deref(), ns, suffix),
-                    ),
-                    weight: Some(UInt32Value { value: b.weight.max(0) as u32 }),
-                    ..Default::default()
-                })
-                .collect();
-            let rewrite =
-                filter(&rule.filters, HttpRouteFilterType::UrlRewrite).and_then(|f| f.url_rewrite.as_ref());
-            let mirrors = rule
-                .filters
-                .iter()
-                .filter_map(|f| f.request_mirror.as_ref())
-                .map(|m| route_action::RequestMirrorPolicy {
-                    cluster: cluster_name(
-                        m.backend_ref.port.unwrap_or(default_port),
-                        "",
-                        &backend_host(&m.backend_ref.name, m.backend_ref.namespace.as_deref(), ns, suffix),
-                    ),
-                    runtime_fraction: Some(RuntimeFractionalPercent {
-                        default_value: Some(FractionalPercent {
-                            numerator: m.fraction.as_ref().map_or(m.percent.unwrap_or(100) * 10_000, |f| {
-                                (u64::from(f.numerator) * 1_000_000 / u64::from(f.denominator.max(1))) as u32
-                            }),
-                            denominator: DenominatorType::Million as i32,
-                        }),
-                        ..Default::default()
-                    }),
-                    ..Default::default()
-                })
-                .collect();
-            route::Action::Route(RouteAction {
-                cluster_specifier: Some(route_action::ClusterSpecifier::WeightedClusters(WeightedCluster {
-                    clusters,
-                    ..Default::default()
-                })),
-                timeout: Some(pb_duration(
-                    rule.timeouts.as_ref().and_then(|t| t.request.as_ref()).map_or(Duration::ZERO, |d| d.0),
-                )),
-                retry_policy: Some(default_retry()),
-                request_mirror_policies: mirrors,
-                host_rewrite_specifier: rewrite
-                    .and_then(|r| r.hostname.clone())
-                    .map(route_action::HostRewriteSpecifier::HostRewriteLiteral),
-                prefix_rewrite: rewrite
-                    .and_then(|r| r.path.as_ref())
-                    .and_then(|p| p.replace_prefix_match.clone())
-                    .unwrap_or_default(),
-                ..Default::default()
-            })
-        };
-        let (request_headers_to_add, request_headers_to_remove) =
-            filter(&rule.filters, HttpRouteFilterType::RequestHeaderModifier)
-                .and_then(|f| f.request_header_modifier.as_ref())
-                .map(header_ops)
-                .unwrap_or_default();
-        let (response_headers_to_add, response_headers_to_remove) =
-            filter(&rule.filters, HttpRouteFilterType::ResponseHeaderModifier)
-                .and_then(|f| f.response_header_modifier.as_ref())
-                .map(header_ops)
-                .unwrap_or_default();
-        let matches: Vec<Option<&HttpRouteMatch>> =
-            if rule.matches.is_empty() { vec![None] } else { rule.matches.iter().map(Some).collect() };
-        for m in matches {
-            out.push(Route {
-                name: rule.name.clone().unwrap_or_default(),
-                r#match: Some(route_match(m)),
-                action: Some(action.clone()),
-                request_headers_to_add: request_headers_to_add.clone(),
-                request_headers_to_remove: request_headers_to_remove.clone(),
-                response_headers_to_add: response_headers_to_add.clone(),
-                response_headers_to_remove: response_headers_to_remove.clone(),
-                ..Default::default()
-            });
+    if let Some(HttpPathModifier { type_, replace_full_path, replace_prefix_match }) = &f.path {
+        match type_ {
+            PathModifierType::ReplaceFullPath => out.uri = replace_full_path.clone(),
+            PathModifierType::ReplacePrefixMatch => out.prefix_rewrite = replace_prefix_match.clone(),
         }
     }
     out
+}
+
+fn retries(v: &serde_json::Value) -> HttpRetry {
+    let attempts = v.get("attempts").and_then(|a| a.as_i64()).unwrap_or(2) as i32;
+    let mut on: Vec<String> = ["connect-failure", "refused-stream", "unavailable", "cancelled"]
+        .iter()
+        .map(|s| (*s).to_owned())
+        .collect();
+    if let Some(codes) = v.get("codes").and_then(|c| c.as_array()) {
+        on.extend(codes.iter().filter_map(|c| c.as_i64()).map(|c| c.to_string()));
+    }
+    HttpRetry { attempts, retry_on: (attempts != 0).then(|| on.join(",")), ..Default::default() }
+}
+
+/// Istio's `convertHTTPRoute` for one rule narrowed to one match.
+fn convert_rule(
+    r: &HttpRoute,
+    pos: usize,
+    rule: &crate::config::kinds::gateway_api::HttpRouteRule,
+    m: Option<&HttpRouteMatch>,
+    suffix: &str,
+) -> Result<VsRoute, String> {
+    let ns = r.metadata.namespace.as_str();
+    let mut out = VsRoute {
+        name: Some(rule.name.clone().unwrap_or_else(|| format!("{ns}.{}.{pos}", r.metadata.name))),
+        matches: m.map(convert_match).into_iter().collect(),
+        ..Default::default()
+    };
+    for f in &rule.filters {
+        apply_filter(&mut out, f, ns, suffix)?;
+    }
+    if let Some(retry) = &rule.retry {
+        out.retries = Some(retries(retry));
+    }
+    if let Some(t) = &rule.timeouts {
+        if let Some(req) = t.request.as_ref().filter(|d| !d.0.is_zero()) {
+            out.timeout = Some(crate::config::duration::IstioDuration(req.0));
+        }
+        if let Some(backend) = t.backend_request.as_ref().filter(|d| !d.0.is_zero()) {
+            let d = crate::config::duration::IstioDuration(backend.0);
+            match &mut out.retries {
+                Some(rt) => rt.per_try_timeout = Some(d),
+                None => out.timeout = Some(d),
+            }
+        }
+    }
+    let weighted: Vec<&HttpBackendRef> = rule.backend_refs.iter().filter(|b| b.weight != 0).collect();
+    if weighted.is_empty() && out.redirect.is_none() {
+        // Gateway API: no backend with a weight → 500.
+        out.direct_response = Some(HttpDirectResponse { status: 500, body: None });
+        return Ok(out);
+    }
+    let single = weighted.len() == 1;
+    for b in weighted {
+        let destination = backend_destination(
+            &b.name,
+            (b.group.as_deref(), b.kind.as_deref()),
+            b.namespace.as_deref(),
+            b.port,
+            ns,
+            suffix,
+        )?;
+        let mut rd = HttpRouteDestination {
+            destination: Some(destination),
+            weight: if single { 0 } else { b.weight },
+            headers: None,
+        };
+        for f in &b.filters {
+            let headers = rd.headers.get_or_insert_with(Headers::default);
+            match (f.type_, &f.request_header_modifier, &f.response_header_modifier) {
+                (HttpRouteFilterType::RequestHeaderModifier, Some(h), _) => {
+                    headers.request = Some(header_ops(h))
+                }
+                (HttpRouteFilterType::ResponseHeaderModifier, _, Some(h)) => {
+                    headers.response = Some(header_ops(h))
+                }
+                (other, ..) => return Err(format!("unsupported backendRef filter type {other:?}")),
+            }
+        }
+        out.route.push(rd);
+    }
+    Ok(out)
+}
+
+fn apply_filter(out: &mut VsRoute, f: &HttpRouteFilter, ns: &str, suffix: &str) -> Result<(), String> {
+    match f.type_ {
+        HttpRouteFilterType::RequestHeaderModifier => {
+            if let Some(h) = &f.request_header_modifier {
+                out.headers.get_or_insert_with(Headers::default).request = Some(header_ops(h));
+            }
+        }
+        HttpRouteFilterType::ResponseHeaderModifier => {
+            if let Some(h) = &f.response_header_modifier {
+                out.headers.get_or_insert_with(Headers::default).response = Some(header_ops(h));
+            }
+        }
+        HttpRouteFilterType::RequestRedirect => out.redirect = f.request_redirect.as_ref().map(redirect),
+        HttpRouteFilterType::UrlRewrite => out.rewrite = f.url_rewrite.as_ref().and_then(rewrite),
+        HttpRouteFilterType::RequestMirror => {
+            if let Some(m) = &f.request_mirror {
+                let b = &m.backend_ref;
+                let destination = backend_destination(
+                    &b.name,
+                    (b.group.as_deref(), b.kind.as_deref()),
+                    b.namespace.as_deref(),
+                    b.port,
+                    ns,
+                    suffix,
+                )?;
+                let percentage = match (&m.fraction, m.percent) {
+                    (Some(f), _) => Some(Percent {
+                        value: 100.0 * f64::from(f.numerator) / f64::from(f.denominator.max(1)),
+                    }),
+                    (None, Some(p)) => Some(Percent { value: f64::from(p) }),
+                    (None, None) => None,
+                };
+                out.mirrors.push(HttpMirrorPolicy { destination: Some(destination), percentage });
+            }
+        }
+        // CORS is not translated for waypoints yet: ignored, as a waypoint without the CORS
+        // filter would.
+        HttpRouteFilterType::Cors => {}
+        HttpRouteFilterType::ExtensionRef => return Err("unsupported filter type ExtensionRef".into()),
+    }
+    Ok(())
 }

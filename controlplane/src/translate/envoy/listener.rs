@@ -16,7 +16,10 @@
 //! the endpoint pod's agent
 //! ```
 
-use super::{CONNECT_ORIGINATE, CONNECT_TERMINATE, HBONE_PORT, MAIN_INTERNAL, ORIGINAL_DST_KEY, tls};
+use super::{
+    CONNECT_ORIGINATE, CONNECT_TERMINATE, HBONE_PORT, MAIN_INTERNAL, ORIGINAL_DST_KEY,
+    authorization::PEER_PRINCIPAL as PEER_PRINCIPAL_KEY, tls,
+};
 use envoy_types::pb::{
     envoy::{
         config::{
@@ -120,11 +123,12 @@ pub fn http(name: &str, port: u32, route_config: &str) -> Listener {
 /// dialled) becomes the filter state the next internal listener's original_dst filter
 /// reads as its local address, handed over the internal connection once.
 fn connect_authority() -> HttpFilter {
-    let value = FilterStateValue {
-        key: Some(filter_state_value::Key::ObjectKey(ORIGINAL_DST_KEY.to_owned() + ".local_ip")),
+    let state = |key: String, format: &str, factory_key: &str| FilterStateValue {
+        key: Some(filter_state_value::Key::ObjectKey(key)),
+        factory_key: factory_key.to_owned(),
         value: Some(filter_state_value::Value::FormatString(SubstitutionFormatString {
             format: Some(substitution_format_string::Format::TextFormatSource(DataSource {
-                specifier: Some(data_source::Specifier::InlineString("%REQ(:AUTHORITY)%".into())),
+                specifier: Some(data_source::Specifier::InlineString(format.into())),
                 ..Default::default()
             })),
             ..Default::default()
@@ -132,9 +136,19 @@ fn connect_authority() -> HttpFilter {
         shared_with_upstream: filter_state_value::SharedWithUpstream::Once as i32,
         ..Default::default()
     };
+    let values = vec![
+        state(ORIGINAL_DST_KEY.to_owned() + ".local_ip", "%REQ(:AUTHORITY)%", ""),
+        // The client's address, so that the service's chain sees the client (source IP
+        // hashing, ipBlocks), not the internal connection.
+        state(ORIGINAL_DST_KEY.to_owned() + ".remote_ip", "%DOWNSTREAM_REMOTE_ADDRESS%", ""),
+        // The client's verified SPIFFE identity, which the RBAC filters of the service's chain
+        // match (`authorization.rs`); Istio's proxy registers its own string factory for
+        // this key, stock Envoy has `envoy.string`.
+        state(PEER_PRINCIPAL_KEY.to_owned(), "%DOWNSTREAM_PEER_URI_SAN%", "envoy.string"),
+    ];
     typed(
         "connect_authority",
-        pack(&SetFilterState { on_request_headers: vec![value], ..Default::default() }),
+        pack(&SetFilterState { on_request_headers: values, ..Default::default() }),
     )
 }
 
@@ -234,6 +248,9 @@ pub struct Chain<'a> {
     pub http: bool,
     /// HTTP/2 towards the waypoint is expected (gRPC, h2c): the HCM says so, as Istio's.
     pub http2: bool,
+    /// L7 AuthorizationPolicy of the service (`authorization.rs`): RBAC filters that go in
+    /// front of the fault filter and the router; empty when no policy binds.
+    pub rbac: &'a [HttpFilter],
 }
 
 fn cidr(ip: &IpAddr) -> CidrRange {
@@ -253,7 +270,12 @@ fn chain(c: &Chain<'_>) -> FilterChain {
             })),
             // Fault injection is configured per route; RBAC (L7 AuthorizationPolicy)
             // comes in front of the router when a policy applies.
-            http_filters: vec![typed("envoy.filters.http.fault", pack(&HttpFault::default())), router()],
+            http_filters: c
+                .rbac
+                .iter()
+                .cloned()
+                .chain([typed("envoy.filters.http.fault", pack(&HttpFault::default())), router()])
+                .collect(),
             http2_protocol_options: c.http2.then(Http2ProtocolOptions::default),
             ..Default::default()
         };

@@ -18,17 +18,32 @@
 //! - `cluster.rs`: a cluster per service port and DestinationRule subset, named as Istio
 //!   names a waypoint's (`inbound-vip|9080|http/v1|reviews.bookinfo.svc.cluster.local`),
 //!   with their endpoints (EDS), and the fixed `main_internal` and `connect_originate`;
+//!   `traffic_policy.rs` applies the DestinationRule (subset merged over the rule, as
+//!   Istio merges them);
+//! - the rules inside a route, each as Istio's translation makes it: `route_match.rs`
+//!   (matches, source conditions), `retry.rs`, `fault.rs`, `hash.rs` (consistent-hash route
+//!   policies), `delegate.rs` (VirtualService delegation merged);
+//! - `authorization.rs`: L7 AuthorizationPolicy as the RBAC HTTP filters of a service's
+//!   connection manager;
 //! - `protocol.rs`: which ports are HTTP; `tls.rs`: HBONE's mTLS settings.
 
+pub mod authorization;
 mod cluster;
+mod delegate;
+mod fault;
 mod gateway;
+mod hash;
 mod httproute;
 mod listener;
 mod protocol;
+mod retry;
 mod route;
+pub mod route_match;
 mod tls;
+mod traffic_policy;
 
 use super::{Options, workload};
+use envoy_types::pb::envoy::extensions::filters::network::http_connection_manager::v3::HttpFilter;
 use crate::config::{
     kinds::{destination_rule::DestinationRule, kubernetes::Service, virtual_service::VirtualService},
     store::ConfigSnapshot,
@@ -177,24 +192,6 @@ fn served_by<'a>(
         .collect()
 }
 
-/// The route configuration of one HTTP service port: the service's routes, under one
-/// virtual host that takes any Host (the filter chain already chose the service, by the
-/// VIP:PORT the client dialled), named as Istio names it.
-fn port_routes(
-    cfg: &ConfigSnapshot,
-    name: &str,
-    served: &Served<'_>,
-    port: u32,
-    ports: &route::Ports,
-) -> envoy_types::pb::envoy::config::route::v3::RouteConfiguration {
-    let mut rc = route::configuration(cfg, name, std::slice::from_ref(served), ports);
-    for vh in &mut rc.virtual_hosts {
-        vh.name = format!("inbound|http|{port}");
-        vh.domains = vec!["*".into()];
-    }
-    rc
-}
-
 /// Every waypoint's resources, each scoped to its namespace.
 pub fn resources(cfg: &ConfigSnapshot, opts: &Options) -> Vec<(&'static str, ScopedResource)> {
     let mut out = Vec::new();
@@ -216,30 +213,32 @@ pub fn resources(cfg: &ConfigSnapshot, opts: &Options) -> Vec<(&'static str, Sco
             out.push((type_url, ScopedResource::new(name, scope.clone(), any)));
         };
         // One filter chain and, for HTTP, one route configuration per service port.
-        let mut chains: Vec<(String, Vec<std::net::IpAddr>, u32, PortProtocol)> = Vec::new();
+        let mut chains: Vec<(String, Vec<std::net::IpAddr>, u32, PortProtocol, Vec<HttpFilter>)> = Vec::new();
         for s in &served {
             let vips = s.service.cluster_ips();
             if vips.is_empty() {
                 continue; // headless: no VIP a client could dial
             }
+            let rbac = authorization::http_filters(cfg, opts, (ns, gw.metadata.name.as_str()), s.service);
             for (port, protocol) in cluster::carried_ports(s) {
                 let port = port.port as u32;
                 let name = cluster_name_for(protocol.cluster_kind(), port, "", &s.hostname);
                 if protocol.is_http() {
-                    let rc = port_routes(cfg, &name, s, port, &ports);
+                    let rc = route::port_configuration(cfg, &hosts, ns, &name, s, &ports, port);
                     push(type_url::ROUTE, name.clone(), weft_xds::istio::pack(&rc));
                 }
-                chains.push((name, vips.clone(), port, protocol));
+                chains.push((name, vips.clone(), port, protocol, rbac.clone()));
             }
         }
         let chains: Vec<listener::Chain<'_>> = chains
             .iter()
-            .map(|(name, vips, port, protocol)| listener::Chain {
+            .map(|(name, vips, port, protocol, rbac)| listener::Chain {
                 name,
                 vips,
                 port: *port,
                 http: protocol.is_http(),
                 http2: *protocol == PortProtocol::Http2,
+                rbac,
             })
             .collect();
         // Envoy refuses a listener without filter chains ("no filter chains specified"),
