@@ -348,7 +348,7 @@ spec:
       filters: [{ type: URLRewrite, urlRewrite: { path: { type: ReplaceFullPath, replaceFullPath: /full } } }]
       backendRefs: [{ name: missing, port: 9080 }]
     - matches: [{ path: { type: Exact, value: /a/b } }]
-      backendRefs: [{ name: reviews, port: 9080 }]
+      backendRefs: [{ name: reviews, port: 9080 }, { group: example.com, kind: Thing, name: x, port: 1 }]
 "#,
     );
     let paths: Vec<_> =
@@ -364,6 +364,10 @@ spec:
     let a = action(&r[1]);
     assert_eq!(a.cluster_not_found_response_code, ClusterNotFoundResponseCode::InternalServerError as i32);
     assert_eq!(a.regex_rewrite.as_ref().unwrap().substitution, "/full");
+    let Some(ClusterSpecifier::WeightedClusters(w)) = &action(&r[0]).cluster_specifier else {
+        panic!("weighted")
+    };
+    assert_eq!(w.clusters[1].name, "UnknownService", "an unsupported backend kind answers 500 for its share");
 }
 
 #[test]
