@@ -408,3 +408,25 @@ spec:
         authorization::http_filters(&cfg, &Options::default(), ("bookinfo", "waypoint"), &svc("ratings"));
     assert_eq!(ratings.len(), 1, "only the waypoint-wide DENY");
 }
+
+#[test]
+fn services_named_alike_never_share_a_domain() {
+    let (snap, _) = translate(
+        r#"---
+apiVersion: v1
+kind: Namespace
+metadata: { name: other, labels: { istio.io/use-waypoint: waypoint, istio.io/use-waypoint-namespace: bookinfo } }
+---
+apiVersion: v1
+kind: Service
+metadata: { name: reviews, namespace: other }
+spec: { clusterIP: 10.96.0.12, ports: [{ name: http, port: 9080 }] }
+"#,
+    );
+    let rcs: Vec<RouteConfiguration> = decoded(&snap, type_url::ROUTE);
+    let mut seen = std::collections::HashSet::new();
+    for d in rcs[0].virtual_hosts.iter().flat_map(|v| v.domains.iter()) {
+        assert!(seen.insert(d.clone()), "domain {d} twice: Envoy would reject the whole configuration");
+    }
+    assert!(seen.contains("reviews.other.svc.cluster.local:9080"));
+}

@@ -610,6 +610,9 @@ pub fn configuration(
     served: &[Served<'_>],
     ports: &Ports,
 ) -> RouteConfiguration {
+    // Envoy rejects a RouteConfiguration in which two virtual hosts share a domain (two
+    // services named alike in different namespaces share the short name): the first keeps it.
+    let mut taken = std::collections::HashSet::new();
     let virtual_hosts = served
         .iter()
         .map(|s| {
@@ -624,7 +627,7 @@ pub fn configuration(
             };
             VirtualHost {
                 name: s.hostname.clone(),
-                domains: domains(s),
+                domains: domains(s).into_iter().filter(|d| taken.insert(d.clone())).collect(),
                 routes: service_routes(cfg, &ctx, s),
                 ..Default::default()
             }
