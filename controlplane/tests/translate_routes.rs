@@ -348,7 +348,7 @@ spec:
       filters: [{ type: URLRewrite, urlRewrite: { path: { type: ReplaceFullPath, replaceFullPath: /full } } }]
       backendRefs: [{ name: missing, port: 9080 }]
     - matches: [{ path: { type: Exact, value: /a/b } }]
-      backendRefs: [{ name: reviews, port: 9080 }]
+      backendRefs: [{ name: reviews, port: 9080 }, { group: example.com, kind: Thing, name: x, port: 1 }]
 "#,
     );
     let paths: Vec<_> =
@@ -364,6 +364,10 @@ spec:
     let a = action(&r[1]);
     assert_eq!(a.cluster_not_found_response_code, ClusterNotFoundResponseCode::InternalServerError as i32);
     assert_eq!(a.regex_rewrite.as_ref().unwrap().substitution, "/full");
+    let Some(ClusterSpecifier::WeightedClusters(w)) = &action(&r[0]).cluster_specifier else {
+        panic!("weighted")
+    };
+    assert_eq!(w.clusters[1].name, "UnknownService", "an unsupported backend kind answers 500 for its share");
 }
 
 #[test]
@@ -403,4 +407,26 @@ spec:
     let ratings =
         authorization::http_filters(&cfg, &Options::default(), ("bookinfo", "waypoint"), &svc("ratings"));
     assert_eq!(ratings.len(), 1, "only the waypoint-wide DENY");
+}
+
+#[test]
+fn services_named_alike_never_share_a_domain() {
+    let (snap, _) = translate(
+        r#"---
+apiVersion: v1
+kind: Namespace
+metadata: { name: other, labels: { istio.io/use-waypoint: waypoint, istio.io/use-waypoint-namespace: bookinfo } }
+---
+apiVersion: v1
+kind: Service
+metadata: { name: reviews, namespace: other }
+spec: { clusterIP: 10.96.0.12, ports: [{ name: http, port: 9080 }] }
+"#,
+    );
+    let rcs: Vec<RouteConfiguration> = decoded(&snap, type_url::ROUTE);
+    let mut seen = std::collections::HashSet::new();
+    for d in rcs[0].virtual_hosts.iter().flat_map(|v| v.domains.iter()) {
+        assert!(seen.insert(d.clone()), "domain {d} twice: Envoy would reject the whole configuration");
+    }
+    assert!(seen.contains("reviews.other.svc.cluster.local:9080"));
 }

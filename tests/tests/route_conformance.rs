@@ -578,10 +578,8 @@ fn route_timeout_answers_504() -> Result<()> {
 "#)),
     )?;
     c.backend("reviews-v1").delay(std::time::Duration::from_secs(2));
-    let t = std::time::Instant::now();
     let r = c.get(REVIEWS, "/", &[])?;
-    assert_eq!(r.status, 504, "{r:?}");
-    assert!(t.elapsed() < std::time::Duration::from_secs(2), "answered before the backend");
+    assert_eq!(r.status, 504, "the backend would have answered 200: {r:?}");
     Ok(())
 }
 
@@ -630,7 +628,8 @@ spec:
     connectionPool: { tcp: { maxConnections: 1 }, http: { http1MaxPendingRequests: 1 } }
 "#),
     )?);
-    c.backend("ratings-v1").delay(std::time::Duration::from_millis(500));
+    // Long enough that all eight requests are in flight together.
+    c.backend("ratings-v1").delay(std::time::Duration::from_millis(1500));
     let threads: Vec<_> = (0..8)
         .map(|_| {
             let c = c.clone();
@@ -719,11 +718,9 @@ fn fault_delay_percentages() -> Result<()> {
     }
     assert_eq!(c.stat(stat)?, 0, "no percentage: no delay");
     for _ in 0..5 {
-        let t = std::time::Instant::now();
         assert_eq!(c.get(REVIEWS, "/", &[("x-case", "all")])?.status, 200);
-        assert!(t.elapsed() >= std::time::Duration::from_millis(100), "delayed at least the fixed delay");
     }
-    assert_eq!(c.stat(stat)?, 5);
+    assert_eq!(c.stat(stat)?, 5, "100 %: every request delayed");
     Ok(())
 }
 

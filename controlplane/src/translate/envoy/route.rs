@@ -59,6 +59,9 @@ pub(crate) fn resolve_host(host: &str, namespace: &str, suffix_of: &str) -> Stri
 /// FQDN → the service's first port: where a destination without a port goes.
 pub type Ports = std::collections::HashMap<String, u32>;
 
+/// The cluster Istio names for a backend it could not resolve.
+const UNKNOWN_SERVICE: &str = "UnknownService";
+
 /// Name of the fault filter, whose per-route config carries a route's `fault`.
 pub const FAULT_FILTER: &str = "envoy.filters.http.fault";
 
@@ -81,6 +84,11 @@ pub(crate) struct Context<'a> {
 
 impl Context<'_> {
     fn cluster_for(&self, d: &Destination, namespace: &str) -> String {
+        if d.host.is_empty() {
+            // Istio's name for an invalid Gateway API backend: no such cluster, so its share
+            // answers cluster_not_found_response_code (500 for HTTPRoutes).
+            return UNKNOWN_SERVICE.to_owned();
+        }
         let host = resolve_host(&d.host, namespace, self.suffix);
         // Istio: the destination's port; else the service's only port; else the listener's.
         let port = match &d.port {
@@ -92,6 +100,9 @@ impl Context<'_> {
     }
 
     fn hash_for(&self, d: &Destination, namespace: &str) -> Option<route_action::HashPolicy> {
+        if d.host.is_empty() {
+            return None;
+        }
         let host = resolve_host(&d.host, namespace, self.suffix);
         let dr = self.hosts?.destination_rule(&host);
         hash::hash_policy(&hash::for_destination(dr, d)?)
@@ -489,10 +500,7 @@ fn route_destination(
 }
 
 fn destination(rd: &HttpRouteDestination) -> Result<&Destination, String> {
-    rd.destination
-        .as_ref()
-        .filter(|d| !d.host.is_empty())
-        .ok_or_else(|| "a destination without host".to_owned())
+    rd.destination.as_ref().ok_or_else(|| "a route destination without destination".to_owned())
 }
 
 /// Istio's default waypoint route (`BuildDefaultHTTPOutboundRoute`): everything to the
