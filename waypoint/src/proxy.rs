@@ -1,0 +1,343 @@
+//! The request path: every phase a request goes through, in order, in one place.
+//!
+//! ```text
+//!  CONNECT VIP:PORT ─▶ inbound.rs: authority dispatch ─▶ HTTP chain (this file)
+//!
+//!  request ─▶ 1. route select        (RDS table of the chain; none / no match → 404 NR)
+//!          ─▶ 2. fault               (route's fault config: delay, abort)       [route engine]
+//!          ─▶ 3. RBAC                (chain's policy + route's per-route config) [route engine]
+//!          ─▶ 4. redirect | direct response                                     [route engine]
+//!          ─▶ 5. forward:
+//!                 cluster pick (weighted) ─▶ circuit breaker (max_requests → 503 UO)
+//!                 rewrites, request header mutations                            [route engine]
+//!                 mirror                                                        [route engine]
+//!                 retry loop {
+//!                    LB pick (avoiding the previous try's endpoint; none → 503 UH)
+//!                    upstream call over HBONE, per-try timeout (→ 504 UT)
+//!                    outlier record
+//!                    retry? (policy, budget: max_retries breaker)
+//!                 }
+//!          ─▶ 6. response header mutations                                      [route engine]
+//!          ─▶ 7. metrics / access log
+//! ```
+//!
+//! Phases marked [route engine] read the route's configuration, which the real route
+//! engine (branch `wproute`) compiles; with the placeholder in `route/` they have nothing to
+//! do, and their slot below says so.
+//!
+//! A request reads one config snapshot from start to end (`load_full` once). Nothing on
+//! this path takes a lock (the HTTP/1.1 idle list aside, see `upstream/conn.rs`) or
+//! allocates but for what hyper needs and what a retry must keep (a copy of headers and
+//! body, only when the route allows retries).
+
+use crate::{
+    body::{Replayable, RequestBody, ResponseBody},
+    error::ProxyError,
+    retry::{self, Outcome},
+    route::{RequestParts, RouteAction, Selected},
+    snapshot::{HttpChain, Snapshot},
+    state::Shared,
+    upstream::{Cluster, InFlight, UpstreamProtocol, conn},
+};
+use http::{HeaderMap, HeaderName, HeaderValue, Request, Response, Uri, Version, header, request::Parts};
+use http_body::Body;
+use http_body_util::BodyExt;
+use hyper::body::Incoming;
+use std::{net::SocketAddr, sync::Arc, time::Instant};
+use tracing::debug;
+use weft_hbone::Identity;
+
+/// Who sent the request: carried in every request's extensions, for routing (source
+/// principal and namespace) and metrics.
+#[derive(Clone, Debug)]
+pub struct Source {
+    /// The client's SPIFFE identity, from its HBONE certificate.
+    pub identity: Arc<Identity>,
+    /// The client's address (the client pod's IP: its agent dials from it).
+    pub addr: SocketAddr,
+    /// The CONNECT authority: the service VIP:PORT the client dialled.
+    pub authority: SocketAddr,
+}
+
+/// One downstream HTTP connection (one HBONE stream): what every request on it shares.
+pub struct Downstream {
+    pub shared: Arc<Shared>,
+    pub chain: Arc<crate::snapshot::Chain>,
+    pub source: Source,
+}
+
+/// Envoy's default `per_request_buffer_limit_bytes` when the route sets none: what a
+/// retry may keep of a request body (a larger one is streamed and not retried).
+const RETRY_BUFFER_LIMIT: u64 = 1 << 20;
+
+/// Serves one request: the phases, then the local reply for a failure, then metrics.
+pub async fn serve(
+    ctx: Arc<Downstream>,
+    mut request: Request<Incoming>,
+) -> Result<Response<ResponseBody>, std::convert::Infallible> {
+    let started = Instant::now();
+    request.extensions_mut().insert(ctx.source.clone());
+    let snapshot = ctx.shared.snapshot.load_full();
+    let response = match handle(&ctx, &snapshot, request).await {
+        Ok(response) => response,
+        Err(error) => {
+            debug!(%error, flag = error.response_flag(), "local reply");
+            local_reply(&error)
+        }
+    };
+    // 7. metrics / access log.
+    ctx.shared.metrics.record_response(response.status(), started.elapsed());
+    Ok(response)
+}
+
+/// Phases 1–6.
+async fn handle(
+    ctx: &Downstream,
+    snapshot: &Snapshot,
+    request: Request<Incoming>,
+) -> Result<Response<ResponseBody>, ProxyError> {
+    let crate::snapshot::Chain::Http(chain) = &*ctx.chain else {
+        unreachable!("inbound.rs hands only HTTP chains to the HTTP path")
+    };
+    let (mut parts, body) = request.into_parts();
+
+    // 1. Route select. A table not (yet) received is Envoy's "no route": 404 NR.
+    let table = snapshot.routes.get(&chain.route_config).ok_or(ProxyError::NoRoute)?;
+    let host = host_of(&parts).unwrap_or_default();
+    let route = {
+        let path = parts.uri.path_and_query().map_or("/", |p| p.as_str());
+        let selected =
+            table.select(&RequestParts { host: &host, path, method: &parts.method, headers: &parts.headers });
+        match selected {
+            Selected::Route(route) => route,
+            Selected::NoVirtualHost | Selected::NoRoute => return Err(ProxyError::NoRoute),
+        }
+    };
+
+    // 2. Fault: [route engine] the route's fault filter config, when `chain.fault`.
+    // 3. RBAC: [route engine] the chain's policy and the route's per-route config, when `chain.rbac`.
+    // 4. Redirect | direct response: [route engine] the route's action other than forward.
+    let action = &route.action;
+
+    // 5. Forward.
+    let cluster_name = action.clusters.pick(fastrand::u64(..));
+    let cluster =
+        snapshot.clusters.get(cluster_name).ok_or_else(|| ProxyError::NoCluster(cluster_name.clone()))?;
+    let slot = cluster.admit()?;
+    //    Rewrites and request header mutations: [route engine].
+    //    Mirror: [route engine].
+    let wire = wire(cluster, parts.version);
+    prepare_upstream(&mut parts, &host, wire);
+    let policy = retry_policy(action);
+    let target = Target { chain, cluster, wire };
+    let mut response = retry_loop(ctx, &target, &policy, parts, body, slot).await?;
+
+    // 6. Response header mutations: [route engine].
+    strip_hop_by_hop(response.headers_mut());
+    Ok(response)
+}
+
+/// The route's retry and timeout plan. [route engine] the placeholder route has none.
+fn retry_policy(_action: &RouteAction) -> retry::Policy {
+    retry::Policy::none()
+}
+
+/// The HTTP version towards the cluster: its protocol options, or the downstream's.
+fn wire(cluster: &Cluster, downstream: Version) -> conn::Wire {
+    match cluster.settings.protocol {
+        UpstreamProtocol::Http1 => conn::Wire::Http1,
+        UpstreamProtocol::Http2 => conn::Wire::Http2,
+        UpstreamProtocol::Downstream if downstream == Version::HTTP_2 => conn::Wire::Http2,
+        UpstreamProtocol::Downstream => conn::Wire::Http1,
+    }
+}
+
+/// Where a request goes: its chain (for logs), its cluster, the HTTP version.
+#[derive(Clone, Copy)]
+struct Target<'a> {
+    chain: &'a HttpChain,
+    cluster: &'a Cluster,
+    wire: conn::Wire,
+}
+
+/// The tries of one request: LB pick, upstream call with per-try timeout, outlier record,
+/// retry decision, all within the route timeout.
+async fn retry_loop(
+    ctx: &Downstream,
+    target: &Target<'_>,
+    policy: &retry::Policy,
+    parts: Parts,
+    body: Incoming,
+    slot: crate::upstream::RequestSlot,
+) -> Result<Response<ResponseBody>, ProxyError> {
+    let Target { chain, cluster, wire } = *target;
+    let hash = None; // [route engine] the route's hash policy over the request.
+    let tries = async {
+        // A body is kept for another try only when retries are possible and it is known
+        // to fit the buffer limit; otherwise it streams and the request gets one try.
+        let mut replay = None;
+        let mut first_body = Some(body);
+        if policy.num_retries > 0 {
+            let body = first_body.take().expect("body");
+            if body.is_end_stream() {
+                replay = Some(Replayable::default());
+            } else if body.size_hint().exact().is_some_and(|n| n <= RETRY_BUFFER_LIMIT) {
+                let collected = body.collect().await.map_err(ProxyError::ClientBody)?;
+                let trailers = collected.trailers().cloned();
+                replay = Some(Replayable { data: collected.to_bytes(), trailers });
+            } else {
+                first_body = Some(body);
+            }
+        }
+        let retries = if replay.is_some() { policy.num_retries } else { 0 };
+        let mut previous = None;
+        let mut slot = Some(slot);
+        let mut last = None;
+        for attempt in 0..=retries {
+            let _retry_slot = if attempt > 0 {
+                match cluster.admit_retry() {
+                    Some(s) => Some(s),
+                    None => break,
+                }
+            } else {
+                None
+            };
+            let endpoint = cluster.pick(hash, previous.as_ref())?.clone();
+            let request = match (&replay, first_body.take()) {
+                (_, Some(body)) => Request::from_parts(clone_parts(&parts), RequestBody::Streaming(body)),
+                (Some(r), None) => Request::from_parts(clone_parts(&parts), RequestBody::replay(r)),
+                (None, None) => unreachable!("a body without a copy is sent once"),
+            };
+            let mut inflight = InFlight::start(&endpoint);
+            let call = conn::send(&ctx.shared.hbone, &endpoint, wire, request, &mut inflight);
+            let result = match policy.per_try_timeout {
+                Some(t) => tokio::time::timeout(t, call).await.unwrap_or(Err(ProxyError::Timeout)),
+                None => call.await,
+            };
+            let outcome = match &result {
+                Ok(r) => Some(Outcome::Status(r.status())),
+                Err(e) => e.retry_condition().map(Outcome::Failure),
+            };
+            let Some(outcome) = outcome else {
+                // Not an upstream's answer (no endpoint, overflow, ...): no retry helps.
+                return Err(result.expect_err("only failures lack an outcome"));
+            };
+            // Outlier detection's input: gateway failures and 5xx.
+            endpoint.record(
+                matches!(outcome, Outcome::Failure(_))
+                    || matches!(outcome, Outcome::Status(s) if s.is_server_error()),
+            );
+            if attempt < retries && policy.retriable(outcome) {
+                debug!(chain = %chain.name, cluster = %cluster.name, endpoint = %endpoint.address, attempt, ?outcome, "retrying");
+                previous = Some(endpoint);
+                last = Some((result, inflight));
+                continue;
+            }
+            return answer(result, inflight, &mut slot);
+        }
+        // The retry budget ran out: the last try's answer stands.
+        match last {
+            Some((result, inflight)) => answer(result, inflight, &mut slot),
+            None => Err(ProxyError::Overflow { cluster: cluster.name.clone(), limit: "max_retries" }),
+        }
+    };
+    match policy.timeout {
+        Some(t) => tokio::time::timeout(t, tries).await.unwrap_or(Err(ProxyError::Timeout)),
+        None => tries.await,
+    }
+}
+
+/// The response of the try that stands, carrying what must live until its body ends.
+fn answer(
+    result: Result<Response<Incoming>, ProxyError>,
+    inflight: InFlight,
+    slot: &mut Option<crate::upstream::RequestSlot>,
+) -> Result<Response<ResponseBody>, ProxyError> {
+    let response = result?;
+    let keep = match slot.take() {
+        Some(slot) => inflight.with_slot(slot),
+        None => inflight,
+    };
+    Ok(response.map(|body| ResponseBody::Upstream { body, keep: Some(keep) }))
+}
+
+/// A copy of the request head for one try (the original is kept for the next).
+fn clone_parts(parts: &Parts) -> Parts {
+    let mut request = Request::new(());
+    *request.method_mut() = parts.method.clone();
+    *request.uri_mut() = parts.uri.clone();
+    *request.version_mut() = parts.version;
+    *request.headers_mut() = parts.headers.clone();
+    request.into_parts().0
+}
+
+/// The request's host: `:authority` (HTTP/2) or `Host` (HTTP/1.1).
+fn host_of(parts: &Parts) -> Option<String> {
+    match parts.uri.authority() {
+        Some(a) => Some(a.as_str().to_owned()),
+        None => parts.headers.get(header::HOST).and_then(|h| h.to_str().ok()).map(str::to_owned),
+    }
+}
+
+/// Headers that belong to one connection, never forwarded (RFC 9110 §7.6.1; HTTP/2
+/// forbids them).
+const HOP_BY_HOP: [HeaderName; 6] = [
+    header::CONNECTION,
+    HeaderName::from_static("keep-alive"),
+    HeaderName::from_static("proxy-connection"),
+    header::TRANSFER_ENCODING,
+    header::UPGRADE,
+    header::PROXY_AUTHORIZATION,
+];
+
+fn strip_hop_by_hop(headers: &mut HeaderMap) {
+    for name in &HOP_BY_HOP {
+        headers.remove(name);
+    }
+}
+
+/// Makes the head fit the upstream's HTTP version: an origin-form URI and `Host` for
+/// HTTP/1.1, an absolute URI (`:scheme`, `:authority`) for HTTP/2; `te` only as
+/// `trailers` (gRPC needs it).
+fn prepare_upstream(parts: &mut Parts, host: &str, wire: conn::Wire) {
+    strip_hop_by_hop(&mut parts.headers);
+    if parts.headers.get(header::TE).is_some_and(|te| te != "trailers") {
+        parts.headers.remove(header::TE);
+    }
+    let path = parts.uri.path_and_query().map_or("/", |p| p.as_str());
+    match wire {
+        conn::Wire::Http1 => {
+            parts.version = Version::HTTP_11;
+            if parts.uri.authority().is_some() {
+                parts.uri = Uri::try_from(path).unwrap_or_else(|_| Uri::from_static("/"));
+            }
+            if !parts.headers.contains_key(header::HOST)
+                && let Ok(value) = HeaderValue::from_str(host)
+            {
+                parts.headers.insert(header::HOST, value);
+            }
+        }
+        conn::Wire::Http2 => {
+            parts.version = Version::HTTP_2;
+            if parts.uri.authority().is_none() {
+                let absolute = Uri::builder().scheme("http").authority(host).path_and_query(path).build();
+                if let Ok(uri) = absolute {
+                    parts.uri = uri;
+                }
+            }
+            parts.headers.remove(header::HOST);
+        }
+    }
+}
+
+/// Envoy's local reply for a failure: its status, body and `x-envoy`-less headers.
+pub fn local_reply(error: &ProxyError) -> Response<ResponseBody> {
+    let body = error.body();
+    let mut response = Response::new(ResponseBody::local(body));
+    *response.status_mut() = error.status();
+    if !body.is_empty() {
+        response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain"));
+    }
+    response.headers_mut().insert(header::CONTENT_LENGTH, HeaderValue::from(body.len()));
+    response
+}
