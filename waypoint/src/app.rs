@@ -45,6 +45,11 @@ pub struct Running {
 }
 
 impl Running {
+    /// The ADS client's connection state.
+    pub fn xds_state(&self) -> watch::Receiver<weft_xds::client::ClientState> {
+        self.xds.state()
+    }
+
     /// Stops accepting, tells HBONE connections to drain (GOAWAY) and stops the ADS client.
     pub async fn stop(self) {
         self.shutdown.send_replace(true);
