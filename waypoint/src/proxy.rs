@@ -103,11 +103,15 @@ async fn handle(
 
     // 1. Route select. A table not (yet) received is Envoy's "no route": 404 NR.
     let table = snapshot.routes.get(&chain.route_config).ok_or(ProxyError::NoRoute)?;
-    let host = host_of(&parts).unwrap_or_default();
+    let host = Host::of(&parts);
     let route = {
         let path = parts.uri.path_and_query().map_or("/", |p| p.as_str());
-        let selected =
-            table.select(&RequestParts { host: &host, path, method: &parts.method, headers: &parts.headers });
+        let selected = table.select(&RequestParts {
+            host: host.as_str(),
+            path,
+            method: &parts.method,
+            headers: &parts.headers,
+        });
         match selected {
             Selected::Route(route) => route,
             Selected::NoVirtualHost | Selected::NoRoute => return Err(ProxyError::NoRoute),
@@ -137,9 +141,16 @@ async fn handle(
     Ok(response)
 }
 
-/// The route's retry and timeout plan. [route engine] the placeholder route has none.
-fn retry_policy(_action: &RouteAction) -> retry::Policy {
-    retry::Policy::none()
+/// The route's retry and timeout plan.
+fn retry_policy(action: &RouteAction) -> retry::Policy<'_> {
+    let mut policy = retry::Policy { timeout: action.timeout, ..retry::Policy::none() };
+    if let Some(p) = &action.retry_policy {
+        policy.num_retries = p.num_retries;
+        policy.retry_on = retry::RetryOn::parse(&p.retry_on);
+        policy.retriable_status_codes = &p.retriable_status_codes;
+        policy.per_try_timeout = p.per_try_timeout;
+    }
+    policy
 }
 
 /// The HTTP version towards the cluster: its protocol options, or the downstream's.
@@ -165,7 +176,7 @@ struct Target<'a> {
 async fn retry_loop(
     ctx: &Downstream,
     target: &Target<'_>,
-    policy: &retry::Policy,
+    policy: &retry::Policy<'_>,
     parts: Parts,
     body: Incoming,
     slot: crate::upstream::RequestSlot,
@@ -192,6 +203,8 @@ async fn retry_loop(
         let retries = if replay.is_some() { policy.num_retries } else { 0 };
         let mut previous = None;
         let mut slot = Some(slot);
+        // The head is copied for every try but the last, which takes the original.
+        let mut head = Some(parts);
         let mut last = None;
         for attempt in 0..=retries {
             let _retry_slot = if attempt > 0 {
@@ -203,9 +216,14 @@ async fn retry_loop(
                 None
             };
             let endpoint = cluster.pick(hash, previous.as_ref())?.clone();
+            let parts = if attempt == retries {
+                head.take().expect("the last try takes the head")
+            } else {
+                clone_parts(head.as_ref().expect("kept until the last try"))
+            };
             let request = match (&replay, first_body.take()) {
-                (_, Some(body)) => Request::from_parts(clone_parts(&parts), RequestBody::Streaming(body)),
-                (Some(r), None) => Request::from_parts(clone_parts(&parts), RequestBody::replay(r)),
+                (_, Some(body)) => Request::from_parts(parts, RequestBody::Streaming(body)),
+                (Some(r), None) => Request::from_parts(parts, RequestBody::replay(r)),
                 (None, None) => unreachable!("a body without a copy is sent once"),
             };
             let mut inflight = InFlight::start(&endpoint);
@@ -271,11 +289,29 @@ fn clone_parts(parts: &Parts) -> Parts {
     request.into_parts().0
 }
 
-/// The request's host: `:authority` (HTTP/2) or `Host` (HTTP/1.1).
-fn host_of(parts: &Parts) -> Option<String> {
-    match parts.uri.authority() {
-        Some(a) => Some(a.as_str().to_owned()),
-        None => parts.headers.get(header::HOST).and_then(|h| h.to_str().ok()).map(str::to_owned),
+/// The request's host: `:authority` (HTTP/2) or `Host` (HTTP/1.1). Both are backed by
+/// the request's own `Bytes`, so keeping one is a reference count, not a copy.
+enum Host {
+    Authority(http::uri::Authority),
+    Header(HeaderValue),
+    None,
+}
+
+impl Host {
+    fn of(parts: &Parts) -> Host {
+        match (parts.uri.authority(), parts.headers.get(header::HOST)) {
+            (Some(a), _) => Host::Authority(a.clone()),
+            (None, Some(h)) => Host::Header(h.clone()),
+            (None, None) => Host::None,
+        }
+    }
+
+    fn as_str(&self) -> &str {
+        match self {
+            Host::Authority(a) => a.as_str(),
+            Host::Header(h) => h.to_str().unwrap_or(""),
+            Host::None => "",
+        }
     }
 }
 
@@ -299,7 +335,7 @@ fn strip_hop_by_hop(headers: &mut HeaderMap) {
 /// Makes the head fit the upstream's HTTP version: an origin-form URI and `Host` for
 /// HTTP/1.1, an absolute URI (`:scheme`, `:authority`) for HTTP/2; `te` only as
 /// `trailers` (gRPC needs it).
-fn prepare_upstream(parts: &mut Parts, host: &str, wire: conn::Wire) {
+fn prepare_upstream(parts: &mut Parts, host: &Host, wire: conn::Wire) {
     strip_hop_by_hop(&mut parts.headers);
     if parts.headers.get(header::TE).is_some_and(|te| te != "trailers") {
         parts.headers.remove(header::TE);
@@ -311,16 +347,22 @@ fn prepare_upstream(parts: &mut Parts, host: &str, wire: conn::Wire) {
             if parts.uri.authority().is_some() {
                 parts.uri = Uri::try_from(path).unwrap_or_else(|_| Uri::from_static("/"));
             }
-            if !parts.headers.contains_key(header::HOST)
-                && let Ok(value) = HeaderValue::from_str(host)
-            {
-                parts.headers.insert(header::HOST, value);
+            if !parts.headers.contains_key(header::HOST) {
+                let value = match host {
+                    Host::Authority(a) => HeaderValue::from_str(a.as_str()).ok(),
+                    Host::Header(h) => Some(h.clone()),
+                    Host::None => None,
+                };
+                if let Some(value) = value {
+                    parts.headers.insert(header::HOST, value);
+                }
             }
         }
         conn::Wire::Http2 => {
             parts.version = Version::HTTP_2;
             if parts.uri.authority().is_none() {
-                let absolute = Uri::builder().scheme("http").authority(host).path_and_query(path).build();
+                let absolute =
+                    Uri::builder().scheme("http").authority(host.as_str()).path_and_query(path).build();
                 if let Ok(uri) = absolute {
                     parts.uri = uri;
                 }

@@ -39,13 +39,13 @@ impl RetryOn {
     }
 }
 
-/// One request's retry and timeout plan.
+/// One request's retry and timeout plan, borrowing the route's lists (no copy per request).
 #[derive(Clone, Debug, Default)]
-pub struct Policy {
+pub struct Policy<'a> {
     /// Retries after the first try.
     pub num_retries: u32,
     pub retry_on: RetryOn,
-    pub retriable_status_codes: Vec<u16>,
+    pub retriable_status_codes: &'a [u16],
     /// Each try's limit (until response headers).
     pub per_try_timeout: Option<Duration>,
     /// The whole request's limit, retries included (until response headers).
@@ -59,9 +59,9 @@ pub enum Outcome {
     Failure(RetryCondition),
 }
 
-impl Policy {
+impl Policy<'_> {
     /// One try, no timeout.
-    pub fn none() -> Policy {
+    pub fn none() -> Policy<'static> {
         Policy::default()
     }
 
@@ -96,7 +96,7 @@ mod tests {
         let p = Policy {
             num_retries: 2,
             retry_on: RetryOn::parse("connect-failure,refused-stream,retriable-status-codes"),
-            retriable_status_codes: vec![409],
+            retriable_status_codes: &[409],
             ..Policy::default()
         };
         assert!(p.retriable(Outcome::Status(StatusCode::CONFLICT)));

@@ -1,7 +1,8 @@
 //! PLACEHOLDER route engine, replaced by the real one (branch `wproute`) at merge time.
 //!
 //! It understands only what the proxy's own tests need: virtual hosts by domain (exact or
-//! `*`), `match.prefix`, and `route.cluster` / `route.weighted_clusters`. It keeps the real
+//! `*`), `match.prefix`, `route.cluster` / `route.weighted_clusters`, and the route's
+//! `timeout` and `retry_policy` as plain fields (so the proxy's retry loop can be tested). It keeps the real
 //! module's names (`RouteTable::compile`, `RouteTable::select`, `RequestParts`,
 //! `Selected`, `Route`, `RouteAction`, `WeightedClusters::pick`, `RouteError`), which are
 //! all the rest of the waypoint uses.
@@ -9,7 +10,7 @@
 use envoy_types::pb::envoy::config::route::v3::{
     RouteConfiguration, route::Action, route_action::ClusterSpecifier, route_match::PathSpecifier,
 };
-use std::sync::Arc;
+use std::{sync::Arc, time::Duration};
 
 /// A route table that cannot be applied, naming the route and the field.
 #[derive(Debug, thiserror::Error)]
@@ -61,6 +62,23 @@ pub struct Route {
 #[derive(Debug)]
 pub struct RouteAction {
     pub clusters: WeightedClusters,
+    /// The route timeout in force: Envoy's 15 s when the route sets none, none when it
+    /// sets 0 (as Istio does by default).
+    pub timeout: Option<Duration>,
+    pub retry_policy: Option<RetryPolicy>,
+}
+
+/// A route's retry policy, Envoy's fields.
+#[derive(Debug, Clone)]
+pub struct RetryPolicy {
+    pub retry_on: String,
+    pub num_retries: u32,
+    pub per_try_timeout: Option<Duration>,
+    pub retriable_status_codes: Vec<u16>,
+}
+
+fn duration(d: &envoy_types::pb::google::protobuf::Duration) -> Duration {
+    Duration::new(d.seconds.max(0) as u64, d.nanos.max(0) as u32)
 }
 
 /// Clusters with weights (one cluster: weight 1).
@@ -116,7 +134,18 @@ impl RouteTable {
                     return Err(error(format!("{at}.route.weighted_clusters"), "no clusters"));
                 }
                 let total = clusters.iter().map(|(_, w)| *w).sum();
-                let action = RouteAction { clusters: WeightedClusters { clusters, total } };
+                let timeout = match &action.timeout {
+                    None => Some(Duration::from_secs(15)),
+                    Some(d) => Some(duration(d)).filter(|d| !d.is_zero()),
+                };
+                let retry_policy = action.retry_policy.as_ref().map(|p| RetryPolicy {
+                    retry_on: p.retry_on.clone(),
+                    num_retries: p.num_retries.map_or(1, |n| n.value),
+                    per_try_timeout: p.per_try_timeout.as_ref().map(duration).filter(|d| !d.is_zero()),
+                    retriable_status_codes: p.retriable_status_codes.iter().map(|c| *c as u16).collect(),
+                });
+                let action =
+                    RouteAction { clusters: WeightedClusters { clusters, total }, timeout, retry_policy };
                 routes.push((prefix, Route { name: route.name.clone(), action }));
             }
             virtual_hosts.push(VirtualHost { domains: vh.domains.clone(), routes });

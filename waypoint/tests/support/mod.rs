@@ -75,6 +75,7 @@ pub struct Seen {
     pub path: String,
     pub version: http::Version,
     pub host: Option<String>,
+    pub body_len: usize,
 }
 
 /// A pod: an HBONE server answering HTTP (or echoing bytes on port 9000).
@@ -83,6 +84,8 @@ pub struct Backend {
     pub address: SocketAddr,
     pub identity: Identity,
     pub seen: Arc<Mutex<Vec<Seen>>>,
+    /// HBONE CONNECTs accepted: one per upstream HTTP connection the waypoint opened.
+    pub connects: Arc<std::sync::atomic::AtomicUsize>,
     task: tokio::task::JoinHandle<()>,
 }
 
@@ -101,22 +104,28 @@ impl Backend {
         let listener = TcpListener::bind(SocketAddr::new(address.ip(), hbone_port)).await.unwrap();
         let port = listener.local_addr().unwrap().port();
         let seen: Arc<Mutex<Vec<Seen>>> = Arc::default();
-        let record = seen.clone();
+        let connects: Arc<std::sync::atomic::AtomicUsize> = Arc::default();
+        let (record, counted) = (seen.clone(), connects.clone());
         let task = tokio::spawn(async move {
             loop {
                 let Ok((tcp, _)) = listener.accept().await else { continue };
-                let (tls, record) = (tls.clone(), record.clone());
+                let (tls, record, counted) = (tls.clone(), record.clone(), counted.clone());
                 tokio::spawn(async move {
                     let settings = weft_hbone::Settings::default();
                     let _ =
                         weft_hbone::serve_connection(tcp, tls, &settings, std::future::pending(), |req| {
+                            counted.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                             serve_connect(name, record.clone(), req)
                         })
                         .await;
                 });
             }
         });
-        (Backend { name, address, identity, seen, task }, port)
+        (Backend { name, address, identity, seen, connects, task }, port)
+    }
+
+    pub fn connects(&self) -> usize {
+        self.connects.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     pub fn requests(&self) -> Vec<Seen> {
@@ -142,19 +151,33 @@ async fn serve_connect(name: &'static str, seen: Arc<Mutex<Vec<Seen>>>, request:
 type Frames = StreamBody<futures::stream::Iter<std::vec::IntoIter<Result<Frame<Bytes>, Infallible>>>>;
 
 /// The backend's answer: its name and what it saw; for `/grpc…`, the request body back
-/// with gRPC-style trailers.
+/// with gRPC-style trailers. Query parameters script it: `fail=N` answers 503 to the first
+/// N requests of that path and query, `sleep=MS` waits first, `sleep_first=MS` waits on
+/// the first request only.
 async fn answer(
     name: &'static str,
     seen: Arc<Mutex<Vec<Seen>>>,
     req: Request<Incoming>,
 ) -> Result<Response<Frames>, Infallible> {
     let path = req.uri().path_and_query().map_or("/", |p| p.as_str()).to_owned();
+    let param = |key: &str| -> Option<u64> {
+        req.uri().query()?.split('&').find_map(|kv| kv.strip_prefix(key)?.strip_prefix('=')?.parse().ok())
+    };
+    let (fail, sleep, sleep_first) = (param("fail"), param("sleep"), param("sleep_first"));
     let host = req.headers().get(http::header::HOST).and_then(|h| h.to_str().ok()).map(str::to_owned);
-    let entry = Seen { method: req.method().to_string(), path: path.clone(), version: req.version(), host };
-    seen.lock().unwrap().push(entry);
-    let version = req.version();
+    let (method, version) = (req.method().to_string(), req.version());
+    let body = req.into_body().collect().await.map(|c| c.to_bytes()).unwrap_or_default();
+    let hits = {
+        let mut seen = seen.lock().unwrap();
+        seen.push(Seen { method, path: path.clone(), version, host, body_len: body.len() });
+        seen.iter().filter(|s| s.path == path).count() as u64
+    };
+    let wait = sleep.or(sleep_first.filter(|_| hits == 1));
+    if let Some(ms) = wait {
+        tokio::time::sleep(Duration::from_millis(ms)).await;
+    }
+    let failing = fail.is_some_and(|n| hits <= n);
     let frames = if path.starts_with("/grpc") {
-        let body = req.into_body().collect().await.map(|c| c.to_bytes()).unwrap_or_default();
         let mut trailers = http::HeaderMap::new();
         trailers.insert("grpc-status", "0".parse().unwrap());
         trailers.insert("grpc-message", format!("ok-{name}").parse().unwrap());
@@ -164,6 +187,9 @@ async fn answer(
     };
     let mut response = Response::new(StreamBody::new(futures::stream::iter(frames)));
     response.headers_mut().insert("x-backend", name.parse().unwrap());
+    if failing {
+        *response.status_mut() = StatusCode::SERVICE_UNAVAILABLE;
+    }
     Ok(response)
 }
 
@@ -207,6 +233,10 @@ impl Ads {
     }
 }
 
+/// A cluster and its assignment's endpoints (None: a cluster without one).
+pub type ClusterSpec =
+    (envoy_types::pb::envoy::config::cluster::v3::Cluster, Option<Vec<(SocketAddr, String)>>);
+
 /// The contract's resources for the test mesh, with `main_internal` as given.
 pub fn snapshot(
     version: &str,
@@ -214,23 +244,49 @@ pub fn snapshot(
     main_internal: envoy_types::pb::envoy::config::listener::v3::Listener,
     backends: &[&Backend],
 ) -> Snapshot {
+    let routes = resources::route_table(
+        REVIEWS,
+        &[("/v2", REVIEWS_V2), ("/grpc", REVIEWS_V2), ("/empty", REVIEWS_V3), ("/", REVIEWS_V1)],
+    );
+    snapshot_with(version, main_internal, default_clusters(hbone_port, backends), routes)
+}
+
+/// The endpoints of the named backends.
+pub fn endpoints_of(backends: &[&Backend], names: &[&str]) -> Option<Vec<(SocketAddr, String)>> {
+    Some(
+        backends
+            .iter()
+            .filter(|b| names.contains(&b.name))
+            .map(|b| (b.address, b.identity.to_string()))
+            .collect(),
+    )
+}
+
+/// The clusters of the test mesh: the contract's two, reviews v1 (HTTP/1.1), v2 (HTTP/2),
+/// v3 (no endpoint), echo (TCP).
+pub fn default_clusters(hbone_port: u16, backends: &[&Backend]) -> Vec<ClusterSpec> {
+    vec![
+        (resources::main_internal_cluster(), None),
+        (resources::connect_originate_cluster(hbone_port), None),
+        (resources::service_cluster(REVIEWS_V1, false), endpoints_of(backends, &["reviews-v1"])),
+        (resources::service_cluster(REVIEWS_V2, true), endpoints_of(backends, &["reviews-v2"])),
+        (resources::service_cluster(REVIEWS_V3, false), Some(Vec::new())),
+        (resources::service_cluster(ECHO, false), endpoints_of(backends, &["echo"])),
+    ]
+}
+
+/// A snapshot of these listeners, clusters and route table, scoped to the namespace.
+pub fn snapshot_with(
+    version: &str,
+    main_internal: envoy_types::pb::envoy::config::listener::v3::Listener,
+    clusters: Vec<ClusterSpec>,
+    routes: envoy_types::pb::envoy::config::route::v3::RouteConfiguration,
+) -> Snapshot {
     let scope = || Scope::Namespace(NS.into());
     let mut s = Snapshot::new(version);
     for l in [resources::connect_terminate(15008), main_internal, resources::connect_originate()] {
         s.add(type_url::LISTENER, ScopedResource::from_message(l.name.clone(), scope(), &l));
     }
-    let by_name = |n: &str| -> Option<Vec<(SocketAddr, String)>> {
-        Some(backends.iter().filter(|b| b.name == n).map(|b| (b.address, b.identity.to_string())).collect())
-    };
-    // (cluster, its assignment's endpoints: None for the clusters without one)
-    let clusters = [
-        (resources::main_internal_cluster(), None),
-        (resources::connect_originate_cluster(hbone_port), None),
-        (resources::service_cluster(REVIEWS_V1, false), by_name("reviews-v1")),
-        (resources::service_cluster(REVIEWS_V2, true), by_name("reviews-v2")),
-        (resources::service_cluster(REVIEWS_V3, false), Some(Vec::new())),
-        (resources::service_cluster(ECHO, false), by_name("echo")),
-    ];
     for (c, endpoints) in clusters {
         s.add(type_url::CLUSTER, ScopedResource::from_message(c.name.clone(), scope(), &c));
         if let Some(eps) = endpoints {
@@ -239,11 +295,7 @@ pub fn snapshot(
             s.add(type_url::ENDPOINT, ScopedResource::from_message(c.name.clone(), scope(), &cla));
         }
     }
-    let routes = resources::route_table(
-        REVIEWS,
-        &[("/v2", REVIEWS_V2), ("/grpc", REVIEWS_V2), ("/empty", REVIEWS_V3), ("/", REVIEWS_V1)],
-    );
-    s.add(type_url::ROUTE, ScopedResource::from_message(REVIEWS, scope(), &routes));
+    s.add(type_url::ROUTE, ScopedResource::from_message(routes.name.clone(), scope(), &routes));
     s
 }
 
@@ -320,6 +372,11 @@ impl Mesh {
         })
         .await;
         mesh
+    }
+
+    /// Another client with the same certificate (its own HBONE pool), for concurrent use.
+    pub fn client_clone(&self) -> Client {
+        Client::new(&self.ca, self.waypoint.hbone_address)
     }
 
     pub fn backend(&self, name: &str) -> &Backend {

@@ -277,27 +277,73 @@ pub fn assignment(cluster: &str, endpoints: &[(SocketAddr, &str)]) -> ClusterLoa
 
 /// Item 4: routes by path prefix to clusters, in order.
 pub fn route_table(name: &str, routes: &[(&str, &str)]) -> RouteConfiguration {
+    route_table_of(name, routes.iter().map(|(prefix, cluster)| route(prefix, cluster, |_| {})).collect())
+}
+
+/// A route table of these routes.
+pub fn route_table_of(name: &str, routes: Vec<Route>) -> RouteConfiguration {
     RouteConfiguration {
         name: name.into(),
         virtual_hosts: vec![VirtualHost {
             name: name.into(),
             domains: vec!["*".into()],
-            routes: routes
-                .iter()
-                .map(|(prefix, cluster)| Route {
-                    r#match: Some(RouteMatch {
-                        path_specifier: Some(PathSpecifier::Prefix((*prefix).into())),
-                        ..Default::default()
-                    }),
-                    action: Some(Action::Route(RouteAction {
-                        cluster_specifier: Some(ClusterSpecifier::Cluster((*cluster).into())),
-                        ..Default::default()
-                    })),
-                    ..Default::default()
-                })
-                .collect(),
+            routes,
             ..Default::default()
         }],
+        ..Default::default()
+    }
+}
+
+/// A route by path prefix to a cluster; `edit` sets its action's other fields.
+pub fn route(prefix: &str, cluster: &str, edit: impl FnOnce(&mut RouteAction)) -> Route {
+    let mut action = RouteAction {
+        cluster_specifier: Some(ClusterSpecifier::Cluster(cluster.into())),
+        ..Default::default()
+    };
+    edit(&mut action);
+    Route {
+        r#match: Some(RouteMatch {
+            path_specifier: Some(PathSpecifier::Prefix(prefix.into())),
+            ..Default::default()
+        }),
+        action: Some(Action::Route(action)),
+        ..Default::default()
+    }
+}
+
+/// The cluster with a `max_requests` circuit breaker.
+pub fn with_max_requests(mut c: Cluster, max_requests: u32) -> Cluster {
+    use envoy_types::pb::envoy::config::cluster::v3::{CircuitBreakers, circuit_breakers::Thresholds};
+    c.circuit_breakers = Some(CircuitBreakers {
+        thresholds: vec![Thresholds {
+            max_requests: Some(UInt32Value { value: max_requests }),
+            ..Default::default()
+        }],
+        ..Default::default()
+    });
+    c
+}
+
+/// A protobuf duration.
+pub fn millis(ms: u64) -> envoy_types::pb::google::protobuf::Duration {
+    envoy_types::pb::google::protobuf::Duration {
+        seconds: (ms / 1000) as i64,
+        nanos: ((ms % 1000) * 1_000_000) as i32,
+    }
+}
+
+/// A retry policy: Envoy's fields.
+pub fn retry_policy(
+    retry_on: &str,
+    num_retries: u32,
+    codes: &[u32],
+    per_try_ms: Option<u64>,
+) -> envoy_types::pb::envoy::config::route::v3::RetryPolicy {
+    envoy_types::pb::envoy::config::route::v3::RetryPolicy {
+        retry_on: retry_on.into(),
+        num_retries: Some(UInt32Value { value: num_retries }),
+        retriable_status_codes: codes.to_vec(),
+        per_try_timeout: per_try_ms.map(millis),
         ..Default::default()
     }
 }
