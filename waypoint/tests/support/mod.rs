@@ -28,6 +28,10 @@ use weft_waypoint::{
     config::Config,
     identity::Signer,
 };
+use weft_xds::ca::proto::{
+    IstioCertificateRequest, IstioCertificateResponse,
+    istio_certificate_service_server::{IstioCertificateService, IstioCertificateServiceServer},
+};
 use weft_xds::{
     server::{Scope, ScopedResource, ServerConfig, Snapshot, XdsServer},
     type_url,
@@ -68,6 +72,23 @@ impl Signer for TestSigner {
     }
 }
 
+/// weftd's certificate service, signing with the test CA.
+struct TestCaService(Arc<TestCa>);
+
+#[tonic::async_trait]
+impl IstioCertificateService for TestCaService {
+    async fn create_certificate(
+        &self,
+        request: tonic::Request<IstioCertificateRequest>,
+    ) -> Result<tonic::Response<IstioCertificateResponse>, tonic::Status> {
+        let request = request.into_inner();
+        let ttl = Duration::from_secs(request.validity_duration.max(60) as u64);
+        let chain =
+            self.0.sign_csr(&request.csr, ttl).map_err(|e| tonic::Status::invalid_argument(e.to_string()))?;
+        Ok(tonic::Response::new(IstioCertificateResponse { cert_chain: vec![chain] }))
+    }
+}
+
 /// What a backend saw of one request.
 #[derive(Clone, Debug)]
 pub struct Seen {
@@ -97,7 +118,12 @@ impl Drop for Backend {
 
 impl Backend {
     /// Starts the pod's HBONE server on `ip:hbone_port` (0: any), serving `address`.
-    async fn start(ca: &TestCa, name: &'static str, address: SocketAddr, hbone_port: u16) -> (Backend, u16) {
+    pub async fn start(
+        ca: &TestCa,
+        name: &'static str,
+        address: SocketAddr,
+        hbone_port: u16,
+    ) -> (Backend, u16) {
         let identity = identity(name);
         let cert = ca.issue(&identity, Duration::from_secs(3600));
         let tls = weft_hbone::tls::server_config(&cert, &ca.trust_bundle()).unwrap();
@@ -202,7 +228,12 @@ pub struct Ads {
 }
 
 impl Ads {
-    async fn start() -> Ads {
+    pub async fn start() -> Ads {
+        Ads::start_with_ca(None).await
+    }
+
+    /// Serves weftd's CA too (signing with `ca`), on the same port, as weftd does.
+    pub async fn start_with_ca(ca: Option<Arc<TestCa>>) -> Ads {
         let server =
             XdsServer::new(ServerConfig { debounce: Duration::from_millis(1), ..ServerConfig::default() });
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -212,6 +243,7 @@ impl Ads {
         let task = tokio::spawn(async move {
             tonic::transport::Server::builder()
                 .add_service(service)
+                .add_optional_service(ca.map(|ca| IstioCertificateServiceServer::new(TestCaService(ca))))
                 .serve_with_incoming_shutdown(TcpListenerStream::new(listener), async {
                     let _ = stopped.await;
                 })
@@ -426,7 +458,7 @@ pub struct Answer {
 }
 
 impl Client {
-    fn new(ca: &TestCa, waypoint: SocketAddr) -> Client {
+    pub fn new(ca: &TestCa, waypoint: SocketAddr) -> Client {
         let cert = Arc::new(ca.issue(&identity("productpage"), Duration::from_secs(3600)));
         Client { pool: Pool::new(weft_hbone::Settings::default()), cert, roots: ca.trust_bundle(), waypoint }
     }
