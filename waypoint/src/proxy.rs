@@ -383,3 +383,24 @@ pub fn local_reply(error: &ProxyError) -> Response<ResponseBody> {
     response.headers_mut().insert(header::CONTENT_LENGTH, HeaderValue::from(body.len()));
     response
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The size of the future an async fn returns, without calling it.
+    fn future_size<A, B, F>(_: impl Fn(A, B) -> F) -> usize {
+        std::mem::size_of::<F>()
+    }
+
+    /// Every request in flight holds one of these: a regression in its size costs memory
+    /// per request on every waypoint, so it fails here first.
+    #[test]
+    fn a_request_in_flight_stays_small() {
+        let size = future_size(serve);
+        println!("request future: {size} bytes");
+        // 4,336 bytes when written: hyper's send futures (~1.5 KiB), the retry loop's
+        // state, and the two timeouts around them.
+        assert!(size <= 5 * 1024, "the request future grew to {size} bytes");
+    }
+}

@@ -144,7 +144,9 @@ async fn send_h1(
                 Ok(()) => (s, true),
                 Err(_) => continue,
             },
-            None => (dial_h1(hbone, endpoint).await?, false),
+            // Boxed: dialling (HBONE, TLS, handshakes) is a large future on the cold path;
+            // inline it would grow every request's future by kilobytes.
+            None => (Box::pin(dial_h1(hbone, endpoint)).await?, false),
         };
         match sender.try_send_request(request).await {
             Ok(response) => {
@@ -171,7 +173,7 @@ async fn send_h2(
     for _ in 0..2 {
         let mut sender = match endpoint.conns.h2.load_full() {
             Some(s) if !s.is_closed() => (*s).clone(),
-            _ => dial_h2(hbone, endpoint).await?,
+            _ => Box::pin(dial_h2(hbone, endpoint)).await?,
         };
         if sender.ready().await.is_err() {
             endpoint.conns.h2.store(None);
