@@ -37,7 +37,7 @@ use crate::{
     route::{RequestParts, RouteAction, Selected},
     snapshot::{HttpChain, Snapshot},
     state::Shared,
-    upstream::{Cluster, InFlight, UpstreamProtocol, conn},
+    upstream::{Cluster, InFlight, Result5xx, UpstreamProtocol, conn},
 };
 use http::{HeaderMap, HeaderName, HeaderValue, Request, Response, Uri, Version, header, request::Parts};
 use http_body::Body;
@@ -240,10 +240,16 @@ async fn retry_loop(
                 // Not an upstream's answer (no endpoint, overflow, ...): no retry helps.
                 return Err(result.expect_err("only failures lack an outcome"));
             };
-            // Outlier detection's input: gateway failures and 5xx.
-            endpoint.record(
-                matches!(outcome, Outcome::Failure(_))
-                    || matches!(outcome, Outcome::Status(s) if s.is_server_error()),
+            // Outlier detection's input.
+            cluster.record(
+                &endpoint,
+                match outcome {
+                    Outcome::Status(s) if s.is_server_error() => {
+                        Result5xx::Status { gateway: matches!(s.as_u16(), 502..=504) }
+                    }
+                    Outcome::Status(_) => Result5xx::Success,
+                    Outcome::Failure(_) => Result5xx::LocalFailure,
+                },
             );
             if attempt < retries && policy.retriable(outcome) {
                 debug!(chain = %chain.name, cluster = %cluster.name, endpoint = %endpoint.address, attempt, ?outcome, "retrying");

@@ -12,6 +12,7 @@ use support::{Mesh, REVIEWS, REVIEWS_V1, REVIEWS_V2, resources, resources::route
 const DEAD: &str = "inbound-vip|80|http/dead|reviews.bookinfo.svc.cluster.local";
 const HALF: &str = "inbound-vip|80|http/half|reviews.bookinfo.svc.cluster.local";
 const NARROW: &str = "inbound-vip|80|http/narrow|reviews.bookinfo.svc.cluster.local";
+const OUTLIER: &str = "inbound-vip|80|http/outlier|reviews.bookinfo.svc.cluster.local";
 
 /// A pod address where nothing listens (its HBONE port is closed).
 fn dead() -> (SocketAddr, String) {
@@ -30,6 +31,10 @@ async fn mesh() -> Mesh {
         resources::with_max_requests(resources::service_cluster(NARROW, true), 1),
         support::endpoints_of(&backends, &["reviews-v2"]),
     ));
+    clusters.push((
+        resources::with_outlier(resources::service_cluster(OUTLIER, false), 2, 1500, 100),
+        support::endpoints_of(&backends, &["reviews-v1", "broken"]),
+    ));
     let routes = resources::route_table_of(
         REVIEWS,
         vec![
@@ -46,6 +51,7 @@ async fn mesh() -> Mesh {
                 a.retry_policy = Some(resources::retry_policy("connect-failure", 2, &[], None))
             }),
             route("/narrow", NARROW, |_| {}),
+            route("/outlier", OUTLIER, |_| {}),
             route("/", REVIEWS_V1, |_| {}),
         ],
     );
@@ -53,7 +59,8 @@ async fn mesh() -> Mesh {
     mesh.ads.server.publish(snapshot).unwrap();
     mesh.wait_for("the resilience routes and clusters", |m| {
         let s = m.waypoint.shared.snapshot.load();
-        s.clusters.get(HALF).is_some_and(|c| c.endpoints.len() == 2) && s.clusters.get(NARROW).is_some_and(|c| c.endpoints.len() == 1)
+        s.clusters.get(HALF).is_some_and(|c| c.endpoints.len() == 2)
+            && s.clusters.get(OUTLIER).is_some_and(|c| c.endpoints.len() == 2) && s.clusters.get(NARROW).is_some_and(|c| c.endpoints.len() == 1)
             && s.routes.get(REVIEWS).is_some_and(|r| matches!(
                 r.select(&weft_waypoint::route::RequestParts { host: "x", path: "/half", method: &http::Method::GET, headers: &http::HeaderMap::new() }),
                 weft_waypoint::route::Selected::Route(route) if route.action.retry_policy.is_some()
@@ -167,4 +174,33 @@ async fn upstream_connections_are_reused() {
     }
     assert_eq!(mesh.backend("reviews-v1").connects(), 1, "HTTP/1.1 keep-alive");
     assert_eq!(mesh.backend("reviews-v2").connects(), 1, "HTTP/2 multiplexed");
+}
+
+#[tokio::test]
+async fn a_failing_endpoint_is_ejected_then_returns() {
+    let mesh = mesh().await;
+    let mut failures = 0;
+    for i in 0..30 {
+        let a = mesh.client.h1("GET", &format!("/outlier?i={i}"), "").await;
+        if a.status != StatusCode::OK {
+            failures += 1;
+        }
+    }
+    // Two 503s in a row from the broken pod eject it (consecutive_5xx 2); everything
+    // after goes to the healthy one. (It gets its two with near certainty in 30 picks.)
+    assert_eq!(mesh.backend("broken").requests().len(), 2);
+    assert_eq!(failures, 2);
+    let stats = mesh.waypoint.shared.snapshot.load().clusters[OUTLIER].stats.clone();
+    assert_eq!(stats.ejections_total.load(std::sync::atomic::Ordering::Relaxed), 1);
+    // After the ejection time it is picked again.
+    let deadline = tokio::time::Instant::now() + support::WAIT;
+    for i in 100.. {
+        let a = mesh.client.h1("GET", &format!("/outlier?i={i}"), "").await;
+        if a.status != StatusCode::OK {
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "the broken pod was never picked again");
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    assert_eq!(mesh.backend("broken").requests().len(), 3);
 }

@@ -53,24 +53,25 @@ impl LoadBalancer {
         }
     }
 
-    /// An endpoint, or none if there is none. `previous` is avoided when another exists
-    /// (Envoy's previous-hosts retry predicate).
+    /// An endpoint, or none if there is none outside `out` (ejected endpoints). `previous`
+    /// is avoided when another exists (Envoy's previous-hosts retry predicate).
     pub fn pick<'a>(
         &self,
         endpoints: &'a [Arc<Endpoint>],
         stats: &ClusterStats,
         hash: Option<u64>,
         previous: Option<&Arc<Endpoint>>,
+        out: &dyn Fn(usize) -> bool,
     ) -> Option<&'a Arc<Endpoint>> {
         let n = endpoints.len();
         if n == 0 {
             return None;
         }
         if n == 1 {
-            return endpoints.first();
+            return (!out(0)).then(|| &endpoints[0]);
         }
-        let avoid = |i: usize| previous.is_some_and(|p| Arc::ptr_eq(p, &endpoints[i]));
-        let index = match (self, hash) {
+        let avoid = |i: usize| out(i) || previous.is_some_and(|p| Arc::ptr_eq(p, &endpoints[i]));
+        let candidate = match (self, hash) {
             (LoadBalancer::Ring(ring), Some(h)) if !ring.is_empty() => {
                 let at = ring.partition_point(|(point, _)| *point < h) % ring.len();
                 // Walk on from the point to the first endpoint not to avoid.
@@ -80,8 +81,7 @@ impl LoadBalancer {
                     .unwrap_or(ring[at].1 as usize)
             }
             (LoadBalancer::Maglev(table), Some(h)) if !table.is_empty() => {
-                let i = table[(h % table.len() as u64) as usize] as usize;
-                if avoid(i) { (i + 1) % n } else { i }
+                table[(h % table.len() as u64) as usize] as usize
             }
             (LoadBalancer::RoundRobin, _) => {
                 let i = stats.rr_next.fetch_add(1, Ordering::Relaxed) % n;
@@ -101,6 +101,10 @@ impl LoadBalancer {
             // RANDOM, and the hash policies without a key.
             _ => random_except(n, &avoid),
         };
+        // The policy's choice if it is clear; else the next endpoint that is (new and
+        // healthy, else healthy): what Envoy's host selection retries amount to.
+        let next = |ok: &dyn Fn(usize) -> bool| (0..n).map(|k| (candidate + k) % n).find(|&i| ok(i));
+        let index = next(&|i| !avoid(i)).or_else(|| next(&|i| !out(i)))?;
         endpoints.get(index)
     }
 }
@@ -195,7 +199,7 @@ mod tests {
         let stats = ClusterStats::default();
         let lb = LoadBalancer::build(LbPolicy::RoundRobin, &eps);
         let picks: Vec<usize> =
-            (0..6).map(|_| index(&eps, lb.pick(&eps, &stats, None, None).unwrap())).collect();
+            (0..6).map(|_| index(&eps, lb.pick(&eps, &stats, None, None, &|_| false).unwrap())).collect();
         assert_eq!(picks, [0, 1, 2, 0, 1, 2]);
     }
 
@@ -205,7 +209,9 @@ mod tests {
         eps[0].active.store(10, Ordering::Relaxed);
         let stats = ClusterStats::default();
         let lb = LoadBalancer::build(LbPolicy::LeastRequest { choice_count: 2 }, &eps);
-        let busy = (0..1000).filter(|_| index(&eps, lb.pick(&eps, &stats, None, None).unwrap()) == 0).count();
+        let busy = (0..1000)
+            .filter(|_| index(&eps, lb.pick(&eps, &stats, None, None, &|_| false).unwrap()) == 0)
+            .count();
         // With two choices out of two, the busy one wins only when both draws land on it:
         // about a quarter of the time.
         assert!((150..350).contains(&busy), "{busy}");
@@ -220,11 +226,37 @@ mod tests {
             let mut seen = [0usize; 4];
             for key in 0..400u32 {
                 let h = hash_bytes(&key.to_be_bytes());
-                let first = index(&eps, lb.pick(&eps, &stats, Some(h), None).unwrap());
-                assert_eq!(first, index(&eps, lb.pick(&eps, &stats, Some(h), None).unwrap()), "{policy:?}");
+                let first = index(&eps, lb.pick(&eps, &stats, Some(h), None, &|_| false).unwrap());
+                assert_eq!(
+                    first,
+                    index(&eps, lb.pick(&eps, &stats, Some(h), None, &|_| false).unwrap()),
+                    "{policy:?}"
+                );
                 seen[first] += 1;
             }
             assert!(seen.iter().all(|&s| s > 40), "{policy:?}: {seen:?}");
+        }
+    }
+
+    #[test]
+    fn ejected_endpoints_are_skipped_by_every_policy() {
+        let eps = endpoints(3);
+        let stats = ClusterStats::default();
+        let policies = [
+            LbPolicy::RoundRobin,
+            LbPolicy::Random,
+            LbPolicy::LeastRequest { choice_count: 2 },
+            LbPolicy::Maglev,
+            LbPolicy::RingHash { min_ring_size: 64 },
+        ];
+        for policy in policies {
+            let lb = LoadBalancer::build(policy, &eps);
+            for key in 0..50u32 {
+                let h = Some(hash_bytes(&key.to_be_bytes()));
+                let e = lb.pick(&eps, &stats, h, None, &|i| i != 1).unwrap();
+                assert_eq!(index(&eps, e), 1, "{policy:?}");
+            }
+            assert!(lb.pick(&eps, &stats, None, None, &|_| true).is_none(), "{policy:?}: none left");
         }
     }
 
@@ -235,8 +267,8 @@ mod tests {
         for policy in [LbPolicy::RoundRobin, LbPolicy::Maglev, LbPolicy::RingHash { min_ring_size: 64 }] {
             let lb = LoadBalancer::build(policy, &eps);
             let h = Some(hash_bytes(b"user"));
-            let first = lb.pick(&eps, &stats, h, None).unwrap().clone();
-            let retry = lb.pick(&eps, &stats, h, Some(&first)).unwrap();
+            let first = lb.pick(&eps, &stats, h, None, &|_| false).unwrap().clone();
+            let retry = lb.pick(&eps, &stats, h, Some(&first), &|_| false).unwrap();
             assert!(!Arc::ptr_eq(&first, retry), "{policy:?}");
         }
     }

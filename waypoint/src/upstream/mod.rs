@@ -9,6 +9,7 @@
 
 pub mod conn;
 pub mod lb;
+pub mod outlier;
 
 use crate::error::ProxyError;
 use std::{
@@ -23,6 +24,7 @@ use weft_hbone::Identity;
 
 pub use conn::{ConnPool, InFlight};
 pub use lb::{LbPolicy, LoadBalancer};
+pub use outlier::{OutlierSettings, OutlierState, Result5xx};
 
 /// The HTTP version spoken to a cluster's endpoints (the cluster's
 /// `envoy.extensions.upstreams.http.v3.HttpProtocolOptions`).
@@ -61,8 +63,11 @@ pub struct ClusterSettings {
     /// 0: unlimited).
     pub max_requests_per_connection: u32,
     pub connect_timeout: Duration,
-    /// Outlier detection as configured; ejection is not enforced yet.
-    pub outlier_consecutive_5xx: Option<u32>,
+    /// Outlier detection, when the cluster has it.
+    pub outlier: Option<OutlierSettings>,
+    /// Below this percentage of healthy (not ejected) endpoints, ejections are ignored
+    /// (Envoy's `healthy_panic_threshold`, 50 by default; Istio sets 0: never).
+    pub panic_threshold: f64,
 }
 
 /// Counters of one cluster that survive config updates.
@@ -77,6 +82,9 @@ pub struct ClusterStats {
     pub retries: AtomicU64,
     /// Round robin's position.
     pub rr_next: AtomicUsize,
+    /// Endpoints ejected now (an upper bound until their time is noticed to be up).
+    pub ejected: AtomicU32,
+    pub ejections_total: AtomicU64,
 }
 
 /// One endpoint: a pod port reached over HBONE.
@@ -90,8 +98,7 @@ pub struct Endpoint {
     pub identity: Identity,
     /// Requests in flight (least-request).
     pub active: AtomicU32,
-    /// Consecutive 5xx/gateway errors (outlier detection's input).
-    pub consecutive_errors: AtomicU32,
+    pub outlier: OutlierState,
     pub conns: ConnPool,
 }
 
@@ -102,17 +109,8 @@ impl Endpoint {
             hbone: SocketAddr::new(address.ip(), hbone_port),
             identity,
             active: AtomicU32::new(0),
-            consecutive_errors: AtomicU32::new(0),
+            outlier: OutlierState::default(),
             conns: ConnPool::default(),
-        }
-    }
-
-    /// Records the outcome of one try, for outlier detection.
-    pub fn record(&self, failed: bool) {
-        if failed {
-            self.consecutive_errors.fetch_add(1, Ordering::Relaxed);
-        } else if self.consecutive_errors.load(Ordering::Relaxed) != 0 {
-            self.consecutive_errors.store(0, Ordering::Relaxed);
         }
     }
 }
@@ -135,19 +133,68 @@ impl Cluster {
         stats: Arc<ClusterStats>,
     ) -> Cluster {
         let lb = LoadBalancer::build(settings.lb_policy, &endpoints);
+        // Endpoints dropped by this update take their ejections with them.
+        let now = outlier::now_ms();
+        let ejected = endpoints.iter().filter(|e| e.outlier.is_ejected(now)).count() as u32;
+        stats.ejected.store(ejected, Ordering::Relaxed);
         Cluster { name, settings, endpoints, lb, stats }
     }
 
-    /// An endpoint for one try: the load balancer's choice, avoiding `previous` (the
-    /// endpoint of the failed try before) when there is another.
+    /// An endpoint for one try: the load balancer's choice among the endpoints not
+    /// ejected, avoiding `previous` (the endpoint of the failed try before) when there is
+    /// another.
     pub fn pick(
         &self,
         hash: Option<u64>,
         previous: Option<&Arc<Endpoint>>,
     ) -> Result<&Arc<Endpoint>, ProxyError> {
-        self.lb
-            .pick(&self.endpoints, &self.stats, hash, previous)
-            .ok_or_else(|| ProxyError::NoHealthyUpstream(self.name.clone()))
+        let none = || ProxyError::NoHealthyUpstream(self.name.clone());
+        if self.stats.ejected.load(Ordering::Relaxed) == 0 {
+            return self.lb.pick(&self.endpoints, &self.stats, hash, previous, &|_| false).ok_or_else(none);
+        }
+        let now = outlier::now_ms();
+        self.expire(now);
+        let out = |i: usize| self.endpoints[i].outlier.is_ejected(now);
+        let n = self.endpoints.len();
+        let healthy = (0..n).filter(|&i| !out(i)).count();
+        if (healthy as f64) * 100.0 < self.settings.panic_threshold * n as f64 {
+            // Panic mode: too few left to carry the load; Envoy spreads over all of them.
+            return self.lb.pick(&self.endpoints, &self.stats, hash, previous, &|_| false).ok_or_else(none);
+        }
+        self.lb.pick(&self.endpoints, &self.stats, hash, previous, &out).ok_or_else(none)
+    }
+
+    /// Records how a try on `endpoint` ended; ejects it when outlier detection says so
+    /// and `max_ejection_percent` allows.
+    pub fn record(&self, endpoint: &Endpoint, result: Result5xx) {
+        let Some(settings) = &self.settings.outlier else { return };
+        if !endpoint.outlier.record(result, settings) {
+            return;
+        }
+        let now = outlier::now_ms();
+        self.expire(now);
+        let ejected = self.endpoints.iter().filter(|e| e.outlier.is_ejected(now)).count();
+        // Envoy's check: the share already ejected, before this one.
+        if ejected as f64 * 100.0 >= f64::from(settings.max_ejection_percent) * self.endpoints.len() as f64 {
+            return;
+        }
+        if endpoint.outlier.eject(now, settings) {
+            self.stats.ejected.fetch_add(1, Ordering::Relaxed);
+            self.stats.ejections_total.fetch_add(1, Ordering::Relaxed);
+            tracing::info!(cluster = %self.name, endpoint = %endpoint.address, "outlier ejected");
+        }
+    }
+
+    /// Ends the ejections whose time is up.
+    fn expire(&self, now: u64) {
+        for e in &self.endpoints {
+            if e.outlier.expire(now) {
+                let _ = self
+                    .stats
+                    .ejected
+                    .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| n.checked_sub(1));
+            }
+        }
     }
 
     /// Admits one more request under the `max_requests` breaker, or answers overflow.

@@ -3,7 +3,7 @@
 //! (pod address, identity); `main_internal` and `connect_originate` recognised.
 
 use super::Refusal;
-use crate::upstream::{ClusterSettings, LbPolicy, Thresholds, UpstreamProtocol};
+use crate::upstream::{ClusterSettings, LbPolicy, OutlierSettings, Thresholds, UpstreamProtocol};
 use envoy_types::pb::envoy::{
     config::{
         cluster::v3::{
@@ -161,8 +161,30 @@ pub fn compile(c: &Cluster) -> Result<Compiled, Refusal> {
     let connect_timeout = c
         .connect_timeout
         .map_or(Duration::from_secs(5), |d| Duration::new(d.seconds.max(0) as u64, d.nanos.max(0) as u32));
-    let outlier_consecutive_5xx =
-        c.outlier_detection.as_ref().map(|o| o.consecutive_5xx.map_or(5, |v| v.value));
+    let outlier = c.outlier_detection.as_ref().map(|o| {
+        let d = OutlierSettings::default();
+        let duration = |d: &envoy_types::pb::google::protobuf::Duration| {
+            Duration::new(d.seconds.max(0) as u64, d.nanos.max(0) as u32)
+        };
+        let enforcing = |v: Option<u32>, default: u32| v.unwrap_or(default) > 0;
+        OutlierSettings {
+            consecutive_5xx: enforcing(o.enforcing_consecutive_5xx.map(|v| v.value), 100)
+                .then(|| o.consecutive_5xx.map_or(5, |v| v.value)),
+            consecutive_gateway_failure: enforcing(
+                o.enforcing_consecutive_gateway_failure.map(|v| v.value),
+                0,
+            )
+            .then(|| o.consecutive_gateway_failure.map_or(5, |v| v.value)),
+            base_ejection_time: o.base_ejection_time.as_ref().map_or(d.base_ejection_time, duration),
+            max_ejection_time: o.max_ejection_time.as_ref().map_or(d.max_ejection_time, duration),
+            max_ejection_percent: o.max_ejection_percent.map_or(d.max_ejection_percent, |v| v.value),
+        }
+    });
+    let panic_threshold = c
+        .common_lb_config
+        .as_ref()
+        .and_then(|l| l.healthy_panic_threshold.as_ref())
+        .map_or(50.0, |p| p.value);
     Ok(Compiled::Eds {
         settings: ClusterSettings {
             lb_policy,
@@ -170,7 +192,8 @@ pub fn compile(c: &Cluster) -> Result<Compiled, Refusal> {
             thresholds,
             max_requests_per_connection,
             connect_timeout,
-            outlier_consecutive_5xx,
+            outlier,
+            panic_threshold,
         },
         service_name,
     })

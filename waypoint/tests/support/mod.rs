@@ -202,7 +202,7 @@ async fn answer(
     if let Some(ms) = wait {
         tokio::time::sleep(Duration::from_millis(ms)).await;
     }
-    let failing = fail.is_some_and(|n| hits <= n);
+    let failing = name == "broken" || fail.is_some_and(|n| hits <= n);
     let frames = if path.starts_with("/grpc") {
         let mut trailers = http::HeaderMap::new();
         trailers.insert("grpc-status", "0".parse().unwrap());
@@ -356,7 +356,9 @@ impl Mesh {
         let (v1, hbone_port) = Backend::start(&ca, "reviews-v1", "127.0.0.2:8080".parse().unwrap(), 0).await;
         let (v2, _) = Backend::start(&ca, "reviews-v2", "127.0.0.3:8080".parse().unwrap(), hbone_port).await;
         let (echo, _) = Backend::start(&ca, "echo", "127.0.0.4:9000".parse().unwrap(), hbone_port).await;
-        let backends = vec![v1, v2, echo];
+        // A pod that answers 503 to everything (for outlier detection).
+        let (broken, _) = Backend::start(&ca, "broken", "127.0.0.5:8080".parse().unwrap(), hbone_port).await;
+        let backends = vec![v1, v2, echo, broken];
         let ads = Ads::start().await;
         let refs: Vec<&Backend> = backends.iter().collect();
         ads.server.publish(snapshot("v1", hbone_port, main_internal(), &refs)).unwrap();

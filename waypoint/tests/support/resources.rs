@@ -347,3 +347,27 @@ pub fn retry_policy(
         ..Default::default()
     }
 }
+
+/// The cluster with outlier detection on consecutive 5xx, as Istio sets it (panic
+/// threshold 0: ejected endpoints stay out even when few are left).
+pub fn with_outlier(
+    mut c: Cluster,
+    consecutive_5xx: u32,
+    base_ejection_ms: u64,
+    max_ejection_percent: u32,
+) -> Cluster {
+    use envoy_types::pb::envoy::config::cluster::v3::{OutlierDetection, cluster::CommonLbConfig};
+    c.outlier_detection = Some(OutlierDetection {
+        consecutive_5xx: Some(UInt32Value { value: consecutive_5xx }),
+        enforcing_consecutive_5xx: Some(UInt32Value { value: 100 }),
+        base_ejection_time: Some(millis(base_ejection_ms)),
+        max_ejection_percent: Some(UInt32Value { value: max_ejection_percent }),
+        interval: Some(millis(base_ejection_ms)),
+        ..Default::default()
+    });
+    c.common_lb_config = Some(CommonLbConfig {
+        healthy_panic_threshold: Some(envoy_types::pb::envoy::r#type::v3::Percent { value: 0.0 }),
+        ..Default::default()
+    });
+    c
+}
