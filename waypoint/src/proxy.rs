@@ -227,7 +227,7 @@ async fn retry_loop(
                 (None, None) => unreachable!("a body without a copy is sent once"),
             };
             let mut inflight = InFlight::start(&endpoint);
-            let call = conn::send(&ctx.shared.hbone, &endpoint, wire, request, &mut inflight);
+            let call = conn::send(&ctx.shared.hbone, cluster, &endpoint, wire, request, &mut inflight);
             let result = match policy.per_try_timeout {
                 Some(t) => tokio::time::timeout(t, call).await.unwrap_or(Err(ProxyError::Timeout)),
                 None => call.await,
@@ -405,7 +405,7 @@ mod tests {
     fn a_request_in_flight_stays_small() {
         let size = future_size(serve);
         println!("request future: {size} bytes");
-        // 4,336 bytes when written: hyper's send futures (~1.5 KiB), the retry loop's
+        // 4,384 bytes when written: hyper's send futures (~1.5 KiB), the retry loop's
         // state, and the two timeouts around them.
         assert!(size <= 5 * 1024, "the request future grew to {size} bytes");
     }

@@ -12,6 +12,7 @@ use support::{Mesh, REVIEWS, REVIEWS_V1, REVIEWS_V2, resources, resources::route
 const DEAD: &str = "inbound-vip|80|http/dead|reviews.bookinfo.svc.cluster.local";
 const HALF: &str = "inbound-vip|80|http/half|reviews.bookinfo.svc.cluster.local";
 const NARROW: &str = "inbound-vip|80|http/narrow|reviews.bookinfo.svc.cluster.local";
+const POOLED: &str = "inbound-vip|80|http/pooled|reviews.bookinfo.svc.cluster.local";
 const OUTLIER: &str = "inbound-vip|80|http/outlier|reviews.bookinfo.svc.cluster.local";
 
 /// A pod address where nothing listens (its HBONE port is closed).
@@ -35,6 +36,10 @@ async fn mesh() -> Mesh {
         resources::with_outlier(resources::service_cluster(OUTLIER, false), 2, 1500, 100),
         support::endpoints_of(&backends, &["reviews-v1", "broken"]),
     ));
+    clusters.push((
+        resources::with_h1_pool(resources::service_cluster(POOLED, false), 1, 1, 2),
+        support::endpoints_of(&backends, &["reviews-v1"]),
+    ));
     let routes = resources::route_table_of(
         REVIEWS,
         vec![
@@ -52,6 +57,7 @@ async fn mesh() -> Mesh {
             }),
             route("/narrow", NARROW, |_| {}),
             route("/outlier", OUTLIER, |_| {}),
+            route("/pooled", POOLED, |_| {}),
             route("/", REVIEWS_V1, |_| {}),
         ],
     );
@@ -60,7 +66,8 @@ async fn mesh() -> Mesh {
     mesh.wait_for("the resilience routes and clusters", |m| {
         let s = m.waypoint.shared.snapshot.load();
         s.clusters.get(HALF).is_some_and(|c| c.endpoints.len() == 2)
-            && s.clusters.get(OUTLIER).is_some_and(|c| c.endpoints.len() == 2) && s.clusters.get(NARROW).is_some_and(|c| c.endpoints.len() == 1)
+            && s.clusters.get(OUTLIER).is_some_and(|c| c.endpoints.len() == 2)
+            && s.clusters.get(POOLED).is_some_and(|c| c.endpoints.len() == 1) && s.clusters.get(NARROW).is_some_and(|c| c.endpoints.len() == 1)
             && s.routes.get(REVIEWS).is_some_and(|r| matches!(
                 r.select(&weft_waypoint::route::RequestParts { host: "x", path: "/half", method: &http::Method::GET, headers: &http::HeaderMap::new() }),
                 weft_waypoint::route::Selected::Route(route) if route.action.retry_policy.is_some()
@@ -203,4 +210,48 @@ async fn a_failing_endpoint_is_ejected_then_returns() {
         tokio::time::sleep(std::time::Duration::from_millis(20)).await;
     }
     assert_eq!(mesh.backend("broken").requests().len(), 3);
+}
+
+#[tokio::test]
+async fn http1_connection_limits_queue_one_and_refuse_the_rest() {
+    // maxConnections 1, http1MaxPendingRequests 1 (Istio's circuit-breaking task).
+    let mesh = mesh().await;
+    let cluster = mesh.waypoint.shared.snapshot.load().clusters[POOLED].clone();
+    let stats = cluster.stats.clone();
+    let first = tokio::spawn({
+        let client = mesh.client_clone();
+        async move { client.h1("GET", "/pooled?sleep=1500&n=1", "").await }
+    });
+    mesh.wait_for("the first request on the only connection", |_| {
+        stats.h1_connections.load(std::sync::atomic::Ordering::Relaxed) == 1
+            && cluster.stats.active_requests.load(std::sync::atomic::Ordering::Relaxed) == 1
+    })
+    .await;
+    let second = tokio::spawn({
+        let client = mesh.client_clone();
+        async move { client.h1("GET", "/pooled?n=2", "").await }
+    });
+    mesh.wait_for("the second request to wait (pending)", |_| {
+        stats.pending.load(std::sync::atomic::Ordering::Relaxed) == 1
+    })
+    .await;
+    let third = mesh.client.h1("GET", "/pooled?n=3", "").await;
+    assert_eq!(third.status, StatusCode::SERVICE_UNAVAILABLE, "no room to wait: overflow at once");
+    assert_eq!(
+        third.body,
+        "upstream connect error or disconnect/reset before headers. reset reason: overflow"
+    );
+    assert_eq!(first.await.unwrap().status, StatusCode::OK);
+    assert_eq!(second.await.unwrap().status, StatusCode::OK, "the pending one got the connection");
+    assert_eq!(hits(&mesh, "reviews-v1", "/pooled?n=3"), 0);
+}
+
+#[tokio::test]
+async fn a_connection_retires_after_max_requests_per_connection() {
+    let mesh = mesh().await;
+    let before = mesh.backend("reviews-v1").connects();
+    for i in 0..4 {
+        assert_eq!(mesh.client.h1("GET", &format!("/pooled?seq={i}"), "").await.status, StatusCode::OK);
+    }
+    assert_eq!(mesh.backend("reviews-v1").connects() - before, 2, "two requests per connection");
 }

@@ -7,13 +7,17 @@
 //! - HTTP/1.1: a keep-alive pool of idle connections. A connection goes back to the pool
 //!   when its response body ends ([`InFlight`] is dropped); the next request takes it.
 //!   The idle list is a `Vec` under a mutex held for one push or pop (never across an
-//!   await): uncontended, it costs an atomic exchange.
+//!   await): uncontended, it costs an atomic exchange. The cluster's breakers apply as
+//!   Envoy's HTTP/1.1 pool applies them: at most `max_connections` connections (a request
+//!   that finds none idle and no room waits for one, pending), at most
+//!   `max_pending_requests` waiting (beyond: 503 UO at once), and a connection retires
+//!   after `max_requests_per_connection` requests.
 //!
 //! The HBONE connections under them are `weft_hbone::Pool`'s, keyed per (waypoint
 //! identity, endpoint identity, endpoint address), and shared by every HTTP/1.1 connection
 //! to that endpoint as streams of one TLS connection.
 
-use super::{Endpoint, RequestSlot};
+use super::{Cluster, ClusterStats, Endpoint, RequestSlot};
 use crate::{body::RequestBody, error::ProxyError, identity::WaypointIdentity};
 use arc_swap::ArcSwapOption;
 use http::{Request, Response};
@@ -57,7 +61,13 @@ impl HboneClient {
 pub struct ConnPool {
     h2: ArcSwapOption<http2::SendRequest<RequestBody>>,
     h2_dial: tokio::sync::Mutex<()>,
-    h1_idle: Mutex<Vec<http1::SendRequest<RequestBody>>>,
+    h1_idle: Mutex<Vec<H1Conn>>,
+}
+
+/// An HTTP/1.1 connection and the requests it has carried.
+struct H1Conn {
+    sender: http1::SendRequest<RequestBody>,
+    used: u32,
 }
 
 impl std::fmt::Debug for ConnPool {
@@ -71,11 +81,16 @@ impl std::fmt::Debug for ConnPool {
 
 /// An exchange in flight, until its response body ends: holds the cluster's request slot
 /// and the endpoint's active count, and gives an HTTP/1.1 connection back to the pool.
-#[derive(Debug)]
 pub struct InFlight {
     endpoint: Arc<Endpoint>,
     _slot: Option<RequestSlot>,
-    h1: Option<http1::SendRequest<RequestBody>>,
+    h1: Option<(H1Conn, Arc<ClusterStats>, u32)>,
+}
+
+impl std::fmt::Debug for InFlight {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("InFlight").field("endpoint", &self.endpoint.address).finish_non_exhaustive()
+    }
 }
 
 impl InFlight {
@@ -97,12 +112,14 @@ impl InFlight {
 impl Drop for InFlight {
     fn drop(&mut self) {
         self.endpoint.active.fetch_sub(1, Ordering::Relaxed);
-        if let Some(sender) = self.h1.take()
-            && !sender.is_closed()
-        {
-            // A body dropped half-read leaves hyper closing the connection; the next
-            // taker's `ready()` sees that and drops it.
-            self.endpoint.conns.h1_idle.lock().expect("idle list").push(sender);
+        if let Some((conn, stats, max_per_connection)) = self.h1.take() {
+            // A retiring connection is dropped: hyper closes it, its task counts it out.
+            if !conn.sender.is_closed() && (max_per_connection == 0 || conn.used < max_per_connection) {
+                // A body dropped half-read leaves hyper closing the connection; the next
+                // taker's `ready()` sees that and drops it.
+                self.endpoint.conns.h1_idle.lock().expect("idle list").push(conn);
+                stats.conn_freed.notify_one();
+            }
         }
     }
 }
@@ -114,23 +131,25 @@ pub enum Wire {
     Http2,
 }
 
-/// Sends `request` to `endpoint` over a pooled or new connection; `inflight` is the
-/// exchange's guard, which takes the HTTP/1.1 connection to give back.
+/// Sends `request` to `endpoint` of `cluster` over a pooled or new connection; `inflight`
+/// is the exchange's guard, which takes the HTTP/1.1 connection to give back.
 pub async fn send(
     hbone: &HboneClient,
+    cluster: &Cluster,
     endpoint: &Arc<Endpoint>,
     wire: Wire,
     request: Request<RequestBody>,
     inflight: &mut InFlight,
 ) -> Result<Response<Incoming>, ProxyError> {
     match wire {
-        Wire::Http1 => send_h1(hbone, endpoint, request, inflight).await,
+        Wire::Http1 => send_h1(hbone, cluster, endpoint, request, inflight).await,
         Wire::Http2 => send_h2(hbone, endpoint, request).await,
     }
 }
 
 async fn send_h1(
     hbone: &HboneClient,
+    cluster: &Cluster,
     endpoint: &Arc<Endpoint>,
     mut request: Request<RequestBody>,
     inflight: &mut InFlight,
@@ -138,19 +157,18 @@ async fn send_h1(
     // Idle connections may have been closed by the server meanwhile: a request that was
     // never written is taken back and tried on the next one (hyper hands it back).
     loop {
-        let pooled = endpoint.conns.h1_idle.lock().expect("idle list").pop();
-        let (mut sender, reused) = match pooled {
-            Some(mut s) => match s.ready().await {
-                Ok(()) => (s, true),
-                Err(_) => continue,
-            },
-            // Boxed: dialling (HBONE, TLS, handshakes) is a large future on the cold path;
-            // inline it would grow every request's future by kilobytes.
-            None => (Box::pin(dial_h1(hbone, endpoint)).await?, false),
+        let (mut conn, reused) = match take_h1(hbone, cluster, endpoint).await? {
+            Taken::Idle(c) => (c, true),
+            Taken::New(sender) => (H1Conn { sender, used: 0 }, false),
         };
-        match sender.try_send_request(request).await {
+        if reused && conn.sender.ready().await.is_err() {
+            continue;
+        }
+        match conn.sender.try_send_request(request).await {
             Ok(response) => {
-                inflight.h1 = Some(sender);
+                conn.used += 1;
+                let max = cluster.settings.max_requests_per_connection;
+                inflight.h1 = Some((conn, cluster.stats.clone(), max));
                 return Ok(response);
             }
             Err(mut e) => match e.take_message() {
@@ -161,6 +179,66 @@ async fn send_h1(
                 _ => return Err(reset(endpoint, e)),
             },
         }
+    }
+}
+
+enum Taken {
+    Idle(H1Conn),
+    New(http1::SendRequest<RequestBody>),
+}
+
+/// An idle connection of the endpoint, or a new one if the cluster has room, or — as a
+/// pending request — the first of either to come.
+async fn take_h1(
+    hbone: &HboneClient,
+    cluster: &Cluster,
+    endpoint: &Arc<Endpoint>,
+) -> Result<Taken, ProxyError> {
+    let stats = &cluster.stats;
+    let limits = &cluster.settings.thresholds;
+    let mut pending: Option<PendingSlot<'_>> = None;
+    loop {
+        let freed = stats.conn_freed.notified();
+        tokio::pin!(freed);
+        freed.as_mut().enable();
+        if let Some(conn) = endpoint.conns.h1_idle.lock().expect("idle list").pop() {
+            return Ok(Taken::Idle(conn));
+        }
+        let open = stats.h1_connections.fetch_add(1, Ordering::AcqRel);
+        if open < limits.max_connections {
+            // Boxed: dialling (HBONE, TLS, handshakes) is a large future on the cold
+            // path; inline it would grow every request's future by kilobytes.
+            return match Box::pin(dial_h1(hbone, stats.clone(), endpoint)).await {
+                Ok(sender) => Ok(Taken::New(sender)),
+                Err(e) => {
+                    stats.h1_connections.fetch_sub(1, Ordering::AcqRel);
+                    stats.conn_freed.notify_one();
+                    Err(e)
+                }
+            };
+        }
+        stats.h1_connections.fetch_sub(1, Ordering::AcqRel);
+        if pending.is_none() {
+            if stats.pending.fetch_add(1, Ordering::AcqRel) >= limits.max_pending_requests {
+                stats.pending.fetch_sub(1, Ordering::AcqRel);
+                stats.overflow.fetch_add(1, Ordering::Relaxed);
+                return Err(ProxyError::Overflow {
+                    cluster: cluster.name.clone(),
+                    limit: "max_pending_requests",
+                });
+            }
+            pending = Some(PendingSlot(stats));
+        }
+        freed.await;
+    }
+}
+
+/// One request waiting for an HTTP/1.1 connection, until dropped.
+struct PendingSlot<'a>(&'a ClusterStats);
+
+impl Drop for PendingSlot<'_> {
+    fn drop(&mut self) {
+        self.0.pending.fetch_sub(1, Ordering::AcqRel);
     }
 }
 
@@ -200,6 +278,7 @@ fn reset(endpoint: &Endpoint, e: TrySendError<Request<RequestBody>>) -> ProxyErr
 
 async fn dial_h1(
     hbone: &HboneClient,
+    stats: Arc<ClusterStats>,
     endpoint: &Endpoint,
 ) -> Result<http1::SendRequest<RequestBody>, ProxyError> {
     let stream = hbone.open(endpoint).await?;
@@ -212,6 +291,8 @@ async fn dial_h1(
         if let Err(error) = conn.await {
             debug!(endpoint = %address, %error, "upstream HTTP/1.1 connection ended");
         }
+        stats.h1_connections.fetch_sub(1, Ordering::AcqRel);
+        stats.conn_freed.notify_one();
     });
     Ok(sender)
 }

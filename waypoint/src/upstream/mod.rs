@@ -82,6 +82,12 @@ pub struct ClusterStats {
     pub retries: AtomicU64,
     /// Round robin's position.
     pub rr_next: AtomicUsize,
+    /// HTTP/1.1 connections open to the cluster's endpoints (the `max_connections` breaker).
+    pub h1_connections: AtomicU32,
+    /// Requests waiting for an HTTP/1.1 connection (the `max_pending_requests` breaker).
+    pub pending: AtomicU32,
+    /// Woken when an HTTP/1.1 connection goes back to its pool or closes.
+    pub conn_freed: tokio::sync::Notify,
     /// Endpoints ejected now (an upper bound until their time is noticed to be up).
     pub ejected: AtomicU32,
     pub ejections_total: AtomicU64,

@@ -371,3 +371,28 @@ pub fn with_outlier(
     });
     c
 }
+
+/// The cluster with Istio's connectionPool for HTTP/1.1: maxConnections,
+/// http1MaxPendingRequests, maxRequestsPerConnection.
+pub fn with_h1_pool(mut c: Cluster, max_connections: u32, max_pending: u32, per_connection: u32) -> Cluster {
+    use envoy_types::pb::envoy::config::cluster::v3::{CircuitBreakers, circuit_breakers::Thresholds};
+    use envoy_types::pb::envoy::config::core::v3::HttpProtocolOptions as Common;
+    c.circuit_breakers = Some(CircuitBreakers {
+        thresholds: vec![Thresholds {
+            max_connections: Some(UInt32Value { value: max_connections }),
+            max_pending_requests: Some(UInt32Value { value: max_pending }),
+            ..Default::default()
+        }],
+        ..Default::default()
+    });
+    let options = HttpProtocolOptions {
+        common_http_protocol_options: Some(Common {
+            max_requests_per_connection: Some(UInt32Value { value: per_connection }),
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    c.typed_extension_protocol_options
+        .insert("envoy.extensions.upstreams.http.v3.HttpProtocolOptions".to_owned(), any(&options));
+    c
+}
