@@ -22,9 +22,10 @@ pub enum ProxyError {
     /// No route matched (Envoy: 404, flag NR).
     #[error("no route for the request")]
     NoRoute,
-    /// The route names a cluster the waypoint does not hold (Envoy: 503, flag NC).
-    #[error("cluster {0} not found")]
-    NoCluster(Arc<str>),
+    /// The route names a cluster the waypoint does not hold (Envoy: the route's
+    /// `cluster_not_found_response_code`, 503 by default; flag NC).
+    #[error("cluster {name:?} not found")]
+    NoCluster { name: Arc<str>, status: StatusCode },
     /// The cluster has no endpoint to pick (Envoy: 503 "no healthy upstream", flag UH).
     #[error("no healthy upstream in {0}")]
     NoHealthyUpstream(Arc<str>),
@@ -71,7 +72,7 @@ impl ProxyError {
     pub fn origin(&self) -> Origin {
         match self {
             ProxyError::NoRoute | ProxyError::ClientBody(_) => Origin::Client,
-            ProxyError::NoCluster(_) | ProxyError::NoCertificate => Origin::Internal,
+            ProxyError::NoCluster { .. } | ProxyError::NoCertificate => Origin::Internal,
             _ => Origin::Upstream,
         }
     }
@@ -93,6 +94,7 @@ impl ProxyError {
     pub fn status(&self) -> StatusCode {
         match self {
             ProxyError::NoRoute => StatusCode::NOT_FOUND,
+            ProxyError::NoCluster { status, .. } => *status,
             ProxyError::ClientBody(_) => StatusCode::BAD_REQUEST,
             ProxyError::Timeout => StatusCode::GATEWAY_TIMEOUT,
             _ => StatusCode::SERVICE_UNAVAILABLE,
@@ -103,7 +105,7 @@ impl ProxyError {
     pub fn response_flag(&self) -> &'static str {
         match self {
             ProxyError::NoRoute => "NR",
-            ProxyError::NoCluster(_) => "NC",
+            ProxyError::NoCluster { .. } => "NC",
             ProxyError::NoHealthyUpstream(_) => "UH",
             ProxyError::Overflow { .. } => "UO",
             ProxyError::NoCertificate | ProxyError::Connect { .. } | ProxyError::Handshake { .. } => "UF",
@@ -117,7 +119,7 @@ impl ProxyError {
     /// The body of the local reply, in Envoy's words.
     pub fn body(&self) -> &'static str {
         match self {
-            ProxyError::NoRoute | ProxyError::NoCluster(_) | ProxyError::ClientBody(_) => "",
+            ProxyError::NoRoute | ProxyError::NoCluster { .. } | ProxyError::ClientBody(_) => "",
             ProxyError::NoHealthyUpstream(_) => "no healthy upstream",
             ProxyError::Overflow { .. } => {
                 "upstream connect error or disconnect/reset before headers. reset reason: overflow"

@@ -90,8 +90,9 @@ async fn connect(shared: Arc<Shared>, request: HboneRequest) {
         request.refuse(StatusCode::SERVICE_UNAVAILABLE);
         return;
     };
-    let source =
-        Source { identity: request.peer_identity_shared().clone(), addr: request.peer_addr(), authority };
+    let identity = request.peer_identity_shared().clone();
+    let principal = Arc::from(identity.to_string());
+    let source = Source { identity, principal, addr: request.peer_addr(), authority };
     match &*chain {
         Chain::Http(_) => {
             let stream = match request.accept() {
@@ -119,10 +120,10 @@ async fn connect(shared: Arc<Shared>, request: HboneRequest) {
 async fn tcp_chain(shared: &Shared, chain: &TcpChain, request: HboneRequest) -> Result<(), ProxyError> {
     let snapshot = shared.snapshot.load_full();
     let opened = async {
-        let cluster = snapshot
-            .clusters
-            .get(&chain.cluster)
-            .ok_or_else(|| ProxyError::NoCluster(chain.cluster.clone()))?;
+        let cluster = snapshot.clusters.get(&chain.cluster).ok_or_else(|| ProxyError::NoCluster {
+            name: chain.cluster.clone(),
+            status: StatusCode::SERVICE_UNAVAILABLE,
+        })?;
         let endpoint = cluster.pick(None, None)?.clone();
         // Boxed: opening HBONE is a large future, and only this path needs it.
         let stream = Box::pin(shared.hbone.open(&endpoint)).await?;
@@ -156,7 +157,7 @@ mod tests {
     fn a_connect_in_flight_stays_small() {
         let size = future_size(connect);
         println!("CONNECT future: {size} bytes");
-        // 2,328 bytes when written: hyper's auto server connection or the TCP pump (the
+        // 2,336 bytes when written: hyper's auto server connection or the TCP pump (the
         // HBONE dial of a TCP chain is boxed).
         assert!(size <= 3 * 1024, "the CONNECT future grew to {size} bytes");
     }

@@ -3,27 +3,30 @@
 //! ```text
 //!  CONNECT VIP:PORT ─▶ inbound.rs: authority dispatch ─▶ HTTP chain (this file)
 //!
-//!  request ─▶ 1. route select        (RDS table of the chain; none / no match → 404 NR)
-//!          ─▶ 2. fault               (route's fault config: delay, abort)       [route engine]
-//!          ─▶ 3. RBAC                (chain's policy + route's per-route config) [route engine]
-//!          ─▶ 4. redirect | direct response                                     [route engine]
+//!  request ─▶ 1. route select        (the chain's RDS table; none / no match → 404 NR)
+//!          ─▶ 2. fault               (the route's fault config when the chain has the
+//!                                     filter: delay, then abort with a status or gRPC status)
+//!          ─▶ 3. RBAC                (chain policy + route override)   [authorization layer]
+//!          ─▶ 4. redirect | direct response
 //!          ─▶ 5. forward:
-//!                 cluster pick (weighted) ─▶ circuit breaker (max_requests → 503 UO)
-//!                 rewrites, request header mutations                            [route engine]
-//!                 mirror                                                        [route engine]
+//!                 cluster pick (route's cluster or weighted; unknown → cluster_not_found, NC)
+//!                 circuit breaker (max_requests → 503 UO)
+//!                 path rewrite, request header mutations (route, vhost, cluster's own)
+//!                 mirror                                              [not carried yet]
 //!                 retry loop {
-//!                    LB pick (avoiding the previous try's endpoint; none → 503 UH)
-//!                    upstream call over HBONE, per-try timeout (→ 504 UT)
-//!                    outlier record
-//!                    retry? (policy, budget: max_retries breaker)
-//!                 }
-//!          ─▶ 6. response header mutations                                      [route engine]
+//!                    LB pick (hash key; not an ejected endpoint; not the previous try's)
+//!                    upstream call over HBONE: HTTP/1.1 pool (max_connections, pending
+//!                      → UO) or HTTP/2 stream; per-try timeout (→ 504 UT)
+//!                    outlier record (consecutive 5xx / gateway errors → ejection)
+//!                    retry? (retry_on, retriable codes, budget: max_retries breaker)
+//!                 }                                   all within the route timeout (→ 504 UT)
+//!          ─▶ 6. response header mutations
 //!          ─▶ 7. metrics / access log
 //! ```
 //!
-//! Phases marked [route engine] read the route's configuration, which the real route
-//! engine (branch `wproute`) compiles; with the placeholder in `route/` they have nothing to
-//! do, and their slot below says so.
+//! Phases read the route engine's compiled route (`route/`); the placeholder there builds
+//! only forward actions with clusters, timeouts and retries, so the fault, redirect, direct
+//! response, rewrite and header phases run for real once the route engine lands.
 //!
 //! A request reads one config snapshot from start to end (`load_full` once). Nothing on
 //! this path takes a lock (the HTTP/1.1 idle list aside, see `upstream/conn.rs`) or
@@ -34,7 +37,7 @@ use crate::{
     body::{Replayable, RequestBody, ResponseBody},
     error::ProxyError,
     retry::{self, Outcome},
-    route::{RequestParts, RouteAction, Selected},
+    route::{Action, FaultAbortKind, FormatContext, RequestParts, Selected},
     snapshot::{HttpChain, Snapshot},
     state::Shared,
     upstream::{Cluster, InFlight, Result5xx, UpstreamProtocol, conn},
@@ -53,6 +56,8 @@ use weft_hbone::Identity;
 pub struct Source {
     /// The client's SPIFFE identity, from its HBONE certificate.
     pub identity: Arc<Identity>,
+    /// The same as a `spiffe://` URI, made once per CONNECT.
+    pub principal: Arc<str>,
     /// The client's address (the client pod's IP: its agent dials from it).
     pub addr: SocketAddr,
     /// The CONNECT authority: the service VIP:PORT the client dialled.
@@ -100,57 +105,110 @@ async fn handle(
         unreachable!("inbound.rs hands only HTTP chains to the HTTP path")
     };
     let (mut parts, body) = request.into_parts();
+    let source = &ctx.source;
 
-    // 1. Route select. A table not (yet) received is Envoy's "no route": 404 NR.
-    let table = snapshot.routes.get(&chain.route_config).ok_or(ProxyError::NoRoute)?;
-    let host = Host::of(&parts);
-    let route = {
-        let path = parts.uri.path_and_query().map_or("/", |p| p.as_str());
-        let selected = table.select(&RequestParts {
-            host: host.as_str(),
-            path,
-            method: &parts.method,
-            headers: &parts.headers,
-        });
-        match selected {
+    // Phases 1–4 decide while the request head is borrowed; nothing is changed yet.
+    let (route, action, picked, hash) = {
+        let mut req = RequestParts::new(&parts, source.addr);
+        req.identity = Some(&source.principal);
+        req.source_namespace = Some(source.identity.namespace());
+        req.random = fastrand::u64(..);
+
+        // 1. Route select. A table not (yet) received is Envoy's "no route": 404 NR.
+        let table = snapshot.routes.get(&chain.route_config).ok_or(ProxyError::NoRoute)?;
+        let route = match table.select(&req) {
             Selected::Route(route) => route,
-            Selected::NoVirtualHost | Selected::NoRoute => return Err(ProxyError::NoRoute),
+            Selected::NoVirtualHost | Selected::NoRoute(_) => return Err(ProxyError::NoRoute),
+        };
+
+        // 2. Fault: the route's fault config, when the chain runs the fault filter.
+        if chain.fault
+            && let Some(fault) = &route.fault
+            && fault.headers.iter().all(|h| h.matches(&req))
+        {
+            if let Some((delay, share)) = fault.delay
+                && share.sample(fastrand::u64(..))
+            {
+                tokio::time::sleep(delay).await;
+            }
+            if let Some((abort, share)) = fault.abort
+                && share.sample(fastrand::u64(..))
+            {
+                return Ok(fault_abort(abort));
+            }
         }
+
+        // 3. RBAC: the chain's policy (`chain.rbac`) and the route's override (`route.rbac`)
+        //    are the authorization layer's (to come), not this file's.
+
+        // 4. Redirect | direct response.
+        let action = match &route.action {
+            Action::Redirect(redirect) => {
+                let mut response = Response::new(ResponseBody::local(""));
+                *response.status_mut() = redirect.status;
+                response.headers_mut().insert(header::LOCATION, redirect.location(&req));
+                return Ok(response);
+            }
+            Action::DirectResponse(direct) => {
+                let mut response = Response::new(ResponseBody::Local(direct.body.clone()));
+                *response.status_mut() = direct.status;
+                return Ok(response);
+            }
+            Action::Forward(action) => action,
+        };
+        (route, action, action.pick_cluster(&req), route.hash_key(&req))
     };
 
-    // 2. Fault: [route engine] the route's fault filter config, when `chain.fault`.
-    // 3. RBAC: [route engine] the chain's policy and the route's per-route config, when `chain.rbac`.
-    // 4. Redirect | direct response: [route engine] the route's action other than forward.
-    let action = &route.action;
-
     // 5. Forward.
-    let cluster_name = action.clusters.pick(fastrand::u64(..));
-    let cluster =
-        snapshot.clusters.get(cluster_name).ok_or_else(|| ProxyError::NoCluster(cluster_name.clone()))?;
+    let Some(picked) = picked else {
+        return Err(ProxyError::NoCluster { name: Arc::from(""), status: action.cluster_not_found });
+    };
+    let cluster = snapshot.clusters.get(&picked.name).ok_or_else(|| ProxyError::NoCluster {
+        name: picked.name.clone(),
+        status: action.cluster_not_found,
+    })?;
     let slot = cluster.admit()?;
-    //    Rewrites and request header mutations: [route engine].
-    //    Mirror: [route engine].
+    //    Rewrites and request header mutations.
+    if let Some(rewrite) = &action.rewrite {
+        parts.uri = rewrite.apply(&parts.uri);
+    }
+    let format = FormatContext {
+        downstream: source.addr,
+        peer_identity: Some(&source.principal),
+        request_headers: None,
+    };
+    route.mutate_request_headers(Some(picked), &mut parts.headers, &format);
+    //    Mirror: [route engine] `action.mirrors`, not carried yet.
+    let host = Host::of(&parts);
     let wire = wire(cluster, parts.version);
     prepare_upstream(&mut parts, &host, wire);
-    let policy = retry_policy(action);
-    let target = Target { chain, cluster, wire };
+    let policy = retry::Policy::of(action);
+    let target = Target { chain, cluster, wire, hash };
     let mut response = retry_loop(ctx, &target, &policy, parts, body, slot).await?;
 
-    // 6. Response header mutations: [route engine].
+    // 6. Response header mutations.
     strip_hop_by_hop(response.headers_mut());
+    route.mutate_response_headers(Some(picked), response.headers_mut(), &format);
     Ok(response)
 }
 
-/// The route's retry and timeout plan.
-fn retry_policy(action: &RouteAction) -> retry::Policy<'_> {
-    let mut policy = retry::Policy { timeout: action.timeout, ..retry::Policy::none() };
-    if let Some(p) = &action.retry_policy {
-        policy.num_retries = p.num_retries;
-        policy.retry_on = retry::RetryOn::parse(&p.retry_on);
-        policy.retriable_status_codes = &p.retriable_status_codes;
-        policy.per_try_timeout = p.per_try_timeout;
+/// The fault filter's abort: an HTTP status with Envoy's body, or a gRPC status as a
+/// trailers-only answer (HTTP 200, `grpc-status`).
+fn fault_abort(abort: FaultAbortKind) -> Response<ResponseBody> {
+    match abort {
+        FaultAbortKind::Http(status) => {
+            let mut response = Response::new(ResponseBody::local("fault filter abort"));
+            *response.status_mut() = status;
+            response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain"));
+            response
+        }
+        FaultAbortKind::Grpc(code) => {
+            let mut response = Response::new(ResponseBody::local(""));
+            response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/grpc"));
+            response.headers_mut().insert("grpc-status", HeaderValue::from(code));
+            response
+        }
     }
-    policy
 }
 
 /// The HTTP version towards the cluster: its protocol options, or the downstream's.
@@ -169,6 +227,8 @@ struct Target<'a> {
     chain: &'a HttpChain,
     cluster: &'a Cluster,
     wire: conn::Wire,
+    /// The route's consistent-hash key of the request, for ring hash and Maglev.
+    hash: Option<u64>,
 }
 
 /// The tries of one request: LB pick, upstream call with per-try timeout, outlier record,
@@ -181,14 +241,13 @@ async fn retry_loop(
     body: Incoming,
     slot: crate::upstream::RequestSlot,
 ) -> Result<Response<ResponseBody>, ProxyError> {
-    let Target { chain, cluster, wire } = *target;
-    let hash = None; // [route engine] the route's hash policy over the request.
+    let Target { chain, cluster, wire, hash } = *target;
     let tries = async {
         // A body is kept for another try only when retries are possible and it is known
         // to fit the buffer limit; otherwise it streams and the request gets one try.
         let mut replay = None;
         let mut first_body = Some(body);
-        if policy.num_retries > 0 {
+        if policy.num_retries() > 0 {
             let body = first_body.take().expect("body");
             if body.is_end_stream() {
                 replay = Some(Replayable::default());
@@ -200,7 +259,7 @@ async fn retry_loop(
                 first_body = Some(body);
             }
         }
-        let retries = if replay.is_some() { policy.num_retries } else { 0 };
+        let retries = if replay.is_some() { policy.num_retries() } else { 0 };
         let mut previous = None;
         let mut slot = Some(slot);
         // The head is copied for every try but the last, which takes the original.
@@ -215,7 +274,8 @@ async fn retry_loop(
             } else {
                 None
             };
-            let endpoint = cluster.pick(hash, previous.as_ref())?.clone();
+            let avoid = if policy.avoid_previous() { previous.as_ref() } else { None };
+            let endpoint = cluster.pick(hash, avoid)?.clone();
             let parts = if attempt == retries {
                 head.take().expect("the last try takes the head")
             } else {
@@ -228,7 +288,7 @@ async fn retry_loop(
             };
             let mut inflight = InFlight::start(&endpoint);
             let call = conn::send(&ctx.shared.hbone, cluster, &endpoint, wire, request, &mut inflight);
-            let result = match policy.per_try_timeout {
+            let result = match policy.per_try_timeout() {
                 Some(t) => tokio::time::timeout(t, call).await.unwrap_or(Err(ProxyError::Timeout)),
                 None => call.await,
             };
@@ -405,7 +465,7 @@ mod tests {
     fn a_request_in_flight_stays_small() {
         let size = future_size(serve);
         println!("request future: {size} bytes");
-        // 4,384 bytes when written: hyper's send futures (~1.5 KiB), the retry loop's
+        // 4,504 bytes when written: hyper's send futures (~1.5 KiB), the retry loop's
         // state, and the two timeouts around them.
         assert!(size <= 5 * 1024, "the request future grew to {size} bytes");
     }

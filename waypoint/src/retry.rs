@@ -1,53 +1,19 @@
-//! Whether a try's outcome is retried, as Envoy's router decides it from a route's retry
-//! policy (`retry_on` conditions, `retriable_status_codes`, `num_retries`), and the
-//! timeouts around the tries. The route engine's policy is read into a [`Policy`] once per
-//! request (`proxy.rs`); without one a request gets one try and no timeout (Istio's
-//! default route timeout is none).
+//! Whether a try's outcome is retried, as Envoy's router decides it from the route's
+//! retry policy (`retry_on` conditions, `retriable_status_codes`, `num_retries`), and the
+//! timeouts around the tries. Without a policy a request gets one try; without a timeout
+//! (0 in the route, Istio's default) it waits as long as the upstream takes.
 
-use crate::error::RetryCondition;
+use crate::{
+    error::RetryCondition,
+    route::{RetryOn, RetryPolicy, RouteAction},
+};
 use http::StatusCode;
 use std::time::Duration;
 
-/// Envoy's `retry_on` conditions that the waypoint knows.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct RetryOn {
-    pub five_xx: bool,
-    pub gateway_error: bool,
-    pub connect_failure: bool,
-    pub reset: bool,
-    pub refused_stream: bool,
-    pub retriable_status_codes: bool,
-}
-
-impl RetryOn {
-    /// Parses Envoy's comma-separated `retry_on`; unknown conditions are ignored, as Envoy
-    /// ignores the gRPC ones on HTTP upstreams it cannot see.
-    pub fn parse(s: &str) -> RetryOn {
-        let mut on = RetryOn::default();
-        for c in s.split(',').map(str::trim) {
-            match c {
-                "5xx" => on.five_xx = true,
-                "gateway-error" => on.gateway_error = true,
-                "connect-failure" => on.connect_failure = true,
-                "reset" => on.reset = true,
-                "refused-stream" => on.refused_stream = true,
-                "retriable-status-codes" => on.retriable_status_codes = true,
-                _ => {}
-            }
-        }
-        on
-    }
-}
-
-/// One request's retry and timeout plan, borrowing the route's lists (no copy per request).
-#[derive(Clone, Debug, Default)]
+/// One request's retry and timeout plan, borrowed from its route (no copy per request).
+#[derive(Clone, Copy, Debug, Default)]
 pub struct Policy<'a> {
-    /// Retries after the first try.
-    pub num_retries: u32,
-    pub retry_on: RetryOn,
-    pub retriable_status_codes: &'a [u16],
-    /// Each try's limit (until response headers).
-    pub per_try_timeout: Option<Duration>,
+    pub retry: Option<&'a RetryPolicy>,
     /// The whole request's limit, retries included (until response headers).
     pub timeout: Option<Duration>,
 }
@@ -59,30 +25,47 @@ pub enum Outcome {
     Failure(RetryCondition),
 }
 
-impl Policy<'_> {
-    /// One try, no timeout.
-    pub fn none() -> Policy<'static> {
-        Policy::default()
+impl<'a> Policy<'a> {
+    pub fn of(action: &'a RouteAction) -> Policy<'a> {
+        Policy { retry: action.retry.as_deref(), timeout: action.timeout }
+    }
+
+    /// Retries after the first try.
+    pub fn num_retries(&self) -> u32 {
+        self.retry.map_or(0, |r| r.num_retries)
+    }
+
+    /// Each try's limit (until response headers).
+    pub fn per_try_timeout(&self) -> Option<Duration> {
+        self.retry.and_then(|r| r.per_try_timeout)
+    }
+
+    /// Whether a retry goes to another endpoint when there is one (`previous_hosts`).
+    pub fn avoid_previous(&self) -> bool {
+        self.retry.is_some_and(|r| r.avoid_previous_hosts)
     }
 
     /// Whether this outcome may be retried under the policy (the budget aside).
     pub fn retriable(&self, outcome: Outcome) -> bool {
-        let on = &self.retry_on;
+        let Some(policy) = self.retry else { return false };
+        let on = |c: RetryOn| policy.retry_on.contains(c);
+        let (five_xx, gateway) = (on(RetryOn::FIVE_XX), on(RetryOn::GATEWAY_ERROR));
         match outcome {
             Outcome::Status(s) => {
                 let code = s.as_u16();
-                (on.five_xx && s.is_server_error())
-                    || (on.gateway_error && matches!(code, 502..=504))
-                    || (on.retriable_status_codes && self.retriable_status_codes.contains(&code))
+                (five_xx && s.is_server_error())
+                    || (gateway && matches!(code, 502..=504))
+                    || (on(RetryOn::RETRIABLE_STATUS_CODES) && policy.retriable_status_codes.contains(&code))
             }
             Outcome::Failure(RetryCondition::ConnectFailure) => {
-                on.connect_failure || on.five_xx || on.gateway_error
+                on(RetryOn::CONNECT_FAILURE) || five_xx || gateway
             }
             Outcome::Failure(RetryCondition::Refused) => {
-                on.refused_stream || on.connect_failure || on.five_xx
+                on(RetryOn::REFUSED_STREAM) || on(RetryOn::CONNECT_FAILURE) || five_xx
             }
-            Outcome::Failure(RetryCondition::Reset) => on.reset || on.five_xx || on.gateway_error,
-            Outcome::Failure(RetryCondition::Timeout) => on.reset || on.five_xx || on.gateway_error,
+            Outcome::Failure(RetryCondition::Reset | RetryCondition::Timeout) => {
+                on(RetryOn::RESET) || five_xx || gateway
+            }
         }
     }
 }
@@ -91,14 +74,20 @@ impl Policy<'_> {
 mod tests {
     use super::*;
 
+    fn policy(retry_on: &str, codes: &[u16]) -> RetryPolicy {
+        RetryPolicy {
+            retry_on: RetryOn::parse(retry_on),
+            num_retries: 2,
+            per_try_timeout: None,
+            retriable_status_codes: codes.into(),
+            avoid_previous_hosts: true,
+        }
+    }
+
     #[test]
     fn conditions_as_envoy_reads_them() {
-        let p = Policy {
-            num_retries: 2,
-            retry_on: RetryOn::parse("connect-failure,refused-stream,retriable-status-codes"),
-            retriable_status_codes: &[409],
-            ..Policy::default()
-        };
+        let istio_default = policy("connect-failure,refused-stream,retriable-status-codes", &[409]);
+        let p = Policy { retry: Some(&istio_default), timeout: None };
         assert!(p.retriable(Outcome::Status(StatusCode::CONFLICT)));
         assert!(
             !p.retriable(Outcome::Status(StatusCode::SERVICE_UNAVAILABLE)),
@@ -106,12 +95,18 @@ mod tests {
         );
         assert!(p.retriable(Outcome::Failure(RetryCondition::ConnectFailure)));
         assert!(!p.retriable(Outcome::Failure(RetryCondition::Reset)));
-        let gw = Policy { retry_on: RetryOn::parse("gateway-error"), ..Policy::default() };
-        assert!(gw.retriable(Outcome::Status(StatusCode::BAD_GATEWAY)));
-        assert!(!gw.retriable(Outcome::Status(StatusCode::INTERNAL_SERVER_ERROR)));
+        let gw = policy("gateway-error", &[]);
+        let p = Policy { retry: Some(&gw), timeout: None };
+        assert!(p.retriable(Outcome::Status(StatusCode::BAD_GATEWAY)));
+        assert!(!p.retriable(Outcome::Status(StatusCode::INTERNAL_SERVER_ERROR)));
+        let five = policy("5xx", &[]);
         assert!(
-            Policy { retry_on: RetryOn::parse("5xx"), ..Policy::default() }
+            Policy { retry: Some(&five), timeout: None }
                 .retriable(Outcome::Status(StatusCode::INTERNAL_SERVER_ERROR))
+        );
+        assert!(
+            !Policy::default().retriable(Outcome::Failure(RetryCondition::ConnectFailure)),
+            "no policy, no retry"
         );
     }
 }

@@ -67,14 +67,20 @@ async fn mesh() -> Mesh {
         let s = m.waypoint.shared.snapshot.load();
         s.clusters.get(HALF).is_some_and(|c| c.endpoints.len() == 2)
             && s.clusters.get(OUTLIER).is_some_and(|c| c.endpoints.len() == 2)
-            && s.clusters.get(POOLED).is_some_and(|c| c.endpoints.len() == 1) && s.clusters.get(NARROW).is_some_and(|c| c.endpoints.len() == 1)
-            && s.routes.get(REVIEWS).is_some_and(|r| matches!(
-                r.select(&weft_waypoint::route::RequestParts { host: "x", path: "/half", method: &http::Method::GET, headers: &http::HeaderMap::new() }),
-                weft_waypoint::route::Selected::Route(route) if route.action.retry_policy.is_some()
-            ))
+            && s.clusters.get(POOLED).is_some_and(|c| c.endpoints.len() == 1)
+            && s.clusters.get(NARROW).is_some_and(|c| c.endpoints.len() == 1)
+            && s.routes.get(REVIEWS).is_some_and(|r| has_retry(r, "/half"))
     })
     .await;
     mesh
+}
+
+/// Whether the table's route for `path` has a retry policy (the new table is in force).
+fn has_retry(table: &weft_waypoint::route::RouteTable, path: &str) -> bool {
+    use weft_waypoint::route::{Action, RequestParts, Selected};
+    let (parts, ()) = http::Request::get(path).body(()).unwrap().into_parts();
+    let req = RequestParts::new(&parts, "127.0.0.1:1".parse().unwrap());
+    matches!(table.select(&req), Selected::Route(r) if matches!(&r.action, Action::Forward(a) if a.retry.is_some()))
 }
 
 fn hits(mesh: &Mesh, backend: &str, path: &str) -> usize {
