@@ -74,20 +74,53 @@ impl<'a> Policy<'a> {
 mod tests {
     use super::*;
 
-    fn policy(retry_on: &str, codes: &[u16]) -> RetryPolicy {
-        RetryPolicy {
-            retry_on: RetryOn::parse(retry_on),
-            num_retries: 2,
-            per_try_timeout: None,
-            retriable_status_codes: codes.into(),
-            avoid_previous_hosts: true,
+    /// A retry policy as the route engine compiles it from Envoy's fields.
+    fn policy(retry_on: &str, codes: &[u32]) -> std::sync::Arc<RetryPolicy> {
+        use crate::route::{Action, RequestParts, RouteTable, Selected};
+        use envoy_types::pb::envoy::config::route::v3 as pb;
+        let route = pb::Route {
+            r#match: Some(pb::RouteMatch {
+                path_specifier: Some(pb::route_match::PathSpecifier::Prefix("/".into())),
+                ..Default::default()
+            }),
+            action: Some(pb::route::Action::Route(pb::RouteAction {
+                cluster_specifier: Some(pb::route_action::ClusterSpecifier::Cluster("c".into())),
+                retry_policy: Some(pb::RetryPolicy {
+                    retry_on: retry_on.into(),
+                    num_retries: Some(envoy_types::pb::google::protobuf::UInt32Value { value: 2 }),
+                    retriable_status_codes: codes.to_vec(),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            })),
+            ..Default::default()
+        };
+        let config = pb::RouteConfiguration {
+            name: "t".into(),
+            virtual_hosts: vec![pb::VirtualHost {
+                name: "v".into(),
+                domains: vec!["*".into()],
+                routes: vec![route],
+                ..Default::default()
+            }],
+            ..Default::default()
+        };
+        let table = RouteTable::compile(&config).unwrap();
+        let (parts, ()) = http::Request::get("/").body(()).unwrap().into_parts();
+        let req = RequestParts::new(&parts, "127.0.0.1:1".parse().unwrap());
+        match table.select(&req) {
+            Selected::Route(r) => match &r.action {
+                Action::Forward(a) => a.retry.clone().unwrap(),
+                _ => panic!("a forward route"),
+            },
+            _ => panic!("the route"),
         }
     }
 
     #[test]
     fn conditions_as_envoy_reads_them() {
         let istio_default = policy("connect-failure,refused-stream,retriable-status-codes", &[409]);
-        let p = Policy { retry: Some(&istio_default), timeout: None };
+        let p = Policy { retry: Some(&*istio_default), timeout: None };
         assert!(p.retriable(Outcome::Status(StatusCode::CONFLICT)));
         assert!(
             !p.retriable(Outcome::Status(StatusCode::SERVICE_UNAVAILABLE)),
@@ -96,7 +129,7 @@ mod tests {
         assert!(p.retriable(Outcome::Failure(RetryCondition::ConnectFailure)));
         assert!(!p.retriable(Outcome::Failure(RetryCondition::Reset)));
         let gw = policy("gateway-error", &[]);
-        let p = Policy { retry: Some(&gw), timeout: None };
+        let p = Policy { retry: Some(&*gw), timeout: None };
         assert!(p.retriable(Outcome::Status(StatusCode::BAD_GATEWAY)));
         assert!(!p.retriable(Outcome::Status(StatusCode::INTERNAL_SERVER_ERROR)));
         let five = policy("5xx", &[]);

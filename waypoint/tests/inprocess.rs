@@ -86,8 +86,10 @@ async fn a_listener_it_cannot_apply_is_nacked_and_the_old_config_keeps_serving()
     // A /24 range: no single VIP for the dispatch table.
     let bad = resources::main_internal(&[(REVIEWS, support::reviews_vip(), 24, resources::ChainSpec::Http)]);
     mesh.ads.server.publish(support::snapshot("v2", mesh.hbone_port, bad, &mesh.backend_refs())).unwrap();
-    mesh.wait_for("the NACK", |m| m.waypoint.shared.xds_status.lock().unwrap().last_nack.is_some()).await;
-    let nack = mesh.waypoint.shared.xds_status.lock().unwrap().last_nack.clone().unwrap();
+    let nack_of =
+        |m: &Mesh| m.waypoint.shared.xds_status.lock().unwrap().last_nack.get(type_url::LISTENER).cloned();
+    mesh.wait_for("the NACK", |m| nack_of(m).is_some()).await;
+    let nack = nack_of(&mesh).unwrap();
     assert_eq!(
         nack,
         "listener main_internal: filter_chains[0].filter_chain_match.prefix_ranges[0]: /24: only single addresses \

@@ -60,8 +60,9 @@ pub struct XdsStatus {
     pub resources: BTreeMap<&'static str, BTreeMap<String, String>>,
     /// Snapshots swapped in so far.
     pub generation: u64,
-    /// The last NACK's message, until an update applies cleanly.
-    pub last_nack: Option<String>,
+    /// Per type URL, the last NACK's message, until an update of that type applies
+    /// cleanly.
+    pub last_nack: BTreeMap<String, String>,
     /// NACKs sent so far.
     pub nacks: u64,
 }
@@ -108,12 +109,12 @@ pub fn start_with(mut client: ClientConfig, shared: Arc<Shared>) -> Result<AdsCl
         status.resources = held.versions();
         info!(type_url = %update.type_url, upserts = update.upserts.len(), removals = update.removals.len(), refused = refused.len(), "xDS update applied");
         if refused.is_empty() {
-            status.last_nack = None;
+            status.last_nack.remove(&update.type_url);
             return Ok(());
         }
         let message = refused.iter().map(ToString::to_string).collect::<Vec<_>>().join("; ");
         warn!(type_url = %update.type_url, error = %message, "xDS resources refused (NACK); what was held under those names stays");
-        status.last_nack = Some(message.clone());
+        status.last_nack.insert(update.type_url.clone(), message.clone());
         status.nacks += 1;
         Err(message)
     };
