@@ -267,10 +267,9 @@ async fn retry_loop(
         let mut last = None;
         for attempt in 0..=retries {
             let _retry_slot = if attempt > 0 {
-                match cluster.admit_retry() {
-                    Some(s) => Some(s),
-                    None => break,
-                }
+                let Some(slot) = cluster.admit_retry() else { break };
+                tokio::time::sleep(policy.backoff(attempt)).await;
+                Some(slot)
             } else {
                 None
             };

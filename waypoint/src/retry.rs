@@ -45,6 +45,21 @@ impl<'a> Policy<'a> {
         self.retry.is_some_and(|r| r.avoid_previous_hosts)
     }
 
+    /// How long to wait before retry number `retry` (1 for the first): Envoy's jittered
+    /// exponential backoff, a random time below `base × 2^(retry-1)`, capped at `max`.
+    pub fn backoff(&self, retry: u32) -> Duration {
+        let Some(policy) = self.retry else { return Duration::ZERO };
+        let ceiling = policy
+            .backoff_base
+            .saturating_mul(1 << (retry.saturating_sub(1)).min(16))
+            .min(policy.backoff_max);
+        let ceiling_ms = ceiling.as_millis() as u64;
+        if ceiling_ms == 0 {
+            return Duration::ZERO;
+        }
+        Duration::from_millis(fastrand::u64(..ceiling_ms))
+    }
+
     /// Whether this outcome may be retried under the policy (the budget aside).
     pub fn retriable(&self, outcome: Outcome) -> bool {
         let Some(policy) = self.retry else { return false };
@@ -141,5 +156,17 @@ mod tests {
             !Policy::default().retriable(Outcome::Failure(RetryCondition::ConnectFailure)),
             "no policy, no retry"
         );
+    }
+
+    #[test]
+    fn backoff_is_jittered_below_an_exponential_ceiling() {
+        let p = policy("5xx", &[]);
+        let p = Policy { retry: Some(&*p), timeout: None };
+        for _ in 0..200 {
+            assert!(p.backoff(1) < Duration::from_millis(25));
+            assert!(p.backoff(2) < Duration::from_millis(50));
+            assert!(p.backoff(10) < Duration::from_millis(250), "capped");
+        }
+        assert_eq!(Policy::default().backoff(1), Duration::ZERO);
     }
 }

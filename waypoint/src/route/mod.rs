@@ -238,6 +238,9 @@ pub struct RetryPolicy {
     pub retriable_status_codes: Box<[u16]>,
     /// Retry on a host not tried before (`previous_hosts`).
     pub avoid_previous_hosts: bool,
+    /// Jittered exponential backoff between tries (Envoy: 25 ms, and 10× that at most).
+    pub backoff_base: Duration,
+    pub backoff_max: Duration,
 }
 
 /// `envoy.type.v3.FractionalPercent`, sampled as Envoy does.
@@ -370,6 +373,8 @@ impl RouteTable {
                         per_try_timeout: p.per_try_timeout.as_ref().map(duration).filter(|d| !d.is_zero()),
                         retriable_status_codes: p.retriable_status_codes.iter().map(|c| *c as u16).collect(),
                         avoid_previous_hosts: true,
+                        backoff_base: Duration::from_millis(25),
+                        backoff_max: Duration::from_millis(250),
                     })
                 });
                 let action = RouteAction {
