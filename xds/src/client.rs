@@ -8,12 +8,21 @@
 //! the reply: `Ok` is an ACK, `Err(message)` a NACK carrying that message, so a proxy can
 //! refuse bad config and keep its last good one.
 //!
+//! Types in [`ClientConfig::type_urls`] are wildcard subscriptions. Others can be
+//! subscribed by name through [`Subscriptions`], which the caller changes while the client
+//! runs, as Envoy subscribes to the route tables and endpoints its listeners and clusters
+//! name (RDS and EDS): the client sends the (un)subscriptions on the open stream and
+//! repeats the whole set on every reconnect. Names dropped from a subscription are
+//! forgotten by the client (the server sends no removal for them, per the xDS spec); the
+//! caller drops what it held under them itself.
+//!
 //! The client remembers the versions it accepted; when the server goes away it reconnects
 //! with exponential backoff and reports them in `initial_resource_versions`, so the server
 //! sends only what changed meanwhile.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 use envoy_types::pb::envoy::config::core::v3::Node;
@@ -60,6 +69,44 @@ pub struct ClientConfig {
     pub connect_timeout: Duration,
     /// Largest response accepted. A first delta response carries every resource of a type.
     pub max_response_bytes: usize,
+    /// Subscriptions by name, for types not in `type_urls`.
+    pub subscriptions: Option<Subscriptions>,
+}
+
+/// Subscriptions by resource name (type URL → names), changed by the caller while the
+/// client runs. Cheap to clone; clones share the set.
+#[derive(Clone, Debug)]
+pub struct Subscriptions {
+    names: Arc<watch::Sender<BTreeMap<String, BTreeSet<String>>>>,
+}
+
+impl Default for Subscriptions {
+    fn default() -> Self {
+        Self { names: Arc::new(watch::channel(BTreeMap::new()).0) }
+    }
+}
+
+impl Subscriptions {
+    /// Subscribes to exactly `names` of `type_url` (none: no subscription to the type).
+    /// Does nothing if that is already the set, so it can be called on every update.
+    pub fn set(&self, type_url: &str, names: BTreeSet<String>) {
+        self.names.send_if_modified(|all| {
+            if all.get(type_url).map_or(names.is_empty(), |held| *held == names) {
+                return false;
+            }
+            if names.is_empty() {
+                all.remove(type_url);
+            } else {
+                all.insert(type_url.to_owned(), names);
+            }
+            true
+        });
+    }
+
+    /// The names of `type_url` subscribed now.
+    pub fn get(&self, type_url: &str) -> BTreeSet<String> {
+        self.names.borrow().get(type_url).cloned().unwrap_or_default()
+    }
 }
 
 impl ClientConfig {
@@ -78,6 +125,7 @@ impl ClientConfig {
             max_backoff: Duration::from_secs(15),
             connect_timeout: Duration::from_secs(5),
             max_response_bytes: 256 << 20,
+            subscriptions: None,
         }
     }
 
@@ -179,7 +227,9 @@ impl AdsClient {
         let (stop_tx, stop_rx) = watch::channel(false);
         let (state_tx, state_rx) = watch::channel(ClientState::default());
         let span = info_span!("xds_client", node = %config.node_id, endpoint = %config.endpoint);
-        let runner = Runner { config, handler, held: HashMap::new(), stop: stop_rx, state: state_tx };
+        let subscriptions = config.subscriptions.as_ref().map(|s| s.names.subscribe());
+        let runner =
+            Runner { config, handler, held: HashMap::new(), stop: stop_rx, state: state_tx, subscriptions };
         let task = tokio::spawn(runner.run().instrument(span));
         Ok(Self { stop: stop_tx, state: state_rx, task })
     }
@@ -209,6 +259,8 @@ struct Runner<H> {
     held: HashMap<String, HashMap<String, String>>,
     stop: watch::Receiver<bool>,
     state: watch::Sender<ClientState>,
+    /// The caller's subscriptions by name, if it has any.
+    subscriptions: Option<watch::Receiver<BTreeMap<String, BTreeSet<String>>>>,
 }
 
 impl<H: Handler> Runner<H> {
@@ -287,6 +339,12 @@ impl<H: Handler> Runner<H> {
             }
         }
 
+        // What this stream is subscribed to by name; each session starts from nothing.
+        let mut named: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+        if self.resubscribe(&mut named, &tx, &node).is_err() {
+            return SessionEnd::Failed { error: "request queue full".into(), received: false };
+        }
+
         let call = client.delta_aggregated_resources(ReceiverStream::new(rx));
         let mut responses = tokio::select! {
             _ = crate::server::stopped(&mut self.stop) => return SessionEnd::Stopped,
@@ -306,6 +364,12 @@ impl<H: Handler> Runner<H> {
             let message = tokio::select! {
                 _ = crate::server::stopped(&mut self.stop) => return SessionEnd::Stopped,
                 message = responses.message() => message,
+                Some(()) = changed(self.subscriptions.as_mut()) => {
+                    if self.resubscribe(&mut named, &tx, &node).is_err() {
+                        return SessionEnd::Failed { error: "request stream closed".into(), received };
+                    }
+                    continue;
+                }
             };
             let response = match message {
                 Ok(Some(response)) => response,
@@ -324,6 +388,68 @@ impl<H: Handler> Runner<H> {
                 return SessionEnd::Failed { error: "request stream closed".into(), received };
             }
         }
+    }
+
+    /// Brings the stream's named subscriptions (`named`) to the caller's set: a first
+    /// request for a type newly subscribed (with the versions held of its names), then
+    /// (un)subscriptions for the names that changed. The node rides on the first request
+    /// of the stream when there was no wildcard type to carry it.
+    fn resubscribe(
+        &mut self,
+        named: &mut BTreeMap<String, BTreeSet<String>>,
+        tx: &mpsc::Sender<DeltaDiscoveryRequest>,
+        node: &Node,
+    ) -> Result<(), ()> {
+        let Some(wanted) = self.subscriptions.as_mut().map(|s| s.borrow_and_update().clone()) else {
+            return Ok(());
+        };
+        let mut requests = Vec::new();
+        for (type_url, names) in &wanted {
+            let had = named.get(type_url);
+            let subscribe: Vec<String> =
+                names.iter().filter(|n| had.is_none_or(|h| !h.contains(*n))).cloned().collect();
+            let unsubscribe: Vec<String> =
+                had.map(|h| h.difference(names).cloned().collect()).unwrap_or_default();
+            if subscribe.is_empty() && unsubscribe.is_empty() {
+                continue;
+            }
+            let held = self.held.entry(type_url.clone()).or_default();
+            held.retain(|name, _| names.contains(name));
+            let initial_resource_versions = if had.is_none() { held.clone() } else { HashMap::new() };
+            requests.push(DeltaDiscoveryRequest {
+                type_url: type_url.clone(),
+                resource_names_subscribe: subscribe,
+                resource_names_unsubscribe: unsubscribe,
+                initial_resource_versions,
+                ..Default::default()
+            });
+        }
+        // A type no longer wanted at all: unsubscribe every name it had.
+        for (type_url, had) in named.iter().filter(|(t, _)| !wanted.contains_key(*t)) {
+            self.held.remove(type_url);
+            requests.push(DeltaDiscoveryRequest {
+                type_url: type_url.clone(),
+                resource_names_unsubscribe: had.iter().cloned().collect(),
+                ..Default::default()
+            });
+        }
+        if let Some(first) = requests.first_mut()
+            && self.config.type_urls.is_empty()
+            && named.is_empty()
+        {
+            first.node = Some(node.clone());
+        }
+        for request in requests {
+            debug!(
+                type_url = request.type_url,
+                subscribe = ?request.resource_names_subscribe,
+                unsubscribe = ?request.resource_names_unsubscribe,
+                "xDS subscription by name"
+            );
+            tx.try_send(request).map_err(|_| ())?;
+        }
+        *named = wanted;
+        Ok(())
     }
 
     /// Hands one response to the handler and builds the ACK or NACK.
@@ -365,6 +491,16 @@ impl<H: Handler> Runner<H> {
             }
         };
         DeltaDiscoveryRequest { type_url, response_nonce: nonce, error_detail, ..Default::default() }
+    }
+}
+
+/// Resolves when the caller's subscriptions change; never without any.
+async fn changed(
+    subscriptions: Option<&mut watch::Receiver<BTreeMap<String, BTreeSet<String>>>>,
+) -> Option<()> {
+    match subscriptions {
+        Some(rx) => rx.changed().await.ok(),
+        None => std::future::pending().await,
     }
 }
 

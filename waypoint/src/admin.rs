@@ -1,0 +1,109 @@
+//! Admin HTTP on loopback: `/ready` (200 once a first configuration from the control plane
+//! and a certificate are held), `/config_dump` (JSON: the resources held by name and
+//! version, the dispatch table, the certificate, the last NACK), `/stats/prometheus`.
+
+use crate::{config::Config, state::Shared};
+use http_body_util::Full;
+use hyper::{Method, Request, Response, StatusCode, body::Bytes, server::conn::http1, service::service_fn};
+use hyper_util::rt::TokioIo;
+use std::sync::Arc;
+use tokio::net::TcpListener;
+use tracing::debug;
+
+/// Everything the admin endpoints read. Locks here are off the data path.
+pub struct AdminView {
+    pub config: Config,
+    pub shared: Arc<Shared>,
+}
+
+pub async fn serve(listener: TcpListener, view: Arc<AdminView>) {
+    loop {
+        let Ok((stream, _)) = listener.accept().await else { continue };
+        let view = view.clone();
+        tokio::spawn(async move {
+            let service = service_fn(move |req| {
+                let view = view.clone();
+                async move { Ok::<_, std::convert::Infallible>(route(&req, &view)) }
+            });
+            if let Err(error) = http1::Builder::new().serve_connection(TokioIo::new(stream), service).await {
+                debug!(%error, "admin connection failed");
+            }
+        });
+    }
+}
+
+fn route(req: &Request<hyper::body::Incoming>, view: &AdminView) -> Response<Full<Bytes>> {
+    if req.method() != Method::GET {
+        return reply(StatusCode::METHOD_NOT_ALLOWED, "text/plain", "GET only\n".into());
+    }
+    match req.uri().path() {
+        "/ready" | "/healthz/ready" => {
+            if view.shared.ready() {
+                reply(StatusCode::OK, "text/plain", "ready\n".into())
+            } else {
+                let why = if view.shared.identity.current().is_none() {
+                    "no certificate yet"
+                } else {
+                    "no configuration from the control plane yet (connect_terminate and main_internal)"
+                };
+                reply(StatusCode::SERVICE_UNAVAILABLE, "text/plain", format!("not ready: {why}\n"))
+            }
+        }
+        "/stats/prometheus" | "/metrics" => {
+            let mut text = view.shared.metrics.render();
+            text.push_str(&format!(
+                "# TYPE weft_hbone_pool_connections gauge\nweft_hbone_pool_connections {}\n",
+                view.shared.hbone.pool.connections()
+            ));
+            reply(StatusCode::OK, "text/plain; version=0.0.4", text)
+        }
+        "/config_dump" => reply(StatusCode::OK, "application/json", config_dump(view)),
+        _ => reply(
+            StatusCode::NOT_FOUND,
+            "text/plain",
+            "try /ready, /config_dump or /stats/prometheus\n".into(),
+        ),
+    }
+}
+
+pub fn config_dump(view: &AdminView) -> String {
+    let snapshot = view.shared.snapshot.load();
+    let mut dispatch: Vec<(String, &str)> =
+        snapshot.dispatch.iter().map(|(a, c)| (a.to_string(), c.name())).collect();
+    dispatch.sort_unstable();
+    let mut clusters: Vec<serde_json::Value> = snapshot
+        .clusters
+        .values()
+        .map(|c| {
+            serde_json::json!({
+                "name": &*c.name,
+                "settings": &c.settings,
+                "endpoints": c.endpoints.iter().map(|e| serde_json::json!({
+                    "address": e.address.to_string(),
+                    "identity": e.identity.to_string(),
+                    "active_requests": e.active.load(std::sync::atomic::Ordering::Relaxed),
+                })).collect::<Vec<_>>(),
+            })
+        })
+        .collect();
+    clusters.sort_by(|a, b| a["name"].as_str().cmp(&b["name"].as_str()));
+    let dump = serde_json::json!({
+        "config": view.config,
+        "node_id": view.config.node_id(),
+        "ready": view.shared.ready(),
+        "certificate": view.shared.identity.view(),
+        "xds": &*view.shared.xds_status.lock().expect("xds status"),
+        "terminate": snapshot.terminate,
+        "dispatch": dispatch,
+        "clusters": clusters,
+    });
+    serde_json::to_string_pretty(&dump).expect("config dump serialises") + "\n"
+}
+
+fn reply(status: StatusCode, content_type: &'static str, body: String) -> Response<Full<Bytes>> {
+    Response::builder()
+        .status(status)
+        .header("content-type", content_type)
+        .body(Full::new(Bytes::from(body)))
+        .expect("static response parts are valid")
+}

@@ -1,0 +1,218 @@
+//! The waypoint's command line (each flag also readable from the environment). The flags
+//! it shares with the agent (`--xds-address`, `--ca-*`, `--token-file`, `--*-server-name`,
+//! `--trust-domain`, `--cert-ttl`) mean what they mean there.
+
+use clap::{Parser, ValueEnum};
+use serde::Serialize;
+use std::{net::SocketAddr, path::PathBuf, time::Duration};
+use weft_hbone::Identity;
+
+#[derive(Debug, Clone, Parser, Serialize)]
+#[command(
+    name = "weft-waypoint",
+    version,
+    about = "Weft's L7 proxy (waypoint), configured by weftd over ADS"
+)]
+pub struct Config {
+    /// The control plane's ADS endpoint: weftd's secure port, `https://HOST:PORT` (a bare
+    /// `HOST:PORT` means https), or `http://HOST:PORT` for weftd's plaintext debugging port.
+    #[arg(long, env = "WEFT_XDS_ADDRESS")]
+    pub xds_address: String,
+    /// The CA's endpoint (Istio's certificate service). Default: --xds-address, as weftd
+    /// serves both on one port.
+    #[arg(long, env = "WEFT_CA_ADDRESS")]
+    pub ca_address: Option<String>,
+    /// PEM file of the root(s) weftd's certificate must chain to: weftd's root-cert.pem. It
+    /// is also the mesh root the waypoint checks HBONE peers against.
+    #[arg(long, env = "WEFT_CA_ROOT_CERT", value_name = "FILE")]
+    pub ca_root_cert: PathBuf,
+    /// File holding the waypoint's bearer token for weftd (its service account's token),
+    /// read at every connection.
+    #[arg(long, env = "WEFT_TOKEN_FILE", value_name = "FILE")]
+    pub token_file: Option<PathBuf>,
+    /// The name weftd's certificate must carry when it is not the host of --xds-address.
+    #[arg(long, env = "WEFT_XDS_SERVER_NAME")]
+    pub xds_server_name: Option<String>,
+    /// The same for --ca-address. Default: --xds-server-name when --ca-address is too.
+    #[arg(long, env = "WEFT_CA_SERVER_NAME")]
+    pub ca_server_name: Option<String>,
+    /// The id presented to the control plane. Default: Istio's shape for a waypoint,
+    /// `waypoint~IP~POD.NAMESPACE~NAMESPACE.svc.cluster.local`.
+    #[arg(long, env = "WEFT_NODE_ID")]
+    pub node_id: Option<String>,
+    /// The waypoint's namespace: its resources are scoped to it, and its identity is in it.
+    #[arg(long, env = "POD_NAMESPACE")]
+    pub namespace: String,
+    /// The waypoint's service account: its identity is spiffe://TD/ns/NAMESPACE/sa/SA.
+    #[arg(long, env = "SERVICE_ACCOUNT")]
+    pub service_account: String,
+    /// The waypoint's pod, for the default node id.
+    #[arg(long, env = "POD_NAME", default_value = "weft-waypoint")]
+    pub pod_name: String,
+    /// The waypoint's address, for the default node id.
+    #[arg(long, env = "INSTANCE_IP", default_value = "0.0.0.0")]
+    pub pod_ip: std::net::IpAddr,
+    /// Where HBONE is terminated. The port must be the one the `connect_terminate`
+    /// listener names (15008) unless that check is turned off for tests.
+    #[arg(long, env = "WEFT_HBONE_ADDRESS", default_value = "0.0.0.0:15008")]
+    pub hbone_address: SocketAddr,
+    /// Admin HTTP: /ready, /config_dump, /stats/prometheus.
+    #[arg(long, env = "WEFT_ADMIN_ADDRESS", default_value = "127.0.0.1:15000")]
+    pub admin_address: SocketAddr,
+    /// SPIFFE trust domain of mesh identities.
+    #[arg(long, env = "WEFT_TRUST_DOMAIN", default_value = "cluster.local")]
+    pub trust_domain: String,
+    /// Lifetime asked of the CA for the waypoint's certificate; renewed at half life.
+    #[arg(long, env = "WEFT_CERT_TTL", default_value = "24h", value_parser = parse_duration)]
+    #[serde(with = "duration_secs")]
+    pub cert_ttl: Duration,
+    /// Threads carrying requests.
+    #[arg(long, env = "WEFT_WORKER_THREADS", default_value_t = 2)]
+    pub worker_threads: usize,
+    #[arg(long, env = "WEFT_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+/// A configuration that cannot work, found before any socket is bound.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("--worker-threads must be at least 1")]
+    ZeroWorkers,
+    #[error("--namespace and --service-account must make a SPIFFE identity: {0}")]
+    BadIdentity(weft_hbone::IdentityError),
+    #[error("--xds-address {0} is https: give --token-file FILE, the token weftd knows this waypoint by")]
+    NoTokenFile(String),
+    #[error("{flag} {}: no such file", path.display())]
+    NoSuchFile { flag: &'static str, path: PathBuf },
+}
+
+impl Config {
+    /// Checks the configuration and fills the defaults that depend on other flags.
+    pub fn validate(mut self) -> Result<Config, ConfigError> {
+        if self.worker_threads == 0 {
+            return Err(ConfigError::ZeroWorkers);
+        }
+        self.identity()?;
+        if !self.xds_address.contains("://") {
+            self.xds_address = format!("https://{}", self.xds_address);
+        }
+        if let Some(ca) = &mut self.ca_address
+            && !ca.contains("://")
+        {
+            *ca = format!("https://{ca}");
+        }
+        if self.ca_address.is_none() {
+            self.ca_address = Some(self.xds_address.clone());
+            if self.ca_server_name.is_none() {
+                self.ca_server_name = self.xds_server_name.clone();
+            }
+        }
+        if self.xds_address.starts_with("https://") && self.token_file.is_none() {
+            return Err(ConfigError::NoTokenFile(self.xds_address.clone()));
+        }
+        let files =
+            [("--ca-root-cert", Some(&self.ca_root_cert)), ("--token-file", self.token_file.as_ref())];
+        for (flag, path) in files {
+            if let Some(path) = path
+                && !path.is_file()
+            {
+                return Err(ConfigError::NoSuchFile { flag, path: path.clone() });
+            }
+        }
+        Ok(self)
+    }
+
+    /// The waypoint's own SPIFFE identity.
+    pub fn identity(&self) -> Result<Identity, ConfigError> {
+        Identity::new(&self.trust_domain, &self.namespace, &self.service_account)
+            .map_err(ConfigError::BadIdentity)
+    }
+
+    /// The node id presented to the control plane.
+    pub fn node_id(&self) -> String {
+        match &self.node_id {
+            Some(id) => id.clone(),
+            None => {
+                let (ip, pod, ns) = (self.pod_ip, &self.pod_name, &self.namespace);
+                format!("waypoint~{ip}~{pod}.{ns}~{ns}.svc.cluster.local")
+            }
+        }
+    }
+}
+
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    let (num, unit) = s.find(|c: char| !c.is_ascii_digit() && c != '.').map_or((s, "s"), |i| s.split_at(i));
+    let n: f64 = num.parse().map_err(|_| format!("{s:?} is not a duration like 30s or 500ms"))?;
+    let secs = match unit {
+        "ms" => n / 1000.0,
+        "s" => n,
+        "m" => n * 60.0,
+        "h" => n * 3600.0,
+        _ => return Err(format!("{s:?}: unit must be ms, s, m or h")),
+    };
+    Ok(Duration::from_secs_f64(secs))
+}
+
+mod duration_secs {
+    pub fn serialize<S: serde::Serializer>(d: &std::time::Duration, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_f64(d.as_secs_f64())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(extra: &[&str]) -> Result<Config, ConfigError> {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("root.pem");
+        let token = dir.path().join("token");
+        std::fs::write(&root, "").unwrap();
+        std::fs::write(&token, "t").unwrap();
+        let mut args = vec![
+            "weft-waypoint".to_owned(),
+            "--ca-root-cert".into(),
+            root.display().to_string(),
+            "--token-file".into(),
+            token.display().to_string(),
+            "--namespace".into(),
+            "bookinfo".into(),
+            "--service-account".into(),
+            "waypoint".into(),
+        ];
+        args.extend(extra.iter().map(|s| (*s).to_owned()));
+        Config::try_parse_from(args).unwrap().validate()
+    }
+
+    #[test]
+    fn shared_flags_follow_the_agents_meaning() {
+        let c =
+            parse(&["--xds-address", "weftd:15012", "--xds-server-name", "weftd.istio-system.svc"]).unwrap();
+        assert_eq!(c.xds_address, "https://weftd:15012", "a bare HOST:PORT is https");
+        assert_eq!(c.ca_address.as_deref(), Some("https://weftd:15012"), "the CA defaults to xDS");
+        assert_eq!(c.ca_server_name.as_deref(), Some("weftd.istio-system.svc"));
+        let c = parse(&["--xds-address", "weftd:15012", "--ca-address", "ca:15012"]).unwrap();
+        assert_eq!(c.ca_address.as_deref(), Some("https://ca:15012"));
+        assert_eq!(c.ca_server_name, None, "another host: its own name");
+        assert_eq!(c.identity().unwrap().to_string(), "spiffe://cluster.local/ns/bookinfo/sa/waypoint");
+        assert_eq!(c.node_id(), "waypoint~0.0.0.0~weft-waypoint.bookinfo~bookinfo.svc.cluster.local");
+        assert!(matches!(
+            parse(&["--xds-address", "w:1", "--worker-threads", "0"]),
+            Err(ConfigError::ZeroWorkers)
+        ));
+    }
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("24h").unwrap(), Duration::from_secs(86_400));
+        assert_eq!(parse_duration("500ms").unwrap(), Duration::from_millis(500));
+        assert!(parse_duration("5d").is_err());
+    }
+}

@@ -1,0 +1,37 @@
+//! weft-waypoint: Weft's own L7 proxy. It terminates HBONE (HTTP/2 CONNECT over mTLS on
+//! 15008), dispatches each CONNECT by the service address the client dialled, routes the
+//! HTTP requests inside by the Envoy v3 resources weftd serves it over ADS (CONTRACT.md:
+//! Istio's waypoint shape), and carries each request over HBONE to the chosen pod.
+//!
+//! | module | holds |
+//! |---|---|
+//! | `config` | the command line |
+//! | `app` | wiring: certificate, ADS client, listeners, shutdown |
+//! | `identity` | the waypoint's certificate: CSR to the CA, renewed at half life |
+//! | `xds` | the ADS client; listeners, clusters, routes and endpoints compiled, refused by name |
+//! | `snapshot` | the compiled configuration in force, swapped atomically |
+//! | `inbound` | HBONE termination, CONNECT dispatch, HTTP and TCP chains |
+//! | `proxy` | **the request path, phase by phase** |
+//! | `route` | route tables (placeholder until the route engine lands) |
+//! | `retry` | retry conditions and timeouts of a request |
+//! | `upstream` | clusters, endpoints, load balancers, HTTP connections over HBONE |
+//! | `body` | request and response bodies (streamed; a copy only for retries) |
+//! | `error` | why a request failed: origin, retry condition, status, response flag |
+//! | `admin`, `metrics` | `/ready`, `/config_dump`, `/stats/prometheus` |
+#![forbid(unsafe_code)]
+
+pub mod admin;
+pub mod app;
+pub mod body;
+pub mod config;
+pub mod error;
+pub mod identity;
+pub mod inbound;
+pub mod metrics;
+pub mod proxy;
+pub mod retry;
+pub mod route;
+pub mod snapshot;
+pub mod state;
+pub mod upstream;
+pub mod xds;

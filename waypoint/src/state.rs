@@ -1,0 +1,45 @@
+//! What every part of the waypoint shares: the config snapshot in force, the waypoint's
+//! certificate, the HBONE client, the xDS status and the counters.
+
+use crate::{
+    identity::WaypointIdentity, metrics::Metrics, snapshot::Snapshot, upstream::conn::HboneClient,
+    xds::XdsStatus,
+};
+use arc_swap::ArcSwap;
+use std::sync::{Arc, Mutex};
+
+pub struct Shared {
+    /// The configuration in force; swapped whole by the xDS client.
+    pub snapshot: ArcSwap<Snapshot>,
+    pub identity: Arc<WaypointIdentity>,
+    /// HBONE origination towards endpoints.
+    pub hbone: HboneClient,
+    /// HTTP/2 and pool settings of HBONE, both ways.
+    pub hbone_settings: weft_hbone::Settings,
+    /// For the admin endpoint only (never read on the data path).
+    pub xds_status: Mutex<XdsStatus>,
+    pub metrics: Metrics,
+}
+
+impl Shared {
+    pub fn new(identity: Arc<WaypointIdentity>, hbone_settings: weft_hbone::Settings) -> Shared {
+        Shared {
+            snapshot: ArcSwap::from_pointee(Snapshot::default()),
+            hbone: HboneClient {
+                pool: weft_hbone::Pool::new(hbone_settings.clone()),
+                identity: identity.clone(),
+            },
+            identity,
+            hbone_settings,
+            xds_status: Mutex::default(),
+            metrics: Metrics::default(),
+        }
+    }
+
+    /// Ready: a first configuration from the control plane (HBONE termination and the
+    /// dispatch table) and a certificate.
+    pub fn ready(&self) -> bool {
+        let snapshot = self.snapshot.load();
+        snapshot.terminate.is_some() && snapshot.main_internal && self.identity.current().is_some()
+    }
+}
