@@ -1,7 +1,6 @@
 //! Envoy's request matchers, compiled: StringMatcher, HeaderMatcher, QueryParameterMatcher
 //! and a RouteMatch's path specifiers, with Envoy's semantics (config/route/v3
-//! route_components.proto). Matching borrows the request and allocates only where Envoy
-//! itself builds a string (a header with several values is joined with ",").
+//! route_components.proto). Matching borrows the request and does not allocate.
 
 use super::{
     RequestParts,
@@ -15,7 +14,6 @@ use envoy_types::pb::envoy::{
     },
 };
 use http::header::HeaderName;
-use std::borrow::Cow;
 
 /// A regex compiled for a full match, as Envoy's RE2 `FullMatch` does.
 pub(crate) fn full_regex(m: &RegexMatcher, field: &str) -> FieldResult<regex::bytes::Regex> {
@@ -100,9 +98,6 @@ pub(crate) enum HeaderSource {
     Path,
     Authority,
     Scheme,
-    /// `host`: Envoy keeps the Host header as `:authority` only, so a matcher on `host`
-    /// never finds a value.
-    NeverPresent,
     Named(HeaderName),
 }
 
@@ -111,9 +106,9 @@ impl HeaderSource {
         Ok(match name.to_ascii_lowercase().as_str() {
             ":method" => HeaderSource::Method,
             ":path" => HeaderSource::Path,
-            ":authority" => HeaderSource::Authority,
+            // Envoy keeps the Host header as `:authority`, and a matcher on `host` reads it.
+            ":authority" | "host" => HeaderSource::Authority,
             ":scheme" => HeaderSource::Scheme,
-            "host" => HeaderSource::NeverPresent,
             n if n.starts_with(':') => return Err(FieldError::unsupported(format!("name {name:?}"))),
             n => HeaderSource::Named(
                 HeaderName::from_bytes(n.as_bytes())
@@ -122,26 +117,21 @@ impl HeaderSource {
         })
     }
 
-    /// The request's value, several values joined by "," as Envoy's
-    /// `getAllOfHeaderAsString` does.
-    pub(crate) fn get<'r>(&self, req: &'r RequestParts<'_>) -> Option<Cow<'r, [u8]>> {
+    /// Whether any of the request's values satisfies `f`; None when the header is absent.
+    /// Envoy (1.40, checked by waypoint/tests/route_vs_envoy.rs) matches a header with
+    /// several values when one of them matches, not their ","-joined form.
+    pub(crate) fn any_value(&self, req: &RequestParts<'_>, mut f: impl FnMut(&[u8]) -> bool) -> Option<bool> {
         let parts = req.parts;
+        let one = |v: Option<&[u8]>, f: &mut dyn FnMut(&[u8]) -> bool| v.map(f);
         match self {
-            HeaderSource::Method => Some(Cow::Borrowed(parts.method.as_str().as_bytes())),
-            HeaderSource::Path => parts.uri.path_and_query().map(|p| Cow::Borrowed(p.as_str().as_bytes())),
-            HeaderSource::Authority => req.authority().map(|a| Cow::Borrowed(a.as_bytes())),
-            HeaderSource::Scheme => Some(Cow::Borrowed(req.scheme().as_bytes())),
-            HeaderSource::NeverPresent => None,
+            HeaderSource::Method => one(Some(parts.method.as_str().as_bytes()), &mut f),
+            HeaderSource::Path => one(parts.uri.path_and_query().map(|p| p.as_str().as_bytes()), &mut f),
+            HeaderSource::Authority => one(req.authority().map(str::as_bytes), &mut f),
+            HeaderSource::Scheme => one(Some(req.scheme().as_bytes()), &mut f),
             HeaderSource::Named(name) => {
-                let mut all = parts.headers.get_all(name).into_iter();
-                let first = all.next()?;
-                let Some(second) = all.next() else { return Some(Cow::Borrowed(first.as_bytes())) };
-                let mut joined = first.as_bytes().to_vec();
-                for v in std::iter::once(second).chain(all) {
-                    joined.push(b',');
-                    joined.extend_from_slice(v.as_bytes());
-                }
-                Some(Cow::Owned(joined))
+                let mut values = parts.headers.get_all(name).into_iter().peekable();
+                values.peek()?;
+                Some(values.any(|v| f(v.as_bytes())))
             }
         }
     }
@@ -205,25 +195,26 @@ impl HeaderMatch {
     }
 
     /// Envoy's `HeaderDataBaseImpl::matchesHeaders`: a missing header matches only a
-    /// present_match (false, or true inverted) unless treat_missing_header_as_empty.
+    /// present_match (false, or true inverted) unless treat_missing_header_as_empty;
+    /// otherwise the value match, inverted by invert_match.
     pub fn matches(&self, req: &RequestParts<'_>) -> bool {
-        let value = self.source.get(req);
-        let value = match value {
-            Some(v) => v,
-            None if self.missing_as_empty => Cow::Borrowed(&b""[..]),
-            None => {
-                return matches!(self.value, ValueMatch::Present(p) if p == self.invert);
-            }
+        let hit = match self.source.any_value(req, |v| self.value_matches(v)) {
+            Some(hit) => hit,
+            None if self.missing_as_empty => self.value_matches(b""),
+            None => return matches!(self.value, ValueMatch::Present(p) if p == self.invert),
         };
-        let hit = match &self.value {
-            ValueMatch::String(s) => s.matches(&value),
-            ValueMatch::Range { start, end } => std::str::from_utf8(&value)
+        hit != self.invert
+    }
+
+    fn value_matches(&self, value: &[u8]) -> bool {
+        match &self.value {
+            ValueMatch::String(s) => s.matches(value),
+            ValueMatch::Range { start, end } => std::str::from_utf8(value)
                 .ok()
                 .and_then(|s| s.trim_ascii().strip_prefix('+').unwrap_or(s.trim_ascii()).parse::<i64>().ok())
                 .is_some_and(|n| *start <= n && n < *end),
             ValueMatch::Present(p) => *p,
-        };
-        hit != self.invert
+        }
     }
 }
 

@@ -169,7 +169,8 @@ fn connect_matcher() {
 
 /// HeaderMatcher: string_match exact/prefix/suffix/contains/regex with ignore_case,
 /// present_match, invert_match, treat_missing_header_as_empty, range_match, the legacy
-/// exact_match; several values are matched joined by ",".
+/// exact_match; a header with several values matches when one of them does (as Envoy 1.40
+/// does, see waypoint/tests/route_vs_envoy.rs).
 #[test]
 fn header_matchers() {
     use header_matcher::HeaderMatchSpecifier as S;
@@ -196,8 +197,11 @@ fn header_matchers() {
         )),
     ));
     assert!(hit(&regex, &[("x", "v2")]) && !hit(&regex, &[("x", "v23")]));
+    // Several values: one matching value is enough; the joined form is not matched.
     let joined = t(header("x", S::StringMatch(string(P::Exact("a,b".into()), false))));
-    assert!(hit(&joined, &[("x", "a"), ("x", "b")]));
+    assert!(!hit(&joined, &[("x", "a"), ("x", "b")]));
+    let second = t(header("x", S::StringMatch(string(P::Exact("b".into()), false))));
+    assert!(hit(&second, &[("x", "a"), ("x", "b")]));
     #[expect(deprecated, reason = "testing the legacy field")]
     let legacy = t(header("x", S::ExactMatch("v".into())));
     assert!(hit(&legacy, &[("x", "v")]));
