@@ -628,12 +628,28 @@ fn envoy_answer(port: u16, method: &str, target: &str, hs: &[(&str, &str)]) -> R
     for (k, v) in hs {
         text.push_str(&format!("{k}: {v}\r\n"));
     }
-    text.push_str("connection: close\r\n\r\n");
+    text.push_str("\r\n");
     s.write_all(text.as_bytes())?;
+    // Read one response by its content-length: Envoy closes a `connection: close`
+    // connection only after its delayed-close timeout (1 s), so EOF comes late.
     let mut raw = Vec::new();
-    s.read_to_end(&mut raw)?;
-    let raw = String::from_utf8_lossy(&raw);
-    let (head, body) = raw.split_once("\r\n\r\n").context("no end of headers")?;
+    let mut buf = [0u8; 4096];
+    let (head, body) = loop {
+        let n = s.read(&mut buf)?;
+        if n == 0 {
+            bail!("connection closed before the end of the response: {:?}", String::from_utf8_lossy(&raw));
+        }
+        raw.extend_from_slice(&buf[..n]);
+        let text = String::from_utf8_lossy(&raw).into_owned();
+        let Some((head, body)) = text.split_once("\r\n\r\n") else { continue };
+        let length = head
+            .split("\r\n")
+            .find_map(|l| l.split_once(':').filter(|(k, _)| k.eq_ignore_ascii_case("content-length")))
+            .map_or(Ok(0), |(_, v)| v.trim().parse::<usize>())?;
+        if body.len() >= length {
+            break (head.to_owned(), body[..length].to_owned());
+        }
+    };
     let mut lines = head.split("\r\n");
     let status = lines
         .next()
