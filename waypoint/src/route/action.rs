@@ -42,8 +42,9 @@ impl ClusterRef {
     }
 }
 
-/// weighted_clusters: the weights are relative to their sum (total_weight, deprecated,
-/// must equal it when set).
+/// weighted_clusters: the weights are relative to their sum. total_weight is deprecated
+/// and Envoy 1.40 ignores it (tests/refusals_vs_envoy.rs: a mismatch is accepted), so it is
+/// ignored here too.
 #[derive(Debug, Clone)]
 pub struct WeightedClusters {
     clusters: Box<[ClusterRef]>,
@@ -70,15 +71,6 @@ impl WeightedClusters {
         let total: u64 = clusters.iter().map(|c| u64::from(c.weight)).sum();
         if total == 0 {
             return Err(FieldError::invalid("clusters", "the sum of the weights must be greater than 0"));
-        }
-        #[expect(deprecated, reason = "Envoy still checks total_weight when it is set")]
-        if let Some(t) = w.total_weight
-            && u64::from(t.value) != total
-        {
-            return Err(FieldError::invalid(
-                "total_weight",
-                format!("the weights add up to {total}, not total_weight {}", t.value),
-            ));
         }
         Ok(WeightedClusters { clusters, total })
     }

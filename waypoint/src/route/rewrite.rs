@@ -54,16 +54,14 @@ pub(crate) fn substitution(s: &str) -> FieldResult<Box<str>> {
 impl Rewrite {
     pub(crate) fn regex(r: &RegexMatchAndSubstitute) -> FieldResult<Rewrite> {
         let pattern = r.pattern.as_ref().ok_or_else(|| FieldError::invalid("pattern", "required"))?;
-        let pattern = super::matcher::search_regex(pattern, "pattern")?;
+        let mut pattern = super::matcher::search_regex(pattern, "pattern")?;
         let substitution = substitution(&r.substitution)?;
-        // RE2 refuses a substitution naming a group the pattern lacks.
-        for d in r.substitution.split('\\').skip(1).filter_map(|s| s.chars().next()?.to_digit(10)) {
-            if d as usize >= pattern.captures_len() {
-                return Err(FieldError::invalid(
-                    "substitution",
-                    format!("\\{d}: the pattern has no such group"),
-                ));
-            }
+        // A substitution naming a group the pattern lacks: Envoy accepts the config and
+        // RE2's GlobalReplace then replaces nothing (tests/refusals_vs_envoy.rs). A pattern
+        // that never matches does the same here.
+        let groups = r.substitution.split('\\').skip(1).filter_map(|s| s.chars().next()?.to_digit(10));
+        if groups.max().is_some_and(|d| d as usize >= pattern.captures_len()) {
+            pattern = regex::Regex::new(r"[^\s\S]").expect("a valid regex");
         }
         Ok(Rewrite::Regex { pattern, substitution })
     }
@@ -143,12 +141,8 @@ mod tests {
         assert_eq!(r.path("/xxx/one/yyy/one/zzz"), "/xxx/two/yyy/one/zzz");
         let r = regex("(?i)/xxx/", "/yyy/");
         assert_eq!(r.path("/aaa/XxX/bbb"), "/aaa/yyy/bbb");
-        assert!(
-            Rewrite::regex(&RegexMatchAndSubstitute {
-                pattern: Some(RegexMatcher { regex: "a".into(), ..Default::default() }),
-                substitution: "\\1".into(),
-            })
-            .is_err()
-        );
+        // A missing group: RE2 replaces nothing.
+        let r = regex("a", "\\1");
+        assert_eq!(r.path("/aaa?a"), "/aaa?a");
     }
 }
