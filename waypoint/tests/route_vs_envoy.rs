@@ -158,7 +158,15 @@ fn config() -> RouteConfiguration {
     ];
     mutations.request_headers_to_remove = vec!["x-gone".into()];
     let mut direct_with_headers = direct("direct-headers", prefix("/direct-headers"));
-    direct_with_headers.response_headers_to_add = vec![add("x-t-route", "yes", AppendIfExistsOrAdd)];
+    direct_with_headers.response_headers_to_add =
+        vec![add("x-t-route", "yes", AppendIfExistsOrAdd), add("x-t-order", "route", OverwriteIfExistsOrAdd)];
+    let mut redirect_with_headers = redirect(
+        "redir-headers",
+        prefix("/redir-headers"),
+        RedirectAction { host_redirect: "other.example".into(), ..Default::default() },
+    );
+    redirect_with_headers.response_headers_to_add = vec![add("x-t-route", "redirect", AppendIfExistsOrAdd)];
+    redirect_with_headers.response_headers_to_remove = vec!["x-t-vh".into()];
 
     let default_routes = vec![
         direct("exact", path("/exact")),
@@ -270,6 +278,7 @@ fn config() -> RouteConfiguration {
         ),
         direct("grpc", RouteMatch { grpc: Some(Default::default()), ..prefix("/grpc") }),
         direct_with_headers,
+        redirect_with_headers,
         redirect(
             "redir-host",
             prefix("/redir-host"),
@@ -403,6 +412,8 @@ fn config() -> RouteConfiguration {
         ..Default::default()
     };
     default_vhost.request_headers_to_add = vec![add("x-level", "vhost", OverwriteIfExistsOrAdd)];
+    default_vhost.response_headers_to_add =
+        vec![add("x-t-vh", "vhost", AppendIfExistsOrAdd), add("x-t-order", "vhost", OverwriteIfExistsOrAdd)];
 
     let vhost = |name: &str, domains: &[&str]| VirtualHost {
         name: name.into(),
@@ -421,6 +432,7 @@ fn config() -> RouteConfiguration {
             default_vhost,
         ],
         request_headers_to_add: vec![add("x-level", "config", OverwriteIfExistsOrAdd)],
+        response_headers_to_add: vec![add("x-t-order", "config", OverwriteIfExistsOrAdd)],
         ..Default::default()
     }
 }
@@ -505,6 +517,7 @@ fn requests() -> Vec<TestRequest> {
         ("POST", "/grpc/pkg.S/M", vec![("content-type", "application/grpc"), ("content-length", "0")]),
         ("POST", "/grpc/pkg.S/M", vec![("content-type", "application/grpc-web"), ("content-length", "0")]),
         ("GET", "/direct-headers", none()),
+        ("GET", "/redir-headers/x", none()),
         ("GET", "/redir-host/a?b=1", h("orig.example:8080")),
         ("GET", "/redir-port/a", h("orig.example:8080")),
         ("GET", "/redir-https/a", h("orig.example:80")),
