@@ -22,12 +22,14 @@ pub enum HashSource {
         name: HeaderName,
         rewrite: Option<(regex::Regex, Box<str>)>,
     },
-    /// A cookie. With a ttl, Envoy makes one up when absent (the proxy's part: see
-    /// `HashPolicy::cookie_to_set`).
+    /// A cookie. With a ttl, a request without it is hashed on a value made up from the
+    /// client's address, which the response then sets (`HashPolicy::cookie_to_set`), as
+    /// Envoy does.
     Cookie {
         name: Box<str>,
         ttl: Option<Duration>,
         path: Box<str>,
+        attributes: Box<[(Box<str>, Box<str>)]>,
     },
     SourceIp,
     QueryParameter(Box<[u8]>),
@@ -63,16 +65,16 @@ impl HashPolicy {
                     None => None,
                 },
             },
-            Some(S::Cookie(c)) => {
-                if !c.attributes.is_empty() {
-                    return Err(FieldError::unsupported("cookie.attributes"));
-                }
-                HashSource::Cookie {
-                    name: c.name.as_str().into(),
-                    ttl: super::retry::opt_duration(c.ttl.as_ref(), "cookie.ttl")?,
-                    path: c.path.as_str().into(),
-                }
-            }
+            Some(S::Cookie(c)) => HashSource::Cookie {
+                name: c.name.as_str().into(),
+                ttl: super::retry::opt_duration(c.ttl.as_ref(), "cookie.ttl")?,
+                path: c.path.as_str().into(),
+                attributes: c
+                    .attributes
+                    .iter()
+                    .map(|a| (a.name.as_str().into(), a.value.as_str().into()))
+                    .collect(),
+            },
             Some(S::ConnectionProperties(c)) if c.source_ip => HashSource::SourceIp,
             Some(S::ConnectionProperties(_)) => {
                 return Err(FieldError::invalid("connection_properties", "source_ip is the only property"));
@@ -104,13 +106,19 @@ impl HashPolicy {
                 sorted.sort_unstable();
                 Some(sorted.iter().fold(0, |h, v| hash_bytes(v, h) ^ rewritten(v).rotate_left(1)))
             }
-            HashSource::Cookie { name, .. } => req
-                .parts
-                .headers
-                .get_all(http::header::COOKIE)
-                .iter()
-                .find_map(|v| cookie(v.as_bytes(), name.as_bytes()))
-                .map(|v| hash_bytes(v, 0)),
+            HashSource::Cookie { name, ttl, .. } => {
+                let found = req
+                    .parts
+                    .headers
+                    .get_all(http::header::COOKIE)
+                    .iter()
+                    .find_map(|v| cookie(v.as_bytes(), name.as_bytes()));
+                match (found, ttl) {
+                    (Some(v), _) => Some(hash_bytes(v, 0)),
+                    (None, Some(_)) => Some(hash_bytes(&made_up_cookie(req), 0)),
+                    (None, None) => None,
+                }
+            }
             HashSource::SourceIp => Some(match req.source.ip() {
                 std::net::IpAddr::V4(ip) => hash_bytes(&ip.octets(), 0),
                 std::net::IpAddr::V6(ip) => hash_bytes(&ip.octets(), 0),
@@ -121,6 +129,58 @@ impl HashPolicy {
             HashSource::FilterState(_) => None,
         }
     }
+}
+
+/// A cookie a response must set: the request had none and the policy has a ttl.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CookieToSet {
+    /// The Set-Cookie value, as Envoy's `makeSetCookieValue` writes it:
+    /// `name="value"; Max-Age=TTL; Path=PATH; ATTR=V; HttpOnly`.
+    pub set_cookie: http::HeaderValue,
+}
+
+impl HashPolicy {
+    /// The cookie to set on the response, when this policy hashed on a made-up value.
+    pub fn cookie_to_set(&self, req: &RequestParts<'_>) -> Option<CookieToSet> {
+        use std::fmt::Write;
+        let HashSource::Cookie { name, ttl: Some(ttl), path, attributes } = &self.source else { return None };
+        let present = req
+            .parts
+            .headers
+            .get_all(http::header::COOKIE)
+            .iter()
+            .any(|v| cookie(v.as_bytes(), name.as_bytes()).is_some());
+        if present {
+            return None;
+        }
+        let value = made_up_cookie(req);
+        let mut out = format!("{name}=\"{}\"", std::str::from_utf8(&value).expect("hex"));
+        if !ttl.is_zero() {
+            _ = write!(out, "; Max-Age={}", ttl.as_secs());
+        }
+        if !path.is_empty() {
+            _ = write!(out, "; Path={path}");
+        }
+        for (k, v) in attributes.iter() {
+            if v.is_empty() { _ = write!(out, "; {k}") } else { _ = write!(out, "; {k}={v}") }
+        }
+        out.push_str("; HttpOnly");
+        Some(CookieToSet { set_cookie: http::HeaderValue::from_str(&out).ok()? })
+    }
+}
+
+/// The value made up for a client without the cookie: a hash of its address in hex,
+/// so the same client gets the same value.
+fn made_up_cookie(req: &RequestParts<'_>) -> [u8; 16] {
+    let h = match req.source.ip() {
+        std::net::IpAddr::V4(ip) => hash_bytes(&ip.octets(), 1),
+        std::net::IpAddr::V6(ip) => hash_bytes(&ip.octets(), 1),
+    };
+    let mut out = [0u8; 16];
+    for (i, b) in out.iter_mut().enumerate() {
+        *b = b"0123456789abcdef"[((h >> (60 - 4 * i)) & 0xf) as usize];
+    }
+    out
 }
 
 /// Envoy's fold of several hash policies (see the module doc).
@@ -181,8 +241,15 @@ mod tests {
         let req = RequestParts::new(&parts, "10.1.2.3:5555".parse().unwrap());
         let header =
             policy(HashSource::Header { name: HeaderName::from_static("x-user"), rewrite: None }, false);
-        let cookie_p =
-            policy(HashSource::Cookie { name: "session".into(), ttl: None, path: "".into() }, false);
+        let cookie_p = policy(
+            HashSource::Cookie {
+                name: "session".into(),
+                ttl: None,
+                path: "".into(),
+                attributes: Box::new([]),
+            },
+            false,
+        );
         let query = policy(HashSource::QueryParameter((*b"user").into()), false);
         let ip = policy(HashSource::SourceIp, false);
         let missing = policy(HashSource::QueryParameter((*b"nope").into()), true);
@@ -199,5 +266,36 @@ mod tests {
             policy(HashSource::Header { name: HeaderName::from_static("x-user"), rewrite: None }, true);
         assert_eq!(combined(&[term, query.clone()], &req), Some(h));
         assert_eq!(combined(&[header, query], &req), Some(h.rotate_left(1) ^ hash_bytes(b"7", 0)));
+    }
+
+    /// HashPolicy.Cookie.ttl: "If specified, a cookie with the TTL will be generated if the
+    /// cookie is not present"; the request hashes on the generated value.
+    #[test]
+    fn cookie_with_ttl_is_made_up_when_absent() {
+        let p = policy(
+            HashSource::Cookie {
+                name: "sticky".into(),
+                ttl: Some(Duration::from_secs(60)),
+                path: "/".into(),
+                attributes: Box::new([("SameSite".into(), "Strict".into())]),
+            },
+            true,
+        );
+        let without = http::Request::get("/").body(()).unwrap().into_parts().0;
+        let req = RequestParts::new(&without, "10.1.2.3:5555".parse().unwrap());
+        let set = p.cookie_to_set(&req).unwrap().set_cookie;
+        let set = set.to_str().unwrap();
+        let value = set.strip_prefix("sticky=\"").unwrap().split('"').next().unwrap().to_owned();
+        assert!(set.ends_with("\"; Max-Age=60; Path=/; SameSite=Strict; HttpOnly"), "{set}");
+        // The next request carries the cookie and hashes the same.
+        let with = http::Request::get("/")
+            .header("cookie", format!("sticky={value}"))
+            .body(())
+            .unwrap()
+            .into_parts()
+            .0;
+        let req2 = RequestParts::new(&with, "10.9.9.9:1".parse().unwrap());
+        assert_eq!(p.evaluate(&req), p.evaluate(&req2));
+        assert_eq!(p.cookie_to_set(&req2), None);
     }
 }

@@ -26,7 +26,7 @@ pub use action::{
 };
 pub use error::RouteError;
 pub use filters::{FAULT_FILTER, Fault, FaultAbortKind, RBAC_FILTER, RouteRbac};
-pub use hash::{HashPolicy, HashSource};
+pub use hash::{CookieToSet, HashPolicy, HashSource};
 pub use headers::{AppendAction, FormatContext, HeaderMutations};
 pub use matcher::{Fraction, HeaderMatch, QueryMatch, RouteMatch, StringMatch};
 pub use redirect::{DirectResponse, Redirect, RedirectPath};

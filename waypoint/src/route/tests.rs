@@ -444,3 +444,134 @@ fn redirect_prefix_rewrite_uses_the_matched_prefix() {
     };
     assert_eq!(redirect.location(&req), "http://h/new/a?b");
 }
+
+/// CONTRACT.md item 1: the `connect_terminate` route configuration — one virtual host
+/// `*`, a connect_matcher route to `main_internal` with a CONNECT upgrade that terminates
+/// the tunnel here.
+#[test]
+fn connect_terminate_shape_from_the_contract() {
+    let route = pb::Route {
+        r#match: Some(PbRouteMatch {
+            path_specifier: Some(PathSpecifier::ConnectMatcher(Default::default())),
+            ..Default::default()
+        }),
+        action: Some(PbAction::Route(pb::RouteAction {
+            cluster_specifier: Some(route_action::ClusterSpecifier::Cluster("main_internal".into())),
+            upgrade_configs: vec![route_action::UpgradeConfig {
+                upgrade_type: "CONNECT".into(),
+                connect_config: Some(Default::default()),
+                ..Default::default()
+            }],
+            ..Default::default()
+        })),
+        ..Default::default()
+    };
+    let t = RouteTable::compile(&RouteConfiguration {
+        name: "connect_terminate".into(),
+        virtual_hosts: vec![vhost("connect", &["*"], vec![route])],
+        ..Default::default()
+    })
+    .unwrap();
+    let parts = request("CONNECT", "10.96.0.7:9080", &[]);
+    let req = RequestParts::new(&parts, "10.0.0.5:40000".parse().unwrap());
+    let Action::Forward(a) = &t.select(&req).route().expect("CONNECT is routed").action else {
+        panic!("not forwarded")
+    };
+    assert!(matches!(&a.cluster, ClusterSpecifier::Cluster(c) if &*c.name == "main_internal"));
+    assert!(a.upgrade("connect").and_then(|u| u.connect).is_some());
+    assert!(get(&t, "/", &[]).is_none(), "plain requests do not match the CONNECT route");
+}
+
+/// A route as weftd writes one for a VirtualService (route.rs): weighted subsets, no
+/// timeout, Istio's retry policy, a fault packed as typed_per_filter_config, header
+/// operations; the fault and retry arrive as typed fields.
+#[test]
+fn weftd_shaped_route_compiles_to_typed_fields() {
+    use envoy_types::pb::envoy::{
+        extensions::filters::{
+            common::fault::v3::{FaultDelay, fault_delay},
+            http::fault::v3::{FaultAbort, HttpFault, fault_abort},
+        },
+        r#type::v3::fractional_percent::DenominatorType,
+    };
+    use prost::{Message, Name};
+    let fault = HttpFault {
+        delay: Some(FaultDelay {
+            fault_delay_secifier: Some(fault_delay::FaultDelaySecifier::FixedDelay(
+                envoy_types::pb::google::protobuf::Duration { seconds: 7, nanos: 0 },
+            )),
+            percentage: Some(FractionalPercent {
+                numerator: 1_000_000,
+                denominator: DenominatorType::Million as i32,
+            }),
+        }),
+        abort: Some(FaultAbort {
+            error_type: Some(fault_abort::ErrorType::HttpStatus(500)),
+            percentage: Some(FractionalPercent {
+                numerator: 500_000,
+                denominator: DenominatorType::Million as i32,
+            }),
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    let route = pb::Route {
+        name: "reviews-v2".into(),
+        r#match: Some(with_headers(
+            prefix("/"),
+            vec![header(
+                "end-user",
+                header_matcher::HeaderMatchSpecifier::StringMatch(string(
+                    string_matcher::MatchPattern::Exact("jason".into()),
+                    false,
+                )),
+            )],
+        )),
+        action: Some(PbAction::Route(pb::RouteAction {
+            cluster_specifier: Some(route_action::ClusterSpecifier::WeightedClusters(pb::WeightedCluster {
+                clusters: ["v1", "v3"]
+                    .iter()
+                    .map(|s| pb::weighted_cluster::ClusterWeight {
+                        name: format!("inbound-vip|9080|http/{s}|reviews.default.svc.cluster.local"),
+                        weight: Some(envoy_types::pb::google::protobuf::UInt32Value { value: 50 }),
+                        ..Default::default()
+                    })
+                    .collect(),
+                ..Default::default()
+            })),
+            timeout: Some(Default::default()),
+            retry_policy: Some(pb::RetryPolicy {
+                retry_on: "connect-failure,refused-stream,unavailable,cancelled,retriable-status-codes"
+                    .into(),
+                num_retries: Some(envoy_types::pb::google::protobuf::UInt32Value { value: 2 }),
+                retriable_status_codes: vec![503],
+                ..Default::default()
+            }),
+            ..Default::default()
+        })),
+        request_headers_to_add: vec![add("x-route", "reviews")],
+        typed_per_filter_config: std::collections::HashMap::from([(
+            FAULT_FILTER.to_owned(),
+            envoy_types::pb::google::protobuf::Any {
+                type_url: HttpFault::type_url(),
+                value: fault.encode_to_vec(),
+            },
+        )]),
+        ..Default::default()
+    };
+    let t = one(vec![route]);
+    let parts = request("GET", "/reviews/1", &[("end-user", "jason")]);
+    let req = RequestParts::new(&parts, "10.0.0.5:40000".parse().unwrap());
+    let r = t.select(&req).route().unwrap();
+    let Action::Forward(a) = &r.action else { panic!("not forwarded") };
+    assert_eq!(a.timeout, None);
+    let retry = a.retry.as_ref().unwrap();
+    assert_eq!(retry.num_retries, 2);
+    assert!(retry.retry_on.contains(RetryOn::GRPC_UNAVAILABLE | RetryOn::CONNECT_FAILURE));
+    assert!(!retry.retry_on.contains(RetryOn::FIVE_XX));
+    let f = r.fault.as_ref().unwrap();
+    assert_eq!(f.delay.unwrap().0, std::time::Duration::from_secs(7));
+    assert!(
+        matches!(f.abort, Some((FaultAbortKind::Http(s), p)) if s == 500 && p.sample(499_999) && !p.sample(500_000))
+    );
+}
