@@ -287,8 +287,7 @@ impl RouteTable {
             let mut routes = Vec::with_capacity(vh.routes.len());
             for (ri, r) in vh.routes.iter().enumerate() {
                 match compile_route(r, &vname, &level, max_body) {
-                    Ok(mut route) => {
-                        let (req, resp) = route_mutations(r).expect("checked by compile_route");
+                    Ok((mut route, req, resp)) => {
                         route.request_headers = chain(Arc::new(req), &level.request_headers, &global_req);
                         route.response_headers = chain(Arc::new(resp), &level.response_headers, &global_resp);
                         routes.push(route);
@@ -383,14 +382,14 @@ fn compile_vhost(vh: &pb::VirtualHost) -> FieldResult<VhostLevel> {
     })
 }
 
-fn route_mutations(r: &pb::Route) -> FieldResult<(HeaderMutations, HeaderMutations)> {
-    Ok((
-        HeaderMutations::compile(&r.request_headers_to_add, &r.request_headers_to_remove, "request")?,
-        HeaderMutations::compile(&r.response_headers_to_add, &r.response_headers_to_remove, "response")?,
-    ))
-}
-
-fn compile_route(r: &pb::Route, vhost: &Arc<str>, level: &VhostLevel, max_body: usize) -> FieldResult<Route> {
+/// A route, and its own request and response header mutations (the caller chains them
+/// with the virtual host's and the configuration's).
+fn compile_route(
+    r: &pb::Route,
+    vhost: &Arc<str>,
+    level: &VhostLevel,
+    max_body: usize,
+) -> FieldResult<(Route, HeaderMutations, HeaderMutations)> {
     let m = r.r#match.as_ref().ok_or_else(|| FieldError::invalid("match", "required"))?;
     let matcher = RouteMatch::compile(m).map_err(|e| e.within("match"))?;
     let matched_len = matcher.path.matched_len();
@@ -415,9 +414,12 @@ fn compile_route(r: &pb::Route, vhost: &Arc<str>, level: &VhostLevel, max_body: 
     if !r.route_specifiers.is_empty() {
         return Err(FieldError::unsupported("route_specifiers"));
     }
-    route_mutations(r)?;
+    let request =
+        HeaderMutations::compile(&r.request_headers_to_add, &r.request_headers_to_remove, "request")?;
+    let response =
+        HeaderMutations::compile(&r.response_headers_to_add, &r.response_headers_to_remove, "response")?;
     let filters = FilterConfigs::compile(&r.typed_per_filter_config)?.or(&level.filters);
-    Ok(Route {
+    let route = Route {
         name: r.name.as_str().into(),
         vhost: vhost.clone(),
         matcher,
@@ -428,7 +430,8 @@ fn compile_route(r: &pb::Route, vhost: &Arc<str>, level: &VhostLevel, max_body: 
         rbac: filters.rbac,
         include_request_attempt_count: level.include_request_attempt_count,
         include_attempt_count_in_response: level.include_attempt_count_in_response,
-    })
+    };
+    Ok((route, request, response))
 }
 
 #[cfg(test)]
