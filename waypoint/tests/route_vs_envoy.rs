@@ -401,6 +401,28 @@ fn config() -> RouteConfiguration {
                 ..Default::default()
             },
         ),
+        forward(
+            "fwd-split",
+            prefix("/fwd-split"),
+            RouteAction {
+                cluster_specifier: Some(route_action::ClusterSpecifier::WeightedClusters(WeightedCluster {
+                    clusters: [("echo-a", 3), ("echo-b", 7)]
+                        .into_iter()
+                        .map(|(name, weight)| weighted_cluster::ClusterWeight {
+                            name: name.into(),
+                            weight: Some(UInt32Value { value: weight }),
+                            request_headers_to_add: vec![add("x-cluster", name, OverwriteIfExistsOrAdd)],
+                            ..Default::default()
+                        })
+                        .collect(),
+                    random_value_specifier: Some(weighted_cluster::RandomValueSpecifier::HeaderName(
+                        "x-random".into(),
+                    )),
+                    ..Default::default()
+                })),
+                ..Default::default()
+            },
+        ),
         levels,
         mutations,
         direct("fallback", prefix("/")),
@@ -542,6 +564,13 @@ fn requests() -> Vec<TestRequest> {
         ("GET", "/fwd-host/a", none()),
         ("GET", "/fwd-weighted/a", none()),
         ("GET", "/levels", vec![("x-level", "client")]),
+        ("GET", "/fwd-split", vec![("x-random", "0")]),
+        ("GET", "/fwd-split", vec![("x-random", "2")]),
+        ("GET", "/fwd-split", vec![("x-random", "3")]),
+        ("GET", "/fwd-split", vec![("x-random", "9")]),
+        ("GET", "/fwd-split", vec![("x-random", "10")]),
+        ("GET", "/fwd-split", vec![("x-random", "12")]),
+        ("GET", "/fwd-split", vec![("x-random", "18446744073709551615")]),
         ("GET", "/mutations", vec![("x-added", "client"), ("x-keep", "client"), ("x-gone", "client")]),
         ("GET", "/mutations", vec![("x-absent-only", "client")]),
     ]
@@ -606,11 +635,7 @@ fn ours(table: &RouteTable, strip: StripPort, method: &str, target: &str, hs: &[
             headers: BTreeMap::from([("location".to_owned(), r.location(&req).to_str().unwrap().to_owned())]),
         },
         Action::Forward(a) => {
-            let cluster = match &a.cluster {
-                weft_waypoint::route::ClusterSpecifier::Cluster(c) => Some(c),
-                weft_waypoint::route::ClusterSpecifier::Weighted(w) => Some(w.pick(0)),
-                weft_waypoint::route::ClusterSpecifier::Header(_) => None,
-            };
+            let cluster = a.pick_cluster(&req);
             // What the upstream receives: mutated headers, rewritten path and host.
             let mut upstream = parts.headers.clone();
             route.mutate_request_headers(cluster, &mut upstream, &ctx);
@@ -747,7 +772,11 @@ fn start_envoy(dir: &std::path::Path, front: u16, strip: u16, echo: u16) -> Resu
                 http_listener("front-strip", strip, config(), true),
                 http_listener("echo", echo, echo_routes(), false),
             ],
-            clusters: vec![static_cluster(ECHO, echo)],
+            clusters: vec![
+                static_cluster(ECHO, echo),
+                static_cluster("echo-a", echo),
+                static_cluster("echo-b", echo),
+            ],
             ..Default::default()
         }),
         ..Default::default()

@@ -3,6 +3,7 @@
 //! hashing, mirrors, upgrades).
 
 use super::{
+    RequestParts,
     error::{FieldError, FieldResult},
     hash::HashPolicy,
     headers::HeaderMutations,
@@ -49,13 +50,34 @@ impl ClusterRef {
 pub struct WeightedClusters {
     clusters: Box<[ClusterRef]>,
     total: u64,
+    random: RandomValue,
+}
+
+/// Where the random value that picks a weighted cluster comes from
+/// (WeightedCluster.random_value_specifier).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RandomValue {
+    /// The request's random value (`RequestParts::random`, as Envoy uses the stream's).
+    Request,
+    /// This request header, read as an unsigned number; the request's random value when
+    /// it is absent or not a number.
+    Header(HeaderName),
+    /// The route's hash policy, when it yields a hash.
+    HashPolicy,
 }
 
 impl WeightedClusters {
     fn compile(w: &WeightedCluster) -> FieldResult<WeightedClusters> {
-        if w.random_value_specifier.is_some() {
-            return Err(FieldError::unsupported("random_value_specifier"));
-        }
+        use weighted_cluster::RandomValueSpecifier as R;
+        let random = match &w.random_value_specifier {
+            None => RandomValue::Request,
+            Some(R::HeaderName(h)) => RandomValue::Header(
+                HeaderName::from_bytes(h.to_ascii_lowercase().as_bytes())
+                    .map_err(|_| FieldError::invalid("header_name", format!("{h:?} is not a header name")))?,
+            ),
+            Some(R::UseHashPolicy(b)) if b.value => RandomValue::HashPolicy,
+            Some(R::UseHashPolicy(_)) => RandomValue::Request,
+        };
         if !w.runtime_key_prefix.is_empty() {
             return Err(FieldError::unsupported("runtime_key_prefix"));
         }
@@ -72,7 +94,7 @@ impl WeightedClusters {
         if total == 0 {
             return Err(FieldError::invalid("clusters", "the sum of the weights must be greater than 0"));
         }
-        Ok(WeightedClusters { clusters, total })
+        Ok(WeightedClusters { clusters, total, random })
     }
 
     /// The cluster for a random value, as Envoy's `pickWeightedCluster`: `r % total`
@@ -90,6 +112,10 @@ impl WeightedClusters {
 
     pub fn clusters(&self) -> &[ClusterRef] {
         &self.clusters
+    }
+
+    pub fn random_value_source(&self) -> &RandomValue {
+        &self.random
     }
 }
 
@@ -418,6 +444,33 @@ impl RouteAction {
             upgrades,
             max_stream_duration,
         })
+    }
+
+    /// The cluster this request goes to: the route's cluster, or the weighted pick (by
+    /// the random value the config says). None for cluster_header, which names the
+    /// cluster per request (the proxy reads the header and answers
+    /// `cluster_not_found` when it names no cluster).
+    pub fn pick_cluster(&self, req: &RequestParts<'_>) -> Option<&ClusterRef> {
+        match &self.cluster {
+            ClusterSpecifier::Cluster(c) => Some(c),
+            ClusterSpecifier::Header(_) => None,
+            ClusterSpecifier::Weighted(w) => {
+                let random = match &w.random {
+                    RandomValue::Request => req.random,
+                    RandomValue::Header(name) => req
+                        .parts
+                        .headers
+                        .get(name)
+                        .and_then(|v| v.to_str().ok())
+                        .and_then(|v| v.parse::<u64>().ok())
+                        .unwrap_or(req.random),
+                    RandomValue::HashPolicy => {
+                        super::hash::combined(&self.hash_policy, req).unwrap_or(req.random)
+                    }
+                };
+                Some(w.pick(random))
+            }
+        }
     }
 
     /// The upgrade config for an upgrade type (`websocket`, `connect`), if enabled.

@@ -22,7 +22,7 @@ mod vhost;
 
 pub use action::{
     ClusterRef, ClusterSpecifier, ConnectConfig, DEFAULT_ROUTE_TIMEOUT, HostRewrite, MaxStreamDuration,
-    MirrorPolicy, RouteAction, UpgradeConfig, WeightedClusters,
+    MirrorPolicy, RandomValue, RouteAction, UpgradeConfig, WeightedClusters,
 };
 pub use error::RouteError;
 pub use filters::{FAULT_FILTER, Fault, FaultAbortKind, RBAC_FILTER, RouteRbac};
