@@ -345,6 +345,60 @@ fn config() -> RouteConfiguration {
                 ..Default::default()
             },
         ),
+        redirect(
+            "redir-path-query",
+            prefix("/redir-pq"),
+            RedirectAction {
+                path_rewrite_specifier: Some(redirect_action::PathRewriteSpecifier::PathRedirect(
+                    "/n?x=2".into(),
+                )),
+                strip_query: true,
+                ..Default::default()
+            },
+        ),
+        redirect(
+            "redir-prefix-strip",
+            prefix("/redir-ps"),
+            RedirectAction {
+                path_rewrite_specifier: Some(redirect_action::PathRewriteSpecifier::PrefixRewrite(
+                    "/".into(),
+                )),
+                strip_query: true,
+                ..Default::default()
+            },
+        ),
+        redirect(
+            "redir-scheme-port",
+            prefix("/redir-sp"),
+            RedirectAction {
+                scheme_rewrite_specifier: Some(redirect_action::SchemeRewriteSpecifier::SchemeRedirect(
+                    "https".into(),
+                )),
+                host_redirect: "h.example".into(),
+                port_redirect: 8443,
+                ..Default::default()
+            },
+        ),
+        redirect(
+            "redir-same-scheme",
+            prefix("/redir-ss"),
+            RedirectAction {
+                scheme_rewrite_specifier: Some(redirect_action::SchemeRewriteSpecifier::SchemeRedirect(
+                    "http".into(),
+                )),
+                ..Default::default()
+            },
+        ),
+        redirect(
+            "redir-exact-prefix",
+            path("/redir-exact"),
+            RedirectAction {
+                path_rewrite_specifier: Some(redirect_action::PathRewriteSpecifier::PrefixRewrite(
+                    "/other".into(),
+                )),
+                ..Default::default()
+            },
+        ),
         forward("fwd-plain", prefix("/fwd-plain"), RouteAction::default()),
         forward(
             "fwd-prefix",
@@ -555,6 +609,12 @@ fn requests() -> Vec<TestRequest> {
         ("GET", "/redir-strip/a?q=1", none()),
         ("GET", "/redir-prefix/a/b?q=1", none()),
         ("GET", "/redir-regex/one/two?x", none()),
+        ("GET", "/redir-pq/a?q=1", none()),
+        ("GET", "/redir-ps/a/b?q=1", none()),
+        ("GET", "/redir-sp/a?q", h("orig.example:80")),
+        ("GET", "/redir-ss/a", h("orig.example:80")),
+        ("GET", "/redir-https/a", h("[::1]:80")),
+        ("GET", "/redir-exact?q=1", none()),
         ("GET", "/fwd-plain/a?b=c", none()),
         ("GET", "/fwd-prefix/a?b=c", none()),
         ("GET", "/fwd-prefix", none()),
