@@ -26,16 +26,17 @@ use envoy_types::pb::{
                 weighted_cluster,
             },
         },
+        extensions::filters::http::fault::v3::{FaultAbort, HttpFault, fault_abort},
         r#type::{
             matcher::v3::{RegexMatchAndSubstitute, RegexMatcher, StringMatcher, string_matcher},
-            v3::Int64Range,
+            v3::{FractionalPercent, Int64Range},
         },
     },
     google::protobuf::{BoolValue, Duration as PbDuration, UInt32Value},
 };
 use prost::Message;
 use std::{
-    collections::BTreeMap,
+    collections::{BTreeMap, HashMap},
     io::{Read, Write},
     net::{SocketAddr, TcpStream},
     process::{Child, Command, Stdio},
@@ -44,7 +45,9 @@ use std::{
 mod support;
 
 use support::{envoy_binary, free_port, http_listener, static_cluster};
-use weft_waypoint::route::{Action, FormatContext, RequestParts, RouteTable, Selected, StripPort};
+use weft_waypoint::route::{
+    Action, FaultAbortKind, FormatContext, RequestParts, RouteTable, Selected, StripPort,
+};
 
 // ---- the configuration under test -------------------------------------------------------
 
@@ -124,6 +127,24 @@ fn forward(name: &str, m: RouteMatch, a: RouteAction) -> Route {
 }
 
 const ECHO: &str = "echo";
+
+/// A route whose fault config aborts with 418 for `percent` % of the requests that match
+/// `headers`.
+fn faulty(name: &str, path: &str, percent: Option<u32>, headers: Vec<HeaderMatcher>) -> Route {
+    let fault = HttpFault {
+        abort: Some(FaultAbort {
+            error_type: Some(fault_abort::ErrorType::HttpStatus(418)),
+            percentage: percent.map(|numerator| FractionalPercent { numerator, denominator: 0 }),
+            ..Default::default()
+        }),
+        headers,
+        ..Default::default()
+    };
+    let mut r = direct(name, prefix(path));
+    r.typed_per_filter_config =
+        HashMap::from([("envoy.filters.http.fault".to_owned(), support::pack(&fault))]);
+    r
+}
 
 /// Headers the echo listener reports back: x-t-<name> = the upstream request's <name>.
 const ECHOED: &[&str] =
@@ -399,6 +420,9 @@ fn config() -> RouteConfiguration {
                 ..Default::default()
             },
         ),
+        faulty("fault-abort", "/fault-abort", Some(100), vec![]),
+        faulty("fault-no-percentage", "/fault-nopct", None, vec![]),
+        faulty("fault-by-header", "/fault-hdr", Some(100), vec![hm("x-f", exact("yes", false))]),
         forward("fwd-plain", prefix("/fwd-plain"), RouteAction::default()),
         forward(
             "fwd-prefix",
@@ -615,6 +639,10 @@ fn requests() -> Vec<TestRequest> {
         ("GET", "/redir-ss/a", h("orig.example:80")),
         ("GET", "/redir-https/a", h("[::1]:80")),
         ("GET", "/redir-exact?q=1", none()),
+        ("GET", "/fault-abort", none()),
+        ("GET", "/fault-nopct", none()),
+        ("GET", "/fault-hdr", vec![("x-f", "yes")]),
+        ("GET", "/fault-hdr", vec![("x-f", "no")]),
         ("GET", "/fwd-plain/a?b=c", none()),
         ("GET", "/fwd-prefix/a?b=c", none()),
         ("GET", "/fwd-prefix", none()),
@@ -683,6 +711,19 @@ fn ours(table: &RouteTable, strip: StripPort, method: &str, target: &str, hs: &[
     let ctx =
         FormatContext { downstream: source, peer_identity: None, request_headers: Some(&parts.headers) };
     let mut response = http::HeaderMap::new();
+    // The fault layer's decision, as far as it is the route's: an abort at 100 % (or 0 %)
+    // for requests matching its headers; Envoy answers "fault filter abort".
+    if let Some(fault) = &route.fault
+        && let Some((FaultAbortKind::Http(status), pct)) = fault.abort
+        && pct.sample(req.random)
+        && fault.headers.iter().all(|h| h.matches(&req))
+    {
+        return Outcome {
+            status: status.as_u16(),
+            body: "fault filter abort".into(),
+            headers: BTreeMap::new(),
+        };
+    }
     let mut outcome = match &route.action {
         Action::DirectResponse(d) => Outcome {
             status: d.status.as_u16(),

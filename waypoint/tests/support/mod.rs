@@ -15,7 +15,7 @@ use envoy_types::pb::{
             route::v3::RouteConfiguration,
         },
         extensions::filters::{
-            http::router::v3::Router,
+            http::{fault::v3::HttpFault, router::v3::Router},
             network::http_connection_manager::v3::{
                 HttpConnectionManager, HttpFilter,
                 http_connection_manager::{RouteSpecifier, StripPortMode},
@@ -75,11 +75,19 @@ pub fn http_listener(name: &str, port: u16, routes: RouteConfiguration, strip_an
         stat_prefix: name.into(),
         strip_port_mode: strip_any_port.then_some(StripPortMode::StripAnyHostPort(true)),
         route_specifier: Some(RouteSpecifier::RouteConfig(routes)),
-        http_filters: vec![HttpFilter {
-            name: "envoy.filters.http.router".into(),
-            config_type: Some(http_filter::ConfigType::TypedConfig(pack(&Router::default()))),
-            ..Default::default()
-        }],
+        // The fault filter with an empty config does nothing until a route configures it.
+        http_filters: vec![
+            HttpFilter {
+                name: "envoy.filters.http.fault".into(),
+                config_type: Some(http_filter::ConfigType::TypedConfig(pack(&HttpFault::default()))),
+                ..Default::default()
+            },
+            HttpFilter {
+                name: "envoy.filters.http.router".into(),
+                config_type: Some(http_filter::ConfigType::TypedConfig(pack(&Router::default()))),
+                ..Default::default()
+            },
+        ],
         ..Default::default()
     };
     Listener {
