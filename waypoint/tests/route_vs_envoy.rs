@@ -501,6 +501,15 @@ fn config() -> RouteConfiguration {
                 ..Default::default()
             },
         ),
+        {
+            let mut r = forward("fwd-format", prefix("/fwd-format"), RouteAction::default());
+            r.request_headers_to_add = vec![add(
+                "x-added",
+                "%DOWNSTREAM_REMOTE_ADDRESS_WITHOUT_PORT%|%REQ(x-in)%|100%%|%DOWNSTREAM_PEER_URI_SAN%",
+                OverwriteIfExistsOrAdd,
+            )];
+            r
+        },
         levels,
         mutations,
         direct("fallback", prefix("/")),
@@ -652,6 +661,8 @@ fn requests() -> Vec<TestRequest> {
         ("GET", "/fwd-host/a", none()),
         ("GET", "/fwd-weighted/a", none()),
         ("GET", "/levels", vec![("x-level", "client")]),
+        ("GET", "/fwd-format", vec![("x-in", "copied")]),
+        ("GET", "/fwd-format", none()),
         ("GET", "/fwd-split", vec![("x-random", "0")]),
         ("GET", "/fwd-split", vec![("x-random", "2")]),
         ("GET", "/fwd-split", vec![("x-random", "3")]),
