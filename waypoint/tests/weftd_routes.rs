@@ -103,6 +103,13 @@ spec:
       match: [{ withoutHeaders: { x-skip: { exact: "1" } }, uri: { prefix: /w } }]
       route: [{ destination: { host: reviews, subset: v1 } }]
       retries: { attempts: 0 }
+    - name: from-productpage
+      match:
+        - { sourceLabels: { app: productpage }, uri: { prefix: /s } }
+        - { sourceNamespace: bookinfo, uri: { prefix: /n } }
+        - { sourceNamespace: elsewhere, uri: { prefix: /e } }
+      route: [{ destination: { host: reviews, subset: v3 } }]
+      retries: { attempts: 2, retryOn: "gateway-error,503", retryRemoteLocalities: true }
     - name: split
       route:
         - { destination: { host: reviews, subset: v1 }, weight: 80 }

@@ -330,6 +330,8 @@ pub struct RouteMatch {
     query: Box<[QueryMatch]>,
     grpc: bool,
     filter_state: Box<[super::source::SourceMatch]>,
+    /// From the route's `weft.source` metadata (see `source`).
+    pub(crate) source: Option<super::source::SourceConditions>,
 }
 
 impl RouteMatch {
@@ -368,10 +370,12 @@ impl RouteMatch {
             ),
             None => None,
         };
+        // The `:weft-source` matcher is for stock Envoy only (see `source`).
         let headers = m
             .headers
             .iter()
             .enumerate()
+            .filter(|(_, h)| h.name != super::source::SOURCE_HEADER)
             .map(|(i, h)| HeaderMatch::compile(h).map_err(|e| e.within(&format!("headers[{i}]"))))
             .collect::<FieldResult<_>>()?;
         let query = m
@@ -405,6 +409,7 @@ impl RouteMatch {
             query,
             grpc: m.grpc.is_some(),
             filter_state,
+            source: None,
         })
     }
 
@@ -435,6 +440,7 @@ impl RouteMatch {
             && (self.query.is_empty() || self.query.iter().all(|q| q.matches(uri.query())))
             && (!self.grpc || is_grpc(req))
             && self.filter_state.iter().all(|f| f.matches(req))
+            && self.source.as_ref().is_none_or(|s| s.matches(req))
     }
 }
 

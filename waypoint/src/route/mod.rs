@@ -32,7 +32,10 @@ pub use matcher::{Fraction, HeaderMatch, QueryMatch, RouteMatch, StringMatch};
 pub use redirect::{DirectResponse, Redirect, RedirectPath};
 pub use retry::{DEFAULT_BACKOFF_BASE, RetryOn, RetryPolicy};
 pub use rewrite::Rewrite;
-pub use source::{PEER_PRINCIPAL_KEY, SOURCE_LABEL_PREFIX, SOURCE_NAMESPACE_KEY};
+pub use source::{
+    PEER_PRINCIPAL_KEY, SOURCE_HEADER, SOURCE_LABEL_PREFIX, SOURCE_METADATA, SOURCE_NAMESPACE_KEY,
+    SourceConditions,
+};
 pub use vhost::StripPort;
 
 use envoy_types::pb::envoy::config::route::v3::{
@@ -391,7 +394,8 @@ fn compile_route(
     max_body: usize,
 ) -> FieldResult<(Route, HeaderMutations, HeaderMutations)> {
     let m = r.r#match.as_ref().ok_or_else(|| FieldError::invalid("match", "required"))?;
-    let matcher = RouteMatch::compile(m).map_err(|e| e.within("match"))?;
+    let mut matcher = RouteMatch::compile(m).map_err(|e| e.within("match"))?;
+    matcher.source = source::SourceConditions::compile(r.metadata.as_ref())?;
     let matched_len = matcher.path.matched_len();
     let action = match &r.action {
         Some(PbAction::Route(a)) => Action::Forward(Box::new(

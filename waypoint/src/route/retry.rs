@@ -93,6 +93,8 @@ pub struct RetryPolicy {
     pub retriable_status_codes: Box<[u16]>,
     /// `envoy.retry_host_predicates.previous_hosts`: retry on a host not tried before.
     pub avoid_previous_hosts: bool,
+    /// `envoy.retry_priorities.previous_priorities`.
+    pub avoid_previous_priorities: bool,
     /// How many times host selection is retried to satisfy the predicate (Envoy default 1).
     pub host_selection_retry_max_attempts: u32,
     pub backoff_base: Duration,
@@ -117,14 +119,20 @@ pub(crate) fn opt_duration(
 }
 
 const PREVIOUS_HOSTS: &str = "envoy.retry_host_predicates.previous_hosts";
+const PREVIOUS_PRIORITIES: &str = "envoy.retry_priorities.previous_priorities";
 const PREVIOUS_HOSTS_TYPE: &str =
     "type.googleapis.com/envoy.extensions.retry.host.previous_hosts.v3.PreviousHostsPredicate";
 
 impl RetryPolicy {
     pub(crate) fn compile(p: &PbRetryPolicy) -> FieldResult<RetryPolicy> {
-        if p.retry_priority.is_some() {
-            return Err(FieldError::unsupported("retry_priority"));
-        }
+        // previous_priorities (Istio's retryRemoteLocalities) moves retries to other
+        // priority levels; weft-waypoint's endpoints have one level, where it changes
+        // nothing.
+        let avoid_previous_priorities = match &p.retry_priority {
+            None => false,
+            Some(r) if r.name == PREVIOUS_PRIORITIES => true,
+            Some(r) => return Err(FieldError::unsupported(format!("retry_priority {:?}", r.name))),
+        };
         if !p.retry_options_predicates.is_empty() {
             return Err(FieldError::unsupported("retry_options_predicates"));
         }
@@ -188,6 +196,7 @@ impl RetryPolicy {
                 .filter(|d| !d.is_zero()),
             retriable_status_codes,
             avoid_previous_hosts,
+            avoid_previous_priorities,
             host_selection_retry_max_attempts: u32::try_from(p.host_selection_retry_max_attempts.max(1))
                 .unwrap_or(u32::MAX),
             backoff_base,

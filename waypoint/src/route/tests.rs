@@ -575,3 +575,67 @@ fn weftd_shaped_route_compiles_to_typed_fields() {
         matches!(f.abort, Some((FaultAbortKind::Http(s), p)) if s == 500 && p.sample(499_999) && !p.sample(500_000))
     );
 }
+
+/// weftd's source conditions (see `source`): route metadata `weft.source` with labels and
+/// namespace decides; the `:weft-source` matcher (for stock Envoy) is dropped.
+#[test]
+fn source_conditions_from_route_metadata() {
+    use envoy_types::pb::{
+        envoy::config::core::v3::Metadata,
+        google::protobuf::{Struct, Value, value::Kind},
+    };
+    let s = |v: &str| Value { kind: Some(Kind::StringValue(v.into())) };
+    let metadata = Metadata {
+        filter_metadata: std::collections::HashMap::from([(
+            SOURCE_METADATA.to_owned(),
+            Struct {
+                fields: [
+                    ("namespace".to_owned(), s("bookinfo")),
+                    (
+                        "labels".to_owned(),
+                        Value {
+                            kind: Some(Kind::StructValue(Struct {
+                                fields: [("app".to_owned(), s("productpage"))].into_iter().collect(),
+                            })),
+                        },
+                    ),
+                ]
+                .into_iter()
+                .collect(),
+            },
+        )]),
+        ..Default::default()
+    };
+    let mut sourced = direct(
+        "sourced",
+        with_headers(
+            prefix("/"),
+            vec![HeaderMatcher {
+                name: SOURCE_HEADER.into(),
+                header_match_specifier: Some(header_matcher::HeaderMatchSpecifier::PresentMatch(true)),
+                ..Default::default()
+            }],
+        ),
+    );
+    sourced.metadata = Some(metadata);
+    let t = one(vec![sourced, direct("rest", prefix("/"))]);
+    let parts = request("GET", "/", &[]);
+    let base = RequestParts::new(&parts, "1.1.1.1:1".parse().unwrap());
+    let name = |r: RequestParts<'_>| t.select(&r).route().map(|r| r.name.to_string()).unwrap();
+    let productpage =
+        BTreeMap::from([("app".to_owned(), "productpage".to_owned()), ("v".to_owned(), "1".to_owned())]);
+    let other = BTreeMap::from([("app".to_owned(), "reviews".to_owned())]);
+    assert_eq!(name(base), "rest", "an unknown client satisfies no condition");
+    assert_eq!(
+        name(RequestParts { source_namespace: Some("bookinfo"), source_labels: Some(&productpage), ..base }),
+        "sourced"
+    );
+    assert_eq!(
+        name(RequestParts { source_namespace: Some("bookinfo"), source_labels: Some(&other), ..base }),
+        "rest"
+    );
+    assert_eq!(
+        name(RequestParts { source_namespace: Some("other"), source_labels: Some(&productpage), ..base }),
+        "rest"
+    );
+}
