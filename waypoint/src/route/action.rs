@@ -257,6 +257,30 @@ pub struct RouteAction {
     pub mirrors: Arc<[MirrorPolicy]>,
     pub upgrades: Box<[UpgradeConfig]>,
     pub max_stream_duration: Option<MaxStreamDuration>,
+    /// max_grpc_timeout (deprecated, still what Istio sets): a gRPC request's route timeout
+    /// is its grpc-timeout header, capped here.
+    pub grpc_timeout: Option<GrpcTimeout>,
+}
+
+/// RouteAction.max_grpc_timeout / grpc_timeout_offset.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct GrpcTimeout {
+    /// The cap on the grpc-timeout header; ZERO: no cap (Istio's value when the route has
+    /// no timeout).
+    pub max: Duration,
+    /// Subtracted from the grpc-timeout header (room for the network).
+    pub offset: Duration,
+}
+
+impl GrpcTimeout {
+    /// The route timeout for a gRPC request with this grpc-timeout header, as Envoy's
+    /// `FilterUtility::finalTimeout`: the header less the offset, capped by `max`; None
+    /// without a header (the route timeout applies).
+    pub fn for_header(&self, grpc_timeout: Option<Duration>) -> Option<Duration> {
+        let t = grpc_timeout?;
+        let t = if t > self.offset { t - self.offset } else { t };
+        Some(if !self.max.is_zero() && (t.is_zero() || t > self.max) { self.max } else { t })
+    }
 }
 
 /// What a route inherits from its virtual host.
@@ -356,10 +380,15 @@ impl RouteAction {
         if a.priority != 0 {
             return Err(FieldError::unsupported("priority"));
         }
-        #[expect(deprecated, reason = "deprecated gRPC timeout fields still change meaning")]
-        if a.max_grpc_timeout.is_some() || a.grpc_timeout_offset.is_some() {
-            return Err(FieldError::unsupported("max_grpc_timeout"));
-        }
+        #[expect(deprecated, reason = "Istio still sets max_grpc_timeout (its replacement regressed)")]
+        let grpc_timeout = match &a.max_grpc_timeout {
+            None => None,
+            Some(max) => Some(GrpcTimeout {
+                max: opt_duration(Some(max), "max_grpc_timeout")?.unwrap_or_default(),
+                offset: opt_duration(a.grpc_timeout_offset.as_ref(), "grpc_timeout_offset")?
+                    .unwrap_or_default(),
+            }),
+        };
         let timeout = match &a.timeout {
             None => Some(DEFAULT_ROUTE_TIMEOUT),
             Some(t) => opt_duration(Some(t), "timeout")?.filter(|d| !d.is_zero()),
@@ -443,6 +472,7 @@ impl RouteAction {
             mirrors,
             upgrades,
             max_stream_duration,
+            grpc_timeout,
         })
     }
 
@@ -542,6 +572,26 @@ mod tests {
         );
         a.hedge_policy = Some(Default::default());
         assert_eq!(RouteAction::compile(&a, None, &inherited()).unwrap_err().field, "hedge_policy");
+    }
+
+    /// RouteAction.max_grpc_timeout: "If specified, the router will use the grpc-timeout
+    /// header as the timeout, capped by this value; 0 means the header is not capped"; the
+    /// offset is taken off the header.
+    #[test]
+    fn grpc_timeout_from_the_header() {
+        let unbounded = GrpcTimeout { max: Duration::ZERO, offset: Duration::ZERO };
+        assert_eq!(unbounded.for_header(None), None);
+        assert_eq!(unbounded.for_header(Some(Duration::from_secs(30))), Some(Duration::from_secs(30)));
+        let capped = GrpcTimeout { max: Duration::from_secs(3), offset: Duration::from_millis(100) };
+        assert_eq!(capped.for_header(Some(Duration::from_secs(30))), Some(Duration::from_secs(3)));
+        assert_eq!(capped.for_header(Some(Duration::from_secs(1))), Some(Duration::from_millis(900)));
+        #[expect(deprecated, reason = "the field Istio sets")]
+        let a = PbRouteAction {
+            cluster_specifier: Some(route_action::ClusterSpecifier::Cluster("c".into())),
+            max_grpc_timeout: Some(PbDuration::default()),
+            ..Default::default()
+        };
+        assert_eq!(RouteAction::compile(&a, None, &inherited()).unwrap().grpc_timeout, Some(unbounded));
     }
 
     /// RequestMirrorPolicy.runtime_fraction: unset mirrors everything.

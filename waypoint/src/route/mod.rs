@@ -4,9 +4,20 @@
 //! Pure and socket-free. [`RouteTable::compile`] refuses (names the virtual host, route and
 //! field) what weft-waypoint cannot apply so that weft-waypoint NACKs it, and ignores what
 //! does not change where or how a request goes (stats names, decorators, tracing, rate
-//! limits and CORS for filters weft-waypoint does not run). [`RouteTable::select`] does
-//! not allocate for the usual matches (exact, prefix, header exact): domains and
-//! case-insensitive paths are lowercased at compile time, hosts on the stack.
+//! limits and CORS for filters weft-waypoint does not run). Every route is compiled on its
+//! own, so one refusal names all the routes that fail.
+//!
+//! [`RouteTable::select`] does not allocate for the usual matches (domains, prefix and
+//! exact paths, header and query matchers; tests/select_allocations.rs counts): domains
+//! and case-insensitive paths are lowercased at compile time, hosts on the stack, regexes
+//! compiled once.
+//!
+//! The proof that the semantics are Envoy's is tests/route_vs_envoy.rs: the same
+//! RouteConfiguration served by a real Envoy and compiled here, and a table of requests
+//! that must route alike (virtual hosts, matchers, redirects' Locations, rewrites and header
+//! mutations as the upstream sees them, weighted picks, fault aborts);
+//! tests/refusals_vs_envoy.rs does the same for what is refused, tests/weftd_routes.rs for
+//! what weftd sends.
 
 mod action;
 mod error;
@@ -21,8 +32,8 @@ mod source;
 mod vhost;
 
 pub use action::{
-    ClusterRef, ClusterSpecifier, ConnectConfig, DEFAULT_ROUTE_TIMEOUT, HostRewrite, MaxStreamDuration,
-    MirrorPolicy, RandomValue, RouteAction, UpgradeConfig, WeightedClusters,
+    ClusterRef, ClusterSpecifier, ConnectConfig, DEFAULT_ROUTE_TIMEOUT, GrpcTimeout, HostRewrite,
+    MaxStreamDuration, MirrorPolicy, RandomValue, RouteAction, UpgradeConfig, WeightedClusters,
 };
 pub use error::RouteError;
 pub use filters::{FAULT_FILTER, Fault, FaultAbortKind, RBAC_FILTER, RouteRbac};
