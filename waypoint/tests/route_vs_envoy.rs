@@ -876,12 +876,28 @@ impl Drop for Envoy {
     }
 }
 
-fn start_envoy(dir: &std::path::Path, front: u16, strip: u16, echo: u16) -> Result<Envoy> {
+/// The configuration under test with most_specific_header_mutations_wins.
+fn most_specific_config() -> RouteConfiguration {
+    RouteConfiguration { most_specific_header_mutations_wins: true, ..config() }
+}
+
+/// Ports of Envoy's listeners: the configuration under test, the same behind
+/// strip_any_host_port, the same with most_specific_header_mutations_wins, the echo.
+struct Ports {
+    front: u16,
+    strip: u16,
+    specific: u16,
+    echo: u16,
+}
+
+fn start_envoy(dir: &std::path::Path, ports: &Ports) -> Result<Envoy> {
+    let Ports { front, strip, specific, echo } = *ports;
     let bootstrap = Bootstrap {
         static_resources: Some(StaticResources {
             listeners: vec![
                 http_listener("front", front, config(), false),
                 http_listener("front-strip", strip, config(), true),
+                http_listener("front-specific", specific, most_specific_config(), false),
                 http_listener("echo", echo, echo_routes(), false),
             ],
             clusters: vec![
@@ -908,7 +924,8 @@ fn start_envoy(dir: &std::path::Path, front: u16, strip: u16, echo: u16) -> Resu
         .context("starting envoy")?;
     let mut envoy = Envoy(child);
     let deadline = Instant::now() + Duration::from_secs(30);
-    while [front, strip, echo].iter().any(|port| envoy_answer(*port, "GET", "/exact", &[]).is_err()) {
+    while [front, strip, specific, echo].iter().any(|port| envoy_answer(*port, "GET", "/exact", &[]).is_err())
+    {
         if let Some(status) = envoy.0.try_wait()? {
             bail!(
                 "envoy exited ({status}):\n{}",
@@ -929,18 +946,26 @@ fn start_envoy(dir: &std::path::Path, front: u16, strip: u16, echo: u16) -> Resu
 #[test]
 fn route_selection_agrees_with_envoy() -> Result<()> {
     let table = RouteTable::compile(&config())?;
+    let specific_table = RouteTable::compile(&most_specific_config())?;
     let dir = tempfile::tempdir()?;
-    let (front, strip, echo) = (free_port(), free_port(), free_port());
-    let _envoy = start_envoy(dir.path(), front, strip, echo)?;
-    let cases: Vec<(u16, StripPort, TestRequest)> = requests()
+    let ports = Ports { front: free_port(), strip: free_port(), specific: free_port(), echo: free_port() };
+    let _envoy = start_envoy(dir.path(), &ports)?;
+    let specific_requests: Vec<TestRequest> = requests()
         .into_iter()
-        .map(|r| (front, StripPort::Keep, r))
-        .chain(strip_requests().into_iter().map(|r| (strip, StripPort::Any, r)))
+        .filter(|(_, target, _)| {
+            ["/levels", "/direct-headers", "/fwd-weighted"].iter().any(|p| target.starts_with(p))
+        })
+        .collect();
+    let cases: Vec<(u16, &RouteTable, StripPort, TestRequest)> = requests()
+        .into_iter()
+        .map(|r| (ports.front, &table, StripPort::Keep, r))
+        .chain(strip_requests().into_iter().map(|r| (ports.strip, &table, StripPort::Any, r)))
+        .chain(specific_requests.into_iter().map(|r| (ports.specific, &specific_table, StripPort::Keep, r)))
         .collect();
     let mut disagreements = Vec::new();
-    for (port, mode, (method, target, hs)) in &cases {
+    for (port, table, mode, (method, target, hs)) in &cases {
         let envoy = envoy_answer(*port, method, target, hs)?;
-        let weft = ours(&table, *mode, method, target, hs);
+        let weft = ours(table, *mode, method, target, hs);
         if envoy != weft {
             disagreements
                 .push(format!("{method} {target} {hs:?} ({mode:?})\n  envoy: {envoy:?}\n  weft:  {weft:?}"));
