@@ -230,15 +230,13 @@ impl RouteTable {
             reason: e.reason,
         };
         let mut errors = Vec::new();
-        let global = (|| -> FieldResult<(Arc<HeaderMutations>, Arc<HeaderMutations>)> {
+        type Global = (Arc<HeaderMutations>, Arc<HeaderMutations>, Arc<[MirrorPolicy]>);
+        let global = (|| -> FieldResult<Global> {
             if config.vhds.is_some() {
                 return Err(FieldError::unsupported("vhds"));
             }
             if !config.cluster_specifier_plugins.is_empty() {
                 return Err(FieldError::unsupported("cluster_specifier_plugins"));
-            }
-            if !config.request_mirror_policies.is_empty() {
-                return Err(FieldError::unsupported("request_mirror_policies"));
             }
             if !config.vhost_header.is_empty() {
                 return Err(FieldError::unsupported("vhost_header"));
@@ -257,9 +255,10 @@ impl RouteTable {
                     &config.response_headers_to_remove,
                     "response",
                 )?),
+                mirrors(&config.request_mirror_policies)?,
             ))
         })();
-        let (global_req, global_resp) = match global {
+        let (global_req, global_resp, global_mirrors) = match global {
             Ok(g) => g,
             Err(e) => return Err(config_error(e)),
         };
@@ -281,7 +280,7 @@ impl RouteTable {
             if let Err(e) = domains.add(&vh.domains, vi) {
                 errors.push(vhost_error(e));
             }
-            let level = match compile_vhost(vh) {
+            let level = match compile_vhost(vh, &global_mirrors) {
                 Ok(l) => l,
                 Err(e) => {
                     errors.push(vhost_error(e));
@@ -350,7 +349,19 @@ impl RouteTable {
     }
 }
 
-fn compile_vhost(vh: &pb::VirtualHost) -> FieldResult<VhostLevel> {
+/// Mirror policies of one level.
+fn mirrors(list: &[pb::route_action::RequestMirrorPolicy]) -> FieldResult<Arc<[MirrorPolicy]>> {
+    list.iter()
+        .enumerate()
+        .map(|(i, m)| {
+            MirrorPolicy::compile(m).map_err(|e| e.within(&format!("request_mirror_policies[{i}]")))
+        })
+        .collect()
+}
+
+/// A virtual host's own settings; mirrors fall back to the route configuration's (the
+/// most specific level's mirrors apply: route, virtual host, route configuration).
+fn compile_vhost(vh: &pb::VirtualHost, config_mirrors: &Arc<[MirrorPolicy]>) -> FieldResult<VhostLevel> {
     if vh.matcher.is_some() {
         return Err(FieldError::unsupported("matcher"));
     }
@@ -370,14 +381,11 @@ fn compile_vhost(vh: &pb::VirtualHost) -> FieldResult<VhostLevel> {
         Some(p) => Some(Arc::new(RetryPolicy::compile(p).map_err(|e| e.within("retry_policy"))?)),
         None => None,
     };
-    let mirrors = vh
-        .request_mirror_policies
-        .iter()
-        .enumerate()
-        .map(|(i, m)| {
-            MirrorPolicy::compile(m).map_err(|e| e.within(&format!("request_mirror_policies[{i}]")))
-        })
-        .collect::<FieldResult<Arc<[MirrorPolicy]>>>()?;
+    let mirrors = if vh.request_mirror_policies.is_empty() {
+        config_mirrors.clone()
+    } else {
+        mirrors(&vh.request_mirror_policies)?
+    };
     Ok(VhostLevel {
         request_headers: Arc::new(HeaderMutations::compile(
             &vh.request_headers_to_add,

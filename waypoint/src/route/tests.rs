@@ -639,3 +639,44 @@ fn source_conditions_from_route_metadata() {
         "rest"
     );
 }
+
+/// request_mirror_policies at the route, virtual host and route configuration levels:
+/// the most specific level's apply.
+#[test]
+fn mirror_policies_by_level() {
+    let mirror = |c: &str| pb::route_action::RequestMirrorPolicy { cluster: c.into(), ..Default::default() };
+    let forward = |name: &str, p: &str, mirrors: Vec<pb::route_action::RequestMirrorPolicy>| pb::Route {
+        name: name.into(),
+        r#match: Some(prefix(p)),
+        action: Some(PbAction::Route(pb::RouteAction {
+            cluster_specifier: Some(route_action::ClusterSpecifier::Cluster("c".into())),
+            request_mirror_policies: mirrors,
+            ..Default::default()
+        })),
+        ..Default::default()
+    };
+    let mut with_own = vhost("own", &["own"], vec![forward("vh", "/", vec![])]);
+    with_own.request_mirror_policies = vec![mirror("vhost-mirror")];
+    let t = RouteTable::compile(&RouteConfiguration {
+        virtual_hosts: vec![
+            vhost(
+                "plain",
+                &["*"],
+                vec![forward("route", "/r", vec![mirror("route-mirror")]), forward("config", "/", vec![])],
+            ),
+            with_own,
+        ],
+        request_mirror_policies: vec![mirror("config-mirror")],
+        ..Default::default()
+    })
+    .unwrap();
+    let mirrored = |uri: &str, host: &str| {
+        let parts = request("GET", uri, &[("host", host)]);
+        let req = RequestParts::new(&parts, "1.1.1.1:1".parse().unwrap());
+        let Action::Forward(a) = &t.select(&req).route().unwrap().action else { panic!() };
+        a.mirrors.iter().map(|m| m.cluster.to_string()).collect::<Vec<_>>()
+    };
+    assert_eq!(mirrored("/r", "x"), ["route-mirror"]);
+    assert_eq!(mirrored("/", "x"), ["config-mirror"]);
+    assert_eq!(mirrored("/", "own"), ["vhost-mirror"]);
+}
