@@ -4,7 +4,7 @@
 //! (listed last), which Envoy must accept — otherwise the refusal would be Envoy's reason,
 //! not ours. Needs no root.
 
-mod support;
+mod envoy_static;
 
 use envoy_types::pb::{
     envoy::{
@@ -143,7 +143,7 @@ fn cases() -> Vec<(&'static str, Expect, RouteConfiguration)> {
                         retry_host_predicate: vec![retry_policy::RetryHostPredicate {
                             name: "envoy.retry_host_predicates.previous_hosts".into(),
                             config_type: Some(retry_policy::retry_host_predicate::ConfigType::TypedConfig(
-                                support::pack(&PreviousHostsPredicate::default()),
+                                envoy_static::pack(&PreviousHostsPredicate::default()),
                             )),
                         }],
                         host_selection_retry_max_attempts: 5,
@@ -286,7 +286,7 @@ fn refusals_agree_with_envoy() -> anyhow::Result<()> {
     let mut wrong = Vec::new();
     for (i, (name, expect, cfg)) in cases().into_iter().enumerate() {
         let weft = RouteTable::compile(&cfg).map(|_| ()).map_err(|e| e.to_string());
-        let envoy = support::validate(dir.path(), &format!("case{i}"), cfg, CLUSTERS)?;
+        let envoy = envoy_static::validate(dir.path(), &format!("case{i}"), cfg, CLUSTERS)?;
         let agrees = match expect {
             Expect::BothRefuse => envoy.is_err() && weft.is_err(),
             Expect::BothAccept => envoy.is_ok() && weft.is_ok(),

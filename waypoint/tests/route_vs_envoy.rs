@@ -42,9 +42,9 @@ use std::{
     process::{Child, Command, Stdio},
     time::{Duration, Instant},
 };
-mod support;
+mod envoy_static;
 
-use support::{envoy_binary, free_port, http_listener, static_cluster};
+use envoy_static::{envoy_binary, free_port, http_listener, static_cluster};
 use weft_waypoint::route::{
     Action, FaultAbortKind, FormatContext, RequestParts, RouteTable, Selected, StripPort,
 };
@@ -142,7 +142,7 @@ fn faulty(name: &str, path: &str, percent: Option<u32>, headers: Vec<HeaderMatch
     };
     let mut r = direct(name, prefix(path));
     r.typed_per_filter_config =
-        HashMap::from([("envoy.filters.http.fault".to_owned(), support::pack(&fault))]);
+        HashMap::from([("envoy.filters.http.fault".to_owned(), envoy_static::pack(&fault))]);
     r
 }
 

@@ -4,7 +4,7 @@
 //! by a real Envoy (`envoy --mode validate`), so both proxies run the same configuration.
 //! In-process weftd translation (YAML → store → translate), no root.
 
-mod support;
+mod envoy_static;
 
 use envoy_types::pb::envoy::config::route::v3::{
     RouteConfiguration, route::Action, route_action::ClusterSpecifier,
@@ -194,7 +194,7 @@ fn every_route_configuration_weftd_sends_compiles_and_envoy_accepts_it() -> anyh
         }
         let names: Vec<String> = clusters(rc).into_iter().collect();
         let names: Vec<&str> = names.iter().map(String::as_str).collect();
-        if let Err(e) = support::validate(dir.path(), &format!("weftd{i}"), rc.clone(), &names)? {
+        if let Err(e) = envoy_static::validate(dir.path(), &format!("weftd{i}"), rc.clone(), &names)? {
             failures.push(format!(
                 "Envoy refuses {name}: {}",
                 e.lines().rev().take(3).collect::<Vec<_>>().join(" | ")

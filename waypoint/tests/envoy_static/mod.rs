@@ -1,5 +1,6 @@
-//! Envoy for the comparison tests: finding the binary, a plain HTTP listener carrying a
-//! RouteConfiguration inline, a static cluster, and `--mode validate`.
+//! A static Envoy for the route engine's comparison tests: finding the binary, a plain
+//! HTTP listener carrying a RouteConfiguration inline, a static cluster, and
+//! `--mode validate`. (Not `support/`: the proxy's tests have one of that name.)
 
 #![allow(dead_code, reason = "each test binary uses a different part of this module")]
 
