@@ -1,7 +1,7 @@
 //! `RouteTable::select` must not allocate for the usual matches (exact domain, wildcard
 //! domain, prefix and exact paths, case-insensitive paths, header and query matchers,
-//! weighted picks): counted with a global allocator, in a test binary of its own so that
-//! no other test allocates meanwhile.
+//! weighted picks): counted with dhat's global allocator, in a test binary of its own so
+//! that no other test allocates meanwhile.
 
 use envoy_types::pb::envoy::config::route::v3::{
     DirectResponseAction, HeaderMatcher, QueryParameterMatcher, Route, RouteAction, RouteConfiguration,
@@ -10,32 +10,12 @@ use envoy_types::pb::envoy::config::route::v3::{
 };
 use envoy_types::pb::envoy::r#type::matcher::v3::{StringMatcher, string_matcher};
 use envoy_types::pb::google::protobuf::{BoolValue, UInt32Value};
-use std::{
-    alloc::{GlobalAlloc, Layout, System},
-    sync::atomic::{AtomicUsize, Ordering},
-};
 use weft_waypoint::route::{ClusterSpecifier, RequestParts, RouteTable, Selected};
 
-struct Counting;
-
-static ALLOCATIONS: AtomicUsize = AtomicUsize::new(0);
-
-// SAFETY: forwards to the system allocator; only counts.
-#[expect(unsafe_code, reason = "a GlobalAlloc impl is unsafe by definition; it only counts and forwards")]
-unsafe impl GlobalAlloc for Counting {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        ALLOCATIONS.fetch_add(1, Ordering::Relaxed);
-        // SAFETY: same contract as the caller's.
-        unsafe { System.alloc(layout) }
-    }
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        // SAFETY: same contract as the caller's.
-        unsafe { System.dealloc(ptr, layout) }
-    }
-}
-
+// dhat's allocator counts heap blocks; the crate's `unsafe_code = "forbid"` holds for
+// tests too, so no hand-written GlobalAlloc.
 #[global_allocator]
-static GLOBAL: Counting = Counting;
+static ALLOCATOR: dhat::Alloc = dhat::Alloc;
 
 fn string(p: string_matcher::MatchPattern) -> StringMatcher {
     StringMatcher { match_pattern: Some(p), ignore_case: false }
@@ -150,7 +130,8 @@ fn select_does_not_allocate() {
     .collect();
     let expected = ["exact", "ci", "header", "query", "split"];
 
-    let before = ALLOCATIONS.load(Ordering::Relaxed);
+    let _profiler = dhat::Profiler::builder().testing().build();
+    let before = dhat::HeapStats::get().total_blocks;
     let mut picked = [""; 5];
     let mut clusters = [""; 5];
     for (i, parts) in requests.iter().enumerate() {
@@ -166,7 +147,7 @@ fn select_does_not_allocate() {
             clusters[i] = &w.pick(req.random).name;
         }
     }
-    let allocations = ALLOCATIONS.load(Ordering::Relaxed) - before;
+    let allocations = dhat::HeapStats::get().total_blocks - before;
     assert_eq!(picked, expected);
     assert!(!clusters[4].is_empty());
     assert_eq!(allocations, 0, "select allocated {allocations} times for {} requests", requests.len());
