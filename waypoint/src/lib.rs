@@ -12,7 +12,7 @@
 //! | `snapshot` | the compiled configuration in force, swapped atomically |
 //! | `inbound` | HBONE termination, CONNECT dispatch, HTTP and TCP chains |
 //! | `proxy` | **the request path, phase by phase** |
-//! | `route` | route tables (placeholder until the route engine lands) |
+//! | `route` | the route engine: RouteConfiguration compiled, a route chosen per request |
 //! | `retry` | retry conditions and timeouts of a request |
 //! | `upstream` | clusters, endpoints, load balancers, HTTP connections over HBONE |
 //! | `body` | request and response bodies (streamed; a copy only for retries) |
