@@ -71,17 +71,25 @@ fn decoded<M: Message + Default>(snap: &Snapshot, type_url: &str) -> Vec<M> {
         .collect()
 }
 
+/// The route configuration of reviews' port 9080 on the waypoint (one per service port:
+/// the waypoint's filter chain already chose the service).
+fn port_routes(snap: &Snapshot) -> RouteConfiguration {
+    let rcs: Vec<RouteConfiguration> = decoded(snap, type_url::ROUTE);
+    let name = format!("inbound-vip|9080|http|{HOST}");
+    rcs.into_iter().find(|rc| rc.name == name).unwrap_or_else(|| panic!("no route configuration {name}"))
+}
+
 /// The routes of the reviews virtual host.
 fn routes(extra: &str) -> Vec<Route> {
     let (snap, _) = translate(extra);
-    let rcs: Vec<RouteConfiguration> = decoded(&snap, type_url::ROUTE);
-    let rc = &rcs[0];
+    let rc = port_routes(&snap);
     assert_eq!(
         rc.validate_clusters.map(|v| v.value),
         Some(false),
         "a missing cluster must not reject the config"
     );
-    rc.virtual_hosts.iter().find(|v| v.name == HOST).expect("reviews' virtual host").routes.clone()
+    assert_eq!(rc.virtual_hosts.len(), 1);
+    rc.virtual_hosts[0].routes.clone()
 }
 
 fn vs(http: &str) -> String {
@@ -106,13 +114,13 @@ fn header<'a>(r: &'a Route, name: &str) -> &'a HeaderMatcher {
 }
 
 #[test]
-fn default_route_has_istio_defaults_and_host_port_domains() {
+fn default_route_has_istio_defaults_and_takes_any_host() {
     let (snap, _) = translate("");
-    let rcs: Vec<RouteConfiguration> = decoded(&snap, type_url::ROUTE);
-    let vh = rcs[0].virtual_hosts.iter().find(|v| v.name == HOST).unwrap();
-    assert!(
-        vh.domains.contains(&format!("{HOST}:9080")) && vh.domains.contains(&"10.96.0.10:9080".to_owned())
-    );
+    let rc = port_routes(&snap);
+    let vh = &rc.virtual_hosts[0];
+    // Istio's waypoint names it by port and takes any Host: the client may write the
+    // service's name, its VIP, with or without the port; the Host goes upstream as written.
+    assert_eq!((vh.name.as_str(), vh.domains.as_slice()), ("inbound|http|9080", &["*".to_owned()][..]));
     let a = action(&vh.routes[0]);
     assert_eq!(a.timeout.unwrap().seconds, 0, "Envoy's 15 s default off");
     let retry = a.retry_policy.as_ref().unwrap();
@@ -158,8 +166,8 @@ spec:
     let (snap, _) = translate(
         "---\napiVersion: networking.istio.io/v1\nkind: DestinationRule\nmetadata: { name: reviews, namespace: bookinfo }\nspec: { host: reviews, trafficPolicy: { loadBalancer: { consistentHash: { httpHeaderName: x-user, minimumRingSize: 2048 } } } }\n",
     );
-    let rcs: Vec<RouteConfiguration> = decoded(&snap, type_url::ROUTE);
-    let vh = rcs[0].virtual_hosts.iter().find(|v| v.name == HOST).unwrap();
+    let rc = port_routes(&snap);
+    let vh = &rc.virtual_hosts[0];
     assert!(matches!(
         action(&vh.routes[0]).hash_policy[0].policy_specifier,
         Some(PolicySpecifier::Header(_))
@@ -247,7 +255,7 @@ spec:
     assert_eq!(r[0].r#match.as_ref().unwrap().path_specifier, Some(PathSpecifier::Prefix("/api/v2".into())));
     assert_eq!(
         action(&r[0]).cluster_specifier,
-        Some(ClusterSpecifier::Cluster("outbound|9080||ratings.bookinfo.svc.cluster.local".into()))
+        Some(ClusterSpecifier::Cluster("inbound-vip|9080|http|ratings.bookinfo.svc.cluster.local".into()))
     );
     for route in &r {
         if let Some(ClusterSpecifier::WeightedClusters(w)) = &action(route).cluster_specifier {
@@ -326,7 +334,7 @@ spec:
 "#,
     );
     let clusters: Vec<Cluster> = decoded(&snap, type_url::CLUSTER);
-    let v2 = clusters.iter().find(|c| c.name.contains("|v2|")).unwrap();
+    let v2 = clusters.iter().find(|c| c.name.contains("/v2|")).unwrap();
     assert_eq!(v2.lb_policy, LbPolicy::RoundRobin as i32, "inherited");
     let t = &v2.circuit_breakers.as_ref().unwrap().thresholds[0];
     assert_eq!(t.max_pending_requests.unwrap().value, 1);
@@ -410,7 +418,7 @@ spec:
 }
 
 #[test]
-fn services_named_alike_never_share_a_domain() {
+fn services_named_alike_get_route_configurations_of_their_own() {
     let (snap, _) = translate(
         r#"---
 apiVersion: v1
@@ -424,9 +432,7 @@ spec: { clusterIP: 10.96.0.12, ports: [{ name: http, port: 9080 }] }
 "#,
     );
     let rcs: Vec<RouteConfiguration> = decoded(&snap, type_url::ROUTE);
-    let mut seen = std::collections::HashSet::new();
-    for d in rcs[0].virtual_hosts.iter().flat_map(|v| v.domains.iter()) {
-        assert!(seen.insert(d.clone()), "domain {d} twice: Envoy would reject the whole configuration");
-    }
-    assert!(seen.contains("reviews.other.svc.cluster.local:9080"));
+    let names: std::collections::HashSet<&str> = rcs.iter().map(|rc| rc.name.as_str()).collect();
+    assert!(names.contains(format!("inbound-vip|9080|http|{HOST}").as_str()), "{names:?}");
+    assert!(names.contains("inbound-vip|9080|http|reviews.other.svc.cluster.local"), "{names:?}");
 }
