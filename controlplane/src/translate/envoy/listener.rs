@@ -146,10 +146,7 @@ fn connect_authority() -> HttpFilter {
         // this key, stock Envoy has `envoy.string`.
         state(PEER_PRINCIPAL_KEY.to_owned(), "%DOWNSTREAM_PEER_URI_SAN%", "envoy.string"),
     ];
-    typed(
-        "connect_authority",
-        pack(&SetFilterState { on_request_headers: values, ..Default::default() }),
-    )
+    typed("connect_authority", pack(&SetFilterState { on_request_headers: values, ..Default::default() }))
 }
 
 /// `connect_terminate`: HBONE in on 0.0.0.0:15008. mTLS with the waypoint's certificate

@@ -43,11 +43,11 @@ mod tls;
 mod traffic_policy;
 
 use super::{Options, workload};
-use envoy_types::pb::envoy::extensions::filters::network::http_connection_manager::v3::HttpFilter;
 use crate::config::{
     kinds::{destination_rule::DestinationRule, kubernetes::Service, virtual_service::VirtualService},
     store::ConfigSnapshot,
 };
+use envoy_types::pb::envoy::extensions::filters::network::http_connection_manager::v3::HttpFilter;
 use std::collections::HashMap;
 use weft_xds::{
     server::{Scope, ScopedResource},
