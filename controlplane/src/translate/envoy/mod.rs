@@ -192,6 +192,15 @@ fn served_by<'a>(
         .collect()
 }
 
+/// What one filter chain of `main_internal` is made of (`listener::Chain` borrows it).
+struct ChainParts {
+    name: String,
+    vips: Vec<std::net::IpAddr>,
+    port: u32,
+    protocol: PortProtocol,
+    rbac: Vec<HttpFilter>,
+}
+
 /// Every waypoint's resources, each scoped to its namespace.
 pub fn resources(cfg: &ConfigSnapshot, opts: &Options) -> Vec<(&'static str, ScopedResource)> {
     let mut out = Vec::new();
@@ -213,7 +222,7 @@ pub fn resources(cfg: &ConfigSnapshot, opts: &Options) -> Vec<(&'static str, Sco
             out.push((type_url, ScopedResource::new(name, scope.clone(), any)));
         };
         // One filter chain and, for HTTP, one route configuration per service port.
-        let mut chains: Vec<(String, Vec<std::net::IpAddr>, u32, PortProtocol, Vec<HttpFilter>)> = Vec::new();
+        let mut chains: Vec<ChainParts> = Vec::new();
         for s in &served {
             let vips = s.service.cluster_ips();
             if vips.is_empty() {
@@ -227,18 +236,18 @@ pub fn resources(cfg: &ConfigSnapshot, opts: &Options) -> Vec<(&'static str, Sco
                     let rc = route::port_configuration(cfg, &hosts, ns, &name, s, &ports, port);
                     push(type_url::ROUTE, name.clone(), weft_xds::istio::pack(&rc));
                 }
-                chains.push((name, vips.clone(), port, protocol, rbac.clone()));
+                chains.push(ChainParts { name, vips: vips.clone(), port, protocol, rbac: rbac.clone() });
             }
         }
         let chains: Vec<listener::Chain<'_>> = chains
             .iter()
-            .map(|(name, vips, port, protocol, rbac)| listener::Chain {
-                name,
-                vips,
-                port: *port,
-                http: protocol.is_http(),
-                http2: *protocol == PortProtocol::Http2,
-                rbac,
+            .map(|c| listener::Chain {
+                name: &c.name,
+                vips: &c.vips,
+                port: c.port,
+                http: c.protocol.is_http(),
+                http2: c.protocol == PortProtocol::Http2,
+                rbac: &c.rbac,
             })
             .collect();
         // Envoy refuses a listener without filter chains ("no filter chains specified"),
