@@ -339,11 +339,19 @@ pub fn retry_policy(
     codes: &[u32],
     per_try_ms: Option<u64>,
 ) -> envoy_types::pb::envoy::config::route::v3::RetryPolicy {
+    use envoy_types::pb::envoy::config::route::v3::retry_policy::{RetryHostPredicate, retry_host_predicate};
+    use envoy_types::pb::envoy::extensions::retry::host::previous_hosts::v3::PreviousHostsPredicate;
     envoy_types::pb::envoy::config::route::v3::RetryPolicy {
         retry_on: retry_on.into(),
         num_retries: Some(UInt32Value { value: num_retries }),
         retriable_status_codes: codes.to_vec(),
         per_try_timeout: per_try_ms.map(millis),
+        // As Istio sends every retry policy: each retry on another host when there is one.
+        retry_host_predicate: vec![RetryHostPredicate {
+            name: "envoy.retry_host_predicates.previous_hosts".into(),
+            config_type: Some(retry_host_predicate::ConfigType::TypedConfig(any(&PreviousHostsPredicate {}))),
+        }],
+        host_selection_retry_max_attempts: 5,
         ..Default::default()
     }
 }
