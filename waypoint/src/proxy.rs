@@ -3,10 +3,13 @@
 //! ```text
 //!  CONNECT VIP:PORT ─▶ inbound.rs: authority dispatch ─▶ HTTP chain (this file)
 //!
-//!  request ─▶ 1. route select        (the chain's RDS table; none / no match → 404 NR)
-//!          ─▶ 2. fault               (the route's fault config when the chain has the
+//!  request ─▶ 1. route select        (the chain's RDS table; none / no match → 404 NR,
+//!                                     answered after RBAC, which runs before the router)
+//!          ─▶ 2. RBAC                (rbac.rs: the chain's filters in order, DENY then ALLOW,
+//!                                     or the route's RBACPerRoute; refused → 403 "RBAC:
+//!                                     access denied"; after fault if the chain says so)
+//!          ─▶ 3. fault               (the route's fault config when the chain has the
 //!                                     filter: delay, then abort with a status or gRPC status)
-//!          ─▶ 3. RBAC                (chain policy + route override)   [authorization layer]
 //!          ─▶ 4. redirect | direct response
 //!          ─▶ 5. forward:
 //!                 cluster pick (route's cluster or weighted; unknown → cluster_not_found, NC)
@@ -36,8 +39,9 @@
 use crate::{
     body::{Replayable, RequestBody, ResponseBody},
     error::ProxyError,
+    rbac,
     retry::{self, Outcome},
-    route::{Action, FaultAbortKind, FormatContext, RequestParts, Selected},
+    route::{Action, FaultAbortKind, FormatContext, RequestParts, RouteRbac, Selected},
     snapshot::{HttpChain, Snapshot},
     state::Shared,
     upstream::{Cluster, InFlight, Result5xx, UpstreamProtocol, conn},
@@ -114,14 +118,20 @@ async fn handle(
         req.source_namespace = Some(source.identity.namespace());
         req.random = fastrand::u64(..);
 
-        // 1. Route select. A table not (yet) received is Envoy's "no route": 404 NR.
-        let table = snapshot.routes.get(&chain.route_config).ok_or(ProxyError::NoRoute)?;
-        let route = match table.select(&req) {
-            Selected::Route(route) => route,
-            Selected::NoVirtualHost | Selected::NoRoute(_) => return Err(ProxyError::NoRoute),
+        // 1. Route select. A table not (yet) received is Envoy's "no route": 404 NR — after
+        //    the filters before the router had their say (RBAC still refuses first).
+        let route = match snapshot.routes.get(&chain.route_config).map(|t| t.select(&req)) {
+            Some(Selected::Route(route)) => Some(route),
+            _ => None,
         };
 
-        // 2. Fault: the route's fault config, when the chain runs the fault filter.
+        // 2. RBAC, when the chain's filters put it before fault (Istio's order).
+        if chain.rbac_before_fault {
+            authorize(chain, route, &req, source.authority)?;
+        }
+        let route = route.ok_or(ProxyError::NoRoute)?;
+
+        // 3. Fault: the route's fault config, when the chain runs the fault filter.
         if chain.fault
             && let Some(fault) = &route.fault
             && fault.headers.iter().all(|h| h.matches(&req))
@@ -137,9 +147,9 @@ async fn handle(
                 return Ok(fault_abort(abort));
             }
         }
-
-        // 3. RBAC: the chain's policy (`chain.rbac`) and the route's override (`route.rbac`)
-        //    are the authorization layer's (to come), not this file's.
+        if !chain.rbac_before_fault {
+            authorize(chain, Some(route), &req, source.authority)?;
+        }
 
         // 4. Redirect | direct response.
         let action = match &route.action {
@@ -190,6 +200,28 @@ async fn handle(
     strip_hop_by_hop(response.headers_mut());
     route.mutate_response_headers(Some(picked), response.headers_mut(), &format);
     Ok(response)
+}
+
+/// The RBAC phase: the route's override if it has one, else the chain's filters in order.
+fn authorize(
+    chain: &HttpChain,
+    route: Option<&crate::route::Route>,
+    req: &RequestParts<'_>,
+    destination: SocketAddr,
+) -> Result<(), ProxyError> {
+    if chain.rbac.is_empty() {
+        return Ok(());
+    }
+    let subject = rbac::Subject { req, destination };
+    let verdict = match route.and_then(|r| r.rbac.as_ref()) {
+        Some(RouteRbac::Disabled) => return Ok(()),
+        Some(RouteRbac::Override(policy)) => policy.evaluate(&subject),
+        None => rbac::authorize(chain.rbac.iter().map(|r| &**r), &subject),
+    };
+    match verdict {
+        rbac::Verdict::Allowed => Ok(()),
+        rbac::Verdict::Denied(policy) => Err(ProxyError::Denied { policy }),
+    }
 }
 
 /// The fault filter's abort: an HTTP status with Envoy's body, or a gRPC status as a

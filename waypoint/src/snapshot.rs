@@ -37,8 +37,11 @@ pub struct HttpChain {
     pub route_config: Arc<str>,
     /// The HCM carries the fault filter (its per-route configs then apply).
     pub fault: bool,
-    /// The HCM carries the RBAC filter.
-    pub rbac: bool,
+    /// The HCM's RBAC filters, in their order (weftd: the DENY filter, then the ALLOW one).
+    pub rbac: Box<[Arc<crate::rbac::Rbac>]>,
+    /// The RBAC filters come before the fault filter (Istio's order), so a refused request
+    /// is neither delayed nor aborted by a fault.
+    pub rbac_before_fault: bool,
 }
 
 /// A TCP proxy to one cluster.
