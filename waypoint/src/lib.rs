@@ -12,6 +12,7 @@
 //! | `snapshot` | the compiled configuration in force, swapped atomically |
 //! | `inbound` | HBONE termination, CONNECT dispatch, HTTP and TCP chains |
 //! | `proxy` | **the request path, phase by phase** |
+//! | `mirror` | request mirroring: fire-and-forget copies with the "-shadow" host |
 //! | `rbac` | authorization: the chain's RBAC filters and a route's override |
 //! | `route` | the route engine: RouteConfiguration compiled, a route chosen per request |
 //! | `retry` | retry conditions and timeouts of a request |
@@ -29,6 +30,7 @@ pub mod error;
 pub mod identity;
 pub mod inbound;
 pub mod metrics;
+pub mod mirror;
 pub mod proxy;
 pub mod rbac;
 pub mod retry;

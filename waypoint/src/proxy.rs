@@ -15,7 +15,8 @@
 //!                 cluster pick (route's cluster or weighted; unknown → cluster_not_found, NC)
 //!                 circuit breaker (max_requests → 503 UO)
 //!                 path rewrite, request header mutations (route, vhost, cluster's own)
-//!                 mirror                                              [not carried yet]
+//!                 mirror  (mirror.rs: a copy per sampled mirror policy, "-shadow" host,
+//!                          fire and forget; bodies only when empty or ≤ 1 MiB known)
 //!                 retry loop {
 //!                    LB pick (hash key; not an ejected endpoint; not the previous try's)
 //!                    upstream call over HBONE: HTTP/1.1 pool (max_connections, pending
@@ -39,7 +40,7 @@
 use crate::{
     body::{Replayable, RequestBody, ResponseBody},
     error::ProxyError,
-    rbac,
+    mirror, rbac,
     retry::{self, Outcome},
     route::{Action, FaultAbortKind, FormatContext, RequestParts, RouteRbac, Selected},
     snapshot::{HttpChain, Snapshot},
@@ -188,7 +189,12 @@ async fn handle(
         request_headers: None,
     };
     route.mutate_request_headers(Some(picked), &mut parts.headers, &format);
-    //    Mirror: [route engine] `action.mirrors`, not carried yet.
+    //    Mirror: copies to the route's mirror clusters (mirror.rs), fire and forget.
+    let body = if action.mirrors.is_empty() {
+        ClientBody::Streaming(body)
+    } else {
+        mirror_copies(ctx, snapshot, action, &parts, body).await?
+    };
     let host = Host::of(&parts);
     let wire = wire(cluster, parts.version);
     prepare_upstream(&mut parts, &host, wire);
@@ -253,6 +259,50 @@ fn wire(cluster: &Cluster, downstream: Version) -> conn::Wire {
     }
 }
 
+/// The client's request body: as it arrives, or already read whole (for mirrors).
+enum ClientBody {
+    Streaming(Incoming),
+    Buffered(Replayable),
+}
+
+/// Sends the mirror copies the route's policies sample for this request and gives back
+/// the body for the primary: read whole when the mirrors got a copy of it.
+async fn mirror_copies(
+    ctx: &Downstream,
+    snapshot: &Snapshot,
+    action: &crate::route::RouteAction,
+    parts: &Parts,
+    body: Incoming,
+) -> Result<ClientBody, ProxyError> {
+    let mut firing = mirror::sample(&action.mirrors).peekable();
+    if firing.peek().is_none() {
+        return Ok(ClientBody::Streaming(body));
+    }
+    let copy = if body.is_end_stream() {
+        Replayable::default()
+    } else if body.size_hint().exact().is_some_and(|n| n <= RETRY_BUFFER_LIMIT) {
+        let collected = body.collect().await.map_err(ProxyError::ClientBody)?;
+        let trailers = collected.trailers().cloned();
+        Replayable { data: collected.to_bytes(), trailers }
+    } else {
+        debug!("request body of unknown or large size: streamed to the primary only, not mirrored");
+        return Ok(ClientBody::Streaming(body));
+    };
+    for policy in firing {
+        let Some(cluster) = snapshot.clusters.get(&policy.cluster) else {
+            debug!(cluster = %policy.cluster, "mirror cluster not found: not mirrored");
+            continue;
+        };
+        let mut head = clone_parts(parts);
+        mirror::set_shadow_host(&mut head, policy);
+        let wire = wire(cluster, head.version);
+        let host = Host::of(&head);
+        prepare_upstream(&mut head, &host, wire);
+        mirror::spawn(ctx.shared.clone(), cluster.clone(), wire, head, &copy, action.timeout);
+    }
+    Ok(ClientBody::Buffered(copy))
+}
+
 /// Where a request goes: its chain (for logs), its cluster, the HTTP version.
 #[derive(Clone, Copy)]
 struct Target<'a> {
@@ -270,16 +320,18 @@ async fn retry_loop(
     target: &Target<'_>,
     policy: &retry::Policy<'_>,
     parts: Parts,
-    body: Incoming,
+    body: ClientBody,
     slot: crate::upstream::RequestSlot,
 ) -> Result<Response<ResponseBody>, ProxyError> {
     let Target { chain, cluster, wire, hash } = *target;
     let tries = async {
         // A body is kept for another try only when retries are possible and it is known
         // to fit the buffer limit; otherwise it streams and the request gets one try.
-        let mut replay = None;
-        let mut first_body = Some(body);
-        if policy.num_retries() > 0 {
+        let (mut first_body, mut replay) = match body {
+            ClientBody::Streaming(body) => (Some(body), None),
+            ClientBody::Buffered(copy) => (None, Some(copy)),
+        };
+        if policy.num_retries() > 0 && replay.is_none() {
             let body = first_body.take().expect("body");
             if body.is_end_stream() {
                 replay = Some(Replayable::default());
