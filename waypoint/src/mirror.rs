@@ -66,10 +66,10 @@ pub fn set_shadow_host(parts: &mut Parts, policy: &MirrorPolicy) {
         .or_else(|| parts.headers.get(header::HOST).and_then(|h| h.to_str().ok()));
     let Some(host) = host.filter(|h| !h.is_empty()) else { return };
     let shadow = shadow_host(host);
-    if let Ok(value) = http::HeaderValue::from_str(&shadow) {
-        if parts.headers.contains_key(header::HOST) {
-            parts.headers.insert(header::HOST, value);
-        }
+    if parts.headers.contains_key(header::HOST)
+        && let Ok(value) = http::HeaderValue::from_str(&shadow)
+    {
+        parts.headers.insert(header::HOST, value);
     }
     if parts.uri.authority().is_some() {
         let mut uri = std::mem::take(&mut parts.uri).into_parts();
