@@ -117,6 +117,8 @@ async fn handle(
         let mut req = RequestParts::new(&parts, source.addr);
         req.identity = Some(&source.principal);
         req.source_namespace = Some(source.identity.namespace());
+        // The client's workload labels, by its address (VirtualService `sourceLabels`).
+        req.source_labels = snapshot.workloads.get(&source.addr.ip()).map(|l| &**l);
         req.random = fastrand::u64(..);
 
         // 1. Route select. A table not (yet) received is Envoy's "no route": 404 NR — after
