@@ -9,7 +9,8 @@
 //! ```
 //!
 //! Each kind follows the VirtualService (weighted split, header match, a live switch, a
-//! subset no DestinationRule defines, a TCP port), the reviews pods' agents see the
+//! subset no DestinationRule defines, a TCP port) and an L7 AuthorizationPolicy bound to
+//! the waypoint (403 "RBAC: access denied"), the reviews pods' agents see the
 //! waypoint's SPIFFE identity, and nothing crosses the node links in clear; a test that
 //! passes with Envoy and fails with weft-waypoint points at the waypoint, one that fails
 //! with both at weftd's translation. Envoy as ingress gateway reaches the same pods over
@@ -516,4 +517,50 @@ fn envoy_as_ingress_gateway_follows_gateway_and_virtual_service_over_hbone() -> 
     let (_, listeners) = m.waypoint.admin("/listeners")?;
     assert!(!listeners.contains("gateway_8080"), "{listeners}");
     Ok(())
+}
+
+/// An AuthorizationPolicy targeting the waypoint Gateway that denies `/admin*`.
+const DENY_ADMIN: &str = r#"apiVersion: security.istio.io/v1
+kind: AuthorizationPolicy
+metadata: { name: deny-admin, namespace: bookinfo }
+spec:
+  targetRefs: [{ kind: Gateway, group: gateway.networking.k8s.io, name: waypoint }]
+  action: DENY
+  rules: [{ to: [{ operation: { paths: ["/admin*"] } }] }]
+"#;
+
+#[test]
+fn envoy_waypoint_denies_by_authorization_policy() -> Result<()> {
+    authorization_policy_denies("envoy_authz", WaypointKind::Envoy)
+}
+
+#[test]
+fn weft_waypoint_denies_by_authorization_policy() -> Result<()> {
+    authorization_policy_denies("weft_authz", WaypointKind::Weft)
+}
+
+/// weftd's RBAC filters (L7 AuthorizationPolicy bound to the waypoint): `/admin` answers
+/// 403 from the waypoint, other paths still reach the pods.
+fn authorization_policy_denies(test: &str, kind: WaypointKind) -> Result<()> {
+    let m = mesh(test, kind, ALL_V3)?;
+    m.s.write_kubernetes_yaml("deny-admin.yaml", DENY_ADMIN)?;
+    // The policy travels weftd → waypoint asynchronously: wait for its first refusal.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let r = http(&m.client, &["--path", "/admin/users"], Duration::from_secs(20))?;
+        if r["statuses"]["403"] == 1 {
+            break;
+        }
+        anyhow::ensure!(
+            Instant::now() < deadline,
+            "{kind:?} never denied /admin: {r}\n{}",
+            m.waypoint.stderr()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let r = http(&m.client, &["--count", "20", "--path", "/admin"], Duration::from_secs(60))?;
+    assert_eq!(r["statuses"]["403"], 20, "{r}");
+    let r = http(&m.client, &["--count", "20", "--path", "/reviews"], Duration::from_secs(60))?;
+    assert_eq!(r["versions"]["v3"], 20, "{r}\n{}", m.waypoint.stderr());
+    assert_accepted_everything(&m.waypoint)
 }

@@ -63,6 +63,10 @@ pub enum ProxyError {
     /// The client's request body broke off while it was read for a retry's copy.
     #[error("the client's request body broke off: {0}")]
     ClientBody(#[source] hyper::Error),
+    /// An RBAC filter refused the request (Envoy: 403 "RBAC: access denied", details
+    /// `rbac_access_denied_matched_policy[NAME]`, no response flag).
+    #[error("RBAC: access denied (matched policy {})", policy.as_deref().unwrap_or("none"))]
+    Denied { policy: Option<Arc<str>> },
     /// A TCP chain's byte pump failed.
     #[error("TCP proxying failed: {0}")]
     Tcp(#[source] std::io::Error),
@@ -71,7 +75,7 @@ pub enum ProxyError {
 impl ProxyError {
     pub fn origin(&self) -> Origin {
         match self {
-            ProxyError::NoRoute | ProxyError::ClientBody(_) => Origin::Client,
+            ProxyError::NoRoute | ProxyError::ClientBody(_) | ProxyError::Denied { .. } => Origin::Client,
             ProxyError::NoCluster { .. } | ProxyError::NoCertificate => Origin::Internal,
             _ => Origin::Upstream,
         }
@@ -97,6 +101,7 @@ impl ProxyError {
             ProxyError::NoCluster { status, .. } => *status,
             ProxyError::ClientBody(_) => StatusCode::BAD_REQUEST,
             ProxyError::Timeout => StatusCode::GATEWAY_TIMEOUT,
+            ProxyError::Denied { .. } => StatusCode::FORBIDDEN,
             _ => StatusCode::SERVICE_UNAVAILABLE,
         }
     }
@@ -113,6 +118,8 @@ impl ProxyError {
             ProxyError::Timeout => "UT",
             ProxyError::Tcp(_) => "UC",
             ProxyError::ClientBody(_) => "DC",
+            // Envoy's RBAC filter sets no flag; the details carry the policy.
+            ProxyError::Denied { .. } => "-",
         }
     }
 
@@ -131,6 +138,7 @@ impl ProxyError {
                 "upstream connect error or disconnect/reset before headers. reset reason: connection termination"
             }
             ProxyError::Timeout => "upstream request timeout",
+            ProxyError::Denied { .. } => crate::rbac::DENIED_BODY,
         }
     }
 }

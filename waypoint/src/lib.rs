@@ -12,6 +12,8 @@
 //! | `snapshot` | the compiled configuration in force, swapped atomically |
 //! | `inbound` | HBONE termination, CONNECT dispatch, HTTP and TCP chains |
 //! | `proxy` | **the request path, phase by phase** |
+//! | `mirror` | request mirroring: fire-and-forget copies with the "-shadow" host |
+//! | `rbac` | authorization: the chain's RBAC filters and a route's override |
 //! | `route` | the route engine: RouteConfiguration compiled, a route chosen per request |
 //! | `retry` | retry conditions and timeouts of a request |
 //! | `upstream` | clusters, endpoints, load balancers, HTTP connections over HBONE |
@@ -28,7 +30,9 @@ pub mod error;
 pub mod identity;
 pub mod inbound;
 pub mod metrics;
+pub mod mirror;
 pub mod proxy;
+pub mod rbac;
 pub mod retry;
 pub mod route;
 pub mod snapshot;

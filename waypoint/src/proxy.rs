@@ -3,16 +3,20 @@
 //! ```text
 //!  CONNECT VIP:PORT ─▶ inbound.rs: authority dispatch ─▶ HTTP chain (this file)
 //!
-//!  request ─▶ 1. route select        (the chain's RDS table; none / no match → 404 NR)
-//!          ─▶ 2. fault               (the route's fault config when the chain has the
+//!  request ─▶ 1. route select        (the chain's RDS table; none / no match → 404 NR,
+//!                                     answered after RBAC, which runs before the router)
+//!          ─▶ 2. RBAC                (rbac.rs: the chain's filters in order, DENY then ALLOW,
+//!                                     or the route's RBACPerRoute; refused → 403 "RBAC:
+//!                                     access denied"; after fault if the chain says so)
+//!          ─▶ 3. fault               (the route's fault config when the chain has the
 //!                                     filter: delay, then abort with a status or gRPC status)
-//!          ─▶ 3. RBAC                (chain policy + route override)   [authorization layer]
 //!          ─▶ 4. redirect | direct response
 //!          ─▶ 5. forward:
 //!                 cluster pick (route's cluster or weighted; unknown → cluster_not_found, NC)
 //!                 circuit breaker (max_requests → 503 UO)
 //!                 path rewrite, request header mutations (route, vhost, cluster's own)
-//!                 mirror                                              [not carried yet]
+//!                 mirror  (mirror.rs: a copy per sampled mirror policy, "-shadow" host,
+//!                          fire and forget; bodies only when empty or ≤ 1 MiB known)
 //!                 retry loop {
 //!                    LB pick (hash key; not an ejected endpoint; not the previous try's)
 //!                    upstream call over HBONE: HTTP/1.1 pool (max_connections, pending
@@ -36,8 +40,9 @@
 use crate::{
     body::{Replayable, RequestBody, ResponseBody},
     error::ProxyError,
+    mirror, rbac,
     retry::{self, Outcome},
-    route::{Action, FaultAbortKind, FormatContext, RequestParts, Selected},
+    route::{Action, FaultAbortKind, FormatContext, RequestParts, RouteRbac, Selected},
     snapshot::{HttpChain, Snapshot},
     state::Shared,
     upstream::{Cluster, InFlight, Result5xx, UpstreamProtocol, conn},
@@ -112,16 +117,24 @@ async fn handle(
         let mut req = RequestParts::new(&parts, source.addr);
         req.identity = Some(&source.principal);
         req.source_namespace = Some(source.identity.namespace());
+        // The client's workload labels, by its address (VirtualService `sourceLabels`).
+        req.source_labels = snapshot.workloads.get(&source.addr.ip()).map(|l| &**l);
         req.random = fastrand::u64(..);
 
-        // 1. Route select. A table not (yet) received is Envoy's "no route": 404 NR.
-        let table = snapshot.routes.get(&chain.route_config).ok_or(ProxyError::NoRoute)?;
-        let route = match table.select(&req) {
-            Selected::Route(route) => route,
-            Selected::NoVirtualHost | Selected::NoRoute(_) => return Err(ProxyError::NoRoute),
+        // 1. Route select. A table not (yet) received is Envoy's "no route": 404 NR — after
+        //    the filters before the router had their say (RBAC still refuses first).
+        let route = match snapshot.routes.get(&chain.route_config).map(|t| t.select(&req)) {
+            Some(Selected::Route(route)) => Some(route),
+            _ => None,
         };
 
-        // 2. Fault: the route's fault config, when the chain runs the fault filter.
+        // 2. RBAC, when the chain's filters put it before fault (Istio's order).
+        if chain.rbac_before_fault {
+            authorize(chain, route, &req, source.authority)?;
+        }
+        let route = route.ok_or(ProxyError::NoRoute)?;
+
+        // 3. Fault: the route's fault config, when the chain runs the fault filter.
         if chain.fault
             && let Some(fault) = &route.fault
             && fault.headers.iter().all(|h| h.matches(&req))
@@ -137,9 +150,9 @@ async fn handle(
                 return Ok(fault_abort(abort));
             }
         }
-
-        // 3. RBAC: the chain's policy (`chain.rbac`) and the route's override (`route.rbac`)
-        //    are the authorization layer's (to come), not this file's.
+        if !chain.rbac_before_fault {
+            authorize(chain, Some(route), &req, source.authority)?;
+        }
 
         // 4. Redirect | direct response.
         let action = match &route.action {
@@ -178,7 +191,12 @@ async fn handle(
         request_headers: None,
     };
     route.mutate_request_headers(Some(picked), &mut parts.headers, &format);
-    //    Mirror: [route engine] `action.mirrors`, not carried yet.
+    //    Mirror: copies to the route's mirror clusters (mirror.rs), fire and forget.
+    let body = if action.mirrors.is_empty() {
+        ClientBody::Streaming(body)
+    } else {
+        mirror_copies(ctx, snapshot, action, &parts, body).await?
+    };
     let host = Host::of(&parts);
     let wire = wire(cluster, parts.version);
     prepare_upstream(&mut parts, &host, wire);
@@ -190,6 +208,28 @@ async fn handle(
     strip_hop_by_hop(response.headers_mut());
     route.mutate_response_headers(Some(picked), response.headers_mut(), &format);
     Ok(response)
+}
+
+/// The RBAC phase: the route's override if it has one, else the chain's filters in order.
+fn authorize(
+    chain: &HttpChain,
+    route: Option<&crate::route::Route>,
+    req: &RequestParts<'_>,
+    destination: SocketAddr,
+) -> Result<(), ProxyError> {
+    if chain.rbac.is_empty() {
+        return Ok(());
+    }
+    let subject = rbac::Subject { req, destination };
+    let verdict = match route.and_then(|r| r.rbac.as_ref()) {
+        Some(RouteRbac::Disabled) => return Ok(()),
+        Some(RouteRbac::Override(policy)) => policy.evaluate(&subject),
+        None => rbac::authorize(chain.rbac.iter().map(|r| &**r), &subject),
+    };
+    match verdict {
+        rbac::Verdict::Allowed => Ok(()),
+        rbac::Verdict::Denied(policy) => Err(ProxyError::Denied { policy }),
+    }
 }
 
 /// The fault filter's abort: an HTTP status with Envoy's body, or a gRPC status as a
@@ -221,6 +261,50 @@ fn wire(cluster: &Cluster, downstream: Version) -> conn::Wire {
     }
 }
 
+/// The client's request body: as it arrives, or already read whole (for mirrors).
+enum ClientBody {
+    Streaming(Incoming),
+    Buffered(Replayable),
+}
+
+/// Sends the mirror copies the route's policies sample for this request and gives back
+/// the body for the primary: read whole when the mirrors got a copy of it.
+async fn mirror_copies(
+    ctx: &Downstream,
+    snapshot: &Snapshot,
+    action: &crate::route::RouteAction,
+    parts: &Parts,
+    body: Incoming,
+) -> Result<ClientBody, ProxyError> {
+    let mut firing = mirror::sample(&action.mirrors).peekable();
+    if firing.peek().is_none() {
+        return Ok(ClientBody::Streaming(body));
+    }
+    let copy = if body.is_end_stream() {
+        Replayable::default()
+    } else if body.size_hint().exact().is_some_and(|n| n <= RETRY_BUFFER_LIMIT) {
+        let collected = body.collect().await.map_err(ProxyError::ClientBody)?;
+        let trailers = collected.trailers().cloned();
+        Replayable { data: collected.to_bytes(), trailers }
+    } else {
+        debug!("request body of unknown or large size: streamed to the primary only, not mirrored");
+        return Ok(ClientBody::Streaming(body));
+    };
+    for policy in firing {
+        let Some(cluster) = snapshot.clusters.get(&policy.cluster) else {
+            debug!(cluster = %policy.cluster, "mirror cluster not found: not mirrored");
+            continue;
+        };
+        let mut head = clone_parts(parts);
+        mirror::set_shadow_host(&mut head, policy);
+        let wire = wire(cluster, head.version);
+        let host = Host::of(&head);
+        prepare_upstream(&mut head, &host, wire);
+        mirror::spawn(ctx.shared.clone(), cluster.clone(), wire, head, &copy, action.timeout);
+    }
+    Ok(ClientBody::Buffered(copy))
+}
+
 /// Where a request goes: its chain (for logs), its cluster, the HTTP version.
 #[derive(Clone, Copy)]
 struct Target<'a> {
@@ -238,16 +322,18 @@ async fn retry_loop(
     target: &Target<'_>,
     policy: &retry::Policy<'_>,
     parts: Parts,
-    body: Incoming,
+    body: ClientBody,
     slot: crate::upstream::RequestSlot,
 ) -> Result<Response<ResponseBody>, ProxyError> {
     let Target { chain, cluster, wire, hash } = *target;
     let tries = async {
         // A body is kept for another try only when retries are possible and it is known
         // to fit the buffer limit; otherwise it streams and the request gets one try.
-        let mut replay = None;
-        let mut first_body = Some(body);
-        if policy.num_retries() > 0 {
+        let (mut first_body, mut replay) = match body {
+            ClientBody::Streaming(body) => (Some(body), None),
+            ClientBody::Buffered(copy) => (None, Some(copy)),
+        };
+        if policy.num_retries() > 0 && replay.is_none() {
             let body = first_body.take().expect("body");
             if body.is_end_stream() {
                 replay = Some(Replayable::default());

@@ -10,6 +10,7 @@
 //! | listener `main_internal` | [`Snapshot::dispatch`]: CONNECT authority (VIP:PORT) → [`Chain`] |
 //! | RouteConfiguration (RDS) | [`Snapshot::routes`]: compiled route tables by name |
 //! | Cluster (EDS) + ClusterLoadAssignment | [`Snapshot::clusters`]: settings, endpoints, load balancer |
+//! | istio.workload.Address (Weft's `weft.io/pod-labels`) | [`Snapshot::workloads`]: client labels by address |
 //! | listener and cluster `connect_originate` | [`Snapshot::hbone_port`]: endpoints are dialled on POD_IP:15008 |
 
 use crate::{route::RouteTable, upstream::Cluster};
@@ -37,8 +38,11 @@ pub struct HttpChain {
     pub route_config: Arc<str>,
     /// The HCM carries the fault filter (its per-route configs then apply).
     pub fault: bool,
-    /// The HCM carries the RBAC filter.
-    pub rbac: bool,
+    /// The HCM's RBAC filters, in their order (weftd: the DENY filter, then the ALLOW one).
+    pub rbac: Box<[Arc<crate::rbac::Rbac>]>,
+    /// The RBAC filters come before the fault filter (Istio's order), so a refused request
+    /// is neither delayed nor aborted by a fault.
+    pub rbac_before_fault: bool,
 }
 
 /// A TCP proxy to one cluster.
@@ -67,6 +71,9 @@ pub struct Snapshot {
     pub dispatch: HashMap<SocketAddr, Arc<Chain>>,
     pub routes: HashMap<Arc<str>, Arc<RouteTable>>,
     pub clusters: HashMap<Arc<str>, Arc<Cluster>>,
+    /// The labels of the mesh's workloads by address (istio.workload.Address with Weft's
+    /// `weft.io/pod-labels`): a request's client's, for VirtualService `sourceLabels`.
+    pub workloads: HashMap<std::net::IpAddr, Arc<std::collections::BTreeMap<String, String>>>,
     /// The port endpoints are dialled on for HBONE (`connect_originate`'s
     /// `upstream_port_override`).
     pub hbone_port: u16,

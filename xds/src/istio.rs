@@ -92,6 +92,58 @@ pub fn pod_uid(w: &workload::Workload) -> Result<Option<String>, PodUidError> {
     })
 }
 
+/// Weft's extension on a pod's Workload with the pod's labels (a `google.protobuf.Struct`
+/// of strings): a waypoint matches VirtualService `sourceLabels` against the client's
+/// workload, found by its address. Agents and ztunnel ignore it.
+pub const POD_LABELS_EXTENSION: &str = "weft.io/pod-labels";
+
+const STRUCT_TYPE_URL: &str = "type.googleapis.com/google.protobuf.Struct";
+
+/// The extension weftd puts on a pod's Workload: [`POD_LABELS_EXTENSION`] holding `labels`.
+pub fn pod_labels_extension<'a>(
+    labels: impl IntoIterator<Item = (&'a String, &'a String)>,
+) -> workload::Extension {
+    let fields = labels
+        .into_iter()
+        .map(|(k, v)| {
+            (k.clone(), prost_types::Value { kind: Some(prost_types::value::Kind::StringValue(v.clone())) })
+        })
+        .collect();
+    workload::Extension {
+        name: POD_LABELS_EXTENSION.to_owned(),
+        config: Some(prost_types::Any {
+            type_url: STRUCT_TYPE_URL.to_owned(),
+            value: prost::Message::encode_to_vec(&prost_types::Struct { fields }),
+        }),
+    }
+}
+
+/// The pod's labels from a Workload's [`POD_LABELS_EXTENSION`], or `None` when it carries
+/// none; an extension that is not a Struct of strings is an error naming why.
+pub fn pod_labels(
+    w: &workload::Workload,
+) -> Result<Option<std::collections::BTreeMap<String, String>>, String> {
+    let Some(ext) = w.extensions.iter().find(|e| e.name == POD_LABELS_EXTENSION) else { return Ok(None) };
+    let any = ext.config.as_ref().ok_or_else(|| format!("extension {POD_LABELS_EXTENSION} has no config"))?;
+    let expected = STRUCT_TYPE_URL;
+    if any.type_url != expected {
+        return Err(format!(
+            "extension {POD_LABELS_EXTENSION}: type {:?}, expected {expected:?}",
+            any.type_url
+        ));
+    }
+    let s = <prost_types::Struct as prost::Message>::decode(any.value.as_slice())
+        .map_err(|e| format!("extension {POD_LABELS_EXTENSION}: {e}"))?;
+    s.fields
+        .into_iter()
+        .map(|(k, v)| match v.kind {
+            Some(prost_types::value::Kind::StringValue(v)) => Ok((k, v)),
+            _ => Err(format!("extension {POD_LABELS_EXTENSION}: label {k:?} is not a string")),
+        })
+        .collect::<Result<_, _>>()
+        .map(Some)
+}
+
 /// Why a Workload's [`POD_UID_EXTENSION`] could not be read.
 #[derive(Debug, thiserror::Error)]
 pub enum PodUidError {
@@ -130,6 +182,26 @@ mod tests {
     use super::workload::{self, Address, GatewayAddress, NetworkAddress, PortList, Workload, address};
     use super::*;
     use prost::Message;
+
+    /// Weft's labels extension survives the wire and is found among the others; a workload
+    /// without it has no labels, a malformed one is an error.
+    #[test]
+    fn pod_labels_round_trip() {
+        let labels = std::collections::BTreeMap::from([("app".to_owned(), "productpage".to_owned())]);
+        let w = Workload {
+            extensions: vec![pod_uid_extension("u-1"), pod_labels_extension(&labels)],
+            ..Default::default()
+        };
+        let w = Workload::decode(w.encode_to_vec().as_slice()).unwrap();
+        assert_eq!(pod_labels(&w).unwrap(), Some(labels));
+        assert_eq!(pod_uid(&w).unwrap().as_deref(), Some("u-1"));
+        assert_eq!(pod_labels(&Workload::default()).unwrap(), None);
+        let bad = Workload {
+            extensions: vec![workload::Extension { name: POD_LABELS_EXTENSION.into(), config: None }],
+            ..Default::default()
+        };
+        assert!(pod_labels(&bad).unwrap_err().contains("no config"));
+    }
 
     /// Protobuf key byte for a length-delimited field (wire type 2), field numbers < 16.
     fn key_len(field: u32) -> u8 {

@@ -127,7 +127,18 @@ fn workload(
         status: if running { WorkloadStatus::Healthy } else { WorkloadStatus::Unhealthy } as i32,
         cluster_id: opts.cluster_id.clone(),
         // The agent binds the pod to its network namespace by this UID, never by its IP.
-        extensions: pod.metadata.uid.as_deref().map(weft_xds::istio::pod_uid_extension).into_iter().collect(),
+        // The labels, for waypoints matching VirtualService `sourceLabels` (by client address).
+        extensions: pod
+            .metadata
+            .uid
+            .as_deref()
+            .map(weft_xds::istio::pod_uid_extension)
+            .into_iter()
+            .chain(
+                (!pod.metadata.labels.is_empty())
+                    .then(|| weft_xds::istio::pod_labels_extension(&pod.metadata.labels)),
+            )
+            .collect(),
         ..Default::default()
     }
 }

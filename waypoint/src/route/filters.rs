@@ -14,7 +14,7 @@ use envoy_types::pb::{
             common::fault::v3::fault_delay,
             http::{
                 fault::v3::{HttpFault, fault_abort},
-                rbac::v3::{Rbac, RbacPerRoute},
+                rbac::v3::RbacPerRoute,
             },
         },
     },
@@ -49,9 +49,9 @@ pub struct Fault {
 pub enum RouteRbac {
     /// RBACPerRoute without `rbac`: the filter is off on this route.
     Disabled,
-    /// The policy that replaces the listener's for this route (the authorization layer
-    /// compiles it).
-    Override(Arc<Rbac>),
+    /// The policy that replaces the listener's for this route: every RBAC filter of the
+    /// chain (they share the filter name the config is keyed by) evaluates it instead.
+    Override(Arc<crate::rbac::Rbac>),
 }
 
 /// The decoded per-filter configs of one level (route or virtual host).
@@ -172,7 +172,11 @@ impl FilterConfigs {
                     let r: RbacPerRoute = decode(&any, &field)?;
                     out.rbac = Some(match r.rbac {
                         None => RouteRbac::Disabled,
-                        Some(rbac) => RouteRbac::Override(Arc::new(rbac)),
+                        Some(rbac) => {
+                            RouteRbac::Override(Arc::new(crate::rbac::Rbac::compile(&rbac).map_err(|e| {
+                                FieldError::invalid(format!("{field}.rbac.{}", e.field), e.reason)
+                            })?))
+                        }
                     });
                 }
                 _ if optional => {}

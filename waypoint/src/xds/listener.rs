@@ -3,13 +3,17 @@
 //! gives it is refused, naming the field.
 
 use super::Refusal;
-use crate::snapshot::{Chain, HttpChain, TcpChain, Terminate};
+use crate::{
+    rbac::Rbac,
+    snapshot::{Chain, HttpChain, TcpChain, Terminate},
+};
 use envoy_types::pb::envoy::{
     config::{
         core::v3::{address, socket_address::PortSpecifier},
         listener::v3::{Filter, Listener, filter::ConfigType, listener::ListenerSpecifier},
     },
     extensions::{
+        filters::http::rbac::v3::Rbac as RbacFilter,
         filters::network::{
             http_connection_manager::v3::{
                 HttpConnectionManager, http_connection_manager::RouteSpecifier, http_filter,
@@ -212,11 +216,29 @@ fn chain(name: &str, filter: &Filter) -> Result<Chain, (String, String)> {
                 }
                 _ => return Err(("typed_config.rds".into(), "an RDS route_config_name is required".into())),
             };
-            let (mut fault, mut rbac, mut router) = (false, false, false);
+            let (mut fault, mut router) = (None, false);
+            let mut rbac = Vec::new();
+            let mut rbac_before_fault = true;
             for (k, f) in hcm.http_filters.iter().enumerate() {
+                if let Some(http_filter::ConfigType::ConfigDiscovery(_)) = &f.config_type {
+                    return Err((
+                        format!("typed_config.http_filters[{k}].config_discovery"),
+                        "ECDS is not supported".into(),
+                    ));
+                }
                 match f.name.as_str() {
-                    FAULT => fault = true,
-                    RBAC => rbac = true,
+                    FAULT => fault = Some(k),
+                    RBAC => {
+                        let field = format!("typed_config.http_filters[{k}].typed_config");
+                        let Some(http_filter::ConfigType::TypedConfig(any)) = &f.config_type else {
+                            return Err((field, "missing".into()));
+                        };
+                        let config: RbacFilter = unpack(any).map_err(|e| (field.clone(), e))?;
+                        let compiled =
+                            Rbac::compile(&config).map_err(|e| (format!("{field}.{}", e.field), e.reason))?;
+                        rbac.push(Arc::new(compiled));
+                        rbac_before_fault &= fault.is_none();
+                    }
                     ROUTER => router = true,
                     SET_FILTER_STATE => {}
                     other if f.is_optional => tracing::debug!(filter = other, "optional HTTP filter ignored"),
@@ -229,12 +251,6 @@ fn chain(name: &str, filter: &Filter) -> Result<Chain, (String, String)> {
                         ));
                     }
                 }
-                if let Some(http_filter::ConfigType::ConfigDiscovery(_)) = &f.config_type {
-                    return Err((
-                        format!("typed_config.http_filters[{k}].config_discovery"),
-                        "ECDS is not supported".into(),
-                    ));
-                }
             }
             if !router {
                 return Err(("typed_config.http_filters".into(), format!("{ROUTER} is required, last")));
@@ -242,8 +258,9 @@ fn chain(name: &str, filter: &Filter) -> Result<Chain, (String, String)> {
             Ok(Chain::Http(HttpChain {
                 name: Arc::from(name),
                 route_config: Arc::from(route_config),
-                fault,
-                rbac,
+                fault: fault.is_some(),
+                rbac: rbac.into(),
+                rbac_before_fault,
             }))
         }
         TCP_PROXY => {

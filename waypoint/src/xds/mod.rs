@@ -27,13 +27,14 @@ use envoy_types::pb::envoy::config::{
 use serde::Serialize;
 use std::{
     collections::{BTreeMap, BTreeSet, HashMap},
-    net::SocketAddr,
+    net::{IpAddr, SocketAddr},
     sync::Arc,
 };
 use tracing::{info, warn};
 use weft_hbone::Identity;
 use weft_xds::{
     client::{AdsClient, ClientConfig, ClientError, ClientTls, Subscriptions, Update},
+    istio::workload::{Address, address},
     type_url,
 };
 
@@ -74,6 +75,32 @@ pub struct Held {
     clusters: BTreeMap<String, (String, cluster::Compiled)>,
     routes: BTreeMap<String, (String, Arc<RouteTable>)>,
     assignments: BTreeMap<String, (String, Vec<(SocketAddr, Identity)>)>,
+    /// istio.workload.Address: the workloads of the mesh (the agents' resource, scoped to
+    /// every proxy), for the labels of a request's client by its address.
+    addresses: BTreeMap<String, (String, Option<ClientWorkload>)>,
+}
+
+/// What the waypoint keeps of a Workload: its addresses and labels (Service addresses and
+/// workloads without labels are kept as None).
+struct ClientWorkload {
+    ips: Vec<IpAddr>,
+    labels: Arc<BTreeMap<String, String>>,
+}
+
+/// A Workload's addresses and `weft.io/pod-labels`.
+fn client_workload(a: &Address) -> Result<Option<ClientWorkload>, String> {
+    let Some(address::Type::Workload(w)) = &a.r#type else { return Ok(None) };
+    let Some(labels) = weft_xds::istio::pod_labels(w)? else { return Ok(None) };
+    let ips = w
+        .addresses
+        .iter()
+        .filter_map(|b| match b.len() {
+            4 => Some(IpAddr::from(<[u8; 4]>::try_from(b.as_slice()).ok()?)),
+            16 => Some(IpAddr::from(<[u8; 16]>::try_from(b.as_slice()).ok()?)),
+            _ => None,
+        })
+        .collect();
+    Ok(Some(ClientWorkload { ips, labels: Arc::new(labels) }))
 }
 
 /// The client settings for `config.xds_address`: wildcard Listener and Cluster, TLS and
@@ -83,7 +110,7 @@ pub fn client_config(config: &Config) -> ClientConfig {
     let mut client = ClientConfig::new(
         &endpoint,
         config.node_id(),
-        vec![type_url::LISTENER.into(), type_url::CLUSTER.into()],
+        vec![type_url::LISTENER.into(), type_url::CLUSTER.into(), type_url::ADDRESS.into()],
     );
     client.tls = endpoint.starts_with("https://").then(|| ClientTls {
         root_cert: config.ca_root_cert.clone(),
@@ -156,6 +183,15 @@ impl Held {
                 "cluster_load_assignment",
                 |c: &ClusterLoadAssignment| cluster::endpoints(c),
             ),
+            type_url::ADDRESS => {
+                apply_type(&mut self.addresses, update, &mut refused, "address", |a: &Address| {
+                    let uid = match &a.r#type {
+                        Some(address::Type::Workload(w)) => w.uid.as_str(),
+                        _ => "",
+                    };
+                    client_workload(a).map_err(|e| Refusal::new("address", uid, "workload.extensions", e))
+                })
+            }
             other => refused.push(Refusal::new("resource", other, "type_url", "not subscribed".into())),
         }
         refused
@@ -211,6 +247,12 @@ impl Held {
                 snapshot.hbone_port = *port;
             }
         }
+        snapshot.workloads = self
+            .addresses
+            .values()
+            .filter_map(|(_, w)| w.as_ref())
+            .flat_map(|w| w.ips.iter().map(|ip| (*ip, w.labels.clone())))
+            .collect();
         snapshot.routes = self.routes.iter().map(|(n, (_, t))| (Arc::from(n.as_str()), t.clone())).collect();
         for (name, (_, c)) in &self.clusters {
             let cluster::Compiled::Eds { settings, service_name } = c else { continue };
@@ -248,6 +290,7 @@ impl Held {
             (type_url::CLUSTER, names(&self.clusters)),
             (type_url::ROUTE, names(&self.routes)),
             (type_url::ENDPOINT, names(&self.assignments)),
+            (type_url::ADDRESS, names(&self.addresses)),
         ])
     }
 }

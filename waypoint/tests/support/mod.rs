@@ -481,13 +481,19 @@ impl Client {
 
     /// One HTTP/1.1 request on a new tunnel to the reviews VIP.
     pub async fn h1(&self, method: &str, path: &str, body: &str) -> Answer {
+        self.h1_with(method, path, &[], body).await
+    }
+
+    /// One HTTP/1.1 request with extra headers on a new tunnel to the reviews VIP.
+    pub async fn h1_with(&self, method: &str, path: &str, headers: &[(&str, &str)], body: &str) -> Answer {
         let stream = self.connect(reviews_vip()).await.expect("CONNECT to the reviews VIP");
         let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await.unwrap();
         tokio::spawn(conn);
-        let req = Request::builder()
-            .method(method)
-            .uri(path)
-            .header("host", "reviews.bookinfo.svc.cluster.local")
+        let req =
+            Request::builder().method(method).uri(path).header("host", "reviews.bookinfo.svc.cluster.local");
+        let req = headers
+            .iter()
+            .fold(req, |req, (k, v)| req.header(*k, *v))
             .body(Full::new(Bytes::from(body.to_owned())))
             .unwrap();
         read(sender.send_request(req).await.expect("HTTP/1.1 response")).await
