@@ -36,6 +36,7 @@
 use crate::{
     body::{Replayable, RequestBody, ResponseBody},
     error::ProxyError,
+    metrics,
     retry::{self, Outcome},
     route::{Action, FaultAbortKind, FormatContext, RequestParts, Selected},
     snapshot::{HttpChain, Snapshot},
@@ -46,7 +47,7 @@ use http::{HeaderMap, HeaderName, HeaderValue, Request, Response, Uri, Version, 
 use http_body::Body;
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
-use std::{net::SocketAddr, sync::Arc, time::Instant};
+use std::{net::SocketAddr, sync::Arc};
 use tracing::debug;
 use weft_hbone::Identity;
 
@@ -79,20 +80,19 @@ const RETRY_BUFFER_LIMIT: u64 = 1 << 20;
 pub async fn serve(
     ctx: Arc<Downstream>,
     mut request: Request<Incoming>,
-) -> Result<Response<ResponseBody>, std::convert::Infallible> {
-    let started = Instant::now();
+) -> Result<Response<metrics::Observed>, std::convert::Infallible> {
+    let head = metrics::RequestHead::of(&ctx, &request);
     request.extensions_mut().insert(ctx.source.clone());
     let snapshot = ctx.shared.snapshot.load_full();
-    let response = match handle(&ctx, &snapshot, request).await {
-        Ok(response) => response,
+    let (response, flag) = match handle(&ctx, &snapshot, request).await {
+        Ok(response) => (response, None),
         Err(error) => {
             debug!(%error, flag = error.response_flag(), "local reply");
-            local_reply(&error)
+            (local_reply(&error), Some(error.response_flag()))
         }
     };
-    // 7. metrics / access log.
-    ctx.shared.metrics.record_response(response.status(), started.elapsed());
-    Ok(response)
+    // 7. metrics / access log: counted when the response body ends.
+    Ok(metrics::observe(&ctx, head, response, flag))
 }
 
 /// Phases 1–6.
