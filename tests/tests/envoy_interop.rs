@@ -313,6 +313,10 @@ fn split_header_match_and_live_switch(test: &str, kind: WaypointKind) -> Result<
     assert_eq!(r["ok"], 200, "{r}");
     assert_eq!(r["versions"]["v2"], 200, "{r}");
     assert_reviews_saw_the_waypoint(&m)?;
+    if kind == WaypointKind::Weft {
+        // Istio's request metrics, as a waypoint reports them: every request so far.
+        assert_requests_counted(waypoint, 20 + 2000 + 200)?;
+    }
 
     // Switch to 100% v3 while traffic flows: within 2 s, and no request fails.
     let to = format!("{VIP}:{PORT}");
@@ -347,6 +351,50 @@ fn split_header_match_and_live_switch(test: &str, kind: WaypointKind) -> Result<
     let (_, syncz) = s.control_plane(&m.nodes[0])?.get("/debug/syncz")?;
     assert!(syncz.contains(m.waypoint.node_id()) && syncz.contains("SYNCED"), "{syncz}");
     assert_accepted_everything(&m.waypoint)?;
+    Ok(())
+}
+
+/// weft-waypoint's `istio_requests_total` (reporter="waypoint") counts `expected` answers
+/// 200 to productpage for the reviews service, over all its series (one per destination
+/// pod's identity). A request is counted when its response body ends, which can be just
+/// after the client has read it: the scrape is repeated until the count is reached or a
+/// few seconds pass, then compared exactly.
+fn assert_requests_counted(waypoint: &Waypoint, expected: u64) -> Result<()> {
+    let wanted = [
+        "reporter=\"waypoint\"".to_owned(),
+        "source_principal=\"spiffe://cluster.local/ns/bookinfo/sa/productpage\"".to_owned(),
+        "source_workload_namespace=\"bookinfo\"".to_owned(),
+        format!("destination_service=\"{HOST}\""),
+        "destination_service_name=\"reviews\"".to_owned(),
+        "destination_service_namespace=\"bookinfo\"".to_owned(),
+        "request_protocol=\"http\"".to_owned(),
+        "response_code=\"200\"".to_owned(),
+        "response_flags=\"-\"".to_owned(),
+        "connection_security_policy=\"mutual_tls\"".to_owned(),
+    ];
+    let count = |text: &str| -> u64 {
+        text.lines()
+            .filter(|l| {
+                l.starts_with("istio_requests_total{") && wanted.iter().all(|w| l.contains(w.as_str()))
+            })
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
+            .sum()
+    };
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let text = loop {
+        let (status, text) = waypoint.admin("/stats/prometheus")?;
+        anyhow::ensure!(status == 200, "/stats/prometheus answered {status}: {text}");
+        if count(&text) >= expected || Instant::now() > deadline {
+            break text;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert_eq!(count(&text), expected, "istio_requests_total of productpage → reviews:\n{text}");
+    let others: Vec<&str> = text
+        .lines()
+        .filter(|l| l.starts_with("istio_requests_total{") && !l.contains("response_code=\"200\""))
+        .collect();
+    assert!(others.is_empty(), "no request failed, none is counted as failed: {others:?}");
     Ok(())
 }
 

@@ -65,6 +65,9 @@ pub async fn start(wiring: Wiring) -> anyhow::Result<Running> {
     let Wiring { config, signer, roots, xds: xds_config } = wiring;
     let identity = Arc::new(WaypointIdentity::new(config.identity()?, roots));
     let shared = Arc::new(Shared::new(identity.clone(), weft_hbone::Settings::default()));
+    if config.access_log {
+        shared.metrics.access_log.store(Some(Arc::new(crate::access_log::AccessLog::stdout())));
+    }
     let hbone = TcpListener::bind(config.hbone_address)
         .await
         .with_context(|| format!("binding the HBONE address {}", config.hbone_address))?;

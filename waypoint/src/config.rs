@@ -71,6 +71,10 @@ pub struct Config {
     pub worker_threads: usize,
     #[arg(long, env = "WEFT_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
+    /// One JSON line per request on stdout, with the fields of Istio's default JSON
+    /// access log format.
+    #[arg(long, env = "WEFT_ACCESS_LOG")]
+    pub access_log: bool,
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum, Serialize)]
@@ -207,6 +211,12 @@ mod tests {
             parse(&["--xds-address", "w:1", "--worker-threads", "0"]),
             Err(ConfigError::ZeroWorkers)
         ));
+    }
+
+    #[test]
+    fn access_log_is_off_unless_asked_for() {
+        assert!(!parse(&["--xds-address", "http://w:1"]).unwrap().access_log);
+        assert!(parse(&["--xds-address", "http://w:1", "--access-log"]).unwrap().access_log);
     }
 
     #[test]

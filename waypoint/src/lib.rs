@@ -19,9 +19,11 @@
 //! | `upstream` | clusters, endpoints, load balancers, HTTP connections over HBONE |
 //! | `body` | request and response bodies (streamed; a copy only for retries) |
 //! | `error` | why a request failed: origin, retry condition, status, response flag |
-//! | `admin`, `metrics` | `/ready`, `/config_dump`, `/stats/prometheus` |
+//! | `admin`, `metrics` | `/ready`, `/config_dump`, `/stats/prometheus` (Istio's request metrics) |
+//! | `access_log` | one JSON line per request on stdout (`--access-log`) |
 #![forbid(unsafe_code)]
 
+pub mod access_log;
 pub mod admin;
 pub mod app;
 pub mod body;

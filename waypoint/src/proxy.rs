@@ -28,9 +28,8 @@
 //!          ─▶ 7. metrics / access log
 //! ```
 //!
-//! Phases read the route engine's compiled route (`route/`); the placeholder there builds
-//! only forward actions with clusters, timeouts and retries, so the fault, redirect, direct
-//! response, rewrite and header phases run for real once the route engine lands.
+//! Phases read the route engine's compiled route (`route/`); metrics are counted when the
+//! response body ends (`metrics.rs`), so a streamed answer's bytes and duration are whole.
 //!
 //! A request reads one config snapshot from start to end (`load_full` once). Nothing on
 //! this path takes a lock (the HTTP/1.1 idle list aside, see `upstream/conn.rs`) or
@@ -40,7 +39,7 @@
 use crate::{
     body::{Replayable, RequestBody, ResponseBody},
     error::ProxyError,
-    mirror, rbac,
+    metrics, mirror, rbac,
     retry::{self, Outcome},
     route::{Action, FaultAbortKind, FormatContext, RequestParts, RouteRbac, Selected},
     snapshot::{HttpChain, Snapshot},
@@ -51,7 +50,7 @@ use http::{HeaderMap, HeaderName, HeaderValue, Request, Response, Uri, Version, 
 use http_body::Body;
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
-use std::{net::SocketAddr, sync::Arc, time::Instant};
+use std::{net::SocketAddr, sync::Arc};
 use tracing::debug;
 use weft_hbone::Identity;
 
@@ -84,20 +83,19 @@ const RETRY_BUFFER_LIMIT: u64 = 1 << 20;
 pub async fn serve(
     ctx: Arc<Downstream>,
     mut request: Request<Incoming>,
-) -> Result<Response<ResponseBody>, std::convert::Infallible> {
-    let started = Instant::now();
+) -> Result<Response<metrics::Observed>, std::convert::Infallible> {
+    let head = metrics::RequestHead::of(&ctx, &request);
     request.extensions_mut().insert(ctx.source.clone());
     let snapshot = ctx.shared.snapshot.load_full();
-    let response = match handle(&ctx, &snapshot, request).await {
-        Ok(response) => response,
+    let (response, flag) = match handle(&ctx, &snapshot, request).await {
+        Ok(response) => (response, None),
         Err(error) => {
             debug!(%error, flag = error.response_flag(), "local reply");
-            local_reply(&error)
+            (local_reply(&error), Some(error.response_flag()))
         }
     };
-    // 7. metrics / access log.
-    ctx.shared.metrics.record_response(response.status(), started.elapsed());
-    Ok(response)
+    // 7. metrics / access log: counted when the response body ends.
+    Ok(metrics::observe(&ctx, head, response, flag))
 }
 
 /// Phases 1–6.

@@ -107,6 +107,11 @@ impl InFlight {
 
     /// Ends the exchange now (the body ended).
     pub fn finish(self) {}
+
+    /// The endpoint answering (for metrics and the access log).
+    pub fn endpoint(&self) -> &Arc<Endpoint> {
+        &self.endpoint
+    }
 }
 
 impl Drop for InFlight {
