@@ -212,7 +212,17 @@ impl Conformance {
         let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
         let (proxy, backends) = match kind {
             ProxyKind::Envoy => {
-                let (arm, backends) = envoy::EnvoyArm::start(&t, &runtime)?;
+                // The listener and admin ports are picked free and then handed to Envoy, so
+                // a test running alongside may take one in between: try again on that.
+                let mut attempt = 1;
+                let (arm, backends) = loop {
+                    match envoy::EnvoyArm::start(&t, &runtime) {
+                        Err(e) if attempt < 3 && format!("{e:#}").contains("Address already in use") => {
+                            attempt += 1;
+                        }
+                        other => break other?,
+                    }
+                };
                 (Proxy::Envoy(arm), backends)
             }
             ProxyKind::Weft => {
