@@ -15,8 +15,9 @@
 //!   `weft-hbone-probe`, an HBONE client or server presenting them.
 //! - [`envoy`] and [`waypoint`]: a real Envoy, and a waypoint of either kind (Envoy or
 //!   `weft-waypoint`) fed by weftd.
-//! - [`route_conformance`]: weftd's waypoint translation of some YAML run by a real Envoy as
-//!   static config against local test backends (no network namespaces).
+//! - [`route_conformance`]: weftd's waypoint translation of some YAML run by a real Envoy
+//!   (static config) and by weft-waypoint (in process, over ADS and HBONE) against local
+//!   test backends (no network namespaces).
 //! - [`benchmark`]: `cargo xtask bench`'s measurements; [`demo`]: `cargo xtask demo`.
 //!
 //! The tiers of Weft's tests and how to run them are in `tests/README.md`.

@@ -41,7 +41,7 @@ use crate::{
     error::ProxyError,
     metrics, mirror, rbac,
     retry::{self, Outcome},
-    route::{Action, FaultAbortKind, FormatContext, RequestParts, RouteRbac, Selected},
+    route::{Action, FaultAbortKind, FormatContext, HostRewrite, RequestParts, RouteRbac, Selected},
     snapshot::{HttpChain, Snapshot},
     state::Shared,
     upstream::{Cluster, InFlight, Result5xx, UpstreamProtocol, conn},
@@ -111,7 +111,7 @@ async fn handle(
     let source = &ctx.source;
 
     // Phases 1–4 decide while the request head is borrowed; nothing is changed yet.
-    let (route, action, picked, hash) = {
+    let (route, action, picked, hash, set_cookie) = {
         let mut req = RequestParts::new(&parts, source.addr);
         req.identity = Some(&source.principal);
         req.source_namespace = Some(source.identity.namespace());
@@ -167,7 +167,10 @@ async fn handle(
             }
             Action::Forward(action) => action,
         };
-        (route, action, action.pick_cluster(&req), route.hash_key(&req))
+        // A cookie policy with a ttl hashes a made-up value when the request has no
+        // cookie, and the response sets it (Envoy's `makeSetCookieValue`).
+        let set_cookie = action.hash_policy.iter().find_map(|p| p.cookie_to_set(&req));
+        (route, action, action.pick_cluster(&req), route.hash_key(&req), set_cookie)
     };
 
     // 5. Forward.
@@ -183,6 +186,7 @@ async fn handle(
     if let Some(rewrite) = &action.rewrite {
         parts.uri = rewrite.apply(&parts.uri);
     }
+    rewrite_host(&mut parts, picked.host_rewrite.as_ref(), action.host_rewrite.as_ref());
     let format = FormatContext {
         downstream: source.addr,
         peer_identity: Some(&source.principal),
@@ -205,6 +209,9 @@ async fn handle(
     // 6. Response header mutations.
     strip_hop_by_hop(response.headers_mut());
     route.mutate_response_headers(Some(picked), response.headers_mut(), &format);
+    if let Some(cookie) = set_cookie {
+        response.headers_mut().append(header::SET_COOKIE, cookie.set_cookie);
+    }
     Ok(response)
 }
 
@@ -461,6 +468,31 @@ impl Host {
             Host::Header(h) => h.to_str().unwrap_or(""),
             Host::None => "",
         }
+    }
+}
+
+/// The route's host rewrite (a weighted cluster's own first, as Envoy), before the head
+/// is fitted to the upstream's version: the `:authority` if the request has one, else
+/// `Host`. `auto_host_rewrite` keeps the host: endpoints are pods, which have no hostname
+/// (Envoy then leaves it as well); a path-regex host rewrite is not applied yet.
+fn rewrite_host(parts: &mut Parts, cluster: Option<&HeaderValue>, route: Option<&HostRewrite>) {
+    let value = match (cluster, route) {
+        (Some(literal), _) | (None, Some(HostRewrite::Literal(literal))) => literal.clone(),
+        (None, Some(HostRewrite::Header(name))) => match parts.headers.get(name) {
+            Some(v) => v.clone(),
+            None => return,
+        },
+        _ => return,
+    };
+    if parts.uri.authority().is_some() {
+        let Ok(authority) = http::uri::Authority::try_from(value.as_bytes()) else { return };
+        let mut uri = parts.uri.clone().into_parts();
+        uri.authority = Some(authority);
+        if let Ok(rebuilt) = Uri::from_parts(uri) {
+            parts.uri = rebuilt;
+        }
+    } else {
+        parts.headers.insert(header::HOST, value);
     }
 }
 
