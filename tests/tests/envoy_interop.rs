@@ -108,14 +108,16 @@ fn http(client: &Pod, extra: &[&str], timeout: Duration) -> Result<Value> {
     Ok(r.json)
 }
 
-/// The bed: productpage on n1 (with weftd), reviews v1/v2/v3 on n2, the waypoint's pod on
-/// n3; every pod of bookinfo enrolled but the waypoint's (`istio.io/dataplane-mode=none`,
+/// The bed: productpage and details on n1 (with weftd), reviews v1/v2/v3 on n2, the
+/// waypoint's pod on n3; every pod of bookinfo enrolled but the waypoint's (`istio.io/dataplane-mode=none`,
 /// as Istio labels it), the namespace's services sent to the waypoint.
 struct Mesh {
     /// Keeps the bed (and so every process in it) alive.
     s: Scenario,
     nodes: [Node; 3],
     client: Pod,
+    /// A second client, labelled `app: details` (for `sourceLabels`).
+    details: Pod,
     reviews: Vec<Pod>,
     /// The agents of n1, n2 and n3.
     agents: Vec<Agent>,
@@ -127,6 +129,7 @@ fn mesh(test: &str, kind: WaypointKind, default_route: &str) -> Result<Mesh> {
     let mut s = Scenario::new(test)?;
     let nodes = [s.bed.node("n1")?, s.bed.node("n2")?, s.bed.node("n3")?];
     let client = s.bed.pod(&nodes[0], "bookinfo", "productpage")?;
+    let details = s.bed.pod(&nodes[0], "bookinfo", "details")?;
     let reviews: Vec<Pod> = ["v1", "v2", "v3"]
         .iter()
         .map(|v| s.bed.pod(&nodes[1], "bookinfo", &format!("reviews-{v}")))
@@ -137,6 +140,7 @@ fn mesh(test: &str, kind: WaypointKind, default_route: &str) -> Result<Mesh> {
         ns.labels.insert("istio.io/use-waypoint".into(), "waypoint".into());
     }
     s.config.pod(&client, "bookinfo", &[("app", "productpage")], &[]);
+    s.config.pod(&details, "bookinfo", &[("app", "details")], &[]);
     for (pod, v) in reviews.iter().zip(["v1", "v2", "v3"]) {
         s.config.pod(pod, "bookinfo", &[("app", "reviews"), ("version", v)], &[PORT]);
     }
@@ -150,7 +154,7 @@ fn mesh(test: &str, kind: WaypointKind, default_route: &str) -> Result<Mesh> {
     s.write_kubernetes_yaml("reviews.yaml", MESH)?;
     s.write_kubernetes_yaml("reviews-vs.yaml", &virtual_service(default_route))?;
     let agents = vec![s.agent(&nodes[0])?, s.agent(&nodes[1])?, s.agent(&nodes[2])?];
-    agents[0].wait_enrolled(&["productpage"], Duration::from_secs(10))?;
+    agents[0].wait_enrolled(&["productpage", "details"], Duration::from_secs(10))?;
     agents[1].wait_enrolled(&["reviews-v1", "reviews-v2", "reviews-v3"], Duration::from_secs(10))?;
     agents[2].wait_enrolled(&[], Duration::from_secs(10))?;
     let servers = reviews
@@ -166,7 +170,7 @@ fn mesh(test: &str, kind: WaypointKind, default_route: &str) -> Result<Mesh> {
         Some(envoy) => wait_for_endpoints(envoy)?,
         None => wait_for_weft_endpoints(&waypoint)?,
     }
-    Ok(Mesh { s, nodes, client, reviews, agents, waypoint, _servers: servers })
+    Ok(Mesh { s, nodes, client, details, reviews, agents, waypoint, _servers: servers })
 }
 
 /// Waits until Envoy holds weftd's whole waypoint: its three listeners, the two HBONE
@@ -578,18 +582,19 @@ spec:
 "#;
 
 #[test]
-fn envoy_waypoint_denies_by_authorization_policy() -> Result<()> {
-    authorization_policy_denies("envoy_authz", WaypointKind::Envoy)
+fn envoy_waypoint_denies_by_authorization_policy_and_ignores_source_labels() -> Result<()> {
+    authorization_policy_then_source_labels("envoy_authz", WaypointKind::Envoy)
 }
 
 #[test]
-fn weft_waypoint_denies_by_authorization_policy() -> Result<()> {
-    authorization_policy_denies("weft_authz", WaypointKind::Weft)
+fn weft_waypoint_denies_by_authorization_policy_and_routes_by_source_labels() -> Result<()> {
+    authorization_policy_then_source_labels("weft_authz", WaypointKind::Weft)
 }
 
 /// weftd's RBAC filters (L7 AuthorizationPolicy bound to the waypoint): `/admin` answers
-/// 403 from the waypoint, other paths still reach the pods.
-fn authorization_policy_denies(test: &str, kind: WaypointKind) -> Result<()> {
+/// 403 from the waypoint, other paths still reach the pods; then [`source_labels`] on the
+/// same bed.
+fn authorization_policy_then_source_labels(test: &str, kind: WaypointKind) -> Result<()> {
     let m = mesh(test, kind, ALL_V3)?;
     m.s.write_kubernetes_yaml("deny-admin.yaml", DENY_ADMIN)?;
     // The policy travels weftd → waypoint asynchronously: wait for its first refusal.
@@ -610,5 +615,35 @@ fn authorization_policy_denies(test: &str, kind: WaypointKind) -> Result<()> {
     assert_eq!(r["statuses"]["403"], 20, "{r}");
     let r = http(&m.client, &["--count", "20", "--path", "/reviews"], Duration::from_secs(60))?;
     assert_eq!(r["versions"]["v3"], 20, "{r}\n{}", m.waypoint.stderr());
+    assert_accepted_everything(&m.waypoint)?;
+    source_labels(&m, kind)
+}
+
+/// VirtualService `sourceLabels` on the same bed: productpage (`app: productpage`) to v2,
+/// everyone else to v1. weft-waypoint knows each client's labels (its workload, by the
+/// address its HBONE identity came from) and honours the match; a stock Envoy waypoint
+/// leaves the sourceLabels match out (Istio's waypointInboundRoute), so productpage gets
+/// v1 like any client.
+fn source_labels(m: &Mesh, kind: WaypointKind) -> Result<()> {
+    let by_source = "    - match: [{ sourceLabels: { app: productpage } }]\n      route: [{ destination: { host: reviews, subset: v2 } }]\n    - route: [{ destination: { host: reviews, subset: v1 } }]\n";
+    m.s.write_kubernetes_yaml("reviews-vs.yaml", &virtual_service(by_source))?;
+    // The catch-all moved from v3 to v1: once details sees v1, the new table is in force.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let r = http(&m.details, &["--count", "1"], Duration::from_secs(20))?;
+        if r["versions"]["v1"] == 1 {
+            break;
+        }
+        anyhow::ensure!(Instant::now() < deadline, "{kind:?} never took the new routes: {r}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let details = http(&m.details, &["--count", "20"], Duration::from_secs(60))?;
+    assert_eq!(details["versions"]["v1"], 20, "details matches no sourceLabels: {details}");
+    let productpage = http(&m.client, &["--count", "20"], Duration::from_secs(60))?;
+    let expected = match kind {
+        WaypointKind::Weft => "v2",
+        WaypointKind::Envoy => "v1",
+    };
+    assert_eq!(productpage["versions"][expected], 20, "{kind:?}: {productpage}\n{}", m.waypoint.stderr());
     assert_accepted_everything(&m.waypoint)
 }

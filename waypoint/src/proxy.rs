@@ -87,11 +87,12 @@ pub async fn serve(
     let head = metrics::RequestHead::of(&ctx, &request);
     request.extensions_mut().insert(ctx.source.clone());
     let snapshot = ctx.shared.snapshot.load_full();
-    let (response, flag) = match handle(&ctx, &snapshot, request).await {
-        Ok(response) => (response, None),
+    let mut injected = Injected::None;
+    let (response, flag) = match handle(&ctx, &snapshot, request, &mut injected).await {
+        Ok(response) => (response, injected.flag(None)),
         Err(error) => {
             debug!(%error, flag = error.response_flag(), "local reply");
-            (local_reply(&error), Some(error.response_flag()))
+            (local_reply(&error), injected.flag(Some(error.response_flag())))
         }
     };
     // 7. metrics / access log: counted when the response body ends.
@@ -103,6 +104,7 @@ async fn handle(
     ctx: &Downstream,
     snapshot: &Snapshot,
     request: Request<Incoming>,
+    injected: &mut Injected,
 ) -> Result<Response<ResponseBody>, ProxyError> {
     let crate::snapshot::Chain::Http(chain) = &*ctx.chain else {
         unreachable!("inbound.rs hands only HTTP chains to the HTTP path")
@@ -140,11 +142,13 @@ async fn handle(
             if let Some((delay, share)) = fault.delay
                 && share.sample(fastrand::u64(..))
             {
+                *injected = Injected::Delay;
                 tokio::time::sleep(delay).await;
             }
             if let Some((abort, share)) = fault.abort
                 && share.sample(fastrand::u64(..))
             {
+                *injected = injected.and_abort();
                 return Ok(fault_abort(abort));
             }
         }
@@ -234,6 +238,50 @@ fn authorize(
     match verdict {
         rbac::Verdict::Allowed => Ok(()),
         rbac::Verdict::Denied(policy) => Err(ProxyError::Denied { policy }),
+    }
+}
+
+/// What the fault filter did to a request, for its response flags (Envoy's DI and FI, which
+/// Istio's metrics and access log carry as `response_flags`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Injected {
+    None,
+    Delay,
+    Abort,
+    DelayAndAbort,
+}
+
+impl Injected {
+    fn and_abort(self) -> Injected {
+        match self {
+            Injected::Delay | Injected::DelayAndAbort => Injected::DelayAndAbort,
+            Injected::None | Injected::Abort => Injected::Abort,
+        }
+    }
+
+    /// The request's `%RESPONSE_FLAGS%`: the fault's flags joined to `other` (the local
+    /// reply's) in Envoy's fixed order, where the upstream flags come before DI and FI.
+    /// Static strings, so a flag costs no allocation.
+    fn flag(self, other: Option<&'static str>) -> Option<&'static str> {
+        let other = other.filter(|f| *f != "-");
+        match (self, other) {
+            (Injected::None, other) => other,
+            (Injected::Abort, None) => Some("FI"),
+            (Injected::DelayAndAbort, None) => Some("DI,FI"),
+            (Injected::Delay, None) => Some("DI"),
+            // An abort answers at once: no other flag can join it.
+            (Injected::Abort | Injected::DelayAndAbort, Some(f)) => Some(f),
+            (Injected::Delay, Some(f)) => Some(match f {
+                "UH" => "UH,DI",
+                "UT" => "UT,DI",
+                "UF" => "UF,DI",
+                "UC" => "UC,DI",
+                "UO" => "UO,DI",
+                "NC" => "DI,NC",
+                "DC" => "DI,DC",
+                other => other,
+            }),
+        }
     }
 }
 
@@ -583,5 +631,18 @@ mod tests {
         // 4,504 bytes when written: hyper's send futures (~1.5 KiB), the retry loop's
         // state, and the two timeouts around them.
         assert!(size <= 5 * 1024, "the request future grew to {size} bytes");
+    }
+
+    /// Envoy's flag strings: DI and FI after the upstream flags, before NC and DC.
+    #[test]
+    fn fault_flags_join_the_local_replys_in_envoys_order() {
+        assert_eq!(Injected::None.flag(None), None);
+        assert_eq!(Injected::None.flag(Some("UF")), Some("UF"));
+        assert_eq!(Injected::Delay.flag(None), Some("DI"));
+        assert_eq!(Injected::None.and_abort().flag(None), Some("FI"));
+        assert_eq!(Injected::Delay.and_abort().flag(None), Some("DI,FI"));
+        assert_eq!(Injected::Delay.flag(Some("UT")), Some("UT,DI"));
+        assert_eq!(Injected::Delay.flag(Some("NC")), Some("DI,NC"));
+        assert_eq!(Injected::Delay.flag(Some("-")), Some("DI"), "a denial sets no flag of its own");
     }
 }

@@ -273,6 +273,18 @@ impl Conformance {
             Proxy::Weft(_) => bail!("weft-waypoint has no Envoy statistic {name}"),
         }
     }
+
+    /// How many requests to `service` (`name.namespace`) the fault filter delayed: Envoy's
+    /// `http.HOST.fault.delays_injected`, or, on weft-waypoint, its `istio_requests_total`
+    /// for that destination with the response flag DI (Envoy's flag for the same event,
+    /// which Istio's metrics carry).
+    pub fn fault_delays(&self, service: &str) -> Result<u64> {
+        let host = format!("{service}.svc.cluster.local");
+        match &self.proxy {
+            Proxy::Envoy(e) => e.stat(&format!("http.{host}.fault.delays_injected")),
+            Proxy::Weft(w) => Ok(w.requests_flagged(&host, "DI")),
+        }
+    }
 }
 
 /// One HTTP/1.1 request on a new connection to 127.0.0.1:`port`.
