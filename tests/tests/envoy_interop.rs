@@ -24,7 +24,7 @@ use std::{
 };
 use weft_tests::{
     Node, Pod,
-    agent::Agent,
+    agent::{Agent, sum_samples},
     envoy::{Envoy, EnvoyNode},
     scenario::{self, Scenario},
     waypoint::{self, GATEWAY_NAME_LABEL, Waypoint, WaypointKind},
@@ -365,25 +365,18 @@ fn split_header_match_and_live_switch(test: &str, kind: WaypointKind) -> Result<
 /// few seconds pass, then compared exactly.
 fn assert_requests_counted(waypoint: &Waypoint, expected: u64) -> Result<()> {
     let wanted = [
-        "reporter=\"waypoint\"".to_owned(),
-        "source_principal=\"spiffe://cluster.local/ns/bookinfo/sa/productpage\"".to_owned(),
-        "source_workload_namespace=\"bookinfo\"".to_owned(),
-        format!("destination_service=\"{HOST}\""),
-        "destination_service_name=\"reviews\"".to_owned(),
-        "destination_service_namespace=\"bookinfo\"".to_owned(),
-        "request_protocol=\"http\"".to_owned(),
-        "response_code=\"200\"".to_owned(),
-        "response_flags=\"-\"".to_owned(),
-        "connection_security_policy=\"mutual_tls\"".to_owned(),
+        ("reporter", "waypoint"),
+        ("source_principal", "spiffe://cluster.local/ns/bookinfo/sa/productpage"),
+        ("source_workload_namespace", "bookinfo"),
+        ("destination_service", HOST),
+        ("destination_service_name", "reviews"),
+        ("destination_service_namespace", "bookinfo"),
+        ("request_protocol", "http"),
+        ("response_code", "200"),
+        ("response_flags", "-"),
+        ("connection_security_policy", "mutual_tls"),
     ];
-    let count = |text: &str| -> u64 {
-        text.lines()
-            .filter(|l| {
-                l.starts_with("istio_requests_total{") && wanted.iter().all(|w| l.contains(w.as_str()))
-            })
-            .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
-            .sum()
-    };
+    let count = |text: &str| sum_samples(text, "istio_requests_total", &wanted);
     let deadline = Instant::now() + Duration::from_secs(10);
     let text = loop {
         let (status, text) = waypoint.admin("/stats/prometheus")?;

@@ -110,16 +110,13 @@ pub struct Labels<'a> {
 
 impl Labels<'_> {
     /// 128 bits of two differently seeded hashes: equal label values give equal keys,
-    /// and two label sets colliding is beyond concern.
+    /// and two label sets colliding is beyond concern. The identities are hashed by their
+    /// parts, which determine the principal rendered from them, so nothing is formatted.
     fn fingerprint(&self) -> u128 {
         let one = |seed: u8| {
             let mut h = DefaultHasher::new();
-            seed.hash(&mut h);
-            let mut w = HashWriter(&mut h);
-            let _ = write!(w, "{}", Shown(self.source));
-            self.chain.hash(w.0);
-            let _ = write!(w, "{}", Shown(self.destination));
-            (self.grpc, self.code, self.grpc_status, self.flag).hash(w.0);
+            (seed, self.source, self.chain, self.destination).hash(&mut h);
+            (self.grpc, self.code, self.grpc_status, self.flag).hash(&mut h);
             h.finish()
         };
         (u128::from(one(0)) << 64) | u128::from(one(1))
@@ -185,28 +182,6 @@ pub fn service_of(chain: &str) -> (&str, &str, &str) {
     let name = labels.next().unwrap_or("unknown");
     let namespace = labels.next().unwrap_or("unknown");
     (host, name, namespace)
-}
-
-/// Shows an optional identity, `unknown` for none (for hashing without allocating).
-struct Shown<'a>(Option<&'a weft_hbone::Identity>);
-
-impl std::fmt::Display for Shown<'_> {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self.0 {
-            Some(i) => write!(f, "{i}"),
-            None => f.write_str("-"),
-        }
-    }
-}
-
-/// Feeds formatted text into a hasher.
-struct HashWriter<'a>(&'a mut DefaultHasher);
-
-impl std::fmt::Write for HashWriter<'_> {
-    fn write_str(&mut self, s: &str) -> std::fmt::Result {
-        self.0.write(s.as_bytes());
-        Ok(())
-    }
 }
 
 /// Prometheus label value escaping: backslash, double quote, newline.

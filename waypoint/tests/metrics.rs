@@ -103,14 +103,7 @@ async fn requests_are_counted_by_istio_labels() {
         let client = client.clone();
         async move { client.h1("GET", "/narrow?sleep=300", "").await }
     });
-    mesh.wait_for("the slow request to be in flight", |m| {
-        m.waypoint.shared.snapshot.load().clusters[NARROW]
-            .stats
-            .active_requests
-            .load(std::sync::atomic::Ordering::Relaxed)
-            == 1
-    })
-    .await;
+    mesh.wait_in_flight(NARROW, 1).await;
     let a = mesh.client.h1("GET", "/narrow?id=second", "").await;
     assert_eq!(a.status, StatusCode::SERVICE_UNAVAILABLE);
     assert_eq!(slow.await.unwrap().status, StatusCode::OK);

@@ -161,14 +161,7 @@ async fn the_max_requests_breaker_answers_overflow_at_once() {
         let client = client.clone();
         async move { client.h2("GET", "/narrow?sleep=1500", "").await }
     });
-    mesh.wait_for("the slow request to be in flight", |m| {
-        m.waypoint.shared.snapshot.load().clusters[NARROW]
-            .stats
-            .active_requests
-            .load(std::sync::atomic::Ordering::Relaxed)
-            == 1
-    })
-    .await;
+    mesh.wait_in_flight(NARROW, 1).await;
     let a = mesh.client.h2("GET", "/narrow?id=second", "").await;
     assert_eq!(a.status, StatusCode::SERVICE_UNAVAILABLE);
     assert_eq!(a.body, "upstream connect error or disconnect/reset before headers. reset reason: overflow");

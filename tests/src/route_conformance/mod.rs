@@ -274,10 +274,10 @@ impl Conformance {
         }
     }
 
-    /// How many requests to `service` (`name.namespace`) the fault filter delayed: Envoy's
-    /// `http.HOST.fault.delays_injected`, or, on weft-waypoint, its `istio_requests_total`
-    /// for that destination with the response flag DI (Envoy's flag for the same event,
-    /// which Istio's metrics carry).
+    /// How many requests to `service` (`name.namespace`) the fault filter delayed and then
+    /// answered without another flag: Envoy's `http.HOST.fault.delays_injected`, or, on
+    /// weft-waypoint, its `istio_requests_total` for that destination with response flags
+    /// `DI` (Envoy's flag for the same event, which Istio's metrics carry).
     pub fn fault_delays(&self, service: &str) -> Result<u64> {
         let host = format!("{service}.svc.cluster.local");
         match &self.proxy {

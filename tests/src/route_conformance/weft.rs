@@ -365,24 +365,15 @@ impl WeftArm {
         Ok(cert)
     }
 
-    /// The waypoint's `istio_requests_total` summed over the series for destination
-    /// service `host` whose response flags include `flag`.
-    pub(super) fn requests_flagged(&self, host: &str, flag: &str) -> u64 {
-        let service = format!("destination_service=\"{host}\"");
-        self.waypoint
-            .shared
-            .metrics
-            .render()
-            .lines()
-            .filter(|l| l.starts_with("istio_requests_total{") && l.contains(&service))
-            .filter(|l| {
-                l.split("response_flags=\"")
-                    .nth(1)
-                    .and_then(|v| v.split('"').next())
-                    .is_some_and(|flags| flags.split(',').any(|f| f == flag))
-            })
-            .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
-            .sum()
+    /// The waypoint's `istio_requests_total` for destination service `host` with response
+    /// flags `flags`.
+    pub(super) fn requests_flagged(&self, host: &str, flags: &str) -> u64 {
+        let text = self.waypoint.shared.metrics.render();
+        crate::agent::sum_samples(
+            &text,
+            "istio_requests_total",
+            &[("destination_service", host), ("response_flags", flags)],
+        )
     }
 
     /// Sends `req` to `host` (the service's FQDN) through an HBONE CONNECT to its VIP:PORT.

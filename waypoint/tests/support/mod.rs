@@ -430,6 +430,18 @@ impl Mesh {
         }
     }
 
+    /// Waits until `cluster` has `n` requests in flight (its max_requests breaker's count).
+    pub async fn wait_in_flight(&self, cluster: &str, n: u32) {
+        self.wait_for(&format!("{n} request(s) in flight on {cluster}"), |m| {
+            m.waypoint.shared.snapshot.load().clusters[cluster]
+                .stats
+                .active_requests
+                .load(std::sync::atomic::Ordering::Relaxed)
+                == n
+        })
+        .await;
+    }
+
     /// GET on the waypoint's admin endpoint.
     pub async fn admin(&self, path: &str) -> (StatusCode, String) {
         let tcp = tokio::net::TcpStream::connect(self.waypoint.admin_address).await.unwrap();
