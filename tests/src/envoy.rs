@@ -115,6 +115,11 @@ impl Envoy {
         }
     }
 
+    /// Envoy's process id.
+    pub fn pid(&self) -> u32 {
+        self.proc.pid()
+    }
+
     /// GET on Envoy's admin endpoint inside its pod: (status, body).
     pub fn admin(&self, path: &str) -> Result<(u16, String)> {
         let path = path.to_owned();

@@ -18,7 +18,8 @@
 //! - [`route_conformance`]: weftd's waypoint translation of some YAML run by a real Envoy
 //!   (static config) and by weft-waypoint (in process, over ADS and HBONE) against local
 //!   test backends (no network namespaces).
-//! - [`benchmark`]: `cargo xtask bench`'s measurements; [`demo`]: `cargo xtask demo`.
+//! - [`benchmark`]: `cargo xtask bench`'s data-path measurements; [`wpbench`]: its waypoint
+//!   benchmark (Envoy against weft-waypoint); [`demo`]: `cargo xtask demo`.
 //!
 //! The tiers of Weft's tests and how to run them are in `tests/README.md`.
 
@@ -41,5 +42,6 @@ pub mod testapp;
 pub mod waypoint;
 pub mod weftd;
 pub mod wire;
+pub mod wpbench;
 
 pub use bed::{Node, Pod, Proc, Signal, TestBed};

@@ -42,6 +42,14 @@ enum Proxy {
     Weft(Proc),
 }
 
+/// How a waypoint is started, beyond its kind.
+#[derive(Debug, Clone, Default)]
+pub struct WaypointOptions {
+    /// weft-waypoint's `--worker-threads` (its default when `None`). Envoy always runs
+    /// with `--concurrency 1`, one worker thread.
+    pub worker_threads: Option<usize>,
+}
+
 /// A running waypoint.
 pub struct Waypoint {
     kind: WaypointKind,
@@ -67,6 +75,18 @@ impl Waypoint {
         gateway: &str,
         weftd: &Weftd,
         dir: &Path,
+    ) -> Result<Waypoint> {
+        Self::start_with(kind, pod, gateway, weftd, dir, &WaypointOptions::default())
+    }
+
+    /// As [`Waypoint::start`], with options.
+    pub fn start_with(
+        kind: WaypointKind,
+        pod: &Pod,
+        gateway: &str,
+        weftd: &Weftd,
+        dir: &Path,
+        options: &WaypointOptions,
     ) -> Result<Waypoint> {
         let ns = pod.namespace();
         let node_id = node_id(pod);
@@ -111,6 +131,9 @@ impl Waypoint {
                     .arg("--admin-address")
                     .arg(ADMIN_ADDR)
                     .env("RUST_LOG", std::env::var("WEFT_WAYPOINT_LOG").unwrap_or_else(|_| "info".into()));
+                if let Some(n) = options.worker_threads {
+                    cmd.arg("--worker-threads").arg(n.to_string());
+                }
                 Proxy::Weft(pod.spawn(cmd)?)
             }
         };
@@ -155,6 +178,14 @@ impl Waypoint {
 
     pub fn pod(&self) -> &Pod {
         &self.pod
+    }
+
+    /// The proxy's process id (for its CPU time and memory in /proc).
+    pub fn pid(&self) -> u32 {
+        match &self.proxy {
+            Proxy::Envoy(e) => e.pid(),
+            Proxy::Weft(p) => p.pid(),
+        }
     }
 
     /// The Envoy, when the waypoint is one (for its stats and config dump).

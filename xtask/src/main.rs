@@ -5,8 +5,8 @@
 //! - `test [-- FILTER…]`: setup, build every binary, run every test as root, and fail if
 //!   any test was skipped.
 //! - `demo`: setup, build release, run the two-node mesh demo until Ctrl-C.
-//! - `bench`: setup, build release, run the benchmarks (data path, then control plane) and
-//!   record BENCHMARKS.md.
+//! - `bench`: setup, build release, run the benchmarks (data path, waypoint against Envoy,
+//!   control plane) and record BENCHMARKS.md.
 
 mod setup;
 
@@ -31,7 +31,10 @@ fn main() -> Result<()> {
             eprintln!("  test [-- <cargo test args>]   all tests (root), fails if any test was skipped");
             eprintln!("  demo                          two-node mesh on this machine, Ctrl-C to stop");
             eprintln!(
-                "  bench [ARGS] [--cp ARGS]      data-path, then control plane benchmarks; writes BENCHMARKS.md"
+                "  bench [ARGS] [--wp ARGS] [--cp ARGS]  data-path, waypoint, then control plane benchmarks;"
+            );
+            eprintln!(
+                "                                writes BENCHMARKS.md; --waypoint-only: the waypoint one alone"
             );
             if task == "help" { Ok(()) } else { bail!("unknown task {task:?}") }
         }
@@ -140,28 +143,81 @@ fn demo(args: &[String]) -> Result<()> {
     run(Command::new(release_bin("weft-demo")).args(args).env("WEFT_BIN_DIR", release_bin("")))
 }
 
-/// `bench [DATA-PATH ARGS] [--cp CONTROL-PLANE ARGS]`: the data-path benchmark (weft-bench),
-/// then the control plane one (weft-cp-bench); each records its own table in BENCHMARKS.md.
+/// `bench [--waypoint-only] [DATA-PATH ARGS] [--wp WAYPOINT ARGS] [--cp CONTROL-PLANE ARGS]`:
+/// the data-path benchmark (weft-bench), the waypoint one (weft-wp-bench: Envoy against
+/// weft-waypoint), then the control plane one (weft-cp-bench); each records its own table in
+/// BENCHMARKS.md. `--waypoint-only` runs the waypoint benchmark alone.
 fn bench(args: &[String]) -> Result<()> {
     require_root("bench")?;
     setup::run()?;
     run(cargo().args(["build", "--release", "--bins"]))?;
-    let (data_path, control_plane) = match args.iter().position(|a| a == "--cp") {
-        Some(i) => (&args[..i], &args[i + 1..]),
-        None => (args, &[][..]),
-    };
+    let waypoint_only = args.iter().any(|a| a == "--waypoint-only");
+    let args: Vec<String> = args.iter().filter(|a| *a != "--waypoint-only").cloned().collect();
+    let sections = bench_sections(&args);
     let benchmarks = workspace_root().join("BENCHMARKS.md");
-    run(Command::new(release_bin("weft-bench"))
+    let bin_dir = release_bin("");
+    if !waypoint_only {
+        run(Command::new(release_bin("weft-bench"))
+            .arg("--write")
+            .arg(&benchmarks)
+            .args(sections.data_path)
+            .env("WEFT_BIN_DIR", &bin_dir))?;
+    }
+    run(Command::new(release_bin("weft-wp-bench"))
         .arg("--write")
         .arg(&benchmarks)
-        .args(data_path)
-        .env("WEFT_BIN_DIR", release_bin("")))?;
-    run(Command::new(release_bin("weft-cp-bench")).arg("--write").arg(&benchmarks).args(control_plane))
+        .args(sections.waypoint)
+        .env("WEFT_BIN_DIR", &bin_dir))?;
+    if !waypoint_only {
+        run(Command::new(release_bin("weft-cp-bench"))
+            .arg("--write")
+            .arg(&benchmarks)
+            .args(sections.control_plane))?;
+    }
+    Ok(())
+}
+
+/// The arguments of each benchmark: those before the first section flag are the data
+/// path's; `--wp` and `--cp` start the waypoint's and the control plane's.
+struct BenchSections<'a> {
+    data_path: &'a [String],
+    waypoint: &'a [String],
+    control_plane: &'a [String],
+}
+
+fn bench_sections(args: &[String]) -> BenchSections<'_> {
+    let mut sections = BenchSections { data_path: &[], waypoint: &[], control_plane: &[] };
+    let starts: Vec<usize> =
+        args.iter().enumerate().filter(|(_, a)| *a == "--wp" || *a == "--cp").map(|(i, _)| i).collect();
+    sections.data_path = &args[..starts.first().copied().unwrap_or(args.len())];
+    for (n, &i) in starts.iter().enumerate() {
+        let end = starts.get(n + 1).copied().unwrap_or(args.len());
+        let part = &args[i + 1..end];
+        if args[i] == "--wp" {
+            sections.waypoint = part;
+        } else {
+            sections.control_plane = part;
+        }
+    }
+    sections
 }
 
 #[cfg(test)]
 mod tests {
-    use super::count_before;
+    use super::{bench_sections, count_before};
+
+    #[test]
+    fn splits_bench_arguments_into_sections() {
+        let args: Vec<String> = ["--latency-runs", "3", "--cp", "--services", "10", "--wp", "--secs", "5"]
+            .map(String::from)
+            .to_vec();
+        let s = bench_sections(&args);
+        assert_eq!(s.data_path, ["--latency-runs", "3"]);
+        assert_eq!(s.control_plane, ["--services", "10"]);
+        assert_eq!(s.waypoint, ["--secs", "5"]);
+        let none = bench_sections(&[]);
+        assert!(none.data_path.is_empty() && none.waypoint.is_empty() && none.control_plane.is_empty());
+    }
 
     #[test]
     fn reads_cargo_test_summaries() {
