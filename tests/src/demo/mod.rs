@@ -265,7 +265,8 @@ pub fn run() -> Result<Demo> {
     println!(
         "weftd (on n1) reads the YAML in {} and feeds the agents and the waypoint (weft-waypoint)\n\
          over xDS. Before the tasks: destination-rule-all.yaml. Each row: requests from the user pod\n\
-         to productpage; the reviews version behind each 200, the median latency, the status codes.\n",
+         to productpage; the reviews version behind each 200, the median latency, the status codes.\n\
+         The 7 s delay gets only 3 requests (at once), to keep the demo short.\n",
         s.kubernetes_dir().display()
     );
 
@@ -467,13 +468,10 @@ fn format_step(task: &str, files: &[String], rows: &[Row]) -> String {
             let failed = r.requests - r.statuses.values().sum::<u64>();
             let codes =
                 if failed > 0 { format!("{} no-reply×{failed}", codes.join(" ")) } else { codes.join(" ") };
-            let _ = write!(
-                out,
-                " {:<6} {:>5} {split:>17} {:>6.2} s  {codes}",
-                r.user.unwrap_or("-"),
-                r.requests,
-                r.p50.as_secs_f64(),
-            );
+            let p50 = r.p50.as_secs_f64();
+            let p50 = if p50 < 1.0 { format!("{:.0} ms", p50 * 1000.0) } else { format!("{p50:.2} s") };
+            let _ =
+                write!(out, " {:<6} {:>5} {split:>17} {p50:>8}  {codes}", r.user.unwrap_or("-"), r.requests);
         }
         // The padding of a line without a batch would trail.
         out.truncate(out.trim_end().len());

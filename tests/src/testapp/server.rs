@@ -50,10 +50,10 @@ pub const RELAYED_HEADERS: [&str; 2] = ["end-user", "x-end-user"];
 const UPSTREAM_TIMEOUT_SECS: u64 = 30;
 
 /// Who this server says it is, and whom it calls.
-pub struct Identity {
-    pub name: String,
-    pub version: String,
-    pub calls: Vec<Call>,
+struct Identity {
+    name: String,
+    version: String,
+    calls: Vec<Call>,
 }
 
 /// Binds every port, prints the `listening` event, then serves until killed. Returns an exit
@@ -102,7 +102,7 @@ fn bind(port: u16) -> io::Result<TcpListener> {
 }
 
 /// Serves `listener` until the process ends (`serve` runs one per port; tests bind their own).
-pub fn accept_loop(port: u16, listener: TcpListener, identity: Arc<Identity>) {
+fn accept_loop(port: u16, listener: TcpListener, identity: Arc<Identity>) {
     loop {
         let (stream, peer) = match listener.accept() {
             Ok(accepted) => accepted,
