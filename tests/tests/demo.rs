@@ -1,8 +1,8 @@
 //! End-to-end: `cargo xtask demo` walks Istio's traffic-management tasks on Bookinfo
 //! through weft-waypoint, and each step shows what Istio's docs say it does. Tolerances:
-//! a 50/50 split within ±10 points and 90/10 within ±6 over 400 requests (about three
-//! standard deviations each), delays within ±10% at the median. Root, network namespaces,
-//! real eBPF, agents, weftd and weft-waypoint; about a minute and a half.
+//! a 50/50 split within ±10 points and 90/10 within ±6 over 400 requests (four standard
+//! deviations each: 2.5 and 1.5 points), delays within ±10% at the median. Root, network
+//! namespaces, real eBPF, agents, weftd and weft-waypoint; about half a minute.
 
 use std::time::Duration;
 use weft_tests::demo::{self, Row};
