@@ -4,7 +4,8 @@
 //! - `setup`: install what a fresh Debian machine lacks (idempotent, seconds when done).
 //! - `test [-- FILTER…]`: setup, build every binary, run every test as root, and fail if
 //!   any test was skipped.
-//! - `demo`: setup, build release, run the two-node mesh demo until Ctrl-C.
+//! - `demo`: setup, build release, run the demo (Bookinfo through Istio's traffic-management
+//!   tasks on a three-node mesh) and keep the mesh up until Ctrl-C.
 //! - `bench`: setup, build release, run the benchmarks (data path, waypoint against Envoy,
 //!   control plane) and record BENCHMARKS.md.
 
@@ -29,7 +30,9 @@ fn main() -> Result<()> {
         _ => {
             eprintln!("usage: cargo xtask <setup|test|demo|bench> [args]");
             eprintln!("  test [-- <cargo test args>]   all tests (root), fails if any test was skipped");
-            eprintln!("  demo                          two-node mesh on this machine, Ctrl-C to stop");
+            eprintln!(
+                "  demo                          Bookinfo through Istio's traffic tasks, Ctrl-C to stop"
+            );
             eprintln!(
                 "  bench [ARGS] [--wp ARGS] [--cp ARGS]  data-path, waypoint, then control plane benchmarks;"
             );

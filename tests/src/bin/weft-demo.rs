@@ -1,13 +1,15 @@
-//! `cargo xtask demo`: a two-node Weft mesh on this machine until Ctrl-C.
+//! `cargo xtask demo`: Bookinfo on a three-node Weft mesh on this machine, walked through
+//! Istio's traffic-management tasks; the mesh stays up until Ctrl-C.
 
 use anyhow::Result;
 use clap::Parser;
 use nix::sys::signal::{SigSet, Signal};
 
 #[derive(Parser)]
-#[command(about = "Runs a two-node Weft mesh on this machine with traffic, until Ctrl-C")]
+#[command(about = "Runs Bookinfo on a three-node Weft mesh through Istio's traffic-management tasks, \
+             printing what each step changed; keeps the mesh up until Ctrl-C")]
 struct Args {
-    /// Tear down right after the traffic instead of waiting for Ctrl-C.
+    /// Tear down right after the tasks instead of waiting for Ctrl-C.
     #[arg(long)]
     once: bool,
 }

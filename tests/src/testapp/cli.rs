@@ -49,6 +49,32 @@ pub struct ServeArgs {
     /// A port to listen on (0.0.0.0); repeat for several.
     #[arg(long = "port", required = true)]
     pub ports: Vec<u16>,
+    /// `HOST=ADDR`: on each HTTP GET, first call this upstream (`GET` the same path with
+    /// `Host: HOST` at ADDR, relaying the caller's `end-user` and `x-end-user` headers), as
+    /// Bookinfo's productpage calls details and reviews; repeat for several, called in
+    /// order. The reply embeds theirs; a failed call is answered with its status.
+    #[arg(long = "call", value_parser = parse_call)]
+    pub calls: Vec<Call>,
+}
+
+/// An upstream a chaining server calls (`--call HOST=ADDR`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Call {
+    /// The Host header, i.e. the service the mesh routes on (`reviews.bookinfo.svc.cluster.local`).
+    pub host: String,
+    /// Where to connect: the service's address (a VIP), `IP:PORT`.
+    pub addr: String,
+}
+
+fn parse_call(s: &str) -> Result<Call, String> {
+    match s.split_once('=') {
+        Some((host, addr)) if !host.is_empty() && addr.contains(':') => {
+            Ok(Call { host: host.to_owned(), addr: addr.to_owned() })
+        }
+        _ => Err(format!(
+            "{s:?} is not HOST=IP:PORT, e.g. reviews.bookinfo.svc.cluster.local=198.19.0.12:9080"
+        )),
+    }
 }
 
 /// Where a client connects, and how long any one step may take.
@@ -159,6 +185,13 @@ pub struct HttpArgs {
     /// Print one line per request before the summary.
     #[arg(long)]
     pub trace: bool,
+    /// Requests in flight at once, each on its own connection.
+    #[arg(long, default_value_t = 1)]
+    pub concurrency: u32,
+    /// Count the version of this service down a chain of calls (`serve --call`; the first
+    /// label of the Host it was called as) instead of the version of the app that answered.
+    #[arg(long)]
+    pub version_of: Option<String>,
 }
 
 #[derive(Args, Debug)]

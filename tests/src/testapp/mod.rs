@@ -3,10 +3,11 @@
 //! to predict.
 //!
 //! Subcommands (every result is one JSON line on stdout; exit codes in [`report`]):
-//! - `serve --name N --version V --port P [--port P2 …]`: prints
+//! - `serve --name N --version V --port P [--port P2 …] [--call HOST=ADDR …]`: prints
 //!   `{"event":"listening","ports":[…]}` once bound, then
 //!   `{"event":"accept","name":…,"port":…,"peer":"ip:port","local":"ip:port"}` per
-//!   connection; modes in [`server`].
+//!   connection; modes in [`server`]. With `--call`, an HTTP GET first calls each upstream
+//!   in turn, relaying `end-user`/`x-end-user`, as Bookinfo's services chain.
 //! - `echo --to ADDR --bytes N`: `{"ok":true,"sent":N,"received":N,"peer":…,"local":…,"ms":…}`
 //! - `hello --to ADDR`: `{"ok":true,"reply":"NAME VERSION PEER"}`
 //! - `throughput --to ADDR --secs S`: `{"bytes":…,"secs":…,"gbit_per_s":…}`
@@ -14,6 +15,9 @@
 //! - `connrate --to ADDR --secs S [--threads T]`:
 //!   `{"conns":…,"secs":…,"per_sec":…,"errors":…,"first_error":…}`
 //! - `hold --to ADDR --count N`: `{"event":"holding","count":N}`, then waits for stdin EOF.
+//! - `http --to ADDR --host H [--count N | --secs S] [--concurrency C] [--version-of SVC]
+//!   [--header 'k: v' …]`: `{"requests","ok","failed","versions":{…},"statuses":{…},
+//!   "latency_ms":{"p50","p90","max"},"first_error"}`.
 //! - `steady --to ADDR --secs S [--interval-ms I] [--chunk B]`: `{"event":"streaming"}` once
 //!   the first chunk came back, then `{"ok":true,"chunks":…,"bytes":…,"max_rtt_ms":…,…}`.
 //!
