@@ -166,6 +166,7 @@ pub fn main_internal() -> Cluster {
                 ..Default::default()
             }))),
         }),
+        circuit_breakers: traffic_policy::default_circuit_breakers(),
         ..Default::default()
     }
 }
@@ -210,6 +211,7 @@ pub fn connect_originate() -> Cluster {
             name: "envoy.transport_sockets.tls".into(),
             config_type: Some(transport_socket::ConfigType::TypedConfig(pack(&tls))),
         }),
+        circuit_breakers: traffic_policy::default_circuit_breakers(),
         ..Default::default()
     }
 }
@@ -359,4 +361,20 @@ pub fn load_assignments(
         }
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_fixed_hbone_clusters_are_not_capped_by_envoys_default_breakers() {
+        // Envoy's defaults would stop a waypoint at 1,024 concurrent streams through
+        // `main_internal`; Istio lifts them on both fixed clusters.
+        for c in [main_internal(), connect_originate()] {
+            let t = &c.circuit_breakers.as_ref().expect(&c.name).thresholds[0];
+            let limits = [t.max_connections, t.max_pending_requests, t.max_requests, t.max_retries];
+            assert!(limits.iter().all(|l| l.unwrap().value == u32::MAX), "{}: {t:?}", c.name);
+        }
+    }
 }

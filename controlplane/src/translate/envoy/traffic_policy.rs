@@ -106,6 +106,25 @@ fn u32v(v: u32) -> Option<UInt32Value> {
     Some(UInt32Value { value: v })
 }
 
+/// Istio's `getDefaultCircuitBreakerThresholds`: no limit unless a DestinationRule sets
+/// one. Envoy's own defaults (1,024 connections, pending and active requests) would cap
+/// a busy waypoint far below what it can carry.
+pub fn default_thresholds() -> Thresholds {
+    Thresholds {
+        max_connections: u32v(u32::MAX),
+        max_pending_requests: u32v(u32::MAX),
+        max_requests: u32v(u32::MAX),
+        max_retries: u32v(u32::MAX),
+        track_remaining: true,
+        ..Default::default()
+    }
+}
+
+/// The default thresholds as a cluster's circuit breakers (the fixed HBONE clusters).
+pub fn default_circuit_breakers() -> Option<CircuitBreakers> {
+    Some(CircuitBreakers { thresholds: vec![default_thresholds()], ..Default::default() })
+}
+
 /// Sets the cluster's connect timeout, circuit breakers, HTTP protocol options, outlier
 /// detection and load balancer from `policy`. `http2` says whether the port's protocol is
 /// HTTP/2 (gRPC, h2c), for the protocol options Envoy requires beside the HTTP settings.
@@ -139,15 +158,7 @@ fn apply_connection_pool(
     http2: bool,
     budget: Option<&serde_json::Value>,
 ) {
-    let mut t = Thresholds {
-        max_connections: u32v(u32::MAX),
-        max_pending_requests: u32v(u32::MAX),
-        max_requests: u32v(u32::MAX),
-        max_retries: u32v(u32::MAX),
-        track_remaining: true,
-        retry_budget: budget.map(retry_budget),
-        ..Default::default()
-    };
+    let mut t = Thresholds { retry_budget: budget.map(retry_budget), ..default_thresholds() };
     let positive = |v: Option<i32>| v.filter(|v| *v > 0).map(|v| v as u32);
     let mut common = CommonHttp::default();
     let mut needs_options = false;
