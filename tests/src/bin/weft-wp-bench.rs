@@ -21,6 +21,9 @@ struct Args {
     /// Connection counts of the load runs.
     #[arg(long, value_delimiter = ',', default_values_t = [16, 64])]
     connections: Vec<usize>,
+    /// Runs of every load case per waypoint; each figure is the median over them.
+    #[arg(long, default_value_t = 3)]
+    rounds: usize,
     /// Idle HTTP/2 connections opened at most.
     #[arg(long, default_value_t = 50_000)]
     idle_cap: u64,
@@ -35,6 +38,7 @@ fn main() -> Result<()> {
         warmup: Duration::from_secs(a.warmup_secs),
         duration: Duration::from_secs(a.secs),
         connections: a.connections,
+        rounds: a.rounds,
         idle_cap: a.idle_cap,
         idle_ceiling_mib: a.idle_ceiling_mib,
         ..Settings::default()

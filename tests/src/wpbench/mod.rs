@@ -16,7 +16,9 @@
 //! - `load.rs`: closed-loop load, HTTP/1.1 and HTTP/2 at 16 and 64 connections, for each
 //!   case Envoy then weft-waypoint (interleaved, so a slow minute of the shared machine
 //!   hits both): requests/s, nearest-rank p50/p99, and the waypoint's CPU seconds over
-//!   the measured window (`procstat.rs`, /proc/PID/stat).
+//!   the measured window (`procstat.rs`, /proc/PID/stat). Every case runs in several
+//!   rounds and each figure is the median over them: one run on a shared 2-core machine
+//!   moves by ±15 %.
 //! - peak RSS (VmHWM) after the load runs;
 //! - `idle.rs`: idle HTTP/2 connections opened until 50,000 are held or memory runs high:
 //!   how many fit in 50 MiB of RSS growth, and whether 50,000 are held.
@@ -43,6 +45,8 @@ pub struct Settings {
     pub duration: Duration,
     /// Connection counts of the load runs.
     pub connections: Vec<usize>,
+    /// Runs of every load case per kind; each figure is the median over them.
+    pub rounds: usize,
     /// The memory the idle-connection figure is read at (RSS growth, MiB).
     pub idle_limit_mib: f64,
     /// Idle connections opened at most.
@@ -57,6 +61,7 @@ impl Default for Settings {
             warmup: Duration::from_secs(2),
             duration: Duration::from_secs(10),
             connections: vec![16, 64],
+            rounds: 3,
             idle_limit_mib: 50.0,
             idle_cap: 50_000,
             idle_ceiling_mib: 3072.0,
@@ -64,14 +69,25 @@ impl Default for Settings {
     }
 }
 
-/// One load case, both kinds.
+/// One load case, both kinds, every round.
 pub struct Case {
     pub version: HttpVersion,
     pub connections: usize,
-    pub envoy: LoadResult,
-    pub weft: LoadResult,
-    /// Share of requests subset v2 answered over both runs (the split asks 10 %).
+    pub envoy: Vec<LoadResult>,
+    pub weft: Vec<LoadResult>,
+    /// Share of requests subset v2 answered over every run (the split asks 10 %).
     pub v2_share: f64,
+}
+
+/// The median of `f` over `runs` (the mean of the middle two for an even count).
+fn median(runs: &[LoadResult], f: impl Fn(&LoadResult) -> f64) -> f64 {
+    let mut v: Vec<f64> = runs.iter().map(f).collect();
+    v.sort_by(f64::total_cmp);
+    match v.len() {
+        0 => f64::NAN,
+        n if n % 2 == 1 => v[n / 2],
+        n => (v[n / 2 - 1] + v[n / 2]) / 2.0,
+    }
 }
 
 /// Both kinds' figures.
@@ -108,45 +124,48 @@ pub fn run(settings: &Settings) -> Result<Report> {
     for version in [HttpVersion::Http1, HttpVersion::Http2] {
         for &connections in &settings.connections {
             let before = mesh.backends.counts();
-            let mut results = Vec::new();
-            for waypoint in kinds {
-                let target = mesh.target(waypoint)?;
-                let r = in_pod(&mesh.client, async {
-                    load::run(
-                        &target,
-                        version,
-                        connections,
-                        settings.warmup,
-                        settings.duration,
-                        waypoint.pid(),
-                    )
-                    .await
-                })
-                .with_context(|| {
-                    format!(
-                        "{:?} waypoint, {} × {connections}:\n{}",
+            let (mut envoy, mut weft) = (Vec::new(), Vec::new());
+            for round in 1..=settings.rounds.max(1) {
+                for waypoint in kinds {
+                    let target = mesh.target(waypoint)?;
+                    let r = in_pod(&mesh.client, async {
+                        load::run(
+                            &target,
+                            version,
+                            connections,
+                            settings.warmup,
+                            settings.duration,
+                            waypoint.pid(),
+                        )
+                        .await
+                    })
+                    .with_context(|| {
+                        format!(
+                            "{:?} waypoint, {} × {connections}, round {round}:\n{}",
+                            waypoint.kind(),
+                            version.label(),
+                            waypoint.stderr()
+                        )
+                    })?;
+                    eprintln!(
+                        "wpbench: {:?} {} × {connections} round {round}: {:.0} req/s, p50 {:.0} µs, p99 {:.0} µs, {:.3} CPU s / 10k, {} errors",
                         waypoint.kind(),
                         version.label(),
-                        waypoint.stderr()
-                    )
-                })?;
-                eprintln!(
-                    "wpbench: {:?} {} × {connections}: {:.0} req/s, p50 {:.0} µs, p99 {:.0} µs, {:.3} CPU s / 10k, {} errors",
-                    waypoint.kind(),
-                    version.label(),
-                    r.requests_per_sec(),
-                    r.p50_us,
-                    r.p99_us,
-                    r.cpu_secs_per_10k(),
-                    r.errors
-                );
-                results.push(r);
+                        r.requests_per_sec(),
+                        r.p50_us,
+                        r.p99_us,
+                        r.cpu_secs_per_10k(),
+                        r.errors
+                    );
+                    match waypoint.kind() {
+                        crate::waypoint::WaypointKind::Envoy => envoy.push(r),
+                        crate::waypoint::WaypointKind::Weft => weft.push(r),
+                    }
+                }
             }
             let after = mesh.backends.counts();
             let served: Vec<u64> = after.iter().zip(&before).map(|(a, b)| a - b).collect();
             let v2_share = served[1] as f64 / served.iter().sum::<u64>().max(1) as f64;
-            let weft = results.pop().expect("two runs");
-            let envoy = results.pop().expect("two runs");
             cases.push(Case { version, connections, envoy, weft, v2_share });
         }
     }
@@ -233,28 +252,16 @@ impl Report {
             };
         for c in &self.cases {
             let case = format!("{} × {}", c.version.label(), c.connections);
-            let (e, w) = (&c.envoy, &c.weft);
-            push(
-                &mut rows,
-                format!("{case}: requests/s"),
-                e.requests_per_sec(),
-                w.requests_per_sec(),
-                "—",
-                None,
-            );
-            push(&mut rows, format!("{case}: p50 latency (µs)"), e.p50_us, w.p50_us, "—", None);
-            let p99_met = w.p99_us <= e.p99_us;
-            push(
-                &mut rows,
-                format!("{case}: p99 latency (µs)"),
-                e.p99_us,
-                w.p99_us,
-                "≤ 1× Envoy",
-                Some(p99_met),
-            );
-            let (ec, wc) = (e.cpu_secs_per_10k(), w.cpu_secs_per_10k());
+            let both = |f: fn(&LoadResult) -> f64| (median(&c.envoy, f), median(&c.weft, f));
+            let (e, w) = both(LoadResult::requests_per_sec);
+            push(&mut rows, format!("{case}: requests/s"), e, w, "—", None);
+            let (e, w) = both(|r| r.p50_us);
+            push(&mut rows, format!("{case}: p50 latency (µs)"), e, w, "—", None);
+            let (e, w) = both(|r| r.p99_us);
+            push(&mut rows, format!("{case}: p99 latency (µs)"), e, w, "≤ 1× Envoy", Some(w <= e));
+            let (ec, wc) = both(LoadResult::cpu_secs_per_10k);
             push(&mut rows, format!("{case}: waypoint CPU s per 10,000 requests"), ec, wc, "—", None);
-            let (er, wr) = (e.requests_per_cpu_sec(), w.requests_per_cpu_sec());
+            let (er, wr) = both(LoadResult::requests_per_cpu_sec);
             push(
                 &mut rows,
                 format!("{case}: requests per waypoint CPU second"),
@@ -331,10 +338,12 @@ impl Report {
         let s = &self.settings;
         let _ = writeln!(
             out,
-            "Each load run: {:.0} s of closed-loop load after {:.0} s of warm-up; both waypoints with one \
-             worker thread; the client, the backends and both waypoints share the machine's cores.\n",
+            "Each load run: {:.0} s of closed-loop load after {:.0} s of warm-up; each load figure is the \
+             median of {} rounds (Envoy and weft-waypoint interleaved); both waypoints with one worker \
+             thread; the client, the backends and both waypoints share the machine's cores.\n",
             s.duration.as_secs_f64(),
-            s.warmup.as_secs_f64()
+            s.warmup.as_secs_f64(),
+            s.rounds.max(1)
         );
         out.push_str(
             "| metric | Envoy | weft-waypoint | ratio | target | met |\n|---|---:|---:|---:|---|---|\n",
@@ -352,15 +361,13 @@ impl Report {
         let errors: Vec<String> = self
             .cases
             .iter()
-            .filter(|c| c.envoy.errors + c.weft.errors > 0)
             .map(|c| {
-                format!(
-                    "{} × {}: Envoy {}, weft-waypoint {}",
-                    c.version.label(),
-                    c.connections,
-                    c.envoy.errors,
-                    c.weft.errors
-                )
+                let errors = |runs: &[LoadResult]| runs.iter().map(|r| r.errors).sum::<u64>();
+                (c, errors(&c.envoy), errors(&c.weft))
+            })
+            .filter(|(_, e, w)| e + w > 0)
+            .map(|(c, e, w)| {
+                format!("{} × {}: Envoy {e}, weft-waypoint {w}", c.version.label(), c.connections)
             })
             .collect();
         let _ = writeln!(
