@@ -57,6 +57,26 @@ pub fn matching(text: &str, message: &str, fields: &[(&str, &str)]) -> Vec<Event
     events(text).into_iter().filter(|e| e.message() == message && e.has(fields)).collect()
 }
 
+/// Waits until `text()` holds at least `n` events with this message and every one of
+/// `fields` (a connection is logged when it closes, which can follow the client's view of
+/// it by a moment), then returns them all; after `patience`, returns what there is.
+pub fn wait_matching(
+    text: impl Fn() -> String,
+    message: &str,
+    fields: &[(&str, &str)],
+    n: usize,
+    patience: Duration,
+) -> Vec<Event> {
+    let deadline = Instant::now() + patience;
+    loop {
+        let found = matching(&text(), message, fields);
+        if found.len() >= n || Instant::now() > deadline {
+            return found;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
 /// The lines of `text` that contain every one of `fragments`, with terminal colour codes
 /// removed first (a log written with ANSI styling splits `key=value` with escapes).
 pub fn lines_with(text: &str, fragments: &[&str]) -> Vec<String> {

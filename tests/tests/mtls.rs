@@ -17,6 +17,8 @@ use weft_tests::{
 };
 
 const APP_PORT: u16 = 9080;
+/// How long a log line may trail the connection it reports.
+const PATIENCE: Duration = Duration::from_secs(5);
 const HBONE_PORT: u16 = 15008;
 /// Bytes echoed in each captured transfer: enough for many TLS records each way.
 const ECHO_BYTES: u64 = 1 << 20;
@@ -197,7 +199,7 @@ fn server_side_agent_knows_the_clients_verified_identity_and_the_app_its_address
         ("dst.workload", "server"),
     ];
     assert_eq!(
-        logs::matching(&a2.stderr(), "connection complete", &complete).len(),
+        logs::wait_matching(|| a2.stderr(), "connection complete", &complete, 2, PATIENCE).len(),
         2,
         "the server's agent logs each connection with the client's identity:\n{}",
         a2.stderr()
