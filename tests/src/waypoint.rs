@@ -220,3 +220,29 @@ impl Waypoint {
         }
     }
 }
+
+/// Bookinfo's waypoint as a cluster holds it: the Gateway the user applies and the Service
+/// istiod makes for it (VIP 198.19.0.20). A string literal, so that fixtures `concat!` it.
+#[macro_export]
+macro_rules! bookinfo_waypoint_yaml {
+    () => {
+        r#"apiVersion: gateway.networking.k8s.io/v1
+kind: Gateway
+metadata: { name: waypoint, namespace: bookinfo }
+spec:
+  gatewayClassName: istio-waypoint
+  listeners: [{ name: mesh, port: 15008, protocol: HBONE }]
+---
+apiVersion: v1
+kind: Service
+metadata:
+  name: waypoint
+  namespace: bookinfo
+  labels: { gateway.istio.io/managed: istio.io-mesh-controller, gateway.networking.k8s.io/gateway-name: waypoint }
+spec:
+  clusterIP: 198.19.0.20
+  ports: [{ name: mesh, port: 15008, targetPort: 15008 }]
+  selector: { gateway.networking.k8s.io/gateway-name: waypoint }
+"#
+    };
+}

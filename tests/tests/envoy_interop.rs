@@ -42,7 +42,8 @@ const MARKER: &str = "weft-waypoint-marker-7c1e5a90";
 
 /// The reviews Service (an HTTP port and a TCP one, by name), the waypoint (a Gateway, and the Service
 /// Istio makes for it, marked as the mesh controller's), and the reviews subsets.
-const MESH: &str = r#"apiVersion: v1
+const MESH: &str = concat!(
+    r#"apiVersion: v1
 kind: Service
 metadata: { name: reviews, namespace: bookinfo }
 spec:
@@ -50,24 +51,9 @@ spec:
   ports: [{ name: http, port: 9080, targetPort: 9080 }, { name: tcp-echo, port: 9081, targetPort: 9080 }]
   selector: { app: reviews }
 ---
-apiVersion: gateway.networking.k8s.io/v1
-kind: Gateway
-metadata: { name: waypoint, namespace: bookinfo }
-spec:
-  gatewayClassName: istio-waypoint
-  listeners: [{ name: mesh, port: 15008, protocol: HBONE }]
----
-apiVersion: v1
-kind: Service
-metadata:
-  name: waypoint
-  namespace: bookinfo
-  labels: { gateway.istio.io/managed: istio.io-mesh-controller, gateway.networking.k8s.io/gateway-name: waypoint }
-spec:
-  clusterIP: 198.19.0.20
-  ports: [{ name: mesh, port: 15008, targetPort: 15008 }]
-  selector: { gateway.networking.k8s.io/gateway-name: waypoint }
----
+"#,
+    weft_tests::bookinfo_waypoint_yaml!(),
+    r#"---
 apiVersion: networking.istio.io/v1
 kind: DestinationRule
 metadata: { name: reviews, namespace: bookinfo }
@@ -77,7 +63,8 @@ spec:
     - { name: v1, labels: { version: v1 } }
     - { name: v2, labels: { version: v2 } }
     - { name: v3, labels: { version: v3 } }
-"#;
+"#
+);
 
 fn virtual_service(default_route: &str) -> String {
     format!(

@@ -3,7 +3,7 @@
 //! `weft_tests::route_conformance`. Each test states the Istio behaviour it checks and
 //! where Istio's source decides it.
 
-use anyhow::Result;
+use anyhow::{Context, Result};
 use std::collections::HashMap;
 use weft_tests::route_conformance::{Conformance, PRINCIPAL_HEADER, ProxyKind, Request};
 
@@ -137,7 +137,10 @@ fn uri_method_and_query_matching(kind: ProxyKind) -> Result<()> {
     assert_eq!(c.get(REVIEWS, "/re/42", &[])?.pod(), Some("reviews-v1"));
     assert_eq!(c.get(REVIEWS, "/re/x", &[])?.pod(), Some("reviews-v3"));
     let post = |path| {
-        c.send(REVIEWS, &Request { method: "POST", path, host: None, headers: &[("content-length", "0")] })
+        c.send(
+            REVIEWS,
+            &Request { method: "POST", path, host: None, headers: &[("content-length", "0")], source: None },
+        )
     };
     assert_eq!(post("/q?u=1")?.pod(), Some("reviews-v2"));
     assert_eq!(post("/q?u=2")?.pod(), Some("reviews-v3"), "both conditions must hold");
@@ -544,6 +547,7 @@ spec:
             path: "/reviews/1",
             host: None,
             headers: &[me[0], ("content-length", "0")],
+            source: None,
         },
     )?;
     assert_eq!(post.status, 403, "only GET allowed");
@@ -778,6 +782,207 @@ spec:
     Ok(())
 }
 
+/// How many of `n` concurrent requests from `clients` threads (each sending its share in
+/// turn) each pod served.
+fn spread(
+    c: &Conformance,
+    service: &str,
+    clients: usize,
+    n: usize,
+    headers: &[(&str, &str)],
+) -> Result<HashMap<String, usize>> {
+    let per = n / clients;
+    let pods: Vec<Vec<String>> = std::thread::scope(|s| {
+        let threads: Vec<_> = (0..clients)
+            .map(|_| {
+                s.spawn(move || -> Result<Vec<String>> {
+                    (0..per)
+                        .map(|_| {
+                            let r = c.get(service, "/", headers)?;
+                            r.pod().map(str::to_owned).with_context(|| format!("no pod answered: {r:?}"))
+                        })
+                        .collect()
+                })
+            })
+            .collect();
+        threads.into_iter().map(|t| t.join().expect("client thread")).collect::<Result<_>>()
+    })?;
+    let mut counts = HashMap::new();
+    for pod in pods.into_iter().flatten() {
+        *counts.entry(pod).or_default() += 1;
+    }
+    Ok(counts)
+}
+
+/// The DestinationRule of reviews with this top-level traffic policy (YAML flow map).
+fn reviews_rule(policy: &str) -> String {
+    format!(
+        "\n---\napiVersion: networking.istio.io/v1\nkind: DestinationRule\nmetadata: {{ name: reviews, namespace: bookinfo }}\nspec:\n  host: reviews\n  trafficPolicy: {policy}\n"
+    )
+}
+
+/// The three reviews pods.
+const REVIEWS_PODS: [&str; 3] = ["reviews-v1", "reviews-v2", "reviews-v3"];
+
+/// cluster_traffic_policy.go `applyLoadBalancer`: ROUND_ROBIN spreads evenly (300 requests
+/// over three pods: 100 each within ±15, which rotation per Envoy worker allows), RANDOM
+/// close to evenly (600 requests: 200 each within ±60, over five standard deviations).
+fn round_robin_and_random_spread(kind: ProxyKind) -> Result<()> {
+    let c = start(kind, &reviews_rule("{ loadBalancer: { simple: ROUND_ROBIN } }"))?;
+    let counts = spread(&c, REVIEWS, 1, 300, &[])?;
+    for pod in REVIEWS_PODS {
+        let n = counts.get(pod).copied().unwrap_or(0);
+        assert!((85..=115).contains(&n), "ROUND_ROBIN: {pod} served {n} of 300: {counts:?}");
+    }
+    drop(c);
+    let c = start(kind, &reviews_rule("{ loadBalancer: { simple: RANDOM } }"))?;
+    let counts = spread(&c, REVIEWS, 1, 600, &[])?;
+    for pod in REVIEWS_PODS {
+        let n = counts.get(pod).copied().unwrap_or(0);
+        assert!((140..=260).contains(&n), "RANDOM: {pod} served {n} of 600: {counts:?}");
+    }
+    Ok(())
+}
+
+/// cluster_traffic_policy.go: with no loadBalancer set, Istio makes clusters
+/// LEAST_REQUEST (power of two choices). A pod that answers in 400 ms while the others
+/// answer at once holds requests open, so of 240 requests from 8 concurrent clients it
+/// gets far fewer than the third that ROUND_ROBIN gives it (asserted: under 20 %, against
+/// over 25 % with ROUND_ROBIN in the same setup, checked second). How far under depends on
+/// how long the fast requests take, which keep the other pods' counts above zero.
+fn least_request_is_the_default_and_avoids_a_slow_endpoint(kind: ProxyKind) -> Result<()> {
+    let slow_share = |rule: &str| -> Result<(f64, HashMap<String, usize>)> {
+        let c = start(kind, rule)?;
+        c.backend("reviews-v1").delay(std::time::Duration::from_millis(400));
+        let counts = spread(&c, REVIEWS, 8, 240, &[])?;
+        let slow = counts.get("reviews-v1").copied().unwrap_or(0);
+        Ok((slow as f64 / 240.0, counts))
+    };
+    let (least, counts) = slow_share("")?;
+    assert!(least < 0.2, "default (LEAST_REQUEST): the slow pod's share {least:.2}: {counts:?}");
+    let (rr, counts) = slow_share(&reviews_rule("{ loadBalancer: { simple: ROUND_ROBIN } }"))?;
+    assert!(rr > 0.25, "ROUND_ROBIN ignores load: the slow pod's share {rr:.2}: {counts:?}");
+    Ok(())
+}
+
+/// route.go `ConsistentHashToHashPolicy`: `useSourceIp` hashes on the client's address:
+/// each of eight clients sticks to one pod, and the clients spread over more than one.
+fn consistent_hash_on_source_ip_is_sticky(kind: ProxyKind) -> Result<()> {
+    let c = start(kind, &reviews_rule("{ loadBalancer: { consistentHash: { useSourceIp: true } } }"))?;
+    let mut chosen = std::collections::BTreeSet::new();
+    for last in 11..19 {
+        let client = std::net::Ipv4Addr::new(127, 0, 0, last);
+        let pod = |c: &Conformance| -> Result<Option<String>> {
+            Ok(c.send(REVIEWS, &Request::get("/").from(client))?.pod().map(str::to_owned))
+        };
+        let first = pod(&c)?;
+        for _ in 0..6 {
+            assert_eq!(pod(&c)?, first, "client {client}");
+        }
+        chosen.insert(first);
+    }
+    assert!(chosen.len() > 1, "eight clients all hashed to {chosen:?}");
+    Ok(())
+}
+
+/// destination_rule.go `MergeTrafficPolicy`: a subset's trafficPolicy overrides the
+/// top-level one field by field. Subset `pooled` sets only a connectionPool, so it keeps
+/// the top-level consistent hash (sticky) and gets its own limit (overflow answered 503);
+/// subset `spread` sets only a loadBalancer (ROUND_ROBIN), so it is not sticky and keeps
+/// the top level's unlimited pool.
+fn subset_traffic_policy_overrides_field_by_field(kind: ProxyKind) -> Result<()> {
+    let c = start(
+        kind,
+        &(r#"
+---
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: { name: reviews, namespace: bookinfo }
+spec:
+  host: reviews
+  trafficPolicy: { loadBalancer: { consistentHash: { httpHeaderName: x-user } } }
+  subsets:
+    - name: pooled
+      labels: { app: reviews }
+      trafficPolicy: { connectionPool: { tcp: { maxConnections: 1 }, http: { http1MaxPendingRequests: 1 } } }
+    - name: spread
+      labels: { app: reviews }
+      trafficPolicy: { loadBalancer: { simple: ROUND_ROBIN } }
+"#
+        .to_owned()
+            + &vs(r#"    - match: [{ headers: { x-subset: { exact: spread } } }]
+      route: [{ destination: { host: reviews, subset: spread } }]
+    - route: [{ destination: { host: reviews, subset: pooled } }]
+"#)),
+    )?;
+    let alice = [("x-user", "alice")];
+    let pooled = spread(&c, REVIEWS, 1, 12, &alice)?;
+    assert_eq!(pooled.len(), 1, "pooled inherits the top-level consistent hash: {pooled:?}");
+    let spread_alice = [("x-user", "alice"), ("x-subset", "spread")];
+    let counts = spread(&c, REVIEWS, 1, 12, &spread_alice)?;
+    assert_eq!(counts.len(), 3, "spread's ROUND_ROBIN replaces the hash: {counts:?}");
+
+    for pod in REVIEWS_PODS {
+        c.backend(pod).delay(std::time::Duration::from_millis(1500));
+    }
+    let statuses = |headers: &[(&str, &str)]| -> Result<Vec<u16>> {
+        std::thread::scope(|s| {
+            let threads: Vec<_> = (0..6).map(|_| s.spawn(|| c.get(REVIEWS, "/", headers))).collect();
+            threads.into_iter().map(|t| Ok(t.join().expect("client thread")?.status)).collect()
+        })
+    };
+    let pooled = statuses(&alice)?;
+    assert!(
+        pooled.iter().filter(|&&s| s == 503).count() >= 3 && pooled.contains(&200),
+        "pooled's own limit (1 connection, 1 pending) turns the rest away: {pooled:?}"
+    );
+    let spread = statuses(&spread_alice)?;
+    assert!(spread.iter().all(|&s| s == 200), "spread keeps the top level's unlimited pool: {spread:?}");
+    Ok(())
+}
+
+/// cluster_traffic_policy.go `applyConnectionPool`: http2MaxRequests is the cluster's
+/// max_requests: with two requests in flight a third is answered 503 at once (UO), and
+/// the overflow is counted (Envoy's `upstream_rq_pending_overflow`; weft-waypoint's
+/// istio_requests_total with response_flags UO).
+fn max_requests_overflow_answers_503(kind: ProxyKind) -> Result<()> {
+    let c = start(
+        kind,
+        r#"
+---
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: { name: ratings, namespace: bookinfo }
+spec:
+  host: ratings
+  trafficPolicy: { connectionPool: { http: { http2MaxRequests: 2 } } }
+"#,
+    )?;
+    c.backend("ratings-v1").delay(std::time::Duration::from_millis(1500));
+    let started = std::time::Instant::now();
+    let results: Vec<(u16, std::time::Duration)> = std::thread::scope(|s| {
+        let threads: Vec<_> = (0..8)
+            .map(|_| {
+                s.spawn(|| -> Result<(u16, std::time::Duration)> {
+                    let r = c.get("ratings.bookinfo", "/", &[])?;
+                    Ok((r.status, started.elapsed()))
+                })
+            })
+            .collect();
+        threads.into_iter().map(|t| t.join().expect("client thread")).collect::<Result<_>>()
+    })?;
+    let ok = results.iter().filter(|(s, _)| *s == 200).count();
+    let overflow: Vec<_> = results.iter().filter(|(s, _)| *s == 503).collect();
+    assert_eq!(ok + overflow.len(), 8, "only 200s and 503s: {results:?}");
+    assert!((1..=2).contains(&ok), "at most two requests at once: {results:?}");
+    assert!(
+        overflow.iter().all(|(_, t)| *t < std::time::Duration::from_millis(1000)),
+        "overflow is answered at once, not after the backend's 1.5 s: {results:?}"
+    );
+    assert_eq!(c.overflows("ratings.bookinfo")?, overflow.len() as u64, "each overflow counted");
+    Ok(())
+}
+
 /// Each case as two tests, `CASE::envoy` and `CASE::weft`.
 macro_rules! on_both_kinds {
     ($($case:ident),* $(,)?) => {$(
@@ -820,4 +1025,9 @@ on_both_kinds!(
     mirror_sends_a_copy_with_a_shadow_host,
     authorization_policy_at_the_waypoint,
     fault_delay_percentages,
+    round_robin_and_random_spread,
+    least_request_is_the_default_and_avoids_a_slow_endpoint,
+    consistent_hash_on_source_ip_is_sticky,
+    subset_traffic_policy_overrides_field_by_field,
+    max_requests_overflow_answers_503,
 );

@@ -12,7 +12,8 @@ pub struct Sample {
 
 /// The application's services, the waypoint (a Gateway and the Service Istio makes for
 /// it), as `istioctl waypoint apply --enroll-namespace` would leave them.
-pub const BOOKINFO: &str = r#"apiVersion: v1
+pub const BOOKINFO: &str = concat!(
+    r#"apiVersion: v1
 kind: Service
 metadata: { name: productpage, namespace: bookinfo, labels: { app: productpage, service: productpage } }
 spec:
@@ -44,24 +45,9 @@ spec:
   ports: [{ name: http, port: 9080, targetPort: 9080 }]
   selector: { app: ratings }
 ---
-apiVersion: gateway.networking.k8s.io/v1
-kind: Gateway
-metadata: { name: waypoint, namespace: bookinfo }
-spec:
-  gatewayClassName: istio-waypoint
-  listeners: [{ name: mesh, port: 15008, protocol: HBONE }]
----
-apiVersion: v1
-kind: Service
-metadata:
-  name: waypoint
-  namespace: bookinfo
-  labels: { gateway.istio.io/managed: istio.io-mesh-controller, gateway.networking.k8s.io/gateway-name: waypoint }
-spec:
-  clusterIP: 198.19.0.20
-  ports: [{ name: mesh, port: 15008, targetPort: 15008 }]
-  selector: { gateway.networking.k8s.io/gateway-name: waypoint }
-"#;
+"#,
+    crate::bookinfo_waypoint_yaml!(),
+);
 
 /// `destination-rule-all.yaml`: the subsets every task routes to (request-routing's
 /// "before you begin").

@@ -1,6 +1,6 @@
 //! The real-Envoy arm: weftd's translation as a static bootstrap (see the module above).
 
-use super::{Backend, DEAD_LABEL, PRINCIPAL_HEADER, Translated, backend, endpoint_ip, http};
+use super::{Backend, DEAD_LABEL, PRINCIPAL_HEADER, Translated, backend, endpoint_ip, http, http_from};
 use anyhow::{Context, Result, bail};
 use envoy_types::pb::{
     envoy::{
@@ -243,7 +243,7 @@ impl EnvoyArm {
         let (listen, port) =
             *self.listeners.get(host).with_context(|| format!("no waypoint listener for {host}"))?;
         let default_host = format!("{host}:{port}");
-        http(listen, req.method, req.path, req.host.unwrap_or(&default_host), req.headers)
+        http_from(req.source, listen, req.method, req.path, req.host.unwrap_or(&default_host), req.headers)
     }
 
     /// An Envoy statistic (from /stats), 0 when absent.

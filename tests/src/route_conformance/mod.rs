@@ -46,7 +46,7 @@ use prost::Message;
 use std::{
     collections::HashMap,
     io::{Read, Write},
-    net::{IpAddr, TcpStream},
+    net::{IpAddr, Ipv4Addr, SocketAddr, TcpStream},
     sync::Arc,
     time::Duration,
 };
@@ -118,15 +118,23 @@ pub struct Request<'a> {
     /// The Host header; the service's FQDN and port when `None`.
     pub host: Option<&'a str>,
     pub headers: &'a [(&'a str, &'a str)],
+    /// The client's address (any of 127.0.0.0/8); 127.0.0.1 when `None`.
+    pub source: Option<Ipv4Addr>,
 }
 
 impl<'a> Request<'a> {
     pub fn get(path: &'a str) -> Request<'a> {
-        Request { method: "GET", path, host: None, headers: &[] }
+        Request { method: "GET", path, host: None, headers: &[], source: None }
     }
 
     pub fn headers(mut self, headers: &'a [(&'a str, &'a str)]) -> Self {
         self.headers = headers;
+        self
+    }
+
+    /// Sent from `source`, for cases that hash or match on the client's address.
+    pub fn from(mut self, source: Ipv4Addr) -> Self {
+        self.source = Some(source);
         self
     }
 }
@@ -285,11 +293,40 @@ impl Conformance {
             Proxy::Weft(w) => Ok(w.requests_flagged(&host, "DI")),
         }
     }
+
+    /// How many requests to `service` (`name.namespace`, port 9080) a circuit breaker
+    /// turned away: Envoy's `upstream_rq_pending_overflow` (pending-request breaker) plus
+    /// `upstream_rq_active_overflow` (request breaker) of the service's cluster, or, on
+    /// weft-waypoint, its `istio_requests_total` for that destination with response flag
+    /// `UO` (what Envoy's access log flags both with).
+    pub fn overflows(&self, service: &str) -> Result<u64> {
+        let host = format!("{service}.svc.cluster.local");
+        match &self.proxy {
+            Proxy::Envoy(e) => {
+                let cluster = format!("cluster.inbound-vip|9080|http|{host}");
+                Ok(e.stat(&format!("{cluster}.upstream_rq_pending_overflow"))?
+                    + e.stat(&format!("{cluster}.upstream_rq_active_overflow"))?)
+            }
+            Proxy::Weft(w) => Ok(w.requests_flagged(&host, "UO")),
+        }
+    }
 }
 
 /// One HTTP/1.1 request on a new connection to 127.0.0.1:`port`.
 pub fn http(port: u16, method: &str, path: &str, host: &str, headers: &[(&str, &str)]) -> Result<Response> {
-    let mut s = TcpStream::connect(("127.0.0.1", port))?;
+    http_from(None, port, method, path, host, headers)
+}
+
+/// [`http`] from `source` (an address of 127.0.0.0/8) when given.
+pub fn http_from(
+    source: Option<Ipv4Addr>,
+    port: u16,
+    method: &str,
+    path: &str,
+    host: &str,
+    headers: &[(&str, &str)],
+) -> Result<Response> {
+    let mut s = connect_from(source, SocketAddr::from(([127, 0, 0, 1], port)))?;
     s.set_read_timeout(Some(Duration::from_secs(20)))?;
     let mut req = format!("{method} {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n");
     for (k, v) in headers {
@@ -344,6 +381,17 @@ pub fn http(port: u16, method: &str, path: &str, host: &str, headers: &[(&str, &
     let body = String::from_utf8_lossy(&body).into_owned();
     let body = if chunked { dechunk(&body) } else { body };
     Ok(Response { status, headers, body })
+}
+
+/// A TCP connection to `to`, bound to `source` first when given.
+fn connect_from(source: Option<Ipv4Addr>, to: SocketAddr) -> Result<TcpStream> {
+    let Some(source) = source else { return Ok(TcpStream::connect(to)?) };
+    let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None)?;
+    socket
+        .bind(&SocketAddr::from((source, 0)).into())
+        .with_context(|| format!("binding the client to {source}"))?;
+    socket.connect(&to.into())?;
+    Ok(socket.into())
 }
 
 fn dechunk(mut s: &str) -> String {

@@ -404,12 +404,19 @@ impl WeftArm {
             src: cert.identity().clone(),
             dst: self.waypoint_identity.clone(),
             dst_addr: self.waypoint.hbone_address,
-            extra: 0,
+            // One pooled connection per client address, as an agent keeps one per pod.
+            extra: req.source.map_or(0, |ip| u64::from(u32::from(ip))),
         };
         let addr = self.waypoint.hbone_address;
+        let source = req.source;
         let stream = self
             .pool
-            .connect(&key, &cert, &self.roots, authority, || tokio::net::TcpStream::connect(addr))
+            .connect(&key, &cert, &self.roots, authority, || async move {
+                let Some(ip) = source else { return tokio::net::TcpStream::connect(addr).await };
+                let socket = tokio::net::TcpSocket::new_v4()?;
+                socket.bind(SocketAddr::from((ip, 0)))?;
+                socket.connect(addr).await
+            })
             .await
             .with_context(|| format!("HBONE CONNECT {authority} through the waypoint"))?;
         let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;

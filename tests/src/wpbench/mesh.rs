@@ -38,7 +38,8 @@ const VIP: [u8; 4] = [198, 19, 0, 10];
 
 /// The Services, the Gateway (and the Service Istio makes for it), and the issue's routing
 /// config: 90/10 between subsets v1 and v2, two retries on 5xx, a 5 s timeout.
-const CONFIG: &str = r#"apiVersion: v1
+const CONFIG: &str = concat!(
+    r#"apiVersion: v1
 kind: Service
 metadata: { name: reviews, namespace: bookinfo }
 spec:
@@ -46,24 +47,9 @@ spec:
   ports: [{ name: http, port: 9080, targetPort: 9080 }]
   selector: { app: reviews }
 ---
-apiVersion: gateway.networking.k8s.io/v1
-kind: Gateway
-metadata: { name: waypoint, namespace: bookinfo }
-spec:
-  gatewayClassName: istio-waypoint
-  listeners: [{ name: mesh, port: 15008, protocol: HBONE }]
----
-apiVersion: v1
-kind: Service
-metadata:
-  name: waypoint
-  namespace: bookinfo
-  labels: { gateway.istio.io/managed: istio.io-mesh-controller, gateway.networking.k8s.io/gateway-name: waypoint }
-spec:
-  clusterIP: 198.19.0.20
-  ports: [{ name: mesh, port: 15008, targetPort: 15008 }]
-  selector: { gateway.networking.k8s.io/gateway-name: waypoint }
----
+"#,
+    crate::bookinfo_waypoint_yaml!(),
+    r#"---
 apiVersion: networking.istio.io/v1
 kind: DestinationRule
 metadata: { name: reviews, namespace: bookinfo }
@@ -84,7 +70,8 @@ spec:
         - { destination: { host: reviews, subset: v2 }, weight: 10 }
       retries: { attempts: 2, retryOn: 5xx }
       timeout: 5s
-"#;
+"#
+);
 
 /// The running mesh. Dropping it stops everything and removes the bed.
 pub struct Mesh {
