@@ -983,6 +983,57 @@ spec:
     Ok(())
 }
 
+/// cluster_traffic_policy.go `applyConnectionPool`: maxRequestsPerConnection is the
+/// cluster's max_requests_per_connection: at 1, each of 10 sequential requests opens its
+/// own upstream connection; without it, the same requests reuse far fewer.
+fn max_requests_per_connection_limits_reuse(kind: ProxyKind) -> Result<()> {
+    let connections = |policy: &str| -> Result<u64> {
+        let c = start(
+            kind,
+            &format!(
+                "\n---\napiVersion: networking.istio.io/v1\nkind: DestinationRule\nmetadata: {{ name: ratings, namespace: bookinfo }}\nspec:\n  host: ratings\n  trafficPolicy: {policy}\n"
+            ),
+        )?;
+        for _ in 0..10 {
+            assert_eq!(c.get("ratings.bookinfo", "/", &[])?.status, 200);
+        }
+        Ok(c.backend("ratings-v1").connections())
+    };
+    assert_eq!(connections("{ connectionPool: { http: { maxRequestsPerConnection: 1 } } }")?, 10);
+    let reused = connections("{ connectionPool: { http: { maxRequestsPerConnection: 100 } } }")?;
+    assert!(reused <= 3, "10 sequential requests over {reused} upstream connections");
+    Ok(())
+}
+
+/// cluster_traffic_policy.go `applyConnectionPool`: maxRetries is the cluster's
+/// max_retries, the retries outstanding at once. Four concurrent requests to a pod that
+/// answers every request 503 after 300 ms, with 3 attempts on 5xx: unlimited, the pod sees
+/// 4 × 4 tries; with maxRetries 1, a retry that would be the second outstanding is not made
+/// (the client gets the 503 it has), so the pod sees far fewer.
+fn max_retries_bounds_concurrent_retries(kind: ProxyKind) -> Result<()> {
+    let tries = |pool: &str| -> Result<u64> {
+        let c = start(
+            kind,
+            &(format!(
+                "\n---\napiVersion: networking.istio.io/v1\nkind: DestinationRule\nmetadata: {{ name: ratings, namespace: bookinfo }}\nspec:\n  host: ratings\n  trafficPolicy: {pool}\n"
+            ) + "\n---\napiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: { name: ratings, namespace: bookinfo }\nspec:\n  hosts: [ratings]\n  http:\n    - route: [{ destination: { host: ratings } }]\n      retries: { attempts: 3, retryOn: 5xx }\n"),
+        )?;
+        let b = c.backend("ratings-v1");
+        b.fail_next(1000, 503);
+        b.delay(std::time::Duration::from_millis(300));
+        let statuses: Vec<u16> = std::thread::scope(|s| {
+            let threads: Vec<_> = (0..4).map(|_| s.spawn(|| c.get("ratings.bookinfo", "/", &[]))).collect();
+            threads.into_iter().map(|t| Ok(t.join().expect("client thread")?.status)).collect::<Result<_>>()
+        })?;
+        assert_eq!(statuses, [503; 4]);
+        Ok(b.hits())
+    };
+    assert_eq!(tries("{ connectionPool: { http: { maxRetries: 100 } } }")?, 16, "unlimited: every try made");
+    let bounded = tries("{ connectionPool: { http: { maxRetries: 1 } } }")?;
+    assert!(bounded <= 10, "maxRetries 1: {bounded} tries");
+    Ok(())
+}
+
 /// Each case as two tests, `CASE::envoy` and `CASE::weft`.
 macro_rules! on_both_kinds {
     ($($case:ident),* $(,)?) => {$(
@@ -1030,4 +1081,6 @@ on_both_kinds!(
     consistent_hash_on_source_ip_is_sticky,
     subset_traffic_policy_overrides_field_by_field,
     max_requests_overflow_answers_503,
+    max_requests_per_connection_limits_reuse,
+    max_retries_bounds_concurrent_retries,
 );

@@ -22,6 +22,7 @@ use tokio::io::{AsyncRead, AsyncWrite};
 pub struct Backend {
     pub(super) name: String,
     hits: AtomicU64,
+    connections: AtomicU64,
     fail_next: AtomicU32,
     fail_status: AtomicU32,
     delay_ms: AtomicU64,
@@ -46,6 +47,12 @@ impl Backend {
     /// Requests it received, failed ones included.
     pub fn hits(&self) -> u64 {
         self.hits.load(Ordering::SeqCst)
+    }
+
+    /// Connections it accepted: TCP connections from Envoy, HBONE streams from
+    /// weft-waypoint (each carries one upstream HTTP connection).
+    pub fn connections(&self) -> u64 {
+        self.connections.load(Ordering::SeqCst)
     }
 
     /// Answer the next `n` requests with `status` (and no body).
@@ -79,6 +86,7 @@ pub(super) async fn serve_io<IO>(io: IO, b: Arc<Backend>)
 where
     IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
+    b.connections.fetch_add(1, Ordering::SeqCst);
     let service = service_fn(move |req| answer(b.clone(), req));
     let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
         .serve_connection(TokioIo::new(io), service)
