@@ -31,6 +31,7 @@
 //! ```
 #![forbid(unsafe_code)]
 
+pub mod install;
 pub mod plugin;
 pub mod protocol;
 pub mod spec;
