@@ -78,7 +78,10 @@ mod tests {
         assert!(reply.starts_with("HTTP/1.1 200"), "{reply}");
         assert!(reply.ends_with("ready\n"), "{reply}");
 
-        assert!(get(addr, "GET", "/config_dump").await.starts_with("HTTP/1.1 404"), "admin endpoints stay off");
+        assert!(
+            get(addr, "GET", "/config_dump").await.starts_with("HTTP/1.1 404"),
+            "admin endpoints stay off"
+        );
         assert!(get(addr, "POST", PATH).await.starts_with("HTTP/1.1 405"));
         server.abort();
     }

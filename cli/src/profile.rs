@@ -81,10 +81,14 @@ struct Sources {
 impl Sources {
     fn load(charts: Option<&PathBuf>) -> Result<Sources, ProfileError> {
         let Some(dir) = charts else {
-            let own = |pairs: &[(&str, &str)]| pairs.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect();
+            let own = |pairs: &[(&str, &str)]| {
+                pairs.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect()
+            };
             return Ok(Sources { profiles: own(&BUILT_IN_PROFILES), values: own(&BUILT_IN_VALUES) });
         };
-        let read = |path: PathBuf| std::fs::read_to_string(&path).map_err(|source| ProfileError::Read { path, source });
+        let read = |path: PathBuf| {
+            std::fs::read_to_string(&path).map_err(|source| ProfileError::Read { path, source })
+        };
         let profiles_dir = dir.join("profiles");
         let entries = std::fs::read_dir(&profiles_dir)
             .map_err(|source| ProfileError::Read { path: profiles_dir.clone(), source })?;
@@ -278,12 +282,23 @@ mod tests {
         let mut out = BTreeMap::new();
         flatten("agent", &yaml("t: [{operator: Exists}]\nr: {requests: {cpu: 10m}}\nm: {}\nl: []"), &mut out);
         let lines: Vec<String> = out.iter().map(|(k, v)| format!("{k}: {v}")).collect();
-        assert_eq!(lines, ["agent.l: []", "agent.m: {}", "agent.r.requests.cpu: \"10m\"", "agent.t[0].operator: \"Exists\""]);
+        assert_eq!(
+            lines,
+            [
+                "agent.l: []",
+                "agent.m: {}",
+                "agent.r.requests.cpu: \"10m\"",
+                "agent.t[0].operator: \"Exists\""
+            ]
+        );
     }
 
     #[test]
     fn the_first_sentence_describes_a_profile() {
-        assert_eq!(first_comment("# The demo profile, as Istio's: for trying\n# Weft out. More.\nx: 1"), "The demo profile, as Istio's: for trying Weft out");
+        assert_eq!(
+            first_comment("# The demo profile, as Istio's: for trying\n# Weft out. More.\nx: 1"),
+            "The demo profile, as Istio's: for trying Weft out"
+        );
         assert_eq!(first_comment("# One line. Two.\n"), "One line");
     }
 }

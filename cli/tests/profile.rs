@@ -37,7 +37,8 @@ fn dump_gives_each_chart_its_defaults_with_the_profile_on_top() {
     assert_eq!(demo["gateway"]["components"]["egressGateway"], true);
     assert_eq!(demo["agent"]["profile"], "demo");
 
-    let agent: serde_yaml::Value = serde_yaml::from_str(&ok(&["profile", "dump", "minimal", "--chart", "agent"])).unwrap();
+    let agent: serde_yaml::Value =
+        serde_yaml::from_str(&ok(&["profile", "dump", "minimal", "--chart", "agent"])).unwrap();
     assert_eq!(agent["enabled"], false);
     assert_eq!(agent["priorityClassName"], "system-node-critical");
 }
@@ -67,7 +68,11 @@ fn the_built_in_presets_are_the_charts_own() {
     let dir = charts();
     let dir = dir.to_str().unwrap();
     for profile in ["default", "demo", "minimal", "remote", "empty", "ambient"] {
-        assert_eq!(ok(&["profile", "dump", profile]), ok(&["profile", "dump", profile, "--charts", dir]), "{profile}");
+        assert_eq!(
+            ok(&["profile", "dump", profile]),
+            ok(&["profile", "dump", profile, "--charts", dir]),
+            "{profile}"
+        );
     }
     assert_eq!(ok(&["profile", "list"]), ok(&["profile", "list", "--charts", dir]));
 }
@@ -77,10 +82,15 @@ fn a_checkout_with_a_profile_of_its_own() {
     let checkout = tempfile::tempdir().unwrap();
     let root = checkout.path();
     std::fs::create_dir(root.join("profiles")).unwrap();
-    std::fs::write(root.join("profiles/profile-tiny.yaml"), "# Tiny nodes. More.\nagent:\n  workerThreads: 1\n").unwrap();
+    std::fs::write(
+        root.join("profiles/profile-tiny.yaml"),
+        "# Tiny nodes. More.\nagent:\n  workerThreads: 1\n",
+    )
+    .unwrap();
     for chart in ["base", "weftd", "agent", "gateway"] {
         std::fs::create_dir(root.join(chart)).unwrap();
-        std::fs::copy(charts().join(chart).join("values.yaml"), root.join(chart).join("values.yaml")).unwrap();
+        std::fs::copy(charts().join(chart).join("values.yaml"), root.join(chart).join("values.yaml"))
+            .unwrap();
     }
     let dir = root.to_str().unwrap();
     assert_eq!(ok(&["profile", "list", "--charts", dir]), "tiny  Tiny nodes\n");
@@ -93,7 +103,12 @@ fn unknown_names_are_refused_with_the_known_ones() {
     let out = weftctl(&["profile", "dump", "dmeo"]);
     assert_eq!(out.status.code(), Some(2));
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("unknown profile \"dmeo\"; the profiles are ambient, default, demo, empty, minimal, remote"), "{err}");
+    assert!(
+        err.contains(
+            "unknown profile \"dmeo\"; the profiles are ambient, default, demo, empty, minimal, remote"
+        ),
+        "{err}"
+    );
     let out = weftctl(&["profile", "dump", "demo", "--chart", "ztunnel"]);
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("unknown chart \"ztunnel\""));

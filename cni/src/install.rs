@@ -109,12 +109,19 @@ pub fn uninstall(conf_dir: &Path, conf_file: Option<&str>) -> Result<Option<Path
 fn primary_config(conf_dir: &Path, conf_file: Option<&str>) -> Result<PathBuf, InstallError> {
     if let Some(name) = conf_file {
         let path = conf_dir.join(name);
-        return if path.is_file() { Ok(path) } else { Err(InstallError::NoPrimaryConfig(conf_dir.to_owned())) };
+        return if path.is_file() {
+            Ok(path)
+        } else {
+            Err(InstallError::NoPrimaryConfig(conf_dir.to_owned()))
+        };
     }
-    let entries = fs::read_dir(conf_dir).map_err(io_error("reading the CNI configuration directory", conf_dir))?;
+    let entries =
+        fs::read_dir(conf_dir).map_err(io_error("reading the CNI configuration directory", conf_dir))?;
     let mut names: Vec<PathBuf> = entries
         .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| p.is_file() && matches!(p.extension().and_then(|e| e.to_str()), Some("conflist" | "conf")))
+        .filter(|p| {
+            p.is_file() && matches!(p.extension().and_then(|e| e.to_str()), Some("conflist" | "conf"))
+        })
         .collect();
     names.sort();
     names.into_iter().next().ok_or_else(|| InstallError::NoPrimaryConfig(conf_dir.to_owned()))
@@ -143,9 +150,10 @@ fn read_as_list(path: &Path) -> Result<Value, InstallError> {
 }
 
 fn plugins_of<'a>(list: &'a mut Value, path: &Path) -> Result<&'a mut Vec<Value>, InstallError> {
-    list["plugins"]
-        .as_array_mut()
-        .ok_or_else(|| InstallError::BadConfig { path: path.to_owned(), reason: "`plugins` is not a list".into() })
+    list["plugins"].as_array_mut().ok_or_else(|| InstallError::BadConfig {
+        path: path.to_owned(),
+        reason: "`plugins` is not a list".into(),
+    })
 }
 
 fn pretty(value: &Value) -> Vec<u8> {
@@ -233,7 +241,8 @@ mod tests {
         let written = install(&node.options()).unwrap();
         assert_eq!(written, node.path("net.d/10-calico.conflist"));
         let list = node.json("net.d/10-calico.conflist");
-        let types: Vec<&str> = list["plugins"].as_array().unwrap().iter().map(|p| p["type"].as_str().unwrap()).collect();
+        let types: Vec<&str> =
+            list["plugins"].as_array().unwrap().iter().map(|p| p["type"].as_str().unwrap()).collect();
         assert_eq!(types, ["calico", "portmap", "weft-cni"]);
         assert_eq!(list["plugins"][2]["agent_socket"], "/var/run/weft/cni.sock");
         assert_eq!(list["plugins"][2]["exclude_namespaces"], json!(["kube-system", "istio-system"]));
@@ -264,10 +273,15 @@ mod tests {
         fs::write(node.path("weft-cni-build"), b"\x7fELF plugin v2").unwrap();
         install(&options).unwrap();
         let list = node.json("net.d/10-calico.conflist");
-        let ours: Vec<&Value> = list["plugins"].as_array().unwrap().iter().filter(|p| p["type"] == PLUGIN_TYPE).collect();
+        let ours: Vec<&Value> =
+            list["plugins"].as_array().unwrap().iter().filter(|p| p["type"] == PLUGIN_TYPE).collect();
         assert_eq!(ours.len(), 1);
         assert_eq!(ours[0]["agent_socket"], "/run/weft/other.sock");
-        assert_eq!(fs::read(node.path("bin/weft-cni")).unwrap(), b"\x7fELF plugin v2", "an upgrade replaces it");
+        assert_eq!(
+            fs::read(node.path("bin/weft-cni")).unwrap(),
+            b"\x7fELF plugin v2",
+            "an upgrade replaces it"
+        );
     }
 
     #[test]
@@ -281,7 +295,10 @@ mod tests {
         let list = node.json("net.d/10-flannel.conflist");
         assert_eq!(list["cniVersion"], "1.0.0");
         assert_eq!(list["name"], "flannel");
-        assert_eq!(list["plugins"][0], json!({ "type": "flannel", "delegate": { "isDefaultGateway": true } }));
+        assert_eq!(
+            list["plugins"][0],
+            json!({ "type": "flannel", "delegate": { "isDefaultGateway": true } })
+        );
         assert_eq!(list["plugins"][1]["type"], PLUGIN_TYPE);
     }
 

@@ -3,12 +3,12 @@
 //! `weft-cni install` and `weft-cni uninstall` put the plugin on a node or take it off
 //! (the agent DaemonSet's init container runs `install`).
 
+use clap::{Parser, Subcommand};
+use std::path::PathBuf;
 use std::{
     io::{Read, Write},
     process::ExitCode,
 };
-use clap::{Parser, Subcommand};
-use std::path::PathBuf;
 use weft_cni::{
     install::{self, InstallOptions},
     plugin::{self, AGENT_TIMEOUT},
@@ -42,7 +42,11 @@ fn main() -> ExitCode {
 }
 
 #[derive(Debug, Parser)]
-#[command(name = "weft-cni", version, about = "Weft's chained CNI plugin; these subcommands install it on a node")]
+#[command(
+    name = "weft-cni",
+    version,
+    about = "Weft's chained CNI plugin; these subcommands install it on a node"
+)]
 struct Installer {
     #[command(subcommand)]
     command: InstallCommand,
@@ -66,7 +70,12 @@ enum InstallCommand {
         #[arg(long, env = "WEFT_CNI_SOCKET", default_value = "/var/run/weft/cni.sock")]
         agent_socket: PathBuf,
         /// Namespaces whose pods are never handed to the agent (comma separated).
-        #[arg(long, env = "WEFT_CNI_EXCLUDE_NAMESPACES", value_delimiter = ',', default_value = "kube-system")]
+        #[arg(
+            long,
+            env = "WEFT_CNI_EXCLUDE_NAMESPACES",
+            value_delimiter = ',',
+            default_value = "kube-system"
+        )]
         exclude_namespaces: Vec<String>,
         /// The plugin binary to copy. Default: this executable.
         #[arg(long, value_name = "FILE")]

@@ -33,7 +33,13 @@ const INSTALLATION: &[Resource] = &[
         "validatingwebhookconfigurations",
         false,
     ),
-    installed("apiextensions.k8s.io", &["v1"], "CustomResourceDefinition", "customresourcedefinitions", false),
+    installed(
+        "apiextensions.k8s.io",
+        &["v1"],
+        "CustomResourceDefinition",
+        "customresourcedefinitions",
+        false,
+    ),
 ];
 
 const fn installed(
@@ -83,7 +89,9 @@ impl Registry {
     /// The index of the resource with `resource`'s group and plural, adding it if new.
     fn add(&self, resource: &'static Resource) -> usize {
         let mut entries = self.entries.write().unwrap_or_else(|poisoned| poisoned.into_inner());
-        if let Some(index) = entries.iter().position(|r| r.group == resource.group && r.plural == resource.plural) {
+        if let Some(index) =
+            entries.iter().position(|r| r.group == resource.group && r.plural == resource.plural)
+        {
             return index;
         }
         entries.push(resource);
@@ -152,7 +160,14 @@ fn crd_resource(crd: &Value) -> Result<Resource, String> {
         return Err("no served version".into());
     }
     versions.sort_by_key(|v| std::cmp::Reverse(version_priority(v)));
-    Ok(Resource { group, versions: Box::leak(versions.into_boxed_slice()), kind, plural, namespaced, builtin: false })
+    Ok(Resource {
+        group,
+        versions: Box::leak(versions.into_boxed_slice()),
+        kind,
+        plural,
+        namespaced,
+        builtin: false,
+    })
 }
 
 /// Kubernetes' order of API versions: v2 > v1 > v1beta2 > v1beta1 > v1alpha1 > anything else.
@@ -162,7 +177,11 @@ fn version_priority(version: &str) -> (u8, u32, u32) {
     let Ok(major) = rest[..digits].parse::<u32>() else { return (0, 0, 0) };
     let (stability, minor) = match &rest[digits..] {
         "" => (3, 0),
-        tail => match tail.strip_prefix("beta").map(|n| (2, n)).or_else(|| tail.strip_prefix("alpha").map(|n| (1, n))) {
+        tail => match tail
+            .strip_prefix("beta")
+            .map(|n| (2, n))
+            .or_else(|| tail.strip_prefix("alpha").map(|n| (1, n)))
+        {
             Some((stability, n)) => match n.parse() {
                 Ok(minor) => (stability, minor),
                 Err(_) => return (0, 0, 0),
@@ -190,7 +209,10 @@ mod tests {
         });
         let index = RESOURCES.register_crd(&crd).unwrap();
         let r = &RESOURCES[index];
-        assert_eq!((r.group, r.kind, r.plural, r.namespaced), ("telemetry.weft-test.io", "Telemetry", "telemetries", false));
+        assert_eq!(
+            (r.group, r.kind, r.plural, r.namespaced),
+            ("telemetry.weft-test.io", "Telemetry", "telemetries", false)
+        );
         assert_eq!(r.versions, ["v1", "v1beta1", "v1alpha1"]);
         assert!(!RESOURCES.served_from_start(index));
         assert_eq!(RESOURCES.register_crd(&crd), Some(index), "registered once");
