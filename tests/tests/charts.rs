@@ -554,6 +554,8 @@ async fn the_api_server_takes_the_weft_chart_and_weftd_serves_from_it() {
     };
     assert_eq!(reviews.trust_domain, "cluster.local", "from the chart's --trust-domain");
     assert_eq!(reviews.service_account, "bookinfo-reviews");
+    let (_, syncz) = weftd.get("/debug/syncz").await.unwrap();
+    assert!(syncz.contains("agent-n1"), "weftd lists the agent: {syncz}");
     ads.stop().await;
 
     // The VirtualServices were read from the API server: the broken one is refused by name
@@ -561,6 +563,4 @@ async fn the_api_server_takes_the_weft_chart_and_weftd_serves_from_it() {
     let (status, diagnostics) = weftd.get("/debug/diagnostics").await.unwrap();
     assert_eq!(status, 200);
     assert!(diagnostics.contains("reviews-broken") && diagnostics.contains("spec.gateways"), "{diagnostics}");
-    let (_, syncz) = weftd.get("/debug/syncz").await.unwrap();
-    assert!(syncz.contains("agent-n1"), "{syncz}");
 }
