@@ -107,27 +107,22 @@ def main():
 
     report = {"helm": helm.helm_sdk_version(), "kubernetes": args.kube_version, "renders": [], "lint": {},
               "validated": 0, "cases": []}
+    def must_render(chart, profile, values, where):
+        try:
+            objects = objects_of(render(helm, args.charts, chart, values))
+        except helm.HelmError as e:
+            fail(f"{where}: {e}")
+        report["validated"] += validate(objects, args.kube_version, where)
+        report["renders"].append({"chart": chart, "profile": profile, "values": values,
+                                  "objects": [o["object"] for o in objects]})
+
     for chart in CHARTS:
         for profile in PROFILES:
             # The umbrella hands its profile to its charts as global.profile.
             values = {"global": {"profile": profile}} if chart == "weft" else {"profile": profile}
-            where = f"chart {chart}, profile {profile}"
-            try:
-                objects = objects_of(render(helm, args.charts, chart, values))
-            except helm.HelmError as e:
-                fail(f"{where}: {e}")
-            report["validated"] += validate(objects, args.kube_version, where)
-            report["renders"].append({"chart": chart, "profile": profile, "values": values,
-                                      "objects": [o["object"] for o in objects]})
+            must_render(chart, profile, values, f"chart {chart}, profile {profile}")
         for values in VARIANTS.get(chart, []):
-            where = f"chart {chart}, values {json.dumps(values)}"
-            try:
-                objects = objects_of(render(helm, args.charts, chart, values))
-            except helm.HelmError as e:
-                fail(f"{where}: {e}")
-            report["validated"] += validate(objects, args.kube_version, where)
-            report["renders"].append({"chart": chart, "profile": values.get("profile", ""), "values": values,
-                                      "objects": [o["object"] for o in objects]})
+            must_render(chart, values.get("profile", ""), values, f"chart {chart}, values {json.dumps(values)}")
         lint = helm.lint(os.path.join(args.charts, chart), None, strict=True, namespace=RELEASE["namespace"],
                          with_subcharts=True, kube_version=f"v{args.kube_version}")
         findings = [m for m in lint["messages"] if m["severity"] > 1] + [{"error": e} for e in lint["errors"]]
