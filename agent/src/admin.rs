@@ -37,16 +37,9 @@ fn route(req: &Request<hyper::body::Incoming>, view: &AdminView) -> Response<Ful
         return reply(StatusCode::METHOD_NOT_ALLOWED, "text/plain", "GET only\n".into());
     }
     match req.uri().path() {
-        "/ready" | "/healthz/ready" => {
-            if view.enrollment.lock().expect("status lock").reconciled {
-                reply(StatusCode::OK, "text/plain", "ready\n".into())
-            } else {
-                reply(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    "text/plain",
-                    "not ready: pods not reconciled yet\n".into(),
-                )
-            }
+        "/ready" | crate::readiness::PATH => {
+            let (status, text) = crate::readiness::answer(&view.enrollment);
+            reply(status, "text/plain", text.into())
         }
         "/metrics" => {
             let mut text = view.shared.metrics.render();

@@ -117,12 +117,23 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         generation: 0,
         last_error: None,
     }));
+    let readiness_listener = match config.readiness_addr {
+        Some(addr) => Some(
+            tokio::net::TcpListener::bind(addr)
+                .await
+                .with_context(|| format!("binding --readiness-addr {addr}"))?,
+        ),
+        None => None,
+    };
     let view = Arc::new(AdminView {
         config: config.clone(),
         shared: shared.clone(),
         enrollment: enrollment.status(),
         model_source: model_source.clone(),
     });
+    if let Some(listener) = readiness_listener {
+        tokio::spawn(crate::readiness::serve(listener, view.enrollment.clone()));
+    }
     tokio::spawn(admin::serve(admin_listener, view));
 
     let _xds_client = match (&config.local_config, &config.xds_address) {

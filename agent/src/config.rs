@@ -75,6 +75,10 @@ pub struct Config {
     /// Admin HTTP (/ready, /metrics, /config_dump), in the agent's netns.
     #[arg(long, env = "WEFT_ADMIN_ADDR", default_value = "127.0.0.1:15000")]
     pub admin_addr: SocketAddr,
+    /// Kubernetes' readiness probe, `GET /healthz/ready` (200 ready, 503 not yet), on an
+    /// address the kubelet reaches (the DaemonSet's 0.0.0.0:15021). Off unless given.
+    #[arg(long, env = "WEFT_READINESS_ADDR")]
+    pub readiness_addr: Option<SocketAddr>,
     /// SO_MARK on the agent's sockets towards other pods and nodes (Istio's 0x539).
     #[arg(long, env = "WEFT_MARK", default_value_t = 0x539)]
     pub mark: u32,

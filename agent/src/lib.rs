@@ -19,5 +19,6 @@ pub mod netns;
 pub mod podnet;
 pub mod policy;
 pub mod proxy;
+pub mod readiness;
 pub mod state;
 pub mod xds;

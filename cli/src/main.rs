@@ -4,6 +4,7 @@
 
 mod analyze;
 mod config_dump;
+mod profile;
 mod proxy_status;
 mod weftd;
 
@@ -29,6 +30,9 @@ enum Command {
     /// Show the config weftd has given one proxy (sent and not rejected): each type's
     /// resources with their versions, summarised or (--decode) in full.
     ConfigDump(config_dump::Args),
+    /// The charts' profiles (charts/profiles): list them, dump the values one gives each
+    /// chart, diff two.
+    Profile(profile::Args),
 }
 
 /// Exit codes shared by the subcommands.
@@ -49,5 +53,6 @@ fn main() -> ExitCode {
         Command::Analyze(args) => analyze::run(args),
         Command::ProxyStatus(args) => proxy_status::run(args),
         Command::ConfigDump(args) => config_dump::run(args),
+        Command::Profile(args) => profile::run(args),
     }
 }

@@ -29,8 +29,12 @@
 //! { "type": "weft-cni", "agent_socket": "/var/run/weft/cni.sock",
 //!   "exclude_namespaces": ["kube-system", "weft-system"] }
 //! ```
+//!
+//! `weft-cni install` puts the plugin on a node (the agent DaemonSet's init container runs
+//! it): see [`install`].
 #![forbid(unsafe_code)]
 
+pub mod install;
 pub mod plugin;
 pub mod protocol;
 pub mod spec;

@@ -26,6 +26,7 @@ pub fn run() -> Result<()> {
     apt_packages()?;
     bpf_linker()?;
     envoy()?;
+    chart_test_packages()?;
     bpffs()?;
     Ok(())
 }
@@ -131,6 +132,32 @@ pub fn envoy_path() -> Option<String> {
     ]))?;
     let path = out.trim().to_owned();
     Path::new(&path).is_file().then_some(path)
+}
+
+/// The chart tests' pinned Python packages (Helm v4's library, Kubernetes' schemas), from
+/// the same requirements file the test script checks itself against.
+const CHART_TEST_REQUIREMENTS: &str = include_str!("../../tests/helm/requirements.txt");
+
+/// Installs the chart tests' packages unless exactly the pinned versions are there (one
+/// `python3` call when they are).
+fn chart_test_packages() -> Result<()> {
+    let pins: Vec<&str> = CHART_TEST_REQUIREMENTS
+        .lines()
+        .map(|l| l.split('#').next().unwrap_or_default().trim())
+        .filter(|l| !l.is_empty())
+        .collect();
+    let check = format!(
+        "import importlib.metadata as m, sys\n\
+         def v(n):\n    try: return m.version(n)\n    except m.PackageNotFoundError: return None\n\
+         sys.exit(0 if all(v(n) == w for n, w in (p.split('==') for p in {pins:?})) else 1)"
+    );
+    if output_ok(Command::new("python3").args(["-c", &check])).is_some() {
+        return Ok(());
+    }
+    step(
+        &format!("pip install {} (the chart tests: Helm's library, Kubernetes' schemas)", pins.join(" ")),
+        Command::new("python3").args(["-m", "pip", "install", "--quiet"]).args(&pins),
+    )
 }
 
 /// Tests start several agents at once; mounting bpffs here, once, keeps them from racing

@@ -40,6 +40,7 @@
 //! ```
 
 mod http;
+mod registry;
 mod resources;
 mod store;
 

@@ -2,6 +2,8 @@
 //! writes and the Istio and Gateway API custom resources, each in every version the real
 //! server offers. (TokenReview is no stored resource: `http.rs` answers it.)
 
+pub(crate) use super::registry::RESOURCES;
+
 /// One resource (a REST collection) the server serves.
 #[derive(Debug)]
 pub(crate) struct Resource {
@@ -57,7 +59,9 @@ const fn crd(
     Resource { group, versions, kind, plural, namespaced: true, builtin: false }
 }
 
-pub(crate) const RESOURCES: &[Resource] = &[
+/// The built-in and custom kinds Weft reads or writes, served from the start; the full
+/// registry (with an installation's kinds and CRD-defined ones) is `registry.rs`.
+pub(crate) const BUILTIN: &[Resource] = &[
     builtin("", "Namespace", "namespaces", false),
     builtin("", "Pod", "pods", true),
     builtin("", "Service", "services", true),

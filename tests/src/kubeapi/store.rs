@@ -151,7 +151,7 @@ impl Store {
             objects: BTreeMap::new(),
             history: Vec::new(),
             watches: Vec::new(),
-            failed: vec![false; RESOURCES.len()],
+            failed: (0..RESOURCES.len()).map(|index| !RESOURCES.served_from_start(index)).collect(),
             next_uid: 1,
         }
     }
@@ -195,6 +195,9 @@ impl Store {
         };
 
         let change = if previous.is_some() { ChangeType::Modified } else { ChangeType::Added };
+        if let Some(defined) = RESOURCES.register_crd(&object) {
+            self.set_failed(defined, false);
+        }
         self.objects.insert(key.clone(), object.clone());
         self.record(Change { rv: self.rv, key, change, object, previous });
         self.rv
@@ -259,6 +262,10 @@ impl Store {
 
     /// Makes a resource answer 404 (or serves it again); failing ends its open watches.
     pub fn set_failed(&mut self, resource: usize, failed: bool) {
+        if self.failed.len() <= resource {
+            // Registered (by a CRD) after this store was made: not served until now.
+            self.failed.resize(resource + 1, true);
+        }
         self.failed[resource] = failed;
         if failed {
             self.drop_watches(Some(resource));
@@ -266,7 +273,7 @@ impl Store {
     }
 
     pub fn is_failed(&self, resource: usize) -> bool {
-        self.failed[resource]
+        self.failed.get(resource).copied().unwrap_or(true)
     }
 
     /// The objects of `resource` (in `namespace`) as they were at version `rv`, in key order.
