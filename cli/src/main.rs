@@ -1,10 +1,15 @@
 //! weftctl: Weft's command line. `main` only parses the command line and dispatches; each
 //! subcommand lives in its own module (`analyze.rs`, `proxy_status.rs`, `config_dump.rs`)
-//! with its own `Args` and `run`; `weftd.rs` is how the latter two ask weftd.
+//! with its own `Args` and `run`; `weftd.rs` is how the latter two ask weftd; `cluster.rs`
+//! is how every subcommand that talks to a cluster reaches it (kube-rs), and `waypoint/`
+//! holds `weftctl waypoint`.
 
 mod analyze;
+mod cluster;
 mod config_dump;
+mod find_weftd;
 mod proxy_status;
+mod waypoint;
 mod weftd;
 
 use clap::{Parser, Subcommand};
@@ -29,6 +34,9 @@ enum Command {
     /// Show the config weftd has given one proxy (sent and not rejected): each type's
     /// resources with their versions, summarised or (--decode) in full.
     ConfigDump(config_dump::Args),
+    /// Manage waypoints (Gateway API Gateways of class weft-waypoint) in a cluster: apply,
+    /// list, delete, status.
+    Waypoint(waypoint::Args),
 }
 
 /// Exit codes shared by the subcommands.
@@ -49,5 +57,6 @@ fn main() -> ExitCode {
         Command::Analyze(args) => analyze::run(args),
         Command::ProxyStatus(args) => proxy_status::run(args),
         Command::ConfigDump(args) => config_dump::run(args),
+        Command::Waypoint(args) => waypoint::run(args),
     }
 }

@@ -73,7 +73,14 @@ pub struct Nack {
     pub message: String,
 }
 
-pub fn run(args: Args) -> ExitCode {
+pub fn run(mut args: Args) -> ExitCode {
+    match args.weftd.resolve() {
+        Ok(url) => args.weftd.url = url,
+        Err(e) => {
+            eprintln!("weftctl proxy-status: {e:#}");
+            return ExitCode::from(exit::USAGE);
+        }
+    }
     let response = match weftd::get(&args.weftd.url, "/debug/syncz") {
         Ok(r) if r.status == 200 => r,
         Ok(r) => {
