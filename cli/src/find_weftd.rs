@@ -58,7 +58,7 @@ impl InCluster {
             .map_err(|e| anyhow::anyhow!("listing the EndpointSlices of {ns}/{name}: {}", describe(&e)))?;
         for slice in slices.items.iter().filter(|s| s.metadata.labels.as_ref().and_then(|l| l.get(SERVICE_NAME_LABEL)) == Some(name)) {
             let target = slice.ports.iter().flatten().find(|p| p.name == port.name).and_then(|p| p.port);
-            let ready = slice.endpoints.iter().find(|e| e.conditions.as_ref().and_then(|c| c.ready) != Some(false));
+            let ready = slice.endpoints.iter().flatten().find(|e| e.conditions.as_ref().and_then(|c| c.ready) != Some(false));
             if let (Some(target), Some(endpoint)) = (target, ready)
                 && let Some(address) = endpoint.addresses.first()
             {

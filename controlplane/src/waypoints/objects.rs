@@ -290,6 +290,7 @@ impl Waypoint {
                             audience: Some(settings.token_audience.clone()),
                             expiration_seconds: Some(43200),
                             path: "istio-token".into(),
+                            ..Default::default()
                         }),
                         ..Default::default()
                     }]),
@@ -300,7 +301,7 @@ impl Waypoint {
         ];
         Deployment {
             metadata: self.metadata(true),
-            spec: Some(DeploymentSpec {
+            spec: DeploymentSpec {
                 selector: LabelSelector {
                     match_labels: Some(BTreeMap::from([(GATEWAY_NAME_LABEL.into(), self.name.clone())])),
                     ..Default::default()
@@ -319,7 +320,7 @@ impl Waypoint {
                     }),
                 },
                 ..Default::default()
-            }),
+            },
             ..Default::default()
         }
     }
