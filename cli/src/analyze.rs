@@ -145,11 +145,7 @@ pub fn run(args: Args) -> ExitCode {
     }
     if args.output == Output::Text {
         if analysis.diagnostics.is_empty() {
-            eprintln!(
-                "✔ No validation issues found when analyzing {} ({} objects)",
-                target,
-                analysis.served
-            );
+            eprintln!("✔ No validation issues found when analyzing {} ({} objects)", target, analysis.served);
         } else {
             eprintln!(
                 "{} error(s), {} warning(s) in {} ({} objects served)",

@@ -45,20 +45,32 @@ impl InCluster {
             .get_opt(name)
             .await
             .map_err(|e| anyhow::anyhow!("reading Service {ns}/{name}: {}", describe(&e)))?
-            .with_context(|| format!("no Service {ns}/{name}: is weftd installed? (--weftd-namespace, --weftd-service)"))?;
+            .with_context(|| {
+                format!("no Service {ns}/{name}: is weftd installed? (--weftd-namespace, --weftd-service)")
+            })?;
         let ports = service.spec.and_then(|s| s.ports).unwrap_or_default();
         let port = ports
             .iter()
             .find(|p| p.port == DEBUG_PORT || p.name.as_deref().is_some_and(|n| PORT_NAMES.contains(&n)))
-            .with_context(|| format!("Service {ns}/{name} has no debug port ({DEBUG_PORT}, named http-monitoring)"))?;
+            .with_context(|| {
+                format!("Service {ns}/{name} has no debug port ({DEBUG_PORT}, named http-monitoring)")
+            })?;
         let slices: Api<EndpointSlice> = Api::namespaced(client, ns);
         let slices = slices
             .list(&ListParams::default().labels(&format!("{SERVICE_NAME_LABEL}={name}")))
             .await
             .map_err(|e| anyhow::anyhow!("listing the EndpointSlices of {ns}/{name}: {}", describe(&e)))?;
-        for slice in slices.items.iter().filter(|s| s.metadata.labels.as_ref().and_then(|l| l.get(SERVICE_NAME_LABEL)) == Some(name)) {
+        for slice in slices
+            .items
+            .iter()
+            .filter(|s| s.metadata.labels.as_ref().and_then(|l| l.get(SERVICE_NAME_LABEL)) == Some(name))
+        {
             let target = slice.ports.iter().flatten().find(|p| p.name == port.name).and_then(|p| p.port);
-            let ready = slice.endpoints.iter().flatten().find(|e| e.conditions.as_ref().and_then(|c| c.ready) != Some(false));
+            let ready = slice
+                .endpoints
+                .iter()
+                .flatten()
+                .find(|e| e.conditions.as_ref().and_then(|c| c.ready) != Some(false));
             if let (Some(target), Some(endpoint)) = (target, ready)
                 && let Some(address) = endpoint.addresses.first()
             {

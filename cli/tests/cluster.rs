@@ -44,7 +44,9 @@ fn stderr(o: &Output) -> String {
 }
 
 fn namespace(server: &FakeApiServer, name: &str, labels: Value) {
-    server.apply(json!({ "apiVersion": "v1", "kind": "Namespace", "metadata": { "name": name, "labels": labels } }));
+    server.apply(
+        json!({ "apiVersion": "v1", "kind": "Namespace", "metadata": { "name": name, "labels": labels } }),
+    );
 }
 
 async fn until<T>(what: &str, mut check: impl FnMut() -> Option<T>) -> T {
@@ -64,7 +66,9 @@ async fn waypoint_apply_enrolls_the_namespace_once_programmed() {
     namespace(&server, "bookinfo", json!({ "istio.io/dataplane-mode": "ambient" }));
     let _weftd = start_weftd(&server).await;
 
-    let out = weftctl(&server, &["waypoint", "apply", "-n", "bookinfo", "--enroll-namespace", "--for", "service"]).await;
+    let out =
+        weftctl(&server, &["waypoint", "apply", "-n", "bookinfo", "--enroll-namespace", "--for", "service"])
+            .await;
     assert!(out.status.success(), "{}\n{}", stdout(&out), stderr(&out));
     assert_eq!(
         stdout(&out),
@@ -84,7 +88,10 @@ async fn waypoint_apply_enrolls_the_namespace_once_programmed() {
 
     let list = weftctl(&server, &["waypoint", "list", "-n", "bookinfo"]).await;
     assert!(list.status.success(), "{}", stderr(&list));
-    assert_eq!(stdout(&list), "NAME       REVISION   TRAFFIC TYPE   PROGRAMMED\nwaypoint   default    service        True\n");
+    assert_eq!(
+        stdout(&list),
+        "NAME       REVISION   TRAFFIC TYPE   PROGRAMMED\nwaypoint   default    service        True\n"
+    );
     let all = weftctl(&server, &["waypoint", "list", "-A"]).await;
     assert!(stdout(&all).starts_with("NAMESPACE   NAME"), "{}", stdout(&all));
     assert!(stdout(&all).contains("bookinfo    waypoint"), "{}", stdout(&all));
@@ -99,16 +106,24 @@ async fn waypoint_apply_enrolls_the_namespace_once_programmed() {
     );
 
     // Another waypoint may not take the namespace over without --overwrite.
-    let refused = weftctl(&server, &["waypoint", "apply", "-n", "bookinfo", "--name", "second", "--enroll-namespace"]).await;
+    let refused =
+        weftctl(&server, &["waypoint", "apply", "-n", "bookinfo", "--name", "second", "--enroll-namespace"])
+            .await;
     assert_eq!(refused.status.code(), Some(1), "{}", stdout(&refused));
     assert!(
         stderr(&refused).contains("namespace (bookinfo) already has an enrolled waypoint (istio.io/use-waypoint=waypoint); add --overwrite"),
         "{}",
         stderr(&refused)
     );
-    assert!(server.object("Gateway.gateway.networking.k8s.io", Some("bookinfo"), "second").is_none(), "nothing applied");
-    let overwritten =
-        weftctl(&server, &["waypoint", "apply", "-n", "bookinfo", "--name", "second", "--enroll-namespace", "--overwrite"]).await;
+    assert!(
+        server.object("Gateway.gateway.networking.k8s.io", Some("bookinfo"), "second").is_none(),
+        "nothing applied"
+    );
+    let overwritten = weftctl(
+        &server,
+        &["waypoint", "apply", "-n", "bookinfo", "--name", "second", "--enroll-namespace", "--overwrite"],
+    )
+    .await;
     assert!(overwritten.status.success(), "{}", stderr(&overwritten));
     let ns = server.object("Namespace", None, "bookinfo").unwrap();
     assert_eq!(ns["metadata"]["labels"]["istio.io/use-waypoint"], "second");
@@ -134,7 +149,11 @@ async fn waypoint_apply_warns_outside_the_mesh_and_reports_a_refused_gateway() {
     let _weftd = start_weftd(&server).await;
     let out = weftctl(&server, &["waypoint", "apply", "-n", "plain", "--wait"]).await;
     assert!(out.status.success(), "{}", stderr(&out));
-    assert!(stdout(&out).starts_with("⚠️ Warning: namespace is not enrolled in ambient."), "{}", stdout(&out));
+    assert!(
+        stdout(&out).starts_with("⚠️ Warning: namespace is not enrolled in ambient."),
+        "{}",
+        stdout(&out)
+    );
     assert!(stdout(&out).contains("kubectl label namespace plain istio.io/dataplane-mode=ambient"));
     assert!(stdout(&out).ends_with("✅ waypoint plain/waypoint is ready!\n"), "{}", stdout(&out));
 
@@ -151,11 +170,18 @@ async fn waypoint_apply_warns_outside_the_mesh_and_reports_a_refused_gateway() {
         "spec": { "gatewayClassName": "weft-waypoint", "listeners": [{ "name": "mesh", "port": 80, "protocol": "HTTP" }] },
     }));
     until("broken's status", || {
-        server.object("Gateway.gateway.networking.k8s.io", Some("plain"), "broken").and_then(|g| g.get("status").cloned())
+        server
+            .object("Gateway.gateway.networking.k8s.io", Some("plain"), "broken")
+            .and_then(|g| g.get("status").cloned())
     })
     .await;
     let status = weftctl(&server, &["waypoint", "status", "-n", "plain", "broken"]).await;
-    assert!(stdout(&status).contains("broken   False    Accepted   ListenersNotValid   Expected a single listener"), "{}", stdout(&status));
+    assert!(
+        stdout(&status)
+            .contains("broken   False    Accepted   ListenersNotValid   Expected a single listener"),
+        "{}",
+        stdout(&status)
+    );
 }
 
 #[tokio::test]
@@ -175,7 +201,11 @@ async fn analyze_and_proxy_status_against_the_cluster() {
     server.delete("VirtualService", Some("bookinfo"), "reviews");
     let clean = weftctl(&server, &["analyze", "--cluster"]).await;
     assert!(clean.status.success(), "{}", stdout(&clean));
-    assert!(stderr(&clean).contains("No validation issues found when analyzing the cluster"), "{}", stderr(&clean));
+    assert!(
+        stderr(&clean).contains("No validation issues found when analyzing the cluster"),
+        "{}",
+        stderr(&clean)
+    );
 
     // proxy-status finds weftd through its Service's debug port on a ready endpoint.
     let weftd = start_weftd(&server).await;

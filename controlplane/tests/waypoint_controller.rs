@@ -91,14 +91,19 @@ async fn a_waypoint_gateway_is_deployed_programmed_and_removed_with_its_gateway(
     let client = client(&server);
 
     // weftd's classes, created and accepted.
-    for (class, controller) in [("weft-waypoint", "weft.io/mesh-controller"), ("istio-waypoint", "istio.io/mesh-controller")] {
+    for (class, controller) in
+        [("weft-waypoint", "weft.io/mesh-controller"), ("istio-waypoint", "istio.io/mesh-controller")]
+    {
         let gc = until(class, || {
             server.object("GatewayClass", None, class).filter(|gc| condition(gc, "Accepted").is_some())
         })
         .await;
         assert_eq!(gc["spec"]["controllerName"], controller);
         let accepted = condition(&gc, "Accepted").unwrap();
-        assert_eq!((accepted["status"].as_str(), accepted["reason"].as_str()), (Some("True"), Some("Accepted")));
+        assert_eq!(
+            (accepted["status"].as_str(), accepted["reason"].as_str()),
+            (Some("True"), Some("Accepted"))
+        );
     }
 
     apply(&client, &gateway("bookinfo", "waypoint", "weft-waypoint", 15008, "HBONE")).await;
@@ -134,14 +139,20 @@ async fn a_waypoint_gateway_is_deployed_programmed_and_removed_with_its_gateway(
     assert_eq!(pod["metadata"]["labels"]["istio.io/waypoint-for"], "service");
     assert_eq!(pod["spec"]["containers"][0]["image"], IMAGE);
     let env = pod["spec"]["containers"][0]["env"].as_array().unwrap();
-    assert!(env.contains(&json!({ "name": "WEFT_XDS_ADDRESS", "value": "https://weftd.weft-system.svc:15012" })));
-    let ports: Vec<&Value> = service["spec"]["ports"].as_array().unwrap().iter().map(|p| &p["port"]).collect();
+    assert!(
+        env.contains(&json!({ "name": "WEFT_XDS_ADDRESS", "value": "https://weftd.weft-system.svc:15012" }))
+    );
+    let ports: Vec<&Value> =
+        service["spec"]["ports"].as_array().unwrap().iter().map(|p| &p["port"]).collect();
     assert_eq!(ports, [&json!(15021), &json!(15008)]);
-    let root = server.object("ConfigMap", Some("bookinfo"), "weft-ca-root-cert").expect("the root in the waypoint's namespace");
+    let root = server
+        .object("ConfigMap", Some("bookinfo"), "weft-ca-root-cert")
+        .expect("the root in the waypoint's namespace");
     assert!(root["data"]["root-cert.pem"].as_str().unwrap().contains("BEGIN CERTIFICATE"));
 
     // Someone edits the Deployment: weftd puts it back.
-    let deployments: Api<k8s_openapi::api::apps::v1::Deployment> = Api::namespaced(client.clone(), "bookinfo");
+    let deployments: Api<k8s_openapi::api::apps::v1::Deployment> =
+        Api::namespaced(client.clone(), "bookinfo");
     let edit = json!({ "spec": { "template": { "spec": { "containers": [{ "name": "weft-waypoint", "image": "evil" }] } } } });
     deployments.patch("waypoint", &PatchParams::default(), &Patch::Merge(&edit)).await.unwrap();
     until("the image restored", || {
@@ -180,19 +191,34 @@ async fn bad_gateways_are_told_why_and_the_good_ones_keep_working() {
     let accepted = |name: &str| {
         let server = &server;
         let name = name.to_owned();
-        move || server.object("Gateway.gateway.networking.k8s.io", Some("a"), &name).and_then(|g| condition(&g, "Accepted"))
+        move || {
+            server
+                .object("Gateway.gateway.networking.k8s.io", Some("a"), &name)
+                .and_then(|g| condition(&g, "Accepted"))
+        }
     };
     let wrong = until("wrong-listener's condition", accepted("wrong-listener")).await;
-    assert_eq!((wrong["status"].as_str(), wrong["reason"].as_str()), (Some("False"), Some("ListenersNotValid")));
+    assert_eq!(
+        (wrong["status"].as_str(), wrong["reason"].as_str()),
+        (Some("False"), Some("ListenersNotValid"))
+    );
     let message = wrong["message"].as_str().unwrap();
-    assert!(message.starts_with("Expected a single listener on port 15008 with protocol \"HBONE\" (found HTTP on 8080 (mesh))"), "{message}");
+    assert!(
+        message.starts_with(
+            "Expected a single listener on port 15008 with protocol \"HBONE\" (found HTTP on 8080 (mesh))"
+        ),
+        "{message}"
+    );
     let gw = server.object("Gateway.gateway.networking.k8s.io", Some("a"), "wrong-listener").unwrap();
     assert_eq!(gw["status"]["listeners"][0]["conditions"][0]["reason"], "UnsupportedProtocol");
     assert_eq!(condition(&gw, "Programmed").unwrap()["status"], "False");
 
     let unknown = until("unknown-class's condition", accepted("unknown-class")).await;
     assert_eq!((unknown["status"].as_str(), unknown["reason"].as_str()), (Some("False"), Some("Invalid")));
-    assert!(unknown["message"].as_str().unwrap().contains("GatewayClass \"no-such-class\" does not exist"), "{unknown}");
+    assert!(
+        unknown["message"].as_str().unwrap().contains("GatewayClass \"no-such-class\" does not exist"),
+        "{unknown}"
+    );
 
     let istio = until("istio-waypoint programmed", || {
         server

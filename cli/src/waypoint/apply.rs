@@ -101,15 +101,15 @@ pub async fn run(client: Client, args: Args) -> anyhow::Result<()> {
 
     let api: Api<DynamicObject> = Api::namespaced_with(client.clone(), &ns, &gateways());
     let object: DynamicObject = serde_json::from_value(gateway(&ns, &args.name, args.traffic))?;
-    api.patch(&args.name, &PatchParams::apply("weftctl"), &Patch::Apply(&object)).await.map_err(|e| {
-        match &e {
+    api.patch(&args.name, &PatchParams::apply("weftctl"), &Patch::Apply(&object)).await.map_err(
+        |e| match &e {
             kube::Error::Api(status) if status.code == 404 => anyhow::anyhow!(
                 "missing Kubernetes Gateway CRDs need to be installed before applying a waypoint: {}",
                 describe(&e)
             ),
             _ => anyhow::anyhow!("applying waypoint {ns}/{}: {}", args.name, describe(&e)),
-        }
-    })?;
+        },
+    )?;
     println!("✅ waypoint {ns}/{} applied", args.name);
 
     if args.wait || args.enroll_namespace {

@@ -27,18 +27,26 @@ pub struct Args {
 pub async fn run(client: Client, args: Args) -> anyhow::Result<()> {
     let ns = ClusterArgs::namespace(&client, args.namespace.as_deref());
     let api: Api<DynamicObject> = Api::namespaced_with(client.clone(), &ns, &gateways());
-    let list = api.list(&ListParams::default()).await.map_err(|e| anyhow::anyhow!("listing Gateways: {}", describe(&e)))?;
-    let waypoints: Vec<String> = list.items.iter().filter(|g| is_waypoint(g)).filter_map(|g| g.metadata.name.clone()).collect();
+    let list = api
+        .list(&ListParams::default())
+        .await
+        .map_err(|e| anyhow::anyhow!("listing Gateways: {}", describe(&e)))?;
+    let waypoints: Vec<String> =
+        list.items.iter().filter(|g| is_waypoint(g)).filter_map(|g| g.metadata.name.clone()).collect();
     let names: Vec<String> = if args.all {
         waypoints.clone()
     } else {
-        args.names.iter().filter(|n| {
-            let found = waypoints.contains(n);
-            if !found {
-                println!("waypoint {ns}/{n} not found");
-            }
-            found
-        }).cloned().collect()
+        args.names
+            .iter()
+            .filter(|n| {
+                let found = waypoints.contains(n);
+                if !found {
+                    println!("waypoint {ns}/{n} not found");
+                }
+                found
+            })
+            .cloned()
+            .collect()
     };
     let mut failed = Vec::new();
     for name in names {

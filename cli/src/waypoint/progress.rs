@@ -27,7 +27,11 @@ impl Display {
             let spinner = SPINNER[self.ticks % SPINNER.len()];
             self.ticks += 1;
             // \x1b[2K clears the line: the state may be shorter than the last one.
-            let _ = write!(err, "\r\x1b[2K{spinner} waiting for waypoint {what} to be programmed ({}s): {state}", waited.as_secs());
+            let _ = write!(
+                err,
+                "\r\x1b[2K{spinner} waiting for waypoint {what} to be programmed ({}s): {state}",
+                waited.as_secs()
+            );
             let _ = err.flush();
         } else if self.last.as_deref() != Some(state) {
             let _ = writeln!(err, "waiting for waypoint {what} to be programmed: {state}");
@@ -80,7 +84,9 @@ pub async fn wait_programmed(
             display.finish();
             return Ok(());
         }
-        if let Some(refused) = gateway.as_ref().and_then(|g| condition(g, "Accepted")).filter(|c| c["status"] == "False") {
+        if let Some(refused) =
+            gateway.as_ref().and_then(|g| condition(g, "Accepted")).filter(|c| c["status"] == "False")
+        {
             display.finish();
             bail!(
                 "waypoint {what} was not accepted: {} ({})",

@@ -38,7 +38,10 @@ async fn waypoints(client: &Client, namespace: Option<&str>) -> anyhow::Result<V
         Some(ns) => Api::namespaced_with(client.clone(), ns, &gateways()),
         None => Api::all_with(client.clone(), &gateways()),
     };
-    let list = api.list(&ListParams::default()).await.map_err(|e| anyhow::anyhow!("listing Gateways: {}", describe(&e)))?;
+    let list = api
+        .list(&ListParams::default())
+        .await
+        .map_err(|e| anyhow::anyhow!("listing Gateways: {}", describe(&e)))?;
     let mut found: Vec<DynamicObject> = list.items.into_iter().filter(is_waypoint).collect();
     found.sort_by_key(|g| (g.metadata.namespace.clone(), g.metadata.name.clone()));
     Ok(found)

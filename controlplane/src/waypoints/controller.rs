@@ -18,7 +18,7 @@
 
 use super::{
     classes::{self, WaypointClass},
-    objects::{MANAGED_LABEL, Waypoint, WaypointSettings, HBONE_PORT},
+    objects::{HBONE_PORT, MANAGED_LABEL, Waypoint, WaypointSettings},
     status::{self, GatewayState},
 };
 use futures::StreamExt;
@@ -90,7 +90,8 @@ impl WaypointController {
         tokio::spawn(keep_classes(client.clone()));
 
         let gateways: Api<DynamicObject> = Api::all_with(client.clone(), &gateway_resource());
-        let classes_api: Api<DynamicObject> = Api::all_with(client.clone(), &classes::gateway_class_resource());
+        let classes_api: Api<DynamicObject> =
+            Api::all_with(client.clone(), &classes::gateway_class_resource());
         let controller = Controller::new_with(gateways, watcher::Config::default(), gateway_resource());
         let store = controller.store();
         let controller = controller
@@ -168,7 +169,10 @@ fn error_policy(gateway: Arc<DynamicObject>, error: &ReconcileError, _: Arc<Wayp
     Action::requeue(RETRY)
 }
 
-async fn reconcile(gateway: Arc<DynamicObject>, ctx: Arc<WaypointController>) -> Result<Action, ReconcileError> {
+async fn reconcile(
+    gateway: Arc<DynamicObject>,
+    ctx: Arc<WaypointController>,
+) -> Result<Action, ReconcileError> {
     let class_name = gateway.data["spec"]["gatewayClassName"].as_str().unwrap_or_default().to_owned();
     let Some(class) = ours(&ctx.client, &class_name).await? else {
         if looks_like_a_waypoint(&gateway) && !class_exists(&ctx.client, &class_name).await? {
@@ -182,7 +186,9 @@ async fn reconcile(gateway: Arc<DynamicObject>, ctx: Arc<WaypointController>) ->
     };
     let state = match Waypoint::from_gateway(&gateway, class) {
         Ok(waypoint) => deploy(&ctx, &waypoint).await?,
-        Err(invalid @ super::objects::Invalid::Listeners { .. }) => GatewayState::BadListeners(invalid.to_string()),
+        Err(invalid @ super::objects::Invalid::Listeners { .. }) => {
+            GatewayState::BadListeners(invalid.to_string())
+        }
         Err(invalid) => GatewayState::BadName(invalid.to_string()),
     };
     if let GatewayState::BadListeners(why) | GatewayState::BadName(why) = &state {
@@ -236,8 +242,10 @@ async fn deploy(ctx: &WaypointController, waypoint: &Waypoint) -> Result<Gateway
     let map = waypoint.root_config_map(&ctx.settings.root_config_map, &ctx.roots_pem);
     apply(&Api::<ConfigMap>::namespaced(client.clone(), ns), &map, false).await?;
     let blocked = [
-        apply(&Api::<ServiceAccount>::namespaced(client.clone(), ns), &waypoint.service_account(), true).await?,
-        apply(&Api::<Deployment>::namespaced(client.clone(), ns), &waypoint.deployment(&ctx.settings), true).await?,
+        apply(&Api::<ServiceAccount>::namespaced(client.clone(), ns), &waypoint.service_account(), true)
+            .await?,
+        apply(&Api::<Deployment>::namespaced(client.clone(), ns), &waypoint.deployment(&ctx.settings), true)
+            .await?,
         apply(&Api::<Service>::namespaced(client.clone(), ns), &waypoint.service(), true).await?,
     ];
     let blocked: Vec<String> = blocked.into_iter().flatten().collect();
@@ -262,7 +270,11 @@ where
     let name = object.name_any();
     let what = || format!("{} {}/{}", K::kind(&()), object.namespace().unwrap_or_default(), name);
     if managed_only {
-        let existing = api.get_opt(&name).await.map_err(|source| ReconcileError::Api { action: "reading", what: what(), source })?;
+        let existing = api.get_opt(&name).await.map_err(|source| ReconcileError::Api {
+            action: "reading",
+            what: what(),
+            source,
+        })?;
         if let Some(existing) = existing
             && !existing.labels().contains_key(MANAGED_LABEL)
         {
@@ -277,7 +289,11 @@ where
 }
 
 /// Writes the Gateway's conditions (and its listeners' and addresses), if they changed.
-async fn write_status(client: &Client, gateway: &DynamicObject, state: &GatewayState) -> Result<(), ReconcileError> {
+async fn write_status(
+    client: &Client,
+    gateway: &DynamicObject,
+    state: &GatewayState,
+) -> Result<(), ReconcileError> {
     let generation = gateway.metadata.generation.unwrap_or(0);
     let existing = status::parse(&gateway.data["status"]["conditions"]);
     let Some(conditions) = status::merge(&existing, &status::gateway_conditions(state, generation)) else {
@@ -286,7 +302,9 @@ async fn write_status(client: &Client, gateway: &DynamicObject, state: &GatewayS
     let namespace = gateway.namespace().unwrap_or_default();
     let name = gateway.name_any();
     let addresses = match state {
-        GatewayState::Deployed { hostname, blocked: None } => json!([{ "type": "Hostname", "value": hostname }]),
+        GatewayState::Deployed { hostname, blocked: None } => {
+            json!([{ "type": "Hostname", "value": hostname }])
+        }
         _ => json!([]),
     };
     let patch = json!({
@@ -301,6 +319,10 @@ async fn write_status(client: &Client, gateway: &DynamicObject, state: &GatewayS
     let api: Api<DynamicObject> = Api::namespaced_with(client.clone(), &namespace, &gateway_resource());
     api.patch_status(&name, &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(&patch))
         .await
-        .map_err(|source| ReconcileError::Api { action: "writing the status of", what: format!("Gateway {namespace}/{name}"), source })?;
+        .map_err(|source| ReconcileError::Api {
+            action: "writing the status of",
+            what: format!("Gateway {namespace}/{name}"),
+            source,
+        })?;
     Ok(())
 }

@@ -13,10 +13,10 @@ use k8s_openapi::{
     api::{
         apps::v1::{Deployment, DeploymentSpec},
         core::v1::{
-            ConfigMap, ConfigMapVolumeSource, Container, ContainerPort, EnvVar, EnvVarSource,
+            Capabilities, ConfigMap, ConfigMapVolumeSource, Container, ContainerPort, EnvVar, EnvVarSource,
             HTTPGetAction, ObjectFieldSelector, PodSpec, PodTemplateSpec, Probe, ProjectedVolumeSource,
-            SecurityContext, Capabilities, Service, ServiceAccount, ServiceAccountTokenProjection,
-            ServicePort, ServiceSpec, Volume, VolumeMount, VolumeProjection,
+            SecurityContext, Service, ServiceAccount, ServiceAccountTokenProjection, ServicePort,
+            ServiceSpec, Volume, VolumeMount, VolumeProjection,
         },
     },
     apimachinery::pkg::{
@@ -97,7 +97,9 @@ pub enum Invalid {
     )]
     Listeners { found: String },
     /// The name is not usable for the objects made for it.
-    #[error("the Gateway's name {0:?} cannot name a Deployment and Service (a DNS label of at most 63 characters)")]
+    #[error(
+        "the Gateway's name {0:?} cannot name a Deployment and Service (a DNS label of at most 63 characters)"
+    )]
     Name(String),
 }
 
@@ -251,10 +253,7 @@ impl Waypoint {
             name: "weft-waypoint".into(),
             image: Some(settings.image.clone()),
             env: Some(self.environment(settings)),
-            ports: Some(vec![
-                container_port("mesh", HBONE_PORT),
-                container_port("metrics", ADMIN_PORT),
-            ]),
+            ports: Some(vec![container_port("mesh", HBONE_PORT), container_port("metrics", ADMIN_PORT)]),
             startup_probe: Some(probe(1, 30, 1)),
             readiness_probe: Some(probe(15, 4, 0)),
             security_context: Some(SecurityContext {
@@ -268,7 +267,11 @@ impl Waypoint {
                 ..Default::default()
             }),
             volume_mounts: Some(vec![
-                VolumeMount { name: "weft-ca-root".into(), mount_path: ROOT_CERT_DIR.into(), ..Default::default() },
+                VolumeMount {
+                    name: "weft-ca-root".into(),
+                    mount_path: ROOT_CERT_DIR.into(),
+                    ..Default::default()
+                },
                 VolumeMount { name: "weft-token".into(), mount_path: TOKEN_DIR.into(), ..Default::default() },
             ]),
             ..Default::default()
@@ -327,7 +330,11 @@ impl Waypoint {
 
     /// weft-waypoint's flags, as the environment variables each reads.
     fn environment(&self, settings: &WaypointSettings) -> Vec<EnvVar> {
-        let value = |name: &str, value: String| EnvVar { name: name.into(), value: Some(value), ..Default::default() };
+        let value = |name: &str, value: String| EnvVar {
+            name: name.into(),
+            value: Some(value),
+            ..Default::default()
+        };
         let field = |name: &str, path: &str| EnvVar {
             name: name.into(),
             value_from: Some(EnvVarSource {
@@ -352,17 +359,29 @@ impl Waypoint {
 }
 
 fn container_port(name: &str, port: i32) -> ContainerPort {
-    ContainerPort { name: Some(name.into()), container_port: port, protocol: Some("TCP".into()), ..Default::default() }
+    ContainerPort {
+        name: Some(name.into()),
+        container_port: port,
+        protocol: Some("TCP".into()),
+        ..Default::default()
+    }
 }
 
 /// Exactly one listener, HBONE on 15008 (its name is free, as in istiod's check).
 fn check_listeners(listeners: &serde_json::Value) -> Result<(), Invalid> {
     let list = listeners.as_array().map(Vec::as_slice).unwrap_or_default();
     let describe = |l: &serde_json::Value| {
-        format!("{} on {} ({})", l["protocol"].as_str().unwrap_or("no protocol"), l["port"], l["name"].as_str().unwrap_or("unnamed"))
+        format!(
+            "{} on {} ({})",
+            l["protocol"].as_str().unwrap_or("no protocol"),
+            l["port"],
+            l["name"].as_str().unwrap_or("unnamed")
+        )
     };
     match list {
-        [l] if l["port"].as_i64() == Some(HBONE_PORT.into()) && l["protocol"].as_str() == Some("HBONE") => Ok(()),
+        [l] if l["port"].as_i64() == Some(HBONE_PORT.into()) && l["protocol"].as_str() == Some("HBONE") => {
+            Ok(())
+        }
         [] => Err(Invalid::Listeners { found: "no listeners".into() }),
         _ => Err(Invalid::Listeners { found: list.iter().map(describe).collect::<Vec<_>>().join(", ") }),
     }
@@ -412,12 +431,25 @@ mod tests {
     fn listeners_must_be_one_hbone_on_15008() {
         let class = &CLASSES[0];
         assert!(Waypoint::from_gateway(&gateway(mesh()), class).is_ok());
-        let e = Waypoint::from_gateway(&gateway(json!([{ "name": "mesh", "port": 1234, "protocol": "HTTP" }])), class)
-            .unwrap_err();
-        assert!(e.to_string().starts_with("Expected a single listener on port 15008 with protocol \"HBONE\" (found HTTP on 1234 (mesh))"), "{e}");
+        let e = Waypoint::from_gateway(
+            &gateway(json!([{ "name": "mesh", "port": 1234, "protocol": "HTTP" }])),
+            class,
+        )
+        .unwrap_err();
+        assert!(
+            e.to_string().starts_with(
+                "Expected a single listener on port 15008 with protocol \"HBONE\" (found HTTP on 1234 (mesh))"
+            ),
+            "{e}"
+        );
         let two = json!([{ "name": "mesh", "port": 15008, "protocol": "HBONE" }, { "name": "h", "port": 80, "protocol": "HTTP" }]);
         assert!(Waypoint::from_gateway(&gateway(two), class).is_err());
-        assert!(Waypoint::from_gateway(&gateway(json!([])), class).unwrap_err().to_string().contains("no listeners"));
+        assert!(
+            Waypoint::from_gateway(&gateway(json!([])), class)
+                .unwrap_err()
+                .to_string()
+                .contains("no listeners")
+        );
     }
 
     #[test]
@@ -429,7 +461,10 @@ mod tests {
         let meta = &deployment["metadata"];
         assert_eq!(meta["name"], "waypoint");
         assert_eq!(meta["namespace"], "bookinfo");
-        assert_eq!(meta["ownerReferences"], json!([{ "apiVersion": "gateway.networking.k8s.io/v1", "kind": "Gateway", "name": "waypoint", "uid": "u-1" }]));
+        assert_eq!(
+            meta["ownerReferences"],
+            json!([{ "apiVersion": "gateway.networking.k8s.io/v1", "kind": "Gateway", "name": "waypoint", "uid": "u-1" }])
+        );
         assert_eq!(meta["labels"][GATEWAY_NAME_LABEL], "waypoint");
         assert_eq!(meta["labels"][GATEWAY_CLASS_LABEL], "weft-waypoint");
         assert_eq!(meta["labels"][MANAGED_LABEL], "weft.io-mesh-controller");
@@ -445,14 +480,23 @@ mod tests {
         assert_eq!(pod["spec"]["serviceAccountName"], "waypoint");
         let container = &pod["spec"]["containers"][0];
         assert_eq!(container["image"], "weft/weft-waypoint:test");
-        let ports: Vec<i64> = container["ports"].as_array().unwrap().iter().map(|p| p["containerPort"].as_i64().unwrap()).collect();
+        let ports: Vec<i64> = container["ports"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|p| p["containerPort"].as_i64().unwrap())
+            .collect();
         assert_eq!(ports, [15008, 15020]);
         assert_eq!(container["readinessProbe"]["httpGet"]["path"], "/healthz/ready");
-        let env: BTreeMap<&str, &serde_json::Value> = container["env"].as_array().unwrap().iter().map(|e| (e["name"].as_str().unwrap(), e)).collect();
+        let env: BTreeMap<&str, &serde_json::Value> =
+            container["env"].as_array().unwrap().iter().map(|e| (e["name"].as_str().unwrap(), e)).collect();
         assert_eq!(env["WEFT_XDS_ADDRESS"]["value"], "https://weftd.istio-system.svc:15012");
         assert_eq!(env["WEFT_TOKEN_FILE"]["value"], "/var/run/secrets/tokens/istio-token");
         assert_eq!(env["POD_NAMESPACE"]["valueFrom"]["fieldRef"]["fieldPath"], "metadata.namespace");
-        assert_eq!(pod["spec"]["volumes"][1]["projected"]["sources"][0]["serviceAccountToken"]["audience"], "istio-ca");
+        assert_eq!(
+            pod["spec"]["volumes"][1]["projected"]["sources"][0]["serviceAccountToken"]["audience"],
+            "istio-ca"
+        );
 
         let service = serde_json::to_value(wp.service()).unwrap();
         assert_eq!(service["kind"], "Service");
@@ -464,7 +508,10 @@ mod tests {
                 { "name": "mesh", "port": 15008, "targetPort": 15008, "protocol": "TCP", "appProtocol": "all" },
             ])
         );
-        assert_eq!(service["metadata"]["annotations"]["networking.istio.io/traffic-distribution"], "PreferClose");
+        assert_eq!(
+            service["metadata"]["annotations"]["networking.istio.io/traffic-distribution"],
+            "PreferClose"
+        );
         let account = serde_json::to_value(wp.service_account()).unwrap();
         assert_eq!(account["kind"], "ServiceAccount");
         assert_eq!(account["metadata"]["ownerReferences"][0]["name"], "waypoint");

@@ -102,31 +102,53 @@ pub enum GatewayState {
 /// The Gateway's conditions (Accepted, Programmed) for `state`.
 pub fn gateway_conditions(state: &GatewayState, generation: i64) -> Vec<Condition> {
     let c = |t, ok, reason, message: &str| Condition::new(t, ok, reason, message, generation);
-    let not_programmed = || c("Programmed", false, "Invalid", "The Gateway was not accepted; nothing is deployed for it");
+    let not_programmed =
+        || c("Programmed", false, "Invalid", "The Gateway was not accepted; nothing is deployed for it");
     match state {
         GatewayState::Deployed { hostname, blocked } => vec![
             c("Accepted", true, "Accepted", "Resource accepted"),
             match blocked {
-                None => c("Programmed", true, "Programmed", &format!("Resource programmed, assigned to service(s) {hostname}:15008")),
+                None => c(
+                    "Programmed",
+                    true,
+                    "Programmed",
+                    &format!("Resource programmed, assigned to service(s) {hostname}:15008"),
+                ),
                 Some(why) => c("Programmed", false, "Pending", why),
             },
         ],
         GatewayState::BadListeners(message) => {
             vec![c("Accepted", false, "ListenersNotValid", message), not_programmed()]
         }
-        GatewayState::BadName(message) => vec![c("Accepted", false, "InvalidParameters", message), not_programmed()],
-        GatewayState::UnknownClass(message) => vec![c("Accepted", false, "Invalid", message), not_programmed()],
+        GatewayState::BadName(message) => {
+            vec![c("Accepted", false, "InvalidParameters", message), not_programmed()]
+        }
+        GatewayState::UnknownClass(message) => {
+            vec![c("Accepted", false, "Invalid", message), not_programmed()]
+        }
     }
 }
 
 /// The status of each listener, as istiod reports it for a waypoint's `mesh` listener.
-pub fn listener_status(listeners: &serde_json::Value, state: &GatewayState, generation: i64) -> serde_json::Value {
+pub fn listener_status(
+    listeners: &serde_json::Value,
+    state: &GatewayState,
+    generation: i64,
+) -> serde_json::Value {
     let listeners = listeners.as_array().map(Vec::as_slice).unwrap_or_default();
     let accepted = match state {
-        GatewayState::BadListeners(message) => Condition::new("Accepted", false, "UnsupportedProtocol", message, generation),
+        GatewayState::BadListeners(message) => {
+            Condition::new("Accepted", false, "UnsupportedProtocol", message, generation)
+        }
         _ => Condition::new("Accepted", true, "Accepted", "No errors found", generation),
     };
-    let programmed = Condition::new("Programmed", accepted.status == "True", if accepted.status == "True" { "Programmed" } else { "Invalid" }, if accepted.status == "True" { "No errors found" } else { "The listener was not accepted" }, generation);
+    let programmed = Condition::new(
+        "Programmed",
+        accepted.status == "True",
+        if accepted.status == "True" { "Programmed" } else { "Invalid" },
+        if accepted.status == "True" { "No errors found" } else { "The listener was not accepted" },
+        generation,
+    );
     let resolved = Condition::new("ResolvedRefs", true, "ResolvedRefs", "No errors found", generation);
     let conflicted = Condition {
         status: "False".into(),
@@ -155,18 +177,28 @@ mod tests {
     fn an_unchanged_status_is_not_written_again() {
         let state = GatewayState::Deployed { hostname: "w.ns.svc.cluster.local".into(), blocked: None };
         let first = merge(&[], &gateway_conditions(&state, 1)).unwrap();
-        assert_eq!(first[1].message, "Resource programmed, assigned to service(s) w.ns.svc.cluster.local:15008");
+        assert_eq!(
+            first[1].message,
+            "Resource programmed, assigned to service(s) w.ns.svc.cluster.local:15008"
+        );
         assert!(first[0].last_transition_time.ends_with('Z'), "{}", first[0].last_transition_time);
         assert_eq!(merge(&first, &gateway_conditions(&state, 1)), None);
     }
 
     #[test]
     fn transition_time_changes_only_with_the_status() {
-        let mut old = gateway_conditions(&GatewayState::Deployed { hostname: "h".into(), blocked: Some("x".into()) }, 1);
+        let mut old = gateway_conditions(
+            &GatewayState::Deployed { hostname: "h".into(), blocked: Some("x".into()) },
+            1,
+        );
         for c in &mut old {
             c.last_transition_time = "2020-01-01T00:00:00Z".into();
         }
-        let new = merge(&old, &gateway_conditions(&GatewayState::Deployed { hostname: "h".into(), blocked: None }, 1)).unwrap();
+        let new = merge(
+            &old,
+            &gateway_conditions(&GatewayState::Deployed { hostname: "h".into(), blocked: None }, 1),
+        )
+        .unwrap();
         assert_eq!(new[0].last_transition_time, "2020-01-01T00:00:00Z", "Accepted stayed True");
         assert_ne!(new[1].last_transition_time, "2020-01-01T00:00:00Z", "Programmed became True");
         assert_eq!((new[1].status.as_str(), new[1].reason.as_str()), ("True", "Programmed"));
@@ -175,7 +207,10 @@ mod tests {
     #[test]
     fn bad_gateways_say_why() {
         let c = gateway_conditions(&GatewayState::BadListeners("Expected a single listener".into()), 2);
-        assert_eq!((c[0].status.as_str(), c[0].reason.as_str(), c[0].observed_generation), ("False", "ListenersNotValid", 2));
+        assert_eq!(
+            (c[0].status.as_str(), c[0].reason.as_str(), c[0].observed_generation),
+            ("False", "ListenersNotValid", 2)
+        );
         assert_eq!((c[1].status.as_str(), c[1].reason.as_str()), ("False", "Invalid"));
         let listeners = serde_json::json!([{ "name": "mesh", "port": 80, "protocol": "HTTP" }]);
         let status = listener_status(&listeners, &GatewayState::BadListeners("m".into()), 2);

@@ -34,7 +34,10 @@ pub(crate) async fn handle(shared: &Shared, request: Request<Incoming>) -> Respo
     let watching = query.flag("watch");
     let method = request.method().clone();
     shared.record(method.as_str(), &path, watching, &request.uri().to_string());
-    if method == Method::PATCH || method == Method::DELETE || (method == Method::PUT && path.ends_with("/status")) {
+    if method == Method::PATCH
+        || method == Method::DELETE
+        || (method == Method::PUT && path.ends_with("/status"))
+    {
         return super::writes::handle(shared, request, &path, &query).await;
     }
     if method == Method::POST || method == Method::PUT {

@@ -77,9 +77,7 @@ pub(crate) fn record_manager(
         .and_then(Value::as_array_mut);
     let Some(entries) = entries else { return };
     entries.retain(|e| {
-        !(e["manager"] == manager
-            && e["operation"] == operation
-            && e["subresource"].as_str() == subresource)
+        !(e["manager"] == manager && e["operation"] == operation && e["subresource"].as_str() == subresource)
     });
     let mut entry = json!({
         "manager": manager,

@@ -79,7 +79,10 @@ pub(crate) const RESOURCES: &[Resource] = &[
     // Written by weftd's waypoint controller (with the Gateway's status) and read by weftctl.
     builtin("apps", "Deployment", "deployments", true),
     builtin("", "ServiceAccount", "serviceaccounts", true),
-    Resource { namespaced: false, ..crd("gateway.networking.k8s.io", GATEWAY_API, "GatewayClass", "gatewayclasses") },
+    Resource {
+        namespaced: false,
+        ..crd("gateway.networking.k8s.io", GATEWAY_API, "GatewayClass", "gatewayclasses")
+    },
 ];
 
 /// The index in [`RESOURCES`] of the resource a test names as `kind` or `kind.group`

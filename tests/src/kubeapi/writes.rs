@@ -188,7 +188,8 @@ fn patch(
     let subresource = target.status.then_some("status");
     patch::record_manager(&mut merged, &manager, operation, &r.api_version(target.version), subresource);
     store.apply(merged);
-    let stored = store.get(target.resource, target.version, target.namespace, target.name).expect("just stored");
+    let stored =
+        store.get(target.resource, target.version, target.namespace, target.name).expect("just stored");
     Ok((if created { StatusCode::CREATED } else { StatusCode::OK }, stored))
 }
 
@@ -278,11 +279,17 @@ fn delete(shared: &Shared, target: &Target<'_>, query: &Query, body: &[u8]) -> R
     };
     store.delete(target.resource, target.namespace, target.name);
     if !orphan {
-        let mut owners: Vec<String> = object["metadata"]["uid"].as_str().map(str::to_owned).into_iter().collect();
+        let mut owners: Vec<String> =
+            object["metadata"]["uid"].as_str().map(str::to_owned).into_iter().collect();
         while let Some(uid) = owners.pop() {
             for key in store.dependents(&uid) {
                 let dependent = store
-                    .get(key.resource, RESOURCES[key.resource].versions[0], key.namespace.as_deref(), &key.name)
+                    .get(
+                        key.resource,
+                        RESOURCES[key.resource].versions[0],
+                        key.namespace.as_deref(),
+                        &key.name,
+                    )
                     .expect("a dependent just listed");
                 store.delete(key.resource, key.namespace.as_deref(), &key.name);
                 owners.extend(dependent["metadata"]["uid"].as_str().map(str::to_owned));
