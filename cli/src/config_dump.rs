@@ -114,12 +114,9 @@ pub struct DumpedResource {
 }
 
 pub fn run(mut args: Args) -> ExitCode {
-    match args.weftd.resolve() {
+    match args.weftd.resolve("config-dump") {
         Ok(url) => args.weftd.url = url,
-        Err(e) => {
-            eprintln!("weftctl config-dump: {e:#}");
-            return ExitCode::from(exit::USAGE);
-        }
+        Err(code) => return code,
     }
     let path = format!("/debug/config_dump?proxy={}", weftd::encode_query_value(&args.proxy_id));
     let response = match weftd::get(&args.weftd.url, &path) {

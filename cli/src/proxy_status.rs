@@ -74,12 +74,9 @@ pub struct Nack {
 }
 
 pub fn run(mut args: Args) -> ExitCode {
-    match args.weftd.resolve() {
+    match args.weftd.resolve("proxy-status") {
         Ok(url) => args.weftd.url = url,
-        Err(e) => {
-            eprintln!("weftctl proxy-status: {e:#}");
-            return ExitCode::from(exit::USAGE);
-        }
+        Err(code) => return code,
     }
     let response = match weftd::get(&args.weftd.url, "/debug/syncz") {
         Ok(r) if r.status == 200 => r,

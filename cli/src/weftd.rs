@@ -31,12 +31,16 @@ pub struct WeftdArgs {
 }
 
 impl WeftdArgs {
-    /// The debug endpoint's URL: --weftd, or with --cluster the one found in the cluster.
-    pub fn resolve(&self) -> anyhow::Result<String> {
+    /// The debug endpoint's URL: --weftd, or with --cluster the one found in the cluster;
+    /// on failure, the message is printed for `command` and its exit code returned.
+    pub fn resolve(&self, command: &str) -> Result<String, ExitCode> {
         if !self.in_cluster.cluster {
             return Ok(self.url.clone());
         }
-        crate::cluster::block_on(self.in_cluster.debug_url())?
+        crate::cluster::block_on(self.in_cluster.debug_url()).and_then(|found| found).map_err(|e| {
+            eprintln!("weftctl {command}: {e:#}");
+            ExitCode::from(exit::USAGE)
+        })
     }
 }
 

@@ -11,8 +11,8 @@
 
 use serde_json::{Value, json};
 use std::{process::Output, time::Duration};
-use tokio::time::Instant;
 use weft_tests::kubeapi::FakeApiServer;
+use weft_tests::poll::until;
 use weft_tests::weftd::LoopbackWeftd;
 
 const PATIENCE: Duration = Duration::from_secs(30);
@@ -47,17 +47,6 @@ fn namespace(server: &FakeApiServer, name: &str, labels: Value) {
     server.apply(
         json!({ "apiVersion": "v1", "kind": "Namespace", "metadata": { "name": name, "labels": labels } }),
     );
-}
-
-async fn until<T>(what: &str, mut check: impl FnMut() -> Option<T>) -> T {
-    let deadline = Instant::now() + PATIENCE;
-    loop {
-        if let Some(found) = check() {
-            return found;
-        }
-        assert!(Instant::now() < deadline, "{what}: not seen within {PATIENCE:?}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
 }
 
 #[tokio::test]
@@ -169,7 +158,7 @@ async fn waypoint_apply_warns_outside_the_mesh_and_reports_a_refused_gateway() {
         "metadata": { "name": "broken", "namespace": "plain" },
         "spec": { "gatewayClassName": "weft-waypoint", "listeners": [{ "name": "mesh", "port": 80, "protocol": "HTTP" }] },
     }));
-    until("broken's status", || {
+    until(PATIENCE, "broken's status", || {
         server
             .object("Gateway.gateway.networking.k8s.io", Some("plain"), "broken")
             .and_then(|g| g.get("status").cloned())

@@ -14,9 +14,9 @@ use kube::{
 };
 use serde_json::{Value, json};
 use std::time::Duration;
-use tokio::time::Instant;
 use weft_controlplane::source::kube::KubeSource;
 use weft_tests::kubeapi::FakeApiServer;
+use weft_tests::poll::until;
 use weft_tests::weftd::LoopbackWeftd;
 
 /// Long enough for any step on a loaded machine; a passing test never waits this long.
@@ -62,18 +62,6 @@ async fn apply(client: &Client, gw: &DynamicObject) {
         .expect("apply the Gateway");
 }
 
-/// Waits until `check` finds what it wants in the server, returning it.
-async fn until<T>(what: &str, mut check: impl FnMut() -> Option<T>) -> T {
-    let deadline = Instant::now() + PATIENCE;
-    loop {
-        if let Some(found) = check() {
-            return found;
-        }
-        assert!(Instant::now() < deadline, "{what}: not seen within {PATIENCE:?}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
 fn condition(gateway: &Value, type_: &str) -> Option<Value> {
     gateway["status"]["conditions"].as_array()?.iter().find(|c| c["type"] == type_).cloned()
 }
@@ -94,7 +82,7 @@ async fn a_waypoint_gateway_is_deployed_programmed_and_removed_with_its_gateway(
     for (class, controller) in
         [("weft-waypoint", "weft.io/mesh-controller"), ("istio-waypoint", "istio.io/mesh-controller")]
     {
-        let gc = until(class, || {
+        let gc = until(PATIENCE, class, || {
             server.object("GatewayClass", None, class).filter(|gc| condition(gc, "Accepted").is_some())
         })
         .await;
@@ -107,7 +95,7 @@ async fn a_waypoint_gateway_is_deployed_programmed_and_removed_with_its_gateway(
     }
 
     apply(&client, &gateway("bookinfo", "waypoint", "weft-waypoint", 15008, "HBONE")).await;
-    let gw = until("Programmed", || {
+    let gw = until(PATIENCE, "Programmed", || {
         server
             .object("Gateway.gateway.networking.k8s.io", Some("bookinfo"), "waypoint")
             .filter(|g| condition(g, "Programmed").is_some_and(|c| c["status"] == "True"))
@@ -155,7 +143,7 @@ async fn a_waypoint_gateway_is_deployed_programmed_and_removed_with_its_gateway(
         Api::namespaced(client.clone(), "bookinfo");
     let edit = json!({ "spec": { "template": { "spec": { "containers": [{ "name": "weft-waypoint", "image": "evil" }] } } } });
     deployments.patch("waypoint", &PatchParams::default(), &Patch::Merge(&edit)).await.unwrap();
-    until("the image restored", || {
+    until(PATIENCE, "the image restored", || {
         server
             .object("Deployment", Some("bookinfo"), "waypoint")
             .filter(|d| d["spec"]["template"]["spec"]["containers"][0]["image"] == IMAGE)
@@ -165,7 +153,7 @@ async fn a_waypoint_gateway_is_deployed_programmed_and_removed_with_its_gateway(
     // Deleting the Gateway deletes what weftd made for it (ownerReferences).
     let api: Api<DynamicObject> = Api::namespaced_with(client.clone(), "bookinfo", &gateways());
     api.delete("waypoint", &DeleteParams::default()).await.unwrap();
-    until("the waypoint's objects gone", || {
+    until(PATIENCE, "the waypoint's objects gone", || {
         let gone = ["Deployment", "Service", "ServiceAccount"]
             .iter()
             .all(|kind| server.object(kind, Some("bookinfo"), "waypoint").is_none());
@@ -197,7 +185,7 @@ async fn bad_gateways_are_told_why_and_the_good_ones_keep_working() {
                 .and_then(|g| condition(&g, "Accepted"))
         }
     };
-    let wrong = until("wrong-listener's condition", accepted("wrong-listener")).await;
+    let wrong = until(PATIENCE, "wrong-listener's condition", accepted("wrong-listener")).await;
     assert_eq!(
         (wrong["status"].as_str(), wrong["reason"].as_str()),
         (Some("False"), Some("ListenersNotValid"))
@@ -213,14 +201,14 @@ async fn bad_gateways_are_told_why_and_the_good_ones_keep_working() {
     assert_eq!(gw["status"]["listeners"][0]["conditions"][0]["reason"], "UnsupportedProtocol");
     assert_eq!(condition(&gw, "Programmed").unwrap()["status"], "False");
 
-    let unknown = until("unknown-class's condition", accepted("unknown-class")).await;
+    let unknown = until(PATIENCE, "unknown-class's condition", accepted("unknown-class")).await;
     assert_eq!((unknown["status"].as_str(), unknown["reason"].as_str()), (Some("False"), Some("Invalid")));
     assert!(
         unknown["message"].as_str().unwrap().contains("GatewayClass \"no-such-class\" does not exist"),
         "{unknown}"
     );
 
-    let istio = until("istio-waypoint programmed", || {
+    let istio = until(PATIENCE, "istio-waypoint programmed", || {
         server
             .object("Gateway.gateway.networking.k8s.io", Some("a"), "istio")
             .and_then(|g| condition(&g, "Programmed"))
@@ -241,7 +229,7 @@ async fn bad_gateways_are_told_why_and_the_good_ones_keep_working() {
 
     // Fixing the listener makes it a waypoint.
     apply(&client, &gateway("a", "wrong-listener", "weft-waypoint", 15008, "HBONE")).await;
-    until("the fixed Gateway programmed", || {
+    until(PATIENCE, "the fixed Gateway programmed", || {
         server
             .object("Gateway.gateway.networking.k8s.io", Some("a"), "wrong-listener")
             .and_then(|g| condition(&g, "Programmed"))
@@ -263,8 +251,8 @@ async fn a_users_own_deployment_is_not_taken_over_and_deleted_classes_come_back(
     let _weftd = start(&server).await;
     let client = client(&server);
     apply(&client, &gateway("b", "mine", "weft-waypoint", 15008, "HBONE")).await;
-    until("the Service", || server.object("Service", Some("b"), "mine")).await;
-    until("Programmed=False", || {
+    until(PATIENCE, "the Service", || server.object("Service", Some("b"), "mine")).await;
+    until(PATIENCE, "Programmed=False", || {
         server
             .object("Gateway.gateway.networking.k8s.io", Some("b"), "mine")
             .and_then(|g| condition(&g, "Programmed"))
@@ -276,10 +264,10 @@ async fn a_users_own_deployment_is_not_taken_over_and_deleted_classes_come_back(
 
     let classes: Api<DynamicObject> =
         Api::all_with(client.clone(), &weft_controlplane::waypoints::classes::gateway_class_resource());
-    until("weft-waypoint", || server.object("GatewayClass", None, "weft-waypoint")).await;
+    until(PATIENCE, "weft-waypoint", || server.object("GatewayClass", None, "weft-waypoint")).await;
     let uid = server.object("GatewayClass", None, "weft-waypoint").unwrap()["metadata"]["uid"].clone();
     classes.delete("weft-waypoint", &DeleteParams::default()).await.unwrap();
-    until("weft-waypoint recreated", || {
+    until(PATIENCE, "weft-waypoint recreated", || {
         server.object("GatewayClass", None, "weft-waypoint").filter(|gc| gc["metadata"]["uid"] != uid)
     })
     .await;

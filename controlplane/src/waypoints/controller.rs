@@ -175,7 +175,7 @@ async fn reconcile(
 ) -> Result<Action, ReconcileError> {
     let class_name = gateway.data["spec"]["gatewayClassName"].as_str().unwrap_or_default().to_owned();
     let Some(class) = ours(&ctx.client, &class_name).await? else {
-        if looks_like_a_waypoint(&gateway) && !class_exists(&ctx.client, &class_name).await? {
+        if looks_like_a_waypoint(&gateway) && gateway_class(&ctx.client, &class_name).await?.is_none() {
             let message = format!(
                 "GatewayClass {class_name:?} does not exist: a waypoint's gatewayClassName is \"weft-waypoint\" \
                  (or \"istio-waypoint\")"
@@ -202,13 +202,7 @@ async fn reconcile(
 /// it exists) names weftd's controller.
 async fn ours(client: &Client, name: &str) -> Result<Option<&'static WaypointClass>, ReconcileError> {
     let Some(class) = classes::by_name(name) else { return Ok(None) };
-    let api: Api<DynamicObject> = Api::all_with(client.clone(), &classes::gateway_class_resource());
-    let existing = api.get_opt(name).await.map_err(|source| ReconcileError::Api {
-        action: "reading",
-        what: format!("GatewayClass {name}"),
-        source,
-    })?;
-    match existing {
+    match gateway_class(client, name).await? {
         Some(gc) if gc.data["spec"]["controllerName"].as_str() != Some(class.controller) => {
             debug!(class = name, "GatewayClass belongs to another controller");
             Ok(None)
@@ -217,14 +211,13 @@ async fn ours(client: &Client, name: &str) -> Result<Option<&'static WaypointCla
     }
 }
 
-async fn class_exists(client: &Client, name: &str) -> Result<bool, ReconcileError> {
+async fn gateway_class(client: &Client, name: &str) -> Result<Option<DynamicObject>, ReconcileError> {
     let api: Api<DynamicObject> = Api::all_with(client.clone(), &classes::gateway_class_resource());
-    let found = api.get_opt(name).await.map_err(|source| ReconcileError::Api {
+    api.get_opt(name).await.map_err(|source| ReconcileError::Api {
         action: "reading",
         what: format!("GatewayClass {name}"),
         source,
-    })?;
-    Ok(found.is_some())
+    })
 }
 
 /// A Gateway with an HBONE listener: meant as a waypoint, whatever its class.

@@ -23,7 +23,7 @@ pub(crate) type Body = BoxBody<Bytes, Infallible>;
 const DEFAULT_WATCH_TIMEOUT: Duration = Duration::from_secs(1800);
 
 /// The largest request body accepted (a TokenReview, a Secret).
-pub(super) const MAX_BODY: usize = 1 << 20;
+const MAX_BODY: usize = 1 << 20;
 
 /// Where TokenReviews are posted.
 const TOKEN_REVIEWS: &str = "/apis/authentication.k8s.io/v1/tokenreviews";
@@ -82,13 +82,18 @@ pub(crate) async fn handle(shared: &Shared, request: Request<Incoming>) -> Respo
 
 /// The body of a POST or PUT, as JSON.
 async fn read_json(request: Request<Incoming>) -> Result<Value, ApiError> {
+    let bytes = read_body(request).await?;
+    serde_json::from_slice(&bytes).map_err(|e| ApiError::bad_request(format!("the body is not JSON: {e}")))
+}
+
+/// A request's body, up to [`MAX_BODY`].
+pub(super) async fn read_body(request: Request<Incoming>) -> Result<Bytes, ApiError> {
     let limited = http_body_util::Limited::new(request.into_body(), MAX_BODY);
-    let bytes = limited
+    Ok(limited
         .collect()
         .await
         .map_err(|e| ApiError::bad_request(format!("cannot read the request body: {e}")))?
-        .to_bytes();
-    serde_json::from_slice(&bytes).map_err(|e| ApiError::bad_request(format!("the body is not JSON: {e}")))
+        .to_bytes())
 }
 
 /// A create (POST to a collection) or replace (PUT to an object).

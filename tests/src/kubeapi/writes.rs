@@ -16,12 +16,11 @@
 
 use super::{
     Shared,
-    http::{Body, MAX_BODY, Query, error, json_response},
+    http::{Body, Query, error, json_response, read_body},
     patch,
     resources::{RESOURCES, by_path},
     store::ApiError,
 };
-use http_body_util::BodyExt;
 use hyper::{Method, Request, StatusCode, body::Incoming, header};
 use serde_json::Value;
 
@@ -108,16 +107,6 @@ pub(crate) async fn handle(
         Ok((status, object)) => json_response(status, &object),
         Err(e) => error(&e),
     }
-}
-
-async fn read_body(request: Request<Incoming>) -> Result<Vec<u8>, ApiError> {
-    let limited = http_body_util::Limited::new(request.into_body(), MAX_BODY);
-    let bytes = limited
-        .collect()
-        .await
-        .map_err(|e| ApiError::bad_request(format!("cannot read the request body: {e}")))?
-        .to_bytes();
-    Ok(bytes.to_vec())
 }
 
 /// A body as JSON, or as YAML (an apply patch may be either).
