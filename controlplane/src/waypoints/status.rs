@@ -142,18 +142,14 @@ pub fn listener_status(
         }
         _ => Condition::new("Accepted", true, "Accepted", "No errors found", generation),
     };
-    let programmed = Condition::new(
-        "Programmed",
-        accepted.status == "True",
-        if accepted.status == "True" { "Programmed" } else { "Invalid" },
-        if accepted.status == "True" { "No errors found" } else { "The listener was not accepted" },
-        generation,
-    );
-    let resolved = Condition::new("ResolvedRefs", true, "ResolvedRefs", "No errors found", generation);
-    let conflicted = Condition {
-        status: "False".into(),
-        ..Condition::new("Conflicted", false, "NoConflicts", "No errors found", generation)
+    let programmed = match state {
+        GatewayState::BadListeners(_) => {
+            Condition::new("Programmed", false, "Invalid", "The listener was not accepted", generation)
+        }
+        _ => Condition::new("Programmed", true, "Programmed", "No errors found", generation),
     };
+    let resolved = Condition::new("ResolvedRefs", true, "ResolvedRefs", "No errors found", generation);
+    let conflicted = Condition::new("Conflicted", false, "NoConflicts", "No errors found", generation);
     serde_json::Value::Array(
         listeners
             .iter()
