@@ -4,7 +4,8 @@
 //! labelled; an existing `istio.io/use-waypoint` is refused without `--overwrite`; `list`
 //! and `status` print istioctl's tables; `delete` takes the Deployment and Service with the
 //! Gateway; `analyze --cluster` reads the API server's objects; `proxy-status --cluster`
-//! finds weftd through its Service and EndpointSlice. Loopback only, no root.
+//! finds weftd through its Service and EndpointSlice; on a terminal the wait is a spinner.
+//! Loopback only, no root.
 //!
 //! The weftd binary is another package's: run `cargo build --bins` first (`cargo xtask
 //! test` does).
@@ -220,4 +221,39 @@ async fn analyze_and_proxy_status_against_the_cluster() {
     let dump = weftctl(&server, &["config-dump", "nobody", "--cluster"]).await;
     assert_eq!(dump.status.code(), Some(2));
     assert!(!stderr(&dump).contains("cannot reach weftd"), "weftd was reached: {}", stderr(&dump));
+}
+
+/// On a terminal the wait is a spinner line rewritten in place; with no weftd to program
+/// the waypoint it ends at --waypoint-timeout, saying what it last saw. (`script`, from
+/// util-linux, gives weftctl a pseudo-terminal.)
+#[tokio::test]
+async fn the_wait_shows_a_spinner_on_a_terminal_and_times_out_with_the_last_state() {
+    let (server, _) = FakeApiServer::start().await.unwrap();
+    namespace(&server, "bookinfo", json!({ "istio.io/dataplane-mode": "ambient" }));
+    let command = format!(
+        "{} waypoint apply -n bookinfo --wait --waypoint-timeout 3s --kube-url {}",
+        env!("CARGO_BIN_EXE_weftctl"),
+        server.url()
+    );
+    let out = tokio::task::spawn_blocking(move || {
+        std::process::Command::new("script")
+            .args(["-qec", &command, "/dev/null"])
+            .output()
+            .expect("run script")
+    })
+    .await
+    .unwrap();
+    let screen = stdout(&out);
+    assert_eq!(out.status.code(), Some(1), "{screen}");
+    assert!(
+        screen.contains("\r\x1b[2K⠋ waiting for waypoint bookinfo/waypoint to be programmed (0s)"),
+        "{screen:?}"
+    );
+    assert!(screen.contains("⠙ waiting for waypoint bookinfo/waypoint to be programmed (1s)"), "{screen:?}");
+    assert!(
+        screen.contains(
+            "timed out while waiting for waypoint bookinfo/waypoint after 3s: no status yet (is weftd running in Kubernetes mode?)"
+        ),
+        "{screen:?}"
+    );
 }
