@@ -3,19 +3,36 @@
 //! unreadable documents, and the cross-object warnings of `istioctl analyze` — sorted by
 //! file and line. Exits 1 when there is any error, 0 otherwise, 2 when the directory
 //! cannot be read.
+//!
+//! `weftctl analyze --cluster` does the same with the objects of a cluster: weftd's own
+//! Kubernetes source lists every kind weftd reads (a kind whose CRD is missing is skipped,
+//! as in weftd) and its first complete set goes through the same store.
 
+use crate::cluster::{self, ClusterArgs};
 use crate::exit;
+use anyhow::Context;
 use clap::ValueEnum;
 use std::io::Write;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use weft_controlplane::config::{ConfigStore, Diagnostic, SourceId};
 use weft_controlplane::source::file::FileSource;
+use weft_controlplane::source::kube::KubeSource;
+
+/// How long the cluster's objects may take to list.
+const LIST_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60);
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
     /// Directory of YAML files (searched recursively for *.yaml and *.yml).
-    pub dir: PathBuf,
+    #[arg(required_unless_present = "cluster", conflicts_with = "cluster")]
+    pub dir: Option<PathBuf>,
+    /// Analyze the objects in the cluster (the kubeconfig's, or --kube-url) instead of a
+    /// directory.
+    #[arg(long)]
+    pub cluster: bool,
+    #[command(flatten)]
+    pub kube: ClusterArgs,
     /// Output format.
     #[arg(short, long, value_enum, default_value_t = Output::Text)]
     pub output: Output,
@@ -51,6 +68,30 @@ pub fn analyze(dir: &std::path::Path) -> Result<Analysis, weft_controlplane::sou
     let mut source = FileSource::new(dir)?;
     let mut store = ConfigStore::new();
     store.apply_all(SourceId::File, source.poll());
+    Ok(analysis(&store))
+}
+
+/// Lists the cluster's objects once and validates them.
+pub async fn analyze_cluster(args: &ClusterArgs) -> anyhow::Result<Analysis> {
+    let client = args.client().await?;
+    // An unreachable server would keep the source retrying: fail fast instead.
+    client
+        .apiserver_version()
+        .await
+        .map_err(|e| anyhow::anyhow!("cannot reach the Kubernetes API server: {}", cluster::describe(&e)))?;
+    let (events, mut received) = tokio::sync::mpsc::channel(1);
+    let watching = tokio::spawn(KubeSource::new(client).run(events));
+    let first = tokio::time::timeout(LIST_TIMEOUT, received.recv()).await;
+    watching.abort();
+    let first = first
+        .context("timed out listing the cluster's objects")?
+        .context("the Kubernetes source stopped before listing")?;
+    let mut store = ConfigStore::new();
+    store.apply_all(SourceId::Kubernetes, [first]);
+    Ok(analysis(&store))
+}
+
+fn analysis(store: &ConfigStore) -> Analysis {
     let snapshot = store.snapshot();
     let served = [
         snapshot.namespaces.len(),
@@ -70,21 +111,30 @@ pub fn analyze(dir: &std::path::Path) -> Result<Analysis, weft_controlplane::sou
     ]
     .iter()
     .sum();
-    Ok(Analysis { diagnostics: store.diagnostics(), served })
+    Analysis { diagnostics: store.diagnostics(), served }
 }
 
 pub fn run(args: Args) -> ExitCode {
-    let analysis = match analyze(&args.dir) {
-        Ok(a) => a,
-        Err(e) => {
-            eprintln!("weftctl analyze: {e}");
-            return ExitCode::from(exit::USAGE);
-        }
+    let (analysis, target) = match &args.dir {
+        Some(dir) => match analyze(dir) {
+            Ok(a) => (a, dir.display().to_string()),
+            Err(e) => {
+                eprintln!("weftctl analyze: {e}");
+                return ExitCode::from(exit::USAGE);
+            }
+        },
+        None => match cluster::block_on(analyze_cluster(&args.kube)).and_then(|a| a) {
+            Ok(a) => (a, "the cluster".to_owned()),
+            Err(e) => {
+                eprintln!("weftctl analyze: {e:#}");
+                return ExitCode::from(exit::USAGE);
+            }
+        },
     };
     let mut out = std::io::stdout().lock();
     let written = match args.output {
         Output::Text => write_text(&mut out, &analysis),
-        Output::Json => write_json(&mut out, &args, &analysis),
+        Output::Json => write_json(&mut out, &target, &analysis),
     };
     if let Err(e) = written.and_then(|()| out.flush()) {
         // A closed pipe (`| head`) is not worth a message.
@@ -95,17 +145,13 @@ pub fn run(args: Args) -> ExitCode {
     }
     if args.output == Output::Text {
         if analysis.diagnostics.is_empty() {
-            eprintln!(
-                "✔ No validation issues found when analyzing {} ({} objects)",
-                args.dir.display(),
-                analysis.served
-            );
+            eprintln!("✔ No validation issues found when analyzing {} ({} objects)", target, analysis.served);
         } else {
             eprintln!(
                 "{} error(s), {} warning(s) in {} ({} objects served)",
                 analysis.errors(),
                 analysis.warnings(),
-                args.dir.display(),
+                target,
                 analysis.served
             );
         }
@@ -120,9 +166,9 @@ fn write_text(out: &mut impl Write, analysis: &Analysis) -> std::io::Result<()> 
     Ok(())
 }
 
-fn write_json(out: &mut impl Write, args: &Args, analysis: &Analysis) -> std::io::Result<()> {
+fn write_json(out: &mut impl Write, target: &str, analysis: &Analysis) -> std::io::Result<()> {
     let doc = serde_json::json!({
-        "directory": args.dir.display().to_string(),
+        "directory": target,
         "errors": analysis.errors(),
         "warnings": analysis.warnings(),
         "served": analysis.served,

@@ -113,7 +113,11 @@ pub struct DumpedResource {
     pub value_base64: Option<String>,
 }
 
-pub fn run(args: Args) -> ExitCode {
+pub fn run(mut args: Args) -> ExitCode {
+    match args.weftd.resolve("config-dump") {
+        Ok(url) => args.weftd.url = url,
+        Err(code) => return code,
+    }
     let path = format!("/debug/config_dump?proxy={}", weftd::encode_query_value(&args.proxy_id));
     let response = match weftd::get(&args.weftd.url, &path) {
         Ok(r) if r.status == 200 => r,

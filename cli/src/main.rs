@@ -1,11 +1,16 @@
 //! weftctl: Weft's command line. `main` only parses the command line and dispatches; each
 //! subcommand lives in its own module (`analyze.rs`, `proxy_status.rs`, `config_dump.rs`)
-//! with its own `Args` and `run`; `weftd.rs` is how the latter two ask weftd.
+//! with its own `Args` and `run`; `weftd.rs` is how the latter two ask weftd; `cluster.rs`
+//! is how every subcommand that talks to a cluster reaches it (kube-rs), and `waypoint/`
+//! holds `weftctl waypoint`.
 
 mod analyze;
+mod cluster;
 mod config_dump;
+mod find_weftd;
 mod profile;
 mod proxy_status;
+mod waypoint;
 mod weftd;
 
 use clap::{Parser, Subcommand};
@@ -33,6 +38,9 @@ enum Command {
     /// The charts' profiles (charts/profiles): list them, dump the values one gives each
     /// chart, diff two.
     Profile(profile::Args),
+    /// Manage waypoints (Gateway API Gateways of class weft-waypoint) in a cluster: apply,
+    /// list, delete, status.
+    Waypoint(waypoint::Args),
 }
 
 /// Exit codes shared by the subcommands.
@@ -54,5 +62,6 @@ fn main() -> ExitCode {
         Command::ProxyStatus(args) => proxy_status::run(args),
         Command::ConfigDump(args) => config_dump::run(args),
         Command::Profile(args) => profile::run(args),
+        Command::Waypoint(args) => waypoint::run(args),
     }
 }

@@ -73,7 +73,11 @@ pub struct Nack {
     pub message: String,
 }
 
-pub fn run(args: Args) -> ExitCode {
+pub fn run(mut args: Args) -> ExitCode {
+    match args.weftd.resolve("proxy-status") {
+        Ok(url) => args.weftd.url = url,
+        Err(code) => return code,
+    }
     let response = match weftd::get(&args.weftd.url, "/debug/syncz") {
         Ok(r) if r.status == 200 => r,
         Ok(r) => {

@@ -19,13 +19,29 @@ const DEFAULT_PORT: u16 = 15014;
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
 const IO_TIMEOUT: Duration = Duration::from_secs(15);
 
-/// The flag that says where weftd is.
+/// The flags that say where weftd is.
 #[derive(Debug, Clone, clap::Args)]
 pub struct WeftdArgs {
     /// weftd's debug endpoint (its --debug-addr), e.g. http://127.0.0.1:15014; in a
-    /// cluster, reach it with `kubectl port-forward` first.
+    /// cluster, reach it with `kubectl port-forward` first, or use --cluster.
     #[arg(long = "weftd", env = "WEFTD_DEBUG_ADDR", value_name = "URL", default_value = DEFAULT_ADDR)]
     pub url: String,
+    #[command(flatten)]
+    pub in_cluster: crate::find_weftd::InCluster,
+}
+
+impl WeftdArgs {
+    /// The debug endpoint's URL: --weftd, or with --cluster the one found in the cluster;
+    /// on failure, the message is printed for `command` and its exit code returned.
+    pub fn resolve(&self, command: &str) -> Result<String, ExitCode> {
+        if !self.in_cluster.cluster {
+            return Ok(self.url.clone());
+        }
+        crate::cluster::block_on(self.in_cluster.debug_url()).and_then(|found| found).map_err(|e| {
+            eprintln!("weftctl {command}: {e:#}");
+            ExitCode::from(exit::USAGE)
+        })
+    }
 }
 
 /// How a subcommand prints what weftd answered.

@@ -16,6 +16,7 @@ use crate::{
     options::Options,
     source::{SourceEvent, file::FileSource, kube::KubeSource},
     translate,
+    waypoints::{WaypointController, WaypointSettings},
 };
 use anyhow::Context;
 use std::sync::{Arc, Mutex};
@@ -76,6 +77,19 @@ pub async fn run(options: Options) -> anyhow::Result<()> {
     {
         // Agents that already have the root keep working; new ones wait for it.
         error!(error = %e, "cannot publish the root certificate for agents");
+    }
+
+    // Kubernetes mode: waypoint Gateways become their Deployment and Service.
+    if let Some(client) = &kube {
+        let settings = WaypointSettings {
+            image: options.waypoint_image.clone(),
+            xds_address: options.waypoint_xds_address.clone().unwrap_or_default(),
+            trust_domain: options.trust_domain.clone(),
+            root_config_map: ca::secret::ROOT_CONFIG_MAP.to_owned(),
+            token_audience: options.token_audiences.first().cloned().unwrap_or_else(|| "istio-ca".into()),
+        };
+        let roots = authority.material().roots_pem().to_owned();
+        tokio::spawn(WaypointController::new(client.clone(), settings, roots).run());
     }
 
     // Who may call: the token file, or TokenReview; decisions read the pods in force.

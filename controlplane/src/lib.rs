@@ -5,6 +5,7 @@
 //!      ─▶ translate/ (Envoy listeners/routes/clusters; Istio workload addresses)
 //!      ─▶ weft-xds server (ADS, state of the world and delta) ─▶ agents, waypoints, Envoy
 //!  ca/ (root, CSR service, serving certificate) ◀─ auth/ (who calls, what they may ask)
+//!  waypoints/ (Kubernetes mode: waypoint Gateways ─▶ their Deployment, Service, status)
 //! ```
 
 pub mod app;
@@ -15,3 +16,4 @@ pub mod debug;
 pub mod options;
 pub mod source;
 pub mod translate;
+pub mod waypoints;

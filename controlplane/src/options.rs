@@ -89,6 +89,14 @@ pub struct Options {
     /// Audiences a caller's Kubernetes token must be for (istiod's TOKEN_AUDIENCES).
     #[arg(long, env = "WEFT_TOKEN_AUDIENCES", value_delimiter = ',', default_value = "istio-ca")]
     pub token_audiences: Vec<String>,
+    /// The weft-waypoint image of the waypoints weftd deploys for waypoint Gateways
+    /// (Kubernetes mode).
+    #[arg(long, env = "WEFT_WAYPOINT_IMAGE", default_value = concat!("weft/weft-waypoint:", env!("CARGO_PKG_VERSION")))]
+    pub waypoint_image: String,
+    /// weftd's secure port as the waypoints weftd deploys reach it. Default:
+    /// https://weftd.<ns>.svc:15012.
+    #[arg(long, env = "WEFT_WAYPOINT_XDS_ADDRESS", value_name = "URL")]
+    pub waypoint_xds_address: Option<String>,
     /// Log as JSON lines instead of text.
     #[arg(long, env = "WEFT_LOG_JSON")]
     pub log_json: bool,
@@ -187,6 +195,9 @@ impl Options {
         if self.serving_dns_names.is_empty() {
             self.serving_dns_names = vec![format!("weftd.{}.svc", self.namespace)];
         }
+        if self.waypoint_xds_address.is_none() {
+            self.waypoint_xds_address = Some(format!("https://weftd.{}.svc:15012", self.namespace));
+        }
         if self.agent_service_accounts.is_empty() {
             self.agent_service_accounts =
                 vec![ServiceAccountRef { namespace: self.namespace.clone(), name: "weft-agent".into() }];
@@ -279,6 +290,8 @@ mod tests {
     fn names_follow_the_namespace() {
         let o = parse(&["--kubernetes", "--namespace", "weft-system"]).unwrap();
         assert_eq!(o.serving_dns_names, ["weftd.weft-system.svc"]);
+        assert_eq!(o.waypoint_xds_address.as_deref(), Some("https://weftd.weft-system.svc:15012"));
+        assert!(o.waypoint_image.starts_with("weft/weft-waypoint:"), "{}", o.waypoint_image);
         assert_eq!(o.agent_service_accounts[0].to_string(), "weft-system/weft-agent");
         let o = parse(&["--kubernetes", "--agent-service-accounts", "a/b,c/d", "--serving-ips", "10.0.0.1"])
             .unwrap();

@@ -9,6 +9,7 @@
 //! - [`agent`]: a `weft-agent` process on a bed node and its admin endpoint.
 //! - [`logs`]: what an agent or weftd logged: JSON lines by field, text lines by fragment.
 //! - [`meshconfig`]: the agents' `--local-config` file, written from the bed's pods.
+//! - [`poll`]: waiting for what another process does, by polling a check.
 //! - [`scenario`]: a bed with its config, the test app as server and client.
 //! - [`wire`]: a tcpdump capture on a bed interface and what crossed it (TCP flows, TLS).
 //! - [`certs`] and [`probe`]: certificates a test mints (weftd's CA or another) and
@@ -35,6 +36,7 @@ pub mod envoy;
 pub mod kubeapi;
 pub mod logs;
 pub mod meshconfig;
+pub mod poll;
 pub mod probe;
 pub mod route_conformance;
 pub mod scenario;

@@ -34,6 +34,12 @@ pub(crate) async fn handle(shared: &Shared, request: Request<Incoming>) -> Respo
     let watching = query.flag("watch");
     let method = request.method().clone();
     shared.record(method.as_str(), &path, watching, &request.uri().to_string());
+    if method == Method::PATCH
+        || method == Method::DELETE
+        || (method == Method::PUT && path.ends_with("/status"))
+    {
+        return super::writes::handle(shared, request, &path, &query).await;
+    }
     if method == Method::POST || method == Method::PUT {
         let body = match read_json(request).await {
             Ok(body) => body,
@@ -45,7 +51,7 @@ pub(crate) async fn handle(shared: &Shared, request: Request<Incoming>) -> Respo
         return write(shared, &method, &path, body);
     }
     if method != Method::GET {
-        let message = format!("the fake API server serves GET, POST and PUT, not {method}");
+        let message = format!("the fake API server serves GET, POST, PUT, PATCH and DELETE, not {method}");
         return error(&ApiError { code: 405, reason: "MethodNotAllowed", message });
     }
 
@@ -76,13 +82,18 @@ pub(crate) async fn handle(shared: &Shared, request: Request<Incoming>) -> Respo
 
 /// The body of a POST or PUT, as JSON.
 async fn read_json(request: Request<Incoming>) -> Result<Value, ApiError> {
+    let bytes = read_body(request).await?;
+    serde_json::from_slice(&bytes).map_err(|e| ApiError::bad_request(format!("the body is not JSON: {e}")))
+}
+
+/// A request's body, up to [`MAX_BODY`].
+pub(super) async fn read_body(request: Request<Incoming>) -> Result<Bytes, ApiError> {
     let limited = http_body_util::Limited::new(request.into_body(), MAX_BODY);
-    let bytes = limited
+    Ok(limited
         .collect()
         .await
         .map_err(|e| ApiError::bad_request(format!("cannot read the request body: {e}")))?
-        .to_bytes();
-    serde_json::from_slice(&bytes).map_err(|e| ApiError::bad_request(format!("the body is not JSON: {e}")))
+        .to_bytes())
 }
 
 /// A create (POST to a collection) or replace (PUT to an object).
@@ -269,7 +280,7 @@ fn resource_list(shared: &Shared, group: &str, version: &str) -> Result<Value, A
                 "singularName": r.kind.to_lowercase(),
                 "namespaced": r.namespaced,
                 "kind": r.kind,
-                "verbs": ["get", "list", "watch"],
+                "verbs": ["create", "delete", "get", "list", "patch", "update", "watch"],
             })
         })
         .collect();
@@ -282,7 +293,7 @@ fn resource_list(shared: &Shared, group: &str, version: &str) -> Result<Value, A
     )
 }
 
-fn json_response(status: StatusCode, body: &Value) -> Response<Body> {
+pub(super) fn json_response(status: StatusCode, body: &Value) -> Response<Body> {
     let bytes = serde_json::to_vec(body).expect("JSON serialises");
     Response::builder()
         .status(status)
@@ -291,13 +302,13 @@ fn json_response(status: StatusCode, body: &Value) -> Response<Body> {
         .expect("a valid response")
 }
 
-fn error(e: &ApiError) -> Response<Body> {
+pub(super) fn error(e: &ApiError) -> Response<Body> {
     let status = StatusCode::from_u16(e.code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
     json_response(status, &e.status())
 }
 
 /// A request's query parameters, percent-decoded.
-struct Query(HashMap<String, String>);
+pub(super) struct Query(HashMap<String, String>);
 
 impl Query {
     fn parse(query: Option<&str>) -> Query {
@@ -308,7 +319,7 @@ impl Query {
         Query(pairs.collect())
     }
 
-    fn get(&self, key: &str) -> Option<&str> {
+    pub(super) fn get(&self, key: &str) -> Option<&str> {
         self.0.get(key).map(String::as_str)
     }
 

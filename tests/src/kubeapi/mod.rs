@@ -14,7 +14,10 @@
 //!   too, though a client with explicit `ApiResource`s never asks.
 //! - Writes, for what weftd writes (its CA Secret, the root ConfigMap): `POST` to a
 //!   collection creates (409 `AlreadyExists` if the name is taken), `PUT` to an object
-//!   replaces it (409 `Conflict` on a stale `metadata.resourceVersion`).
+//!   replaces it (409 `Conflict` on a stale `metadata.resourceVersion`). For weftd's waypoint
+//!   controller and weftctl (`writes.rs`): `PATCH` (JSON merge patch, server-side apply),
+//!   the `/status` subresource, and `DELETE` with the garbage collector's cascade to the
+//!   objects an ownerReference ties to the deleted one.
 //! - TokenReview (`POST /apis/authentication.k8s.io/v1/tokenreviews`) answers from the tokens
 //!   a test registers with [`FakeApiServer::add_token`], as the real server answers for
 //!   service-account tokens: the user, groups and pod extras, and the audiences the token
@@ -40,9 +43,11 @@
 //! ```
 
 mod http;
+mod patch;
 mod registry;
 mod resources;
 mod store;
+mod writes;
 
 use anyhow::{Context, Result};
 use hyper::{server::conn::http1, service::service_fn};

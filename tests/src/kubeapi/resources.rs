@@ -80,6 +80,13 @@ pub(crate) const BUILTIN: &[Resource] = &[
     crd("gateway.networking.k8s.io", GATEWAY_API, "Gateway", "gateways"),
     crd("gateway.networking.k8s.io", GATEWAY_API, "HTTPRoute", "httproutes"),
     crd("gateway.networking.k8s.io", &["v1"], "GRPCRoute", "grpcroutes"),
+    // Written by weftd's waypoint controller (with the Gateway's status) and read by weftctl.
+    builtin("apps", "Deployment", "deployments", true),
+    builtin("", "ServiceAccount", "serviceaccounts", true),
+    Resource {
+        namespaced: false,
+        ..crd("gateway.networking.k8s.io", GATEWAY_API, "GatewayClass", "gatewayclasses")
+    },
 ];
 
 /// The index in [`RESOURCES`] of the resource a test names as `kind` or `kind.group`

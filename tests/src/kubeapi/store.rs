@@ -222,6 +222,17 @@ impl Store {
         Some(self.rv)
     }
 
+    /// The objects with an ownerReference to `uid` (what the garbage collector deletes
+    /// after their owner).
+    pub fn dependents(&self, uid: &str) -> Vec<Key> {
+        let owned_by = |object: &Value| {
+            object["metadata"]["ownerReferences"]
+                .as_array()
+                .is_some_and(|owners| owners.iter().any(|owner| owner["uid"] == uid))
+        };
+        self.objects.iter().filter(|(_, object)| owned_by(object)).map(|(key, _)| key.clone()).collect()
+    }
+
     fn record(&mut self, change: Change) {
         self.watches.retain(|watch| {
             if !watch.sees(&change.key) {
