@@ -35,6 +35,7 @@ pub mod envoy;
 pub mod kubeapi;
 pub mod logs;
 pub mod meshconfig;
+pub mod metricsbench;
 pub mod probe;
 pub mod route_conformance;
 pub mod scenario;
