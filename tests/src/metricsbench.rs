@@ -65,7 +65,7 @@ impl Default for Settings {
             load_secs: 20.0,
             load_interval_ms: 2,
             load_concurrency: 4,
-            scrapes: 60,
+            scrapes: 100,
             scrape_interval: Duration::from_millis(100),
         }
     }

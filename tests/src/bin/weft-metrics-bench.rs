@@ -24,8 +24,9 @@ struct Args {
     /// Load clients at once.
     #[arg(long, default_value_t = 4)]
     load_concurrency: u32,
-    /// Scrapes per process and step.
-    #[arg(long, default_value_t = 60)]
+    /// Scrapes per process and step (CPU time is counted in 10 ms ticks: many scrapes make
+    /// a fine figure).
+    #[arg(long, default_value_t = 100)]
     scrapes: usize,
     /// Pause between the starts of two scrapes (ms).
     #[arg(long, default_value_t = 100)]
@@ -79,7 +80,7 @@ step is judged once the scrape holds at least 1,000 samples; the 1,000-Services 
 - **Load**: `weft-testapp http` from the client pod to one Service: 4 clients, each making
   one request per connection with 2 ms between requests, for 20 s; each process's user +
   system CPU (`/proc/PID/stat`, all threads) over the window.
-- **CPU per scrape**: with no load, 60 GETs of `/metrics` 100 ms apart; the process's CPU
+- **CPU per scrape**: with no load, 100 GETs of `/metrics` 100 ms apart; the process's CPU
   over them less its CPU over as long an idle window, per scrape. At one scrape every 15 s
   that is a share of one core, and, divided by the process's CPU per second under the load,
   a share of its CPU.
