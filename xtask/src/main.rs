@@ -166,33 +166,21 @@ fn bench(args: &[String]) -> Result<()> {
     let sections = bench_sections(&args);
     let benchmarks = workspace_root().join("BENCHMARKS.md");
     let bin_dir = release_bin("");
-    if runs(None) {
-        run(Command::new(release_bin("weft-bench"))
-            .arg("--write")
-            .arg(&benchmarks)
-            .args(sections.data_path)
-            .env("WEFT_BIN_DIR", &bin_dir))?;
-    }
-    if runs(Some("--waypoint-only")) {
-        run(Command::new(release_bin("weft-wp-bench"))
-            .arg("--write")
-            .arg(&benchmarks)
-            .args(sections.waypoint)
-            .env("WEFT_BIN_DIR", &bin_dir))?;
-    }
-    if runs(Some("--metrics-only")) {
-        run(Command::new(release_bin("weft-metrics-bench"))
-            .arg("--write")
-            .arg(&benchmarks)
-            .args(sections.metrics)
-            .env("WEFT_BIN_DIR", &bin_dir))?;
-    }
-    if runs(Some("--cp-only")) {
-        run(Command::new(release_bin("weft-cp-bench"))
-            .arg("--write")
-            .arg(&benchmarks)
-            .args(sections.control_plane)
-            .env("WEFT_BIN_DIR", &bin_dir))?;
+    // In order: (the `--…-only` flag that picks it, its binary, its arguments).
+    let benchmarks_in_order: [(Option<&str>, &str, &[String]); 4] = [
+        (None, "weft-bench", sections.data_path),
+        (Some("--waypoint-only"), "weft-wp-bench", sections.waypoint),
+        (Some("--metrics-only"), "weft-metrics-bench", sections.metrics),
+        (Some("--cp-only"), "weft-cp-bench", sections.control_plane),
+    ];
+    for (flag, binary, args) in benchmarks_in_order {
+        if runs(flag) {
+            run(Command::new(release_bin(binary))
+                .arg("--write")
+                .arg(&benchmarks)
+                .args(args)
+                .env("WEFT_BIN_DIR", &bin_dir))?;
+        }
     }
     Ok(())
 }
