@@ -210,7 +210,7 @@ pub fn sum_samples(text: &str, name: &str, labels: &[(&str, &str)]) -> u64 {
 }
 
 /// A minimal HTTP/1.0 GET: the admin endpoint is ours and answers simply.
-fn http_get(addr: &str, path: &str) -> Result<(u16, String)> {
+pub(crate) fn http_get(addr: &str, path: &str) -> Result<(u16, String)> {
     let mut s = TcpStream::connect(addr).with_context(|| format!("connecting to {addr}"))?;
     s.set_read_timeout(Some(Duration::from_secs(5)))?;
     write!(s, "GET {path} HTTP/1.0\r\nHost: localhost\r\nConnection: close\r\n\r\n")?;

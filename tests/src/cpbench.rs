@@ -42,7 +42,10 @@ use weft_controlplane::{
 use weft_xds::server::{ServerConfig, XdsServer};
 use weft_xds::type_url;
 
+mod kube;
 mod subscriber;
+
+pub use kube::KubeReady;
 
 // ─── The synthetic mesh ──────────────────────────────────────────────────────────────────
 
@@ -423,6 +426,8 @@ pub struct Settings {
     pub no_shrink: bool,
     /// This binary, to start the weftd side with `serve`.
     pub exe: PathBuf,
+    /// The weftd binary for the Kubernetes mode rows; `None` leaves them out.
+    pub weftd: Option<PathBuf>,
 }
 
 /// What one subscriber phase measured.
@@ -459,6 +464,85 @@ pub struct Report {
     pub debounce: Duration,
     pub ready: Ready,
     pub phases: Vec<Phase>,
+    /// The same measurements of weftd in Kubernetes mode, when asked for.
+    pub kubernetes: Option<KubeReport>,
+}
+
+/// weftd in Kubernetes mode, on the fake API server holding the same mesh.
+#[derive(Clone, Debug)]
+pub struct KubeReport {
+    pub ready: KubeReady,
+    /// One per subscriber count, always on the full mesh.
+    pub phases: Vec<Phase>,
+}
+
+/// The weftd under test, as a phase drives it: the in-process side or weftd in Kubernetes
+/// mode.
+trait Side {
+    /// Where subscribers connect.
+    fn addr(&self) -> SocketAddr;
+    /// Address resources a subscriber holds once synced.
+    fn addresses(&self) -> usize;
+    fn usage(&mut self) -> Result<Usage>;
+    /// Gives one pod a new IP where this side's weftd reads it.
+    fn change(
+        &mut self,
+        mesh: &MeshSpec,
+        service: usize,
+        endpoint: usize,
+        ip: Ipv4Addr,
+        resource_version: u64,
+    ) -> Result<Changed>;
+}
+
+impl Side for WeftdSide {
+    fn addr(&self) -> SocketAddr {
+        self.ready().addr
+    }
+
+    fn addresses(&self) -> usize {
+        self.ready().addresses()
+    }
+
+    fn usage(&mut self) -> Result<Usage> {
+        WeftdSide::usage(self)
+    }
+
+    fn change(
+        &mut self,
+        _: &MeshSpec,
+        service: usize,
+        endpoint: usize,
+        ip: Ipv4Addr,
+        resource_version: u64,
+    ) -> Result<Changed> {
+        self.ask(&Request::Change { service, endpoint, ip, resource_version })
+    }
+}
+
+impl Side for kube::KubeSide {
+    fn addr(&self) -> SocketAddr {
+        kube::KubeSide::addr(self)
+    }
+
+    fn addresses(&self) -> usize {
+        self.ready.addresses
+    }
+
+    fn usage(&mut self) -> Result<Usage> {
+        kube::KubeSide::usage(self)
+    }
+
+    fn change(
+        &mut self,
+        mesh: &MeshSpec,
+        service: usize,
+        endpoint: usize,
+        ip: Ipv4Addr,
+        _: u64,
+    ) -> Result<Changed> {
+        kube::KubeSide::change(self, mesh, service, endpoint, ip)
+    }
 }
 
 /// The weftd side as a child process.
@@ -637,20 +721,64 @@ pub fn run(settings: &Settings) -> Result<Report> {
         let phase = run_phase(&runtime, &mut weftd, settings, wanted, mesh, note, &mut changes_made)?;
         phases.push(phase);
     }
-    Ok(Report { mesh: settings.mesh.clone(), debounce: settings.debounce, ready, phases })
+    // One weftd at a time on the machine.
+    drop(weftd);
+    let kubernetes = match &settings.weftd {
+        Some(binary) => Some(run_kubernetes(&runtime, settings, binary, &mut changes_made)?),
+        None => None,
+    };
+    Ok(Report { mesh: settings.mesh.clone(), debounce: settings.debounce, ready, phases, kubernetes })
+}
+
+/// The Kubernetes mode rows: weftd's start on the fake API server, then the same phases,
+/// on the full mesh.
+fn run_kubernetes(
+    runtime: &tokio::runtime::Runtime,
+    settings: &Settings,
+    binary: &std::path::Path,
+    changes_made: &mut u64,
+) -> Result<KubeReport> {
+    let mut side = kube::KubeSide::start(binary, &settings.mesh, settings.debounce, |addr| {
+        first_subscriber(runtime, addr)
+    })?;
+    let mut phases = Vec::new();
+    for &wanted in &settings.subscribers {
+        let mesh = settings.mesh.clone();
+        phases.push(run_phase(runtime, &mut side, settings, wanted, mesh, None, changes_made)?);
+    }
+    Ok(KubeReport { ready: side.ready.clone(), phases })
+}
+
+/// Connects one subscriber and waits for its initial state; returns how many addresses it
+/// holds.
+fn first_subscriber(runtime: &tokio::runtime::Runtime, addr: SocketAddr) -> Result<usize> {
+    let probe = Probe::new(1);
+    let _entered = runtime.enter();
+    let client = subscriber::start(addr, 0, Arc::clone(&probe));
+    let deadline = Instant::now() + Duration::from_secs(300);
+    while probe.initialized.load(Ordering::Acquire) == 0 {
+        if let Err(e) = probe.check() {
+            client.abort();
+            return Err(e);
+        }
+        ensure!(Instant::now() < deadline, "the first subscriber got no state within 300 s");
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    client.abort();
+    Ok(probe.initial[0].load(Ordering::Relaxed))
 }
 
 fn run_phase(
     runtime: &tokio::runtime::Runtime,
-    weftd: &mut WeftdSide,
+    weftd: &mut dyn Side,
     settings: &Settings,
     wanted: usize,
     mesh: MeshSpec,
     mut note: Option<String>,
     changes_made: &mut u64,
 ) -> Result<Phase> {
-    let addresses = weftd.ready().addresses();
-    let addr = weftd.ready().addr;
+    let addresses = weftd.addresses();
+    let addr = weftd.addr();
     let before = weftd.usage()?;
     let driver_before = status_kib(&std::fs::read_to_string("/proc/self/status")?, "VmRSS:") / 1024.0;
     let probe = Probe::new(wanted);
@@ -736,8 +864,7 @@ fn run_phase(
         *probe.target.write().unwrap_or_else(std::sync::PoisonError::into_inner) =
             Some((phase.mesh.workload_uid(service, endpoint), ip.octets(), seq));
         let cpu_before = weftd.usage()?.cpu_s;
-        let changed: Changed =
-            weftd.ask(&Request::Change { service, endpoint, ip, resource_version: 1 + seq })?;
+        let changed = weftd.change(&phase.mesh, service, endpoint, ip, 1 + seq)?;
         let deadline = Instant::now() + Duration::from_secs(60);
         let done = || (0..connected).all(|k| probe.seen[k].load(Ordering::Acquire) == seq);
         while !done() && Instant::now() < deadline {
@@ -792,32 +919,61 @@ fn run_phase(
 // ─── The report ──────────────────────────────────────────────────────────────────────────
 
 impl Report {
-    /// The markdown table and the notes under it.
+    /// The markdown table and the notes under it: each figure of the in-process side (the
+    /// baseline) beside weftd's in Kubernetes mode, when measured, and their ratio.
     pub fn table(&self) -> String {
-        let mut rows: Vec<[String; 4]> = Vec::new();
-        let yes_no = |met: bool| if met { "yes".to_owned() } else { "**no**".to_owned() };
+        let mut rows: Vec<Row> = Vec::new();
+        let k8s = self.kubernetes.as_ref();
         let r = &self.ready;
         // Until proxies can be served: the relist into the store, translation, and the
         // server's indexing (its debounce included).
         let first = r.apply_s + r.translate_s + r.live_s;
-        rows.push([
-            format!(
-                "first snapshot: store apply + translate + index until live (s); {} objects → {} resources",
-                thousands(r.objects),
-                thousands(r.resources.values().sum())
+        let kr = k8s.map(|k| &k.ready);
+        rows.push(Row {
+            metric: format!(
+                "first snapshot (s): in process, store apply + translate + index until live; Kubernetes, weftd started → a subscriber holds all {} resources",
+                thousands(r.addresses())
             ),
-            format!("{first:.2} ({:.2} + {:.2} + {:.2})", r.apply_s, r.translate_s, r.live_s),
-            "< 2 s".into(),
-            yes_no(first < 2.0),
-        ]);
-        rows.push([
-            "weftd peak RSS after the first snapshot (MiB)".into(),
-            format!("{:.0}", r.usage.peak_rss_mib),
-            "< 400 MiB".into(),
-            yes_no(r.usage.peak_rss_mib < 400.0),
-        ]);
+            file: format!("{first:.2} ({:.2} + {:.2} + {:.2})", r.apply_s, r.translate_s, r.live_s),
+            kube: kr.map(|k| format!("{:.2} (/ready after {:.2})", k.served_s, k.ready_s)),
+            ratio: kr.map(|k| ratio(k.served_s, first)),
+            target: "< 2 s".into(),
+            met: both(first < 2.0, kr.map(|k| k.served_s < 2.0)),
+        });
+        if let Some(k) = kr {
+            rows.push(Row {
+                metric: format!(
+                    "the fake API server alone: every watched kind listed in pages of 500, {} objects (s)",
+                    thousands(k.objects)
+                ),
+                file: "—".into(),
+                kube: Some(format!("{:.2}", k.list_s)),
+                ratio: None,
+                target: "≪ first snapshot".into(),
+                met: yes_no(k.list_s < k.served_s / 2.0),
+            });
+        }
+        rows.push(Row {
+            metric: "weftd peak RSS after the first snapshot, VmHWM (MiB)".into(),
+            file: format!("{:.0}", r.usage.peak_rss_mib),
+            kube: kr.map(|k| format!("{:.0}", k.usage.peak_rss_mib)),
+            ratio: kr.map(|k| ratio(k.usage.peak_rss_mib, r.usage.peak_rss_mib)),
+            target: "< 400 MiB".into(),
+            met: both(r.usage.peak_rss_mib < 400.0, kr.map(|k| k.usage.peak_rss_mib < 400.0)),
+        });
+        if let Some(k) = kr {
+            rows.push(Row {
+                metric: "weftd RSS after the first snapshot, steady, VmRSS (MiB)".into(),
+                file: format!("{:.0}", r.usage.rss_mib),
+                kube: Some(format!("{:.0}", k.steady_rss_mib)),
+                ratio: Some(ratio(k.steady_rss_mib, r.usage.rss_mib)),
+                target: "—".into(),
+                met: "—".into(),
+            });
+        }
         let mut notes = Vec::new();
-        for p in &self.phases {
+        for (i, p) in self.phases.iter().enumerate() {
+            let kp = k8s.and_then(|k| k.phases.get(i));
             let who = if p.connected == p.wanted {
                 format!("{} subscribers", thousands(p.wanted))
             } else {
@@ -827,7 +983,7 @@ impl Report {
                 String::new()
             } else {
                 format!(
-                    ", on {} Services ({} addresses)†",
+                    ", on {} Services ({} addresses) in process†",
                     thousands(p.mesh.services),
                     thousands(p.addresses)
                 )
@@ -835,73 +991,159 @@ impl Report {
             if let Some(n) = &p.note {
                 notes.push(format!("† {} subscribers: {n}.", thousands(p.wanted)));
             }
+            if let Some(n) = kp.and_then(|k| k.note.as_ref()) {
+                notes.push(format!("‡ {} subscribers, Kubernetes mode: {n}.", thousands(p.wanted)));
+            }
             let full = p.connected == p.wanted && p.mesh == self.mesh;
+            let k_full = |k: &Phase| k.connected == k.wanted;
             let rss_target = p.wanted >= 1000;
-            rows.push([
-                format!("weftd peak RSS with {who} connected{on} (MiB)"),
-                format!("{:.0}", p.connected_usage.peak_rss_mib),
-                if rss_target { "< 400 MiB".into() } else { "—".into() },
-                if rss_target { met(p.connected_usage.peak_rss_mib < 400.0, full) } else { "—".into() },
-            ]);
-            // The measure: from the change reaching weftd (store update, translation,
-            // debounce and push included) to each subscriber holding it.
+            rows.push(Row {
+                metric: format!("weftd peak RSS with {who} connected{on} (MiB)"),
+                file: format!("{:.0}", p.connected_usage.peak_rss_mib),
+                kube: kp.map(|k| format!("{:.0}", k.connected_usage.peak_rss_mib)),
+                ratio: kp.map(|k| ratio(k.connected_usage.peak_rss_mib, p.connected_usage.peak_rss_mib)),
+                target: if rss_target { "< 400 MiB".into() } else { "—".into() },
+                met: if rss_target {
+                    both_met(
+                        (p.connected_usage.peak_rss_mib < 400.0, full),
+                        kp.map(|k| (k.connected_usage.peak_rss_mib < 400.0, k_full(k))),
+                    )
+                } else {
+                    "—".into()
+                },
+            });
+            // The measure: from the change reaching weftd (in process: its store; in
+            // Kubernetes mode: the API server) to each subscriber holding it.
             let p50 = percentile(&p.end_to_end_ms, 50.0);
             let p99 = percentile(&p.end_to_end_ms, 99.0);
             let target = p.wanted >= 1000;
-            let missed = if p.missed > 0 { format!(" ({} missed)", p.missed) } else { String::new() };
+            let missed =
+                |p: &Phase| if p.missed > 0 { format!(" ({} missed)", p.missed) } else { String::new() };
             let changes = p.cpu_per_push_s.len();
-            rows.push([
-                format!(
+            let k_p = |k: &Phase, q: f64| percentile(&k.end_to_end_ms, q);
+            rows.push(Row {
+                metric: format!(
                     "one endpoint change → every subscriber holds it, p50 / p99, {who}{on}, {changes} change{} (ms)",
                     if changes == 1 { "" } else { "s" }
                 ),
-                format!("{p50:.1} / {p99:.1}{missed}"),
-                if target { "p99 < 200 ms".into() } else { "—".into() },
-                if target { met(p99 < 200.0 && p.missed == 0, full) } else { "—".into() },
-            ]);
-            rows.push([
-                format!("of which publish → subscriber, p50 / p99, {who}{on} (ms)"),
-                format!(
+                file: format!("{p50:.1} / {p99:.1}{}", missed(p)),
+                kube: kp.map(|k| format!("{:.1} / {:.1}{}", k_p(k, 50.0), k_p(k, 99.0), missed(k))),
+                ratio: kp.map(|k| format!("{} / {}", ratio(k_p(k, 50.0), p50), ratio(k_p(k, 99.0), p99))),
+                target: if target { "p99 < 200 ms".into() } else { "—".into() },
+                met: if target {
+                    both_met(
+                        (p99 < 200.0 && p.missed == 0, full),
+                        kp.map(|k| (k_p(k, 99.0) < 200.0 && k.missed == 0, k_full(k))),
+                    )
+                } else {
+                    "—".into()
+                },
+            });
+            rows.push(Row {
+                metric: format!("of which publish → subscriber, p50 / p99, {who}{on} (ms)"),
+                file: format!(
                     "{:.1} / {:.1}",
                     percentile(&p.latencies_ms, 50.0),
                     percentile(&p.latencies_ms, 99.0)
                 ),
-                "—".into(),
-                "—".into(),
-            ]);
-            rows.push([
-                format!("weftd CPU seconds per push, {who}{on}"),
-                format!("{:.3} (store + translate {:.3})", mean(&p.cpu_per_push_s), mean(&p.translate_cpu_s)),
-                "printed".into(),
-                "—".into(),
-            ]);
-            let per = |mib: f64| mib / p.connected.max(1) as f64;
-            rows.push([
-                format!("initial sync of {who}{on} (s); RSS growth per subscriber, weftd side / subscriber side (MiB)"),
+                kube: kp.map(|_| "—".into()),
+                ratio: None,
+                target: "—".into(),
+                met: "—".into(),
+            });
+            rows.push(Row {
+                metric: format!("weftd CPU seconds per push, {who}{on}"),
+                file: format!(
+                    "{:.3} (store + translate {:.3})",
+                    mean(&p.cpu_per_push_s),
+                    mean(&p.translate_cpu_s)
+                ),
+                kube: kp.map(|k| format!("{:.3}", mean(&k.cpu_per_push_s))),
+                ratio: kp.map(|k| ratio(mean(&k.cpu_per_push_s), mean(&p.cpu_per_push_s))),
+                target: "printed".into(),
+                met: "—".into(),
+            });
+            let sync = |p: &Phase| {
+                let per = |mib: f64| mib / p.connected.max(1) as f64;
                 format!(
                     "{:.1}; {:.1} / {:.1}",
                     p.connect_s,
                     per(p.connected_usage.rss_mib - p.before.rss_mib),
                     per(p.driver_rss_growth_mib),
+                )
+            };
+            rows.push(Row {
+                metric: format!(
+                    "initial sync of {who}{on} (s); RSS growth per subscriber, weftd side / subscriber side (MiB)"
                 ),
-                "—".into(),
-                "—".into(),
-            ]);
+                file: sync(p),
+                kube: kp.map(sync),
+                ratio: kp.map(|k| ratio(k.connect_s, p.connect_s)),
+                target: "—".into(),
+                met: "—".into(),
+            });
         }
         let mut out = format!(
-            "Mesh: {}. Agents subscribe (delta, wildcard) to ADDRESS, each on its own node; debounce {} ms. weftd side in a child process, subscribers in the driver process, same cores.\n\n",
+            "Mesh: {}. Agents subscribe (delta, wildcard) to ADDRESS, each on its own node; debounce {} ms. In process: the weftd side in a child process, subscribers in the driver process, same cores.",
             self.mesh.describe(),
             self.debounce.as_millis(),
         );
-        out.push_str("| metric | value | target | met |\n|---|---:|---|---|\n");
-        for [a, b, c, d] in rows {
-            out.push_str(&format!("| {a} | {b} | {c} | {d} |\n"));
+        if k8s.is_some() {
+            out.push_str(" Kubernetes: the weftd binary (`--kubernetes-url`, plaintext xDS) on the fake API server in the driver process, which holds the same mesh; ratio = Kubernetes ÷ in process; where two verdicts are given, the first is in process.");
+            out.push_str("\n\n| metric | in process | Kubernetes mode | ratio | target | met |\n|---|---:|---:|---:|---|---|\n");
+        } else {
+            out.push_str("\n\n| metric | value | target | met |\n|---|---:|---|---|\n");
+        }
+        for row in rows {
+            match (k8s.is_some(), row.kube) {
+                (true, kube) => out.push_str(&format!(
+                    "| {} | {} | {} | {} | {} | {} |\n",
+                    row.metric,
+                    row.file,
+                    kube.unwrap_or_else(|| "—".into()),
+                    row.ratio.unwrap_or_else(|| "—".into()),
+                    row.target,
+                    row.met
+                )),
+                (false, _) => out
+                    .push_str(&format!("| {} | {} | {} | {} |\n", row.metric, row.file, row.target, row.met)),
+            }
         }
         out.push_str("\nReference: Istio's sizing guide (1.21) puts istiod at 1 vCPU and 1.5 GB of memory per 1,000 services and 2,000 sidecars.\n");
         for n in notes {
             out.push_str(&format!("\n{n}\n"));
         }
         out
+    }
+}
+
+/// One row of the table: the in-process figure and, when measured, Kubernetes mode's.
+struct Row {
+    metric: String,
+    file: String,
+    kube: Option<String>,
+    ratio: Option<String>,
+    target: String,
+    met: String,
+}
+
+fn ratio(kube: f64, file: f64) -> String {
+    if file > 0.0 && kube.is_finite() { format!("{:.2}×", kube / file) } else { "—".into() }
+}
+
+fn yes_no(ok: bool) -> String {
+    if ok { "yes".to_owned() } else { "**no**".to_owned() }
+}
+
+/// The in-process verdict, and Kubernetes mode's after it when measured.
+fn both(file: bool, kube: Option<bool>) -> String {
+    both_met((file, true), kube.map(|k| (k, true)))
+}
+
+fn both_met(file: (bool, bool), kube: Option<(bool, bool)>) -> String {
+    match kube {
+        None => met(file.0, file.1),
+        Some(k) => format!("{} / {}", met(file.0, file.1), met(k.0, k.1)),
     }
 }
 

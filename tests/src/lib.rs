@@ -37,6 +37,7 @@ pub mod kubeapi;
 pub mod logs;
 pub mod meshconfig;
 pub mod poll;
+pub mod metricsbench;
 pub mod probe;
 pub mod route_conformance;
 pub mod scenario;

@@ -344,20 +344,17 @@ impl LoopbackWeftd {
             .iter()
             .position(|a| *a == "--plaintext-xds-addr")
             .and_then(|i| args.get(i + 1)?.to_str()?.parse().ok());
+        // A test's quick debounce, unless the caller sets its own (the benchmark does).
+        let debounce: &[&str] =
+            if args.iter().any(|a| *a == "--debounce") { &[] } else { &["--debounce", "20ms"] };
         let args: Vec<std::ffi::OsString> = args
             .iter()
             .map(|a| a.to_os_string())
             .chain(
-                [
-                    "--secure-grpc-addr",
-                    &secure.to_string(),
-                    "--debug-addr",
-                    &debug.to_string(),
-                    "--debounce",
-                    "20ms",
-                ]
-                .map(Into::into),
+                ["--secure-grpc-addr", &secure.to_string(), "--debug-addr", &debug.to_string()]
+                    .map(Into::into),
             )
+            .chain(debounce.iter().map(|a| std::ffi::OsString::from(*a)))
             .collect();
         let root_cert = dir.path().join("root-cert.pem");
         let mut weftd = LoopbackWeftd {

@@ -48,6 +48,20 @@ pub const BUCKETS: [f64; 19] = [
     300000.0, 600000.0, 1800000.0, 3600000.0,
 ];
 
+/// The `le` label of each bound of [`BUCKETS`], as Prometheus's text format prints them
+/// (rendered once here, not per line per scrape).
+const LE: [&str; BUCKETS.len()] = [
+    "0.5", "1", "5", "10", "25", "50", "100", "250", "500", "1000", "2500", "5000", "10000", "30000",
+    "60000", "300000", "600000", "1800000", "3600000",
+];
+
+/// Bytes of one sample line besides its labels: the longest family name, the bucket
+/// suffix and `le` label, and the value; for sizing the scrape's buffer once.
+const LINE_OVERHEAD: usize = 96;
+
+/// Sample lines per series: the counter, and per histogram the buckets, `+Inf`, sum and count.
+const LINES_PER_SERIES: usize = 1 + 3 * (BUCKETS.len() + 3);
+
 /// Shards of the series map: a new series takes one shard's write lock, never all.
 pub const SHARDS: usize = 16;
 
@@ -70,16 +84,33 @@ impl Histogram {
         self.sum.fetch_add(value, Relaxed);
     }
 
+    /// A scrape of a waypoint with many series is mostly these lines (67 per series, the
+    /// labels repeated on each): pieces are pushed and numbers written by hand rather than
+    /// through `format!` machinery, which took most of a scrape's CPU.
     fn render(&self, out: &mut String, name: &str, labels: &str) {
         let mut cumulative = 0;
-        for (bound, n) in BUCKETS.iter().zip(&self.buckets) {
+        let line = |out: &mut String, suffix: &str, le: Option<&str>, value: u64| {
+            out.push_str(name);
+            out.push_str(suffix);
+            out.push('{');
+            out.push_str(labels);
+            if let Some(le) = le {
+                out.push_str(",le=\"");
+                out.push_str(le);
+                out.push('"');
+            }
+            out.push_str("} ");
+            push_u64(out, value);
+            out.push('\n');
+        };
+        for (le, n) in LE.iter().zip(&self.buckets) {
             cumulative += n.load(Relaxed);
-            let _ = writeln!(out, "{name}_bucket{{{labels},le=\"{bound}\"}} {cumulative}");
+            line(out, "_bucket", Some(le), cumulative);
         }
         let count = self.count.load(Relaxed);
-        let _ = writeln!(out, "{name}_bucket{{{labels},le=\"+Inf\"}} {count}");
-        let _ = writeln!(out, "{name}_sum{{{labels}}} {}", self.sum.load(Relaxed));
-        let _ = writeln!(out, "{name}_count{{{labels}}} {count}");
+        line(out, "_bucket", Some("+Inf"), count);
+        line(out, "_sum", None, self.sum.load(Relaxed));
+        line(out, "_count", None, count);
     }
 }
 
@@ -184,6 +215,21 @@ pub fn service_of(chain: &str) -> (&str, &str, &str) {
     (host, name, namespace)
 }
 
+/// Appends `n` in decimal.
+fn push_u64(out: &mut String, mut n: u64) {
+    let mut digits = [0u8; 20];
+    let mut at = digits.len();
+    loop {
+        at -= 1;
+        digits[at] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    out.push_str(std::str::from_utf8(&digits[at..]).expect("ASCII digits"));
+}
+
 /// Prometheus label value escaping: backslash, double quote, newline.
 fn push(l: &mut String, name: &str, value: &str) {
     let _ = write!(l, "{name}=\"");
@@ -243,11 +289,18 @@ impl Metrics {
             all.extend(shard.read().expect("metrics shard").values().cloned());
         }
         all.sort_unstable_by(|a, b| a.labels.cmp(&b.labels));
-        let mut out = String::with_capacity(512 + all.len() * 8192);
+        // Sized once: growing a buffer of tens of MB by doubling copied it several times.
+        let size: usize = all.iter().map(|s| (s.labels.len() + LINE_OVERHEAD) * LINES_PER_SERIES).sum();
+        let mut out = String::with_capacity(4096 + size);
         let name = "istio_requests_total";
         let _ = writeln!(out, "# TYPE {name} counter");
         for s in &all {
-            let _ = writeln!(out, "{name}{{{}}} {}", s.labels, s.requests.load(Relaxed));
+            out.push_str(name);
+            out.push('{');
+            out.push_str(&s.labels);
+            out.push_str("} ");
+            push_u64(&mut out, s.requests.load(Relaxed));
+            out.push('\n');
         }
         type Pick = fn(&Series) -> &Histogram;
         let histograms: [(&str, Pick); 3] = [
@@ -546,6 +599,33 @@ connection_security_policy=\"mutual_tls\"} 2";
         assert_eq!(value(r, "le=\"3600000\""), 1, "4 MB is above the last bound");
         assert_eq!(value(r, "le=\"+Inf\""), 2);
         assert_eq!(value("istio_response_bytes_sum{", ""), 4_002_000);
+    }
+
+    #[test]
+    fn bucket_labels_and_numbers_print_as_prometheus_reads_them() {
+        for (le, bound) in LE.iter().zip(BUCKETS) {
+            assert_eq!(*le, bound.to_string());
+        }
+        for n in [0, 7, 10, 1234567890, u64::MAX] {
+            let mut s = String::new();
+            push_u64(&mut s, n);
+            assert_eq!(s, n.to_string());
+        }
+        let labels = Labels {
+            source: None,
+            chain: "",
+            destination: None,
+            grpc: false,
+            code: 200,
+            grpc_status: None,
+            flag: None,
+        };
+        let m = Metrics::default();
+        m.record(&labels, 1, 2, 3);
+        let text = m.render();
+        let size = (labels.render().len() + LINE_OVERHEAD) * LINES_PER_SERIES;
+        assert!(text.len() < 4096 + size, "the buffer is sized for the whole scrape");
+        assert_eq!(text.lines().filter(|l| !l.starts_with('#')).count(), LINES_PER_SERIES + 2);
     }
 
     #[test]

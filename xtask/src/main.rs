@@ -7,7 +7,8 @@
 //! - `demo`: setup, build release, run the demo (Bookinfo through Istio's traffic-management
 //!   tasks on a three-node mesh) and keep the mesh up until Ctrl-C.
 //! - `bench`: setup, build release, run the benchmarks (data path, waypoint against Envoy,
-//!   control plane) and record BENCHMARKS.md.
+//!   metrics endpoints, control plane in process and in Kubernetes mode) and record
+//!   BENCHMARKS.md.
 
 mod setup;
 
@@ -34,10 +35,11 @@ fn main() -> Result<()> {
                 "  demo                          Bookinfo through Istio's traffic tasks, Ctrl-C to stop"
             );
             eprintln!(
-                "  bench [ARGS] [--wp ARGS] [--cp ARGS]  data-path, waypoint, then control plane benchmarks;"
+                "  bench [ARGS] [--wp ARGS] [--metrics ARGS] [--cp ARGS]  data-path, waypoint, metrics endpoints,"
             );
+            eprintln!("                                then control plane benchmarks; writes BENCHMARKS.md;");
             eprintln!(
-                "                                writes BENCHMARKS.md; --waypoint-only: the waypoint one alone"
+                "                                --waypoint-only, --metrics-only, --cp-only: those alone"
             );
             if task == "help" { Ok(()) } else { bail!("unknown task {task:?}") }
         }
@@ -146,60 +148,66 @@ fn demo(args: &[String]) -> Result<()> {
     run(Command::new(release_bin("weft-demo")).args(args).env("WEFT_BIN_DIR", release_bin("")))
 }
 
-/// `bench [--waypoint-only] [DATA-PATH ARGS] [--wp WAYPOINT ARGS] [--cp CONTROL-PLANE ARGS]`:
-/// the data-path benchmark (weft-bench), the waypoint one (weft-wp-bench: Envoy against
-/// weft-waypoint), then the control plane one (weft-cp-bench); each records its own table in
-/// BENCHMARKS.md. `--waypoint-only` runs the waypoint benchmark alone.
+/// `bench [--waypoint-only | --cp-only | --metrics-only] [DATA-PATH ARGS] [--wp WAYPOINT ARGS]
+/// [--cp CONTROL-PLANE ARGS] [--metrics METRICS ARGS]`: the data-path benchmark (weft-bench),
+/// the waypoint one (weft-wp-bench: Envoy against weft-waypoint), the metrics endpoints'
+/// (weft-metrics-bench), then the control plane one (weft-cp-bench, in process and in
+/// Kubernetes mode); each records its own table in BENCHMARKS.md. An `--…-only` flag runs
+/// that benchmark alone.
 fn bench(args: &[String]) -> Result<()> {
     require_root("bench")?;
     setup::run()?;
     run(cargo().args(["build", "--release", "--bins"]))?;
-    let waypoint_only = args.iter().any(|a| a == "--waypoint-only");
-    let args: Vec<String> = args.iter().filter(|a| *a != "--waypoint-only").cloned().collect();
+    let only = ["--waypoint-only", "--cp-only", "--metrics-only"];
+    let chosen: Vec<&str> = only.iter().copied().filter(|o| args.iter().any(|a| a == o)).collect();
+    // No `--…-only` flag: all of them; otherwise the ones named (the data path has none).
+    let runs = |which: Option<&str>| chosen.is_empty() || which.is_some_and(|w| chosen.contains(&w));
+    let args: Vec<String> = args.iter().filter(|a| !only.contains(&a.as_str())).cloned().collect();
     let sections = bench_sections(&args);
     let benchmarks = workspace_root().join("BENCHMARKS.md");
     let bin_dir = release_bin("");
-    if !waypoint_only {
-        run(Command::new(release_bin("weft-bench"))
-            .arg("--write")
-            .arg(&benchmarks)
-            .args(sections.data_path)
-            .env("WEFT_BIN_DIR", &bin_dir))?;
-    }
-    run(Command::new(release_bin("weft-wp-bench"))
-        .arg("--write")
-        .arg(&benchmarks)
-        .args(sections.waypoint)
-        .env("WEFT_BIN_DIR", &bin_dir))?;
-    if !waypoint_only {
-        run(Command::new(release_bin("weft-cp-bench"))
-            .arg("--write")
-            .arg(&benchmarks)
-            .args(sections.control_plane))?;
+    // In order: (the `--…-only` flag that picks it, its binary, its arguments).
+    let benchmarks_in_order: [(Option<&str>, &str, &[String]); 4] = [
+        (None, "weft-bench", sections.data_path),
+        (Some("--waypoint-only"), "weft-wp-bench", sections.waypoint),
+        (Some("--metrics-only"), "weft-metrics-bench", sections.metrics),
+        (Some("--cp-only"), "weft-cp-bench", sections.control_plane),
+    ];
+    for (flag, binary, args) in benchmarks_in_order {
+        if runs(flag) {
+            run(Command::new(release_bin(binary))
+                .arg("--write")
+                .arg(&benchmarks)
+                .args(args)
+                .env("WEFT_BIN_DIR", &bin_dir))?;
+        }
     }
     Ok(())
 }
 
 /// The arguments of each benchmark: those before the first section flag are the data
-/// path's; `--wp` and `--cp` start the waypoint's and the control plane's.
+/// path's; `--wp`, `--cp` and `--metrics` start the waypoint's, the control plane's and the
+/// metrics endpoints'.
 struct BenchSections<'a> {
     data_path: &'a [String],
     waypoint: &'a [String],
     control_plane: &'a [String],
+    metrics: &'a [String],
 }
 
 fn bench_sections(args: &[String]) -> BenchSections<'_> {
-    let mut sections = BenchSections { data_path: &[], waypoint: &[], control_plane: &[] };
+    const STARTS: [&str; 3] = ["--wp", "--cp", "--metrics"];
+    let mut sections = BenchSections { data_path: &[], waypoint: &[], control_plane: &[], metrics: &[] };
     let starts: Vec<usize> =
-        args.iter().enumerate().filter(|(_, a)| *a == "--wp" || *a == "--cp").map(|(i, _)| i).collect();
+        args.iter().enumerate().filter(|(_, a)| STARTS.contains(&a.as_str())).map(|(i, _)| i).collect();
     sections.data_path = &args[..starts.first().copied().unwrap_or(args.len())];
     for (n, &i) in starts.iter().enumerate() {
         let end = starts.get(n + 1).copied().unwrap_or(args.len());
         let part = &args[i + 1..end];
-        if args[i] == "--wp" {
-            sections.waypoint = part;
-        } else {
-            sections.control_plane = part;
+        match args[i].as_str() {
+            "--wp" => sections.waypoint = part,
+            "--cp" => sections.control_plane = part,
+            _ => sections.metrics = part,
         }
     }
     sections
@@ -211,15 +219,33 @@ mod tests {
 
     #[test]
     fn splits_bench_arguments_into_sections() {
-        let args: Vec<String> = ["--latency-runs", "3", "--cp", "--services", "10", "--wp", "--secs", "5"]
-            .map(String::from)
-            .to_vec();
+        let args: Vec<String> = [
+            "--latency-runs",
+            "3",
+            "--cp",
+            "--services",
+            "10",
+            "--wp",
+            "--secs",
+            "5",
+            "--metrics",
+            "--steps",
+            "16",
+        ]
+        .map(String::from)
+        .to_vec();
         let s = bench_sections(&args);
         assert_eq!(s.data_path, ["--latency-runs", "3"]);
         assert_eq!(s.control_plane, ["--services", "10"]);
         assert_eq!(s.waypoint, ["--secs", "5"]);
+        assert_eq!(s.metrics, ["--steps", "16"]);
         let none = bench_sections(&[]);
-        assert!(none.data_path.is_empty() && none.waypoint.is_empty() && none.control_plane.is_empty());
+        assert!(
+            none.data_path.is_empty()
+                && none.waypoint.is_empty()
+                && none.control_plane.is_empty()
+                && none.metrics.is_empty()
+        );
     }
 
     #[test]

@@ -57,6 +57,9 @@ struct Args {
     /// Run every phase on the full mesh even when extrapolation says it will not fit.
     #[arg(long)]
     no_shrink: bool,
+    /// Leave out the Kubernetes mode rows (the weftd binary on the fake API server).
+    #[arg(long)]
+    no_kubernetes: bool,
 }
 
 #[derive(Subcommand)]
@@ -94,6 +97,8 @@ fn main() -> Result<()> {
         connect_budget: Duration::from_secs(a.connect_budget_secs),
         no_shrink: a.no_shrink,
         exe: std::env::current_exe().context("locating this binary to start the weftd side")?,
+        // Beside this binary (or in $WEFT_BIN_DIR), as the other benchmarks find theirs.
+        weftd: (!a.no_kubernetes).then(|| weft_tests::bins::path("weftd")),
     };
     let report = cpbench::run(&settings)?;
     let table = report.table();
@@ -137,4 +142,12 @@ on the wire.
 - A phase runs on a proportionally smaller mesh (the table says so) when extrapolating the
   previous phase shows the full mesh would not fit in memory or in the time budget at that
   many subscribers.
+- **Kubernetes mode** (the second column; `--no-kubernetes` leaves it out): the weftd
+  binary with `--kubernetes-url` on the repository's fake API server (`tests/src/kubeapi`,
+  the real list/watch protocol), which holds the same mesh and runs in the driver process.
+  First snapshot is from spawning weftd to a subscriber holding every address (process
+  start, CA, listing every kind in pages of 500 as kube-rs does, the store, translation);
+  a change is a Pod's new IP applied to the API server, measured to each subscriber. The
+  fake server's own time to list the mesh is a row of its own, so it is seen not to be
+  what is measured.
 ";

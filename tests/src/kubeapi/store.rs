@@ -288,24 +288,38 @@ impl Store {
     }
 
     /// The objects of `resource` (in `namespace`) as they were at version `rv`, in key order.
-    fn snapshot(&self, resource: usize, namespace: Option<&str>, rv: u64) -> Result<Vec<Value>, ApiError> {
+    ///
+    /// Borrowed, and only this resource's: a paged list asks for one snapshot per page, and
+    /// copying the whole store for each made listing 100,000 pods in pages of 500 quadratic
+    /// (minutes, for the control plane benchmark's mesh).
+    fn snapshot(&self, resource: usize, namespace: Option<&str>, rv: u64) -> Result<Vec<&Value>, ApiError> {
         if rv < self.compacted {
             return Err(ApiError::expired(format!("too old resource version: {rv} ({})", self.compacted)));
         }
-        let mut objects = self.objects.clone();
-        for change in self.history.iter().rev().take_while(|change| change.rv > rv) {
+        let wanted = |key: &Key| {
+            key.resource == resource && (namespace.is_none() || key.namespace.as_deref() == namespace)
+        };
+        // Keys sort by resource first: this resource's objects are one range.
+        let first = |resource| Key { resource, namespace: None, name: String::new() };
+        let current = self.objects.range(first(resource)..first(resource + 1)).filter(|(key, _)| wanted(key));
+        let mut undo = self
+            .history
+            .iter()
+            .rev()
+            .take_while(|change| change.rv > rv)
+            .filter(|c| wanted(&c.key))
+            .peekable();
+        if undo.peek().is_none() {
+            return Ok(current.map(|(_, object)| object).collect());
+        }
+        let mut objects: BTreeMap<&Key, &Value> = current.collect();
+        for change in undo {
             match &change.previous {
-                Some(previous) => objects.insert(change.key.clone(), previous.clone()),
+                Some(previous) => objects.insert(&change.key, previous),
                 None => objects.remove(&change.key),
             };
         }
-        Ok(objects
-            .into_iter()
-            .filter(|(key, _)| {
-                key.resource == resource && (namespace.is_none() || key.namespace.as_deref() == namespace)
-            })
-            .map(|(_, object)| object)
-            .collect())
+        Ok(objects.into_values().collect())
     }
 
     /// Answers a list request: a `<Kind>List` page in `version`.

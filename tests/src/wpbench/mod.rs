@@ -27,7 +27,7 @@ mod backend;
 mod idle;
 mod load;
 mod mesh;
-mod procstat;
+pub(crate) mod procstat;
 
 pub use idle::IdleResult;
 pub use load::{HttpVersion, LoadResult};
