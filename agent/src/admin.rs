@@ -48,18 +48,29 @@ fn route(req: &Request<hyper::body::Incoming>, view: &AdminView) -> Response<Ful
                 )
             }
         }
-        "/metrics" => {
-            let mut text = view.shared.metrics.render();
-            text.push_str(&format!(
-                "# HELP weft_hbone_pool_connections Pooled HBONE connections to other pods.\n\
-                 # TYPE weft_hbone_pool_connections gauge\nweft_hbone_pool_connections {}\n",
-                view.shared.pool.connections()
-            ));
-            reply(StatusCode::OK, "text/plain; version=0.0.4", text)
+        "/metrics" | "/stats/prometheus" => {
+            reply(StatusCode::OK, weft_telemetry::text::CONTENT_TYPE, exposition(&view.shared))
         }
         "/config_dump" => reply(StatusCode::OK, "application/json", config_dump(view)),
-        _ => reply(StatusCode::NOT_FOUND, "text/plain", "try /ready, /metrics or /config_dump\n".into()),
+        _ => reply(StatusCode::NOT_FOUND, "text/plain", "try /ready, /metrics, /stats/prometheus or /config_dump\n".into()),
     }
+}
+
+/// Everything Prometheus reads from the agent: ztunnel's metrics (the agent stands in for
+/// ztunnel, so `istio_build{component="ztunnel"}`), the process, the agent's own.
+pub fn exposition(shared: &Shared) -> String {
+    use weft_telemetry::{Kind, text};
+    let mut out = shared.metrics.render();
+    weft_telemetry::build_info::render(&mut out, "ztunnel", env!("CARGO_PKG_VERSION"));
+    let name = "istio_tcp_sockets_open";
+    text::family(&mut out, name, Kind::Gauge, "The current number of open TCP sockets.");
+    // The connections the proxy carries now, each one accepted socket.
+    text::sample(&mut out, name, "", shared.drain.active());
+    let name = "weft_hbone_pool_connections";
+    text::family(&mut out, name, Kind::Gauge, "Pooled HBONE connections to other pods.");
+    text::sample(&mut out, name, "", shared.pool.connections());
+    weft_telemetry::process::Process::read().render(&mut out);
+    out
 }
 
 fn config_dump(view: &AdminView) -> String {

@@ -340,6 +340,7 @@ impl LoopbackWeftd {
         let log = dir.path().join("weftd.log");
         let secure = SocketAddr::from(([127, 0, 0, 1], free_port()));
         let debug = SocketAddr::from(([127, 0, 0, 1], free_port()));
+        let metrics = SocketAddr::from(([127, 0, 0, 1], free_port()));
         let plaintext = args
             .iter()
             .position(|a| *a == "--plaintext-xds-addr")
@@ -353,6 +354,8 @@ impl LoopbackWeftd {
                     &secure.to_string(),
                     "--debug-addr",
                     &debug.to_string(),
+                    "--metrics-addr",
+                    &metrics.to_string(),
                     "--debounce",
                     "20ms",
                 ]

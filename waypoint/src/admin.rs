@@ -50,12 +50,7 @@ fn route(req: &Request<hyper::body::Incoming>, view: &AdminView) -> Response<Ful
             }
         }
         "/stats/prometheus" | "/metrics" => {
-            let mut text = view.shared.metrics.render();
-            text.push_str(&format!(
-                "# TYPE weft_hbone_pool_connections gauge\nweft_hbone_pool_connections {}\n",
-                view.shared.hbone.pool.connections()
-            ));
-            reply(StatusCode::OK, "text/plain; version=0.0.4", text)
+            reply(StatusCode::OK, weft_telemetry::text::CONTENT_TYPE, exposition(&view.shared))
         }
         "/config_dump" => reply(StatusCode::OK, "application/json", config_dump(view)),
         _ => reply(
@@ -64,6 +59,25 @@ fn route(req: &Request<hyper::body::Incoming>, view: &AdminView) -> Response<Ful
             "try /ready, /config_dump or /stats/prometheus\n".into(),
         ),
     }
+}
+
+/// Everything Prometheus reads from the waypoint: Istio's request metrics, `istio_build`
+/// as a waypoint reports it (component "waypoint"), the ADS connection as Envoy's
+/// `xds-grpc` cluster gauge (the control-plane dashboard counts connected proxies by it),
+/// the process, and the waypoint's own counters.
+pub fn exposition(shared: &Shared) -> String {
+    use weft_telemetry::{Kind, text};
+    let mut out = shared.metrics.render();
+    weft_telemetry::build_info::render(&mut out, "waypoint", env!("CARGO_PKG_VERSION"));
+    let name = "envoy_cluster_upstream_cx_active";
+    text::family(&mut out, name, Kind::Gauge, "Active connections to the cluster's upstreams.");
+    let xds = u8::from(shared.xds_connected.load(std::sync::atomic::Ordering::Relaxed));
+    text::sample(&mut out, name, "cluster_name=\"xds-grpc\"", xds);
+    let name = "weft_hbone_pool_connections";
+    text::family(&mut out, name, Kind::Gauge, "Pooled HBONE connections to endpoints.");
+    text::sample(&mut out, name, "", shared.hbone.pool.connections());
+    weft_telemetry::process::Process::read().render(&mut out);
+    out
 }
 
 pub fn config_dump(view: &AdminView) -> String {
