@@ -36,6 +36,7 @@ pub mod kubeapi;
 pub mod logs;
 pub mod meshconfig;
 pub mod probe;
+pub mod prometheus;
 pub mod route_conformance;
 pub mod scenario;
 pub mod testapp;

@@ -21,6 +21,8 @@ use weft_xds::client::ClientTls;
 /// weftd's secure port (xDS and CA over TLS), on all addresses of its node.
 pub const SECURE_PORT: u16 = 15012;
 const DEBUG_ADDR: &str = "127.0.0.1:15014";
+/// weftd's `--metrics-addr` port (its default, on every interface of its node).
+pub const METRICS_PORT: u16 = 15015;
 /// The DNS name weftd's serving certificate carries by default (`weftd.<ns>.svc`).
 pub const SERVER_NAME: &str = "weftd.istio-system.svc";
 

@@ -111,7 +111,9 @@ impl Labels<'_> {
         let source = self.source.map(ToString::to_string);
         let destination = self.destination.map(ToString::to_string);
         let (sp, dp) = (self.source_peer, self.destination_peer);
-        let field = |p: Option<&Peer>, f: fn(&Peer) -> &str| p.map_or(unknown, f);
+        fn field(p: Option<&Peer>, f: fn(&Peer) -> &str) -> &str {
+            p.map_or("unknown", f)
+        }
         // The namespace: the workload's, else the certificate's.
         let source_ns = sp.map(|p| &*p.namespace).or(self.source.map(|i| i.namespace())).unwrap_or(unknown);
         let destination_ns =
