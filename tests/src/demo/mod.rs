@@ -203,6 +203,8 @@ pub struct Demo {
     pub nodes: [Node; 3],
     pub user: Pod,
     pub productpage: Pod,
+    /// reviews-v1, -v2, -v3.
+    pub reviews: Vec<Pod>,
     /// The `legacy` pod, with [`Options::legacy`].
     pub legacy: Option<Pod>,
     pub agents: Vec<Agent>,
@@ -220,6 +222,16 @@ impl Demo {
             .iter()
             .find(|r| r.step == id && r.user == user)
             .unwrap_or_else(|| panic!("no row for step {id} user {user:?}"))
+    }
+
+    /// A steady trickle of requests from the user pod to productpage (ten a second, for
+    /// `secs`), so the live page has numbers while the mesh is up; stopped when dropped.
+    pub fn background_load(&self, secs: u64) -> Result<Proc> {
+        let (host, addr) = PRODUCTPAGE.split_once('=').expect("HOST=ADDR");
+        let mut cmd = Command::new(bins::path("weft-testapp"));
+        cmd.args(["http", "--to", addr, "--host", host, "--path", "/productpage", "--interval-ms", "100"])
+            .args(["--secs", &secs.to_string(), "--timeout-secs", "30"]);
+        self.user.spawn(cmd)
     }
 
     /// Requests from the user pod to productpage (Bookinfo's front page), `concurrency` at
@@ -342,6 +354,7 @@ pub fn start(options: Options) -> Result<Demo> {
         nodes,
         user,
         productpage,
+        reviews,
         legacy,
         agents,
         waypoint,
