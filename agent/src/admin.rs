@@ -52,7 +52,11 @@ fn route(req: &Request<hyper::body::Incoming>, view: &AdminView) -> Response<Ful
             reply(StatusCode::OK, weft_telemetry::text::CONTENT_TYPE, exposition(&view.shared))
         }
         "/config_dump" => reply(StatusCode::OK, "application/json", config_dump(view)),
-        _ => reply(StatusCode::NOT_FOUND, "text/plain", "try /ready, /metrics, /stats/prometheus or /config_dump\n".into()),
+        _ => reply(
+            StatusCode::NOT_FOUND,
+            "text/plain",
+            "try /ready, /metrics, /stats/prometheus or /config_dump\n".into(),
+        ),
     }
 }
 

@@ -206,7 +206,12 @@ impl Metrics {
             text::sample(&mut out, name, &text::labels(&[("url", url)]), n.load(Relaxed));
         }
         let name = "istio_xds_connection_terminations_total";
-        text::family(&mut out, name, Kind::Counter, "The total number of completed connections to xds server.");
+        text::family(
+            &mut out,
+            name,
+            Kind::Counter,
+            "The total number of completed connections to xds server.",
+        );
         for (reason, n) in [("ConnectionError", &self.xds_errors), ("Complete", &self.xds_completed)] {
             text::sample(&mut out, name, &text::labels(&[("reason", reason)]), n.load(Relaxed));
         }
@@ -218,7 +223,12 @@ impl Metrics {
                 "Configurations rejected (the last good one stays in force).",
                 &self.config_rejected,
             ),
-            ("weft_enrolled_pods", Kind::Gauge, "Pods on this node whose traffic is captured.", &self.enrolled_pods),
+            (
+                "weft_enrolled_pods",
+                Kind::Gauge,
+                "Pods on this node whose traffic is captured.",
+                &self.enrolled_pods,
+            ),
             // ztunnel's names for the pods it proxies (in-pod mode): all enrolled pods are
             // served at once here, none waits.
             (
@@ -302,12 +312,7 @@ fn render_labels(key: &SeriesKey) -> String {
 /// One side's labels, as ztunnel orders them: workload, canonical service and revision,
 /// namespace, principal, app, version, cluster. `verified`, when given, is the identity
 /// the peer's certificate proved and the principal shown.
-fn push_workload(
-    l: &mut String,
-    side: &str,
-    w: Option<&Workload>,
-    verified: Option<&weft_hbone::Identity>,
-) {
+fn push_workload(l: &mut String, side: &str, w: Option<&Workload>, verified: Option<&weft_hbone::Identity>) {
     let unknown = "unknown";
     let or_unknown = |s: &'_ str| if s.is_empty() { unknown.to_owned() } else { s.to_owned() };
     let name = w.map_or(unknown, |w| if w.workload_name.is_empty() { &w.name } else { &w.workload_name });

@@ -105,21 +105,26 @@ impl ControlPlaneMetrics {
             }
         }
         let name = "pilot_push_triggers";
-        text::family(&mut out, name, MetricKind::Counter, "Total number of times a push was triggered, labeled by reason for the push.");
+        text::family(
+            &mut out,
+            name,
+            MetricKind::Counter,
+            "Total number of times a push was triggered, labeled by reason for the push.",
+        );
         for (t, n) in TRIGGERS.iter().zip(&self.triggers) {
             text::sample(&mut out, name, &text::labels(&[("type", t)]), n.load(Relaxed));
         }
         let gauges: [(&str, &str, u64); 4] = [
             ("pilot_services", "Total services known to pilot.", self.services.load(Relaxed)),
-            ("pilot_virt_services", "Total virtual services known to pilot.", self.virtual_services.load(Relaxed)),
+            (
+                "pilot_virt_services",
+                "Total virtual services known to pilot.",
+                self.virtual_services.load(Relaxed),
+            ),
             // weftd builds no per-port listeners for proxies (agents get workloads, the
             // waypoint one HBONE listener), so the listener conflicts istiod counts cannot
             // arise: the gauges are there, and 0.
-            (
-                "pilot_conflict_inbound_listener",
-                "Number of conflicting inbound listeners.",
-                0,
-            ),
+            ("pilot_conflict_inbound_listener", "Number of conflicting inbound listeners.", 0),
             (
                 "pilot_conflict_outbound_listener_tcp_over_current_tcp",
                 "Number of conflicting tcp listeners with current tcp listener.",
@@ -131,13 +136,13 @@ impl ControlPlaneMetrics {
             text::sample(&mut out, name, "", v);
         }
         let counters: [(&str, &str, u64); 5] = [
-            (
-                "galley_validation_passed",
-                "Resource is valid.",
-                store.validation_passed,
-            ),
+            ("galley_validation_passed", "Resource is valid.", store.validation_passed),
             ("galley_validation_failed", "Resource validation failed.", store.validation_failed),
-            ("citadel_server_csr_count", "The number of CSRs received by Citadel server.", self.csrs.load(Relaxed)),
+            (
+                "citadel_server_csr_count",
+                "The number of CSRs received by Citadel server.",
+                self.csrs.load(Relaxed),
+            ),
             (
                 "citadel_server_success_cert_issuance_count",
                 "The number of certificates issuances that have succeeded.",
@@ -178,9 +183,8 @@ mod tests {
         counts.events.insert((Kind::Gateway, ConfigEvent::Delete), 1);
         counts.events.insert((Kind::KubernetesGateway, ConfigEvent::Delete), 1);
         m.observe_store(&counts, &snapshot);
-        let xds = tokio::runtime::Runtime::new()
-            .unwrap()
-            .block_on(async { XdsServer::new(Default::default()) });
+        let xds =
+            tokio::runtime::Runtime::new().unwrap().block_on(async { XdsServer::new(Default::default()) });
         let out = m.render(&xds);
         for want in [
             "pilot_k8s_cfg_events{type=\"VirtualService\",event=\"add\"} 2\n",

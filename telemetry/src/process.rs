@@ -65,9 +65,24 @@ impl Process {
 
     pub fn render(&self, out: &mut String) {
         let families: [(&str, Kind, &str, f64); 6] = [
-            ("process_cpu_seconds_total", Kind::Counter, "Total user and system CPU time spent in seconds.", self.cpu_seconds),
-            ("process_resident_memory_bytes", Kind::Gauge, "Resident memory size in bytes.", self.resident_bytes as f64),
-            ("process_virtual_memory_bytes", Kind::Gauge, "Virtual memory size in bytes.", self.virtual_bytes as f64),
+            (
+                "process_cpu_seconds_total",
+                Kind::Counter,
+                "Total user and system CPU time spent in seconds.",
+                self.cpu_seconds,
+            ),
+            (
+                "process_resident_memory_bytes",
+                Kind::Gauge,
+                "Resident memory size in bytes.",
+                self.resident_bytes as f64,
+            ),
+            (
+                "process_virtual_memory_bytes",
+                Kind::Gauge,
+                "Virtual memory size in bytes.",
+                self.virtual_bytes as f64,
+            ),
             (
                 "process_start_time_seconds",
                 Kind::Gauge,
@@ -107,6 +122,9 @@ mod tests {
         assert!(p.start_time_seconds > 1_500_000_000.0, "{p:?}");
         let mut out = String::new();
         p.render(&mut out);
-        assert!(out.contains("# TYPE process_cpu_seconds_total counter\nprocess_cpu_seconds_total "), "{out}");
+        assert!(
+            out.contains("# TYPE process_cpu_seconds_total counter\nprocess_cpu_seconds_total "),
+            "{out}"
+        );
     }
 }

@@ -97,7 +97,8 @@ impl Prometheus {
             bail!("{BINARY} is missing: install the Debian package prometheus (`cargo xtask setup` does)");
         }
         let config_file = dir.join("prometheus.yml");
-        std::fs::write(&config_file, config(targets)).with_context(|| format!("writing {}", config_file.display()))?;
+        std::fs::write(&config_file, config(targets))
+            .with_context(|| format!("writing {}", config_file.display()))?;
         let mut cmd = Command::new(BINARY);
         cmd.arg(format!("--config.file={}", config_file.display()))
             .arg(format!("--storage.tsdb.path={}", dir.join("tsdb").display()))
@@ -143,7 +144,11 @@ impl Api {
         let reply: Value = serde_json::from_str(&body)
             .with_context(|| format!("Prometheus answered {status} with no JSON: {body}"))?;
         if reply["status"] != "success" {
-            bail!("{}: {}", reply["errorType"].as_str().unwrap_or("error"), reply["error"].as_str().unwrap_or(&body));
+            bail!(
+                "{}: {}",
+                reply["errorType"].as_str().unwrap_or("error"),
+                reply["error"].as_str().unwrap_or(&body)
+            );
         }
         let result = &reply["data"]["result"];
         Ok(match reply["data"]["resultType"].as_str() {
@@ -209,7 +214,10 @@ mod tests {
 
     #[test]
     fn encodes_promql() {
-        assert_eq!(encode("sum(rate(x{a=~\"b|c\"}[5s]))"), "sum%28rate%28x%7Ba%3D~%22b%7Cc%22%7D%5B5s%5D%29%29");
+        assert_eq!(
+            encode("sum(rate(x{a=~\"b|c\"}[5s]))"),
+            "sum%28rate%28x%7Ba%3D~%22b%7Cc%22%7D%5B5s%5D%29%29"
+        );
     }
 
     #[test]

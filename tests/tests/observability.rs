@@ -38,13 +38,17 @@ fn istio_queries() -> Vec<Query> {
 }
 
 /// The L7 metrics' names: on an ambient mesh only the waypoint reports them.
-const L7: [&str; 4] = ["istio_requests_total", "istio_request_duration", "istio_request_bytes", "istio_response_bytes"];
+const L7: [&str; 4] =
+    ["istio_requests_total", "istio_request_duration", "istio_request_bytes", "istio_response_bytes"];
 
 /// Why a query cannot return anything on this bed, if it cannot.
 fn cannot_be_non_empty(q: &Query) -> Option<&'static str> {
     let e = q.expr.as_str();
     let listed: [(&str, &str); 5] = [
-        ("container_", "cAdvisor's container metrics come from the kubelet; the bed runs no kubelet (Weft's dashboards use the process's own process_* instead)"),
+        (
+            "container_",
+            "cAdvisor's container metrics come from the kubelet; the bed runs no kubelet (Weft's dashboards use the process's own process_* instead)",
+        ),
         ("go_memstats_", "Go runtime metrics: weftd is not a Go program (Weft's dashboard leaves them out)"),
         ("go_goroutines", "Go runtime metrics: weftd is not a Go program (Weft's dashboard leaves them out)"),
         ("sidecar_injection_", "sidecar injection: an ambient mesh injects no sidecars"),
@@ -197,13 +201,14 @@ impl Expected {
             let ok = match k.as_str() {
                 // A service address, or a pod address the client dialled directly.
                 "destination_service" => {
-                    self.services.contains(v) || v.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.to_string().starts_with("198.1"))
+                    self.services.contains(v)
+                        || v.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.to_string().starts_with("198.1"))
                 }
                 "destination_workload" | "source_workload" => self.workloads.contains(v),
                 "destination_workload_namespace" | "source_workload_namespace" => self.namespaces.contains(v),
-                "destination_workload_var" => v.split_once('.').is_some_and(|(w, ns)| {
-                    self.workloads.contains(w) && self.namespaces.contains(ns)
-                }),
+                "destination_workload_var" => v
+                    .split_once('.')
+                    .is_some_and(|(w, ns)| self.workloads.contains(w) && self.namespaces.contains(ns)),
                 "pod" => self.pods.contains(v),
                 "component" => ["ztunnel", "waypoint", "pilot"].contains(&v),
                 "tag" => v == env!("CARGO_PKG_VERSION"),
@@ -286,7 +291,10 @@ fn istios_dashboards_read_the_mesh_from_a_real_prometheus() {
             (Some((promql, series)), None) => {
                 let wrong: Vec<String> = series.iter().flat_map(|s| expected.unexpected(s)).collect();
                 if !wrong.is_empty() {
-                    failures.push(format!("[{}] {}: unexpected labels {wrong:?}\n  {promql}", q.dashboard, q.panel));
+                    failures.push(format!(
+                        "[{}] {}: unexpected labels {wrong:?}\n  {promql}",
+                        q.dashboard, q.panel
+                    ));
                 }
                 *non_empty.entry(q.dashboard.clone()).or_default() += 1;
             }
@@ -307,18 +315,26 @@ fn istios_dashboards_read_the_mesh_from_a_real_prometheus() {
     for (why, panels) in &reasons {
         println!("  {} × {why}", panels.len());
     }
-    assert!(failures.is_empty(), "{} of Istio's dashboard queries fail:\n{}", failures.len(), failures.join("\n"));
+    assert!(
+        failures.is_empty(),
+        "{} of Istio's dashboard queries fail:\n{}",
+        failures.len(),
+        failures.join("\n")
+    );
 
     // Weft's own dashboards: every query parses and runs (Prometheus refuses a query that
     // does not parse with bad_data).
     let mut weft_total = 0;
     let mut weft_non_empty = 0;
-    for entry in std::fs::read_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/../charts/dashboards")).expect("charts/dashboards") {
+    for entry in std::fs::read_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/../charts/dashboards"))
+        .expect("charts/dashboards")
+    {
         let path = entry.expect("entry").path();
         if path.extension().is_none_or(|e| e != "json") {
             continue;
         }
-        let dashboard: Value = serde_json::from_str(&std::fs::read_to_string(&path).expect("read")).expect("JSON");
+        let dashboard: Value =
+            serde_json::from_str(&std::fs::read_to_string(&path).expect("read")).expect("JSON");
         let mut exprs = Vec::new();
         collect_exprs(&dashboard["panels"], &mut exprs);
         assert!(!exprs.is_empty(), "{} has no queries", path.display());
@@ -352,7 +368,10 @@ fn istios_dashboards_read_the_mesh_from_a_real_prometheus() {
         }
     }
     println!("Weft's dashboards: {weft_total} queries parse and run, {weft_non_empty} return series");
-    assert!(weft_non_empty * 10 >= weft_total * 7, "Weft's dashboards mostly empty: {weft_non_empty}/{weft_total}");
+    assert!(
+        weft_non_empty * 10 >= weft_total * 7,
+        "Weft's dashboards mostly empty: {weft_non_empty}/{weft_total}"
+    );
 }
 
 fn collect_exprs(panels: &Value, out: &mut Vec<String>) {

@@ -96,7 +96,8 @@ impl Labels<'_> {
     fn fingerprint(&self) -> u128 {
         let one = |seed: u8| {
             let mut h = DefaultHasher::new();
-            (seed, self.source, self.source_peer, self.chain, self.destination, self.destination_peer).hash(&mut h);
+            (seed, self.source, self.source_peer, self.chain, self.destination, self.destination_peer)
+                .hash(&mut h);
             (self.grpc, self.code, self.grpc_status, self.flag).hash(&mut h);
             h.finish()
         };
@@ -232,7 +233,11 @@ impl Metrics {
             }
         }
         let counters = [
-            ("weft_waypoint_connects_refused_total", "CONNECTs refused (unknown authority or not configured yet).", &self.connects_refused),
+            (
+                "weft_waypoint_connects_refused_total",
+                "CONNECTs refused (unknown authority or not configured yet).",
+                &self.connects_refused,
+            ),
             ("weft_waypoint_tcp_connections_total", "HBONE connections accepted.", &self.tcp_connections),
         ];
         for (name, help, value) in counters {
@@ -540,7 +545,11 @@ connection_security_policy=\"mutual_tls\"} 2";
             cluster: "Kubernetes".into(),
         };
         let (p, r) = (peer("productpage-v1", "productpage", "v1"), peer("reviews-v2", "reviews", "v2"));
-        let l = Labels { source_peer: Some(&p), destination_peer: Some(&r), ..labels(&src, Some(&dst), 200, None) };
+        let l = Labels {
+            source_peer: Some(&p),
+            destination_peer: Some(&r),
+            ..labels(&src, Some(&dst), 200, None)
+        };
         let text = l.render();
         for want in [
             "source_workload=\"productpage-v1\",source_canonical_service=\"productpage\",source_canonical_revision=\"v1\"",

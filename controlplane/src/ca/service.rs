@@ -27,7 +27,11 @@ pub struct CaService {
 }
 
 impl CaService {
-    pub fn new(ca: Arc<CertificateAuthority>, auth: Arc<Authenticator>, metrics: Arc<ControlPlaneMetrics>) -> Self {
+    pub fn new(
+        ca: Arc<CertificateAuthority>,
+        auth: Arc<Authenticator>,
+        metrics: Arc<ControlPlaneMetrics>,
+    ) -> Self {
         CaService { ca, auth, metrics }
     }
 

@@ -23,10 +23,10 @@ pub mod samples;
 use crate::{
     Pod, Proc,
     agent::Agent,
-    bins,
-    scenario::{self, Scenario},
     bed::Node,
+    bins,
     prometheus::{Prometheus, Target},
+    scenario::{self, Scenario},
     waypoint::{GATEWAY_NAME_LABEL, Waypoint, WaypointKind, WaypointOptions},
     weftd::Weftd,
 };
@@ -315,7 +315,8 @@ pub fn start(options: Options) -> Result<Demo> {
     agents[1]
         .wait_enrolled(&["reviews-v1", "reviews-v2", "reviews-v3", "ratings-v1"], Duration::from_secs(10))?;
     agents[2].wait_enrolled(&[], Duration::from_secs(10))?;
-    let productpage_calls: &[&str] = if options.legacy { &[DETAILS, REVIEWS, LEGACY] } else { &[DETAILS, REVIEWS] };
+    let productpage_calls: &[&str] =
+        if options.legacy { &[DETAILS, REVIEWS, LEGACY] } else { &[DETAILS, REVIEWS] };
     let mut servers = vec![
         serve(&productpage, "v1", productpage_calls)?,
         serve(&details, "v1", &[])?,

@@ -92,7 +92,9 @@ pub fn html(stats: &Result<BTreeMap<String, ServiceStats>>) -> String {
     let _ = write!(out, "<p>From Prometheus, over the last {WINDOW}; reloads every 2 s.</p>");
     match stats {
         Ok(stats) => {
-            out.push_str("<table><tr><th>service</th><th>requests/s</th><th>errors (5xx)</th><th>p99</th></tr>");
+            out.push_str(
+                "<table><tr><th>service</th><th>requests/s</th><th>errors (5xx)</th><th>p99</th></tr>",
+            );
             let cell = |v: Option<f64>, unit: &str, digits: usize| {
                 v.map_or_else(|| "–".to_owned(), |v| format!("{v:.digits$}{unit}"))
             };

@@ -15,8 +15,8 @@ pub mod listener;
 
 use crate::{
     config::Config,
-    route::RouteTable,
     metrics::Peer,
+    route::RouteTable,
     snapshot::{Chain, KnownWorkload, Snapshot},
     state::Shared,
     upstream::{self, Endpoint},

@@ -107,8 +107,16 @@ impl ServerMetrics {
         text::sample(out, name, "", 0);
         type Family<'a> = (&'a str, &'a str, &'a [Histogram]);
         let families: [Family; 2] = [
-            ("pilot_xds_push_time", "Total time in seconds Pilot takes to push lds, rds, cds and eds.", &self.push_time),
-            ("pilot_xds_config_size_bytes", "Distribution of configuration sizes pushed to clients", &self.config_size),
+            (
+                "pilot_xds_push_time",
+                "Total time in seconds Pilot takes to push lds, rds, cds and eds.",
+                &self.push_time,
+            ),
+            (
+                "pilot_xds_config_size_bytes",
+                "Distribution of configuration sizes pushed to clients",
+                &self.config_size,
+            ),
         ];
         for (name, help, histograms) in families {
             text::family(out, name, Kind::Histogram, help);

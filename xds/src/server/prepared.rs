@@ -190,7 +190,15 @@ impl Prepared {
                 history_names -= dropped.values().map(HashSet::len).sum::<usize>();
             }
         }
-        Self { generation, version, types, changes, history, history_names, changed_at: std::time::Instant::now() }
+        Self {
+            generation,
+            version,
+            types,
+            changes,
+            history,
+            history_names,
+            changed_at: std::time::Instant::now(),
+        }
     }
 
     /// The names of `type_url` that may differ between generation `since` and this one.
