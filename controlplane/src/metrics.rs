@@ -159,8 +159,7 @@ impl ControlPlaneMetrics {
             text::sample(&mut out, name, "", v);
         }
         xds.render_metrics(&mut out);
-        weft_telemetry::build_info::render(&mut out, "pilot", env!("CARGO_PKG_VERSION"));
-        weft_telemetry::process::Process::read().render(&mut out);
+        weft_telemetry::render_process(&mut out, "pilot", env!("CARGO_PKG_VERSION"));
         out
     }
 }

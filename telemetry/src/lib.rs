@@ -14,4 +14,11 @@ pub mod process;
 pub mod text;
 
 pub use histogram::Histogram;
+
+/// What every Weft process exposes besides its own families: `istio_build` as the Istio
+/// `component` it stands in for, and the process.
+pub fn render_process(out: &mut String, component: &str, tag: &str) {
+    build_info::render(out, component, tag);
+    process::Process::read().render(out);
+}
 pub use text::{Kind, family, push_label};

@@ -4,7 +4,12 @@
 
 use crate::text::CONTENT_TYPE;
 use http_body_util::Full;
-use hyper::{Method, Request, Response, StatusCode, body::Bytes, server::conn::http1, service::service_fn};
+use hyper::{
+    Method, Request, Response, StatusCode,
+    body::{Bytes, Incoming},
+    server::conn::http1,
+    service::service_fn,
+};
 use hyper_util::rt::TokioIo;
 use std::sync::Arc;
 use tokio::net::TcpListener;
@@ -13,18 +18,27 @@ use tracing::debug;
 /// Makes the exposition text when Prometheus scrapes.
 pub type Render = Arc<dyn Fn() -> String + Send + Sync>;
 
+/// Answers one request of a small HTTP/1.1 endpoint (metrics, admin, debug).
+pub type Handler = Arc<dyn Fn(&Request<Incoming>) -> Response<Full<Bytes>> + Send + Sync>;
+
 /// Serves `render` on `listener` until the task is dropped.
 pub async fn serve(listener: TcpListener, render: Render) {
+    serve_http(listener, Arc::new(move |req: &Request<Incoming>| route(req, &*render))).await
+}
+
+/// Serves `handler` on `listener`, one task per connection, until the task is dropped:
+/// the loop the agent's and the waypoint's admin and weftd's debug endpoints share.
+pub async fn serve_http(listener: TcpListener, handler: Handler) {
     loop {
         let Ok((stream, _)) = listener.accept().await else { continue };
-        let render = render.clone();
+        let handler = handler.clone();
         tokio::spawn(async move {
             let service = service_fn(move |req| {
-                let render = render.clone();
-                async move { Ok::<_, std::convert::Infallible>(route(&req, &*render)) }
+                let handler = handler.clone();
+                async move { Ok::<_, std::convert::Infallible>(handler(&req)) }
             });
             if let Err(error) = http1::Builder::new().serve_connection(TokioIo::new(stream), service).await {
-                debug!(%error, "metrics connection failed");
+                debug!(%error, "HTTP connection failed");
             }
         });
     }
