@@ -15,6 +15,11 @@
 //! relaying the `end-user` header (so "jason" routes at every hop), and answers with the
 //! first failing call's status, so a fault deep in the chain shows at the user as what it
 //! was. The load is `weft-testapp http --version-of reviews` from the `user` pod.
+//!
+//! A real Prometheus on n1 scrapes the agents, the waypoint (access log on, as in Istio's
+//! demo profile) and weftd every second ([`scrape_targets`]); the live page
+//! ([`page`]), served on the host's loopback, shows each service's request rate, error
+//! rate and p99 from it while the demo runs.
 
 mod apply;
 pub mod page;
