@@ -326,6 +326,7 @@ fn istios_dashboards_read_the_mesh_from_a_real_prometheus() {
     // does not parse with bad_data).
     let mut weft_total = 0;
     let mut weft_non_empty = 0;
+    let mut weft_empty: Vec<String> = Vec::new();
     for entry in std::fs::read_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/../charts/dashboards"))
         .expect("charts/dashboards")
     {
@@ -365,9 +366,15 @@ fn istios_dashboards_read_the_mesh_from_a_real_prometheus() {
                 }
             }
             weft_non_empty += usize::from(any);
+            if !any {
+                weft_empty.push(format!("{}: {e}", path.file_name().unwrap_or_default().to_string_lossy()));
+            }
         }
     }
-    println!("Weft's dashboards: {weft_total} queries parse and run, {weft_non_empty} return series");
+    println!("Weft's dashboards: {weft_total} queries parse and run, {weft_non_empty} return series; empty here:");
+    for e in &weft_empty {
+        println!("  {e}");
+    }
     assert!(
         weft_non_empty * 10 >= weft_total * 7,
         "Weft's dashboards mostly empty: {weft_non_empty}/{weft_total}"
