@@ -291,6 +291,8 @@ pub struct LoopbackWeftd {
     /// The plaintext xDS port, when the test asked for one.
     pub plaintext: Option<SocketAddr>,
     pub debug: SocketAddr,
+    /// Its `--metrics-addr` (Prometheus).
+    pub metrics: SocketAddr,
     log: PathBuf,
     binary: PathBuf,
     args: Vec<std::ffi::OsString>,
@@ -370,6 +372,7 @@ impl LoopbackWeftd {
             secure,
             plaintext,
             debug,
+            metrics,
             log,
             binary: binary.to_owned(),
             args,

@@ -371,7 +371,9 @@ fn istios_dashboards_read_the_mesh_from_a_real_prometheus() {
             }
         }
     }
-    println!("Weft's dashboards: {weft_total} queries parse and run, {weft_non_empty} return series; empty here:");
+    println!(
+        "Weft's dashboards: {weft_total} queries parse and run, {weft_non_empty} return series; empty here:"
+    );
     for e in &weft_empty {
         println!("  {e}");
     }
