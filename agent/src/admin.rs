@@ -2,11 +2,9 @@
 
 use crate::{config::Config, enrollment::EnrollmentStatus, localconfig::ConfigStatus, state::Shared};
 use http_body_util::Full;
-use hyper::{Method, Request, Response, StatusCode, body::Bytes, server::conn::http1, service::service_fn};
-use hyper_util::rt::TokioIo;
+use hyper::{Method, Request, Response, StatusCode, body::Bytes};
 use std::sync::{Arc, Mutex};
 use tokio::net::TcpListener;
-use tracing::debug;
 
 /// Everything the admin endpoints read. Locks here are off the data path.
 pub struct AdminView {
@@ -17,19 +15,8 @@ pub struct AdminView {
 }
 
 pub async fn serve(listener: TcpListener, view: Arc<AdminView>) {
-    loop {
-        let Ok((stream, _)) = listener.accept().await else { continue };
-        let view = view.clone();
-        tokio::spawn(async move {
-            let service = service_fn(move |req| {
-                let view = view.clone();
-                async move { Ok::<_, std::convert::Infallible>(route(&req, &view)) }
-            });
-            if let Err(error) = http1::Builder::new().serve_connection(TokioIo::new(stream), service).await {
-                debug!(%error, "admin connection failed");
-            }
-        });
-    }
+    let handler = move |req: &Request<hyper::body::Incoming>| route(req, &view);
+    weft_telemetry::listener::serve_http(listener, Arc::new(handler)).await
 }
 
 fn route(req: &Request<hyper::body::Incoming>, view: &AdminView) -> Response<Full<Bytes>> {
@@ -41,18 +28,32 @@ fn route(req: &Request<hyper::body::Incoming>, view: &AdminView) -> Response<Ful
             let (status, text) = crate::readiness::answer(&view.enrollment);
             reply(status, "text/plain", text.into())
         }
-        "/metrics" => {
-            let mut text = view.shared.metrics.render();
-            text.push_str(&format!(
-                "# HELP weft_hbone_pool_connections Pooled HBONE connections to other pods.\n\
-                 # TYPE weft_hbone_pool_connections gauge\nweft_hbone_pool_connections {}\n",
-                view.shared.pool.connections()
-            ));
-            reply(StatusCode::OK, "text/plain; version=0.0.4", text)
+        "/metrics" | "/stats/prometheus" => {
+            reply(StatusCode::OK, weft_telemetry::text::CONTENT_TYPE, exposition(&view.shared))
         }
         "/config_dump" => reply(StatusCode::OK, "application/json", config_dump(view)),
-        _ => reply(StatusCode::NOT_FOUND, "text/plain", "try /ready, /metrics or /config_dump\n".into()),
+        _ => reply(
+            StatusCode::NOT_FOUND,
+            "text/plain",
+            "try /ready, /metrics, /stats/prometheus or /config_dump\n".into(),
+        ),
     }
+}
+
+/// Everything Prometheus reads from the agent: ztunnel's metrics (the agent stands in for
+/// ztunnel, so `istio_build{component="ztunnel"}`), the process, the agent's own.
+pub fn exposition(shared: &Shared) -> String {
+    use weft_telemetry::{Kind, text};
+    let mut out = shared.metrics.render();
+    let name = "istio_tcp_sockets_open";
+    text::family(&mut out, name, Kind::Gauge, "The current number of open TCP sockets.");
+    // The connections the proxy carries now, each one accepted socket.
+    text::sample(&mut out, name, "", shared.drain.active());
+    let name = "weft_hbone_pool_connections";
+    text::family(&mut out, name, Kind::Gauge, "Pooled HBONE connections to other pods.");
+    text::sample(&mut out, name, "", shared.pool.connections());
+    weft_telemetry::render_process(&mut out, "ztunnel", env!("CARGO_PKG_VERSION"));
+    out
 }
 
 fn config_dump(view: &AdminView) -> String {

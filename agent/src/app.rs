@@ -84,6 +84,14 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     let admin_listener = tokio::net::TcpListener::bind(config.admin_addr)
         .await
         .with_context(|| format!("binding admin address {}", config.admin_addr))?;
+    let metrics_listener = match config.metrics_addr {
+        Some(addr) => Some(
+            tokio::net::TcpListener::bind(addr)
+                .await
+                .with_context(|| format!("binding the metrics address {addr}"))?,
+        ),
+        None => None,
+    };
     let enrollment = Enrollment::new(
         datapath,
         shared.clone(),
@@ -135,6 +143,11 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         tokio::spawn(crate::readiness::serve(listener, view.enrollment.clone()));
     }
     tokio::spawn(admin::serve(admin_listener, view));
+    if let Some(listener) = metrics_listener {
+        let for_render = shared.clone();
+        let render: weft_telemetry::listener::Render = Arc::new(move || admin::exposition(&for_render));
+        tokio::spawn(weft_telemetry::listener::serve(listener, render));
+    }
 
     let _xds_client = match (&config.local_config, &config.xds_address) {
         (Some(path), _) => {
@@ -153,6 +166,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
             let (client, mut first) = xds::start(&config, shared.clone(), commands.clone(), model_source)
                 .context("starting the xDS client")?;
             info!(endpoint = %url, "waiting for the first workload addresses from the control plane");
+            tokio::spawn(xds::count_terminations(client.state(), shared.clone()));
             let _ = first.wait_for(|got| *got).await;
             Some(client)
         }

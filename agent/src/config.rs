@@ -79,6 +79,11 @@ pub struct Config {
     /// address the kubelet reaches (the DaemonSet's 0.0.0.0:15021). Off unless given.
     #[arg(long, env = "WEFT_READINESS_ADDR")]
     pub readiness_addr: Option<SocketAddr>,
+    /// Prometheus metrics only (/stats/prometheus and /metrics, no admin endpoints), for
+    /// binding on every interface: ztunnel serves them on 0.0.0.0:15020, and the Helm
+    /// chart passes --metrics-addr=0.0.0.0:15020. Off unless given.
+    #[arg(long, env = "WEFT_METRICS_ADDR", value_name = "ADDR")]
+    pub metrics_addr: Option<SocketAddr>,
     /// SO_MARK on the agent's sockets towards other pods and nodes (Istio's 0x539).
     #[arg(long, env = "WEFT_MARK", default_value_t = 0x539)]
     pub mark: u32,

@@ -6,7 +6,6 @@
 
 use std::{
     collections::HashMap,
-    fmt::Write as _,
     hash::{Hash, Hasher},
     net::IpAddr,
     sync::{
@@ -15,6 +14,10 @@ use std::{
     },
 };
 use weft_model::{Service, Workload};
+use weft_telemetry::{
+    Kind,
+    text::{self, end_labels, push_label},
+};
 
 /// Which side of the connection reports, as Istio's `reporter` label says.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -130,6 +133,13 @@ pub struct Metrics {
     pub outbound_errors: AtomicU64,
     pub inbound_errors: AtomicU64,
     pub hbone_connection_errors: AtomicU64,
+    /// Pods handed over but not yet proxied (always 0 today: enrollment is synchronous).
+    pub pending_pods: AtomicU64,
+    /// xDS responses received, by [`XDS_TYPES`].
+    pub xds_messages: [AtomicU64; 2],
+    /// ADS streams that ended with an error, or without one.
+    pub xds_errors: AtomicU64,
+    pub xds_completed: AtomicU64,
 }
 
 impl Metrics {
@@ -147,97 +157,146 @@ impl Metrics {
             .clone()
     }
 
+    /// Counts one xDS response of `type_url` (ztunnel's `istio_xds_message_total`).
+    pub fn xds_message(&self, type_url: &str) {
+        if let Some(i) = XDS_TYPES.iter().position(|t| *t == type_url) {
+            self.xds_messages[i].fetch_add(1, Relaxed);
+        }
+    }
+
     /// Prometheus text exposition format.
     pub fn render(&self) -> String {
         let mut out = String::with_capacity(4096);
         let map = self.tcp.read().expect("metrics lock");
         type Family = (&'static str, &'static str, fn(&TcpCounters) -> u64);
         let families: [Family; 5] = [
-            ("istio_tcp_connections_opened_total", "Total TCP connections opened", |c| {
+            ("istio_tcp_connections_opened_total", "The total number of TCP connections opened.", |c| {
                 c.opened.load(Relaxed)
             }),
-            ("istio_tcp_connections_closed_total", "Total TCP connections closed", |c| {
+            ("istio_tcp_connections_closed_total", "The total number of TCP connections closed.", |c| {
                 c.closed.load(Relaxed)
             }),
-            ("istio_tcp_received_bytes_total", "Bytes received during request (client to server)", |c| {
-                c.received.load(Relaxed)
-            }),
-            ("istio_tcp_sent_bytes_total", "Bytes sent during response (server to client)", |c| {
-                c.sent.load(Relaxed)
-            }),
-            ("istio_tcp_connections_failed_total", "Total TCP connections that failed to establish", |c| {
-                c.failed.load(Relaxed)
-            }),
+            (
+                "istio_tcp_received_bytes_total",
+                "The size of total bytes received during request in case of a TCP connection.",
+                |c| c.received.load(Relaxed),
+            ),
+            (
+                "istio_tcp_sent_bytes_total",
+                "The size of total bytes sent during response in case of a TCP connection.",
+                |c| c.sent.load(Relaxed),
+            ),
+            (
+                "istio_tcp_connections_failed_total",
+                "The total number of TCP connections that failed to establish.",
+                |c| c.failed.load(Relaxed),
+            ),
         ];
         for (name, help, value) in families {
-            let _ = writeln!(out, "# HELP {name} {help}.\n# TYPE {name} counter");
+            text::family(&mut out, name, Kind::Counter, help);
             let failed_family = name == "istio_tcp_connections_failed_total";
             for s in map.values().filter(|s| s.failure == failed_family) {
-                let _ = writeln!(out, "{name}{{{}}} {}", s.labels, value(&s.counters));
+                text::sample(&mut out, name, &s.labels, value(&s.counters));
             }
         }
         drop(map);
-        let gauges = [
-            ("weft_config_reloads_total", "counter", "Configurations accepted", &self.config_reloads),
+        let name = "istio_xds_message_total";
+        text::family(&mut out, name, Kind::Counter, "Total number of messages received.");
+        for (url, n) in XDS_TYPES.iter().zip(&self.xds_messages) {
+            text::sample(&mut out, name, &text::labels(&[("url", url)]), n.load(Relaxed));
+        }
+        let name = "istio_xds_connection_terminations_total";
+        text::family(
+            &mut out,
+            name,
+            Kind::Counter,
+            "The total number of completed connections to xds server.",
+        );
+        for (reason, n) in [("ConnectionError", &self.xds_errors), ("Complete", &self.xds_completed)] {
+            text::sample(&mut out, name, &text::labels(&[("reason", reason)]), n.load(Relaxed));
+        }
+        let single = [
+            ("weft_config_reloads_total", Kind::Counter, "Configurations accepted.", &self.config_reloads),
             (
                 "weft_config_rejected_total",
-                "counter",
-                "Configurations rejected (the last good one stays in force)",
+                Kind::Counter,
+                "Configurations rejected (the last good one stays in force).",
                 &self.config_rejected,
             ),
             (
                 "weft_enrolled_pods",
-                "gauge",
-                "Pods on this node whose traffic is captured",
+                Kind::Gauge,
+                "Pods on this node whose traffic is captured.",
+                &self.enrolled_pods,
+            ),
+            // ztunnel's names for the pods it proxies (in-pod mode): all enrolled pods are
+            // served at once here, none waits.
+            (
+                "workload_manager_active_proxy_count",
+                Kind::Gauge,
+                "The total number current workloads with active proxies.",
                 &self.enrolled_pods,
             ),
             (
+                "workload_manager_pending_proxy_count",
+                Kind::Gauge,
+                "The total number current workloads with pending proxies.",
+                &self.pending_pods,
+            ),
+            (
                 "weft_outbound_errors_total",
-                "counter",
-                "Outbound connections that failed before or during forwarding",
+                Kind::Counter,
+                "Outbound connections that failed before or during forwarding.",
                 &self.outbound_errors,
             ),
             (
                 "weft_inbound_errors_total",
-                "counter",
-                "Inbound connections (plaintext, or HBONE streams) that failed before or during forwarding",
+                Kind::Counter,
+                "Inbound connections (plaintext, or HBONE streams) that failed before or during forwarding.",
                 &self.inbound_errors,
             ),
             (
                 "weft_hbone_connection_errors_total",
-                "counter",
-                "HBONE connections to this node's pods that failed (TLS handshake refused, broken HTTP/2)",
+                Kind::Counter,
+                "HBONE connections to this node's pods that failed (TLS handshake refused, broken HTTP/2).",
                 &self.hbone_connection_errors,
             ),
         ];
-        for (name, kind, help, v) in gauges {
-            let _ = writeln!(out, "# HELP {name} {help}.\n# TYPE {name} {kind}\n{name} {}", v.load(Relaxed));
+        for (name, kind, help, v) in single {
+            text::family(&mut out, name, kind, help);
+            text::sample(&mut out, name, "", v.load(Relaxed));
         }
         out
     }
 }
 
+/// The xDS types the agent subscribes to, for `istio_xds_message_total{url}`.
+const XDS_TYPES: [&str; 2] = [weft_xds::type_url::ADDRESS, weft_xds::type_url::AUTHORIZATION];
+
+/// Labels in ztunnel's order (its `CommonTrafficLabels`), so the text reads as ztunnel's.
 fn render_labels(key: &SeriesKey) -> String {
-    let mut l = String::with_capacity(512);
+    let mut l = String::with_capacity(768);
     let reporter = match key.reporter {
         Reporter::Source => "source",
         Reporter::Destination => "destination",
     };
-    push(&mut l, "reporter", reporter);
+    push_label(&mut l, "reporter", reporter);
     let verified = key.source_identity.as_deref();
-    push_workload(&mut l, "source", key.source.as_ref().map(|w| &*w.0), verified);
-    push_workload(&mut l, "destination", key.destination.as_ref().map(|w| &*w.0), None);
+    let source = key.source.as_ref().map(|w| &*w.0);
+    let destination = key.destination.as_ref().map(|w| &*w.0);
     let unknown = "unknown";
     let (host, name, ns) = match (&key.service, key.destination_ip) {
         (Some(s), _) => (s.0.hostname.clone(), s.0.name.as_str(), s.0.namespace.as_str()),
         (None, Some(ip)) => (ip.to_string(), unknown, unknown),
         (None, None) => (unknown.to_owned(), unknown, unknown),
     };
-    push(&mut l, "destination_service", &host);
-    push(&mut l, "destination_service_name", name);
-    push(&mut l, "destination_service_namespace", ns);
-    push(&mut l, "request_protocol", "tcp");
-    push(&mut l, "response_flags", key.response_flags.label());
+    push_workload(&mut l, "source", source, verified);
+    push_label(&mut l, "destination_service", &host);
+    push_label(&mut l, "destination_service_namespace", ns);
+    push_label(&mut l, "destination_service_name", name);
+    push_workload(&mut l, "destination", destination, None);
+    push_label(&mut l, "request_protocol", "tcp");
+    push_label(&mut l, "response_flags", key.response_flags.label());
     // Istio: "mutual_tls" when the connection was mTLS, "none" otherwise; the source side
     // reports "unknown" for plaintext (it cannot know the server's policy).
     let security = match (key.mtls, key.reporter) {
@@ -245,52 +304,39 @@ fn render_labels(key: &SeriesKey) -> String {
         (false, Reporter::Destination) => "none",
         (false, Reporter::Source) => "unknown",
     };
-    push(&mut l, "connection_security_policy", security);
-    l.pop(); // trailing comma
+    push_label(&mut l, "connection_security_policy", security);
+    end_labels(&mut l);
     l
 }
 
-/// A workload's labels; `verified`, when given, is the identity its certificate proved and
-/// the principal shown.
+/// One side's labels, as ztunnel orders them: workload, canonical service and revision,
+/// namespace, principal, app, version, cluster. `verified`, when given, is the identity
+/// the peer's certificate proved and the principal shown.
 fn push_workload(l: &mut String, side: &str, w: Option<&Workload>, verified: Option<&weft_hbone::Identity>) {
     let unknown = "unknown";
+    let or_unknown = |s: &'_ str| if s.is_empty() { unknown.to_owned() } else { s.to_owned() };
     let name = w.map_or(unknown, |w| if w.workload_name.is_empty() { &w.name } else { &w.workload_name });
-    push(l, &format!("{side}_workload"), name);
-    push(l, &format!("{side}_workload_namespace"), w.map_or(unknown, |w| w.namespace.as_str()));
+    let app = or_unknown(w.map_or("", |w| w.canonical_name.as_str()));
+    let version = or_unknown(w.map_or("", |w| w.canonical_revision.as_str()));
     let principal = match (verified, w) {
         (Some(id), _) => id.to_string(),
         (None, Some(w)) => w.identity.to_string(),
         (None, None) => unknown.to_owned(),
     };
-    push(l, &format!("{side}_principal"), &principal);
-    push(
-        l,
-        &format!("{side}_app"),
-        w.map(|w| w.canonical_name.as_str()).filter(|s| !s.is_empty()).unwrap_or(unknown),
-    );
-    push(
-        l,
-        &format!("{side}_version"),
-        w.map(|w| w.canonical_revision.as_str()).filter(|s| !s.is_empty()).unwrap_or(unknown),
-    );
-    push(
-        l,
-        &format!("{side}_cluster"),
-        w.map(|w| w.cluster_id.as_str()).filter(|s| !s.is_empty()).unwrap_or("Kubernetes"),
-    );
-}
-
-fn push(l: &mut String, name: &str, value: &str) {
-    let _ = write!(l, "{name}=\"");
-    for c in value.chars() {
-        match c {
-            '\\' => l.push_str("\\\\"),
-            '"' => l.push_str("\\\""),
-            '\n' => l.push_str("\\n"),
-            c => l.push(c),
-        }
+    let cluster = w.map(|w| w.cluster_id.as_str()).filter(|s| !s.is_empty()).unwrap_or("Kubernetes");
+    let labels: [(&str, &str); 8] = [
+        ("workload", name),
+        ("canonical_service", &app),
+        ("canonical_revision", &version),
+        ("workload_namespace", w.map_or(unknown, |w| w.namespace.as_str())),
+        ("principal", &principal),
+        ("app", &app),
+        ("version", &version),
+        ("cluster", cluster),
+    ];
+    for (suffix, value) in labels {
+        push_label(l, &format!("{side}_{suffix}"), value);
     }
-    l.push_str("\",");
 }
 
 #[cfg(test)]

@@ -6,6 +6,7 @@
 //!                      └─ ADS (authenticated)  ────┴─ auth::Authenticator ◀─ config view (pods)
 //!  :15010 plaintext ADS, unauthenticated, only with --plaintext-xds-addr
 //!  :15014 debug HTTP (loopback)
+//!  :15015 Prometheus metrics (istiod's names; --metrics-addr)
 //! ```
 
 use crate::{
@@ -13,6 +14,7 @@ use crate::{
     ca::{self, CertificateAuthority, RootSource, Validity, service::CaService, serving},
     config::{ConfigStore, SourceId, diagnostic::Diagnostic},
     debug::{self, DebugView},
+    metrics::ControlPlaneMetrics,
     options::Options,
     source::{SourceEvent, file::FileSource, kube::KubeSource},
     translate,
@@ -115,6 +117,15 @@ pub async fn run(options: Options) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("binding debug address {}", options.debug_addr))?;
     tokio::spawn(debug::serve(debug_listener, view));
+    let metrics = Arc::new(ControlPlaneMetrics::default());
+    let metrics_listener = tokio::net::TcpListener::bind(options.metrics_addr)
+        .await
+        .with_context(|| format!("binding the metrics address {}", options.metrics_addr))?;
+    let (for_render, xds_for_render) = (metrics.clone(), xds.clone());
+    tokio::spawn(weft_telemetry::listener::serve(
+        metrics_listener,
+        Arc::new(move || for_render.render(&xds_for_render)),
+    ));
 
     // The secure port: weftd's own certificate, ADS and the CA behind one authenticator.
     let names = serving::ServingNames {
@@ -130,7 +141,7 @@ pub async fn run(options: Options) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("binding the secure port {secure_addr}"))?;
     let secure = tonic::transport::Server::builder()
-        .add_service(CaService::new(Arc::clone(&authority), Arc::clone(&auth)).server())
+        .add_service(CaService::new(Arc::clone(&authority), Arc::clone(&auth), Arc::clone(&metrics)).server())
         .add_service(xds.authenticated_service(Arc::new(XdsAuth(Arc::clone(&auth)))));
     let secure = tokio::spawn(secure.serve_with_incoming(serving::incoming(secure_listener, tls)));
     info!(%secure_addr, "serving ADS and the CA over TLS");
@@ -172,6 +183,7 @@ pub async fn run(options: Options) -> anyhow::Result<()> {
             }
         }
         let changed = store.apply_all(source_id, events.drain(..));
+        metrics.observe_store(store.counts(), &store.snapshot());
         // The authorizer's view of the pods: after the first batch (a source's first
         // event is its whole state) and after every change.
         if changed || config_tx.borrow().is_none() {

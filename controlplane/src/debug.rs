@@ -3,8 +3,7 @@
 
 use crate::{config::diagnostic::Diagnostic, options::Options};
 use http_body_util::Full;
-use hyper::{Request, Response, StatusCode, body::Bytes, server::conn::http1, service::service_fn};
-use hyper_util::rt::TokioIo;
+use hyper::{Request, Response, StatusCode, body::Bytes};
 use std::sync::{Arc, Mutex};
 use tokio::net::TcpListener;
 use weft_xds::server::XdsServer;
@@ -16,17 +15,8 @@ pub struct DebugView {
 }
 
 pub async fn serve(listener: TcpListener, view: Arc<DebugView>) {
-    loop {
-        let Ok((stream, _)) = listener.accept().await else { continue };
-        let view = view.clone();
-        tokio::spawn(async move {
-            let service = service_fn(move |req| {
-                let view = view.clone();
-                async move { Ok::<_, std::convert::Infallible>(route(&req, &view)) }
-            });
-            let _ = http1::Builder::new().serve_connection(TokioIo::new(stream), service).await;
-        });
-    }
+    let handler = move |req: &Request<hyper::body::Incoming>| route(req, &view);
+    weft_telemetry::listener::serve_http(listener, Arc::new(handler)).await
 }
 
 fn query_param<'a>(req: &'a Request<hyper::body::Incoming>, name: &str) -> Option<&'a str> {

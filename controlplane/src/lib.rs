@@ -13,6 +13,7 @@ pub mod auth;
 pub mod ca;
 pub mod config;
 pub mod debug;
+pub mod metrics;
 pub mod options;
 pub mod source;
 pub mod translate;

@@ -35,6 +35,11 @@ pub struct Options {
     /// /ready and /debug/* (syncz, config_dump, diagnostics).
     #[arg(long, env = "WEFT_DEBUG_ADDR", default_value = "127.0.0.1:15014")]
     pub debug_addr: SocketAddr,
+    /// Prometheus metrics only (/metrics and /stats/prometheus), on every interface:
+    /// istiod's monitoring port is 15014, which weftd's debug port already holds on
+    /// loopback, so weftd's metrics default to the next port, 15015.
+    #[arg(long, env = "WEFT_METRICS_ADDR", default_value = "0.0.0.0:15015")]
+    pub metrics_addr: SocketAddr,
     /// How long changes are collected before one push.
     #[arg(long, env = "WEFT_DEBOUNCE", default_value = "100ms", value_parser = parse_duration)]
     #[serde(serialize_with = "as_millis")]

@@ -12,6 +12,9 @@ use std::{
 };
 
 const ADMIN: &str = "127.0.0.1:15000";
+/// Where a bed agent serves Prometheus, on the node's address (ztunnel's port, as the
+/// Helm chart passes it).
+pub const METRICS_PORT: u16 = 15020;
 
 /// How long the drain may take in tests: long enough for any transfer a test makes.
 const TEST_DRAIN_TIMEOUT: &str = "60s";
@@ -113,6 +116,8 @@ impl Agent {
             .arg(bpffs_dir)
             .arg("--drain-timeout")
             .arg(TEST_DRAIN_TIMEOUT)
+            .arg("--metrics-addr")
+            .arg(format!("0.0.0.0:{METRICS_PORT}"))
             .args(&options.args)
             .env("RUST_LOG", std::env::var(LOG_ENV).unwrap_or_else(|_| "info,weft_agent=debug".into()));
         if options.under_capture { node.spawn_in_child_cgroup(cmd, "weft-agent") } else { node.spawn(cmd) }
@@ -210,7 +215,7 @@ pub fn sum_samples(text: &str, name: &str, labels: &[(&str, &str)]) -> u64 {
 }
 
 /// A minimal HTTP/1.0 GET: the admin endpoint is ours and answers simply.
-pub(crate) fn http_get(addr: &str, path: &str) -> Result<(u16, String)> {
+pub fn http_get(addr: &str, path: &str) -> Result<(u16, String)> {
     let mut s = TcpStream::connect(addr).with_context(|| format!("connecting to {addr}"))?;
     s.set_read_timeout(Some(Duration::from_secs(5)))?;
     write!(s, "GET {path} HTTP/1.0\r\nHost: localhost\r\nConnection: close\r\n\r\n")?;

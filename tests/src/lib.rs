@@ -39,6 +39,7 @@ pub mod meshconfig;
 pub mod metricsbench;
 pub mod poll;
 pub mod probe;
+pub mod prometheus;
 pub mod route_conformance;
 pub mod scenario;
 pub mod testapp;

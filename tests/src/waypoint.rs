@@ -34,6 +34,8 @@ pub enum WaypointKind {
 
 /// Where both kinds serve their admin endpoint, inside their pod.
 pub const ADMIN_ADDR: &str = "127.0.0.1:15000";
+/// Where weft-waypoint serves Prometheus, on the pod's address (Istio's waypoint port).
+pub const METRICS_PORT: u16 = 15020;
 /// The label Istio puts on a Gateway's pods.
 pub const GATEWAY_NAME_LABEL: &str = "gateway.networking.k8s.io/gateway-name";
 
@@ -48,6 +50,8 @@ pub struct WaypointOptions {
     /// weft-waypoint's `--worker-threads` (its default when `None`). Envoy always runs
     /// with `--concurrency 1`, one worker thread.
     pub worker_threads: Option<usize>,
+    /// weft-waypoint's `--access-log` (Istio's JSON access log on stdout).
+    pub access_log: bool,
 }
 
 /// A running waypoint.
@@ -130,7 +134,12 @@ impl Waypoint {
                     .arg(gateway)
                     .arg("--admin-address")
                     .arg(ADMIN_ADDR)
+                    .arg("--metrics-addr")
+                    .arg(format!("0.0.0.0:{METRICS_PORT}"))
                     .env("RUST_LOG", std::env::var("WEFT_WAYPOINT_LOG").unwrap_or_else(|_| "info".into()));
+                if options.access_log {
+                    cmd.arg("--access-log");
+                }
                 if let Some(n) = options.worker_threads {
                     cmd.arg("--worker-threads").arg(n.to_string());
                 }

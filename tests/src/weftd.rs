@@ -21,6 +21,8 @@ use weft_xds::client::ClientTls;
 /// weftd's secure port (xDS and CA over TLS), on all addresses of its node.
 pub const SECURE_PORT: u16 = 15012;
 const DEBUG_ADDR: &str = "127.0.0.1:15014";
+/// weftd's `--metrics-addr` port (its default, on every interface of its node).
+pub const METRICS_PORT: u16 = 15015;
 /// The DNS name weftd's serving certificate carries by default (`weftd.<ns>.svc`).
 pub const SERVER_NAME: &str = "weftd.istio-system.svc";
 
@@ -289,6 +291,8 @@ pub struct LoopbackWeftd {
     /// The plaintext xDS port, when the test asked for one.
     pub plaintext: Option<SocketAddr>,
     pub debug: SocketAddr,
+    /// Its `--metrics-addr` (Prometheus).
+    pub metrics: SocketAddr,
     log: PathBuf,
     binary: PathBuf,
     args: Vec<std::ffi::OsString>,
@@ -340,6 +344,7 @@ impl LoopbackWeftd {
         let log = dir.path().join("weftd.log");
         let secure = SocketAddr::from(([127, 0, 0, 1], free_port()));
         let debug = SocketAddr::from(([127, 0, 0, 1], free_port()));
+        let metrics = SocketAddr::from(([127, 0, 0, 1], free_port()));
         let plaintext = args
             .iter()
             .position(|a| *a == "--plaintext-xds-addr")
@@ -351,8 +356,15 @@ impl LoopbackWeftd {
             .iter()
             .map(|a| a.to_os_string())
             .chain(
-                ["--secure-grpc-addr", &secure.to_string(), "--debug-addr", &debug.to_string()]
-                    .map(Into::into),
+                [
+                    "--secure-grpc-addr",
+                    &secure.to_string(),
+                    "--debug-addr",
+                    &debug.to_string(),
+                    "--metrics-addr",
+                    &metrics.to_string(),
+                ]
+                .map(Into::into),
             )
             .chain(debounce.iter().map(|a| std::ffi::OsString::from(*a)))
             .collect();
@@ -362,6 +374,7 @@ impl LoopbackWeftd {
             secure,
             plaintext,
             debug,
+            metrics,
             log,
             binary: binary.to_owned(),
             args,

@@ -2,9 +2,14 @@
 //! through weft-waypoint, and each step shows what Istio's docs say it does. Tolerances:
 //! a 50/50 split within ±10 points and 90/10 within ±6 over 400 requests (four standard
 //! deviations each: 2.5 and 1.5 points), delays within ±10% at the median. Root, network
-//! namespaces, real eBPF, agents, weftd and weft-waypoint; about half a minute.
+//! namespaces, real eBPF, agents, weftd, weft-waypoint and Prometheus (behind the live
+//! page); about half a minute.
 
-use std::time::Duration;
+use std::{
+    io::{Read, Write},
+    net::{SocketAddr, TcpStream},
+    time::Duration,
+};
 use weft_tests::demo::{self, Row};
 
 /// `expected` ± `tolerance`, in seconds, for the median latency of `row`.
@@ -14,6 +19,17 @@ fn assert_p50_near(row: &Row, expected: f64, tolerance: f64) {
         (p50 - expected).abs() <= tolerance,
         "p50 {p50:.3} s, expected {expected} ± {tolerance} s: {row:?}"
     );
+}
+
+/// A GET on the live page: (status, body).
+fn get(addr: SocketAddr, path: &str) -> (u16, String) {
+    let mut s = TcpStream::connect(addr).expect("the live page listens");
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    write!(s, "GET {path} HTTP/1.0\r\nHost: localhost\r\n\r\n").unwrap();
+    let mut resp = String::new();
+    s.read_to_string(&mut resp).unwrap();
+    let status = resp.split_whitespace().nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);
+    (status, resp.split_once("\r\n\r\n").map(|(_, b)| b.to_owned()).unwrap_or_default())
 }
 
 /// Every request answered 200, by reviews `version` alone.
@@ -82,6 +98,26 @@ fn the_demo_walks_istios_traffic_management_tasks_and_tears_down() {
         d.from_waypoint,
         d.bypassing
     );
+
+    // The live page: request rate, error rate and p99 of every Bookinfo service, from
+    // Prometheus. The last steps' traffic is within its window.
+    let (status, page) = get(d.page.addr(), "/");
+    assert_eq!(status, 200, "{page}");
+    let (status, json) = get(d.page.addr(), "/api/services");
+    assert_eq!(status, 200, "{json}");
+    let stats: serde_json::Value = serde_json::from_str(&json).expect("JSON");
+    for service in ["productpage", "details", "reviews", "ratings"] {
+        let s = &stats[service];
+        let rate = s["requests_per_second"].as_f64().unwrap_or(0.0);
+        assert!(rate > 0.0, "{service}: no request rate: {json}");
+        let errors = s["error_percent"].as_f64().unwrap_or(-1.0);
+        assert!((0.0..=100.0).contains(&errors), "{service}: error rate {errors}: {json}");
+        assert!(s["p99_ms"].as_f64().is_some_and(|p| p > 0.0), "{service}: no p99: {json}");
+        let row = format!("<tr class=\"service\" data-service=\"{service}\"><td>{service}</td><td>");
+        assert!(page.contains(&row), "{service} has no row on the page:\n{page}");
+    }
+    // The circuit breaker's 503s reach productpage's callers: reviews shows errors.
+    assert!(stats["reviews"]["error_percent"].as_f64().unwrap_or(0.0) > 0.0, "{json}");
 
     let bed = d.scenario.bed.id().to_owned();
     drop(d);

@@ -4,11 +4,9 @@
 
 use crate::{config::Config, state::Shared};
 use http_body_util::Full;
-use hyper::{Method, Request, Response, StatusCode, body::Bytes, server::conn::http1, service::service_fn};
-use hyper_util::rt::TokioIo;
+use hyper::{Method, Request, Response, StatusCode, body::Bytes};
 use std::sync::Arc;
 use tokio::net::TcpListener;
-use tracing::debug;
 
 /// Everything the admin endpoints read. Locks here are off the data path.
 pub struct AdminView {
@@ -17,19 +15,8 @@ pub struct AdminView {
 }
 
 pub async fn serve(listener: TcpListener, view: Arc<AdminView>) {
-    loop {
-        let Ok((stream, _)) = listener.accept().await else { continue };
-        let view = view.clone();
-        tokio::spawn(async move {
-            let service = service_fn(move |req| {
-                let view = view.clone();
-                async move { Ok::<_, std::convert::Infallible>(route(&req, &view)) }
-            });
-            if let Err(error) = http1::Builder::new().serve_connection(TokioIo::new(stream), service).await {
-                debug!(%error, "admin connection failed");
-            }
-        });
-    }
+    let handler = move |req: &Request<hyper::body::Incoming>| route(req, &view);
+    weft_telemetry::listener::serve_http(listener, Arc::new(handler)).await
 }
 
 fn route(req: &Request<hyper::body::Incoming>, view: &AdminView) -> Response<Full<Bytes>> {
@@ -50,12 +37,7 @@ fn route(req: &Request<hyper::body::Incoming>, view: &AdminView) -> Response<Ful
             }
         }
         "/stats/prometheus" | "/metrics" => {
-            let mut text = view.shared.metrics.render();
-            text.push_str(&format!(
-                "# TYPE weft_hbone_pool_connections gauge\nweft_hbone_pool_connections {}\n",
-                view.shared.hbone.pool.connections()
-            ));
-            reply(StatusCode::OK, "text/plain; version=0.0.4", text)
+            reply(StatusCode::OK, weft_telemetry::text::CONTENT_TYPE, exposition(&view.shared))
         }
         "/config_dump" => reply(StatusCode::OK, "application/json", config_dump(view)),
         _ => reply(
@@ -64,6 +46,24 @@ fn route(req: &Request<hyper::body::Incoming>, view: &AdminView) -> Response<Ful
             "try /ready, /config_dump or /stats/prometheus\n".into(),
         ),
     }
+}
+
+/// Everything Prometheus reads from the waypoint: Istio's request metrics, `istio_build`
+/// as a waypoint reports it (component "waypoint"), the ADS connection as Envoy's
+/// `xds-grpc` cluster gauge (the control-plane dashboard counts connected proxies by it),
+/// the process, and the waypoint's own counters.
+pub fn exposition(shared: &Shared) -> String {
+    use weft_telemetry::{Kind, text};
+    let mut out = shared.metrics.render();
+    let name = "envoy_cluster_upstream_cx_active";
+    text::family(&mut out, name, Kind::Gauge, "Active connections to the cluster's upstreams.");
+    let xds = u8::from(shared.xds_connected.load(std::sync::atomic::Ordering::Relaxed));
+    text::sample(&mut out, name, "cluster_name=\"xds-grpc\"", xds);
+    let name = "weft_hbone_pool_connections";
+    text::family(&mut out, name, Kind::Gauge, "Pooled HBONE connections to endpoints.");
+    text::sample(&mut out, name, "", shared.hbone.pool.connections());
+    weft_telemetry::render_process(&mut out, "waypoint", env!("CARGO_PKG_VERSION"));
+    out
 }
 
 pub fn config_dump(view: &AdminView) -> String {

@@ -75,8 +75,14 @@ pub async fn start(wiring: Wiring) -> anyhow::Result<Running> {
         .await
         .with_context(|| format!("binding the admin address {}", config.admin_address))?;
     let (hbone_address, admin_address) = (hbone.local_addr()?, admin.local_addr()?);
+    let metrics = match config.metrics_addr {
+        Some(addr) => Some(
+            TcpListener::bind(addr).await.with_context(|| format!("binding the metrics address {addr}"))?,
+        ),
+        None => None,
+    };
     let (shutdown, stop) = watch::channel(false);
-    let tasks = vec![
+    let mut tasks = vec![
         tokio::spawn(identity::keep_fresh(identity, signer, config.cert_ttl)),
         tokio::spawn(admin::serve(
             admin,
@@ -84,7 +90,22 @@ pub async fn start(wiring: Wiring) -> anyhow::Result<Running> {
         )),
         tokio::spawn(inbound::serve(hbone, shared.clone(), stop)),
     ];
+    if let Some(listener) = metrics {
+        let for_render = shared.clone();
+        let render: weft_telemetry::listener::Render = Arc::new(move || admin::exposition(&for_render));
+        tasks.push(tokio::spawn(weft_telemetry::listener::serve(listener, render)));
+    }
     let xds = xds::start_with(xds_config, shared.clone()).context("starting the xDS client")?;
+    let (mut state, watched) = (xds.state(), shared.clone());
+    tasks.push(tokio::spawn(async move {
+        loop {
+            let connected = state.borrow_and_update().connected;
+            watched.xds_connected.store(connected, std::sync::atomic::Ordering::Relaxed);
+            if state.changed().await.is_err() {
+                break;
+            }
+        }
+    }));
     info!(%hbone_address, %admin_address, identity = %shared.identity.identity(), "weft-waypoint started");
     Ok(Running { shared, hbone_address, admin_address, shutdown, xds, tasks })
 }

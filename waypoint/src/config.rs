@@ -59,6 +59,11 @@ pub struct Config {
     /// Admin HTTP: /ready, /config_dump, /stats/prometheus.
     #[arg(long, env = "WEFT_ADMIN_ADDRESS", default_value = "127.0.0.1:15000")]
     pub admin_address: SocketAddr,
+    /// Prometheus metrics only (/stats/prometheus and /metrics, no admin endpoints), for
+    /// binding on every interface: Istio's waypoints serve them on 0.0.0.0:15020, and the
+    /// Helm chart passes --metrics-addr=0.0.0.0:15020. Off unless given.
+    #[arg(long, env = "WEFT_METRICS_ADDR", value_name = "ADDR")]
+    pub metrics_addr: Option<SocketAddr>,
     /// SPIFFE trust domain of mesh identities.
     #[arg(long, env = "WEFT_TRUST_DOMAIN", default_value = "cluster.local")]
     pub trust_domain: String,

@@ -5,11 +5,11 @@
 //! Istio's waypoints read this one unchanged.
 //!
 //! What the waypoint knows of each side, and so what the labels say:
-//! - source: the client's HBONE certificate (`source_principal`, and
-//!   `source_workload_namespace` from it); no peer metadata reaches a waypoint here, so
-//!   workload, app, version and cluster are `unknown`, as Istio's are without it;
-//! - destination: the endpoint that answered (its `weft.identity`: principal and
-//!   namespace); app and version `unknown`, as in Istio (its endpoint encoding has none);
+//! - source: the client's HBONE certificate (`source_principal`), and the workload at the
+//!   client's address in the mesh's istio.workload.Address resources (workload, namespace,
+//!   canonical service and revision as app and version, cluster), `unknown` when none is;
+//! - destination: the endpoint that answered: its `weft.identity` (principal) and the
+//!   workload at its address, as for the source;
 //! - service: the HTTP chain the CONNECT reached (`inbound-vip|PORT|http|HOST`).
 //!
 //! Cost on the request path: one lookup per request, when its response ends, of a
@@ -30,7 +30,6 @@ use http::{HeaderMap, Request, Response, header};
 use http_body::{Body, Frame, SizeHint};
 use std::{
     collections::HashMap,
-    fmt::Write as _,
     hash::{DefaultHasher, Hash, Hasher},
     pin::Pin,
     sync::{
@@ -40,81 +39,23 @@ use std::{
     task::{Context, Poll},
     time::Instant,
 };
-
-/// Envoy's default histogram buckets, which Istio's stats filter uses for all three
-/// histograms (milliseconds for the duration, bytes for the sizes).
-pub const BUCKETS: [f64; 19] = [
-    0.5, 1.0, 5.0, 10.0, 25.0, 50.0, 100.0, 250.0, 500.0, 1000.0, 2500.0, 5000.0, 10000.0, 30000.0, 60000.0,
-    300000.0, 600000.0, 1800000.0, 3600000.0,
-];
-
-/// The `le` label of each bound of [`BUCKETS`], as Prometheus's text format prints them
-/// (rendered once here, not per line per scrape).
-const LE: [&str; BUCKETS.len()] = [
-    "0.5", "1", "5", "10", "25", "50", "100", "250", "500", "1000", "2500", "5000", "10000", "30000",
-    "60000", "300000", "600000", "1800000", "3600000",
-];
-
-/// Bytes of one sample line besides its labels: the longest family name, the bucket
-/// suffix and `le` label, and the value; for sizing the scrape's buffer once.
-const LINE_OVERHEAD: usize = 96;
-
-/// Sample lines per series: the counter, and per histogram the buckets, `+Inf`, sum and count.
-const LINES_PER_SERIES: usize = 1 + 3 * (BUCKETS.len() + 3);
+use weft_telemetry::{
+    Histogram, Kind,
+    text::{self, end_labels, push_label},
+};
 
 /// Shards of the series map: a new series takes one shard's write lock, never all.
 pub const SHARDS: usize = 16;
 
-/// A histogram with [`BUCKETS`]: per-bucket counts (not cumulative: one add per value),
-/// the count and the sum.
-#[derive(Debug, Default)]
-pub struct Histogram {
-    buckets: [AtomicU64; BUCKETS.len()],
-    count: AtomicU64,
-    sum: AtomicU64,
-}
+/// Lines a series renders: its request count and three histograms of 19 buckets, `+Inf`,
+/// sum and count.
+const LINES_PER_SERIES: usize = 1 + 3 * 22;
+/// What a line adds to its labels: the longest name with suffix, braces, the `le` label
+/// and the value.
+const LINE_OVERHEAD: usize = 90;
 
-impl Histogram {
-    pub fn observe(&self, value: u64) {
-        // Values above the last bound are only in the count (`+Inf`).
-        if let Some(i) = BUCKETS.iter().position(|&b| value as f64 <= b) {
-            self.buckets[i].fetch_add(1, Relaxed);
-        }
-        self.count.fetch_add(1, Relaxed);
-        self.sum.fetch_add(value, Relaxed);
-    }
-
-    /// A scrape of a waypoint with many series is mostly these lines (67 per series, the
-    /// labels repeated on each): pieces are pushed and numbers written by hand rather than
-    /// through `format!` machinery, which took most of a scrape's CPU.
-    fn render(&self, out: &mut String, name: &str, labels: &str) {
-        let mut cumulative = 0;
-        let line = |out: &mut String, suffix: &str, le: Option<&str>, value: u64| {
-            out.push_str(name);
-            out.push_str(suffix);
-            out.push('{');
-            out.push_str(labels);
-            if let Some(le) = le {
-                out.push_str(",le=\"");
-                out.push_str(le);
-                out.push('"');
-            }
-            out.push_str("} ");
-            push_u64(out, value);
-            out.push('\n');
-        };
-        for (le, n) in LE.iter().zip(&self.buckets) {
-            cumulative += n.load(Relaxed);
-            line(out, "_bucket", Some(le), cumulative);
-        }
-        let count = self.count.load(Relaxed);
-        line(out, "_bucket", Some("+Inf"), count);
-        line(out, "_sum", None, self.sum.load(Relaxed));
-        line(out, "_count", None, count);
-    }
-}
-
-/// One label set and its counters.
+/// One label set and its counters; the histograms have Envoy's default buckets, as
+/// Istio's stats filter's.
 #[derive(Debug)]
 pub struct Series {
     labels: String,
@@ -124,13 +65,29 @@ pub struct Series {
     response_bytes: Histogram,
 }
 
+/// A workload's names as Istio's metrics label a peer (`*_workload`, `*_app`, …).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Peer {
+    pub workload: Box<str>,
+    pub namespace: Box<str>,
+    /// The canonical service (`service.istio.io/canonical-name`, else `app`).
+    pub app: Box<str>,
+    /// The canonical revision (`service.istio.io/canonical-revision`, else `version`).
+    pub version: Box<str>,
+    pub cluster: Box<str>,
+}
+
 /// What a finished request is counted under.
 #[derive(Clone, Copy, Debug)]
 pub struct Labels<'a> {
     pub source: Option<&'a weft_hbone::Identity>,
+    /// The workload at the client's address, if the mesh knows one.
+    pub source_peer: Option<&'a Peer>,
     /// The HTTP chain's name, `inbound-vip|PORT|http|HOST`.
     pub chain: &'a str,
     pub destination: Option<&'a weft_hbone::Identity>,
+    /// The workload at the endpoint's address, if the mesh knows one.
+    pub destination_peer: Option<&'a Peer>,
     pub grpc: bool,
     pub code: u16,
     /// gRPC status (gRPC requests only; `None` when the answer carried none).
@@ -141,12 +98,13 @@ pub struct Labels<'a> {
 
 impl Labels<'_> {
     /// 128 bits of two differently seeded hashes: equal label values give equal keys,
-    /// and two label sets colliding is beyond concern. The identities are hashed by their
-    /// parts, which determine the principal rendered from them, so nothing is formatted.
+    /// and two label sets colliding is beyond concern. Identities and peers are hashed by
+    /// their parts, which determine the text rendered from them, so nothing is formatted.
     fn fingerprint(&self) -> u128 {
         let one = |seed: u8| {
             let mut h = DefaultHasher::new();
-            (seed, self.source, self.chain, self.destination).hash(&mut h);
+            (seed, self.source, self.source_peer, self.chain, self.destination, self.destination_peer)
+                .hash(&mut h);
             (self.grpc, self.code, self.grpc_status, self.flag).hash(&mut h);
             h.finish()
         };
@@ -156,50 +114,53 @@ impl Labels<'_> {
     /// Prometheus label text, in the order Istio's stats filter adds them.
     pub fn render(&self) -> String {
         let unknown = "unknown";
-        let mut l = String::with_capacity(768);
+        let mut l = String::with_capacity(1024);
         let (service, name, namespace) = service_of(self.chain);
         let source = self.source.map(ToString::to_string);
         let destination = self.destination.map(ToString::to_string);
-        let pairs: [(&str, &str); 21] = [
+        let (sp, dp) = (self.source_peer, self.destination_peer);
+        fn field(p: Option<&Peer>, f: fn(&Peer) -> &str) -> &str {
+            p.map_or("unknown", f)
+        }
+        // The namespace: the workload's, else the certificate's.
+        let source_ns = sp.map(|p| &*p.namespace).or(self.source.map(|i| i.namespace())).unwrap_or(unknown);
+        let destination_ns =
+            dp.map(|p| &*p.namespace).or(self.destination.map(|i| i.namespace())).unwrap_or(unknown);
+        let code = self.code.to_string();
+        let grpc_status = self.grpc_status.map(|s| s.to_string()).unwrap_or_default();
+        let pairs: [(&str, &str); 25] = [
             ("reporter", "waypoint"),
-            ("source_workload", unknown),
-            ("source_workload_namespace", self.source.map_or(unknown, |i| i.namespace())),
+            ("source_workload", field(sp, |p| &p.workload)),
+            ("source_canonical_service", field(sp, |p| &p.app)),
+            ("source_canonical_revision", field(sp, |p| &p.version)),
+            ("source_workload_namespace", source_ns),
             ("source_principal", source.as_deref().unwrap_or(unknown)),
-            ("source_app", unknown),
-            ("source_version", unknown),
-            ("source_cluster", unknown),
-            ("destination_workload", unknown),
-            ("destination_workload_namespace", self.destination.map_or(unknown, |i| i.namespace())),
+            ("source_app", field(sp, |p| &p.app)),
+            ("source_version", field(sp, |p| &p.version)),
+            ("source_cluster", field(sp, |p| &p.cluster)),
+            ("destination_workload", field(dp, |p| &p.workload)),
+            ("destination_workload_namespace", destination_ns),
             ("destination_principal", destination.as_deref().unwrap_or(unknown)),
-            ("destination_app", unknown),
-            ("destination_version", unknown),
+            ("destination_app", field(dp, |p| &p.app)),
+            ("destination_version", field(dp, |p| &p.version)),
             ("destination_service", service),
+            ("destination_canonical_service", field(dp, |p| &p.app)),
+            ("destination_canonical_revision", field(dp, |p| &p.version)),
             ("destination_service_name", name),
             ("destination_service_namespace", namespace),
             // Istio: the waypoint's own cluster (its node metadata's CLUSTER_ID).
             ("destination_cluster", "Kubernetes"),
             ("request_protocol", if self.grpc { "grpc" } else { "http" }),
-            ("response_code", ""),
-            ("grpc_response_status", ""),
+            ("response_code", &code),
+            ("grpc_response_status", &grpc_status),
             ("response_flags", self.flag.unwrap_or("-")),
             // HBONE is mutual TLS, both ways, always.
             ("connection_security_policy", "mutual_tls"),
         ];
         for (name, value) in pairs {
-            match name {
-                "response_code" => {
-                    let _ = write!(l, "response_code=\"{}\",", self.code);
-                }
-                "grpc_response_status" => match self.grpc_status {
-                    Some(s) => {
-                        let _ = write!(l, "grpc_response_status=\"{s}\",");
-                    }
-                    None => l.push_str("grpc_response_status=\"\","),
-                },
-                _ => push(&mut l, name, value),
-            }
+            push_label(&mut l, name, value);
         }
-        l.pop(); // trailing comma
+        end_labels(&mut l);
         l
     }
 }
@@ -213,35 +174,6 @@ pub fn service_of(chain: &str) -> (&str, &str, &str) {
     let name = labels.next().unwrap_or("unknown");
     let namespace = labels.next().unwrap_or("unknown");
     (host, name, namespace)
-}
-
-/// Appends `n` in decimal.
-fn push_u64(out: &mut String, mut n: u64) {
-    let mut digits = [0u8; 20];
-    let mut at = digits.len();
-    loop {
-        at -= 1;
-        digits[at] = b'0' + (n % 10) as u8;
-        n /= 10;
-        if n == 0 {
-            break;
-        }
-    }
-    out.push_str(std::str::from_utf8(&digits[at..]).expect("ASCII digits"));
-}
-
-/// Prometheus label value escaping: backslash, double quote, newline.
-fn push(l: &mut String, name: &str, value: &str) {
-    let _ = write!(l, "{name}=\"");
-    for c in value.chars() {
-        match c {
-            '\\' => l.push_str("\\\\"),
-            '"' => l.push_str("\\\""),
-            '\n' => l.push_str("\\n"),
-            c => l.push(c),
-        }
-    }
-    l.push_str("\",");
 }
 
 /// The waypoint's metrics registry, and the access log when it is on.
@@ -266,9 +198,9 @@ impl Metrics {
         let series = Series {
             labels: labels.render(),
             requests: AtomicU64::new(0),
-            duration_ms: Histogram::default(),
-            request_bytes: Histogram::default(),
-            response_bytes: Histogram::default(),
+            duration_ms: Histogram::envoy(),
+            request_bytes: Histogram::envoy(),
+            response_bytes: Histogram::envoy(),
         };
         shard.write().expect("metrics shard").entry(key).or_insert_with(|| Arc::new(series)).clone()
     }
@@ -277,9 +209,9 @@ impl Metrics {
     pub fn record(&self, labels: &Labels<'_>, duration_ms: u64, request_bytes: u64, response_bytes: u64) {
         let series = self.series(labels);
         series.requests.fetch_add(1, Relaxed);
-        series.duration_ms.observe(duration_ms);
-        series.request_bytes.observe(request_bytes);
-        series.response_bytes.observe(response_bytes);
+        series.duration_ms.observe(duration_ms as f64);
+        series.request_bytes.observe(request_bytes as f64);
+        series.response_bytes.observe(response_bytes as f64);
     }
 
     /// Prometheus text exposition: Istio's families, then the waypoint's own counters.
@@ -293,33 +225,35 @@ impl Metrics {
         let size: usize = all.iter().map(|s| (s.labels.len() + LINE_OVERHEAD) * LINES_PER_SERIES).sum();
         let mut out = String::with_capacity(4096 + size);
         let name = "istio_requests_total";
-        let _ = writeln!(out, "# TYPE {name} counter");
+        text::family(&mut out, name, Kind::Counter, "Total requests.");
         for s in &all {
-            out.push_str(name);
-            out.push('{');
-            out.push_str(&s.labels);
-            out.push_str("} ");
-            push_u64(&mut out, s.requests.load(Relaxed));
-            out.push('\n');
+            text::sample_u64(&mut out, name, "", &s.labels, None, s.requests.load(Relaxed));
         }
         type Pick = fn(&Series) -> &Histogram;
-        let histograms: [(&str, Pick); 3] = [
-            ("istio_request_duration_milliseconds", |s| &s.duration_ms),
-            ("istio_request_bytes", |s| &s.request_bytes),
-            ("istio_response_bytes", |s| &s.response_bytes),
+        let histograms: [(&str, &str, Pick); 3] = [
+            ("istio_request_duration_milliseconds", "Request duration in milliseconds.", |s| &s.duration_ms),
+            ("istio_request_bytes", "Request size in bytes.", |s| &s.request_bytes),
+            ("istio_response_bytes", "Response size in bytes.", |s| &s.response_bytes),
         ];
-        for (name, pick) in histograms {
-            let _ = writeln!(out, "# TYPE {name} histogram");
+        for (name, help, pick) in histograms {
+            text::family(&mut out, name, Kind::Histogram, help);
+            let Some(first) = all.first() else { continue };
+            let le = pick(first).le_labels();
             for s in &all {
-                pick(s).render(&mut out, name, &s.labels);
+                pick(s).render_with(&mut out, name, &s.labels, &le);
             }
         }
         let counters = [
-            ("weft_waypoint_connects_refused_total", &self.connects_refused),
-            ("weft_waypoint_tcp_connections_total", &self.tcp_connections),
+            (
+                "weft_waypoint_connects_refused_total",
+                "CONNECTs refused (unknown authority or not configured yet).",
+                &self.connects_refused,
+            ),
+            ("weft_waypoint_tcp_connections_total", "HBONE connections accepted.", &self.tcp_connections),
         ];
-        for (name, value) in counters {
-            let _ = writeln!(out, "# TYPE {name} counter\n{name} {}", value.load(Relaxed));
+        for (name, help, value) in counters {
+            text::family(&mut out, name, Kind::Counter, help);
+            text::sample(&mut out, name, "", value.load(Relaxed));
         }
         out
     }
@@ -406,10 +340,15 @@ impl Pending {
     fn finish(self) {
         let took = self.started.elapsed();
         let Chain::Http(chain) = &*self.ctx.chain else { return };
+        // The snapshot in force now: a workload that left meanwhile is `unknown`.
+        let snapshot = self.ctx.shared.snapshot.load();
+        let peer = |ip| snapshot.workloads.get(&ip).map(|w| &w.peer);
         let labels = Labels {
             source: Some(&self.ctx.source.identity),
+            source_peer: peer(self.ctx.source.addr.ip()),
             chain: &chain.name,
             destination: self.endpoint.as_ref().map(|e| &e.identity),
+            destination_peer: self.endpoint.as_ref().and_then(|e| peer(e.address.ip())),
             grpc: self.grpc,
             code: self.code,
             grpc_status: self.grpc_status,
@@ -521,8 +460,10 @@ mod tests {
     ) -> Labels<'a> {
         Labels {
             source: Some(src),
+            source_peer: None,
             chain: "inbound-vip|9080|http|reviews.bookinfo.svc.cluster.local",
             destination: dst,
+            destination_peer: None,
             grpc: false,
             code,
             grpc_status: None,
@@ -548,10 +489,12 @@ mod tests {
             .find(|l| l.starts_with("istio_requests_total{") && l.contains("response_code=\"200\""))
             .unwrap();
         let want = "istio_requests_total{reporter=\"waypoint\",source_workload=\"unknown\",\
+source_canonical_service=\"unknown\",source_canonical_revision=\"unknown\",\
 source_workload_namespace=\"bookinfo\",source_principal=\"spiffe://cluster.local/ns/bookinfo/sa/productpage\",\
 source_app=\"unknown\",source_version=\"unknown\",source_cluster=\"unknown\",destination_workload=\"unknown\",\
 destination_workload_namespace=\"bookinfo\",destination_principal=\"spiffe://cluster.local/ns/bookinfo/sa/reviews\",\
 destination_app=\"unknown\",destination_version=\"unknown\",destination_service=\"reviews.bookinfo.svc.cluster.local\",\
+destination_canonical_service=\"unknown\",destination_canonical_revision=\"unknown\",\
 destination_service_name=\"reviews\",destination_service_namespace=\"bookinfo\",destination_cluster=\"Kubernetes\",\
 request_protocol=\"http\",response_code=\"200\",grpc_response_status=\"\",response_flags=\"-\",\
 connection_security_policy=\"mutual_tls\"} 2";
@@ -602,30 +545,37 @@ connection_security_policy=\"mutual_tls\"} 2";
     }
 
     #[test]
-    fn bucket_labels_and_numbers_print_as_prometheus_reads_them() {
-        for (le, bound) in LE.iter().zip(BUCKETS) {
-            assert_eq!(*le, bound.to_string());
-        }
-        for n in [0, 7, 10, 1234567890, u64::MAX] {
-            let mut s = String::new();
-            push_u64(&mut s, n);
-            assert_eq!(s, n.to_string());
-        }
-        let labels = Labels {
-            source: None,
-            chain: "",
-            destination: None,
-            grpc: false,
-            code: 200,
-            grpc_status: None,
-            flag: None,
+    fn workloads_at_both_ends_name_the_peers() {
+        let src = Identity::new("cluster.local", "bookinfo", "productpage").unwrap();
+        let dst = Identity::new("cluster.local", "bookinfo", "reviews").unwrap();
+        let peer = |workload: &str, app: &str, version: &str| Peer {
+            workload: workload.into(),
+            namespace: "bookinfo".into(),
+            app: app.into(),
+            version: version.into(),
+            cluster: "Kubernetes".into(),
         };
+        let (p, r) = (peer("productpage-v1", "productpage", "v1"), peer("reviews-v2", "reviews", "v2"));
+        let l = Labels {
+            source_peer: Some(&p),
+            destination_peer: Some(&r),
+            ..labels(&src, Some(&dst), 200, None)
+        };
+        let text = l.render();
+        for want in [
+            "source_workload=\"productpage-v1\",source_canonical_service=\"productpage\",source_canonical_revision=\"v1\"",
+            "source_app=\"productpage\",source_version=\"v1\",source_cluster=\"Kubernetes\"",
+            "destination_workload=\"reviews-v2\",destination_workload_namespace=\"bookinfo\"",
+            "destination_app=\"reviews\",destination_version=\"v2\"",
+            "destination_canonical_service=\"reviews\",destination_canonical_revision=\"v2\"",
+        ] {
+            assert!(text.contains(want), "{want} missing in {text}");
+        }
         let m = Metrics::default();
-        m.record(&labels, 1, 2, 3);
-        let text = m.render();
-        let size = (labels.render().len() + LINE_OVERHEAD) * LINES_PER_SERIES;
-        assert!(text.len() < 4096 + size, "the buffer is sized for the whole scrape");
-        assert_eq!(text.lines().filter(|l| !l.starts_with('#')).count(), LINES_PER_SERIES + 2);
+        let other = peer("reviews-v3", "reviews", "v3");
+        let a = m.series(&l);
+        let b = m.series(&Labels { destination_peer: Some(&other), ..l });
+        assert!(!Arc::ptr_eq(&a, &b), "another destination workload is another series");
     }
 
     #[test]

@@ -118,7 +118,7 @@ async fn handle(
         req.identity = Some(&source.principal);
         req.source_namespace = Some(source.identity.namespace());
         // The client's workload labels, by its address (VirtualService `sourceLabels`).
-        req.source_labels = snapshot.workloads.get(&source.addr.ip()).map(|l| &**l);
+        req.source_labels = snapshot.workloads.get(&source.addr.ip()).and_then(|w| w.labels.as_ref());
         req.random = fastrand::u64(..);
 
         // 1. Route select. A table not (yet) received is Envoy's "no route": 404 NR — after

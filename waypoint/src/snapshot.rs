@@ -10,12 +10,21 @@
 //! | listener `main_internal` | [`Snapshot::dispatch`]: CONNECT authority (VIP:PORT) → [`Chain`] |
 //! | RouteConfiguration (RDS) | [`Snapshot::routes`]: compiled route tables by name |
 //! | Cluster (EDS) + ClusterLoadAssignment | [`Snapshot::clusters`]: settings, endpoints, load balancer |
-//! | istio.workload.Address (Weft's `weft.io/pod-labels`) | [`Snapshot::workloads`]: client labels by address |
+//! | istio.workload.Address (Weft's `weft.io/pod-labels`) | [`Snapshot::workloads`]: client labels and both sides' names by address |
 //! | listener and cluster `connect_originate` | [`Snapshot::hbone_port`]: endpoints are dialled on POD_IP:15008 |
 
 use crate::{route::RouteTable, upstream::Cluster};
 use serde::Serialize;
 use std::{collections::HashMap, net::SocketAddr, sync::Arc};
+
+/// A workload of the mesh as its istio.workload.Address describes it.
+#[derive(Debug)]
+pub struct KnownWorkload {
+    /// Its pod's labels (Weft's `weft.io/pod-labels`), if weftd sent them.
+    pub labels: Option<std::collections::BTreeMap<String, String>>,
+    /// Its names, as Istio's metrics label a peer.
+    pub peer: crate::metrics::Peer,
+}
 
 /// HBONE termination as the `connect_terminate` listener asks for it.
 #[derive(Clone, Debug, Serialize)]
@@ -71,9 +80,9 @@ pub struct Snapshot {
     pub dispatch: HashMap<SocketAddr, Arc<Chain>>,
     pub routes: HashMap<Arc<str>, Arc<RouteTable>>,
     pub clusters: HashMap<Arc<str>, Arc<Cluster>>,
-    /// The labels of the mesh's workloads by address (istio.workload.Address with Weft's
-    /// `weft.io/pod-labels`): a request's client's, for VirtualService `sourceLabels`.
-    pub workloads: HashMap<std::net::IpAddr, Arc<std::collections::BTreeMap<String, String>>>,
+    /// The mesh's workloads by address (istio.workload.Address): a request's client's
+    /// labels, for VirtualService `sourceLabels`, and both sides' names, for metrics.
+    pub workloads: HashMap<std::net::IpAddr, Arc<KnownWorkload>>,
     /// The port endpoints are dialled on for HBONE (`connect_originate`'s
     /// `upstream_port_override`).
     pub hbone_port: u16,

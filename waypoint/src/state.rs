@@ -6,7 +6,7 @@ use crate::{
     xds::XdsStatus,
 };
 use arc_swap::ArcSwap;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, atomic::AtomicBool};
 
 pub struct Shared {
     /// The configuration in force; swapped whole by the xDS client.
@@ -19,6 +19,8 @@ pub struct Shared {
     /// For the admin endpoint only (never read on the data path).
     pub xds_status: Mutex<XdsStatus>,
     pub metrics: Metrics,
+    /// An ADS stream to the control plane is open (for the metrics).
+    pub xds_connected: AtomicBool,
 }
 
 impl Shared {
@@ -33,6 +35,7 @@ impl Shared {
             hbone_settings,
             xds_status: Mutex::default(),
             metrics: Metrics::default(),
+            xds_connected: AtomicBool::new(false),
         }
     }
 

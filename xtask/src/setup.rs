@@ -7,8 +7,17 @@ use std::{env, path::Path, process::Command};
 const LLVM_BIN: &str = "/usr/lib/llvm-22/bin";
 /// LLVM 22 for bpf-linker; protoc for the workload API protos (xds/build.rs); iproute2
 /// for the test bed; tcpdump for the tests that check what crosses the node link.
-const APT_PACKAGES: [&str; 6] =
-    ["llvm-22-dev", "libpolly-22-dev", "libzstd-dev", "iproute2", "protobuf-compiler", "tcpdump"];
+/// `prometheus`: the real Prometheus the observability test and the demo scrape the bed with
+/// (and `promtool` with it).
+const APT_PACKAGES: [&str; 7] = [
+    "llvm-22-dev",
+    "libpolly-22-dev",
+    "libzstd-dev",
+    "iproute2",
+    "protobuf-compiler",
+    "tcpdump",
+    "prometheus",
+];
 
 /// PATH with LLVM 22's bin directory first: bpf-linker's build links against the
 /// `llvm-config` it finds, and Debian keeps LLVM 22's there (without it the link fails

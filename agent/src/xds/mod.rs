@@ -22,7 +22,7 @@ use tracing::{info, warn};
 use weft_model::AddressTable;
 use weft_xds::{
     ca::{CaClient, CaClientConfig, CaClientError},
-    client::{AdsClient, ClientConfig, ClientError, ClientTls, Update},
+    client::{AdsClient, ClientConfig, ClientError, ClientState, ClientTls, Update},
     istio::{self, security::Authorization, workload::Address},
     type_url,
 };
@@ -73,6 +73,7 @@ pub fn start(
     let (first_tx, first_rx) = watch::channel(false);
     let mut held = Held { addresses: AddressTable::new(&agent.trust_domain), policies: HashMap::new() };
     let handler = move |update: Update| -> Result<(), String> {
+        shared.metrics.xds_message(&update.type_url);
         let applied = apply(&mut held, &update, &shared);
         let mut st = status.lock().expect("config status lock");
         if applied.changed {
@@ -93,6 +94,26 @@ pub fn start(
         Err(message)
     };
     Ok((AdsClient::start(config, handler)?, first_rx))
+}
+
+/// Counts ADS streams as they end (ztunnel's `istio_xds_connection_terminations_total`):
+/// with an error, or not.
+pub async fn count_terminations(mut state: watch::Receiver<ClientState>, shared: Arc<Shared>) {
+    let mut was_connected = false;
+    loop {
+        let (connected, failed) = {
+            let s = state.borrow_and_update();
+            (s.connected, s.last_error.is_some())
+        };
+        if was_connected && !connected {
+            let counter = if failed { &shared.metrics.xds_errors } else { &shared.metrics.xds_completed };
+            counter.fetch_add(1, Ordering::Relaxed);
+        }
+        was_connected = connected;
+        if state.changed().await.is_err() {
+            return;
+        }
+    }
 }
 
 /// What one update did.

@@ -82,6 +82,7 @@ fn proxy(node: Option<&str>, namespace: Option<&str>, labels: &[(&str, &str)]) -
         node_name: node.map(Into::into),
         namespace: namespace.map(Into::into),
         labels: labels.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
+        ..Default::default()
     }
 }
 

@@ -8,8 +8,8 @@
 //! `ImpersonatedIdentity` only when it names the same identity.
 
 use super::{CertificateAuthority, SignError, WorkloadCsr};
-use crate::auth::Authenticator;
-use std::sync::Arc;
+use crate::{auth::Authenticator, metrics::ControlPlaneMetrics};
+use std::sync::{Arc, atomic::Ordering::Relaxed};
 use tonic::{Request, Response, Status};
 use tracing::{info, warn};
 use weft_xds::ca::IMPERSONATED_IDENTITY;
@@ -23,11 +23,16 @@ use weft_xds::ca::proto::{IstioCertificateRequest, IstioCertificateResponse};
 pub struct CaService {
     ca: Arc<CertificateAuthority>,
     auth: Arc<Authenticator>,
+    metrics: Arc<ControlPlaneMetrics>,
 }
 
 impl CaService {
-    pub fn new(ca: Arc<CertificateAuthority>, auth: Arc<Authenticator>) -> Self {
-        CaService { ca, auth }
+    pub fn new(
+        ca: Arc<CertificateAuthority>,
+        auth: Arc<Authenticator>,
+        metrics: Arc<ControlPlaneMetrics>,
+    ) -> Self {
+        CaService { ca, auth, metrics }
     }
 
     /// The tonic service to mount.
@@ -43,7 +48,12 @@ impl IstioCertificateService for CaService {
         request: Request<IstioCertificateRequest>,
     ) -> Result<Response<IstioCertificateResponse>, Status> {
         let peer = request.remote_addr();
-        let caller = self.auth.authenticate(peer, request.metadata()).await.map_err(|e| e.status())?;
+        // istiod counts every request as a CSR, then what became of it.
+        self.metrics.csrs.fetch_add(1, Relaxed);
+        let caller = self.auth.authenticate(peer, request.metadata()).await.map_err(|e| {
+            self.metrics.authentication_failures.fetch_add(1, Relaxed);
+            e.status()
+        })?;
         let request = request.into_inner();
         let peer_text = peer.map_or_else(|| "unknown".to_owned(), |p| p.to_string());
         let invalid = |reason: String| {
@@ -68,6 +78,7 @@ impl IstioCertificateService for CaService {
                 _ => Status::internal(e.to_string()),
             }
         })?;
+        self.metrics.issued.fetch_add(1, Relaxed);
         info!(peer = peer_text, %caller, identity = %csr.identity, ttl_s = ttl.as_secs(), "certificate issued");
         Ok(Response::new(IstioCertificateResponse { cert_chain: chain }))
     }

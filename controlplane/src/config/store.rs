@@ -94,6 +94,37 @@ pub struct ConfigStore {
     /// Every change is applied here; publishing clones it.
     working: ConfigSnapshot,
     snapshot: Arc<ConfigSnapshot>,
+    counts: StoreCounts,
+}
+
+/// What happened to objects so far, for weftd's metrics (istiod's `pilot_k8s_cfg_events`,
+/// `pilot_k8s_reg_events` and `galley_validation_*`).
+#[derive(Debug, Default, Clone, PartialEq)]
+pub struct StoreCounts {
+    /// Objects put in force, changed or taken out, by kind and event.
+    pub events: BTreeMap<(Kind, ConfigEvent), u64>,
+    /// Objects validated (Istio's webhook rules) and accepted.
+    pub validation_passed: u64,
+    /// Objects validated and refused.
+    pub validation_failed: u64,
+}
+
+/// How an object in force changed, as istiod's event label says.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum ConfigEvent {
+    Add,
+    Update,
+    Delete,
+}
+
+impl ConfigEvent {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ConfigEvent::Add => "add",
+            ConfigEvent::Update => "update",
+            ConfigEvent::Delete => "delete",
+        }
+    }
 }
 
 impl Default for ConfigStore {
@@ -113,7 +144,17 @@ impl ConfigStore {
             cross_stale: false,
             working: ConfigSnapshot::default(),
             snapshot: Arc::new(ConfigSnapshot::default()),
+            counts: StoreCounts::default(),
         }
+    }
+
+    /// What happened to objects so far.
+    pub fn counts(&self) -> &StoreCounts {
+        &self.counts
+    }
+
+    fn count(&mut self, kind: Kind, event: ConfigEvent) {
+        *self.counts.events.entry((kind, event)).or_default() += 1;
     }
 
     /// Applies one event; returns whether the served configuration changed (and so the
@@ -215,6 +256,11 @@ impl ConfigStore {
             _ => {}
         }
         let Checked { object, diagnostics } = checked.unwrap_or_else(|| check(&raw));
+        if object.is_some() {
+            self.counts.validation_passed += 1;
+        } else if diagnostics.iter().any(Diagnostic::is_error) {
+            self.counts.validation_failed += 1;
+        }
         match object {
             Some(object) => {
                 self.not_served.remove(&raw.key);
@@ -266,10 +312,12 @@ impl ConfigStore {
                     return false;
                 }
                 self.working.insert(entry.key(), &entry.get().object, &origin);
+                self.count(kind, ConfigEvent::Update);
             }
             hash_map::Entry::Vacant(entry) => {
                 self.working.insert(entry.key(), &object, &origin);
                 entry.insert(Accepted { source, digest, object, warnings });
+                self.count(kind, ConfigEvent::Add);
             }
         }
         self.cross_stale |= is_routing(kind);
@@ -281,6 +329,7 @@ impl ConfigStore {
         let Some(a) = self.accepted.remove(key) else { return false };
         let kind = a.object.kind();
         self.working.remove(key, kind);
+        self.count(kind, ConfigEvent::Delete);
         self.cross_stale |= is_routing(kind);
         true
     }

@@ -1,5 +1,6 @@
 //! `cargo xtask demo`: Bookinfo on a three-node Weft mesh on this machine, walked through
-//! Istio's traffic-management tasks; the mesh stays up until Ctrl-C.
+//! Istio's traffic-management tasks, Prometheus scraping it and a live page of its numbers;
+//! the mesh stays up until Ctrl-C.
 
 use anyhow::Result;
 use clap::Parser;
@@ -25,7 +26,13 @@ fn main() -> Result<()> {
 
     let demo = weft_tests::demo::run()?;
     if !args.once {
-        println!("\nThe mesh is up. Step into a pod with the nsenter lines above; Ctrl-C tears it all down.");
+        // A day of ten requests a second: the live page keeps moving while the mesh is up.
+        let _load = demo.background_load(86_400)?;
+        println!(
+            "\nThe mesh is up. Live page: {} (Bookinfo's request rate, error rate and p99 per service,\n\
+             from Prometheus). Step into a pod with the nsenter lines above; Ctrl-C tears it all down.",
+            demo.page.url()
+        );
         let _ = signals.wait()?;
         println!("\ntearing down…");
     }

@@ -15,16 +15,24 @@
 //! relaying the `end-user` header (so "jason" routes at every hop), and answers with the
 //! first failing call's status, so a fault deep in the chain shows at the user as what it
 //! was. The load is `weft-testapp http --version-of reviews` from the `user` pod.
+//!
+//! A real Prometheus on n1 scrapes the agents, the waypoint (access log on, as in Istio's
+//! demo profile) and weftd every second ([`scrape_targets`]); the live page
+//! ([`page`]), served on the host's loopback, shows each service's request rate, error
+//! rate and p99 from it while the demo runs.
 
 mod apply;
+pub mod page;
 pub mod samples;
 
 use crate::{
     Pod, Proc,
     agent::Agent,
+    bed::Node,
     bins,
+    prometheus::{Prometheus, Target},
     scenario::{self, Scenario},
-    waypoint::{GATEWAY_NAME_LABEL, Waypoint, WaypointKind},
+    waypoint::{GATEWAY_NAME_LABEL, Waypoint, WaypointKind, WaypointOptions},
     weftd::Weftd,
 };
 use anyhow::{Context, Result, bail};
@@ -179,17 +187,37 @@ impl Row {
     }
 }
 
-/// The demo, run: dropping it tears the mesh down.
+/// What the demo sets up beyond Bookinfo.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Options {
+    /// A `legacy` namespace outside the mesh (one pod, `legacy-v1`, behind Service
+    /// `legacy`), for plaintext traffic: the mesh's calls to it and its calls into the mesh.
+    pub legacy: bool,
+}
+
+/// The demo, set up: dropping it tears the mesh down.
 pub struct Demo {
     pub rows: Vec<Row>,
     /// HBONE connections (mutual TLS) the reviews and ratings pods' agent took from the
     /// waypoint, and from anyone else (none: every call goes through the waypoint).
     pub from_waypoint: u64,
     pub bypassing: u64,
-    pub scenario: Scenario,
+    /// The live page (request rate, error rate and p99 per service, from Prometheus).
+    pub page: page::LivePage,
+    pub prometheus: Prometheus,
+    pub nodes: [Node; 3],
+    pub user: Pod,
+    pub productpage: Pod,
+    /// reviews-v1, -v2, -v3.
+    pub reviews: Vec<Pod>,
+    /// The `legacy` pod, with [`Options::legacy`].
+    pub legacy: Option<Pod>,
     pub agents: Vec<Agent>,
     pub waypoint: Waypoint,
+    applied: Applied,
     _servers: Vec<Proc>,
+    // Last: the bed goes after every process in it.
+    pub scenario: Scenario,
 }
 
 impl Demo {
@@ -200,20 +228,58 @@ impl Demo {
             .find(|r| r.step == id && r.user == user)
             .unwrap_or_else(|| panic!("no row for step {id} user {user:?}"))
     }
+
+    /// A steady trickle of requests from the user pod to productpage (ten a second, for
+    /// `secs`), so the live page has numbers while the mesh is up; stopped when dropped.
+    pub fn background_load(&self, secs: u64) -> Result<Proc> {
+        let (host, addr) = PRODUCTPAGE.split_once('=').expect("HOST=ADDR");
+        let mut cmd = Command::new(bins::path("weft-testapp"));
+        cmd.args(["http", "--to", addr, "--host", host, "--path", "/productpage", "--interval-ms", "100"])
+            .args(["--secs", &secs.to_string(), "--timeout-secs", "30"]);
+        self.user.spawn(cmd)
+    }
+
+    /// Requests from the user pod to productpage (Bookinfo's front page), `concurrency` at
+    /// a time, as the user `end_user` if any.
+    pub fn load(&self, end_user: Option<&'static str>, requests: u64, concurrency: u32) -> Result<Row> {
+        send(&self.user, "load", &batch(end_user, requests, concurrency))
+    }
 }
 
 /// Sets up the mesh and walks the tasks, printing as it goes.
 pub fn run() -> Result<Demo> {
+    let mut demo = start(Options::default())?;
+    demo.walk()?;
+    Ok(demo)
+}
+
+/// `legacy`: a Service outside the mesh ([`Options::legacy`]).
+const LEGACY: &str = "legacy.legacy.svc.cluster.local=198.19.0.30:9080";
+const LEGACY_SERVICE: &str = r#"apiVersion: v1
+kind: Service
+metadata: { name: legacy, namespace: legacy, labels: { app: legacy } }
+spec:
+  clusterIP: 198.19.0.30
+  ports: [{ name: http, port: 9080, targetPort: 9080 }]
+  selector: { app: legacy }
+"#;
+
+/// Sets up Bookinfo on the mesh, Prometheus scraping it and the live page; prints the
+/// mesh and the page's URL.
+pub fn start(options: Options) -> Result<Demo> {
     let mut s = Scenario::new("demo")?;
     let nodes = [s.bed.node("n1")?, s.bed.node("n2")?, s.bed.node("n3")?];
-    let pod = |s: &mut Scenario, node: usize, name: &str| s.bed.pod(&nodes[node], "bookinfo", name);
-    let user = pod(&mut s, 0, "user")?;
-    let productpage = pod(&mut s, 0, "productpage-v1")?;
-    let details = pod(&mut s, 0, "details-v1")?;
-    let reviews: Vec<Pod> =
-        ["v1", "v2", "v3"].iter().map(|v| pod(&mut s, 1, &format!("reviews-{v}"))).collect::<Result<_>>()?;
-    let ratings = pod(&mut s, 1, "ratings-v1")?;
-    let waypoint_pod = pod(&mut s, 2, "waypoint")?;
+    let pod = |s: &mut Scenario, node: usize, ns: &str, name: &str| s.bed.pod(&nodes[node], ns, name);
+    let user = pod(&mut s, 0, "bookinfo", "user")?;
+    let productpage = pod(&mut s, 0, "bookinfo", "productpage-v1")?;
+    let details = pod(&mut s, 0, "bookinfo", "details-v1")?;
+    let reviews: Vec<Pod> = ["v1", "v2", "v3"]
+        .iter()
+        .map(|v| pod(&mut s, 1, "bookinfo", &format!("reviews-{v}")))
+        .collect::<Result<_>>()?;
+    let ratings = pod(&mut s, 1, "bookinfo", "ratings-v1")?;
+    let waypoint_pod = pod(&mut s, 2, "bookinfo", "waypoint")?;
+    let legacy = if options.legacy { Some(pod(&mut s, 2, "legacy", "legacy-v1")?) } else { None };
 
     // The namespace is ambient and uses the waypoint: every call to its services goes
     // through it (istio.io/use-waypoint), as after `istioctl waypoint apply --enroll-namespace`.
@@ -238,6 +304,11 @@ pub fn run() -> Result<Demo> {
         &[HBONE_PORT],
     );
     s.write_kubernetes_yaml("bookinfo.yaml", samples::BOOKINFO)?;
+    if let Some(legacy) = &legacy {
+        s.config.namespace("legacy", false);
+        s.config.pod(legacy, "legacy", &[("app", "legacy"), ("version", "v1")], &[PORT]);
+        s.write_kubernetes_yaml("legacy.yaml", LEGACY_SERVICE)?;
+    }
     let mut applied = Applied::new("bookinfo");
     applied.apply(&samples::DESTINATION_RULE_ALL)?;
     applied.write(&s)?;
@@ -249,68 +320,142 @@ pub fn run() -> Result<Demo> {
     agents[1]
         .wait_enrolled(&["reviews-v1", "reviews-v2", "reviews-v3", "ratings-v1"], Duration::from_secs(10))?;
     agents[2].wait_enrolled(&[], Duration::from_secs(10))?;
-    let servers = vec![
-        serve(&productpage, "v1", &[DETAILS, REVIEWS])?,
+    let productpage_calls: &[&str] =
+        if options.legacy { &[DETAILS, REVIEWS, LEGACY] } else { &[DETAILS, REVIEWS] };
+    let mut servers = vec![
+        serve(&productpage, "v1", productpage_calls)?,
         serve(&details, "v1", &[])?,
         serve(&reviews[0], "v1", &[])?,
         serve(&reviews[1], "v2", &[RATINGS])?,
         serve(&reviews[2], "v3", &[RATINGS])?,
         serve(&ratings, "v1", &[])?,
     ];
+    if let Some(legacy) = &legacy {
+        servers.push(serve(legacy, "v1", &[])?);
+    }
     let dir = s.dir.clone();
     let weftd = s.control_plane(&nodes[0])?;
-    let waypoint = Waypoint::start(WaypointKind::Weft, &waypoint_pod, "waypoint", weftd, &dir)
-        .with_context(|| format!("weftd: {}", weftd.stderr()))?;
+    let waypoint_options = WaypointOptions { access_log: true, ..Default::default() };
+    let waypoint =
+        Waypoint::start_with(WaypointKind::Weft, &waypoint_pod, "waypoint", weftd, &dir, &waypoint_options)
+            .with_context(|| format!("weftd: {}", weftd.stderr()))?;
     wait_for_services(&waypoint)?;
-    println!(
-        "weftd (on n1) reads the YAML in {} and feeds the agents and the waypoint (weft-waypoint)\n\
-         over xDS. Before the tasks: destination-rule-all.yaml. Each row: requests from the user pod\n\
-         to productpage; the reviews version behind each 200, the median latency, the status codes.\n\
-         The 7 s delay gets only 3 requests (at once), to keep the demo short.\n",
-        s.kubernetes_dir().display()
-    );
 
-    let mut rows = Vec::new();
-    println!("{}", header());
-    for step in STEPS {
-        let weftd = s.control_plane(&nodes[0])?;
-        let before = wait_pushed(weftd, waypoint.node_id(), None)?;
-        for sample in step.delete {
-            applied.delete(sample)?;
+    let prometheus_dir = dir.join("prometheus");
+    std::fs::create_dir_all(&prometheus_dir)?;
+    let prometheus = Prometheus::start(&nodes[0], &prometheus_dir, &scrape_targets(&nodes, &waypoint_pod))?;
+    prometheus.wait_all_up(Duration::from_secs(20))?;
+    let page = page::LivePage::start(prometheus.api())?;
+    println!(
+        "Prometheus (on n1) scrapes the agents, the waypoint and weftd every second.\n\
+         Live page: {} (request rate, error rate and p99 per service, from Prometheus)\n",
+        page.url()
+    );
+    Ok(Demo {
+        rows: Vec::new(),
+        from_waypoint: 0,
+        bypassing: 0,
+        page,
+        prometheus,
+        nodes,
+        user,
+        productpage,
+        reviews,
+        legacy,
+        agents,
+        waypoint,
+        applied,
+        _servers: servers,
+        scenario: s,
+    })
+}
+
+/// What Prometheus scrapes: each node's agent, the waypoint and weftd, labelled as
+/// Kubernetes service discovery labels Istio's pods (`pod`, `app`, `namespace`: ztunnel,
+/// the waypoint, istiod), so Istio's dashboards find them, under Weft's job names.
+pub fn scrape_targets(nodes: &[Node], waypoint: &Pod) -> Vec<Target> {
+    let mut targets: Vec<Target> = nodes
+        .iter()
+        .map(|n| {
+            let pod = format!("ztunnel-{}", n.name());
+            Target::new(
+                "weft-agent",
+                format!("{}:{}", n.ip(), crate::agent::METRICS_PORT),
+                "/stats/prometheus",
+                &[("pod", &pod), ("app", "ztunnel"), ("namespace", "istio-system"), ("node", n.name())],
+            )
+        })
+        .collect();
+    targets.push(Target::new(
+        "weft-waypoint",
+        format!("{}:{}", waypoint.ip(), crate::waypoint::METRICS_PORT),
+        "/stats/prometheus",
+        &[("pod", waypoint.name()), ("app", "waypoint"), ("namespace", waypoint.namespace())],
+    ));
+    // weftd runs on the first node, beside Prometheus.
+    targets.push(Target::new(
+        "weftd",
+        format!("127.0.0.1:{}", crate::weftd::METRICS_PORT),
+        "/metrics",
+        &[("pod", "istiod-weftd"), ("app", "istiod"), ("namespace", "istio-system")],
+    ));
+    targets
+}
+
+impl Demo {
+    /// Walks Istio's traffic-management tasks, printing each step's rows.
+    pub fn walk(&mut self) -> Result<()> {
+        let waypoint_id = self.waypoint.node_id().to_owned();
+        println!(
+            "weftd (on n1) reads the YAML in {} and feeds the agents and the waypoint (weft-waypoint)\n\
+             over xDS. Before the tasks: destination-rule-all.yaml. Each row: requests from the user pod\n\
+             to productpage; the reviews version behind each 200, the median latency, the status codes.\n\
+             The 7 s delay gets only 3 requests (at once), to keep the demo short.\n",
+            self.scenario.kubernetes_dir().display()
+        );
+        println!("{}", header());
+        let n1 = self.nodes[0].clone();
+        for step in STEPS {
+            let weftd = self.scenario.control_plane(&n1)?;
+            let before = wait_pushed(weftd, &waypoint_id, None)?;
+            for sample in step.delete {
+                self.applied.delete(sample)?;
+            }
+            for sample in step.apply {
+                self.applied.apply(sample)?;
+            }
+            self.applied.write(&self.scenario)?;
+            let weftd = self.scenario.control_plane(&n1)?;
+            wait_pushed(weftd, &waypoint_id, Some(&before))
+                .with_context(|| format!("step {}: {}", step.id, self.waypoint.stderr()))?;
+            let files: Vec<String> = step
+                .delete
+                .iter()
+                .map(|d| format!("delete {}", d.file))
+                .chain(step.apply.iter().map(|a| a.file.to_owned()))
+                .collect();
+            let mut step_rows = Vec::new();
+            for b in step.batches {
+                step_rows.push(send(&self.user, step.id, b)?);
+            }
+            println!("{}", format_step(step.task, &files, &step_rows));
+            self.rows.extend(step_rows);
         }
-        for sample in step.apply {
-            applied.apply(sample)?;
-        }
-        applied.write(&s)?;
-        let weftd = s.control_plane(&nodes[0])?;
-        wait_pushed(weftd, waypoint.node_id(), Some(&before))
-            .with_context(|| format!("step {}: {}", step.id, waypoint.stderr()))?;
-        let files: Vec<String> = step
-            .delete
-            .iter()
-            .map(|d| format!("delete {}", d.file))
-            .chain(step.apply.iter().map(|a| a.file.to_owned()))
-            .collect();
-        let mut step_rows = Vec::new();
-        for b in step.batches {
-            step_rows.push(send(&user, step.id, b)?);
-        }
-        println!("{}", format_step(step.task, &files, &step_rows));
-        rows.extend(step_rows);
+
+        let from = |principal: Option<&str>| {
+            let mut labels = vec![("reporter", "destination"), ("connection_security_policy", "mutual_tls")];
+            labels.extend(principal.map(|p| ("source_principal", p)));
+            self.agents[1].metric("istio_tcp_connections_opened_total", &labels)
+        };
+        self.from_waypoint = from(Some(WAYPOINT_ID))?;
+        self.bypassing = from(None)?.saturating_sub(self.from_waypoint);
+        println!(
+            "\nagent n2: reviews and ratings took {} HBONE connections (mutual TLS) from {WAYPOINT_ID}, {} from \
+             anyone else",
+            self.from_waypoint, self.bypassing
+        );
+        Ok(())
     }
-
-    let from = |principal: Option<&str>| {
-        let mut labels = vec![("reporter", "destination"), ("connection_security_policy", "mutual_tls")];
-        labels.extend(principal.map(|p| ("source_principal", p)));
-        agents[1].metric("istio_tcp_connections_opened_total", &labels)
-    };
-    let from_waypoint = from(Some(WAYPOINT_ID))?;
-    let bypassing = from(None)?.saturating_sub(from_waypoint);
-    println!(
-        "\nagent n2: reviews and ratings took {from_waypoint} HBONE connections (mutual TLS) from \
-         {WAYPOINT_ID}, {bypassing} from anyone else"
-    );
-    Ok(Demo { rows, from_waypoint, bypassing, scenario: s, agents, waypoint, _servers: servers })
 }
 
 /// `weft-testapp serve` in `pod`, calling `calls` (`HOST=ADDR`) on every request.

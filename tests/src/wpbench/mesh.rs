@@ -138,7 +138,7 @@ impl Mesh {
 
         // One worker thread each: Envoy as the bed runs it (`--concurrency 1`), weft-waypoint
         // matched to it, so that neither has more threads than the other on 2 cores.
-        let options = WaypointOptions { worker_threads: Some(1) };
+        let options = WaypointOptions { worker_threads: Some(1), ..Default::default() };
         let start = |kind, pod: &Pod| {
             Waypoint::start_with(kind, pod, GATEWAY, weftd, &dir, &options)
                 .with_context(|| format!("starting the {kind:?} waypoint; weftd:\n{}", weftd.stderr()))

@@ -15,8 +15,9 @@ pub mod listener;
 
 use crate::{
     config::Config,
+    metrics::Peer,
     route::RouteTable,
-    snapshot::{Chain, Snapshot},
+    snapshot::{Chain, KnownWorkload, Snapshot},
     state::Shared,
     upstream::{self, Endpoint},
 };
@@ -80,17 +81,17 @@ pub struct Held {
     addresses: BTreeMap<String, (String, Option<ClientWorkload>)>,
 }
 
-/// What the waypoint keeps of a Workload: its addresses and labels (Service addresses and
-/// workloads without labels are kept as None).
+/// What the waypoint keeps of a Workload: its addresses, its labels (`weft.io/pod-labels`)
+/// and its names for metrics (Service addresses are kept as None).
 struct ClientWorkload {
     ips: Vec<IpAddr>,
-    labels: Arc<BTreeMap<String, String>>,
+    known: Arc<KnownWorkload>,
 }
 
-/// A Workload's addresses and `weft.io/pod-labels`.
+/// A Workload's addresses, `weft.io/pod-labels` and names.
 fn client_workload(a: &Address) -> Result<Option<ClientWorkload>, String> {
     let Some(address::Type::Workload(w)) = &a.r#type else { return Ok(None) };
-    let Some(labels) = weft_xds::istio::pod_labels(w)? else { return Ok(None) };
+    let labels = weft_xds::istio::pod_labels(w)?;
     let ips = w
         .addresses
         .iter()
@@ -100,7 +101,15 @@ fn client_workload(a: &Address) -> Result<Option<ClientWorkload>, String> {
             _ => None,
         })
         .collect();
-    Ok(Some(ClientWorkload { ips, labels: Arc::new(labels) }))
+    let or = |s: &str, default: &str| -> Box<str> { if s.is_empty() { default.into() } else { s.into() } };
+    let peer = Peer {
+        workload: or(&w.workload_name, &w.name),
+        namespace: or(&w.namespace, "unknown"),
+        app: or(&w.canonical_name, "unknown"),
+        version: or(&w.canonical_revision, "unknown"),
+        cluster: or(&w.cluster_id, "Kubernetes"),
+    };
+    Ok(Some(ClientWorkload { ips, known: Arc::new(KnownWorkload { labels, peer }) }))
 }
 
 /// The client settings for `config.xds_address`: wildcard Listener and Cluster, TLS and
@@ -251,7 +260,7 @@ impl Held {
             .addresses
             .values()
             .filter_map(|(_, w)| w.as_ref())
-            .flat_map(|w| w.ips.iter().map(|ip| (*ip, w.labels.clone())))
+            .flat_map(|w| w.ips.iter().map(|ip| (*ip, w.known.clone())))
             .collect();
         snapshot.routes = self.routes.iter().map(|(n, (_, t))| (Arc::from(n.as_str()), t.clone())).collect();
         for (name, (_, c)) in &self.clusters {

@@ -49,6 +49,7 @@ impl Debouncer {
             if self.signal.changed().await.is_err() {
                 break;
             }
+            let burst_started = std::time::Instant::now();
             let deadline = Instant::now() + self.debounce_max;
             loop {
                 let quiet = (Instant::now() + self.debounce).min(deadline);
@@ -81,7 +82,8 @@ impl Debouncer {
             })
             .await;
             match prepared {
-                Ok(prepared) => {
+                Ok(mut prepared) => {
+                    prepared.changed_at = burst_started;
                     debug!(
                         generation,
                         version = prepared.version,

@@ -116,6 +116,7 @@ impl StreamProtocol for Delta {
                         );
                         record.held = flight.previous;
                         state.nacked = true;
+                        self.shared.metrics.rejected(&type_url);
                         record.nack(error.message);
                     }
                 },

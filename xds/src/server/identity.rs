@@ -12,6 +12,8 @@ pub const NAMESPACE: &str = "NAMESPACE";
 /// Node metadata key carrying the proxy pod's labels, a struct of strings (Istio's name
 /// for it): gateways are chosen by label, as Istio's `Gateway.spec.selector` does.
 pub const LABELS: &str = "LABELS";
+/// Node metadata key carrying the proxy's Istio version (`pilot_xds{version}`).
+pub const ISTIO_VERSION: &str = "ISTIO_VERSION";
 
 /// The identity a proxy presented on its stream.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
@@ -25,6 +27,8 @@ pub struct ProxyIdentity {
     pub namespace: Option<String>,
     /// The proxy pod's labels, from the `LABELS` metadata struct.
     pub labels: std::collections::BTreeMap<String, String>,
+    /// The proxy's version, from the `ISTIO_VERSION` metadata field.
+    pub version: Option<String>,
 }
 
 impl ProxyIdentity {
@@ -50,7 +54,8 @@ impl ProxyIdentity {
                 _ => None,
             })
             .unwrap_or_default();
-        Self { id: node.id.clone(), node_name, namespace, labels }
+        let version = metadata.and_then(|m| string_field(m, ISTIO_VERSION));
+        Self { id: node.id.clone(), node_name, namespace, labels, version }
     }
 }
 

@@ -23,6 +23,7 @@ mod delta;
 mod grpc;
 mod holding;
 mod identity;
+mod metrics;
 mod prepared;
 mod snapshot;
 mod sotw;
@@ -37,7 +38,7 @@ use std::time::Duration;
 use tokio::sync::watch;
 
 pub use auth::{StreamAuthenticator, StreamCall, StreamCaller, peer_address};
-pub use identity::{LABELS, NAMESPACE, NODE_NAME, ProxyIdentity};
+pub use identity::{ISTIO_VERSION, LABELS, NAMESPACE, NODE_NAME, ProxyIdentity};
 pub use snapshot::{Scope, ScopedResource, Snapshot, SnapshotError, SnapshotUpdate};
 pub use status::{ConfigDump, DumpedResource, Nack, Protocol, ProxyStatus, SyncState, TypeDump, TypeStatus};
 
@@ -114,6 +115,7 @@ pub(crate) struct Shared {
     response_buffer: usize,
     large_pushes: Arc<tokio::sync::Semaphore>,
     large_push_ack_timeout: Duration,
+    metrics: metrics::ServerMetrics,
 }
 
 impl Shared {
@@ -169,6 +171,7 @@ impl XdsServer {
                 response_buffer: config.response_buffer.max(1),
                 large_pushes: Arc::new(tokio::sync::Semaphore::new(config.large_pushes.max(1))),
                 large_push_ack_timeout: config.large_push_ack_timeout,
+                metrics: metrics::ServerMetrics::default(),
             }),
             handles: Arc::new(Handles { pending, signal: signal_tx, shutdown: shutdown_tx }),
             max_request_bytes: config.max_request_bytes,
@@ -223,6 +226,13 @@ impl XdsServer {
             proxy_id: proxy_id.to_owned(),
             connected: self.shared.registry.proxy_ids(),
         })
+    }
+
+    /// istiod's xDS metrics in Prometheus text (`pilot_xds`, `pilot_xds_pushes`,
+    /// `pilot_total_xds_rejects`, `pilot_xds_push_time`, `pilot_xds_config_size_bytes`,
+    /// `pilot_proxy_convergence_time`, …).
+    pub fn render_metrics(&self, out: &mut String) {
+        self.shared.metrics.render(out, &self.shared.registry.by_version());
     }
 
     /// Ends every stream with `UNAVAILABLE` and refuses new ones, so a tonic server's

@@ -37,6 +37,9 @@ pub(crate) struct Prepared {
     /// Change sets of this and earlier generations, newest last.
     history: VecDeque<(u64, Arc<TypeChanges>)>,
     history_names: usize,
+    /// When the first change of the burst that made this generation reached the server
+    /// (set by the debouncer), for `pilot_proxy_convergence_time`.
+    pub changed_at: std::time::Instant,
 }
 
 pub(crate) type TypeChanges = HashMap<String, HashSet<Name>>;
@@ -187,7 +190,15 @@ impl Prepared {
                 history_names -= dropped.values().map(HashSet::len).sum::<usize>();
             }
         }
-        Self { generation, version, types, changes, history, history_names }
+        Self {
+            generation,
+            version,
+            types,
+            changes,
+            history,
+            history_names,
+            changed_at: std::time::Instant::now(),
+        }
     }
 
     /// The names of `type_url` that may differ between generation `since` and this one.

@@ -122,6 +122,7 @@ impl StreamProtocol for Sotw {
                         error = error.message,
                         "proxy rejected config (NACK)"
                     );
+                    self.shared.metrics.rejected(&type_url);
                     record.nack(error.message);
                 }
                 None => {

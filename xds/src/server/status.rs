@@ -307,6 +307,15 @@ impl Registry {
         self.connections().iter().rev().find(|c| c.identity.id == proxy_id).map(|c| c.config_dump())
     }
 
+    /// Connected streams by the proxies' `ISTIO_VERSION` (`unknown` without one).
+    pub fn by_version(&self) -> Vec<(String, u64)> {
+        let mut counts = std::collections::BTreeMap::<String, u64>::new();
+        for c in self.connections() {
+            *counts.entry(c.identity.version.clone().unwrap_or_else(|| "unknown".into())).or_default() += 1;
+        }
+        counts.into_iter().collect()
+    }
+
     pub fn proxy_ids(&self) -> Vec<String> {
         self.connections().iter().map(|c| c.identity.id.clone()).collect()
     }

@@ -97,6 +97,10 @@ pub(crate) async fn run<P: StreamProtocol>(
         let mut current = live.borrow_and_update().clone();
         let mut protocol = P::new(Arc::clone(&shared), connection);
         let mut out = Vec::new();
+        // When the stream began making what is in `out`, and the change behind it if a
+        // new snapshot was: for push time and convergence.
+        let mut began = std::time::Instant::now();
+        let mut change: Option<std::time::Instant> = None;
         handle(&mut protocol, first, current.as_ref(), &mut out);
 
         // Held while a large response on this stream awaits its ACK: a thousand proxies
@@ -108,6 +112,7 @@ pub(crate) async fn run<P: StreamProtocol>(
         let ack_timeout = shared.large_push_ack_timeout;
         let reason = 'stream: loop {
             for response in out.drain(..) {
+                let (type_url, bytes) = (response.type_url().to_owned(), response.encoded_len());
                 if large.is_none() && response.len() >= LARGE_RESPONSE {
                     tokio::select! {
                         biased;
@@ -131,6 +136,7 @@ pub(crate) async fn run<P: StreamProtocol>(
                         break 'stream "client stopped reading";
                     }
                 }
+                shared.metrics.pushed(&type_url, bytes, began.elapsed(), change.map(|c| c.elapsed()));
             }
             if large.is_some() && !protocol.awaiting_ack() {
                 large = None;
@@ -144,7 +150,10 @@ pub(crate) async fn run<P: StreamProtocol>(
                 }
                 () = deadline(large.as_ref()) => break ack_timed_out(&tx, ack_timeout),
                 message = requests.message() => match message {
-                    Ok(Some(request)) => handle(&mut protocol, request, current.as_ref(), &mut out),
+                    Ok(Some(request)) => {
+                        (began, change) = (std::time::Instant::now(), None);
+                        handle(&mut protocol, request, current.as_ref(), &mut out)
+                    }
                     Ok(None) => break "client closed the stream",
                     Err(status) => {
                         debug!(%status, "request stream failed");
@@ -158,6 +167,7 @@ pub(crate) async fn run<P: StreamProtocol>(
                     }
                     current = live.borrow_and_update().clone();
                     if let Some(snapshot) = &current {
+                        (began, change) = (std::time::Instant::now(), Some(snapshot.changed_at));
                         protocol.on_snapshot(snapshot, &mut out);
                     }
                 }

@@ -38,6 +38,8 @@ pub(crate) struct SotwOut {
 /// as one entry of the repeated `resources` field.
 pub(crate) trait Outgoing: Send + Unpin + 'static {
     fn head(&self) -> &impl Message;
+    /// The response's `type_url`.
+    fn type_url(&self) -> &str;
     fn resources(&self) -> &[Arc<ScopedResource>];
     /// The body of one `resources` entry, without its key and length.
     fn resource_len(r: &ScopedResource) -> usize;
@@ -111,6 +113,10 @@ impl Outgoing for DeltaOut {
         &self.head
     }
 
+    fn type_url(&self) -> &str {
+        &self.head.type_url
+    }
+
     fn resources(&self) -> &[Arc<ScopedResource>] {
         &self.resources
     }
@@ -132,6 +138,10 @@ impl Outgoing for DeltaOut {
 impl Outgoing for SotwOut {
     fn head(&self) -> &impl Message {
         &self.head
+    }
+
+    fn type_url(&self) -> &str {
+        &self.head.type_url
     }
 
     fn resources(&self) -> &[Arc<ScopedResource>] {
