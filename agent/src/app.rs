@@ -146,7 +146,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     if let Some(listener) = metrics_listener {
         let for_render = shared.clone();
         let render: weft_telemetry::listener::Render = Arc::new(move || admin::exposition(&for_render));
-        tokio::spawn(weft_telemetry::listener::serve(listener, render));
+        tokio::spawn(weft_telemetry::listener::serve(listener, render, None));
     }
 
     let _xds_client = match (&config.local_config, &config.xds_address) {

@@ -5,11 +5,12 @@
 
 use crate::enrollment::EnrollmentStatus;
 use http_body_util::Full;
-use hyper::{Method, Request, Response, StatusCode, body::Bytes, server::conn::http1, service::service_fn};
-use hyper_util::rt::TokioIo;
+use hyper::{
+    Method, Request, Response, StatusCode,
+    body::{Bytes, Incoming},
+};
 use std::sync::{Arc, Mutex};
 use tokio::net::TcpListener;
-use tracing::debug;
 
 /// The path the DaemonSet's probe asks for.
 pub const PATH: &str = "/healthz/ready";
@@ -25,27 +26,19 @@ pub fn answer(status: &Mutex<EnrollmentStatus>) -> (StatusCode, &'static str) {
 
 /// Serves `GET /healthz/ready` on `listener` until the task is dropped.
 pub async fn serve(listener: TcpListener, status: Arc<Mutex<EnrollmentStatus>>) {
-    loop {
-        let Ok((stream, _)) = listener.accept().await else { continue };
-        let status = status.clone();
-        tokio::spawn(async move {
-            let service = service_fn(move |req: Request<hyper::body::Incoming>| {
-                let (code, text) = match (req.method(), req.uri().path()) {
-                    (&Method::GET, PATH) => answer(&status),
-                    (&Method::GET, _) => (StatusCode::NOT_FOUND, "only /healthz/ready here\n"),
-                    _ => (StatusCode::METHOD_NOT_ALLOWED, "GET only\n"),
-                };
-                let response = Response::builder()
-                    .status(code)
-                    .header("content-type", "text/plain")
-                    .body(Full::new(Bytes::from_static(text.as_bytes())));
-                async move { response }
-            });
-            if let Err(error) = http1::Builder::new().serve_connection(TokioIo::new(stream), service).await {
-                debug!(%error, "readiness connection failed");
-            }
-        });
-    }
+    let handler = move |req: &Request<Incoming>| {
+        let (code, text) = match (req.method(), req.uri().path()) {
+            (&Method::GET, PATH) => answer(&status),
+            (&Method::GET, _) => (StatusCode::NOT_FOUND, "only /healthz/ready here\n"),
+            _ => (StatusCode::METHOD_NOT_ALLOWED, "GET only\n"),
+        };
+        Response::builder()
+            .status(code)
+            .header("content-type", "text/plain")
+            .body(Full::new(Bytes::from_static(text.as_bytes())))
+            .expect("static response parts are valid")
+    };
+    weft_telemetry::listener::serve_http(listener, Arc::new(handler)).await
 }
 
 #[cfg(test)]

@@ -125,6 +125,7 @@ pub async fn run(options: Options) -> anyhow::Result<()> {
     tokio::spawn(weft_telemetry::listener::serve(
         metrics_listener,
         Arc::new(move || for_render.render(&xds_for_render)),
+        None,
     ));
 
     // The secure port: weftd's own certificate, ADS and the CA behind one authenticator.

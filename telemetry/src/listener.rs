@@ -1,6 +1,7 @@
-//! The metrics listener: `/stats/prometheus` and `/metrics` and nothing else, so it can
-//! be bound on every interface (ztunnel's and a waypoint's 15020, istiod's 15014) while
-//! the admin endpoints stay on loopback.
+//! The metrics listener: `/stats/prometheus` and `/metrics`, and `/healthz/ready` where the
+//! process has a readiness to show (a waypoint's 15020 answers it, as pilot-agent's status
+//! port does), and nothing else, so it can be bound on every interface (ztunnel's and a
+//! waypoint's 15020, istiod's 15014) while the admin endpoints stay on loopback.
 
 use crate::text::CONTENT_TYPE;
 use http_body_util::Full;
@@ -21,9 +22,36 @@ pub type Render = Arc<dyn Fn() -> String + Send + Sync>;
 /// Answers one request of a small HTTP/1.1 endpoint (metrics, admin, debug).
 pub type Handler = Arc<dyn Fn(&Request<Incoming>) -> Response<Full<Bytes>> + Send + Sync>;
 
-/// Serves `render` on `listener` until the task is dropped.
-pub async fn serve(listener: TcpListener, render: Render) {
-    serve_http(listener, Arc::new(move |req: &Request<Incoming>| route(req, &*render))).await
+/// Answers whether the process is ready to serve: `Ok(())`, or why not.
+pub type Ready = Arc<dyn Fn() -> Result<(), String> + Send + Sync>;
+
+/// The path Kubernetes' readiness probes ask for.
+pub const READY_PATH: &str = "/healthz/ready";
+
+/// Serves `render` (and `ready` on [`READY_PATH`], when given) on `listener` until the task
+/// is dropped.
+pub async fn serve(listener: TcpListener, render: Render, ready: Option<Ready>) {
+    serve_http(
+        listener,
+        Arc::new(move |req: &Request<Incoming>| match (req.method(), req.uri().path(), &ready) {
+            (&Method::GET, READY_PATH, Some(ready)) => readiness(ready().err()),
+            _ => route(req, &*render),
+        }),
+    )
+    .await
+}
+
+/// The readiness answer: 200 `ready`, or 503 with the reason.
+pub fn readiness(not_ready: Option<String>) -> Response<Full<Bytes>> {
+    let (status, body) = match not_ready {
+        None => (StatusCode::OK, "ready\n".to_owned()),
+        Some(why) => (StatusCode::SERVICE_UNAVAILABLE, format!("not ready: {why}\n")),
+    };
+    Response::builder()
+        .status(status)
+        .header("content-type", "text/plain")
+        .body(Full::new(Bytes::from(body)))
+        .expect("static response parts are valid")
 }
 
 /// Serves `handler` on `listener`, one task per connection, until the task is dropped:

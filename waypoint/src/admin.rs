@@ -19,23 +19,24 @@ pub async fn serve(listener: TcpListener, view: Arc<AdminView>) {
     weft_telemetry::listener::serve_http(listener, Arc::new(handler)).await
 }
 
+/// Whether the waypoint can serve, or why not: what `/ready` here and `/healthz/ready` on
+/// the metrics listener answer.
+pub fn readiness(shared: &Shared) -> Result<(), String> {
+    if shared.ready() {
+        Ok(())
+    } else if shared.identity.current().is_none() {
+        Err("no certificate yet".into())
+    } else {
+        Err("no configuration from the control plane yet (connect_terminate and main_internal)".into())
+    }
+}
+
 fn route(req: &Request<hyper::body::Incoming>, view: &AdminView) -> Response<Full<Bytes>> {
     if req.method() != Method::GET {
         return reply(StatusCode::METHOD_NOT_ALLOWED, "text/plain", "GET only\n".into());
     }
     match req.uri().path() {
-        "/ready" | "/healthz/ready" => {
-            if view.shared.ready() {
-                reply(StatusCode::OK, "text/plain", "ready\n".into())
-            } else {
-                let why = if view.shared.identity.current().is_none() {
-                    "no certificate yet"
-                } else {
-                    "no configuration from the control plane yet (connect_terminate and main_internal)"
-                };
-                reply(StatusCode::SERVICE_UNAVAILABLE, "text/plain", format!("not ready: {why}\n"))
-            }
-        }
+        "/ready" | "/healthz/ready" => weft_telemetry::listener::readiness(readiness(&view.shared).err()),
         "/stats/prometheus" | "/metrics" => {
             reply(StatusCode::OK, weft_telemetry::text::CONTENT_TYPE, exposition(&view.shared))
         }

@@ -93,7 +93,9 @@ pub async fn start(wiring: Wiring) -> anyhow::Result<Running> {
     if let Some(listener) = metrics {
         let for_render = shared.clone();
         let render: weft_telemetry::listener::Render = Arc::new(move || admin::exposition(&for_render));
-        tasks.push(tokio::spawn(weft_telemetry::listener::serve(listener, render)));
+        let for_ready = shared.clone();
+        let ready: weft_telemetry::listener::Ready = Arc::new(move || admin::readiness(&for_ready));
+        tasks.push(tokio::spawn(weft_telemetry::listener::serve(listener, render, Some(ready))));
     }
     let xds = xds::start_with(xds_config, shared.clone()).context("starting the xDS client")?;
     let (mut state, watched) = (xds.state(), shared.clone());

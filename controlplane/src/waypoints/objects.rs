@@ -4,9 +4,10 @@
 //! files/waypoint.yaml), each owned by the Gateway so that deleting it deletes them.
 //!
 //! Where Weft's waypoint differs from Istio's: the container runs `weft-waypoint` (not
-//! `pilot-agent proxy waypoint`), configured by its flags' environment variables; its one
-//! admin listener (readiness `/healthz/ready` and `/stats/prometheus`) is on 15020, the
-//! port Istio's pods are scraped on, and the Service's `status-port` 15021 leads to it.
+//! `pilot-agent proxy waypoint`), configured by its flags' environment variables; its
+//! metrics listener (`/stats/prometheus` and the readiness `/healthz/ready`, as
+//! pilot-agent's 15020) is on 15020, the port Istio's pods are scraped on, and the
+//! Service's `status-port` 15021 leads to it. The admin endpoints stay on loopback.
 
 use super::classes::WaypointClass;
 use k8s_openapi::{
@@ -349,7 +350,7 @@ impl Waypoint {
             value("WEFT_TOKEN_FILE", format!("{TOKEN_DIR}/istio-token")),
             value("WEFT_TRUST_DOMAIN", settings.trust_domain.clone()),
             value("WEFT_HBONE_ADDRESS", format!("0.0.0.0:{HBONE_PORT}")),
-            value("WEFT_ADMIN_ADDRESS", format!("0.0.0.0:{ADMIN_PORT}")),
+            value("WEFT_METRICS_ADDR", format!("0.0.0.0:{ADMIN_PORT}")),
             field("POD_NAME", "metadata.name"),
             field("POD_NAMESPACE", "metadata.namespace"),
             field("INSTANCE_IP", "status.podIP"),
