@@ -475,13 +475,15 @@ async fn the_api_server_takes_the_weft_chart_and_weftd_serves_from_it() {
     }
 
     // weftd with the flags of its rendered Deployment; the test's loopback ports replace the
-    // two listen addresses, and --kubernetes-url points it at the fake server.
+    // three listen addresses, and --kubernetes-url points it at the fake server.
     let deployment = find(objects, "Deployment", "weftd").unwrap();
     let rendered_args = deployment["spec"]["template"]["spec"]["containers"][0]["args"].as_array().unwrap();
     let mut args: Vec<String> = rendered_args
         .iter()
         .map(|a| a.as_str().unwrap().to_owned())
-        .filter(|a| !a.starts_with("--secure-grpc-addr=") && !a.starts_with("--debug-addr="))
+        .filter(|a| {
+            !["--secure-grpc-addr=", "--debug-addr=", "--metrics-addr="].iter().any(|f| a.starts_with(f))
+        })
         .collect();
     assert!(args.contains(&"--kubernetes".to_owned()), "{args:?}");
     args.extend(["--kubernetes-url".to_owned(), url.clone()]);
