@@ -91,6 +91,11 @@ pub struct Config {
     /// back to the agent (Istio's in-pod 0x111).
     #[arg(long, env = "WEFT_INBOUND_MARK", default_value_t = 0x111)]
     pub inbound_mark: u32,
+    /// Where the agent writes the sysctl each enrolled pod needs (net.ipv4.tcp_fwmark_accept,
+    /// set from inside the pod's netns). The DaemonSet mounts the host's /proc/sys at
+    /// /host/proc/sys, because a container's own /proc/sys is read-only.
+    #[arg(long, env = "WEFT_PROC_SYS_DIR", default_value = "/proc/sys", value_name = "DIR")]
+    pub proc_sys_dir: PathBuf,
     /// Destination ports never captured (comma separated).
     #[arg(long, env = "WEFT_EXCLUDED_PORTS", value_delimiter = ',')]
     pub excluded_ports: Vec<u16>,

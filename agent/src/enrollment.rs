@@ -15,7 +15,7 @@ use crate::{
     datapath::{Datapath, DatapathError},
     inpod::{Binder, PodRef},
     netns::{NetNs, NetNsError},
-    podnet::{self, PodNetError},
+    podnet::{PodNet, PodNetError},
     proxy::{self, Direction},
     state::{InPod, Shared},
 };
@@ -92,7 +92,7 @@ pub struct Enrollment {
     shared: Arc<Shared>,
     /// The agent's own netns, where this thread returns after working in a pod's.
     home: NetNs,
-    inbound_mark: u32,
+    podnet: PodNet,
     binder: Arc<Binder>,
     node: String,
     runtime: Handle,
@@ -106,7 +106,7 @@ impl Enrollment {
         datapath: Datapath,
         shared: Arc<Shared>,
         home: NetNs,
-        inbound_mark: u32,
+        podnet: PodNet,
         binder: Arc<Binder>,
         node: String,
         runtime: Handle,
@@ -115,7 +115,7 @@ impl Enrollment {
             datapath,
             shared,
             home,
-            inbound_mark,
+            podnet,
             binder,
             node,
             runtime,
@@ -225,7 +225,7 @@ impl Enrollment {
                     .map_err(|source| EnrollError::Listen { which: "HBONE (15008)", source })?,
             ))
         })??;
-        podnet::prepare(&ns, host, self.inbound_mark)?;
+        self.podnet.prepare(&ns, host)?;
         let slot = self.slots.iter().position(|used| !used).ok_or(EnrollError::NoSlot)? as u32;
         let dup = |s: &socket2::Socket, which| {
             s.as_fd().try_clone_to_owned().map_err(|source| EnrollError::Listen { which, source })

@@ -15,7 +15,11 @@
 //! Only sockets carrying the mark are affected: the pod's own traffic is untouched.
 
 use crate::netns::{NetNs, NetNsError};
-use std::{io, os::fd::AsRawFd};
+use std::{
+    io,
+    os::fd::AsRawFd,
+    path::{Path, PathBuf},
+};
 
 /// The routing table holding the local default route (Istio uses the same number).
 pub const TABLE: u32 = 133;
@@ -32,12 +36,30 @@ pub enum PodNetError {
     Netlink { what: &'static str, source: io::Error },
 }
 
-/// Sets the pod's netns up to route replies of marked connections back to the agent.
-/// Idempotent: what is already there is left as it is.
-pub fn prepare(netns: &NetNs, home: &NetNs, inbound_mark: u32) -> Result<(), PodNetError> {
+/// How the agent sets up pods' routing.
+#[derive(Debug, Clone)]
+pub struct PodNet {
+    /// The mark on the agent's connections to applications.
+    pub inbound_mark: u32,
+    /// Where the kernel's sysctls are written: `/proc/sys`, or the host's `/proc/sys`
+    /// mounted elsewhere where the container's own is read-only (container runtimes mount
+    /// it so). A net sysctl answers for the opening thread's netns whichever procfs mount
+    /// it is opened through.
+    pub proc_sys: PathBuf,
+}
+
+impl PodNet {
+    /// Sets the pod's netns up to route replies of marked connections back to the agent.
+    /// Idempotent: what is already there is left as it is.
+    pub fn prepare(&self, netns: &NetNs, home: &NetNs) -> Result<(), PodNetError> {
+        prepare(netns, home, self.inbound_mark, &self.proc_sys.join("net/ipv4/tcp_fwmark_accept"))
+    }
+}
+
+fn prepare(netns: &NetNs, home: &NetNs, inbound_mark: u32, fwmark_accept: &Path) -> Result<(), PodNetError> {
     netns.run(home, || -> Result<(), PodNetError> {
-        // /proc/sys/net answers for the opening thread's netns, which is the pod's here.
-        std::fs::write("/proc/sys/net/ipv4/tcp_fwmark_accept", "1")
+        // The sysctl answers for the opening thread's netns, which is the pod's here.
+        std::fs::write(fwmark_accept, "1")
             .map_err(|source| PodNetError::Sysctl { setting: "net.ipv4.tcp_fwmark_accept", source })?;
         let nl =
             Netlink::open().map_err(|source| PodNetError::Netlink { what: "a netlink socket", source })?;

@@ -209,7 +209,8 @@ fn the_agent_daemonset_asks_for_what_the_agent_needs() {
         );
     }
 
-    // Host paths: bpffs, the CNI socket directory, what the netns and cgroup lookups need;
+    // Host paths: bpffs, the CNI socket directory, what the netns and cgroup lookups need,
+    // the host's /proc/sys for the pods' sysctl;
     // the CNI directories for the installer alone.
     let host_paths: BTreeMap<&str, &str> = pod["volumes"]
         .as_array()
@@ -222,6 +223,7 @@ fn the_agent_daemonset_asks_for_what_the_agent_needs() {
         ("cgroup", "/sys/fs/cgroup"),
         ("cni-socket-dir", "/var/run/weft"),
         ("netns-dir", "/var/run/netns"),
+        ("proc-sys", "/proc/sys"),
         ("cni-bin-dir", "/opt/cni/bin"),
         ("cni-conf-dir", "/etc/cni/net.d"),
     ];
