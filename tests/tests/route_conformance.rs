@@ -79,9 +79,23 @@ fn start(kind: ProxyKind, extra: &str) -> Result<Conformance> {
     Conformance::start(kind, &format!("{MESH}{extra}"))
 }
 
+/// A VirtualService for reviews with these `http` routes (YAML, indented as list items).
 fn vs(http: &str) -> String {
+    vs_for("reviews", http)
+}
+
+/// A VirtualService for `host` (a bookinfo Service) with these `http` routes.
+fn vs_for(host: &str, http: &str) -> String {
     format!(
-        "\n---\napiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: {{ name: reviews, namespace: bookinfo }}\nspec:\n  hosts: [reviews]\n  http:\n{http}"
+        "\n---\napiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: {{ name: {host}, namespace: bookinfo }}\nspec:\n  hosts: [{host}]\n  http:\n{http}"
+    )
+}
+
+/// The DestinationRule of `host` (a bookinfo Service) with this top-level traffic policy
+/// (a YAML flow map).
+fn rule(host: &str, policy: &str) -> String {
+    format!(
+        "\n---\napiVersion: networking.istio.io/v1\nkind: DestinationRule\nmetadata: {{ name: {host}, namespace: bookinfo }}\nspec:\n  host: {host}\n  trafficPolicy: {policy}\n"
     )
 }
 
@@ -329,18 +343,8 @@ spec:
 /// A consistent-hash DestinationRule puts RING_HASH on the cluster and a hash_policy on the
 /// route (route.go `HashForHTTPDestination`): the same header value sticks to one pod.
 fn consistent_hash_on_a_header_is_sticky(kind: ProxyKind) -> Result<()> {
-    let c = start(
-        kind,
-        r#"
----
-apiVersion: networking.istio.io/v1
-kind: DestinationRule
-metadata: { name: reviews, namespace: bookinfo }
-spec:
-  host: reviews
-  trafficPolicy: { loadBalancer: { consistentHash: { httpHeaderName: x-user } } }
-"#,
-    )?;
+    let c =
+        start(kind, &rule("reviews", "{ loadBalancer: { consistentHash: { httpHeaderName: x-user } } }"))?;
     for user in ["alice", "bob", "carol", "dave"] {
         let first = c.get(REVIEWS, "/", &[("x-user", user)])?.pod().map(str::to_owned);
         for _ in 0..10 {
@@ -358,16 +362,7 @@ spec:
 fn consistent_hash_on_query_parameter_through_a_virtual_service(kind: ProxyKind) -> Result<()> {
     let c = start(
         kind,
-        &(r#"
----
-apiVersion: networking.istio.io/v1
-kind: DestinationRule
-metadata: { name: reviews, namespace: bookinfo }
-spec:
-  host: reviews
-  trafficPolicy: { loadBalancer: { consistentHash: { httpQueryParameterName: u } } }
-"#
-        .to_owned()
+        &(rule("reviews", "{ loadBalancer: { consistentHash: { httpQueryParameterName: u } } }")
             + &vs("    - route: [{ destination: { host: reviews } }]\n")),
     )?;
     let mut pods = std::collections::BTreeSet::new();
@@ -609,17 +604,11 @@ fn route_timeout_answers_504(kind: ProxyKind) -> Result<()> {
 fn outlier_detection_ejects_a_failing_endpoint(kind: ProxyKind) -> Result<()> {
     let c = start(
         kind,
-        r#"
----
-apiVersion: networking.istio.io/v1
-kind: DestinationRule
-metadata: { name: reviews, namespace: bookinfo }
-spec:
-  host: reviews
-  trafficPolicy:
-    loadBalancer: { simple: ROUND_ROBIN }
-    outlierDetection: { consecutive5xxErrors: 1, interval: 1s, baseEjectionTime: 60s, maxEjectionPercent: 100 }
-"#,
+        &rule(
+            "reviews",
+            "{ loadBalancer: { simple: ROUND_ROBIN }, outlierDetection: { consecutive5xxErrors: 1, \
+             interval: 1s, baseEjectionTime: 60s, maxEjectionPercent: 100 } }",
+        ),
     )?;
     c.backend("reviews-v1").fail_next(1000, 500);
     let mut failures = 0;
@@ -638,16 +627,10 @@ fn connection_pool_overflow_answers_503(kind: ProxyKind) -> Result<()> {
     let c = std::sync::Arc::new(start(
         kind,
         &(SUBSETS.to_owned()
-            + r#"
----
-apiVersion: networking.istio.io/v1
-kind: DestinationRule
-metadata: { name: reviews-pool, namespace: bookinfo }
-spec:
-  host: ratings
-  trafficPolicy:
-    connectionPool: { tcp: { maxConnections: 1 }, http: { http1MaxPendingRequests: 1 } }
-"#),
+            + &rule(
+                "ratings",
+                "{ connectionPool: { tcp: { maxConnections: 1 }, http: { http1MaxPendingRequests: 1 } } }",
+            )),
     )?);
     // Long enough that all eight requests are in flight together.
     c.backend("ratings-v1").delay(std::time::Duration::from_millis(1500));
@@ -684,15 +667,10 @@ spec:
 fn consistent_hash_cookie_is_generated_and_sticky(kind: ProxyKind) -> Result<()> {
     let c = start(
         kind,
-        r#"
----
-apiVersion: networking.istio.io/v1
-kind: DestinationRule
-metadata: { name: reviews, namespace: bookinfo }
-spec:
-  host: reviews
-  trafficPolicy: { loadBalancer: { consistentHash: { httpCookie: { name: session, path: /, ttl: 60s } } } }
-"#,
+        &rule(
+            "reviews",
+            "{ loadBalancer: { consistentHash: { httpCookie: { name: session, path: /, ttl: 60s } } } }",
+        ),
     )?;
     let first = c.get(REVIEWS, "/", &[])?;
     let cookie = first.header("set-cookie").expect("Envoy sets the hash cookie").to_owned();
@@ -814,13 +792,6 @@ fn spread(
     Ok(counts)
 }
 
-/// The DestinationRule of reviews with this top-level traffic policy (YAML flow map).
-fn reviews_rule(policy: &str) -> String {
-    format!(
-        "\n---\napiVersion: networking.istio.io/v1\nkind: DestinationRule\nmetadata: {{ name: reviews, namespace: bookinfo }}\nspec:\n  host: reviews\n  trafficPolicy: {policy}\n"
-    )
-}
-
 /// The three reviews pods.
 const REVIEWS_PODS: [&str; 3] = ["reviews-v1", "reviews-v2", "reviews-v3"];
 
@@ -828,14 +799,14 @@ const REVIEWS_PODS: [&str; 3] = ["reviews-v1", "reviews-v2", "reviews-v3"];
 /// over three pods: 100 each within ±15, which rotation per Envoy worker allows), RANDOM
 /// close to evenly (600 requests: 200 each within ±60, over five standard deviations).
 fn round_robin_and_random_spread(kind: ProxyKind) -> Result<()> {
-    let c = start(kind, &reviews_rule("{ loadBalancer: { simple: ROUND_ROBIN } }"))?;
+    let c = start(kind, &rule("reviews", "{ loadBalancer: { simple: ROUND_ROBIN } }"))?;
     let counts = spread(&c, REVIEWS, 1, 300, &[])?;
     for pod in REVIEWS_PODS {
         let n = counts.get(pod).copied().unwrap_or(0);
         assert!((85..=115).contains(&n), "ROUND_ROBIN: {pod} served {n} of 300: {counts:?}");
     }
     drop(c);
-    let c = start(kind, &reviews_rule("{ loadBalancer: { simple: RANDOM } }"))?;
+    let c = start(kind, &rule("reviews", "{ loadBalancer: { simple: RANDOM } }"))?;
     let counts = spread(&c, REVIEWS, 1, 600, &[])?;
     for pod in REVIEWS_PODS {
         let n = counts.get(pod).copied().unwrap_or(0);
@@ -860,7 +831,7 @@ fn least_request_is_the_default_and_avoids_a_slow_endpoint(kind: ProxyKind) -> R
     };
     let (least, counts) = slow_share("")?;
     assert!(least < 0.2, "default (LEAST_REQUEST): the slow pod's share {least:.2}: {counts:?}");
-    let (rr, counts) = slow_share(&reviews_rule("{ loadBalancer: { simple: ROUND_ROBIN } }"))?;
+    let (rr, counts) = slow_share(&rule("reviews", "{ loadBalancer: { simple: ROUND_ROBIN } }"))?;
     assert!(rr > 0.25, "ROUND_ROBIN ignores load: the slow pod's share {rr:.2}: {counts:?}");
     Ok(())
 }
@@ -868,7 +839,7 @@ fn least_request_is_the_default_and_avoids_a_slow_endpoint(kind: ProxyKind) -> R
 /// route.go `ConsistentHashToHashPolicy`: `useSourceIp` hashes on the client's address:
 /// each of eight clients sticks to one pod, and the clients spread over more than one.
 fn consistent_hash_on_source_ip_is_sticky(kind: ProxyKind) -> Result<()> {
-    let c = start(kind, &reviews_rule("{ loadBalancer: { consistentHash: { useSourceIp: true } } }"))?;
+    let c = start(kind, &rule("reviews", "{ loadBalancer: { consistentHash: { useSourceIp: true } } }"))?;
     let mut chosen = std::collections::BTreeSet::new();
     for last in 11..19 {
         let client = std::net::Ipv4Addr::new(127, 0, 0, last);
@@ -946,18 +917,7 @@ spec:
 /// the overflow is counted (Envoy's `upstream_rq_pending_overflow`; weft-waypoint's
 /// istio_requests_total with response_flags UO).
 fn max_requests_overflow_answers_503(kind: ProxyKind) -> Result<()> {
-    let c = start(
-        kind,
-        r#"
----
-apiVersion: networking.istio.io/v1
-kind: DestinationRule
-metadata: { name: ratings, namespace: bookinfo }
-spec:
-  host: ratings
-  trafficPolicy: { connectionPool: { http: { http2MaxRequests: 2 } } }
-"#,
-    )?;
+    let c = start(kind, &rule("ratings", "{ connectionPool: { http: { http2MaxRequests: 2 } } }"))?;
     c.backend("ratings-v1").delay(std::time::Duration::from_millis(1500));
     let started = std::time::Instant::now();
     let results: Vec<(u16, std::time::Duration)> = std::thread::scope(|s| {
@@ -988,12 +948,7 @@ spec:
 /// own upstream connection; without it, the same requests reuse far fewer.
 fn max_requests_per_connection_limits_reuse(kind: ProxyKind) -> Result<()> {
     let connections = |policy: &str| -> Result<u64> {
-        let c = start(
-            kind,
-            &format!(
-                "\n---\napiVersion: networking.istio.io/v1\nkind: DestinationRule\nmetadata: {{ name: ratings, namespace: bookinfo }}\nspec:\n  host: ratings\n  trafficPolicy: {policy}\n"
-            ),
-        )?;
+        let c = start(kind, &rule("ratings", policy))?;
         for _ in 0..10 {
             assert_eq!(c.get("ratings.bookinfo", "/", &[])?.status, 200);
         }
@@ -1014,9 +969,11 @@ fn max_retries_bounds_concurrent_retries(kind: ProxyKind) -> Result<()> {
     let tries = |pool: &str| -> Result<u64> {
         let c = start(
             kind,
-            &(format!(
-                "\n---\napiVersion: networking.istio.io/v1\nkind: DestinationRule\nmetadata: {{ name: ratings, namespace: bookinfo }}\nspec:\n  host: ratings\n  trafficPolicy: {pool}\n"
-            ) + "\n---\napiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: { name: ratings, namespace: bookinfo }\nspec:\n  hosts: [ratings]\n  http:\n    - route: [{ destination: { host: ratings } }]\n      retries: { attempts: 3, retryOn: 5xx }\n"),
+            &(rule("ratings", pool)
+                + &vs_for(
+                    "ratings",
+                    "    - route: [{ destination: { host: ratings } }]\n      retries: { attempts: 3, retryOn: 5xx }\n",
+                )),
         )?;
         let b = c.backend("ratings-v1");
         b.fail_next(1000, 503);
