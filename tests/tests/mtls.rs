@@ -204,6 +204,18 @@ fn server_side_agent_knows_the_clients_verified_identity_and_the_app_its_address
         "the server's agent logs each connection with the client's identity:\n{}",
         a2.stderr()
     );
+    // As ztunnel's access log: each connection's bytes each way (sent: client → server).
+    // The echo client sends its verb byte, then the 64 KiB it gets back.
+    let echoed = [("bytes_sent", "65537"), ("bytes_recv", "65536")];
+    let echo_in = [&complete[..], &echoed].concat();
+    assert_eq!(logs::matching(&a2.stderr(), "connection complete", &echo_in).len(), 1, "{}", a2.stderr());
+    let echo_out = [("direction", "outbound"), ("dst.identity", server_id), echoed[0], echoed[1]];
+    assert_eq!(
+        logs::wait_matching(|| a1.stderr(), "connection complete", &echo_out, 1, PATIENCE).len(),
+        1,
+        "the client's agent logs the echo's bytes:\n{}",
+        a1.stderr()
+    );
 
     // Plaintext from outside the mesh (PERMISSIVE by default) is labelled as such: the
     // mTLS series above counted only what came with a certificate.

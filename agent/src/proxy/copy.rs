@@ -10,6 +10,10 @@
 //!   received HTTP/2 data is written to the socket straight from the frames' buffers, and
 //!   bytes read from the socket are handed to HTTP/2 as they are (a buffer reused once
 //!   HTTP/2 has sent it, dropped when the socket goes quiet).
+//!
+//! Each direction's bytes are counted twice as they are written: into the connection's
+//! metrics series (shared with every connection of that series) and into the connection's
+//! own [`Carried`], which its access-log line reports.
 
 use bytes::BytesMut;
 use std::{
@@ -29,6 +33,39 @@ use weft_hbone::H2Stream;
 const BUF_SIZE: usize = 64 * 1024;
 /// Buffers kept per thread; more than this in flight are freed on return.
 const POOL_PER_THREAD: usize = 32;
+
+/// The bytes one connection carried, each way, so far: `up` from the side that opened it
+/// towards the side it reached, `down` back.
+#[derive(Debug, Default)]
+pub struct Carried {
+    pub up: AtomicU64,
+    pub down: AtomicU64,
+}
+
+/// One direction's two counters: the series' and the connection's.
+#[derive(Clone, Copy)]
+pub struct Count<'c> {
+    series: &'c AtomicU64,
+    connection: &'c AtomicU64,
+}
+
+impl<'c> Count<'c> {
+    pub fn new(series: &'c AtomicU64, connection: &'c AtomicU64) -> Count<'c> {
+        Count { series, connection }
+    }
+
+    pub fn add(&self, n: u64) {
+        self.series.fetch_add(n, Relaxed);
+        self.connection.fetch_add(n, Relaxed);
+    }
+}
+
+impl Carried {
+    /// The connection's counts, as ztunnel's access log prints them.
+    pub fn totals(&self) -> (u64, u64) {
+        (self.up.load(Relaxed), self.down.load(Relaxed))
+    }
+}
 
 thread_local! {
     static POOL: RefCell<Vec<Box<[u8]>>> = const { RefCell::new(Vec::new()) };
@@ -50,7 +87,7 @@ fn give_buffer(buf: Box<[u8]>) {
 /// Copies both ways until both directions have seen EOF. When one side stops sending,
 /// the other side's write half is shut down and the opposite direction keeps flowing.
 /// `up` counts a→b bytes, `down` b→a.
-pub async fn bidirectional<A, B>(a: &mut A, b: &mut B, up: &AtomicU64, down: &AtomicU64) -> io::Result<()>
+pub async fn bidirectional<A, B>(a: &mut A, b: &mut B, up: Count<'_>, down: Count<'_>) -> io::Result<()>
 where
     A: AsyncRead + AsyncWrite + Unpin + ?Sized,
     B: AsyncRead + AsyncWrite + Unpin + ?Sized,
@@ -70,8 +107,8 @@ where
 pub async fn tcp_hbone(
     tcp: &mut TcpStream,
     stream: H2Stream,
-    to_stream: &AtomicU64,
-    from_stream: &AtomicU64,
+    to_stream: Count<'_>,
+    from_stream: Count<'_>,
 ) -> io::Result<()> {
     let (mut from_h2, mut to_h2) = stream.into_split();
     let (tcp_read, mut tcp_write) = tcp.split();
@@ -94,7 +131,7 @@ pub async fn tcp_hbone(
                     while !chunk.is_empty() {
                         poll_fn(|cx| to_h2.poll_write_bytes(cx, &mut chunk)).await?;
                     }
-                    to_stream.fetch_add(n as u64, Relaxed);
+                    to_stream.add(n as u64);
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
                     // Quiet: hold no buffer while idle.
@@ -116,7 +153,7 @@ pub async fn tcp_hbone(
                     return Poll::Ready(Err(io::ErrorKind::WriteZero.into()));
                 }
                 Pin::new(&mut from_h2).consume(n);
-                from_stream.fetch_add(n as u64, Relaxed);
+                from_stream.add(n as u64);
             }
         })
         .await?;
@@ -135,11 +172,11 @@ struct OneWay<'c> {
     read_done: bool,
     done: bool,
     need_flush: bool,
-    counter: &'c AtomicU64,
+    counter: Count<'c>,
 }
 
 impl<'c> OneWay<'c> {
-    fn new(counter: &'c AtomicU64) -> OneWay<'c> {
+    fn new(counter: Count<'c>) -> OneWay<'c> {
         OneWay { buf: None, pos: 0, len: 0, read_done: false, done: false, need_flush: false, counter }
     }
 
@@ -160,7 +197,7 @@ impl<'c> OneWay<'c> {
                     return Poll::Ready(Err(io::ErrorKind::WriteZero.into()));
                 }
                 self.pos += n;
-                self.counter.fetch_add(n as u64, Relaxed);
+                self.counter.add(n as u64);
                 self.need_flush = true;
                 continue;
             }
@@ -224,7 +261,11 @@ mod tests {
         let (mut client, mut a) = duplex(1024);
         let (mut b, mut server) = duplex(1024);
         let (up, down) = (AtomicU64::new(0), AtomicU64::new(0));
-        let pump = async { bidirectional(&mut a, &mut b, &up, &down).await };
+        let carried = Carried::default();
+        let pump = async {
+            bidirectional(&mut a, &mut b, Count::new(&up, &carried.up), Count::new(&down, &carried.down))
+                .await
+        };
         let peers = async {
             let data: Vec<u8> = (0..200_000u32).map(|i| i as u8).collect();
             let send = async {
@@ -248,6 +289,7 @@ mod tests {
         let (result, ()) = tokio::join!(pump, peers);
         result.unwrap();
         assert_eq!((up.load(Relaxed), down.load(Relaxed)), (200_000, 1000));
+        assert_eq!(carried.totals(), (200_000, 1000));
     }
 
     #[tokio::test]
@@ -256,7 +298,13 @@ mod tests {
         let (_client, mut a) = duplex(64);
         let (mut b, _server) = duplex(64);
         let (up, down) = (AtomicU64::new(0), AtomicU64::new(0));
-        let mut pump = Box::pin(bidirectional(&mut a, &mut b, &up, &down));
+        let carried = Carried::default();
+        let mut pump = Box::pin(bidirectional(
+            &mut a,
+            &mut b,
+            Count::new(&up, &carried.up),
+            Count::new(&down, &carried.down),
+        ));
         assert!(futures_poll_once(pump.as_mut()).await.is_pending());
         // Each direction took the pool's one buffer to try a read and gave it back: it is
         // in the pool, not in the pump.

@@ -7,10 +7,14 @@
 //! to the application from the client's own address and answers 200 — or 400, 401/403,
 //! 503 — and pumps bytes.
 
-use super::{ProxyError, admit::admit, copy};
+use super::{
+    ProxyError,
+    admit::admit,
+    copy::{self, Carried, Count},
+};
 use crate::state::{InPod, Shared};
 use http::StatusCode;
-use std::{sync::Arc, sync::atomic::Ordering::Relaxed};
+use std::{sync::Arc, sync::atomic::Ordering::Relaxed, time::Instant};
 use tokio::net::TcpStream;
 use tracing::{debug, info, warn};
 use weft_hbone::HboneRequest;
@@ -52,6 +56,7 @@ pub(super) async fn serve(tcp: TcpStream, pod: Arc<InPod>, shared: Arc<Shared>) 
 }
 
 async fn handle(request: HboneRequest, pod: &InPod, shared: &Shared) -> Result<(), ProxyError> {
+    let start = Instant::now();
     let client_ip = request.peer_addr().ip();
     let dst = request.authority();
     let counters = match admit(shared, pod, dst, client_ip, Some(request.peer_identity_shared())) {
@@ -79,7 +84,9 @@ async fn handle(request: HboneRequest, pod: &InPod, shared: &Shared) -> Result<(
     let stream = request.accept()?;
     counters.opened.fetch_add(1, Relaxed);
     // Client → server is HBONE → app: "received", as Istio counts it.
-    let result = copy::tcp_hbone(&mut app, stream, &counters.sent, &counters.received).await;
+    let carried = Carried::default();
+    let (up, down) = (Count::new(&counters.received, &carried.up), Count::new(&counters.sent, &carried.down));
+    let result = copy::tcp_hbone(&mut app, stream, down, up).await;
     if result.is_err() {
         // The client reset its stream (its own connection was reset) or the pump failed:
         // the application sees a reset, as it would without the mesh, not an orderly
@@ -96,6 +103,9 @@ async fn handle(request: HboneRequest, pod: &InPod, shared: &Shared) -> Result<(
         dst.addr = %dst,
         dst.workload = %pod.workload.name,
         dst.namespace = %pod.workload.namespace,
+        bytes_sent = carried.totals().0,
+        bytes_recv = carried.totals().1,
+        duration = ?start.elapsed(),
         error = result.as_ref().err().map(tracing::field::display),
         "connection complete"
     );

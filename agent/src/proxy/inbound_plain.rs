@@ -4,11 +4,15 @@
 //! (`plan::inbound`), connects to the application from the client's own address (so the
 //! application sees its real peer) and pumps bytes.
 
-use super::{ProxyError, admit::admit, copy};
+use super::{
+    ProxyError,
+    admit::admit,
+    copy::{self, Carried, Count},
+};
 use crate::state::{InPod, Shared};
-use std::{net::SocketAddr, sync::atomic::Ordering::Relaxed};
+use std::{net::SocketAddr, sync::atomic::Ordering::Relaxed, time::Instant};
 use tokio::net::TcpStream;
-use tracing::debug;
+use tracing::{debug, info};
 
 pub(super) async fn handle(
     mut client: TcpStream,
@@ -16,6 +20,7 @@ pub(super) async fn handle(
     pod: &InPod,
     shared: &Shared,
 ) -> Result<(), ProxyError> {
+    let start = Instant::now();
     let dst = client.local_addr()?;
     // Plaintext: no identity, which PeerAuthentication STRICT refuses.
     let counters = match admit(shared, pod, dst, peer.ip(), None) {
@@ -37,12 +42,28 @@ pub(super) async fn handle(
     };
     counters.opened.fetch_add(1, Relaxed);
     debug!(%dst, "inbound connected");
-    let result = copy::bidirectional(&mut client, &mut app, &counters.received, &counters.sent).await;
+    let carried = Carried::default();
+    let (up, down) = (Count::new(&counters.received, &carried.up), Count::new(&counters.sent, &carried.down));
+    let result = copy::bidirectional(&mut client, &mut app, up, down).await;
     if result.is_err() {
         // One side aborted: abort the other, as a direct connection would show it.
         let _ = client.set_zero_linger();
         let _ = app.set_zero_linger();
     }
     counters.closed.fetch_add(1, Relaxed);
+    // As the HBONE inbound's line, without an identity: the client has none.
+    info!(
+        target: "access",
+        direction = "inbound",
+        src.addr = %peer,
+        dst.addr = %dst,
+        dst.workload = %pod.workload.name,
+        dst.namespace = %pod.workload.namespace,
+        bytes_sent = carried.totals().0,
+        bytes_recv = carried.totals().1,
+        duration = ?start.elapsed(),
+        error = result.as_ref().err().map(tracing::field::display),
+        "connection complete"
+    );
     result.map_err(ProxyError::Forwarding)
 }

@@ -7,7 +7,8 @@
 //! certificate — and pump bytes both ways.
 
 use super::{
-    ProxyError, copy,
+    ProxyError,
+    copy::{self, Carried, Count},
     plan::{self, Protocol, Request},
 };
 use crate::{
@@ -15,7 +16,12 @@ use crate::{
     state::{InPod, Shared},
 };
 use bytes::Bytes;
-use std::{io, net::SocketAddr, sync::atomic::Ordering::Relaxed, time::Duration};
+use std::{
+    io,
+    net::SocketAddr,
+    sync::atomic::Ordering::Relaxed,
+    time::{Duration, Instant},
+};
 use tokio::net::TcpStream;
 use tracing::{debug, info};
 use weft_hbone::PoolKey;
@@ -34,6 +40,7 @@ pub(super) async fn handle(
     pod: &InPod,
     shared: &Shared,
 ) -> Result<(), ProxyError> {
+    let start = Instant::now();
     let orig = shared
         .sockets
         .original_destination(pod, peer)
@@ -61,7 +68,8 @@ pub(super) async fn handle(
     };
     client.set_nodelay(true)?;
     debug!(%orig, protocol = ?request.protocol, next_hop = %request.next_hop, "outbound planned");
-    let result = carry(&mut client, &request, &counters, pod, shared).await;
+    let carried = Carried::default();
+    let result = carry(&mut client, &request, &counters, &carried, pod, shared).await;
     if result.is_err() {
         // Never reached the destination, or the other end aborted: reset, so the client
         // sees a failed connect or a reset as it would without the mesh.
@@ -77,7 +85,11 @@ pub(super) async fn handle(
         dst.hbone_addr = %request.authority,
         dst.service = request.service.as_ref().map_or("", |s| s.hostname.as_str()),
         dst.workload = request.destination.as_ref().map_or("", |w| w.name.as_str()),
+        dst.identity = request.destination.as_ref().map(|w| tracing::field::display(&w.identity)),
         protocol = ?request.protocol,
+        bytes_sent = carried.totals().0,
+        bytes_recv = carried.totals().1,
+        duration = ?start.elapsed(),
         error = result.as_ref().err().map(tracing::field::display),
         "connection complete"
     );
@@ -89,9 +101,12 @@ async fn carry(
     client: &mut TcpStream,
     request: &Request,
     counters: &TcpCounters,
+    carried: &Carried,
     pod: &InPod,
     shared: &Shared,
 ) -> Result<(), ProxyError> {
+    // Client → destination is "received", as Istio counts a source reporter's bytes.
+    let (up, down) = (Count::new(&counters.received, &carried.up), Count::new(&counters.sent, &carried.down));
     match request.protocol {
         Protocol::Tcp => {
             let mut upstream = shared
@@ -100,7 +115,7 @@ async fn carry(
                 .await
                 .map_err(|source| ProxyError::Connect { dst: request.next_hop, source })?;
             counters.opened.fetch_add(1, Relaxed);
-            let result = copy::bidirectional(client, &mut upstream, &counters.received, &counters.sent).await;
+            let result = copy::bidirectional(client, &mut upstream, up, down).await;
             if result.is_err() {
                 // The client aborted (or the pump failed): abort upstream too, rather than
                 // end it with a FIN the client never sent.
@@ -136,8 +151,8 @@ async fn carry(
             ))
             .await?;
             counters.opened.fetch_add(1, Relaxed);
-            counters.received.fetch_add(early_len, Relaxed);
-            let result = copy::tcp_hbone(client, stream, &counters.received, &counters.sent).await;
+            up.add(early_len);
+            let result = copy::tcp_hbone(client, stream, up, down).await;
             counters.closed.fetch_add(1, Relaxed);
             result.map_err(ProxyError::Forwarding)
         }
