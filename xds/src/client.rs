@@ -25,7 +25,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use envoy_types::pb::envoy::config::core::v3::Node;
+use envoy_types::pb::envoy::config::core::v3::{Node, node::UserAgentVersionType};
 use envoy_types::pb::envoy::service::discovery::v3::aggregated_discovery_service_client::AggregatedDiscoveryServiceClient;
 use envoy_types::pb::envoy::service::discovery::v3::{DeltaDiscoveryRequest, DeltaDiscoveryResponse};
 use envoy_types::pb::google::protobuf::{Struct, Value, value::Kind};
@@ -37,9 +37,12 @@ use tracing::{Instrument, debug, info, info_span, warn};
 
 use crate::Any;
 use crate::connect::{self, Bearer, ConnectError};
-use crate::server::{NAMESPACE, NODE_NAME};
+use crate::server::{ISTIO_VERSION, NAMESPACE, NODE_NAME};
 
 pub use crate::connect::ClientTls;
+
+/// Weft's version, which every client reports as its `ISTIO_VERSION`.
+pub const VERSION: &str = env!("CARGO_PKG_VERSION");
 
 /// Client settings.
 #[derive(Clone, Debug)]
@@ -139,10 +142,13 @@ impl ClientConfig {
         if let Some(namespace) = &self.namespace {
             fields.insert(NAMESPACE.to_owned(), string(namespace));
         }
+        // As every Istio proxy: the server groups its proxies by it (pilot_xds{version}).
+        fields.entry(ISTIO_VERSION.to_owned()).or_insert_with(|| string(VERSION));
         Node {
             id: self.node_id.clone(),
             metadata: Some(Struct { fields }),
             user_agent_name: "weft".to_owned(),
+            user_agent_version_type: Some(UserAgentVersionType::UserAgentVersion(VERSION.to_owned())),
             ..Default::default()
         }
     }

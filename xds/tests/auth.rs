@@ -144,6 +144,11 @@ async fn the_client_presents_its_token_file_and_rereads_it_on_reconnect() {
     std::fs::write(&token, "n1\n").unwrap();
     let update = tokio::time::timeout(WAIT, updates.recv()).await.expect("served after the fix").unwrap();
     assert_eq!(update.upserts.iter().map(|(n, _, _)| n.as_str()).collect::<Vec<_>>(), ["w1"]);
+    // The client names its version, as Istio's proxies do: istiod's pilot_xds{version}.
+    let mut metrics = String::new();
+    xds.render_metrics(&mut metrics);
+    let connected = format!("pilot_xds{{version=\"{}\"}} 1", weft_xds::client::VERSION);
+    assert!(metrics.lines().any(|l| l == connected), "{connected} missing:\n{metrics}");
     client.stop().await;
     running.stop(&xds).await;
 }
