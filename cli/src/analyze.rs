@@ -17,7 +17,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use weft_controlplane::config::{ConfigStore, Diagnostic, SourceId};
 use weft_controlplane::source::file::FileSource;
-use weft_controlplane::source::kube::KubeSource;
+use weft_controlplane::source::{SourceEvent, kube::KubeSource};
 
 /// How long the cluster's objects may take to list.
 const LIST_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60);
@@ -79,15 +79,24 @@ pub async fn analyze_cluster(args: &ClusterArgs) -> anyhow::Result<Analysis> {
         .apiserver_version()
         .await
         .map_err(|e| anyhow::anyhow!("cannot reach the Kubernetes API server: {}", cluster::describe(&e)))?;
-    let (events, mut received) = tokio::sync::mpsc::channel(1);
+    let (events, mut received) = tokio::sync::mpsc::channel(1024);
     let watching = tokio::spawn(KubeSource::new(client).run(events));
-    let first = tokio::time::timeout(LIST_TIMEOUT, received.recv()).await;
-    watching.abort();
-    let first = first
-        .context("timed out listing the cluster's objects")?
-        .context("the Kubernetes source stopped before listing")?;
+    // The listed objects stream in; Synced says every kind has been listed.
     let mut store = ConfigStore::new();
-    store.apply_all(SourceId::Kubernetes, [first]);
+    let listed = tokio::time::timeout(LIST_TIMEOUT, async {
+        let mut batch = Vec::new();
+        while received.recv_many(&mut batch, 1024).await > 0 {
+            let synced = batch.iter().any(|e| matches!(e, SourceEvent::Synced));
+            store.apply_all(SourceId::Kubernetes, batch.drain(..));
+            if synced {
+                return Ok(());
+            }
+        }
+        anyhow::bail!("the Kubernetes source stopped before listing")
+    })
+    .await;
+    watching.abort();
+    listed.context("timed out listing the cluster's objects")??;
     Ok(analysis(&store))
 }
 

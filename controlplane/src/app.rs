@@ -169,6 +169,11 @@ pub async fn run(options: Options) -> anyhow::Result<()> {
     // What was logged, so a pod event on a large mesh does not log every warning again.
     let mut reported: std::collections::HashSet<String> = std::collections::HashSet::new();
     let mut events = Vec::with_capacity(BATCH);
+    // Nothing is served until the source has sent its whole state (a file source's first
+    // Reset, a Kubernetes source's Synced): no proxy ever sees half a cluster. Changes
+    // applied before that are served all at once then.
+    let mut synced = false;
+    let mut unserved = false;
     loop {
         tokio::select! {
             n = rx.recv_many(&mut events, BATCH) => {
@@ -183,10 +188,18 @@ pub async fn run(options: Options) -> anyhow::Result<()> {
                 break;
             }
         }
+        let now_synced =
+            !synced && events.iter().any(|e| matches!(e, SourceEvent::Reset(_) | SourceEvent::Synced));
         let changed = store.apply_all(source_id, events.drain(..));
         metrics.observe_store(store.counts(), &store.snapshot());
-        // The authorizer's view of the pods: after the first batch (a source's first
-        // event is its whole state) and after every change.
+        if !synced && !now_synced {
+            unserved |= changed;
+            continue;
+        }
+        synced = true;
+        let changed = changed || std::mem::take(&mut unserved);
+        // The authorizer's view of the pods: once the source's state is whole, and after
+        // every change.
         if changed || config_tx.borrow().is_none() {
             config_tx.send_replace(Some(store.snapshot()));
         }

@@ -1,6 +1,6 @@
 //! The Kubernetes source against the scripted fake API server (`weft_tests::kubeapi`) over
-//! real sockets on 127.0.0.1: initial list, changes, relist after `410 Gone`, a kind the
-//! server does not serve, bookmarks.
+//! real sockets on 127.0.0.1: initial list streamed then Synced, changes, relist after
+//! `410 Gone` sending only what changed, a kind the server does not serve, bookmarks.
 
 use serde_json::{Value, json};
 use std::{collections::BTreeSet, time::Duration};
@@ -43,10 +43,15 @@ impl Source {
             .expect("the source ended")
     }
 
-    async fn next_reset(&mut self) -> Vec<RawObject> {
-        match self.next().await {
-            SourceEvent::Reset(objects) => objects,
-            other => panic!("expected a Reset, got {other:?}"),
+    /// The initial lists: every object as an Upsert, then Synced.
+    async fn initial_state(&mut self) -> Vec<RawObject> {
+        let mut objects = Vec::new();
+        loop {
+            match self.next().await {
+                SourceEvent::Upsert(object) => objects.push(object),
+                SourceEvent::Synced => return objects,
+                other => panic!("expected Upserts then Synced, got {other:?}"),
+            }
         }
     }
 
@@ -108,7 +113,7 @@ fn http_route(name: &str) -> Value {
 }
 
 #[tokio::test]
-async fn initial_list_arrives_as_one_reset_of_every_kind() {
+async fn initial_lists_stream_in_then_synced() {
     let (server, _url) = FakeApiServer::start().await.unwrap();
     let namespace_rv = server.apply(json!({
         "apiVersion": "v1", "kind": "Namespace",
@@ -141,7 +146,7 @@ async fn initial_list_arrives_as_one_reset_of_every_kind() {
     server.apply(http_route("reviews"));
 
     let mut source = Source::start(&server);
-    let reset = source.next_reset().await;
+    let reset = source.initial_state().await;
 
     let expected = [
         (key("", "Namespace", None, "bookinfo"), "v1"),
@@ -164,8 +169,10 @@ async fn initial_list_arrives_as_one_reset_of_every_kind() {
     ];
     assert_eq!(reset.len(), expected.len(), "{:?}", keys(&reset));
     for (key, api_version) in &expected {
-        let object =
-            reset.iter().find(|o| &o.key == key).unwrap_or_else(|| panic!("{key} missing from the Reset"));
+        let object = reset
+            .iter()
+            .find(|o| &o.key == key)
+            .unwrap_or_else(|| panic!("{key} missing from the initial state"));
         assert_eq!(object.api_version, *api_version, "{key}");
         // The whole object, with its type set even where the list left it out.
         let value = object.to_value().unwrap();
@@ -194,7 +201,7 @@ async fn initial_list_arrives_as_one_reset_of_every_kind() {
 async fn changes_after_start_arrive_as_upserts_and_deletes_in_order() {
     let (server, _url) = FakeApiServer::start().await.unwrap();
     let mut source = Source::start(&server);
-    assert!(source.next_reset().await.is_empty());
+    assert!(source.initial_state().await.is_empty());
 
     let created = server.apply(virtual_service("reviews", "reviews"));
     let modified = server.apply(virtual_service("reviews", "reviews.bookinfo.svc.cluster.local"));
@@ -226,13 +233,13 @@ async fn changes_after_start_arrive_as_upserts_and_deletes_in_order() {
 }
 
 #[tokio::test]
-async fn gone_watch_relists_and_the_reset_shows_what_changed_meanwhile() {
+async fn gone_watch_relists_and_sends_only_what_changed_meanwhile() {
     let (server, _url) = FakeApiServer::start().await.unwrap();
     server.apply(virtual_service("reviews", "reviews"));
     server.apply(virtual_service("ratings", "ratings"));
     server.apply(pod("reviews-v1-abc"));
     let mut source = Source::start(&server);
-    assert_eq!(source.next_reset().await.len(), 3);
+    assert_eq!(source.initial_state().await.len(), 3);
     assert!(
         server.wait_for_watches(WATCHED_KINDS.len(), PATIENCE).await,
         "the source did not start watching"
@@ -248,36 +255,37 @@ async fn gone_watch_relists_and_the_reset_shows_what_changed_meanwhile() {
     server.compact();
     server.resume_watches();
 
-    // Every kind relists; each relist sends a Reset of everything. The one after the
-    // virtual services' relist shows the deletion; none leaves out the other kinds.
-    let want = set(&[
-        "VirtualService/bookinfo/details",
-        "VirtualService/bookinfo/ratings",
-        "Pod/bookinfo/reviews-v1-abc",
-    ]);
+    // Every kind relists. What did not change ("ratings", the pod) is not sent again;
+    // "details" comes as an Upsert, "reviews" as a Delete once the list is complete.
+    // Watching goes on from the relist: "productpage" comes last.
+    let mut seen = BTreeSet::new();
+    let mut relisted = false;
     loop {
-        match source.next().await {
-            SourceEvent::Reset(objects) => {
-                assert!(keys(&objects).contains("Pod/bookinfo/reviews-v1-abc"), "{:?}", keys(&objects));
-                if keys(&objects) == want {
-                    break;
-                }
-            }
-            other => panic!("expected only Resets while relisting, got {other:?}"),
+        if !relisted && server.list_requests(VIRTUAL_SERVICES) > lists_before {
+            relisted = true;
+            server.apply(virtual_service("productpage", "productpage"));
+        }
+        let Ok(event) = timeout(Duration::from_millis(50), source.events.recv()).await else { continue };
+        let event = event.expect("the source ended");
+        let done = matches!(&event, SourceEvent::Upsert(o) if o.key.name == "productpage");
+        seen.insert(match event {
+            SourceEvent::Upsert(object) => format!("upsert {}", object.key),
+            SourceEvent::Delete(key) => format!("delete {key}"),
+            other => panic!("expected only Upserts and Deletes, got {other:?}"),
+        });
+        if done {
+            break;
         }
     }
-    assert!(server.list_requests(VIRTUAL_SERVICES) > lists_before, "no relist: {:?}", server.requests());
-
-    // Watching goes on from the relist.
-    server.apply(virtual_service("productpage", "productpage"));
-    loop {
-        match source.next().await {
-            SourceEvent::Upsert(object) if object.key.name == "productpage" => break,
-            // Resets of kinds that relisted later still carry everything.
-            SourceEvent::Reset(objects) => assert!(keys(&objects).is_superset(&want)),
-            other => panic!("unexpected {other:?}"),
-        }
-    }
+    assert_eq!(
+        seen,
+        set(&[
+            "delete VirtualService/bookinfo/reviews",
+            "upsert VirtualService/bookinfo/details",
+            "upsert VirtualService/bookinfo/productpage",
+        ])
+    );
+    source.assert_quiet(Duration::from_millis(300)).await;
     source.task.abort();
 }
 
@@ -290,7 +298,7 @@ async fn a_kind_the_server_does_not_serve_does_not_stop_the_others() {
     server.apply(virtual_service("reviews", "reviews"));
 
     let mut source = Source::start(&server);
-    assert_eq!(keys(&source.next_reset().await), set(&["VirtualService/bookinfo/reviews"]));
+    assert_eq!(keys(&source.initial_state().await), set(&["VirtualService/bookinfo/reviews"]));
     server.apply(virtual_service("ratings", "ratings"));
     assert_eq!(source.next_upsert().await.key.name, "ratings");
 
@@ -298,18 +306,10 @@ async fn a_kind_the_server_does_not_serve_does_not_stop_the_others() {
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert!(server.list_requests(HTTP_ROUTES) >= 2, "{:?}", server.requests());
 
-    // Installed: its objects arrive, with everything else.
+    // Installed: its objects arrive.
     server.serve_kind("HTTPRoute");
-    let reset = source.next_reset().await;
-    assert_eq!(
-        keys(&reset),
-        set(&[
-            "HTTPRoute/bookinfo/reviews",
-            "VirtualService/bookinfo/ratings",
-            "VirtualService/bookinfo/reviews"
-        ])
-    );
-    let route = reset.iter().find(|o| o.key.kind == "HTTPRoute").unwrap();
+    let route = source.next_upsert().await;
+    assert_eq!(route.key, key("gateway.networking.k8s.io", "HTTPRoute", Some("bookinfo"), "reviews"));
     assert_eq!(route.key.group, "gateway.networking.k8s.io");
     assert_eq!(route.api_version, "gateway.networking.k8s.io/v1");
 
@@ -327,7 +327,7 @@ async fn bookmarks_produce_no_events_and_spare_a_relist() {
     let (server, _url) = FakeApiServer::start().await.unwrap();
     server.apply(pod("reviews-v1-abc"));
     let mut source = Source::start(&server);
-    assert_eq!(source.next_reset().await.len(), 1);
+    assert_eq!(source.initial_state().await.len(), 1);
     assert!(
         server.wait_for_watches(WATCHED_KINDS.len(), PATIENCE).await,
         "the source did not start watching"

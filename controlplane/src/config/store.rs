@@ -166,12 +166,21 @@ impl ConfigStore {
     /// Applies a batch of events and publishes at most one new snapshot for it.
     pub fn apply_all(&mut self, source: SourceId, events: impl IntoIterator<Item = SourceEvent>) -> bool {
         let mut changed = false;
-        for event in events {
+        let mut events = events.into_iter().peekable();
+        while let Some(event) = events.next() {
             changed |= match event {
                 SourceEvent::Upsert(raw) => {
-                    let prepared = self.prepare(&raw);
-                    self.upsert(source, raw, prepared)
+                    // A run of upserts (a Kubernetes list streaming in) is prepared on
+                    // every core.
+                    let mut run = vec![raw];
+                    while let Some(SourceEvent::Upsert(_)) = events.peek() {
+                        let Some(SourceEvent::Upsert(raw)) = events.next() else { unreachable!("peeked") };
+                        run.push(raw);
+                    }
+                    self.upsert_all(source, run)
                 }
+                // Nothing to change: whether to serve is the caller's to decide.
+                SourceEvent::Synced => false,
                 SourceEvent::Delete(key) => {
                     self.not_served.remove(&key);
                     self.forget(&key)
@@ -362,11 +371,19 @@ impl ConfigStore {
             if batch.is_empty() {
                 return changed;
             }
-            let prepared = self.prepare_all(&batch);
-            for (raw, prepared) in batch.into_iter().zip(prepared) {
-                changed |= self.upsert(source, raw, prepared);
-            }
+            changed |= self.upsert_all(source, batch);
         }
+    }
+
+    /// Takes in a batch of objects, prepared on every core; returns whether the served
+    /// configuration changed.
+    fn upsert_all(&mut self, source: SourceId, batch: Vec<RawObject>) -> bool {
+        let prepared = self.prepare_all(&batch);
+        let mut changed = false;
+        for (raw, prepared) in batch.into_iter().zip(prepared) {
+            changed |= self.upsert(source, raw, prepared);
+        }
+        changed
     }
 
     fn publish(&mut self) {

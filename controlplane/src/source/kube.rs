@@ -4,16 +4,17 @@
 //! ```text
 //!  per kind:  watcher(Api<DynamicObject>) ─▶ pause after errors (backoff) ─┐
 //!  …                                                                      ├▶ select_all ─▶ Objects ─▶ SourceEvent
-//!  per kind:  watcher(Api<DynamicObject>) ─▶ pause after errors (backoff) ─┘   (per-kind maps,
-//!                                                                               Reset of all)
+//!  per kind:  watcher(Api<DynamicObject>) ─▶ pause after errors (backoff) ─┘   (per-kind versions,
+//!                                                                               Synced once all listed)
 //! ```
 //!
 //! - Every kind goes through one code path, [`DynamicObject`] with an [`ApiResource`] built
 //!   from [`WATCHED_KINDS`]; no typed k8s-openapi structs, since the objects are forwarded
 //!   as JSON. The version watched per kind is in that table.
-//! - Watcher events map to source events: `Apply` → Upsert, `Delete` → Delete, and a
-//!   kind's `Init … InitDone` (the first list, and every relist, e.g. after `410 Gone`) →
-//!   a Reset of every kind's objects; why all kinds is in `kube/objects.rs`.
+//! - Watcher events map to source events: `Apply` and a list's `InitApply` → Upsert,
+//!   `Delete` → Delete; a list's `InitDone` (the first list, and every relist, e.g. after
+//!   `410 Gone`) → Deletes of what the kind no longer has, and, once every kind has been
+//!   listed, Synced (`kube/objects.rs`).
 //! - A kind the server does not serve (404: its CRD is not installed) or may not be read
 //!   (403) is logged once and retried with backoff; the other kinds carry on.
 
@@ -211,9 +212,10 @@ impl KubeSource {
         &self.kinds
     }
 
-    /// Watches until `events`' receiver is dropped (or the future is). Sends nothing until
-    /// every kind has been listed once or refused by the server, then one Reset with all
-    /// objects, then Upserts and Deletes, and a Reset after each relist.
+    /// Watches until `events`' receiver is dropped (or the future is). Sends each listed
+    /// object as an Upsert as it arrives, then [`SourceEvent::Synced`] once every kind has
+    /// been listed or refused by the server, then Upserts and Deletes; a relist sends what
+    /// changed meanwhile.
     pub async fn run(self, events: mpsc::Sender<SourceEvent>) {
         let kinds: Vec<String> = self.kinds.iter().map(|kind| format!("{kind}/{}", kind.version)).collect();
         info!(kinds = %kinds.join(","), "watching Kubernetes");
@@ -235,7 +237,8 @@ impl KubeSource {
                 },
             };
             let kind = &self.kinds[index];
-            let out = match event {
+            // At most one event, but for the end of a list: the objects it no longer has.
+            let out: Vec<SourceEvent> = match event {
                 Ok(event) => {
                     if !matches!(event, Event::Init) && failing[index].take().is_some() {
                         info!(%kind, "watching again after errors");
@@ -244,31 +247,28 @@ impl KubeSource {
                         Event::Init => {
                             debug!(%kind, "listing");
                             objects.init(index);
-                            None
+                            Vec::new()
                         }
-                        Event::InitApply(object) => {
-                            objects.init_apply(index, object);
-                            None
-                        }
+                        Event::InitApply(object) => objects.init_apply(index, object).into_iter().collect(),
                         Event::InitDone => objects.init_done(index),
-                        Event::Apply(object) => objects.apply(index, object),
-                        Event::Delete(object) => objects.delete(index, object),
+                        Event::Apply(object) => objects.apply(index, object).into_iter().collect(),
+                        Event::Delete(object) => objects.delete(index, object).into_iter().collect(),
                     }
                 }
                 Err(error) => {
                     report(kind, &error, &mut failing[index]);
                     match error {
                         watcher::Error::InitialListFailed(::kube::Error::Api(_)) => {
-                            objects.list_refused(index)
+                            objects.list_refused(index).into_iter().collect()
                         }
-                        _ => None,
+                        _ => Vec::new(),
                     }
                 }
             };
-            if let Some(out) = out
-                && events.send(out).await.is_err()
-            {
-                return;
+            for out in out {
+                if events.send(out).await.is_err() {
+                    return;
+                }
             }
         }
     }

@@ -88,6 +88,10 @@ pub enum SourceEvent {
     /// The source's complete current set, replacing everything it sent before (a
     /// Kubernetes relist after `410 Gone`, or a file source's first scan).
     Reset(Vec<RawObject>),
+    /// The source has sent its whole initial state (a Kubernetes source: every kind
+    /// listed once): what the store holds from it is the cluster's configuration and may be
+    /// served. A source whose first event is a Reset sends none.
+    Synced,
     /// Input the source could not turn into objects at all (a YAML syntax error): the
     /// objects it sent before from the same place stay in force.
     Unreadable { origin: Origin, message: String },
