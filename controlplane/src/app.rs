@@ -7,6 +7,7 @@
 //!  :15010 plaintext ADS, unauthenticated, only with --plaintext-xds-addr
 //!  :15014 debug HTTP (loopback)
 //!  :15015 Prometheus metrics (istiod's names; --metrics-addr)
+//!  :15017 TLS ─ POST /validate, Istio's validating webhook (webhook/; --webhook-addr)
 //! ```
 
 use crate::{
@@ -19,6 +20,7 @@ use crate::{
     source::{SourceEvent, file::FileSource, kube::KubeSource},
     translate,
     waypoints::{WaypointController, WaypointSettings},
+    webhook::{self, WebhookController, WebhookSettings},
 };
 use anyhow::Context;
 use std::sync::{Arc, Mutex};
@@ -117,7 +119,8 @@ pub async fn run(options: Options) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("binding debug address {}", options.debug_addr))?;
     tokio::spawn(debug::serve(debug_listener, view));
-    let metrics = Arc::new(ControlPlaneMetrics::default());
+    // In file mode no webhook sees the objects: reading them is their admission.
+    let metrics = Arc::new(ControlPlaneMetrics::new(kube.is_none()));
     let metrics_listener = tokio::net::TcpListener::bind(options.metrics_addr)
         .await
         .with_context(|| format!("binding the metrics address {}", options.metrics_addr))?;
@@ -135,7 +138,7 @@ pub async fn run(options: Options) -> anyhow::Result<()> {
     };
     let serving = serving::ServingCertificate::issue(&authority, names, validity.default)
         .context("weftd's certificate for the secure port")?;
-    let tls = serving.tls_config().context("TLS for the secure port")?;
+    let tls = serving.tls_config(&[b"h2"]).context("TLS for the secure port")?;
     tokio::spawn(Arc::clone(&serving).renew(Arc::clone(&authority)));
     let secure_addr = options.secure_grpc_addr;
     let secure_listener = tokio::net::TcpListener::bind(secure_addr)
@@ -146,6 +149,23 @@ pub async fn run(options: Options) -> anyhow::Result<()> {
         .add_service(xds.authenticated_service(Arc::new(XdsAuth(Arc::clone(&auth)))));
     let secure = tokio::spawn(secure.serve_with_incoming(serving::incoming(secure_listener, tls)));
     info!(%secure_addr, "serving ADS and the CA over TLS");
+
+    // Istio's validating webhook, with the same certificate (its names are the Service's).
+    let webhook_addr = options.webhook_addr;
+    let webhook_listener = tokio::net::TcpListener::bind(webhook_addr)
+        .await
+        .with_context(|| format!("binding the webhook address {webhook_addr}"))?;
+    let webhook_tls = serving.tls_config(&[b"http/1.1"]).context("TLS for the webhook")?;
+    let webhook = tokio::spawn(webhook::server::serve(webhook_listener, webhook_tls, Arc::clone(&metrics)));
+    info!(%webhook_addr, "serving the validating webhook (POST /validate) over TLS");
+    if let Some(client) = &kube {
+        let settings = WebhookSettings {
+            config_name: options.webhook_config_name.clone().unwrap_or_default(),
+            namespace: options.namespace.clone(),
+            ca_bundle: authority.material().roots_pem().to_owned(),
+        };
+        tokio::spawn(WebhookController::new(client.clone(), settings).run());
+    }
 
     let plaintext = match options.plaintext_xds_addr {
         Some(addr) => {
@@ -235,6 +255,7 @@ pub async fn run(options: Options) -> anyhow::Result<()> {
     }
     xds.shutdown();
     secure.abort();
+    webhook.abort();
     if let Some(plaintext) = plaintext {
         plaintext.abort();
     }

@@ -1,7 +1,8 @@
 //! weftd's metrics under istiod's names, so Istio's control-plane dashboard reads weftd
 //! unchanged: config and registry events (`pilot_k8s_cfg_events`, `pilot_k8s_reg_events`),
 //! push triggers, what is known (`pilot_services`, `pilot_virt_services`), validation
-//! (`galley_validation_*`), the CA (`citadel_server_*`), xDS (from the server: `pilot_xds*`),
+//! (`galley_validation_*`: the admission webhook's decisions, by istiod's labels; in file
+//! mode, where no webhook sees the objects, also each object read from the directory), the CA (`citadel_server_*`), xDS (from the server: `pilot_xds*`),
 //! `istio_build{component="pilot"}` and the process.
 //!
 //! The config loop writes [`ControlPlaneMetrics::observe_store`] after each batch; the CA
@@ -56,9 +57,30 @@ pub struct ControlPlaneMetrics {
     pub issued: AtomicU64,
     /// Callers refused before their CSR was read (`citadel_server_authentication_failure_count`).
     pub authentication_failures: AtomicU64,
+    /// The objects weftd validates as it reads them count as admission decisions too (file
+    /// mode: nothing else admits them). In Kubernetes mode the webhook already counted them.
+    reads_are_admission: bool,
+    webhook: Mutex<WebhookCounts>,
+}
+
+/// The webhook's decisions, by istiod's labels.
+#[derive(Debug, Default)]
+struct WebhookCounts {
+    /// By (group, version, resource).
+    passed: BTreeMap<(String, String, String), u64>,
+    /// By (group, version, resource, reason).
+    failed: BTreeMap<(String, String, String, &'static str), u64>,
+    /// By HTTP status (`galley_validation_http_error{status}`).
+    http_errors: BTreeMap<u16, u64>,
 }
 
 impl ControlPlaneMetrics {
+    /// Counters at zero. `reads_are_admission`: count the objects validated as they are
+    /// read as admission decisions too (file mode).
+    pub fn new(reads_are_admission: bool) -> Self {
+        ControlPlaneMetrics { reads_are_admission, ..Default::default() }
+    }
+
     /// After a batch: the store's counts now, and what is in force. A batch that changed
     /// objects of a kind counts one push trigger of that kind's type.
     pub fn observe_store(&self, counts: &StoreCounts, snapshot: &ConfigSnapshot) {
@@ -80,6 +102,23 @@ impl ControlPlaneMetrics {
         drop(held);
         self.services.store((snapshot.services.len() + snapshot.service_entries.len()) as u64, Relaxed);
         self.virtual_services.store(snapshot.virtual_services.len() as u64, Relaxed);
+    }
+
+    /// A valid object admitted (`galley_validation_passed`).
+    pub fn webhook_passed(&self, group: &str, version: &str, resource: &str) {
+        let mut counts = self.webhook.lock().expect("metrics lock");
+        *counts.passed.entry((group.into(), version.into(), resource.into())).or_default() += 1;
+    }
+
+    /// A request not validated or refused, with istiod's reason (`galley_validation_failed`).
+    pub fn webhook_failed(&self, group: &str, version: &str, resource: &str, reason: &'static str) {
+        let mut counts = self.webhook.lock().expect("metrics lock");
+        *counts.failed.entry((group.into(), version.into(), resource.into(), reason)).or_default() += 1;
+    }
+
+    /// A request answered with an HTTP error instead of a review (`galley_validation_http_error`).
+    pub fn webhook_http_error(&self, status: u16) {
+        *self.webhook.lock().expect("metrics lock").http_errors.entry(status).or_default() += 1;
     }
 
     /// Prometheus text: weftd's families, the xDS server's, `istio_build`, the process.
@@ -135,9 +174,8 @@ impl ControlPlaneMetrics {
             text::family(&mut out, name, MetricKind::Gauge, help);
             text::sample(&mut out, name, "", v);
         }
-        let counters: [(&str, &str, u64); 5] = [
-            ("galley_validation_passed", "Resource is valid.", store.validation_passed),
-            ("galley_validation_failed", "Resource validation failed.", store.validation_failed),
+        self.render_validation(&mut out, &store);
+        let counters: [(&str, &str, u64); 3] = [
             (
                 "citadel_server_csr_count",
                 "The number of CSRs received by Citadel server.",
@@ -164,6 +202,41 @@ impl ControlPlaneMetrics {
     }
 }
 
+impl ControlPlaneMetrics {
+    /// `galley_validation_*`: the webhook's decisions by group, version, resource (and
+    /// reason); in file mode also the objects read, unlabelled (no request names a resource).
+    fn render_validation(&self, out: &mut String, store: &StoreCounts) {
+        let webhook = self.webhook.lock().expect("metrics lock");
+        let (passed, failed) = ("galley_validation_passed", "galley_validation_failed");
+        text::family(out, passed, MetricKind::Counter, "Resource is valid.");
+        for ((group, version, resource), n) in &webhook.passed {
+            let labels = text::labels(&[("group", group), ("version", version), ("resource", resource)]);
+            text::sample(out, passed, &labels, n);
+        }
+        if self.reads_are_admission {
+            text::sample(out, passed, "", store.validation_passed);
+        }
+        text::family(out, failed, MetricKind::Counter, "Resource validation failed.");
+        for ((group, version, resource, reason), n) in &webhook.failed {
+            let labels = text::labels(&[
+                ("group", group),
+                ("version", version),
+                ("resource", resource),
+                ("reason", reason),
+            ]);
+            text::sample(out, failed, &labels, n);
+        }
+        if self.reads_are_admission {
+            text::sample(out, failed, "", store.validation_failed);
+        }
+        let name = "galley_validation_http_error";
+        text::family(out, name, MetricKind::Counter, "Resource validation http serve errors.");
+        for (status, n) in &webhook.http_errors {
+            text::sample(out, name, &text::labels(&[("status", &status.to_string())]), n);
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -171,7 +244,7 @@ mod tests {
 
     #[test]
     fn events_by_istio_type_and_triggers_per_batch() {
-        let m = ControlPlaneMetrics::default();
+        let m = ControlPlaneMetrics::new(true);
         let mut counts = StoreCounts::default();
         counts.events.insert((Kind::VirtualService, ConfigEvent::Add), 2);
         counts.events.insert((Kind::Pod, ConfigEvent::Add), 3);
@@ -182,6 +255,9 @@ mod tests {
         counts.events.insert((Kind::Gateway, ConfigEvent::Delete), 1);
         counts.events.insert((Kind::KubernetesGateway, ConfigEvent::Delete), 1);
         m.observe_store(&counts, &snapshot);
+        m.webhook_passed("networking.istio.io", "v1", "virtualservices");
+        m.webhook_failed("networking.istio.io", "v1", "virtualservices", "invalid_resource");
+        m.webhook_http_error(400);
         let xds =
             tokio::runtime::Runtime::new().unwrap().block_on(async { XdsServer::new(Default::default()) });
         let out = m.render(&xds);
@@ -192,6 +268,9 @@ mod tests {
             "pilot_push_triggers{type=\"config\"} 2\n",
             "pilot_push_triggers{type=\"endpoint\"} 1\n",
             "galley_validation_failed 1\n",
+            "galley_validation_passed{group=\"networking.istio.io\",version=\"v1\",resource=\"virtualservices\"} 1\n",
+            "galley_validation_failed{group=\"networking.istio.io\",version=\"v1\",resource=\"virtualservices\",reason=\"invalid_resource\"} 1\n",
+            "galley_validation_http_error{status=\"400\"} 1\n",
             "istio_build{component=\"pilot\",tag=\"",
             "# TYPE pilot_xds_pushes counter\n",
             "process_open_fds ",

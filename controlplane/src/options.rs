@@ -28,6 +28,15 @@ pub struct Options {
     /// gateways and Envoy. Callers present `authorization: Bearer <token>`.
     #[arg(long, env = "WEFT_SECURE_GRPC_ADDR", default_value = "0.0.0.0:15012")]
     pub secure_grpc_addr: SocketAddr,
+    /// Istio's validating admission webhook (istiod's 15017, behind the Service's 443):
+    /// `POST /validate` over TLS with weftd's serving certificate.
+    #[arg(long, env = "WEFT_WEBHOOK_ADDR", default_value = "0.0.0.0:15017")]
+    pub webhook_addr: SocketAddr,
+    /// Kubernetes mode: the ValidatingWebhookConfiguration whose webhooks weftd gives its
+    /// root as caBundle (and failurePolicy Fail once its webhook answers). Default:
+    /// weft-validator-<ns>, as the weftd chart names it.
+    #[arg(long, env = "WEFT_WEBHOOK_CONFIG_NAME", value_name = "NAME")]
+    pub webhook_config_name: Option<String>,
     /// ADS over plaintext gRPC with no authentication at all (istiod's 15010), for local
     /// debugging only. Off unless an address is given.
     #[arg(long, env = "WEFT_PLAINTEXT_XDS_ADDR", value_name = "ADDR")]
@@ -200,6 +209,9 @@ impl Options {
         if self.serving_dns_names.is_empty() {
             self.serving_dns_names = vec![format!("weftd.{}.svc", self.namespace)];
         }
+        if self.webhook_config_name.is_none() {
+            self.webhook_config_name = Some(format!("weft-validator-{}", self.namespace));
+        }
         if self.waypoint_xds_address.is_none() {
             self.waypoint_xds_address = Some(format!("https://weftd.{}.svc:15012", self.namespace));
         }
@@ -296,6 +308,8 @@ mod tests {
         let o = parse(&["--kubernetes", "--namespace", "weft-system"]).unwrap();
         assert_eq!(o.serving_dns_names, ["weftd.weft-system.svc"]);
         assert_eq!(o.waypoint_xds_address.as_deref(), Some("https://weftd.weft-system.svc:15012"));
+        assert_eq!(o.webhook_config_name.as_deref(), Some("weft-validator-weft-system"));
+        assert_eq!(o.webhook_addr, "0.0.0.0:15017".parse().unwrap());
         assert!(o.waypoint_image.starts_with("weft/weft-waypoint:"), "{}", o.waypoint_image);
         assert_eq!(o.agent_service_accounts[0].to_string(), "weft-system/weft-agent");
         let o = parse(&["--kubernetes", "--agent-service-accounts", "a/b,c/d", "--serving-ips", "10.0.0.1"])

@@ -293,6 +293,8 @@ pub struct LoopbackWeftd {
     pub debug: SocketAddr,
     /// Its `--metrics-addr` (Prometheus).
     pub metrics: SocketAddr,
+    /// Its `--webhook-addr` (the validating webhook, TLS).
+    pub webhook: SocketAddr,
     log: PathBuf,
     binary: PathBuf,
     args: Vec<std::ffi::OsString>,
@@ -345,6 +347,7 @@ impl LoopbackWeftd {
         let secure = SocketAddr::from(([127, 0, 0, 1], free_port()));
         let debug = SocketAddr::from(([127, 0, 0, 1], free_port()));
         let metrics = SocketAddr::from(([127, 0, 0, 1], free_port()));
+        let webhook = SocketAddr::from(([127, 0, 0, 1], free_port()));
         let plaintext = args
             .iter()
             .position(|a| *a == "--plaintext-xds-addr")
@@ -363,6 +366,8 @@ impl LoopbackWeftd {
                     &debug.to_string(),
                     "--metrics-addr",
                     &metrics.to_string(),
+                    "--webhook-addr",
+                    &webhook.to_string(),
                 ]
                 .map(Into::into),
             )
@@ -375,6 +380,7 @@ impl LoopbackWeftd {
             plaintext,
             debug,
             metrics,
+            webhook,
             log,
             binary: binary.to_owned(),
             args,

@@ -1,7 +1,7 @@
 //! weftd's own TLS on the secure port (15012): a server certificate issued by weftd's CA
 //! to itself, with the DNS names and IPs clients connect by (istiod's default is
 //! `istiod.<ns>.svc`; weftd's is `weftd.<ns>.svc`), renewed at half its life; and the
-//! listener that hands tonic one TLS stream per connection.
+//! listener that hands tonic (and the webhook, 15017) one TLS stream per connection.
 //!
 //! The serving key is made in memory at every issue and never written anywhere.
 
@@ -90,15 +90,17 @@ impl ServingCertificate {
         }
     }
 
-    /// The rustls configuration of the secure port: TLS 1.3, ALPN h2 (gRPC), this
-    /// certificate, no client certificate (callers authenticate with tokens).
-    pub fn tls_config(self: &Arc<Self>) -> Result<Arc<rustls::ServerConfig>, ServingError> {
+    /// The rustls configuration of a port of weftd: TLS 1.3, these ALPN protocols (`h2` for
+    /// the secure port's gRPC, `http/1.1` for the webhook), this certificate, no client
+    /// certificate (callers authenticate with tokens; the API server calls the webhook
+    /// without one).
+    pub fn tls_config(self: &Arc<Self>, alpn: &[&[u8]]) -> Result<Arc<rustls::ServerConfig>, ServingError> {
         let provider = Arc::new(rustls::crypto::ring::default_provider());
         let mut config = rustls::ServerConfig::builder_with_provider(provider)
             .with_protocol_versions(&[&rustls::version::TLS13])?
             .with_no_client_auth()
             .with_cert_resolver(Arc::clone(self) as Arc<dyn ResolvesServerCert>);
-        config.alpn_protocols = vec![b"h2".to_vec()];
+        config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
         Ok(Arc::new(config))
     }
 }

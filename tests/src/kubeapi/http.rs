@@ -1,9 +1,10 @@
 //! The HTTP side: routes a GET to discovery, a list, a single object or a watch, a POST to
-//! a create or a TokenReview, a PUT to a replace, and answers with the JSON the real API
-//! server sends.
+//! a create or a TokenReview, a PUT to a replace (both admitted by the validating webhooks
+//! first), and answers with the JSON the real API server sends.
 
 use super::{
     Shared,
+    admission::{self, Operation, Write},
     resources::{RESOURCES, by_path},
     store::{ApiError, ListQuery, WatchQuery},
 };
@@ -48,7 +49,7 @@ pub(crate) async fn handle(shared: &Shared, request: Request<Incoming>) -> Respo
         if method == Method::POST && path == TOKEN_REVIEWS {
             return json_response(StatusCode::CREATED, &shared.review(&body));
         }
-        return write(shared, &method, &path, body);
+        return write(shared, &method, &path, &query, body).await;
     }
     if method != Method::GET {
         let message = format!("the fake API server serves GET, POST, PUT, PATCH and DELETE, not {method}");
@@ -96,8 +97,9 @@ pub(super) async fn read_body(request: Request<Incoming>) -> Result<Bytes, ApiEr
         .to_bytes())
 }
 
-/// A create (POST to a collection) or replace (PUT to an object).
-fn write(shared: &Shared, method: &Method, path: &str, body: Value) -> Response<Body> {
+/// A create (POST to a collection) or replace (PUT to an object), admitted by the
+/// validating webhooks first; with `dryRun=All`, admitted and not stored.
+async fn write(shared: &Shared, method: &Method, path: &str, query: &Query, body: Value) -> Response<Body> {
     let segments: Vec<&str> = path.split('/').filter(|s| !s.is_empty()).collect();
     let (group, version, rest) = match segments.as_slice() {
         ["api", version, rest @ ..] => ("", *version, rest),
@@ -112,23 +114,54 @@ fn write(shared: &Shared, method: &Method, path: &str, body: Value) -> Response<
         _ => return error(&ApiError::not_found()),
     };
     let Some(resource) = by_path(group, version, plural) else { return error(&ApiError::not_found()) };
-    let result = match (method, name) {
-        (&Method::POST, None) => {
-            shared.store().create(resource, version, namespace, body).map(|o| (StatusCode::CREATED, o))
+    let dry_run = query.get("dryRun") == Some("All");
+    let result = async {
+        let (operation, status) = match (method, name) {
+            (&Method::POST, None) => (Operation::Create, StatusCode::CREATED),
+            (&Method::PUT, Some(_)) => (Operation::Update, StatusCode::OK),
+            _ => {
+                return Err(ApiError {
+                    code: 405,
+                    reason: "MethodNotAllowed",
+                    message: format!("{method} is not served on {path}"),
+                });
+            }
+        };
+        // What would be stored, checked as the store checks it, and the version it replaces.
+        let (object, object_name) = shared.store().checked(resource, version, namespace, body)?;
+        let old = shared.store().get(resource, version, namespace, &object_name);
+        match (operation, &old) {
+            (Operation::Create, Some(_)) if dry_run => return Err(already_exists(resource, &object_name)),
+            (Operation::Update, None) if dry_run => return Err(not_found(resource, &object_name)),
+            _ => {}
         }
-        (&Method::PUT, Some(name)) => {
-            shared.store().replace(resource, version, namespace, name, body).map(|o| (StatusCode::OK, o))
+        let write = Write { operation, resource, version, object: &object, old_object: old.as_ref(), dry_run };
+        admission::admit(shared, &write).await?;
+        if dry_run {
+            return Ok((status, object));
         }
-        _ => Err(ApiError {
-            code: 405,
-            reason: "MethodNotAllowed",
-            message: format!("{method} is not served on {path}"),
-        }),
-    };
+        let mut store = shared.store();
+        let stored = match name {
+            None => store.create(resource, version, namespace, object)?,
+            Some(name) => store.replace(resource, version, namespace, name, object)?,
+        };
+        Ok((status, stored))
+    }
+    .await;
     match result {
         Ok((status, object)) => json_response(status, &object),
         Err(e) => error(&e),
     }
+}
+
+fn already_exists(resource: usize, name: &str) -> ApiError {
+    let r = &RESOURCES[resource];
+    ApiError { code: 409, reason: "AlreadyExists", message: format!("{}.{} {name:?} already exists", r.plural, r.group) }
+}
+
+fn not_found(resource: usize, name: &str) -> ApiError {
+    let r = &RESOURCES[resource];
+    ApiError { code: 404, reason: "NotFound", message: format!("{}.{} {name:?} not found", r.plural, r.group) }
 }
 
 /// A list, get or watch of one resource: `rest` is what follows `/api/v1` or
@@ -323,7 +356,7 @@ impl Query {
         self.0.get(key).map(String::as_str)
     }
 
-    fn flag(&self, key: &str) -> bool {
+    pub(super) fn flag(&self, key: &str) -> bool {
         matches!(self.get(key), Some("true" | "1"))
     }
 

@@ -18,6 +18,10 @@
 //!   controller and weftctl (`writes.rs`): `PATCH` (JSON merge patch, server-side apply),
 //!   the `/status` subresource, and `DELETE` with the garbage collector's cascade to the
 //!   objects an ownerReference ties to the deleted one.
+//! - Validating admission webhooks (`admission.rs`): a create or update that a stored
+//!   ValidatingWebhookConfiguration matches is sent to its webhooks first, over TLS, and
+//!   refused with their message, as kube-apiserver does; `dryRun=All` admits and stores
+//!   nothing. [`FakeApiServer::route_service`] says where a webhook's Service is.
 //! - TokenReview (`POST /apis/authentication.k8s.io/v1/tokenreviews`) answers from the tokens
 //!   a test registers with [`FakeApiServer::add_token`], as the real server answers for
 //!   service-account tokens: the user, groups and pod extras, and the audiences the token
@@ -42,6 +46,7 @@
 //! # Ok(()) }
 //! ```
 
+pub mod admission;
 mod http;
 mod patch;
 mod registry;
@@ -56,6 +61,7 @@ use serde_json::Value;
 use std::{
     collections::{BTreeMap, HashMap},
     convert::Infallible,
+    net::SocketAddr,
     sync::{Arc, Mutex, MutexGuard},
     time::Duration,
 };
@@ -77,6 +83,8 @@ pub(crate) struct Shared {
     requests: Mutex<Vec<RequestRecord>>,
     /// Tokens TokenReview knows.
     tokens: Mutex<HashMap<String, TokenUser>>,
+    /// Where a Service (namespace, name) is reached, for calling webhooks.
+    services: Mutex<HashMap<(String, String), SocketAddr>>,
 }
 
 struct RequestRecord {
@@ -135,6 +143,12 @@ impl TokenUser {
 impl Shared {
     fn store(&self) -> MutexGuard<'_, Store> {
         self.store.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// The address `namespace/name`'s Service is reached at, if the test routed it.
+    fn route(&self, namespace: &str, name: &str) -> Option<SocketAddr> {
+        let services = self.services.lock().unwrap_or_else(|p| p.into_inner());
+        services.get(&(namespace.to_owned(), name.to_owned())).copied()
     }
 
     fn requests(&self) -> MutexGuard<'_, Vec<RequestRecord>> {
@@ -198,6 +212,7 @@ impl FakeApiServer {
             paused: watch::Sender::new(false),
             requests: Mutex::new(Vec::new()),
             tokens: Mutex::new(HashMap::new()),
+            services: Mutex::new(HashMap::new()),
         });
         let accept = tokio::spawn(serve(listener, shared.clone()));
         Ok((FakeApiServer { shared, url: url.clone(), accept }, url))
@@ -281,6 +296,13 @@ impl FakeApiServer {
     /// Makes TokenReview accept `token` as `user`'s.
     pub fn add_token(&self, token: &str, user: TokenUser) {
         self.shared.tokens.lock().unwrap_or_else(|p| p.into_inner()).insert(token.to_owned(), user);
+    }
+
+    /// Routes Service `namespace/name` to `address`, as kube-proxy would route its port:
+    /// webhooks whose `clientConfig.service` names it are called there (see `admission.rs`).
+    pub fn route_service(&self, namespace: &str, name: &str, address: SocketAddr) {
+        let mut services = self.shared.services.lock().unwrap_or_else(|p| p.into_inner());
+        services.insert((namespace.to_owned(), name.to_owned()), address);
     }
 
     /// The object stored under `kind` (as in [`FakeApiServer::delete`]), namespace and name,

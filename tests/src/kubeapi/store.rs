@@ -442,7 +442,7 @@ impl Store {
 
     /// A written object checked against where it was sent: its kind, name and namespace.
     /// Returns it with `apiVersion`, `kind` and `metadata.namespace` filled in.
-    fn checked(
+    pub fn checked(
         &self,
         resource: usize,
         version: &str,
@@ -482,6 +482,12 @@ impl Store {
             (None, _) => {}
         }
         Ok((object, name))
+    }
+
+    /// Every stored object of `resource`, in key order (as stored: the preferred version).
+    pub fn all(&self, resource: usize) -> Vec<Value> {
+        let first = |resource| Key { resource, namespace: None, name: String::new() };
+        self.objects.range(first(resource)..first(resource + 1)).map(|(_, object)| object.clone()).collect()
     }
 
     /// Answers a single-object GET.

@@ -2,6 +2,8 @@
 //! send: PATCH (JSON merge patch, server-side apply), DELETE with the garbage collector's
 //! cascade, and the `/status` subresource.
 //!
+//! - A PATCH's create or update is admitted by the validating webhooks (`admission.rs`)
+//!   before it is stored, as a POST or PUT is.
 //! - `PATCH` with `application/merge-patch+json` changes an existing object (404 if there is
 //!   none); with `application/apply-patch+yaml` (a `fieldManager` is required, `force`
 //!   accepted) it creates the object if absent and merges the applied fields otherwise
@@ -15,7 +17,7 @@
 //!   The cascade is immediate here, where the real collector takes a moment.
 
 use super::{
-    Shared,
+    Shared, admission,
     http::{Body, Query, error, json_response, read_body},
     patch,
     resources::{RESOURCES, by_path},
@@ -93,7 +95,7 @@ pub(crate) async fn handle(
         let body = read_body(request).await?;
         match method {
             Method::DELETE => delete(shared, &target, query, &body).map(|o| (StatusCode::OK, o)),
-            Method::PATCH => patch(shared, &target, query, &content_type, &body),
+            Method::PATCH => patch(shared, &target, query, &content_type, &body).await,
             Method::PUT if target.status => put_status(shared, &target, &body).map(|o| (StatusCode::OK, o)),
             _ => Err(ApiError {
                 code: 405,
@@ -117,7 +119,7 @@ fn parse(body: &[u8]) -> Result<Value, ApiError> {
     })
 }
 
-fn patch(
+async fn patch(
     shared: &Shared,
     target: &Target<'_>,
     query: &Query,
@@ -126,8 +128,7 @@ fn patch(
 ) -> Result<(StatusCode, Value), ApiError> {
     let r = &RESOURCES[target.resource];
     let body = parse(body)?;
-    let mut store = shared.store();
-    let live = store.get(target.resource, target.version, target.namespace, target.name);
+    let live = shared.store().get(target.resource, target.version, target.namespace, target.name);
     let (mut merged, created, manager, operation) = match content_type {
         "application/merge-patch+json" => {
             let Some(mut live) = live.clone() else { return Err(not_found(target)) };
@@ -174,8 +175,26 @@ fn patch(
     {
         return Ok((StatusCode::OK, live.clone()));
     }
+    // The create or update a patch makes is admitted like any other (a subresource is not).
+    let dry_run = query.get("dryRun") == Some("All");
+    if !target.status {
+        let operation = if created { admission::Operation::Create } else { admission::Operation::Update };
+        let write = admission::Write {
+            operation,
+            resource: target.resource,
+            version: target.version,
+            object: &merged,
+            old_object: live.as_ref(),
+            dry_run,
+        };
+        admission::admit(shared, &write).await?;
+    }
+    if dry_run {
+        return Ok((if created { StatusCode::CREATED } else { StatusCode::OK }, merged));
+    }
     let subresource = target.status.then_some("status");
     patch::record_manager(&mut merged, &manager, operation, &r.api_version(target.version), subresource);
+    let mut store = shared.store();
     store.apply(merged);
     let stored =
         store.get(target.resource, target.version, target.namespace, target.name).expect("just stored");
