@@ -29,7 +29,7 @@ PROFILES = ["default", "demo", "minimal", "remote", "empty", "ambient"]
 # the umbrella's are checked through its charts).
 VARIANTS = {
     "weftd": [
-        {"validationWebhook": {"enabled": True}, "pluginCA": {"enabled": True}, "autoscaleEnabled": True},
+        {"validationWebhook": {"enabled": False}, "pluginCA": {"enabled": True}, "autoscaleEnabled": True},
         {"profile": "remote", "global": {"remotePilotAddress": "198.51.100.7"}},
     ],
     "agent": [{"cni": {"enabled": False}, "excludedPorts": [22, 9090], "global": {"logAsJson": True}}],

@@ -505,8 +505,20 @@ impl LoopbackWeftd {
 
     /// GET on the debug endpoint: (status, body).
     pub async fn get(&self, path: &str) -> std::io::Result<(u16, String)> {
+        get_at(self.debug, path).await
+    }
+
+    /// The Prometheus text of its metrics endpoint.
+    pub async fn scrape(&self) -> std::io::Result<String> {
+        Ok(get_at(self.metrics, "/metrics").await?.1)
+    }
+}
+
+/// GET over HTTP/1.0 on `address`: (status, body).
+async fn get_at(address: SocketAddr, path: &str) -> std::io::Result<(u16, String)> {
+    {
         use tokio::io::{AsyncReadExt, AsyncWriteExt};
-        let mut stream = tokio::net::TcpStream::connect(self.debug).await?;
+        let mut stream = tokio::net::TcpStream::connect(address).await?;
         stream.write_all(format!("GET {path} HTTP/1.0\r\nHost: weftd\r\n\r\n").as_bytes()).await?;
         let mut response = String::new();
         stream.read_to_string(&mut response).await?;

@@ -4,7 +4,8 @@
 //! kubernetes-validate); this file asserts on its report. Then the umbrella chart's objects
 //! go through the test bed's fake Kubernetes API server (created, listed and watched with
 //! kube-rs), and weftd, started with the flags its rendered Deployment gives it, serves an
-//! agent from them. No root, loopback only; needs `cargo xtask setup` (the two packages).
+//! agent from them, and answers the chart's validating webhook, which the fake API server
+//! calls as kube-apiserver does. No root, loopback only; needs `cargo xtask setup` (the two packages).
 
 use futures::StreamExt;
 use kube::{
@@ -369,6 +370,42 @@ async fn create(client: &Client, object: &Value) {
         .unwrap_or_else(|e| panic!("creating {} {}: {e}", object["kind"], object["metadata"]["name"]));
 }
 
+/// A fake API server with `objects` created through the API as Helm installs them: CRDs
+/// first, then the rest. Returns the server, its URL and a kube-rs client of it.
+async fn install(objects: &[Value]) -> (FakeApiServer, String, Client) {
+    let (server, url) = FakeApiServer::start().await.expect("fake API server");
+    let client = Client::try_from(kube::Config::new(url.parse().unwrap())).unwrap();
+    let (crds, rest): (Vec<&Value>, Vec<&Value>) =
+        objects.iter().partition(|o| o["kind"] == "CustomResourceDefinition");
+    assert!(crds.len() >= 13, "Istio's and Gateway API's CRDs: {}", crds.len());
+    for object in crds.iter().chain(&rest) {
+        create(&client, object).await;
+    }
+    (server, url, client)
+}
+
+/// weftd with the flags of its rendered Deployment in `objects`; the test's loopback ports
+/// replace the listen addresses, and --kubernetes-url points it at the fake server. Ready.
+async fn start_weftd(objects: &[Value], url: &str) -> LoopbackWeftd {
+    let deployment = find(objects, "Deployment", "weftd").unwrap();
+    let rendered_args = deployment["spec"]["template"]["spec"]["containers"][0]["args"].as_array().unwrap();
+    let mut args: Vec<String> = rendered_args
+        .iter()
+        .map(|a| a.as_str().unwrap().to_owned())
+        .filter(|a| {
+            !["--secure-grpc-addr=", "--debug-addr=", "--metrics-addr=", "--webhook-addr="]
+                .iter()
+                .any(|f| a.starts_with(f))
+        })
+        .collect();
+    assert!(args.contains(&"--kubernetes".to_owned()), "{args:?}");
+    args.extend(["--kubernetes-url".to_owned(), url.to_owned()]);
+    let args: Vec<&std::ffi::OsStr> = args.iter().map(std::ffi::OsStr::new).collect();
+    let mut weftd = LoopbackWeftd::start(&bins::path("weftd"), &args, "info");
+    weftd.wait_ready(PATIENCE).await;
+    weftd
+}
+
 /// A Bookinfo namespace in the mesh: productpage and reviews v1/v2, their Services, and a
 /// VirtualService; the agent's pod on n1 as the rendered DaemonSet makes it.
 fn bookinfo(agent_template: &Value) -> Vec<Value> {
@@ -423,16 +460,7 @@ fn bookinfo(agent_template: &Value) -> Vec<Value> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_api_server_takes_the_weft_chart_and_weftd_serves_from_it() {
     let objects = rendered("weft", "default");
-    let (server, url) = FakeApiServer::start().await.expect("fake API server");
-    let client = Client::try_from(kube::Config::new(url.parse().unwrap())).unwrap();
-
-    // As Helm installs: CRDs first, then the rest.
-    let (crds, rest): (Vec<&Value>, Vec<&Value>) =
-        objects.iter().partition(|o| o["kind"] == "CustomResourceDefinition");
-    assert!(crds.len() >= 13, "Istio's and Gateway API's CRDs: {}", crds.len());
-    for object in crds.iter().chain(&rest) {
-        create(&client, object).await;
-    }
+    let (server, url, client) = install(objects).await;
 
     // Each kind lists back what was created, and a watch from the start replays it.
     let mut by_kind: BTreeMap<(String, String), Vec<String>> = BTreeMap::new();
@@ -476,22 +504,7 @@ async fn the_api_server_takes_the_weft_chart_and_weftd_serves_from_it() {
         create(&client, &object).await;
     }
 
-    // weftd with the flags of its rendered Deployment; the test's loopback ports replace the
-    // three listen addresses, and --kubernetes-url points it at the fake server.
-    let deployment = find(objects, "Deployment", "weftd").unwrap();
-    let rendered_args = deployment["spec"]["template"]["spec"]["containers"][0]["args"].as_array().unwrap();
-    let mut args: Vec<String> = rendered_args
-        .iter()
-        .map(|a| a.as_str().unwrap().to_owned())
-        .filter(|a| {
-            !["--secure-grpc-addr=", "--debug-addr=", "--metrics-addr="].iter().any(|f| a.starts_with(f))
-        })
-        .collect();
-    assert!(args.contains(&"--kubernetes".to_owned()), "{args:?}");
-    args.extend(["--kubernetes-url".to_owned(), url.clone()]);
-    let args: Vec<&std::ffi::OsStr> = args.iter().map(std::ffi::OsStr::new).collect();
-    let mut weftd = LoopbackWeftd::start(&bins::path("weftd"), &args, "info");
-    weftd.wait_ready(PATIENCE).await;
+    let weftd = start_weftd(objects, &url).await;
     let root =
         server.object("ConfigMap", Some("istio-system"), "weft-ca-root-cert").expect("the root ConfigMap");
     weftd.set_root_cert(root["data"]["root-cert.pem"].as_str().unwrap());
@@ -552,4 +565,106 @@ async fn the_api_server_takes_the_weft_chart_and_weftd_serves_from_it() {
     let (status, diagnostics) = weftd.get("/debug/diagnostics").await.unwrap();
     assert_eq!(status, 200);
     assert!(diagnostics.contains("reviews-broken") && diagnostics.contains("spec.gateways"), "{diagnostics}");
+}
+
+/// A VirtualService as a user writes it; `weight` out of range makes it invalid.
+fn virtual_service(name: &str, weight: i64) -> Value {
+    json!({
+        "apiVersion": "networking.istio.io/v1", "kind": "VirtualService",
+        "metadata": { "name": name, "namespace": "bookinfo" },
+        "spec": { "hosts": ["reviews"],
+                  "http": [{ "route": [{ "destination": { "host": "reviews" }, "weight": weight }] }] },
+    })
+}
+
+/// The chart's ValidatingWebhookConfiguration as the API server holds it now.
+fn webhook_config(server: &FakeApiServer) -> Value {
+    server
+        .object("ValidatingWebhookConfiguration", None, "weft-validator-istio-system")
+        .expect("the chart's ValidatingWebhookConfiguration")
+}
+
+/// Istio's validating webhook end to end: the chart installs the configuration (Ignore, no
+/// caBundle); weftd in Kubernetes mode patches in its root and, once its webhook refuses the
+/// dry-run probe the API server sends it, failurePolicy Fail; then the API server refuses a
+/// bad VirtualService with weftd's message, stores a good one, and weftd serves it. With
+/// weftd gone, Fail refuses writes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn weftds_webhook_refuses_a_bad_virtual_service_through_the_api_server() {
+    use kube::api::PostParams;
+    let objects = rendered("weft", "default");
+    let installed = find(objects, "ValidatingWebhookConfiguration", "weft-validator-istio-system")
+        .expect("the default profile renders the webhook");
+    assert_eq!(installed["webhooks"][0]["failurePolicy"], "Ignore");
+    assert_eq!(installed["webhooks"][0]["clientConfig"]["service"]["name"], "weftd");
+    let service = find(objects, "Service", "weftd").unwrap();
+    assert!(
+        service["spec"]["ports"].as_array().unwrap().iter().any(|p| p["port"] == 443 && p["targetPort"] == 15017),
+        "{service}"
+    );
+    let (server, url, client) = install(objects).await;
+    let vs = api_for(&client, &virtual_service("x", 1)).await;
+    let create = |object: Value| {
+        let vs = vs.clone();
+        async move { vs.create(&PostParams::default(), &serde_json::from_value(object).unwrap()).await }
+    };
+
+    // No weftd answers yet: Ignore lets even a bad object through, as on a fresh install.
+    create(virtual_service("before-weftd", -1)).await.expect("failurePolicy Ignore while nobody answers");
+
+    let weftd = start_weftd(objects, &url).await;
+    server.route_service("istio-system", "weftd", weftd.webhook);
+    let root = server.object("ConfigMap", Some("istio-system"), "weft-ca-root-cert").expect("the root ConfigMap");
+    let root = root["data"]["root-cert.pem"].as_str().unwrap().to_owned();
+    let deadline = Instant::now() + PATIENCE;
+    loop {
+        let config = webhook_config(&server);
+        let webhook = &config["webhooks"][0];
+        let ca = webhook["clientConfig"]["caBundle"].as_str().map(|b| {
+            use base64::Engine as _;
+            String::from_utf8(base64::engine::general_purpose::STANDARD.decode(b).unwrap()).unwrap()
+        });
+        if ca.as_deref() == Some(root.as_str()) && webhook["failurePolicy"] == "Fail" {
+            break;
+        }
+        assert!(Instant::now() < deadline, "weftd never patched the webhook: {config}\n{}", weftd.log());
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+
+    let refused = create(virtual_service("reviews-bad", -10)).await.expect_err("a bad VirtualService is refused");
+    let kube::Error::Api(status) = refused else { panic!("{refused:?}") };
+    assert_eq!(status.code, 400, "{status:?}");
+    assert!(
+        status.message.starts_with(
+            "admission webhook \"validation.istio.io\" denied the request: configuration is invalid: \
+             VirtualService bookinfo/reviews-bad: spec.http[0].route[0].weight"
+        ),
+        "{}",
+        status.message
+    );
+    assert!(server.object("VirtualService", Some("bookinfo"), "reviews-bad").is_none(), "not stored");
+
+    create(virtual_service("reviews", 100)).await.expect("a good VirtualService is stored");
+    let deadline = Instant::now() + PATIENCE;
+    loop {
+        let metrics = weftd.scrape().await.unwrap_or_default();
+        // The good one and the one let through before weftd answered (refused as it is read).
+        let served = metrics.contains("pilot_virt_services 1\n");
+        let counted = metrics.contains("galley_validation_failed{group=\"networking.istio.io\",version=\"v1\",resource=\"virtualservices\",reason=\"invalid_resource\"} 1\n")
+            && metrics.contains("galley_validation_passed{group=\"networking.istio.io\",version=\"v1\",resource=\"virtualservices\"} 1\n");
+        if served && counted {
+            break;
+        }
+        assert!(Instant::now() < deadline, "weftd does not serve the good VirtualService:\n{metrics}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let (_, diagnostics) = weftd.get("/debug/diagnostics").await.unwrap();
+    assert!(diagnostics.contains("before-weftd") && !diagnostics.contains("VirtualService/bookinfo/reviews "), "{diagnostics}");
+
+    // weftd gone: Fail refuses what nobody can validate.
+    drop(weftd);
+    let refused = create(virtual_service("after-weftd", 100)).await.expect_err("Fail with no webhook");
+    let kube::Error::Api(status) = refused else { panic!("{refused:?}") };
+    assert_eq!(status.code, 500, "{status:?}");
+    assert!(status.message.contains("failed calling webhook \"validation.istio.io\""), "{}", status.message);
 }

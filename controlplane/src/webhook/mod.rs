@@ -13,3 +13,6 @@ pub mod controller;
 pub mod server;
 
 pub use controller::{WebhookController, WebhookSettings};
+
+#[cfg(test)]
+mod tests;
