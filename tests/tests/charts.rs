@@ -599,7 +599,11 @@ async fn weftds_webhook_refuses_a_bad_virtual_service_through_the_api_server() {
     assert_eq!(installed["webhooks"][0]["clientConfig"]["service"]["name"], "weftd");
     let service = find(objects, "Service", "weftd").unwrap();
     assert!(
-        service["spec"]["ports"].as_array().unwrap().iter().any(|p| p["port"] == 443 && p["targetPort"] == 15017),
+        service["spec"]["ports"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|p| p["port"] == 443 && p["targetPort"] == 15017),
         "{service}"
     );
     let (server, url, client) = install(objects).await;
@@ -614,7 +618,8 @@ async fn weftds_webhook_refuses_a_bad_virtual_service_through_the_api_server() {
 
     let weftd = start_weftd(objects, &url).await;
     server.route_service("istio-system", "weftd", weftd.webhook);
-    let root = server.object("ConfigMap", Some("istio-system"), "weft-ca-root-cert").expect("the root ConfigMap");
+    let root =
+        server.object("ConfigMap", Some("istio-system"), "weft-ca-root-cert").expect("the root ConfigMap");
     let root = root["data"]["root-cert.pem"].as_str().unwrap().to_owned();
     let deadline = Instant::now() + PATIENCE;
     loop {
@@ -631,7 +636,8 @@ async fn weftds_webhook_refuses_a_bad_virtual_service_through_the_api_server() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 
-    let refused = create(virtual_service("reviews-bad", -10)).await.expect_err("a bad VirtualService is refused");
+    let refused =
+        create(virtual_service("reviews-bad", -10)).await.expect_err("a bad VirtualService is refused");
     let kube::Error::Api(status) = refused else { panic!("{refused:?}") };
     assert_eq!(status.code, 400, "{status:?}");
     assert!(
@@ -659,7 +665,10 @@ async fn weftds_webhook_refuses_a_bad_virtual_service_through_the_api_server() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     let (_, diagnostics) = weftd.get("/debug/diagnostics").await.unwrap();
-    assert!(diagnostics.contains("before-weftd") && !diagnostics.contains("VirtualService/bookinfo/reviews "), "{diagnostics}");
+    assert!(
+        diagnostics.contains("before-weftd") && !diagnostics.contains("VirtualService/bookinfo/reviews "),
+        "{diagnostics}"
+    );
 
     // weftd gone: Fail refuses what nobody can validate.
     drop(weftd);

@@ -82,7 +82,10 @@ fn decide(request: &AdmissionRequest<DynamicObject>) -> (AdmissionResponse, Outc
         return (allow, failed(UNSUPPORTED_OPERATION));
     }
     let Some(object) = &request.object else {
-        return (deny(allow, "cannot decode configuration: the request has no object".into()), failed(YAML_DECODE_ERROR));
+        return (
+            deny(allow, "cannot decode configuration: the request has no object".into()),
+            failed(YAML_DECODE_ERROR),
+        );
     };
     let group = request.kind.group.as_str();
     let kind = match Kind::lookup(group, &request.kind.kind) {
@@ -98,7 +101,8 @@ fn decide(request: &AdmissionRequest<DynamicObject>) -> (AdmissionResponse, Outc
         None => format!("{} {}", raw.key.kind, raw.key.name),
     };
     if object.metadata.annotations.as_ref().is_some_and(|a| a.contains_key(ALWAYS_REJECT)) {
-        let message = format!("configuration is invalid: {what}: {ALWAYS_REJECT:?} annotation found, rejecting");
+        let message =
+            format!("configuration is invalid: {what}: {ALWAYS_REJECT:?} annotation found, rejecting");
         return (deny(allow, message), failed(INVALID_RESOURCE));
     }
     let checked = parse::check(&raw);
@@ -149,13 +153,15 @@ fn raw_object(
         (g, v) if g == kind.group() && kind.versions().contains(&v) => v,
         _ => kind.versions()[0],
     };
-    let api_version = if kind.group().is_empty() { version.to_owned() } else { format!("{}/{version}", kind.group()) };
+    let api_version =
+        if kind.group().is_empty() { version.to_owned() } else { format!("{}/{version}", kind.group()) };
     let mut object = object.clone();
     object.metadata.managed_fields = None;
     if let Some(types) = &mut object.types {
         types.api_version.clone_from(&api_version);
     }
     let json = serde_json::to_string(&object).map_err(|e| format!("cannot decode configuration: {e}"))?;
-    let origin = Origin::Kubernetes { resource_version: object.metadata.resource_version.clone().unwrap_or_default() };
+    let origin =
+        Origin::Kubernetes { resource_version: object.metadata.resource_version.clone().unwrap_or_default() };
     Ok(RawObject { key, api_version, json: json.into(), origin })
 }

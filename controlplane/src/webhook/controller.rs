@@ -121,10 +121,8 @@ impl WebhookController {
     async fn reconcile(&mut self) -> Result<Reconciled, WebhookError> {
         let name = &self.settings.config_name.clone();
         let api: Api<ValidatingWebhookConfiguration> = Api::all(self.client.clone());
-        let current = api
-            .get_opt(name)
-            .await
-            .map_err(|source| WebhookError::Read { name: name.clone(), source })?;
+        let current =
+            api.get_opt(name).await.map_err(|source| WebhookError::Read { name: name.clone(), source })?;
         let Some(current) = current else {
             // Patched when it appears (the watch says so).
             info!(config = %name, "no ValidatingWebhookConfiguration to patch yet");
@@ -206,7 +204,9 @@ impl WebhookController {
         }
         match result {
             Ok(_) => (false, "the probe Gateway was not refused".into()),
-            Err(kube::Error::Api(status)) if status.message.contains("denied the request") => (true, String::new()),
+            Err(kube::Error::Api(status)) if status.message.contains("denied the request") => {
+                (true, String::new())
+            }
             // No Gateway CRD: the check cannot be made (istiod assumes ready).
             Err(kube::Error::Api(status)) if status.code == 404 => {
                 warn!("no Istio Gateway kind: cannot check the webhook; assuming it answers");

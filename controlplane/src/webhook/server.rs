@@ -55,7 +55,10 @@ pub async fn handle(request: Request<Incoming>, metrics: &ControlPlaneMetrics) -
     let content_type = request.headers().get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok());
     if content_type.and_then(|c| c.split(';').next()).map(str::trim) != Some("application/json") {
         metrics.webhook_http_error(StatusCode::UNSUPPORTED_MEDIA_TYPE.as_u16());
-        return text(StatusCode::UNSUPPORTED_MEDIA_TYPE, "invalid Content-Type, want `application/json`".into());
+        return text(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "invalid Content-Type, want `application/json`".into(),
+        );
     }
     let body = match Limited::new(request.into_body(), MAX_BODY).collect().await {
         Ok(body) => body.to_bytes(),
@@ -82,7 +85,8 @@ pub async fn handle(request: Request<Incoming>, metrics: &ControlPlaneMetrics) -
         Outcome::Failed { counted: false, .. } => {}
     }
     if !decision.allowed {
-        let message = decision.review.response.as_ref().map(|r| r.result.message.as_str()).unwrap_or_default();
+        let message =
+            decision.review.response.as_ref().map(|r| r.result.message.as_str()).unwrap_or_default();
         info!(target: "weftd::webhook", %message, "denied");
     }
     match serde_json::to_vec(&decision.review) {

@@ -27,7 +27,8 @@ impl Drop for Webhook {
 }
 
 async fn start() -> Webhook {
-    let (material, _, _) = SigningMaterial::generate_root("cluster.local", Duration::from_secs(3600)).unwrap();
+    let (material, _, _) =
+        SigningMaterial::generate_root("cluster.local", Duration::from_secs(3600)).unwrap();
     let ca_bundle = base64::engine::general_purpose::STANDARD.encode(material.roots_pem());
     let ca = CertificateAuthority::new(material, Validity::default(), "cluster.local");
     let names = serving::ServingNames { dns_names: vec![NAME.into()], ips: vec![] };
@@ -135,7 +136,8 @@ async fn unknown_kinds_deletes_and_other_versions_are_allowed() {
     let webhook = start().await;
     let filter = json!({ "apiVersion": "networking.istio.io/v1alpha3", "kind": "EnvoyFilter",
                          "metadata": { "name": "f", "namespace": "bookinfo" }, "spec": { "anything": 1 } });
-    let response = webhook.review("CREATE", ("networking.istio.io", "EnvoyFilter", "envoyfilters"), filter).await;
+    let response =
+        webhook.review("CREATE", ("networking.istio.io", "EnvoyFilter", "envoyfilters"), filter).await;
     assert_eq!(response["allowed"], true, "{response}");
 
     let bad = virtual_service("bad", json!({ "hosts": [] }));
@@ -172,7 +174,11 @@ async fn istiods_always_reject_annotation_is_refused() {
 #[tokio::test]
 async fn a_malformed_review_is_a_400_and_the_webhook_keeps_serving() {
     let webhook = start().await;
-    for garbage in [&b"{not json"[..], b"{\"apiVersion\":\"admission.k8s.io/v1\",\"kind\":\"AdmissionReview\"}", b"[1,2]"] {
+    for garbage in [
+        &b"{not json"[..],
+        b"{\"apiVersion\":\"admission.k8s.io/v1\",\"kind\":\"AdmissionReview\"}",
+        b"[1,2]",
+    ] {
         let (status, body) = webhook.call(garbage.to_vec()).await;
         assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
         assert!(body.contains("AdmissionReview"), "says what was expected: {body}");

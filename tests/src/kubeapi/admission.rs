@@ -59,9 +59,9 @@ pub(crate) struct Write<'a> {
 pub(crate) async fn admit(shared: &Shared, write: &Write<'_>) -> Result<(), ApiError> {
     let webhooks: Vec<Value> = {
         let store = shared.store();
-        let configs = RESOURCES
-            .iter()
-            .position(|r| r.group == "admissionregistration.k8s.io" && r.kind == "ValidatingWebhookConfiguration");
+        let configs = RESOURCES.iter().position(|r| {
+            r.group == "admissionregistration.k8s.io" && r.kind == "ValidatingWebhookConfiguration"
+        });
         let Some(index) = configs else { return Ok(()) };
         store
             .all(index)
@@ -120,9 +120,8 @@ fn matches(webhook: &Value, write: &Write<'_>) -> bool {
 /// A label selector (matchLabels, matchExpressions) against `labels`; no selector selects all.
 fn selects(selector: &Value, labels: &Value) -> bool {
     let label = |key: &str| labels[key].as_str();
-    let by_labels = selector["matchLabels"]
-        .as_object()
-        .is_none_or(|m| m.iter().all(|(k, v)| label(k) == v.as_str()));
+    let by_labels =
+        selector["matchLabels"].as_object().is_none_or(|m| m.iter().all(|(k, v)| label(k) == v.as_str()));
     let by_expressions = selector["matchExpressions"].as_array().is_none_or(|expressions| {
         expressions.iter().all(|e| {
             let value = label(e["key"].as_str().unwrap_or_default());
@@ -191,13 +190,17 @@ async fn call(shared: &Shared, webhook: &Value, write: &Write<'_>) -> Result<Val
                 .ok_or_else(|| format!("cannot resolve {host}"))?;
             (address, host, uri.path().to_owned())
         }
-        (None, None) => return Err("the webhook has neither clientConfig.service nor clientConfig.url".into()),
+        (None, None) => {
+            return Err("the webhook has neither clientConfig.service nor clientConfig.url".into());
+        }
     };
     let ca = client["caBundle"].as_str().unwrap_or_default();
     let body = serde_json::to_vec(&review).expect("JSON serialises");
     let answer = tokio::time::timeout(timeout, post(address, &host, ca, &path, body))
         .await
-        .map_err(|_| format!("failed to call webhook: Post \"https://{host}{path}\": context deadline exceeded"))?
+        .map_err(|_| {
+            format!("failed to call webhook: Post \"https://{host}{path}\": context deadline exceeded")
+        })?
         .map_err(|e| format!("failed to call webhook: Post \"https://{host}{path}\": {e}"))?;
     let (status, bytes) = answer;
     if status != StatusCode::OK {
@@ -233,7 +236,10 @@ pub async fn post(
         roots.add(cert).map_err(|e| format!("tls: caBundle: {e}"))?;
     }
     if roots.is_empty() {
-        return Err("tls: failed to verify certificate: x509: certificate signed by unknown authority (no caBundle)".into());
+        return Err(
+            "tls: failed to verify certificate: x509: certificate signed by unknown authority (no caBundle)"
+                .into(),
+        );
     }
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let mut config = rustls::ClientConfig::builder_with_provider(provider)
@@ -267,6 +273,7 @@ pub async fn post(
 fn rand_uid() -> u128 {
     use std::sync::atomic::{AtomicU64, Ordering};
     static NEXT: AtomicU64 = AtomicU64::new(1);
-    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default().as_nanos();
+    let nanos =
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default().as_nanos();
     (nanos << 32) ^ u128::from(NEXT.fetch_add(1, Ordering::Relaxed))
 }

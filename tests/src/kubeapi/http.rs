@@ -135,7 +135,8 @@ async fn write(shared: &Shared, method: &Method, path: &str, query: &Query, body
             (Operation::Update, None) if dry_run => return Err(not_found(resource, &object_name)),
             _ => {}
         }
-        let write = Write { operation, resource, version, object: &object, old_object: old.as_ref(), dry_run };
+        let write =
+            Write { operation, resource, version, object: &object, old_object: old.as_ref(), dry_run };
         admission::admit(shared, &write).await?;
         if dry_run {
             return Ok((status, object));
@@ -156,12 +157,20 @@ async fn write(shared: &Shared, method: &Method, path: &str, query: &Query, body
 
 fn already_exists(resource: usize, name: &str) -> ApiError {
     let r = &RESOURCES[resource];
-    ApiError { code: 409, reason: "AlreadyExists", message: format!("{}.{} {name:?} already exists", r.plural, r.group) }
+    ApiError {
+        code: 409,
+        reason: "AlreadyExists",
+        message: format!("{}.{} {name:?} already exists", r.plural, r.group),
+    }
 }
 
 fn not_found(resource: usize, name: &str) -> ApiError {
     let r = &RESOURCES[resource];
-    ApiError { code: 404, reason: "NotFound", message: format!("{}.{} {name:?} not found", r.plural, r.group) }
+    ApiError {
+        code: 404,
+        reason: "NotFound",
+        message: format!("{}.{} {name:?} not found", r.plural, r.group),
+    }
 }
 
 /// A list, get or watch of one resource: `rest` is what follows `/api/v1` or
