@@ -424,9 +424,9 @@ fn listening_ports(pid: u32) -> Vec<u16> {
 async fn the_plaintext_port_is_off_unless_asked_for() {
     let config = mesh_dir();
     let weftd = local_weftd(config.path(), &[]).await;
-    let mut want = vec![weftd.secure.port(), weftd.debug.port(), weftd.metrics.port()];
+    let mut want = vec![weftd.secure.port(), weftd.debug.port(), weftd.metrics.port(), weftd.webhook.port()];
     want.sort_unstable();
-    assert_eq!(listening_ports(weftd.pid()), want, "only the secure, debug and metrics ports");
+    assert_eq!(listening_ports(weftd.pid()), want, "only the secure, debug, metrics and webhook ports");
     drop(weftd);
 
     // Asked for: served, without authentication, for debugging.

@@ -131,8 +131,12 @@ async fn write(shared: &Shared, method: &Method, path: &str, query: &Query, body
         let (object, object_name) = shared.store().checked(resource, version, namespace, body)?;
         let old = shared.store().get(resource, version, namespace, &object_name);
         match (operation, &old) {
-            (Operation::Create, Some(_)) if dry_run => return Err(already_exists(resource, &object_name)),
-            (Operation::Update, None) if dry_run => return Err(not_found(resource, &object_name)),
+            (Operation::Create, Some(_)) if dry_run => {
+                return Err(ApiError::about(resource, &object_name, true));
+            }
+            (Operation::Update, None) if dry_run => {
+                return Err(ApiError::about(resource, &object_name, false));
+            }
             _ => {}
         }
         let write =
@@ -152,24 +156,6 @@ async fn write(shared: &Shared, method: &Method, path: &str, query: &Query, body
     match result {
         Ok((status, object)) => json_response(status, &object),
         Err(e) => error(&e),
-    }
-}
-
-fn already_exists(resource: usize, name: &str) -> ApiError {
-    let r = &RESOURCES[resource];
-    ApiError {
-        code: 409,
-        reason: "AlreadyExists",
-        message: format!("{}.{} {name:?} already exists", r.plural, r.group),
-    }
-}
-
-fn not_found(resource: usize, name: &str) -> ApiError {
-    let r = &RESOURCES[resource];
-    ApiError {
-        code: 404,
-        reason: "NotFound",
-        message: format!("{}.{} {name:?} not found", r.plural, r.group),
     }
 }
 

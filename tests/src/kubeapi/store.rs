@@ -84,6 +84,15 @@ impl ApiError {
         }
     }
 
+    /// 409 `AlreadyExists` (`exists`) or 404 `NotFound` for the object `name` of
+    /// `resource`, worded as the real server words them.
+    pub fn about(resource: usize, name: &str, exists: bool) -> ApiError {
+        let r = &RESOURCES[resource];
+        let (code, reason, what) =
+            if exists { (409, "AlreadyExists", "already exists") } else { (404, "NotFound", "not found") };
+        ApiError { code, reason, message: format!("{}.{} {name:?} {what}", r.plural, r.group) }
+    }
+
     pub fn bad_request(message: String) -> ApiError {
         ApiError { code: 400, reason: "BadRequest", message }
     }
@@ -387,11 +396,7 @@ impl Store {
         let key = Key { resource, namespace: namespace.map(str::to_owned), name: name.clone() };
         let r = &RESOURCES[resource];
         if self.objects.contains_key(&key) {
-            return Err(ApiError {
-                code: 409,
-                reason: "AlreadyExists",
-                message: format!("{}.{} {name:?} already exists", r.plural, r.group),
-            });
+            return Err(ApiError::about(resource, &name, true));
         }
         self.apply(object);
         Ok(served(r, version, &self.objects[&key], true))
@@ -417,11 +422,7 @@ impl Store {
         }
         let key = Key { resource, namespace: namespace.map(str::to_owned), name: name.to_owned() };
         let Some(current) = self.objects.get(&key) else {
-            return Err(ApiError {
-                code: 404,
-                reason: "NotFound",
-                message: format!("{}.{} {name:?} not found", r.plural, r.group),
-            });
+            return Err(ApiError::about(resource, name, false));
         };
         if let Some(given) = object["metadata"]["resourceVersion"].as_str()
             && !given.is_empty()
