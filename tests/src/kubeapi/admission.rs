@@ -277,3 +277,98 @@ fn rand_uid() -> u128 {
         std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default().as_nanos();
     (nanos << 32) ^ u128::from(NEXT.fetch_add(1, Ordering::Relaxed))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair};
+    use rustls_pki_types::{PrivateKeyDer, PrivatePkcs8KeyDer};
+
+    /// A TLS server on loopback presenting a certificate for `name` from a fresh CA that
+    /// answers every request with 200 `{}`; returns its address and the CA as a caBundle.
+    async fn server(name: &str) -> (SocketAddr, String) {
+        let mut ca = CertificateParams::new(Vec::<String>::new()).unwrap();
+        ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        let ca_key = KeyPair::generate().unwrap();
+        let ca_cert = ca.self_signed(&ca_key).unwrap();
+        let issuer = Issuer::new(ca, ca_key);
+        let key = KeyPair::generate().unwrap();
+        let leaf = CertificateParams::new(vec![name.to_owned()]).unwrap().signed_by(&key, &issuer).unwrap();
+        let der = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key.serialize_der()));
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let config = rustls::ServerConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_no_client_auth()
+            .with_single_cert(vec![leaf.der().clone()], der)
+            .unwrap();
+        let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let address = listener.local_addr().unwrap();
+        tokio::spawn(async move {
+            while let Ok((tcp, _)) = listener.accept().await {
+                let acceptor = acceptor.clone();
+                tokio::spawn(async move {
+                    let Ok(tls) = acceptor.accept(tcp).await else { return };
+                    let service = hyper::service::service_fn(|_| async {
+                        Ok::<_, std::convert::Infallible>(hyper::Response::new(Full::new(Bytes::from("{}"))))
+                    });
+                    let _ = hyper::server::conn::http1::Builder::new()
+                        .serve_connection(TokioIo::new(tls), service)
+                        .await;
+                });
+            }
+        });
+        (address, base64::engine::general_purpose::STANDARD.encode(ca_cert.pem()))
+    }
+
+    #[tokio::test]
+    async fn a_webhook_is_trusted_by_its_ca_bundle_and_service_name_only() {
+        let (address, ca_bundle) = server("weftd.istio-system.svc").await;
+        let (status, _) =
+            post(address, "weftd.istio-system.svc", &ca_bundle, "/validate", b"{}".to_vec()).await.unwrap();
+        assert_eq!(status, StatusCode::OK);
+
+        let wrong_name = post(address, "other.istio-system.svc", &ca_bundle, "/validate", Vec::new()).await;
+        assert!(wrong_name.as_ref().is_err_and(|e| e.starts_with("tls:")), "{wrong_name:?}");
+        let (_, other_ca) = server("weftd.istio-system.svc").await;
+        let wrong_ca = post(address, "weftd.istio-system.svc", &other_ca, "/validate", Vec::new()).await;
+        assert!(wrong_ca.as_ref().is_err_and(|e| e.starts_with("tls:")), "{wrong_ca:?}");
+        let none = post(address, "weftd.istio-system.svc", "", "/validate", Vec::new()).await;
+        assert!(none.as_ref().is_err_and(|e| e.contains("no caBundle")), "{none:?}");
+    }
+
+    #[test]
+    fn rules_and_object_selectors_match_as_kube_apiserver_does() {
+        let vs = super::super::resources::by_name("VirtualService");
+        let object = json!({ "metadata": { "name": "r", "labels": { "istio.io/rev": "default" } } });
+        let write = |operation, version| Write {
+            operation,
+            resource: vs,
+            version,
+            object: &object,
+            old_object: None,
+            dry_run: false,
+        };
+        let webhook = |selector: Value| {
+            json!({ "rules": [{ "operations": ["CREATE", "UPDATE"], "apiGroups": ["networking.istio.io"],
+                                "apiVersions": ["*"], "resources": ["*"] }],
+                    "objectSelector": selector })
+        };
+        assert!(matches(&webhook(Value::Null), &write(Operation::Create, "v1beta1")));
+        let rev = |op: &str, values: Value| {
+            webhook(
+                json!({ "matchExpressions": [{ "key": "istio.io/rev", "operator": op, "values": values }] }),
+            )
+        };
+        assert!(matches(&rev("In", json!(["default"])), &write(Operation::Update, "v1")));
+        assert!(!matches(&rev("In", json!(["canary"])), &write(Operation::Update, "v1")));
+        assert!(!matches(&rev("DoesNotExist", Value::Null), &write(Operation::Update, "v1")));
+        let security_only = json!({ "rules": [{ "operations": ["*"], "apiGroups": ["security.istio.io"],
+                                                "apiVersions": ["*"], "resources": ["*"] }] });
+        assert!(!matches(&security_only, &write(Operation::Create, "v1")));
+        let creates_only = json!({ "rules": [{ "operations": ["CREATE"], "apiGroups": ["*"],
+                                               "apiVersions": ["v1"], "resources": ["virtualservices"] }] });
+        assert!(!matches(&creates_only, &write(Operation::Update, "v1")));
+    }
+}
