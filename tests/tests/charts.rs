@@ -584,11 +584,32 @@ fn webhook_config(server: &FakeApiServer) -> Value {
         .expect("the chart's ValidatingWebhookConfiguration")
 }
 
+/// Waits until every webhook of the chart's configuration has weftd's `root` as caBundle
+/// and failurePolicy Fail.
+async fn wait_patched(server: &FakeApiServer, root: &str, weftd: &LoopbackWeftd) {
+    use base64::Engine as _;
+    let deadline = Instant::now() + PATIENCE;
+    loop {
+        let config = webhook_config(server);
+        let patched = config["webhooks"].as_array().unwrap().iter().all(|webhook| {
+            let ca = webhook["clientConfig"]["caBundle"].as_str().unwrap_or_default();
+            let ca = base64::engine::general_purpose::STANDARD.decode(ca).unwrap();
+            ca == root.as_bytes() && webhook["failurePolicy"] == "Fail"
+        });
+        if patched {
+            return;
+        }
+        assert!(Instant::now() < deadline, "weftd never patched the webhook: {config}\n{}", weftd.log());
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
 /// Istio's validating webhook end to end: the chart installs the configuration (Ignore, no
 /// caBundle); weftd in Kubernetes mode patches in its root and, once its webhook refuses the
 /// dry-run probe the API server sends it, failurePolicy Fail; then the API server refuses a
-/// bad VirtualService with weftd's message, stores a good one, and weftd serves it. With
-/// weftd gone, Fail refuses writes.
+/// bad VirtualService with weftd's message, stores a good one, and weftd serves it. A
+/// configuration written back as rendered is patched again. With weftd gone, Fail refuses
+/// writes.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn weftds_webhook_refuses_a_bad_virtual_service_through_the_api_server() {
     use kube::api::PostParams;
@@ -621,20 +642,11 @@ async fn weftds_webhook_refuses_a_bad_virtual_service_through_the_api_server() {
     let root =
         server.object("ConfigMap", Some("istio-system"), "weft-ca-root-cert").expect("the root ConfigMap");
     let root = root["data"]["root-cert.pem"].as_str().unwrap().to_owned();
-    let deadline = Instant::now() + PATIENCE;
-    loop {
-        let config = webhook_config(&server);
-        let webhook = &config["webhooks"][0];
-        let ca = webhook["clientConfig"]["caBundle"].as_str().map(|b| {
-            use base64::Engine as _;
-            String::from_utf8(base64::engine::general_purpose::STANDARD.decode(b).unwrap()).unwrap()
-        });
-        if ca.as_deref() == Some(root.as_str()) && webhook["failurePolicy"] == "Fail" {
-            break;
-        }
-        assert!(Instant::now() < deadline, "weftd never patched the webhook: {config}\n{}", weftd.log());
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    wait_patched(&server, &root, &weftd).await;
+    // A `helm upgrade` writes the configuration back as rendered: weftd patches it again.
+    let rewritten = server.apply(installed.clone());
+    wait_patched(&server, &root, &weftd).await;
+    assert_ne!(webhook_config(&server)["metadata"]["resourceVersion"], rewritten.as_str(), "patched after");
 
     let refused =
         create(virtual_service("reviews-bad", -10)).await.expect_err("a bad VirtualService is refused");
