@@ -86,9 +86,10 @@ impl WebhookController {
         loop {
             let due = tokio::select! {
                 event = events.next() => match event {
-                    Some(Ok(Event::Apply(o) | Event::InitApply(o))) => o.metadata.name.as_deref() == Some(&name),
+                    Some(Ok(Event::Apply(o))) => o.metadata.name.as_deref() == Some(&name),
+                    // Once per (re)list, whether or not the configuration is there.
                     Some(Ok(Event::InitDone)) => true,
-                    Some(Ok(Event::Init | Event::Delete(_))) => false,
+                    Some(Ok(Event::Init | Event::InitApply(_) | Event::Delete(_))) => false,
                     Some(Err(error)) => {
                         warn!(%error, config = %name, "watching the ValidatingWebhookConfiguration");
                         false

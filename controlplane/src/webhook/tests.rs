@@ -92,10 +92,22 @@ async fn a_good_virtual_service_is_allowed() {
     );
     let response = webhook.review("CREATE", VS, good).await;
     assert_eq!(response["allowed"], true, "{response}");
+    assert!(response["warnings"].is_null(), "{response}");
+
+    // weftd's warnings come back as the review's warnings (kubectl prints them).
+    let legacy = virtual_service(
+        "legacy",
+        json!({ "hosts": ["reviews"], "gateways": ["gw.istio-system.svc.cluster.local"],
+                "http": [{ "route": [{ "destination": { "host": "reviews" } }] }] }),
+    );
+    let response = webhook.review("CREATE", VS, legacy).await;
+    assert_eq!(response["allowed"], true, "{response}");
+    let warning = response["warnings"][0].as_str().unwrap_or_default();
+    assert!(warning.starts_with("spec.gateways[0]: using legacy gatewayName format"), "{response}");
     let metrics = webhook.metrics();
     assert!(
         metrics.contains(
-            "galley_validation_passed{group=\"networking.istio.io\",version=\"v1\",resource=\"virtualservices\"} 1\n"
+            "galley_validation_passed{group=\"networking.istio.io\",version=\"v1\",resource=\"virtualservices\"} 2\n"
         ),
         "{metrics}"
     );
