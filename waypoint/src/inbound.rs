@@ -15,6 +15,7 @@
 
 use crate::{
     error::ProxyError,
+    metrics::Reporter,
     proxy::{self, Downstream, Source},
     snapshot::{Chain, TcpChain},
     state::Shared,
@@ -76,7 +77,7 @@ async fn connection(tcp: tokio::net::TcpStream, shared: Arc<Shared>, mut shutdow
 }
 
 /// Resolves once `shutdown` is true (or its sender is gone).
-async fn stopped(shutdown: &mut watch::Receiver<bool>) {
+pub(crate) async fn stopped(shutdown: &mut watch::Receiver<bool>) {
     let _ = shutdown.wait_for(|s| *s).await.map(|_| ());
 }
 
@@ -92,14 +93,16 @@ async fn connect(shared: Arc<Shared>, request: HboneRequest) {
     };
     let identity = request.peer_identity_shared().clone();
     let principal = Arc::from(identity.to_string());
-    let source = Source { identity, principal, addr: request.peer_addr(), authority };
+    let source =
+        Source { identity: Some(identity), principal: Some(principal), addr: request.peer_addr(), authority };
     match &*chain {
         Chain::Http(_) => {
             let stream = match request.accept() {
                 Ok(s) => s,
                 Err(error) => return debug!(%error, "CONNECT gone before its answer"),
             };
-            let ctx = Arc::new(Downstream { shared, chain: chain.clone(), source });
+            let ctx =
+                Arc::new(Downstream { shared, chain: chain.clone(), source, reporter: Reporter::Waypoint });
             let service = hyper::service::service_fn(move |req| proxy::serve(ctx.clone(), req));
             let served = auto::Builder::new(TokioExecutor::new())
                 .serve_connection(TokioIo::new(stream), service)

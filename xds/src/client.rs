@@ -37,7 +37,7 @@ use tracing::{Instrument, debug, info, info_span, warn};
 
 use crate::Any;
 use crate::connect::{self, Bearer, ConnectError};
-use crate::server::{NAMESPACE, NODE_NAME};
+use crate::server::{LABELS, NAMESPACE, NODE_NAME};
 
 pub use crate::connect::ClientTls;
 
@@ -60,6 +60,9 @@ pub struct ClientConfig {
     pub namespace: Option<String>,
     /// Further string metadata (e.g. `CLUSTER_ID`).
     pub metadata: BTreeMap<String, String>,
+    /// The proxy pod's labels, sent as the `LABELS` metadata struct (as Istio's proxies
+    /// send them): gateways are chosen by label (`Scope::Labels`). None sent when empty.
+    pub labels: BTreeMap<String, String>,
     /// Types to subscribe to, each as a wildcard subscription.
     pub type_urls: Vec<String>,
     /// First delay before reconnecting; doubles per failed attempt up to `max_backoff`, and
@@ -120,6 +123,7 @@ impl ClientConfig {
             node_name: None,
             namespace: None,
             metadata: BTreeMap::new(),
+            labels: BTreeMap::new(),
             type_urls,
             initial_backoff: Duration::from_millis(100),
             max_backoff: Duration::from_secs(15),
@@ -138,6 +142,13 @@ impl ClientConfig {
         }
         if let Some(namespace) = &self.namespace {
             fields.insert(NAMESPACE.to_owned(), string(namespace));
+        }
+        if !self.labels.is_empty() {
+            let labels = self.labels.iter().map(|(k, v)| (k.clone(), string(v))).collect();
+            fields.insert(
+                LABELS.to_owned(),
+                Value { kind: Some(Kind::StructValue(Struct { fields: labels })) },
+            );
         }
         Node {
             id: self.node_id.clone(),
