@@ -361,7 +361,8 @@ fn the_gateway_runs_weft_waypoint_as_a_router_with_its_pod_labels() {
     assert_eq!(item.expect("the labels item")["fieldRef"]["fieldPath"], "metadata.labels");
     let service = find(objects, "Service", "weft-ingressgateway").expect("its Service");
     let target = |port: u64| {
-        service["spec"]["ports"].as_array().unwrap().iter().find(|p| p["port"] == port).unwrap()["targetPort"].clone()
+        service["spec"]["ports"].as_array().unwrap().iter().find(|p| p["port"] == port).unwrap()["targetPort"]
+            .clone()
     };
     assert_eq!((target(80), target(443)), (8080.into(), 8443.into()), "80/443 → 8080/8443");
     let container_ports: Vec<&Value> =

@@ -563,7 +563,12 @@ fn ingress_gateway(test: &str, kind: WaypointKind) -> Result<()> {
     let ingress_pod = m.s.bed.pod(&m.nodes[2], "istio-system", "istio-ingressgateway")?;
     let web_pod = m.s.bed.pod(&m.nodes[2], "istio-system", "web")?;
     let none = ("istio.io/dataplane-mode", "none");
-    m.s.config.pod(&ingress_pod, "istio-system", &[("istio", "ingressgateway"), ("app", "istio-ingressgateway"), none], &[8080]);
+    m.s.config.pod(
+        &ingress_pod,
+        "istio-system",
+        &[("istio", "ingressgateway"), ("app", "istio-ingressgateway"), none],
+        &[8080],
+    );
     m.s.config.pod(&web_pod, "istio-system", &[(GATEWAY_NAME_LABEL, "web"), none], &[8081]);
     m.s.config.write()?;
     m.s.write_kubernetes_yaml("ingress.yaml", &ingress_yaml(INGRESS_SPLIT))?;
