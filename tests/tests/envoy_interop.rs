@@ -312,38 +312,59 @@ fn split_header_match_and_live_switch(test: &str, kind: WaypointKind) -> Result<
     }
 
     // Switch to 100% v3 while traffic flows: within 2 s, and no request fails.
-    let to = format!("{VIP}:{PORT}");
-    let mut load = {
-        let mut cmd = std::process::Command::new(weft_tests::bins::path("weft-testapp"));
-        cmd.args(["http", "--to", &to, "--host", HOST, "--secs", "6", "--trace"]);
-        m.client.spawn(cmd)?
-    };
-    let started = Instant::now();
-    std::thread::sleep(Duration::from_millis(1500));
-    let switched_ms = started.elapsed().as_millis() as u64;
-    m.s.write_kubernetes_yaml("reviews-vs.yaml", &virtual_service(ALL_V3))?;
-    load.wait_timeout(Duration::from_secs(30))?.context("load finished")?;
-    let lines = load.stdout_lines();
-    let summary: Value = serde_json::from_str(lines.last().context("no summary")?)?;
-    assert_eq!(summary["failed"], 0, "a request failed during the switch: {summary}");
-    let trace: Vec<(u64, String)> = lines[..lines.len() - 1]
-        .iter()
-        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
-        .map(|v| (v["t_ms"].as_u64().unwrap_or(0), v["version"].as_str().unwrap_or("").to_owned()))
-        .collect();
-    let last_not_v3 = trace.iter().rev().find(|(_, v)| v != "v3").map_or(0, |(t, _)| *t);
-    assert!(trace.iter().any(|(t, v)| *t > last_not_v3 && v == "v3"), "never switched to v3");
-    assert!(
-        last_not_v3 <= switched_ms + 2000,
-        "{kind:?} still answered from v1 {} ms after the edit (written at {switched_ms} ms)",
-        last_not_v3.saturating_sub(switched_ms)
-    );
+    switch_under_load(
+        &m.client,
+        &format!("{VIP}:{PORT}"),
+        HOST,
+        "v3",
+        &format!("{kind:?} waypoint"),
+        || m.s.write_kubernetes_yaml("reviews-vs.yaml", &virtual_service(ALL_V3)),
+    )?;
 
     // weftd shows the waypoint as a synced proxy, and it still refused nothing.
     let mut s = m.s;
     let (_, syncz) = s.control_plane(&m.nodes[0])?.get("/debug/syncz")?;
     assert!(syncz.contains(m.waypoint.node_id()) && syncz.contains("SYNCED"), "{syncz}");
     assert_accepted_everything(&m.waypoint)?;
+    Ok(())
+}
+
+/// Requests from `client` to `to` (Host `host`) for 6 s; 1.5 s in, `change` edits the
+/// configuration. No request fails, and within 2 s of the edit every answer comes from
+/// `version`.
+fn switch_under_load(
+    client: &Pod,
+    to: &str,
+    host: &str,
+    version: &str,
+    who: &str,
+    change: impl FnOnce() -> Result<()>,
+) -> Result<()> {
+    let mut load = {
+        let mut cmd = std::process::Command::new(weft_tests::bins::path("weft-testapp"));
+        cmd.args(["http", "--to", to, "--host", host, "--secs", "6", "--trace"]);
+        client.spawn(cmd)?
+    };
+    let started = Instant::now();
+    std::thread::sleep(Duration::from_millis(1500));
+    let switched_ms = started.elapsed().as_millis() as u64;
+    change()?;
+    load.wait_timeout(Duration::from_secs(30))?.context("load finished")?;
+    let lines = load.stdout_lines();
+    let summary: Value = serde_json::from_str(lines.last().context("no summary")?)?;
+    assert_eq!(summary["failed"], 0, "{who}: a request failed during the switch: {summary}");
+    let trace: Vec<(u64, String)> = lines[..lines.len() - 1]
+        .iter()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .map(|v| (v["t_ms"].as_u64().unwrap_or(0), v["version"].as_str().unwrap_or("").to_owned()))
+        .collect();
+    let last_other = trace.iter().rev().find(|(_, v)| v != version).map_or(0, |(t, _)| *t);
+    assert!(trace.iter().any(|(t, v)| *t > last_other && v == version), "{who} never switched to {version}");
+    assert!(
+        last_other <= switched_ms + 2000,
+        "{who} still answered from another version {} ms after the edit (written at {switched_ms} ms)",
+        last_other.saturating_sub(switched_ms)
+    );
     Ok(())
 }
 
@@ -622,31 +643,14 @@ fn ingress_gateway(test: &str, kind: WaypointKind) -> Result<()> {
 
     // A live change of the VirtualService while traffic flows: all v2 within 2 s, no
     // request fails (the listener stays up; only its route table changes).
-    let mut load = {
-        let mut cmd = std::process::Command::new(weft_tests::bins::path("weft-testapp"));
-        cmd.args(["http", "--to", &to_ingress, "--host", "reviews.example.com", "--secs", "6", "--trace"]);
-        m.client.spawn(cmd)?
-    };
-    let started = Instant::now();
-    std::thread::sleep(Duration::from_millis(1500));
-    let switched_ms = started.elapsed().as_millis() as u64;
-    m.s.write_kubernetes_yaml("ingress.yaml", &ingress_yaml(INGRESS_ALL_V2))?;
-    load.wait_timeout(Duration::from_secs(30))?.context("load finished")?;
-    let lines = load.stdout_lines();
-    let summary: Value = serde_json::from_str(lines.last().context("no summary")?)?;
-    assert_eq!(summary["failed"], 0, "a request failed during the change: {summary}\n{}", ingress.stderr());
-    let last_not_v2 = lines[..lines.len() - 1]
-        .iter()
-        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
-        .filter(|v| v["version"].as_str() != Some("v2"))
-        .map(|v| v["t_ms"].as_u64().unwrap_or(0))
-        .max()
-        .unwrap_or(0);
-    assert!(
-        last_not_v2 <= switched_ms + 2000,
-        "{kind:?} gateway still answered from v1/v3 {} ms after the edit",
-        last_not_v2.saturating_sub(switched_ms)
-    );
+    switch_under_load(
+        &m.client,
+        &to_ingress,
+        "reviews.example.com",
+        "v2",
+        &format!("{kind:?} gateway"),
+        || m.s.write_kubernetes_yaml("ingress.yaml", &ingress_yaml(INGRESS_ALL_V2)),
+    )?;
 
     // The reviews pods saw the gateway's own identity over HBONE.
     assert!(

@@ -12,7 +12,7 @@
 //! Istio's gateways do (`reporter="source"`, the gateway as the source; `metrics.rs`).
 
 use crate::{
-    inbound::stopped,
+    inbound::{accept, stopped},
     metrics::Reporter,
     proxy::{self, Downstream, Source},
     state::Shared,
@@ -25,10 +25,9 @@ use std::{
     collections::{BTreeMap, HashMap},
     net::SocketAddr,
     sync::Arc,
-    time::Duration,
 };
 use tokio::{net::TcpListener, sync::watch, task::JoinHandle};
-use tracing::{Instrument, debug, info, info_span, warn};
+use tracing::{Instrument, debug, info, info_span};
 
 /// The sockets of the gateway listeners held, by local address.
 pub struct Sockets {
@@ -111,19 +110,7 @@ async fn serve(
     shutdown: watch::Receiver<bool>,
 ) {
     let mut next_id = 0u64;
-    loop {
-        let mut stop = shutdown.clone();
-        let (tcp, peer) = tokio::select! {
-            accepted = listener.accept() => match accepted {
-                Ok(a) => a,
-                Err(error) => {
-                    warn!(%error, %local, "accepting a gateway connection failed");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
-                }
-            },
-            () = stopped(&mut stop) => return,
-        };
+    while let Some((tcp, peer)) = accept(&listener, &shutdown, "gateway").await {
         next_id += 1;
         let span = info_span!("gateway", conn = next_id, %local, %peer);
         tokio::spawn(connection(tcp, peer, local, shared.clone(), shutdown.clone()).instrument(span));
@@ -132,7 +119,7 @@ async fn serve(
 
 /// One downstream connection: the chain of its listener as it is now, then HTTP until the
 /// client or shutdown ends it (in-flight requests finish: graceful shutdown).
-async fn connection(
+pub(crate) async fn connection(
     tcp: tokio::net::TcpStream,
     peer: SocketAddr,
     local: SocketAddr,
@@ -159,23 +146,5 @@ async fn connection(
     };
     if let Err(error) = result {
         debug!(%error, chain = chain.name(), "downstream HTTP connection ended");
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn future_size<A, B, C, D, E, F>(_: impl Fn(A, B, C, D, E) -> F) -> usize {
-        std::mem::size_of::<F>()
-    }
-
-    /// One of these per client connection of a gateway: kept as small as a waypoint's
-    /// CONNECT (`inbound.rs`).
-    #[test]
-    fn a_gateway_connection_stays_small() {
-        let size = future_size(connection);
-        println!("gateway connection future: {size} bytes");
-        assert!(size <= 3 * 1024, "the gateway connection future grew to {size} bytes");
     }
 }
