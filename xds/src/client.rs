@@ -542,3 +542,24 @@ pub(crate) fn error_chain(error: &dyn std::error::Error) -> String {
     }
     text
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::server::ProxyIdentity;
+
+    /// The node a client presents is read back by the server as the same identity:
+    /// namespace, node name and the `LABELS` struct gateways are chosen by.
+    #[test]
+    fn the_server_reads_back_the_node_the_client_presents() {
+        let mut config = ClientConfig::new("http://weftd:15010", "router~10.1.0.9~gw.istio-system~x", vec![]);
+        config.namespace = Some("istio-system".into());
+        config.labels = BTreeMap::from([("istio".to_owned(), "ingressgateway".to_owned())]);
+        let identity = ProxyIdentity::from_node(Some(&config.node()));
+        assert_eq!(identity.namespace.as_deref(), Some("istio-system"));
+        assert_eq!(identity.labels, config.labels);
+        config.labels.clear();
+        let node = config.node();
+        assert!(!node.metadata.unwrap().fields.contains_key(LABELS), "no LABELS when there are none");
+    }
+}
