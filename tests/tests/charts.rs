@@ -342,6 +342,35 @@ fn every_flag_in_a_template_is_one_the_binary_has() {
     assert_flags_known("weft-waypoint", &[], gateway["args"].as_array().unwrap());
 }
 
+/// The gateway chart runs weft-waypoint as a gateway (`--proxy-type=router`) that tells
+/// weftd its pod's labels (an Istio Gateway's selector picks it by them) from the
+/// downward-API file the Deployment mounts, and listens on the Service's target ports.
+#[test]
+fn the_gateway_runs_weft_waypoint_as_a_router_with_its_pod_labels() {
+    let objects = rendered("gateway", "default");
+    let deployment = find(objects, "Deployment", "weft-ingressgateway").expect("the ingress gateway");
+    let spec = &deployment["spec"]["template"]["spec"];
+    let container = &spec["containers"][0];
+    let args: Vec<&str> = container["args"].as_array().unwrap().iter().filter_map(Value::as_str).collect();
+    assert!(args.contains(&"--proxy-type=router"), "{args:?}");
+    let file = args.iter().find_map(|a| a.strip_prefix("--pod-labels-file=")).expect("--pod-labels-file");
+    let (dir, name) = file.rsplit_once('/').unwrap();
+    let mount = container["volumeMounts"].as_array().unwrap().iter().find(|m| m["mountPath"] == dir);
+    let volume_name = mount.unwrap_or_else(|| panic!("nothing mounted at {dir}"))["name"].clone();
+    let volume = spec["volumes"].as_array().unwrap().iter().find(|v| v["name"] == volume_name).unwrap();
+    let item = volume["downwardAPI"]["items"].as_array().unwrap().iter().find(|i| i["path"] == name);
+    assert_eq!(item.expect("the labels item")["fieldRef"]["fieldPath"], "metadata.labels");
+    let service = find(objects, "Service", "weft-ingressgateway").expect("its Service");
+    let target = |port: u64| {
+        service["spec"]["ports"].as_array().unwrap().iter().find(|p| p["port"] == port).unwrap()["targetPort"]
+            .clone()
+    };
+    assert_eq!((target(80), target(443)), (8080.into(), 8443.into()), "80/443 → 8080/8443");
+    let container_ports: Vec<&Value> =
+        container["ports"].as_array().unwrap().iter().map(|p| &p["containerPort"]).collect();
+    assert!(container_ports.contains(&&Value::from(8080)) && container_ports.contains(&&Value::from(8443)));
+}
+
 /// The kube-rs resource for an object's apiVersion and kind, from the server's discovery.
 async fn api_for(client: &Client, object: &Value) -> Api<DynamicObject> {
     let (group, version) = object["apiVersion"]

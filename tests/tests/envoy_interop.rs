@@ -13,8 +13,10 @@
 //! the waypoint (403 "RBAC: access denied"), the reviews pods' agents see the
 //! waypoint's SPIFFE identity, and nothing crosses the node links in clear; a test that
 //! passes with Envoy and fails with weft-waypoint points at the waypoint, one that fails
-//! with both at weftd's translation. Envoy as ingress gateway reaches the same pods over
-//! HBONE too. Root, network namespaces, real eBPF, agents, weftd, Envoy and weft-waypoint.
+//! with both at weftd's translation. Each kind is also the ingress gateway (an Istio
+//! `Gateway` with VirtualServices, a Gateway API `Gateway` with an HTTPRoute), reaching the
+//! same pods over HBONE. Root, network namespaces, real eBPF, agents, weftd, Envoy and
+//! weft-waypoint.
 
 use anyhow::{Context, Result};
 use serde_json::Value;
@@ -27,7 +29,7 @@ use weft_tests::{
     agent::{Agent, sum_samples},
     envoy::{Envoy, EnvoyNode},
     scenario::{self, Scenario},
-    waypoint::{self, GATEWAY_NAME_LABEL, Waypoint, WaypointKind},
+    waypoint::{self, GATEWAY_NAME_LABEL, Waypoint, WaypointKind, WaypointOptions},
     weftd::SECURE_PORT,
     wire::{self, Analysis, Capture},
 };
@@ -310,38 +312,59 @@ fn split_header_match_and_live_switch(test: &str, kind: WaypointKind) -> Result<
     }
 
     // Switch to 100% v3 while traffic flows: within 2 s, and no request fails.
-    let to = format!("{VIP}:{PORT}");
-    let mut load = {
-        let mut cmd = std::process::Command::new(weft_tests::bins::path("weft-testapp"));
-        cmd.args(["http", "--to", &to, "--host", HOST, "--secs", "6", "--trace"]);
-        m.client.spawn(cmd)?
-    };
-    let started = Instant::now();
-    std::thread::sleep(Duration::from_millis(1500));
-    let switched_ms = started.elapsed().as_millis() as u64;
-    m.s.write_kubernetes_yaml("reviews-vs.yaml", &virtual_service(ALL_V3))?;
-    load.wait_timeout(Duration::from_secs(30))?.context("load finished")?;
-    let lines = load.stdout_lines();
-    let summary: Value = serde_json::from_str(lines.last().context("no summary")?)?;
-    assert_eq!(summary["failed"], 0, "a request failed during the switch: {summary}");
-    let trace: Vec<(u64, String)> = lines[..lines.len() - 1]
-        .iter()
-        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
-        .map(|v| (v["t_ms"].as_u64().unwrap_or(0), v["version"].as_str().unwrap_or("").to_owned()))
-        .collect();
-    let last_not_v3 = trace.iter().rev().find(|(_, v)| v != "v3").map_or(0, |(t, _)| *t);
-    assert!(trace.iter().any(|(t, v)| *t > last_not_v3 && v == "v3"), "never switched to v3");
-    assert!(
-        last_not_v3 <= switched_ms + 2000,
-        "{kind:?} still answered from v1 {} ms after the edit (written at {switched_ms} ms)",
-        last_not_v3.saturating_sub(switched_ms)
-    );
+    switch_under_load(
+        &m.client,
+        &format!("{VIP}:{PORT}"),
+        HOST,
+        "v3",
+        &format!("{kind:?} waypoint"),
+        || m.s.write_kubernetes_yaml("reviews-vs.yaml", &virtual_service(ALL_V3)),
+    )?;
 
     // weftd shows the waypoint as a synced proxy, and it still refused nothing.
     let mut s = m.s;
     let (_, syncz) = s.control_plane(&m.nodes[0])?.get("/debug/syncz")?;
     assert!(syncz.contains(m.waypoint.node_id()) && syncz.contains("SYNCED"), "{syncz}");
     assert_accepted_everything(&m.waypoint)?;
+    Ok(())
+}
+
+/// Requests from `client` to `to` (Host `host`) for 6 s; 1.5 s in, `change` edits the
+/// configuration. No request fails, and within 2 s of the edit every answer comes from
+/// `version`.
+fn switch_under_load(
+    client: &Pod,
+    to: &str,
+    host: &str,
+    version: &str,
+    who: &str,
+    change: impl FnOnce() -> Result<()>,
+) -> Result<()> {
+    let mut load = {
+        let mut cmd = std::process::Command::new(weft_tests::bins::path("weft-testapp"));
+        cmd.args(["http", "--to", to, "--host", host, "--secs", "6", "--trace"]);
+        client.spawn(cmd)?
+    };
+    let started = Instant::now();
+    std::thread::sleep(Duration::from_millis(1500));
+    let switched_ms = started.elapsed().as_millis() as u64;
+    change()?;
+    load.wait_timeout(Duration::from_secs(30))?.context("load finished")?;
+    let lines = load.stdout_lines();
+    let summary: Value = serde_json::from_str(lines.last().context("no summary")?)?;
+    assert_eq!(summary["failed"], 0, "{who}: a request failed during the switch: {summary}");
+    let trace: Vec<(u64, String)> = lines[..lines.len() - 1]
+        .iter()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .map(|v| (v["t_ms"].as_u64().unwrap_or(0), v["version"].as_str().unwrap_or("").to_owned()))
+        .collect();
+    let last_other = trace.iter().rev().find(|(_, v)| v != version).map_or(0, |(t, _)| *t);
+    assert!(trace.iter().any(|(t, v)| *t > last_other && v == version), "{who} never switched to {version}");
+    assert!(
+        last_other <= switched_ms + 2000,
+        "{who} still answered from another version {} ms after the edit (written at {switched_ms} ms)",
+        last_other.saturating_sub(switched_ms)
+    );
     Ok(())
 }
 
@@ -480,74 +503,217 @@ fn header_undefined_subset_and_tcp(
     Ok(())
 }
 
-const INGRESS: &str = r#"apiVersion: networking.istio.io/v1
-kind: Gateway
-metadata: { name: ingress, namespace: istio-system }
+/// The ingress gateway's pods and Service, as the gateway chart makes them (the Service
+/// maps 80 to the pods' 8080, so weftd binds the Gateway's port 80 on 8080), an Istio
+/// `Gateway` on 80 with a VirtualService bound to it (header match, weighted subsets) and
+/// one that is not (the mesh's own), and a Gateway API `Gateway` with an HTTPRoute.
+fn ingress_yaml(default_route: &str) -> String {
+    format!(
+        r#"apiVersion: v1
+kind: Service
+metadata: {{ name: istio-ingressgateway, namespace: istio-system }}
 spec:
-  selector: { istio: ingressgateway }
-  servers: [{ port: { number: 8080, name: http, protocol: HTTP }, hosts: ["*"] }]
+  clusterIP: 198.19.0.30
+  selector: {{ istio: ingressgateway }}
+  ports: [{{ name: http2, port: 80, targetPort: 8080 }}, {{ name: https, port: 443, targetPort: 8443 }}]
+---
+apiVersion: networking.istio.io/v1
+kind: Gateway
+metadata: {{ name: ingress, namespace: istio-system }}
+spec:
+  selector: {{ istio: ingressgateway }}
+  servers: [{{ port: {{ number: 80, name: http, protocol: HTTP }}, hosts: ["*"] }}]
 ---
 apiVersion: networking.istio.io/v1
 kind: VirtualService
-metadata: { name: reviews-ingress, namespace: bookinfo }
+metadata: {{ name: reviews-ingress, namespace: bookinfo }}
 spec:
   hosts: [reviews.example.com]
   gateways: [istio-system/ingress]
   http:
-    - match: [{ uri: { prefix: /v2 } }]
-      route: [{ destination: { host: reviews, subset: v2 } }]
-    - route: [{ destination: { host: reviews, subset: v1 } }]
-"#;
+    - match: [{{ headers: {{ end-user: {{ exact: jason }} }} }}]
+      route: [{{ destination: {{ host: reviews, subset: v2 }} }}]
+{default_route}---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {{ name: reviews-mesh-only, namespace: bookinfo }}
+spec:
+  hosts: [reviews-internal.example.com]
+  http: [{{ route: [{{ destination: {{ host: reviews, subset: v2 }} }}] }}]
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: Gateway
+metadata: {{ name: web, namespace: istio-system }}
+spec:
+  gatewayClassName: istio
+  listeners: [{{ name: http, port: 8081, protocol: HTTP }}]
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {{ name: reviews-web, namespace: bookinfo }}
+spec:
+  parentRefs: [{{ name: web, namespace: istio-system }}]
+  hostnames: [web.example.com]
+  rules:
+    - matches: [{{ path: {{ type: PathPrefix, value: /v3 }} }}]
+      backendRefs: [{{ name: reviews, port: 9080 }}]
+      filters: [{{ type: RequestHeaderModifier, requestHeaderModifier: {{ set: [{{ name: x-via, value: web }}] }} }}]
+"#
+    )
+}
+
+const INGRESS_SPLIT: &str = "    - route:\n        - { destination: { host: reviews, subset: v1 }, weight: 80 }\n        - { destination: { host: reviews, subset: v3 }, weight: 20 }\n";
+const INGRESS_ALL_V2: &str = "    - route: [{ destination: { host: reviews, subset: v2 } }]\n";
+const GATEWAY_ID: &str = "spiffe://cluster.local/ns/istio-system/sa/istio-ingressgateway";
 
 #[test]
 fn envoy_as_ingress_gateway_follows_gateway_and_virtual_service_over_hbone() -> Result<()> {
-    let mut m = mesh("envoy_ingress", WaypointKind::Envoy, ALL_V3)?;
-    m.s.write_kubernetes_yaml("ingress.yaml", INGRESS)?;
-    // The gateway runs on the waypoint's node, outside the mesh; it reaches reviews over HBONE.
-    let gateway_pod = m.s.bed.pod(&m.nodes[2], "istio-system", "ingress")?;
-    let node_id = waypoint::node_id(&gateway_pod);
-    let node = EnvoyNode {
-        id: &node_id,
-        cluster: "istio-ingressgateway.istio-system",
-        service_account: ("istio-system", "istio-ingressgateway"),
-        metadata: &[("NAMESPACE", "istio-system")],
-        labels: &[("istio", "ingressgateway")],
+    ingress_gateway("envoy_ingress", WaypointKind::Envoy)
+}
+
+#[test]
+fn weft_as_ingress_gateway_follows_gateway_and_virtual_service_over_hbone() -> Result<()> {
+    ingress_gateway("weft_ingress", WaypointKind::Weft)
+}
+
+/// The same weftd translation served by either kind as ingress gateway: one proxy chosen
+/// by an Istio Gateway's selector, one by a Gateway API Gateway's name label, both outside
+/// the mesh on n3, reaching the reviews pods over HBONE with their own identity.
+fn ingress_gateway(test: &str, kind: WaypointKind) -> Result<()> {
+    let mut m = mesh(test, kind, ALL_V3)?;
+    let ingress_pod = m.s.bed.pod(&m.nodes[2], "istio-system", "istio-ingressgateway")?;
+    let web_pod = m.s.bed.pod(&m.nodes[2], "istio-system", "web")?;
+    let none = ("istio.io/dataplane-mode", "none");
+    m.s.config.pod(
+        &ingress_pod,
+        "istio-system",
+        &[("istio", "ingressgateway"), ("app", "istio-ingressgateway"), none],
+        &[8080],
+    );
+    m.s.config.pod(&web_pod, "istio-system", &[(GATEWAY_NAME_LABEL, "web"), none], &[8081]);
+    m.s.config.write()?;
+    m.s.write_kubernetes_yaml("ingress.yaml", &ingress_yaml(INGRESS_SPLIT))?;
+    let dir = m.s.dir.clone();
+    let nodes = m.nodes.clone();
+    let weftd = m.s.control_plane(&nodes[0])?;
+    let gateway = |pod: &Pod, labels: &[(&str, &str)]| {
+        let options = WaypointOptions {
+            gateway_labels: labels.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect(),
+            ..WaypointOptions::default()
+        };
+        Waypoint::start_with(kind, pod, pod.name(), weftd, &dir, &options)
     };
-    let (nodes, dir) = (m.nodes.clone(), m.s.dir.clone());
-    let ads =
-        m.s.control_plane(&nodes[0])?.service_account_credentials("istio-system", "istio-ingressgateway")?;
-    let gateway = Envoy::start(&gateway_pod, &dir, &node, &ads, false)?;
-    gateway.wait_stat("listener_manager.total_listeners_active", 2, Duration::from_secs(20))?;
-    gateway.wait_stat(
-        &format!("cluster.inbound-vip|{PORT}|http/v2|{HOST}.membership_healthy"),
-        1,
-        Duration::from_secs(20),
-    )?;
-    let to = format!("{}:8080", gateway_pod.ip());
-    let get = |extra: &[&str]| -> Result<Value> {
-        let mut args = vec!["http", "--to", &to, "--host", "reviews.example.com", "--count", "20"];
+    let ingress = gateway(&ingress_pod, &[("istio", "ingressgateway"), ("app", "istio-ingressgateway")])?;
+    let web = gateway(&web_pod, &[(GATEWAY_NAME_LABEL, "web")])?;
+    // The Gateway's port 80 is the Service's: its pods listen on the target port, 8080.
+    let to_ingress = format!("{}:8080", ingress_pod.ip());
+    let to_web = format!("{}:8081", web_pod.ip());
+    let get = |to: &str, host: &str, count: u32, extra: &[&str]| -> Result<Value> {
+        let count = count.to_string();
+        let mut args = vec!["http", "--to", to, "--host", host, "--count", &count];
         args.extend_from_slice(extra);
         let r = scenario::client(&m.client, &args, Duration::from_secs(60))?;
         anyhow::ensure!(r.code == 0, "{r:?}");
         Ok(r.json)
     };
-    let r = get(&[])?;
-    assert_eq!(r["versions"]["v1"], 20, "{r}\n{}", gateway.stderr());
-    let r = get(&["--path", "/v2/reviews"])?;
-    assert_eq!(r["versions"]["v2"], 20, "{r}");
-    assert_eq!(gateway.stat("listener_manager.lds.update_rejected")?, 0);
-    assert_eq!(gateway.stat("cluster_manager.cds.update_rejected")?, 0);
-    // The reviews pods saw the gateway's identity over HBONE.
-    let gateway_id = "spiffe://cluster.local/ns/istio-system/sa/istio-ingressgateway";
+    wait_until_served(&ingress, || get(&to_ingress, "reviews.example.com", 1, &[]))?;
+
+    // Weighted subsets, 80/20 over 1,000 requests within ±4 points; the header match.
+    let r = get(&to_ingress, "reviews.example.com", 1000, &[])?;
+    assert_eq!(r["ok"], 1000, "{r}\n{}", ingress.stderr());
+    let share = |v: &str| r["versions"][v].as_u64().unwrap_or(0) as f64 / 1000.0;
+    assert!((share("v1") - 0.8).abs() <= 0.04 && (share("v3") - 0.2).abs() <= 0.04, "off 80/20: {r}");
+    let r = get(&to_ingress, "reviews.example.com:80", 50, &["--header", "end-user: jason"])?;
+    assert_eq!(r["versions"]["v2"], 50, "the header match, the Host's port stripped: {r}");
+
+    // A host no server admits, and one of a VirtualService not bound to the gateway: 404.
+    let r = get(&to_ingress, "ratings.example.com", 5, &[])?;
+    assert_eq!(r["statuses"]["404"], 5, "{r}");
+    let r = get(&to_ingress, "reviews-internal.example.com", 5, &[])?;
+    assert_eq!(r["statuses"]["404"], 5, "a mesh-only VirtualService is not served at the gateway: {r}");
+
+    // The Gateway API gateway: its HTTPRoute only, on its own listener port.
+    wait_until_served(&web, || get(&to_web, "web.example.com", 1, &["--path", "/v3/reviews"]))?;
+    let r = get(&to_web, "web.example.com", 30, &["--path", "/v3/reviews"])?;
+    assert_eq!(r["ok"], 30, "{r}\n{}", web.stderr());
+    let r = get(&to_web, "web.example.com", 5, &["--path", "/other"])?;
+    assert_eq!(r["statuses"]["404"], 5, "no rule matches /other: {r}");
+    let r = get(&to_web, "reviews.example.com", 5, &["--path", "/v3/reviews"])?;
+    assert_eq!(r["statuses"]["404"], 5, "the Istio Gateway's routes are not this gateway's: {r}");
+
+    // A live change of the VirtualService while traffic flows: all v2 within 2 s, no
+    // request fails (the listener stays up; only its route table changes).
+    switch_under_load(
+        &m.client,
+        &to_ingress,
+        "reviews.example.com",
+        "v2",
+        &format!("{kind:?} gateway"),
+        || m.s.write_kubernetes_yaml("ingress.yaml", &ingress_yaml(INGRESS_ALL_V2)),
+    )?;
+
+    // The reviews pods saw the gateway's own identity over HBONE.
     assert!(
         m.agents[1].metric(
             "istio_tcp_connections_opened_total",
-            &[("reporter", "destination"), ("source_principal", gateway_id)]
+            &[("reporter", "destination"), ("source_principal", GATEWAY_ID)]
         )? >= 1
     );
-    // The waypoint got none of the gateway's listeners: it is chosen by other labels.
-    let (_, listeners) = m.waypoint.admin("/listeners")?;
-    assert!(!listeners.contains("gateway_8080"), "{listeners}");
+    assert_gateway_accepted_everything(&ingress)?;
+    assert_gateway_accepted_everything(&web)?;
+    if kind == WaypointKind::Weft {
+        // Istio's gateway metrics: the gateway as the source (reporter="source").
+        let (_, text) = ingress.admin("/stats/prometheus")?;
+        let wanted = [
+            ("reporter", "source"),
+            ("source_workload", "istio-ingressgateway"),
+            ("source_workload_namespace", "istio-system"),
+            ("source_principal", GATEWAY_ID),
+            ("destination_service", HOST),
+            ("response_code", "200"),
+        ];
+        assert!(sum_samples(&text, "istio_requests_total", &wanted) >= 1050, "{text}");
+        assert!(sum_samples(&text, "istio_requests_total", &[("response_code", "404")]) >= 10, "{text}");
+        // The listener was bound once: the VirtualService change did not rebind it.
+        let bound = ingress.stderr().matches("gateway listener bound").count();
+        assert_eq!(bound, 1, "{}", ingress.stderr());
+    }
+    // The waypoint got none of the gateways' listeners: they are chosen by other labels.
+    let dump = match m.waypoint.envoy() {
+        Some(envoy) => envoy.config_dump()?.to_string(),
+        None => m.waypoint.admin("/config_dump")?.1,
+    };
+    assert!(!dump.contains("gateway_8080") && !dump.contains("gateway_8081"), "{dump}");
+    Ok(())
+}
+
+/// Waits until a gateway answers 200 through `get` (its listener, route table and
+/// endpoints have arrived).
+fn wait_until_served(gateway: &Waypoint, get: impl Fn() -> Result<Value>) -> Result<()> {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let r = get();
+        if r.as_ref().is_ok_and(|r| r["ok"] == 1) {
+            return Ok(());
+        }
+        anyhow::ensure!(Instant::now() < deadline, "the gateway never served: {r:?}\n{}", gateway.stderr());
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+/// A gateway took every resource weftd sent it (Envoy: no rejected update; weft-waypoint:
+/// no NACK), its listener among them.
+fn assert_gateway_accepted_everything(gateway: &Waypoint) -> Result<()> {
+    if let Some(envoy) = gateway.envoy() {
+        let (_, stats) = envoy.admin("/stats?filter=update_rejected")?;
+        let rejected: Vec<&str> = stats.lines().filter(|l| !l.ends_with(": 0")).collect();
+        assert!(rejected.is_empty(), "rejected updates: {rejected:?}\n{}", envoy.stderr());
+        return Ok(());
+    }
+    let (_, body) = gateway.admin("/config_dump")?;
+    let dump: Value = serde_json::from_str(&body)?;
+    assert_eq!(dump["xds"]["nacks"], 0, "weft-waypoint refused some of weftd's resources:\n{body}");
+    assert!(dump["gateways"].as_array().is_some_and(|g| !g.is_empty()), "no gateway listener:\n{body}");
     Ok(())
 }
 

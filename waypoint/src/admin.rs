@@ -1,6 +1,7 @@
 //! Admin HTTP on loopback: `/ready` (200 once a first configuration from the control plane
 //! and a certificate are held), `/config_dump` (JSON: the resources held by name and
-//! version, the dispatch table, the certificate, the last NACK), `/stats/prometheus`.
+//! version, the dispatch table, the gateway listeners, the certificate, the last NACK),
+//! `/stats/prometheus`.
 
 use crate::{config::Config, state::Shared};
 use http_body_util::Full;
@@ -27,7 +28,12 @@ pub fn readiness(shared: &Shared) -> Result<(), String> {
     } else if shared.identity.current().is_none() {
         Err("no certificate yet".into())
     } else {
-        Err("no configuration from the control plane yet (connect_terminate and main_internal)".into())
+        Err(match shared.proxy_type {
+            crate::config::ProxyType::Waypoint => {
+                "no configuration from the control plane yet (connect_terminate and main_internal)".into()
+            }
+            crate::config::ProxyType::Router => "no listeners from the control plane yet".into(),
+        })
     }
 }
 
@@ -72,6 +78,9 @@ pub fn config_dump(view: &AdminView) -> String {
     let mut dispatch: Vec<(String, &str)> =
         snapshot.dispatch.iter().map(|(a, c)| (a.to_string(), c.name())).collect();
     dispatch.sort_unstable();
+    let mut gateways: Vec<(String, &str)> =
+        snapshot.gateways.iter().map(|(a, c)| (a.to_string(), c.name())).collect();
+    gateways.sort_unstable();
     let mut clusters: Vec<serde_json::Value> = snapshot
         .clusters
         .values()
@@ -96,6 +105,7 @@ pub fn config_dump(view: &AdminView) -> String {
         "xds": &*view.shared.xds_status.lock().expect("xds status"),
         "terminate": snapshot.terminate,
         "dispatch": dispatch,
+        "gateways": gateways,
         "clusters": clusters,
     });
     serde_json::to_string_pretty(&dump).expect("config dump serialises") + "\n"

@@ -1,9 +1,11 @@
 //! Wires the waypoint together: certificate (CSR to the CA, renewed at half life) → ADS
-//! client (config snapshots) → HBONE listener (the request path) and admin → shutdown.
+//! client (config snapshots; it binds a gateway's listeners as they come) → HBONE listener
+//! (the request path) and admin → shutdown.
 
 use crate::{
     admin::{self, AdminView},
     config::Config,
+    gateway::Sockets,
     identity::{self, CaSigner, Signer, WaypointIdentity},
     inbound,
     state::Shared,
@@ -64,7 +66,10 @@ impl Running {
 pub async fn start(wiring: Wiring) -> anyhow::Result<Running> {
     let Wiring { config, signer, roots, xds: xds_config } = wiring;
     let identity = Arc::new(WaypointIdentity::new(config.identity()?, roots));
-    let shared = Arc::new(Shared::new(identity.clone(), weft_hbone::Settings::default()));
+    let mut shared = Shared::new(identity.clone(), weft_hbone::Settings::default());
+    shared.proxy_type = config.proxy_type;
+    shared.pod_ip = config.pod_ip;
+    let shared = Arc::new(shared);
     if config.access_log {
         shared.metrics.access_log.store(Some(Arc::new(crate::access_log::AccessLog::stdout())));
     }
@@ -88,7 +93,7 @@ pub async fn start(wiring: Wiring) -> anyhow::Result<Running> {
             admin,
             Arc::new(AdminView { config: config.clone(), shared: shared.clone() }),
         )),
-        tokio::spawn(inbound::serve(hbone, shared.clone(), stop)),
+        tokio::spawn(inbound::serve(hbone, shared.clone(), stop.clone())),
     ];
     if let Some(listener) = metrics {
         let for_render = shared.clone();
@@ -97,7 +102,8 @@ pub async fn start(wiring: Wiring) -> anyhow::Result<Running> {
         let ready: weft_telemetry::listener::Ready = Arc::new(move || admin::readiness(&for_ready));
         tasks.push(tokio::spawn(weft_telemetry::listener::serve(listener, render, Some(ready))));
     }
-    let xds = xds::start_with(xds_config, shared.clone()).context("starting the xDS client")?;
+    let sockets = Sockets::new(shared.clone(), stop.clone());
+    let xds = xds::start_with(xds_config, shared.clone(), sockets).context("starting the xDS client")?;
     let (mut state, watched) = (xds.state(), shared.clone());
     tasks.push(tokio::spawn(async move {
         loop {

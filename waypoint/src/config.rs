@@ -4,7 +4,7 @@
 
 use clap::{Parser, ValueEnum};
 use serde::Serialize;
-use std::{net::SocketAddr, path::PathBuf, time::Duration};
+use std::{collections::BTreeMap, net::SocketAddr, path::PathBuf, time::Duration};
 use weft_hbone::Identity;
 
 #[derive(Debug, Clone, Parser, Serialize)]
@@ -80,6 +80,31 @@ pub struct Config {
     /// access log format.
     #[arg(long, env = "WEFT_ACCESS_LOG")]
     pub access_log: bool,
+    /// What this proxy is, in pilot-agent's words (`pilot-agent proxy TYPE`): `waypoint`
+    /// (HBONE in, the `connect_terminate` / `main_internal` listeners) or `router`, an
+    /// ingress or egress gateway (plain HTTP in on the `gateway_<port>` listeners weftd
+    /// sends for the Gateways selecting its labels). It sets the default node id's type
+    /// and what "ready" means.
+    #[arg(long, env = "WEFT_PROXY_TYPE", value_enum, default_value_t = ProxyType::Waypoint)]
+    pub proxy_type: ProxyType,
+    /// The pod's labels as the downward API writes them (`key="value"` lines; Istio's
+    /// gateways mount them at /etc/istio/pod/labels), sent to the control plane as the
+    /// `LABELS` node metadata: an Istio `Gateway`'s `selector`, or a Gateway API Gateway's
+    /// `gateway.networking.k8s.io/gateway-name` label, chooses a gateway by them.
+    #[arg(long, env = "WEFT_POD_LABELS_FILE", value_name = "FILE")]
+    pub pod_labels_file: Option<PathBuf>,
+    /// The labels read from --pod-labels-file.
+    #[arg(skip)]
+    pub pod_labels: BTreeMap<String, String>,
+}
+
+/// pilot-agent's proxy types this binary plays.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ProxyType {
+    Waypoint,
+    /// An ingress or egress gateway.
+    Router,
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum, Serialize)]
@@ -100,6 +125,8 @@ pub enum ConfigError {
     NoTokenFile(String),
     #[error("{flag} {}: no such file", path.display())]
     NoSuchFile { flag: &'static str, path: PathBuf },
+    #[error("--pod-labels-file {}: {reason}", path.display())]
+    BadLabels { path: PathBuf, reason: String },
 }
 
 impl Config {
@@ -126,14 +153,22 @@ impl Config {
         if self.xds_address.starts_with("https://") && self.token_file.is_none() {
             return Err(ConfigError::NoTokenFile(self.xds_address.clone()));
         }
-        let files =
-            [("--ca-root-cert", Some(&self.ca_root_cert)), ("--token-file", self.token_file.as_ref())];
+        let files = [
+            ("--ca-root-cert", Some(&self.ca_root_cert)),
+            ("--token-file", self.token_file.as_ref()),
+            ("--pod-labels-file", self.pod_labels_file.as_ref()),
+        ];
         for (flag, path) in files {
             if let Some(path) = path
                 && !path.is_file()
             {
                 return Err(ConfigError::NoSuchFile { flag, path: path.clone() });
             }
+        }
+        if let Some(path) = &self.pod_labels_file {
+            let bad = |reason: String| ConfigError::BadLabels { path: path.clone(), reason };
+            let text = std::fs::read_to_string(path).map_err(|e| bad(e.to_string()))?;
+            self.pod_labels = parse_downward_labels(&text).map_err(bad)?;
         }
         Ok(self)
     }
@@ -150,10 +185,43 @@ impl Config {
             Some(id) => id.clone(),
             None => {
                 let (ip, pod, ns) = (self.pod_ip, &self.pod_name, &self.namespace);
-                format!("waypoint~{ip}~{pod}.{ns}~{ns}.svc.cluster.local")
+                let kind = match self.proxy_type {
+                    ProxyType::Waypoint => "waypoint",
+                    ProxyType::Router => "router",
+                };
+                format!("{kind}~{ip}~{pod}.{ns}~{ns}.svc.cluster.local")
             }
         }
     }
+}
+
+/// The downward API's labels file: one `key="value"` line per label, the value quoted
+/// as Go's `%q` does (`\"`, `\\`, `\n`, `\t` escapes).
+pub fn parse_downward_labels(text: &str) -> Result<BTreeMap<String, String>, String> {
+    let mut labels = BTreeMap::new();
+    for (n, line) in text.lines().enumerate().filter(|(_, l)| !l.trim().is_empty()) {
+        let bad = |why: &str| format!("line {}: {why}: {line:?}", n + 1);
+        let (key, quoted) = line.split_once('=').ok_or_else(|| bad("no '='"))?;
+        let inner = quoted
+            .strip_prefix('"')
+            .and_then(|q| q.strip_suffix('"'))
+            .ok_or_else(|| bad("the value is not in double quotes"))?;
+        let mut value = String::with_capacity(inner.len());
+        let mut chars = inner.chars();
+        while let Some(c) = chars.next() {
+            value.push(match c {
+                '\\' => match chars.next() {
+                    Some('n') => '\n',
+                    Some('t') => '\t',
+                    Some(c @ ('"' | '\\')) => c,
+                    _ => return Err(bad("an escape other than \\\", \\\\, \\n or \\t")),
+                },
+                c => c,
+            });
+        }
+        labels.insert(key.trim().to_owned(), value);
+    }
+    Ok(labels)
 }
 
 pub fn parse_duration(s: &str) -> Result<Duration, String> {
@@ -229,5 +297,25 @@ mod tests {
         assert_eq!(parse_duration("24h").unwrap(), Duration::from_secs(86_400));
         assert_eq!(parse_duration("500ms").unwrap(), Duration::from_millis(500));
         assert!(parse_duration("5d").is_err());
+    }
+
+    #[test]
+    fn a_router_reads_its_labels_from_the_downward_api_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("labels");
+        std::fs::write(
+            &file,
+            "app=\"istio-ingressgateway\"\nistio=\"ingressgateway\"\nodd=\"a \\\"b\\\" \\\\c\"\n",
+        )
+        .unwrap();
+        let path = file.display().to_string();
+        let c = parse(&["--xds-address", "http://w:1", "--proxy-type", "router", "--pod-labels-file", &path])
+            .unwrap();
+        assert_eq!(c.pod_labels["istio"], "ingressgateway");
+        assert_eq!(c.pod_labels["odd"], "a \"b\" \\c");
+        assert!(c.node_id().starts_with("router~"), "{}", c.node_id());
+        std::fs::write(&file, "istio=ingressgateway\n").unwrap();
+        let e = parse(&["--xds-address", "http://w:1", "--pod-labels-file", &path]).unwrap_err().to_string();
+        assert!(e.contains("line 1: the value is not in double quotes"), "{e}");
     }
 }

@@ -15,6 +15,7 @@
 
 use crate::{
     error::ProxyError,
+    metrics::Reporter,
     proxy::{self, Downstream, Source},
     snapshot::{Chain, TcpChain},
     state::Shared,
@@ -36,23 +37,33 @@ use weft_hbone::HboneRequest;
 /// Accepts HBONE connections until `shutdown` turns true.
 pub async fn serve(listener: TcpListener, shared: Arc<Shared>, shutdown: watch::Receiver<bool>) {
     let mut next_id = 0u64;
-    loop {
-        let mut stop = shutdown.clone();
-        let (tcp, peer) = tokio::select! {
-            accepted = listener.accept() => match accepted {
-                Ok(a) => a,
-                Err(error) => {
-                    warn!(%error, "accepting an HBONE connection failed");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
-                }
-            },
-            () = stopped(&mut stop) => return,
-        };
+    while let Some((tcp, peer)) = accept(&listener, &shutdown, "HBONE").await {
         next_id += 1;
         let shared = shared.clone();
         let span = info_span!("hbone", conn = next_id, %peer);
         tokio::spawn(connection(tcp, shared, shutdown.clone()).instrument(span));
+    }
+}
+
+/// The next connection on `listener`, or `None` once `shutdown` is true. A failed accept
+/// (out of descriptors, a connection reset in the queue) is logged and retried shortly.
+pub(crate) async fn accept(
+    listener: &TcpListener,
+    shutdown: &watch::Receiver<bool>,
+    what: &'static str,
+) -> Option<(tokio::net::TcpStream, std::net::SocketAddr)> {
+    let mut stop = shutdown.clone();
+    loop {
+        tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(a) => return Some(a),
+                Err(error) => {
+                    warn!(%error, listener = what, "accepting a connection failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+            },
+            () = stopped(&mut stop) => return None,
+        }
     }
 }
 
@@ -76,7 +87,7 @@ async fn connection(tcp: tokio::net::TcpStream, shared: Arc<Shared>, mut shutdow
 }
 
 /// Resolves once `shutdown` is true (or its sender is gone).
-async fn stopped(shutdown: &mut watch::Receiver<bool>) {
+pub(crate) async fn stopped(shutdown: &mut watch::Receiver<bool>) {
     let _ = shutdown.wait_for(|s| *s).await.map(|_| ());
 }
 
@@ -92,14 +103,16 @@ async fn connect(shared: Arc<Shared>, request: HboneRequest) {
     };
     let identity = request.peer_identity_shared().clone();
     let principal = Arc::from(identity.to_string());
-    let source = Source { identity, principal, addr: request.peer_addr(), authority };
+    let source =
+        Source { identity: Some(identity), principal: Some(principal), addr: request.peer_addr(), authority };
     match &*chain {
         Chain::Http(_) => {
             let stream = match request.accept() {
                 Ok(s) => s,
                 Err(error) => return debug!(%error, "CONNECT gone before its answer"),
             };
-            let ctx = Arc::new(Downstream { shared, chain: chain.clone(), source });
+            let ctx =
+                Arc::new(Downstream { shared, chain: chain.clone(), source, reporter: Reporter::Waypoint });
             let service = hyper::service::service_fn(move |req| proxy::serve(ctx.clone(), req));
             let served = auto::Builder::new(TokioExecutor::new())
                 .serve_connection(TokioIo::new(stream), service)
@@ -151,14 +164,24 @@ mod tests {
         std::mem::size_of::<F>()
     }
 
-    /// One of these per CONNECT (the downstream HTTP connection or TCP tunnel): kept small
-    /// so many idle connections cost little.
+    fn future_size_5<A, B, C, D, E, F>(_: impl Fn(A, B, C, D, E) -> F) -> usize {
+        std::mem::size_of::<F>()
+    }
+
+    /// One of these per CONNECT (the downstream HTTP connection or TCP tunnel), and per
+    /// client connection of a gateway listener (`gateway.rs`): kept small so many idle
+    /// connections cost little.
     #[test]
-    fn a_connect_in_flight_stays_small() {
-        let size = future_size(connect);
-        println!("CONNECT future: {size} bytes");
+    fn a_connection_in_flight_stays_small() {
         // 2,336 bytes when written: hyper's auto server connection or the TCP pump (the
-        // HBONE dial of a TCP chain is boxed).
-        assert!(size <= 3 * 1024, "the CONNECT future grew to {size} bytes");
+        // HBONE dial of a TCP chain is boxed). A gateway's: hyper's auto server connection.
+        let sizes = [
+            ("CONNECT", future_size(connect)),
+            ("gateway connection", future_size_5(crate::gateway::connection)),
+        ];
+        for (what, size) in sizes {
+            println!("{what} future: {size} bytes");
+            assert!(size <= 3 * 1024, "the {what} future grew to {size} bytes");
+        }
     }
 }

@@ -1,7 +1,9 @@
 //! weft-waypoint: Weft's own L7 proxy. It terminates HBONE (HTTP/2 CONNECT over mTLS on
 //! 15008), dispatches each CONNECT by the service address the client dialled, routes the
 //! HTTP requests inside by the Envoy v3 resources weftd serves it over ADS (CONTRACT.md:
-//! Istio's waypoint shape), and carries each request over HBONE to the chosen pod.
+//! Istio's waypoint shape), and carries each request over HBONE to the chosen pod. The
+//! same binary is the ingress and egress gateway (`--proxy-type router`): plain HTTP in on
+//! the `gateway_<port>` listeners, the same routes and upstreams.
 //!
 //! | module | holds |
 //! |---|---|
@@ -11,6 +13,7 @@
 //! | `xds` | the ADS client; listeners, clusters, routes and endpoints compiled, refused by name |
 //! | `snapshot` | the compiled configuration in force, swapped atomically |
 //! | `inbound` | HBONE termination, CONNECT dispatch, HTTP and TCP chains |
+//! | `gateway` | a gateway's way in: a plain-HTTP socket per `gateway_<port>` listener, bound and closed as LDS says |
 //! | `proxy` | **the request path, phase by phase** |
 //! | `mirror` | request mirroring: fire-and-forget copies with the "-shadow" host |
 //! | `rbac` | authorization: the chain's RBAC filters and a route's override |
@@ -29,6 +32,7 @@ pub mod app;
 pub mod body;
 pub mod config;
 pub mod error;
+pub mod gateway;
 pub mod identity;
 pub mod inbound;
 pub mod metrics;

@@ -1,4 +1,5 @@
-//! Istio's request metrics as a waypoint reports them (`reporter="waypoint"`):
+//! Istio's request metrics as a waypoint reports them (`reporter="waypoint"`), or as a
+//! gateway does (`reporter="source"`, below):
 //! `istio_requests_total`, `istio_request_duration_milliseconds`, `istio_request_bytes`
 //! and `istio_response_bytes`, with the labels Istio's stats filter sets for a waypoint
 //! (istio/proxy `istio_stats.cc`, `Reporter::ServerGateway`), so dashboards built for
@@ -11,6 +12,13 @@
 //! - destination: the endpoint that answered: its `weft.identity` (principal) and the
 //!   workload at its address, as for the source;
 //! - service: the HTTP chain the CONNECT reached (`inbound-vip|PORT|http|HOST`).
+//!
+//! A gateway (a `gateway_<port>` listener, `gateway.rs`) reports as Istio's ingress and
+//! egress gateways do, whose Envoy counts its requests on the outbound side: the gateway
+//! itself is the source (`reporter="source"`, its own certificate as `source_principal`,
+//! its own workload, found by its pod address, as `source_workload` and the rest; the
+//! client is not in the mesh), the service is the one of the cluster the route chose, and
+//! `connection_security_policy` is `unknown`, as Istio's source reporter always says.
 //!
 //! Cost on the request path: one lookup per request, when its response ends, of a
 //! 128-bit fingerprint of the label values in one of [`SHARDS`] maps under a read lock of
@@ -77,14 +85,25 @@ pub struct Peer {
     pub cluster: Box<str>,
 }
 
+/// Who reports a request, in Istio's terms.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Reporter {
+    /// A waypoint: `reporter="waypoint"`, the HBONE client as the source.
+    Waypoint,
+    /// A gateway: `reporter="source"`, the gateway as the source.
+    Gateway,
+}
+
 /// What a finished request is counted under.
 #[derive(Clone, Copy, Debug)]
 pub struct Labels<'a> {
+    pub reporter: Reporter,
     pub source: Option<&'a weft_hbone::Identity>,
-    /// The workload at the client's address, if the mesh knows one.
+    /// The workload at the client's address (a gateway: its own), if the mesh knows one.
     pub source_peer: Option<&'a Peer>,
-    /// The HTTP chain's name, `inbound-vip|PORT|http|HOST`.
-    pub chain: &'a str,
+    /// Names the destination service after its last `|`: the HTTP chain's name,
+    /// `inbound-vip|PORT|http|HOST` (a waypoint), or the cluster's (a gateway).
+    pub service: &'a str,
     pub destination: Option<&'a weft_hbone::Identity>,
     /// The workload at the endpoint's address, if the mesh knows one.
     pub destination_peer: Option<&'a Peer>,
@@ -103,8 +122,8 @@ impl Labels<'_> {
     fn fingerprint(&self) -> u128 {
         let one = |seed: u8| {
             let mut h = DefaultHasher::new();
-            (seed, self.source, self.source_peer, self.chain, self.destination, self.destination_peer)
-                .hash(&mut h);
+            (seed, self.reporter, self.source, self.source_peer, self.service).hash(&mut h);
+            (self.destination, self.destination_peer).hash(&mut h);
             (self.grpc, self.code, self.grpc_status, self.flag).hash(&mut h);
             h.finish()
         };
@@ -115,7 +134,7 @@ impl Labels<'_> {
     pub fn render(&self) -> String {
         let unknown = "unknown";
         let mut l = String::with_capacity(1024);
-        let (service, name, namespace) = service_of(self.chain);
+        let (service, name, namespace) = service_of(self.service);
         let source = self.source.map(ToString::to_string);
         let destination = self.destination.map(ToString::to_string);
         let (sp, dp) = (self.source_peer, self.destination_peer);
@@ -127,9 +146,15 @@ impl Labels<'_> {
         let destination_ns =
             dp.map(|p| &*p.namespace).or(self.destination.map(|i| i.namespace())).unwrap_or(unknown);
         let code = self.code.to_string();
+        let (reporter, security) = match self.reporter {
+            // HBONE is mutual TLS, both ways, always.
+            Reporter::Waypoint => ("waypoint", "mutual_tls"),
+            // Istio's source reporter does not know the policy the server applied.
+            Reporter::Gateway => ("source", unknown),
+        };
         let grpc_status = self.grpc_status.map(|s| s.to_string()).unwrap_or_default();
         let pairs: [(&str, &str); 25] = [
-            ("reporter", "waypoint"),
+            ("reporter", reporter),
             ("source_workload", field(sp, |p| &p.workload)),
             ("source_canonical_service", field(sp, |p| &p.app)),
             ("source_canonical_revision", field(sp, |p| &p.version)),
@@ -154,8 +179,7 @@ impl Labels<'_> {
             ("response_code", &code),
             ("grpc_response_status", &grpc_status),
             ("response_flags", self.flag.unwrap_or("-")),
-            // HBONE is mutual TLS, both ways, always.
-            ("connection_security_policy", "mutual_tls"),
+            ("connection_security_policy", security),
         ];
         for (name, value) in pairs {
             push_label(&mut l, name, value);
@@ -165,8 +189,8 @@ impl Labels<'_> {
     }
 }
 
-/// `HOST`, its name and namespace, from a chain named `inbound-vip|PORT|http|HOST`
-/// (`HOST` is `NAME.NAMESPACE.svc.DOMAIN`). Istio takes the name from the cluster's
+/// `HOST`, its name and namespace, from a chain or cluster named `…|HOST` (`HOST` is
+/// `NAME.NAMESPACE.svc.DOMAIN`). Istio takes the name from the cluster's
 /// `istio.services` metadata, the same host.
 pub fn service_of(chain: &str) -> (&str, &str, &str) {
     let host = chain.rsplit('|').next().filter(|h| !h.is_empty()).unwrap_or("unknown");
@@ -291,6 +315,7 @@ pub fn observe(
     head: RequestHead,
     response: Response<ResponseBody>,
     flag: Option<&'static str>,
+    cluster: Option<Arc<str>>,
 ) -> Response<Observed> {
     let endpoint = match response.body() {
         ResponseBody::Upstream { keep: Some(keep), .. } => Some(keep.endpoint().clone()),
@@ -305,6 +330,7 @@ pub fn observe(
     let pending = Pending {
         ctx: ctx.clone(),
         endpoint,
+        cluster,
         started: head.started,
         code: response.status().as_u16(),
         flag,
@@ -325,6 +351,8 @@ fn grpc_status(headers: &HeaderMap) -> Option<u32> {
 struct Pending {
     ctx: Arc<Downstream>,
     endpoint: Option<Arc<Endpoint>>,
+    /// The cluster the route chose, if it got that far.
+    cluster: Option<Arc<str>>,
     started: Instant,
     code: u16,
     flag: Option<&'static str>,
@@ -343,10 +371,20 @@ impl Pending {
         // The snapshot in force now: a workload that left meanwhile is `unknown`.
         let snapshot = self.ctx.shared.snapshot.load();
         let peer = |ip| snapshot.workloads.get(&ip).map(|w| &w.peer);
+        let shared = &self.ctx.shared;
+        let (source, source_peer, service) = match self.ctx.reporter {
+            Reporter::Waypoint => {
+                (self.ctx.source.identity.as_deref(), peer(self.ctx.source.addr.ip()), &*chain.name)
+            }
+            Reporter::Gateway => {
+                (Some(shared.identity.identity()), peer(shared.pod_ip), self.cluster.as_deref().unwrap_or(""))
+            }
+        };
         let labels = Labels {
-            source: Some(&self.ctx.source.identity),
-            source_peer: peer(self.ctx.source.addr.ip()),
-            chain: &chain.name,
+            reporter: self.ctx.reporter,
+            source,
+            source_peer,
+            service,
             destination: self.endpoint.as_ref().map(|e| &e.identity),
             destination_peer: self.endpoint.as_ref().and_then(|e| peer(e.address.ip())),
             grpc: self.grpc,
@@ -354,7 +392,7 @@ impl Pending {
             grpc_status: self.grpc_status,
             flag: self.flag,
         };
-        let metrics = &self.ctx.shared.metrics;
+        let metrics = &shared.metrics;
         // Logged before counted: whoever sees the count finds the line written.
         if let (Some(mut entry), Some(log)) = (self.log, metrics.access_log.load_full()) {
             entry.finish(access_log::Finish {
@@ -459,9 +497,10 @@ mod tests {
         flag: Option<&'static str>,
     ) -> Labels<'a> {
         Labels {
+            reporter: Reporter::Waypoint,
             source: Some(src),
             source_peer: None,
-            chain: "inbound-vip|9080|http|reviews.bookinfo.svc.cluster.local",
+            service: "inbound-vip|9080|http|reviews.bookinfo.svc.cluster.local",
             destination: dst,
             destination_peer: None,
             grpc: false,
@@ -603,7 +642,7 @@ connection_security_policy=\"mutual_tls\"} 2";
     fn label_values_are_escaped() {
         let src = Identity::new("cluster.local", "bookinfo", "productpage").unwrap();
         let l = Labels {
-            chain: "inbound-vip|80|http|we\"ird\\na\nme.ns.svc.cluster.local",
+            service: "inbound-vip|80|http|we\"ird\\na\nme.ns.svc.cluster.local",
             ..labels(&src, None, 200, None)
         };
         let text = l.render();
@@ -618,5 +657,32 @@ connection_security_policy=\"mutual_tls\"} 2";
             ("reviews.bookinfo.svc.cluster.local", "reviews", "bookinfo")
         );
         assert_eq!(service_of(""), ("unknown", "unknown", "unknown"));
+    }
+
+    /// A gateway reports as Istio's gateways: `reporter="source"`, itself as the source,
+    /// the service of the cluster its route chose, and an unknown security policy.
+    #[test]
+    fn a_gateway_reports_as_the_source() {
+        let gateway = Identity::new("cluster.local", "istio-system", "istio-ingressgateway").unwrap();
+        let dst = Identity::new("cluster.local", "bookinfo", "reviews").unwrap();
+        let l = Labels {
+            reporter: Reporter::Gateway,
+            service: "inbound-vip|9080|http/v2|reviews.bookinfo.svc.cluster.local",
+            ..labels(&gateway, Some(&dst), 200, None)
+        };
+        let text = l.render();
+        for want in [
+            "reporter=\"source\"",
+            "source_workload_namespace=\"istio-system\"",
+            "source_principal=\"spiffe://cluster.local/ns/istio-system/sa/istio-ingressgateway\"",
+            "destination_service=\"reviews.bookinfo.svc.cluster.local\",",
+            "destination_service_name=\"reviews\",destination_service_namespace=\"bookinfo\"",
+            "connection_security_policy=\"unknown\"",
+        ] {
+            assert!(text.contains(want), "{want} missing in {text}");
+        }
+        let m = Metrics::default();
+        let waypoint = Labels { reporter: Reporter::Waypoint, ..l };
+        assert!(!Arc::ptr_eq(&m.series(&l), &m.series(&waypoint)), "the reporter is part of the series");
     }
 }

@@ -2,8 +2,10 @@
 //!
 //! ```text
 //!  CONNECT VIP:PORT ─▶ inbound.rs: authority dispatch ─▶ HTTP chain (this file)
+//!  (a gateway: TCP on gateway_<port> ─▶ gateway.rs: the listener's HTTP chain)
 //!
-//!  request ─▶ 1. route select        (the chain's RDS table; none / no match → 404 NR,
+//!  request ─▶ 1. route select        (the chain's RDS table, the Host's port stripped if
+//!                                     the chain says so; none / no match → 404 NR,
 //!                                     answered after RBAC, which runs before the router)
 //!          ─▶ 2. RBAC                (rbac.rs: the chain's filters in order, DENY then ALLOW,
 //!                                     or the route's RBACPerRoute; refused → 403 "RBAC:
@@ -58,21 +60,26 @@ use weft_hbone::Identity;
 /// principal and namespace) and metrics.
 #[derive(Clone, Debug)]
 pub struct Source {
-    /// The client's SPIFFE identity, from its HBONE certificate.
-    pub identity: Arc<Identity>,
-    /// The same as a `spiffe://` URI, made once per CONNECT.
-    pub principal: Arc<str>,
+    /// The client's SPIFFE identity, from its HBONE certificate; `None` for a client of a
+    /// gateway listener (plain HTTP, no mesh identity).
+    pub identity: Option<Arc<Identity>>,
+    /// The same as a `spiffe://` URI, made once per connection.
+    pub principal: Option<Arc<str>>,
     /// The client's address (the client pod's IP: its agent dials from it).
     pub addr: SocketAddr,
-    /// The CONNECT authority: the service VIP:PORT the client dialled.
+    /// Where the client connected: the CONNECT authority (the service VIP:PORT it
+    /// dialled) on HBONE, the listener's local address on a gateway.
     pub authority: SocketAddr,
 }
 
-/// One downstream HTTP connection (one HBONE stream): what every request on it shares.
+/// One downstream HTTP connection (one HBONE stream, or one TCP connection to a gateway
+/// listener): what every request on it shares.
 pub struct Downstream {
     pub shared: Arc<Shared>,
     pub chain: Arc<crate::snapshot::Chain>,
     pub source: Source,
+    /// How its requests are reported: as a waypoint's, or as a gateway's.
+    pub reporter: metrics::Reporter,
 }
 
 /// Envoy's default `per_request_buffer_limit_bytes` when the route sets none: what a
@@ -87,16 +94,23 @@ pub async fn serve(
     let head = metrics::RequestHead::of(&ctx, &request);
     request.extensions_mut().insert(ctx.source.clone());
     let snapshot = ctx.shared.snapshot.load_full();
-    let mut injected = Injected::None;
-    let (response, flag) = match handle(&ctx, &snapshot, request, &mut injected).await {
-        Ok(response) => (response, injected.flag(None)),
+    let mut done = Done { injected: Injected::None, cluster: None };
+    let (response, flag) = match handle(&ctx, &snapshot, request, &mut done).await {
+        Ok(response) => (response, done.injected.flag(None)),
         Err(error) => {
             debug!(%error, flag = error.response_flag(), "local reply");
-            (local_reply(&error), injected.flag(Some(error.response_flag())))
+            (local_reply(&error), done.injected.flag(Some(error.response_flag())))
         }
     };
     // 7. metrics / access log: counted when the response body ends.
-    Ok(metrics::observe(&ctx, head, response, flag))
+    Ok(metrics::observe(&ctx, head, response, flag, done.cluster))
+}
+
+/// What the phases did that the metrics report: the fault injected, the cluster chosen
+/// (a gateway's `destination_service` is the cluster's service).
+struct Done {
+    injected: Injected,
+    cluster: Option<Arc<str>>,
 }
 
 /// Phases 1–6.
@@ -104,19 +118,21 @@ async fn handle(
     ctx: &Downstream,
     snapshot: &Snapshot,
     request: Request<Incoming>,
-    injected: &mut Injected,
+    done: &mut Done,
 ) -> Result<Response<ResponseBody>, ProxyError> {
     let crate::snapshot::Chain::Http(chain) = &*ctx.chain else {
-        unreachable!("inbound.rs hands only HTTP chains to the HTTP path")
+        unreachable!("inbound.rs and gateway.rs hand only HTTP chains to the HTTP path")
     };
     let (mut parts, body) = request.into_parts();
     let source = &ctx.source;
+    let injected = &mut done.injected;
 
     // Phases 1–4 decide while the request head is borrowed; nothing is changed yet.
     let (route, action, picked, hash, set_cookie) = {
         let mut req = RequestParts::new(&parts, source.addr);
-        req.identity = Some(&source.principal);
-        req.source_namespace = Some(source.identity.namespace());
+        req.identity = source.principal.as_deref();
+        req.source_namespace = source.identity.as_deref().map(Identity::namespace);
+        req.strip_port = chain.strip_port;
         // The client's workload labels, by its address (VirtualService `sourceLabels`).
         req.source_labels = snapshot.workloads.get(&source.addr.ip()).and_then(|w| w.labels.as_ref());
         req.random = fastrand::u64(..);
@@ -185,15 +201,18 @@ async fn handle(
         name: picked.name.clone(),
         status: action.cluster_not_found,
     })?;
+    done.cluster = Some(cluster.name.clone());
     let slot = cluster.admit()?;
-    //    Rewrites and request header mutations.
+    //    Rewrites and request header mutations (the Host's port first, if the chain strips
+    //    it: Envoy sends the Host it routed on).
+    strip_host_port(&mut parts, chain.strip_port);
     if let Some(rewrite) = &action.rewrite {
         parts.uri = rewrite.apply(&parts.uri);
     }
     rewrite_host(&mut parts, picked.host_rewrite.as_ref(), action.host_rewrite.as_ref());
     let format = FormatContext {
         downstream: source.addr,
-        peer_identity: Some(&source.principal),
+        peer_identity: source.principal.as_deref(),
         request_headers: None,
     };
     route.mutate_request_headers(Some(picked), &mut parts.headers, &format);
@@ -540,6 +559,35 @@ fn rewrite_host(parts: &mut Parts, cluster: Option<&HeaderValue>, route: Option<
             parts.uri = rebuilt;
         }
     } else {
+        parts.headers.insert(header::HOST, value);
+    }
+}
+
+/// The connection manager's strip_port_mode applied to the request head: the port of the
+/// `:authority` or `Host`, when the mode strips it. Only a request that carries a port to
+/// strip pays for a new value.
+fn strip_host_port(parts: &mut Parts, mode: crate::route::StripPort) {
+    if mode == crate::route::StripPort::Keep {
+        return;
+    }
+    // The host as routing saw it: a prefix of the one sent.
+    let kept = |host: &str| crate::route::routing_host(host.as_bytes(), mode, false).len();
+    if let Some(authority) = parts.uri.authority() {
+        let host = authority.as_str();
+        let at = kept(host);
+        if at == host.len() {
+            return;
+        }
+        let Ok(host) = http::uri::Authority::try_from(&host[..at]) else { return };
+        let mut uri = parts.uri.clone().into_parts();
+        uri.authority = Some(host);
+        if let Ok(rebuilt) = Uri::from_parts(uri) {
+            parts.uri = rebuilt;
+        }
+    } else if let Some(host) = parts.headers.get(header::HOST).and_then(|h| h.to_str().ok())
+        && kept(host) < host.len()
+        && let Ok(value) = HeaderValue::from_str(&host[..kept(host)])
+    {
         parts.headers.insert(header::HOST, value);
     }
 }

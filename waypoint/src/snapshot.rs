@@ -12,6 +12,7 @@
 //! | Cluster (EDS) + ClusterLoadAssignment | [`Snapshot::clusters`]: settings, endpoints, load balancer |
 //! | istio.workload.Address (Weft's `weft.io/pod-labels`) | [`Snapshot::workloads`]: client labels and both sides' names by address |
 //! | listener and cluster `connect_originate` | [`Snapshot::hbone_port`]: endpoints are dialled on POD_IP:15008 |
+//! | listener `gateway_<port>` (a gateway's) | [`Snapshot::gateways`]: local address → [`Chain`]; its socket is bound by `gateway.rs` |
 
 use crate::{route::RouteTable, upstream::Cluster};
 use serde::Serialize;
@@ -45,6 +46,9 @@ pub struct HttpChain {
     /// The filter chain's name (`inbound-vip|PORT|http|HOST`), the stat prefix.
     pub name: Arc<str>,
     pub route_config: Arc<str>,
+    /// The HCM's strip_port_mode: the Host's port left out of routing and of the request
+    /// sent on (weftd sets strip_any_host_port on gateway listeners).
+    pub strip_port: crate::route::StripPort,
     /// The HCM carries the fault filter (its per-route configs then apply).
     pub fault: bool,
     /// The HCM's RBAC filters, in their order (weftd: the DENY filter, then the ALLOW one).
@@ -78,6 +82,11 @@ pub struct Snapshot {
     /// The `main_internal` listener is held (the dispatch table is known, maybe empty).
     pub main_internal: bool,
     pub dispatch: HashMap<SocketAddr, Arc<Chain>>,
+    /// Gateway listeners: the address a connection was accepted on → its chain.
+    pub gateways: HashMap<SocketAddr, Arc<Chain>>,
+    /// A first LDS update was applied (a gateway is ready on it, as Envoy is once its
+    /// listeners are fetched, even if none selects it yet).
+    pub listeners_received: bool,
     pub routes: HashMap<Arc<str>, Arc<RouteTable>>,
     pub clusters: HashMap<Arc<str>, Arc<Cluster>>,
     /// The mesh's workloads by address (istio.workload.Address): a request's client's

@@ -2,11 +2,14 @@
 //! certificate, the HBONE client, the xDS status and the counters.
 
 use crate::{
-    identity::WaypointIdentity, metrics::Metrics, snapshot::Snapshot, upstream::conn::HboneClient,
-    xds::XdsStatus,
+    config::ProxyType, identity::WaypointIdentity, metrics::Metrics, snapshot::Snapshot,
+    upstream::conn::HboneClient, xds::XdsStatus,
 };
 use arc_swap::ArcSwap;
-use std::sync::{Arc, Mutex, atomic::AtomicBool};
+use std::{
+    net::IpAddr,
+    sync::{Arc, Mutex, atomic::AtomicBool},
+};
 
 pub struct Shared {
     /// The configuration in force; swapped whole by the xDS client.
@@ -21,6 +24,11 @@ pub struct Shared {
     pub metrics: Metrics,
     /// An ADS stream to the control plane is open (for the metrics).
     pub xds_connected: AtomicBool,
+    /// A waypoint or a gateway: what "ready" means.
+    pub proxy_type: ProxyType,
+    /// The proxy's own pod address (`--pod-ip`): a gateway finds its own workload's names
+    /// by it, for the source side of its metrics.
+    pub pod_ip: IpAddr,
 }
 
 impl Shared {
@@ -36,13 +44,19 @@ impl Shared {
             xds_status: Mutex::default(),
             metrics: Metrics::default(),
             xds_connected: AtomicBool::new(false),
+            proxy_type: ProxyType::Waypoint,
+            pod_ip: IpAddr::from([0, 0, 0, 0]),
         }
     }
 
-    /// Ready: a first configuration from the control plane (HBONE termination and the
-    /// dispatch table) and a certificate.
+    /// Ready: a certificate and a first configuration from the control plane: a
+    /// waypoint's HBONE termination and dispatch table, a gateway's (router's) listeners.
     pub fn ready(&self) -> bool {
         let snapshot = self.snapshot.load();
-        snapshot.terminate.is_some() && snapshot.main_internal && self.identity.current().is_some()
+        let configured = match self.proxy_type {
+            ProxyType::Waypoint => snapshot.terminate.is_some() && snapshot.main_internal,
+            ProxyType::Router => snapshot.listeners_received,
+        };
+        configured && self.identity.current().is_some()
     }
 }

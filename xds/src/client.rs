@@ -37,7 +37,7 @@ use tracing::{Instrument, debug, info, info_span, warn};
 
 use crate::Any;
 use crate::connect::{self, Bearer, ConnectError};
-use crate::server::{ISTIO_VERSION, NAMESPACE, NODE_NAME};
+use crate::server::{ISTIO_VERSION, LABELS, NAMESPACE, NODE_NAME};
 
 pub use crate::connect::ClientTls;
 
@@ -63,6 +63,9 @@ pub struct ClientConfig {
     pub namespace: Option<String>,
     /// Further string metadata (e.g. `CLUSTER_ID`).
     pub metadata: BTreeMap<String, String>,
+    /// The proxy pod's labels, sent as the `LABELS` metadata struct (as Istio's proxies
+    /// send them): gateways are chosen by label (`Scope::Labels`). None sent when empty.
+    pub labels: BTreeMap<String, String>,
     /// Types to subscribe to, each as a wildcard subscription.
     pub type_urls: Vec<String>,
     /// First delay before reconnecting; doubles per failed attempt up to `max_backoff`, and
@@ -123,6 +126,7 @@ impl ClientConfig {
             node_name: None,
             namespace: None,
             metadata: BTreeMap::new(),
+            labels: BTreeMap::new(),
             type_urls,
             initial_backoff: Duration::from_millis(100),
             max_backoff: Duration::from_secs(15),
@@ -144,6 +148,13 @@ impl ClientConfig {
         }
         // As every Istio proxy: the server groups its proxies by it (pilot_xds{version}).
         fields.entry(ISTIO_VERSION.to_owned()).or_insert_with(|| string(VERSION));
+        if !self.labels.is_empty() {
+            let labels = self.labels.iter().map(|(k, v)| (k.clone(), string(v))).collect();
+            fields.insert(
+                LABELS.to_owned(),
+                Value { kind: Some(Kind::StructValue(Struct { fields: labels })) },
+            );
+        }
         Node {
             id: self.node_id.clone(),
             metadata: Some(Struct { fields }),
@@ -536,4 +547,25 @@ pub(crate) fn error_chain(error: &dyn std::error::Error) -> String {
         source = e.source();
     }
     text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::server::ProxyIdentity;
+
+    /// The node a client presents is read back by the server as the same identity:
+    /// namespace, node name and the `LABELS` struct gateways are chosen by.
+    #[test]
+    fn the_server_reads_back_the_node_the_client_presents() {
+        let mut config = ClientConfig::new("http://weftd:15010", "router~10.1.0.9~gw.istio-system~x", vec![]);
+        config.namespace = Some("istio-system".into());
+        config.labels = BTreeMap::from([("istio".to_owned(), "ingressgateway".to_owned())]);
+        let identity = ProxyIdentity::from_node(Some(&config.node()));
+        assert_eq!(identity.namespace.as_deref(), Some("istio-system"));
+        assert_eq!(identity.labels, config.labels);
+        config.labels.clear();
+        let node = config.node();
+        assert!(!node.metadata.unwrap().fields.contains_key(LABELS), "no LABELS when there are none");
+    }
 }

@@ -48,6 +48,7 @@ pub use source::{
     SourceConditions,
 };
 pub use vhost::StripPort;
+pub(crate) use vhost::routing_host;
 
 use envoy_types::pb::envoy::config::route::v3::{
     self as pb, RouteConfiguration, route::Action as PbAction, virtual_host::TlsRequirementType,

@@ -1,10 +1,12 @@
-//! Listeners of the contract's shape, recognised and compiled (CONTRACT.md items 1, 3, 7).
+//! Listeners of the contract's shape, recognised and compiled (CONTRACT.md items 1, 3, 7),
+//! and the plain-HTTP listeners of an ingress or egress gateway (`gateway_<port>`).
 //! weft-waypoint is not a general Envoy: a listener it cannot give the meaning the contract
 //! gives it is refused, naming the field.
 
 use super::Refusal;
 use crate::{
     rbac::Rbac,
+    route::StripPort,
     snapshot::{Chain, HttpChain, TcpChain, Terminate},
 };
 use envoy_types::pb::envoy::{
@@ -16,7 +18,9 @@ use envoy_types::pb::envoy::{
         filters::http::rbac::v3::Rbac as RbacFilter,
         filters::network::{
             http_connection_manager::v3::{
-                HttpConnectionManager, http_connection_manager::RouteSpecifier, http_filter,
+                HttpConnectionManager,
+                http_connection_manager::{RouteSpecifier, StripPortMode},
+                http_filter,
             },
             tcp_proxy::v3::{TcpProxy, tcp_proxy::ClusterSpecifier},
         },
@@ -31,6 +35,8 @@ use std::{
 pub const CONNECT_TERMINATE: &str = "connect_terminate";
 pub const MAIN_INTERNAL: &str = "main_internal";
 pub const CONNECT_ORIGINATE: &str = "connect_originate";
+/// weftd's name for a gateway's listener on a port: `gateway_<port>`.
+pub const GATEWAY_PREFIX: &str = "gateway_";
 
 const HCM: &str = "envoy.filters.network.http_connection_manager";
 const TCP_PROXY: &str = "envoy.filters.network.tcp_proxy";
@@ -54,6 +60,15 @@ pub enum Compiled {
     Terminate(Terminate),
     Dispatch(Vec<(SocketAddr, Arc<Chain>)>),
     Originate,
+    Gateway(Gateway),
+}
+
+/// A gateway listener: plain HTTP/1.1 and HTTP/2 (prior knowledge) accepted on `address`,
+/// every connection served by one HTTP chain.
+#[derive(Debug, Clone)]
+pub struct Gateway {
+    pub address: SocketAddr,
+    pub chain: Arc<Chain>,
 }
 
 pub fn compile(listener: &Listener) -> Result<Compiled, Refusal> {
@@ -68,12 +83,86 @@ pub fn compile(listener: &Listener) -> Result<Compiled, Refusal> {
             internal(listener)?;
             Ok(Compiled::Originate)
         }
+        name if name.starts_with(GATEWAY_PREFIX) => gateway(listener).map(Compiled::Gateway),
         _ => Err(refuse(
             "name",
             format!(
                 "weft-waypoint serves the waypoint listeners {CONNECT_TERMINATE}, {MAIN_INTERNAL} and \
-                 {CONNECT_ORIGINATE} only"
+                 {CONNECT_ORIGINATE}, and gateway listeners {GATEWAY_PREFIX}<port>, only"
             ),
+        )),
+    }
+}
+
+/// The socket address of a listener bound to the host, or why not.
+fn socket_address(l: &Listener) -> Result<(String, u32), Refusal> {
+    let refuse = |field: &str, reason: String| Refusal::new("listener", &l.name, field, reason);
+    match l.address.as_ref().and_then(|a| a.address.as_ref()) {
+        Some(address::Address::SocketAddress(s)) => match s.port_specifier {
+            Some(PortSpecifier::PortValue(p)) => Ok((s.address.clone(), p)),
+            _ => Err(refuse("address.socket_address.port_value", "no port".into())),
+        },
+        _ => Err(refuse("address", "a socket address (IP and port) is required".into())),
+    }
+}
+
+/// `gateway_<port>`: weftd's ingress listener (`0.0.0.0:<port>`, one filter chain, an HCM
+/// with RDS, the fault filter and the router, any Host port stripped). The chain is the
+/// HTTP chain `main_internal`'s are, so requests take the same path; only the way in
+/// differs (plain TCP, a client without a mesh identity).
+fn gateway(l: &Listener) -> Result<Gateway, Refusal> {
+    let refuse = |field: &str, reason: String| Refusal::new("listener", &l.name, field, reason);
+    let (ip, port) = socket_address(l)?;
+    let ip: IpAddr = ip.parse().map_err(|_| {
+        refuse(
+            "address.socket_address.address",
+            format!("{ip:?} is not an IP address (0.0.0.0 binds every one)"),
+        )
+    })?;
+    let port = u16::try_from(port)
+        .ok()
+        .filter(|p| *p != 0)
+        .ok_or_else(|| refuse("address.socket_address.port_value", format!("{port} is not a port")))?;
+    if !l.listener_filters.is_empty() {
+        return Err(refuse(
+            "listener_filters",
+            "a gateway listener takes plain HTTP and needs no listener filter (TLS servers are not supported yet)"
+                .into(),
+        ));
+    }
+    let [fc] = l.filter_chains.as_slice() else {
+        return Err(refuse(
+            "filter_chains",
+            format!("{} chains; a gateway listener has exactly one", l.filter_chains.len()),
+        ));
+    };
+    if fc.filter_chain_match.as_ref().is_some_and(|m| *m != Default::default()) {
+        return Err(refuse(
+            "filter_chains[0].filter_chain_match",
+            "one chain serves every connection of a gateway listener; matching (SNI, addresses) is not supported"
+                .into(),
+        ));
+    }
+    if fc.transport_socket.is_some() {
+        return Err(refuse(
+            "filter_chains[0].transport_socket",
+            "TLS termination at the gateway is not supported yet: plain HTTP only".into(),
+        ));
+    }
+    let [filter] = fc.filters.as_slice() else {
+        return Err(refuse(
+            "filter_chains[0].filters",
+            format!("{} filters; exactly one HTTP connection manager is expected", fc.filters.len()),
+        ));
+    };
+    let name = if fc.name.is_empty() { l.name.as_str() } else { fc.name.as_str() };
+    match chain(name, filter, port)
+        .map_err(|(field, reason)| refuse(&format!("filter_chains[0].filters[0].{field}"), reason))?
+    {
+        chain @ Chain::Http(_) => Ok(Gateway { address: SocketAddr::new(ip, port), chain: Arc::new(chain) }),
+        Chain::Tcp(_) => Err(refuse(
+            "filter_chains[0].filters[0].name",
+            format!("{TCP_PROXY}: a gateway listener serves HTTP ({HCM}); TCP servers are not supported yet"),
         )),
     }
 }
@@ -81,13 +170,7 @@ pub fn compile(listener: &Listener) -> Result<Compiled, Refusal> {
 /// `connect_terminate`: HBONE on 15008, mTLS with the SDS names this waypoint maps.
 fn terminate(l: &Listener) -> Result<Terminate, Refusal> {
     let refuse = |field: &str, reason: String| Refusal::new("listener", &l.name, field, reason);
-    let port = match l.address.as_ref().and_then(|a| a.address.as_ref()) {
-        Some(address::Address::SocketAddress(s)) => match s.port_specifier {
-            Some(PortSpecifier::PortValue(p)) => p,
-            _ => return Err(refuse("address.socket_address.port_value", "no port".into())),
-        },
-        _ => return Err(refuse("address", "a socket address (0.0.0.0:15008) is required".into())),
-    };
+    let (_, port) = socket_address(l)?;
     if port != u32::from(weft_hbone::HBONE_PORT) {
         return Err(refuse(
             "address.socket_address.port_value",
@@ -175,7 +258,7 @@ fn dispatch(l: &Listener) -> Result<Vec<(SocketAddr, Arc<Chain>)>, Refusal> {
             ));
         };
         let chain = Arc::new(
-            chain(&fc.name, filter)
+            chain(&fc.name, filter, port)
                 .map_err(|(field, reason)| refuse(&format!("filters[0].{field}"), reason))?,
         );
         for (r, range) in m.prefix_ranges.iter().enumerate() {
@@ -202,8 +285,9 @@ fn dispatch(l: &Listener) -> Result<Vec<(SocketAddr, Arc<Chain>)>, Refusal> {
     Ok(table)
 }
 
-/// One chain's filter: an HCM with RDS, or a tcp_proxy to a cluster.
-fn chain(name: &str, filter: &Filter) -> Result<Chain, (String, String)> {
+/// One chain's filter: an HCM with RDS, or a tcp_proxy to a cluster. `port` is the
+/// listener port the chain serves (for `strip_matching_host_port`).
+fn chain(name: &str, filter: &Filter, port: u16) -> Result<Chain, (String, String)> {
     let Some(ConfigType::TypedConfig(any)) = &filter.config_type else {
         return Err(("typed_config".into(), "missing".into()));
     };
@@ -255,9 +339,15 @@ fn chain(name: &str, filter: &Filter) -> Result<Chain, (String, String)> {
             if !router {
                 return Err(("typed_config.http_filters".into(), format!("{ROUTER} is required, last")));
             }
+            let strip_port = match &hcm.strip_port_mode {
+                Some(StripPortMode::StripAnyHostPort(true)) => StripPort::Any,
+                _ if hcm.strip_matching_host_port => StripPort::Matching(port),
+                _ => StripPort::Keep,
+            };
             Ok(Chain::Http(HttpChain {
                 name: Arc::from(name),
                 route_config: Arc::from(route_config),
+                strip_port,
                 fault: fault.is_some(),
                 rbac: rbac.into(),
                 rbac_before_fault,

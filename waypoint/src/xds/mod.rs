@@ -3,7 +3,9 @@
 //! RouteConfigurations and ClusterLoadAssignments they name, by name, as Envoy subscribes
 //! to RDS and EDS.
 //!
-//! Each resource is compiled on arrival (`listener.rs`, `cluster.rs`, the route engine);
+//! Each resource is compiled on arrival (`listener.rs`, `cluster.rs`, the route engine),
+//! and a gateway listener's socket bound (`gateway.rs`: a port that cannot be bound is a
+//! refusal like any other);
 //! one that cannot be applied is refused by name — the NACK names the resource, the field
 //! and why — and what was held under that name stays in force, as do the others. After
 //! every update the held resources are assembled into a new [`Snapshot`] and swapped in.
@@ -15,6 +17,7 @@ pub mod listener;
 
 use crate::{
     config::Config,
+    gateway::Sockets,
     metrics::Peer,
     route::RouteTable,
     snapshot::{Chain, KnownWorkload, Snapshot},
@@ -79,6 +82,11 @@ pub struct Held {
     /// istio.workload.Address: the workloads of the mesh (the agents' resource, scoped to
     /// every proxy), for the labels of a request's client by its address.
     addresses: BTreeMap<String, (String, Option<ClientWorkload>)>,
+    /// A first LDS update was applied.
+    listeners_received: bool,
+    /// The sockets of gateway listeners; `None` compiles them without binding (tests of
+    /// what is applied and refused).
+    sockets: Option<Sockets>,
 }
 
 /// What the waypoint keeps of a Workload: its addresses, its labels (`weft.io/pod-labels`)
@@ -127,14 +135,20 @@ pub fn client_config(config: &Config) -> ClientConfig {
     });
     client.token_file = config.token_file.clone();
     client.namespace = Some(config.namespace.clone());
+    client.labels = config.pod_labels.clone();
     client
 }
 
-/// Starts a client with these settings (tests point it at an in-process server).
-pub fn start_with(mut client: ClientConfig, shared: Arc<Shared>) -> Result<AdsClient, ClientError> {
+/// Starts a client with these settings (tests point it at an in-process server); gateway
+/// listeners get their sockets from `sockets`.
+pub fn start_with(
+    mut client: ClientConfig,
+    shared: Arc<Shared>,
+    sockets: Sockets,
+) -> Result<AdsClient, ClientError> {
     let subscriptions = Subscriptions::default();
     client.subscriptions = Some(subscriptions.clone());
-    let mut held = Held::default();
+    let mut held = Held { sockets: Some(sockets), ..Held::default() };
     let handler = move |update: Update| -> Result<(), String> {
         let refused = held.apply(&update);
         held.subscribe(&subscriptions);
@@ -164,9 +178,23 @@ impl Held {
         let mut refused = Vec::new();
         match update.type_url.as_str() {
             type_url::LISTENER => {
+                self.listeners_received = true;
+                let sockets = &mut self.sockets;
                 apply_type(&mut self.listeners, update, &mut refused, "listener", |l: &Listener| {
-                    listener::compile(l)
-                })
+                    let compiled = listener::compile(l)?;
+                    // A gateway listener is applied only once its socket is bound: one that
+                    // cannot be is refused, and what was held under its name stays.
+                    if let (listener::Compiled::Gateway(g), Some(sockets)) = (&compiled, sockets.as_mut()) {
+                        sockets.bind(&l.name, g.address, &update.removals).map_err(|reason| {
+                            Refusal::new("listener", &l.name, "address.socket_address", reason)
+                        })?;
+                    }
+                    Ok(compiled)
+                });
+                let keep = self.gateway_addresses();
+                if let Some(sockets) = &mut self.sockets {
+                    sockets.retain(&keep);
+                }
             }
             type_url::CLUSTER => {
                 apply_type(&mut self.clusters, update, &mut refused, "cluster", |c: &Cluster| {
@@ -206,18 +234,29 @@ impl Held {
         refused
     }
 
+    /// The addresses of the gateway listeners held, and their names.
+    fn gateway_addresses(&self) -> BTreeMap<SocketAddr, String> {
+        self.listeners
+            .iter()
+            .filter_map(|(name, (_, l))| match l {
+                listener::Compiled::Gateway(g) => Some((g.address, name.clone())),
+                _ => None,
+            })
+            .collect()
+    }
+
     /// Subscribes to the route tables the HTTP chains name and the assignments the EDS
     /// clusters name, and forgets those no longer named.
     pub fn subscribe(&mut self, subscriptions: &Subscriptions) {
         let routes: BTreeSet<String> = self
             .listeners
             .values()
-            .filter_map(|(_, l)| match l {
-                listener::Compiled::Dispatch(table) => Some(table),
-                _ => None,
+            .flat_map(|(_, l)| match l {
+                listener::Compiled::Dispatch(table) => table.iter().map(|(_, c)| c).collect(),
+                listener::Compiled::Gateway(g) => vec![&g.chain],
+                _ => Vec::new(),
             })
-            .flatten()
-            .filter_map(|(_, chain)| match &**chain {
+            .filter_map(|chain| match &**chain {
                 Chain::Http(h) => Some(h.route_config.to_string()),
                 Chain::Tcp(_) => None,
             })
@@ -240,7 +279,11 @@ impl Held {
     /// carried over where they still apply, so connections and least-request counts
     /// survive the update.
     pub fn assemble(&self, previous: &Snapshot) -> Snapshot {
-        let mut snapshot = Snapshot { hbone_port: weft_hbone::HBONE_PORT, ..Snapshot::default() };
+        let mut snapshot = Snapshot {
+            hbone_port: weft_hbone::HBONE_PORT,
+            listeners_received: self.listeners_received,
+            ..Snapshot::default()
+        };
         for (_, l) in self.listeners.values() {
             match l {
                 listener::Compiled::Terminate(t) => snapshot.terminate = Some(t.clone()),
@@ -249,6 +292,9 @@ impl Held {
                     snapshot.dispatch = table.iter().cloned().collect();
                 }
                 listener::Compiled::Originate => {}
+                listener::Compiled::Gateway(g) => {
+                    snapshot.gateways.insert(g.address, g.chain.clone());
+                }
             }
         }
         for (_, c) in self.clusters.values() {
@@ -310,7 +356,7 @@ fn apply_type<M: prost::Name + Default, T>(
     update: &Update,
     refused: &mut Vec<Refusal>,
     kind: &'static str,
-    compile: impl Fn(&M) -> Result<T, Refusal>,
+    mut compile: impl FnMut(&M) -> Result<T, Refusal>,
 ) {
     for (name, version, any) in &update.upserts {
         let compiled = weft_xds::istio::unpack::<M>(any)

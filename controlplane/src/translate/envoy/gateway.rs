@@ -7,6 +7,13 @@
 //! Gateway proxies are chosen by their pod labels (node metadata `LABELS`), as Istio does:
 //! the Istio Gateway's `selector`, or `gateway.networking.k8s.io/gateway-name: <name>`
 //! for a Gateway API Gateway.
+//!
+//! A server's (listener's) port is the port of the gateway's Service, as in istiod
+//! (`resolvePorts`, pilot/pkg/model/gateway.go): the listener binds the `targetPort` that
+//! Service port reaches on the gateway's pods — the gateway chart's Service maps 80 and
+//! 443 to 8080 and 8443 — and the number as written when no Service selecting those pods
+//! has that port (istiod's fallback for selector-chosen gateways, kept here for Gateway API
+//! ones too, which weftd does not deploy).
 
 use super::{HostIndex, Served, WAYPOINT_CLASSES, httproute, listener, route};
 use crate::{
@@ -101,6 +108,26 @@ fn emit(
     }
 }
 
+/// The port a gateway's pods (those `selector` picks) listen on for server port
+/// `number`: the target port of the first Service of those pods with that port, else
+/// `number` itself.
+fn resolve_port(cfg: &ConfigSnapshot, selector: &BTreeMap<String, String>, number: u32) -> u32 {
+    let pods = cfg.pods.iter().filter(|p| {
+        !selector.is_empty() && selector.iter().all(|(k, v)| p.metadata.labels.get(k) == Some(v))
+    });
+    for pod in pods {
+        for svc in cfg.services.iter().filter(|svc| workload::selects(svc, pod)) {
+            if let Some(port) = svc.spec.ports.iter().find(|p| p.port as u32 == number) {
+                let target = workload::target_port_for(port, pod);
+                if target != 0 {
+                    return target;
+                }
+            }
+        }
+    }
+    number
+}
+
 /// Whether a VirtualService names this gateway (`name` in its own namespace, or `ns/name`).
 fn binds(vs: &VirtualService, gw_ns: &str, gw_name: &str) -> bool {
     vs.spec.gateways.iter().any(|g| match g.split_once('/') {
@@ -138,7 +165,7 @@ pub fn resources(
             if !matches!(port.protocol.to_ascii_uppercase().as_str(), "HTTP" | "HTTP2" | "GRPC") {
                 continue; // TLS termination and TCP come with the gateway work
             }
-            let entry = ports.entry(port.number).or_default();
+            let entry = ports.entry(resolve_port(cfg, &gw.spec.selector, port.number)).or_default();
             for vs in cfg.virtual_services.iter().filter(|vs| binds(vs, ns, name)) {
                 for host in vs.spec.hosts.iter().filter(|h| server.hosts.iter().any(|sh| admits(sh, h))) {
                     if entry.hosts.contains_key(host) {
@@ -180,8 +207,9 @@ pub fn resources(
             .collect();
         let mut ports: BTreeMap<u32, Port> = BTreeMap::new();
         let mut backends = BTreeSet::new();
+        let selector = BTreeMap::from([(GATEWAY_NAME_LABEL.to_owned(), name.to_owned())]);
         for l in gw.spec.listeners.iter().filter(|l| l.protocol.eq_ignore_ascii_case("HTTP")) {
-            let entry = ports.entry(l.port).or_default();
+            let entry = ports.entry(resolve_port(cfg, &selector, l.port)).or_default();
             for r in &attached {
                 let hosts: Vec<String> = if r.spec.hostnames.is_empty() {
                     vec![l.hostname.clone().unwrap_or_else(|| "*".into())]
@@ -210,7 +238,7 @@ pub fn resources(
                 );
             }
         }
-        let scope = Scope::Labels(BTreeMap::from([(GATEWAY_NAME_LABEL.to_owned(), name.to_owned())]));
+        let scope = Scope::Labels(selector);
         emit(&mut out, &scope, ports, &backends, hosts, cfg, opts, endpoints);
     }
     out
