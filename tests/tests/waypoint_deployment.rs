@@ -108,9 +108,12 @@ impl Cluster {
         let client = bed.pod(&nodes[0], "bookinfo", "productpage")?;
         let reviews = bed.pod(&nodes[1], "bookinfo", "reviews-v1")?;
         let mut mesh = MeshConfig::new("unused");
-        mesh.namespace("bookinfo", true)
-            .pod(&client, "bookinfo", &[("app", "productpage")], &[])
-            .pod(&reviews, "bookinfo", &[("app", "reviews"), ("version", "v1")], &[PORT]);
+        mesh.namespace("bookinfo", true).pod(&client, "bookinfo", &[("app", "productpage")], &[]).pod(
+            &reviews,
+            "bookinfo",
+            &[("app", "reviews"), ("version", "v1")],
+            &[PORT],
+        );
         api.apply(json!({ "apiVersion": "v1", "kind": "Namespace", "metadata": { "name": "istio-system" } }));
         for object in meshconfig::kubernetes_objects(&mesh.mesh) {
             api.apply(object);
@@ -135,7 +138,17 @@ impl Cluster {
         agents[0].wait_enrolled(&["productpage"], PATIENCE)?;
         agents[1].wait_enrolled(&["reviews-v1"], PATIENCE)?;
         let server = scenario::serve(&reviews, "v1", &[PORT])?;
-        Ok(Cluster { agents, _server: server, weftd, api, _runtime: runtime, client, nodes, _tokens: tokens, bed })
+        Ok(Cluster {
+            agents,
+            _server: server,
+            weftd,
+            api,
+            _runtime: runtime,
+            client,
+            nodes,
+            _tokens: tokens,
+            bed,
+        })
     }
 
     /// The object weftd made, once it exists.
@@ -199,7 +212,11 @@ impl Cluster {
                 return Ok(());
             }
             if Instant::now() > deadline {
-                bail!("{what}: a request is still answered {}; weftd:\n{}", r["statuses"], self.weftd.stderr());
+                bail!(
+                    "{what}: a request is still answered {}; weftd:\n{}",
+                    r["statuses"],
+                    self.weftd.stderr()
+                );
             }
             std::thread::sleep(Duration::from_millis(200));
         }
@@ -236,7 +253,9 @@ fn agent_token(api: &FakeApiServer, node: &Node, dir: &Path) -> Result<std::path
     let token = format!("agent-{}-{}", node.name(), weft_tests::weftd::random_token());
     api.add_token(
         &token,
-        TokenUser::service_account("istio-system", "weft-agent").bound_to_pod(&pod, &uid).for_audiences(&[AUDIENCE]),
+        TokenUser::service_account("istio-system", "weft-agent")
+            .bound_to_pod(&pod, &uid)
+            .for_audiences(&[AUDIENCE]),
     );
     let path = dir.join(&pod);
     std::fs::write(&path, token)?;
@@ -298,6 +317,30 @@ impl Replica {
     }
 }
 
+/// The container runs as its securityContext's user, in a mount namespace of its own,
+/// with its token where its env says; none of it on the host.
+fn assert_runs_as_its_template_says(container: &kubelet::RunningContainer) -> Result<()> {
+    let pid = container.proc.pid();
+    let context = container.spec.security_context.clone().unwrap_or_default();
+    let uid = context.run_as_user.context("the template names a user")?.to_string();
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
+    let uids: Vec<&str> =
+        status.lines().find_map(|l| l.strip_prefix("Uid:")).unwrap_or_default().split_whitespace().collect();
+    ensure!(uids.iter().all(|u| *u == uid), "the waypoint runs as uids {uids:?}, not {uid}");
+    let namespace = |pid: &str| std::fs::read_link(format!("/proc/{pid}/ns/mnt"));
+    ensure!(namespace(&pid.to_string())? != namespace("self")?, "the waypoint shares the host's mounts");
+    let env = container.spec.env.clone().unwrap_or_default();
+    let token_file = env
+        .iter()
+        .find(|e| e.name == "WEFT_TOKEN_FILE")
+        .and_then(|e| e.value.clone())
+        .context("the template's WEFT_TOKEN_FILE")?;
+    let token = std::fs::read_to_string(format!("/proc/{pid}/root{token_file}"))?;
+    ensure!(!token.is_empty(), "the projected token is empty");
+    ensure!(!Path::new(&token_file).exists(), "{token_file} was made on the host");
+    Ok(())
+}
+
 #[test]
 fn weftds_waypoint_deployment_runs_and_carries_the_namespaces_traffic() -> Result<()> {
     let c = Cluster::start("waypoint_deployment")?;
@@ -320,6 +363,7 @@ fn weftds_waypoint_deployment_runs_and_carries_the_namespaces_traffic() -> Resul
     let first = c.run_replica(&deployment)?;
     let container = &first.running.containers[0];
     ensure!(container.spec.name == "weft-waypoint", "the template's container: {}", container.spec.name);
+    assert_runs_as_its_template_says(container)?;
     // Once the agents know the waypoint, every request goes through it, none around it.
     let deadline = Instant::now() + PATIENCE;
     while first.requests_answered("200")? == 0 {
@@ -333,7 +377,10 @@ fn weftds_waypoint_deployment_runs_and_carries_the_namespaces_traffic() -> Resul
     let r = c.requests(20, &[])?;
     ensure!(r["statuses"]["200"] == 20, "20 answers 200: {r}");
     first.wait_counted("200", before + 20)?;
-    ensure!(c.reviews_connections_from(WAYPOINT_ID)? >= 1, "reviews saw no HBONE from the waypoint's identity");
+    ensure!(
+        c.reviews_connections_from(WAYPOINT_ID)? >= 1,
+        "reviews saw no HBONE from the waypoint's identity"
+    );
     ensure!(
         c.reviews_connections_from(CLIENT_ID)? == direct_before,
         "the client reached reviews around the waypoint"
@@ -345,15 +392,22 @@ fn weftds_waypoint_deployment_runs_and_carries_the_namespaces_traffic() -> Resul
 
     // A changed Gateway: weftd passes its annotation on to the Deployment and its pods; the
     // new template, rolled out, serves in place of the old one.
-    let old_hash = first.object.metadata.labels.clone().unwrap_or_default()[kubelet::POD_TEMPLATE_HASH].clone();
+    let old_hash =
+        first.object.metadata.labels.clone().unwrap_or_default()[kubelet::POD_TEMPLATE_HASH].clone();
     c.api.apply(gateway(json!({ "example.com/rollout": "2" })));
-    let updated = c.deployment(|d| d["spec"]["template"]["metadata"]["annotations"]["example.com/rollout"] == "2")?;
+    let updated =
+        c.deployment(|d| d["spec"]["template"]["metadata"]["annotations"]["example.com/rollout"] == "2")?;
     ensure!(
-        updated.metadata.annotations.as_ref().is_some_and(|a| a.get("example.com/rollout").is_some_and(|v| v == "2")),
+        updated
+            .metadata
+            .annotations
+            .as_ref()
+            .is_some_and(|a| a.get("example.com/rollout").is_some_and(|v| v == "2")),
         "the Deployment carries the Gateway's annotation"
     );
     let second = c.run_replica(&updated)?;
-    let new_hash = second.object.metadata.labels.clone().unwrap_or_default()[kubelet::POD_TEMPLATE_HASH].clone();
+    let new_hash =
+        second.object.metadata.labels.clone().unwrap_or_default()[kubelet::POD_TEMPLATE_HASH].clone();
     ensure!(old_hash != new_hash, "a new template, a new ReplicaSet");
     // The old pod deleted: out of the endpoints first, then stopped at the end of its grace
     // period, as the kubelet does; requests keep getting the fault throughout.
@@ -384,11 +438,20 @@ fn weftds_waypoint_deployment_runs_and_carries_the_namespaces_traffic() -> Resul
 
     // The Gateway deleted: what weftd made for it goes too (its ownerReferences), the
     // kubelet stops the pod, and traffic goes straight to reviews, without the fault.
-    ensure!(c.api.delete_with_dependents(GATEWAY_KIND, Some("bookinfo"), "waypoint"), "the Gateway was there");
+    ensure!(
+        c.api.delete_with_dependents(GATEWAY_KIND, Some("bookinfo"), "waypoint"),
+        "the Gateway was there"
+    );
     for kind in ["Deployment", "Service", "ServiceAccount"] {
-        ensure!(c.api.object(kind, Some("bookinfo"), "waypoint").is_none(), "the {kind} outlived its Gateway");
+        ensure!(
+            c.api.object(kind, Some("bookinfo"), "waypoint").is_none(),
+            "the {kind} outlived its Gateway"
+        );
     }
-    ensure!(c.api.object("Pod", Some("bookinfo"), second.name()).is_none(), "the pod outlived its Deployment");
+    ensure!(
+        c.api.object("Pod", Some("bookinfo"), second.name()).is_none(),
+        "the pod outlived its Deployment"
+    );
     drop(second);
     c.until_answered(200, &["x-fault: abort"], "reviews without the waypoint")?;
     Ok(())

@@ -239,6 +239,12 @@ impl FakeApiServer {
         self.shared.store().delete(resource, namespace, name).is_some()
     }
 
+    /// Stops (or restarts) giving Services ClusterIPs: for a test that compares against a
+    /// mesh where the Services weftd makes (its waypoints') have none.
+    pub fn set_cluster_ip_allocation(&self, on: bool) {
+        self.shared.store().allocate_cluster_ips = on;
+    }
+
     /// Deletes an object and what it owns, as `kubectl delete` does (background
     /// propagation: the garbage collector follows ownerReferences). Returns whether it
     /// existed.

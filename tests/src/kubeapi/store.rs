@@ -142,6 +142,8 @@ pub(crate) struct Store {
     next_uid: u64,
     /// Service ClusterIPs handed out so far (see [`Store::allocate_cluster_ip`]).
     cluster_ips: u16,
+    /// Whether Services get ClusterIPs (on, as on the real server).
+    pub allocate_cluster_ips: bool,
 }
 
 /// Where the fake server allocates Services' ClusterIPs: the upper half of the bed's
@@ -162,6 +164,7 @@ impl Store {
             failed: (0..RESOURCES.len()).map(|index| !RESOURCES.served_from_start(index)).collect(),
             next_uid: 1,
             cluster_ips: 0,
+            allocate_cluster_ips: true,
         }
     }
 
@@ -205,7 +208,7 @@ impl Store {
             Some(ns) => metadata.insert("namespace".into(), ns.clone().into()),
             None => metadata.remove("namespace"),
         };
-        if RESOURCES[resource].group.is_empty() && kind == "Service" {
+        if self.allocate_cluster_ips && RESOURCES[resource].group.is_empty() && kind == "Service" {
             self.allocate_cluster_ip(&mut object, previous.as_ref());
         }
 
@@ -265,7 +268,12 @@ impl Store {
             while let Some(uid) = owners.pop() {
                 for key in self.dependents(&uid) {
                     let dependent = self
-                        .get(key.resource, RESOURCES[key.resource].versions[0], key.namespace.as_deref(), &key.name)
+                        .get(
+                            key.resource,
+                            RESOURCES[key.resource].versions[0],
+                            key.namespace.as_deref(),
+                            &key.name,
+                        )
                         .expect("a dependent just listed");
                     self.delete(key.resource, key.namespace.as_deref(), &key.name);
                     owners.extend(dependent["metadata"]["uid"].as_str().map(str::to_owned));

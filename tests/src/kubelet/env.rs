@@ -15,7 +15,11 @@ pub struct PodContext<'a> {
     pub host_ip: IpAddr,
 }
 
-pub fn resolve(api: &FakeApiServer, pod: &PodContext<'_>, container: &Container) -> Result<Vec<(String, String)>> {
+pub fn resolve(
+    api: &FakeApiServer,
+    pod: &PodContext<'_>,
+    container: &Container,
+) -> Result<Vec<(String, String)>> {
     let namespace = pod.object.metadata.namespace.as_deref().unwrap_or("default");
     let mut env: Vec<(String, String)> = Vec::new();
     for from in container.env_from.iter().flatten() {
@@ -59,13 +63,11 @@ fn from_source(
     }
     if let Some(resource) = &source.resource_field_ref {
         let of = match &resource.container_name {
-            Some(name) if *name != container.name => pod
-                .object
-                .spec
-                .iter()
-                .flat_map(|s| &s.containers)
-                .find(|c| c.name == *name)
-                .with_context(|| format!("resourceFieldRef names container {name}, which the pod lacks"))?,
+            Some(name) if *name != container.name => {
+                pod.object.spec.iter().flat_map(|s| &s.containers).find(|c| c.name == *name).with_context(
+                    || format!("resourceFieldRef names container {name}, which the pod lacks"),
+                )?
+            }
             _ => container,
         };
         let divisor = resource.divisor.as_ref().map(|q| q.0.as_str());
@@ -76,9 +78,8 @@ fn from_source(
         (None, Some(s)) => ("Secret", s.name.as_str(), s.key.as_str(), s.optional.unwrap_or(false)),
         (None, None) => bail!("valueFrom names no source the bed's kubelet knows"),
     };
-    let value = data_of(api, kind, namespace, name)?.and_then(|data| {
-        data.into_iter().find(|(k, _)| k == key).map(|(_, v)| v)
-    });
+    let value = data_of(api, kind, namespace, name)?
+        .and_then(|data| data.into_iter().find(|(k, _)| k == key).map(|(_, v)| v));
     match value {
         Some(v) => Ok(Some(v)),
         None if optional => Ok(None),
@@ -180,7 +181,12 @@ fn quantity(text: &str) -> Result<f64> {
 
 /// A ConfigMap's `data` (and `binaryData` is not text: left out) or a Secret's decoded
 /// `data` and `stringData`; `None` when there is no such object.
-pub fn data_of(api: &FakeApiServer, kind: &str, namespace: &str, name: &str) -> Result<Option<Vec<(String, String)>>> {
+pub fn data_of(
+    api: &FakeApiServer,
+    kind: &str,
+    namespace: &str,
+    name: &str,
+) -> Result<Option<Vec<(String, String)>>> {
     let Some(object) = api.object(kind, Some(namespace), name) else { return Ok(None) };
     let mut out = Vec::new();
     let strings = |v: &Value| -> Vec<(String, String)> {

@@ -90,7 +90,8 @@ impl<'a> Kubelet<'a> {
                 sandbox.name()
             );
         }
-        let dir = tempfile::Builder::new().prefix("weft-kubelet-").tempdir().context("the pod's directory")?;
+        let dir =
+            tempfile::Builder::new().prefix("weft-kubelet-").tempdir().context("the pod's directory")?;
         let context = env::PodContext { object, pod_ip: sandbox.ip().into(), host_ip: self.node.ip().into() };
         let mounts = volumes::materialize(self.api, object, &dir.path().join("volumes"), &self.host_paths)
             .with_context(|| format!("the volumes of pod {pod_name}"))?;
@@ -126,7 +127,8 @@ impl<'a> Kubelet<'a> {
         running: &RunningPod,
     ) -> Result<Proc> {
         let what = format!("container {} of pod {}", container.name, sandbox.name());
-        let environment = env::resolve(self.api, context, container).with_context(|| format!("{what}: env"))?;
+        let environment =
+            env::resolve(self.api, context, container).with_context(|| format!("{what}: env"))?;
         let (program, args) = image::program(container, &environment).with_context(|| what.clone())?;
         let root = running.dir.path().join("roots").join(&container.name);
         std::fs::create_dir_all(&root).with_context(|| format!("creating {}", root.display()))?;

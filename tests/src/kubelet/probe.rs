@@ -11,7 +11,12 @@ use std::{
     time::{Duration, Instant},
 };
 
-pub fn wait_ready(node: &Node, pod_ip: IpAddr, container: &mut RunningContainer, deadline: Instant) -> Result<()> {
+pub fn wait_ready(
+    node: &Node,
+    pod_ip: IpAddr,
+    container: &mut RunningContainer,
+    deadline: Instant,
+) -> Result<()> {
     let spec = container.spec.clone();
     if let Some(startup) = &spec.startup_probe {
         until_success(node, pod_ip, container, startup, "startupProbe", deadline, true)?;
@@ -57,7 +62,13 @@ fn until_success(
     }
 }
 
-fn once(node: &Node, pod_ip: IpAddr, container: &RunningContainer, probe: &Probe, timeout: Duration) -> Result<()> {
+fn once(
+    node: &Node,
+    pod_ip: IpAddr,
+    container: &RunningContainer,
+    probe: &Probe,
+    timeout: Duration,
+) -> Result<()> {
     let port = |port: &IntOrString| -> Result<u16> {
         match port {
             IntOrString::Int(p) => Ok(*p as u16),
@@ -68,7 +79,9 @@ fn once(node: &Node, pod_ip: IpAddr, container: &RunningContainer, probe: &Probe
                 .flatten()
                 .find(|p| p.name.as_deref() == Some(name))
                 .map(|p| p.container_port as u16)
-                .with_context(|| format!("the probe names port {name:?}, which the container does not declare")),
+                .with_context(|| {
+                    format!("the probe names port {name:?}, which the container does not declare")
+                }),
         }
     };
     if let Some(get) = &probe.http_get {
@@ -92,7 +105,9 @@ fn once(node: &Node, pod_ip: IpAddr, container: &RunningContainer, probe: &Probe
     }
     if let Some(tcp) = &probe.tcp_socket {
         let addr = SocketAddr::new(pod_ip, port(&tcp.port)?);
-        return node.run(move || TcpStream::connect_timeout(&addr, timeout).map(drop)).with_context(|| format!("connect {addr}"));
+        return node
+            .run(move || TcpStream::connect_timeout(&addr, timeout).map(drop))
+            .with_context(|| format!("connect {addr}"));
     }
     bail!("the bed's kubelet probes with httpGet and tcpSocket only")
 }

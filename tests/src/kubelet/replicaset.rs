@@ -73,7 +73,10 @@ pub fn schedule(api: &FakeApiServer, deployment: &Deployment, node: &str) -> Res
         "status": { "phase": "Pending" },
     }));
     let stored = api.object("Pod", Some(namespace), &pod_name).context("the Pod just made")?;
-    Ok(ScheduledPod { object: serde_json::from_value(stored).context("the Pod as k8s-openapi reads it")?, replica_set })
+    Ok(ScheduledPod {
+        object: serde_json::from_value(stored).context("the Pod as k8s-openapi reads it")?,
+        replica_set,
+    })
 }
 
 /// Reports `pod` as a kubelet does once its sandbox runs: Running on `pod_ip`, Ready as
@@ -81,7 +84,9 @@ pub fn schedule(api: &FakeApiServer, deployment: &Deployment, node: &str) -> Res
 pub fn report_status(api: &FakeApiServer, pod: &Pod, pod_ip: &str, host_ip: &str, ready: bool) -> Result<()> {
     let namespace = pod.metadata.namespace.as_deref().unwrap_or("default");
     let name = pod.metadata.name.as_deref().context("the Pod has no name")?;
-    let mut live: Value = api.object("Pod", Some(namespace), name).with_context(|| format!("Pod {namespace}/{name} is gone"))?;
+    let mut live: Value = api
+        .object("Pod", Some(namespace), name)
+        .with_context(|| format!("Pod {namespace}/{name} is gone"))?;
     let ready = if ready { "True" } else { "False" };
     live["status"] = json!({
         "phase": "Running", "podIP": pod_ip, "podIPs": [{ "ip": pod_ip }],

@@ -180,7 +180,9 @@ fn check_target(path: &str) -> Result<()> {
     }
     let first = path.trim_start_matches('/').split('/').next().unwrap_or_default();
     if SYSTEM_DIRS.contains(&first) && !path.starts_with("/usr/local/") {
-        bail!("{path:?} is inside the host's /{first}, which the bed's root filesystem shares: not supported");
+        bail!(
+            "{path:?} is inside the host's /{first}, which the bed's root filesystem shares: not supported"
+        );
     }
     Ok(())
 }

@@ -48,8 +48,14 @@ pub fn materialize(
         make_dir(&path)?;
         if let Some(config_map) = &volume.config_map {
             let data = data_of(api, "ConfigMap", namespace, &config_map.name)?;
-            write_keys(&path, data, config_map.items.as_deref(), config_map.default_mode, config_map.optional)
-                .with_context(|| format!("{}: ConfigMap {namespace}/{}", what(), config_map.name))?;
+            write_keys(
+                &path,
+                data,
+                config_map.items.as_deref(),
+                config_map.default_mode,
+                config_map.optional,
+            )
+            .with_context(|| format!("{}: ConfigMap {namespace}/{}", what(), config_map.name))?;
         } else if let Some(secret) = &volume.secret {
             let name = secret.secret_name.as_deref().context("a secret volume without secretName")?;
             let data = data_of(api, "Secret", namespace, name)?;
@@ -64,14 +70,26 @@ pub fn materialize(
                     write_token(api, pod, &path, token, owner).with_context(what)?;
                 } else if let Some(config_map) = &source.config_map {
                     let data = data_of(api, "ConfigMap", namespace, &config_map.name)?;
-                    write_keys(&path, data, config_map.items.as_deref(), projected.default_mode, config_map.optional)
-                        .with_context(|| format!("{}: ConfigMap {namespace}/{}", what(), config_map.name))?;
+                    write_keys(
+                        &path,
+                        data,
+                        config_map.items.as_deref(),
+                        projected.default_mode,
+                        config_map.optional,
+                    )
+                    .with_context(|| format!("{}: ConfigMap {namespace}/{}", what(), config_map.name))?;
                 } else {
-                    bail!("{}: the bed's kubelet projects serviceAccountToken and configMap sources only", what());
+                    bail!(
+                        "{}: the bed's kubelet projects serviceAccountToken and configMap sources only",
+                        what()
+                    );
                 }
             }
         } else {
-            bail!("{}: the bed's kubelet makes configMap, secret, emptyDir, projected and hostPath volumes only", what());
+            bail!(
+                "{}: the bed's kubelet makes configMap, secret, emptyDir, projected and hostPath volumes only",
+                what()
+            );
         }
         volumes.insert(volume.name.clone(), path);
     }
@@ -92,7 +110,10 @@ pub fn mounts_of(container: &Container, volumes: &Volumes) -> Result<Vec<rootfs:
                 .clone();
             if let Some(sub) = m.sub_path.as_deref().filter(|s| !s.is_empty()) {
                 if sub.split('/').any(|part| part == "..") || sub.starts_with('/') {
-                    bail!("volumeMount {}: subPath {sub:?} must be a relative path within the volume", m.name);
+                    bail!(
+                        "volumeMount {}: subPath {sub:?} must be a relative path within the volume",
+                        m.name
+                    );
                 }
                 source = source.join(sub);
             }
@@ -154,11 +175,7 @@ fn write_token(
     let namespace = pod.metadata.namespace.as_deref().unwrap_or("default");
     let name = pod.metadata.name.as_deref().unwrap_or_default();
     let uid = pod.metadata.uid.as_deref().context("the Pod has no uid: create it on the API server first")?;
-    let account = pod
-        .spec
-        .as_ref()
-        .and_then(|s| s.service_account_name.as_deref())
-        .unwrap_or("default");
+    let account = pod.spec.as_ref().and_then(|s| s.service_account_name.as_deref()).unwrap_or("default");
     let audience = projection.audience.as_deref().unwrap_or(API_SERVER_AUDIENCE);
     let token = format!("kubelet-{namespace}-{name}-{}", crate::weftd::random_token());
     api.add_token(
