@@ -104,6 +104,8 @@ impl Cluster {
         // Bound in n1's namespace, so that weftd there reaches it on its loopback.
         let listener = nodes[0].run(|| std::net::TcpListener::bind(("127.0.0.1", API_PORT)))?;
         let (api, _) = runtime.block_on(FakeApiServer::start_on(listener))?;
+        // The waypoint's Service needs its VIP: the agents resolve the waypoint through it.
+        api.set_cluster_ip_allocation(true);
 
         let client = bed.pod(&nodes[0], "bookinfo", "productpage")?;
         let reviews = bed.pod(&nodes[1], "bookinfo", "reviews-v1")?;

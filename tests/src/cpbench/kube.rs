@@ -71,10 +71,6 @@ impl KubeSide {
             .enable_all()
             .build()?;
         let (server, url) = runtime.block_on(FakeApiServer::start())?;
-        // The in-process side has no waypoint controller: the Services weftd makes for the
-        // mesh's waypoint Gateways stay without a ClusterIP, so that they are no Address
-        // resources here either and both sides serve the same mesh.
-        server.set_cluster_ip_allocation(false);
         let objects = mesh(spec);
         let count = objects.len();
         for object in &objects {

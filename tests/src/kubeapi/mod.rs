@@ -223,8 +223,9 @@ impl FakeApiServer {
     /// `metadata.namespace` defaults to "default" for namespaced kinds). Sets its
     /// `metadata.resourceVersion` to the next global version and keeps its `metadata.uid`
     /// (the stored object's, else the one given, else a new one); a Service of type
-    /// ClusterIP without `spec.clusterIP` gets one, as from the real server. Open watches
-    /// get an ADDED or MODIFIED event. Returns the new resourceVersion.
+    /// ClusterIP without `spec.clusterIP` gets one if the test asked for that
+    /// ([`FakeApiServer::set_cluster_ip_allocation`]). Open watches get an ADDED or
+    /// MODIFIED event. Returns the new resourceVersion.
     ///
     /// Panics if the server does not serve the object's kind in its `apiVersion`.
     pub fn apply(&self, object: Value) -> String {
@@ -239,8 +240,11 @@ impl FakeApiServer {
         self.shared.store().delete(resource, namespace, name).is_some()
     }
 
-    /// Stops (or restarts) giving Services ClusterIPs: for a test that compares against a
-    /// mesh where the Services weftd makes (its waypoints') have none.
+    /// Gives a Service of type ClusterIP created without `spec.clusterIP` an address, as the
+    /// real server does, from 198.19.128.0/17 (kept across updates). Off by default: the
+    /// in-process tests and the control plane benchmark count the Address resources of
+    /// a mesh in which the Services weftd makes for waypoints have no VIP (and so are no
+    /// Address resources); a test that runs those waypoints turns it on.
     pub fn set_cluster_ip_allocation(&self, on: bool) {
         self.shared.store().allocate_cluster_ips = on;
     }

@@ -142,7 +142,8 @@ pub(crate) struct Store {
     next_uid: u64,
     /// Service ClusterIPs handed out so far (see [`Store::allocate_cluster_ip`]).
     cluster_ips: u16,
-    /// Whether Services get ClusterIPs (on, as on the real server).
+    /// Whether Services get ClusterIPs, as on the real server; off unless a test asks
+    /// ([`super::FakeApiServer::set_cluster_ip_allocation`]).
     pub allocate_cluster_ips: bool,
 }
 
@@ -164,7 +165,7 @@ impl Store {
             failed: (0..RESOURCES.len()).map(|index| !RESOURCES.served_from_start(index)).collect(),
             next_uid: 1,
             cluster_ips: 0,
-            allocate_cluster_ips: true,
+            allocate_cluster_ips: false,
         }
     }
 
