@@ -47,20 +47,17 @@ pub fn materialize(
         }
         make_dir(&path)?;
         if let Some(config_map) = &volume.config_map {
-            let data = data_of(api, "ConfigMap", namespace, &config_map.name)?;
-            write_keys(
-                &path,
-                data,
-                config_map.items.as_deref(),
-                config_map.default_mode,
-                config_map.optional,
-            )
-            .with_context(|| format!("{}: ConfigMap {namespace}/{}", what(), config_map.name))?;
+            let keys = Keys {
+                items: config_map.items.as_deref(),
+                mode: config_map.default_mode,
+                optional: config_map.optional,
+            };
+            write_keys(api, &path, ("ConfigMap", namespace, &config_map.name), keys).with_context(what)?;
         } else if let Some(secret) = &volume.secret {
             let name = secret.secret_name.as_deref().context("a secret volume without secretName")?;
-            let data = data_of(api, "Secret", namespace, name)?;
-            write_keys(&path, data, secret.items.as_deref(), secret.default_mode, secret.optional)
-                .with_context(|| format!("{}: Secret {namespace}/{name}", what()))?;
+            let keys =
+                Keys { items: secret.items.as_deref(), mode: secret.default_mode, optional: secret.optional };
+            write_keys(api, &path, ("Secret", namespace, name), keys).with_context(what)?;
         } else if volume.empty_dir.is_some() {
             // Writable by the container's user, as the kubelet makes it (0777).
             std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o777))?;
@@ -69,15 +66,13 @@ pub fn materialize(
                 if let Some(token) = &source.service_account_token {
                     write_token(api, pod, &path, token, owner).with_context(what)?;
                 } else if let Some(config_map) = &source.config_map {
-                    let data = data_of(api, "ConfigMap", namespace, &config_map.name)?;
-                    write_keys(
-                        &path,
-                        data,
-                        config_map.items.as_deref(),
-                        projected.default_mode,
-                        config_map.optional,
-                    )
-                    .with_context(|| format!("{}: ConfigMap {namespace}/{}", what(), config_map.name))?;
+                    let keys = Keys {
+                        items: config_map.items.as_deref(),
+                        mode: projected.default_mode,
+                        optional: config_map.optional,
+                    };
+                    write_keys(api, &path, ("ConfigMap", namespace, &config_map.name), keys)
+                        .with_context(what)?;
                 } else {
                     bail!(
                         "{}: the bed's kubelet projects serviceAccountToken and configMap sources only",
@@ -126,22 +121,26 @@ pub fn mounts_of(container: &Container, volumes: &Volumes) -> Result<Vec<rootfs:
         .collect()
 }
 
-/// A ConfigMap's or Secret's keys as files (all of them, or the `items` asked for).
-fn write_keys(
-    dir: &Path,
-    data: Option<Vec<(String, String)>>,
-    items: Option<&[KeyToPath]>,
-    default_mode: Option<i32>,
+/// Which keys of a ConfigMap or Secret a volume holds, and how.
+struct Keys<'a> {
+    /// All of them when `None`.
+    items: Option<&'a [KeyToPath]>,
+    /// `defaultMode`.
+    mode: Option<i32>,
     optional: Option<bool>,
-) -> Result<()> {
-    let Some(data) = data else {
-        if optional.unwrap_or(false) {
+}
+
+/// A ConfigMap's or Secret's keys as files (`object`: kind, namespace, name).
+fn write_keys(api: &FakeApiServer, dir: &Path, object: (&str, &str, &str), keys: Keys<'_>) -> Result<()> {
+    let (kind, namespace, name) = object;
+    let Some(data) = data_of(api, kind, namespace, name)? else {
+        if keys.optional.unwrap_or(false) {
             return Ok(());
         }
-        bail!("it does not exist (the kubelet would keep the pod waiting for it)");
+        bail!("{kind} {namespace}/{name} does not exist (the kubelet would keep the pod waiting for it)");
     };
-    let mode = default_mode.map(|m| m as u32).unwrap_or(DEFAULT_MODE);
-    match items {
+    let mode = keys.mode.map(|m| m as u32).unwrap_or(DEFAULT_MODE);
+    match keys.items {
         None => {
             for (key, value) in &data {
                 write_file(&dir.join(key), value, mode, None)?;
@@ -153,7 +152,7 @@ fn write_keys(
                     .iter()
                     .find(|(k, _)| *k == item.key)
                     .map(|(_, v)| v)
-                    .with_context(|| format!("it has no key {:?}", item.key))?;
+                    .with_context(|| format!("{kind} {namespace}/{name} has no key {:?}", item.key))?;
                 let mode = item.mode.map(|m| m as u32).unwrap_or(mode);
                 write_file(&dir.join(&item.path), value, mode, None)?;
             }
