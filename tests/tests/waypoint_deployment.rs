@@ -10,8 +10,9 @@
 //! ready when its readinessProbe passes.
 //!
 //! ```text
-//! productpage (n1) ─HTTP to the reviews VIP─▶ agent n1 ─HBONE─▶ waypoint pod (n2, weftd's Deployment)
-//!     ─HBONE─▶ reviews-v1 (n2) ─▶ agent n2 ─▶ the app          weftd (n1) ◀─ list/watch ─▶ fake API server (n1)
+//! n1: fake API server ◀─ list/watch ─ weftd ─ xDS, CA ─▶ agents, waypoint
+//! productpage (n1) ─HTTP to the reviews VIP─▶ agent n1 ─HBONE─▶ waypoint pod (n2)
+//!   ─HBONE─▶ agent n2 ─▶ reviews-v1 (n2)
 //! ```
 //!
 //! Traffic from an enrolled client then goes through that waypoint (its

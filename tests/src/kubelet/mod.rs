@@ -6,7 +6,7 @@
 //!
 //! - the program: `command` + `args` as given, `$(VAR)` expanded from the container's
 //!   environment; without `command`, the image's entrypoint. Images are not pulled: an
-//!   image is one of the repository's binaries, by the one table in [`image::entrypoint`];
+//!   image is one of the repository's binaries, by the one table in `image.rs` ([`entrypoint`]);
 //! - the environment (`env.rs`): plain values, the downward API (`fieldRef`:
 //!   metadata.name/namespace/uid/labels/annotations, spec.nodeName,
 //!   spec.serviceAccountName, status.podIP(s)/hostIP(s); `resourceFieldRef`), ConfigMap
