@@ -9,6 +9,8 @@
 //! - [`agent`]: a `weft-agent` process on a bed node and its admin endpoint.
 //! - [`logs`]: what an agent or weftd logged: JSON lines by field, text lines by fragment.
 //! - [`meshconfig`]: the agents' `--local-config` file, written from the bed's pods.
+//! - [`kubelet`]: a pod spec's containers run in a bed pod as a kubelet runs them (env,
+//!   volumes, a root filesystem of their own, probes), and the Pod a Deployment makes.
 //! - [`poll`]: waiting for what another process does, by polling a check.
 //! - [`scenario`]: a bed with its config, the test app as server and client.
 //! - [`wire`]: a tcpdump capture on a bed interface and what crossed it (TCP flows, TLS).
@@ -34,6 +36,7 @@ pub mod cpbench;
 pub mod demo;
 pub mod envoy;
 pub mod kubeapi;
+pub mod kubelet;
 pub mod logs;
 pub mod meshconfig;
 pub mod metricsbench;

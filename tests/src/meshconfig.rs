@@ -118,9 +118,18 @@ impl MeshConfig {
     }
 }
 
+/// The model as Kubernetes objects (YAML documents): see [`kubernetes_objects`].
+pub fn kubernetes_yaml(mesh: &Mesh) -> String {
+    kubernetes_objects(mesh)
+        .iter()
+        .map(|d| serde_yaml::to_string(d).expect("JSON values serialise"))
+        .collect::<Vec<_>>()
+        .join("---\n")
+}
+
 /// The model as Kubernetes objects: Namespaces with their labels, running Pods on their
 /// nodes with their IPs, service accounts and ports, Services with cluster IPs.
-pub fn kubernetes_yaml(mesh: &Mesh) -> String {
+pub fn kubernetes_objects(mesh: &Mesh) -> Vec<serde_json::Value> {
     use serde_json::json;
     let mut docs: Vec<serde_json::Value> = Vec::new();
     for ns in &mesh.namespaces {
@@ -148,8 +157,5 @@ pub fn kubernetes_yaml(mesh: &Mesh) -> String {
             "spec": {"clusterIP": svc.vip.to_string(), "ports": ports, "selector": svc.selector},
         }));
     }
-    docs.iter()
-        .map(|d| serde_yaml::to_string(d).expect("JSON values serialise"))
-        .collect::<Vec<_>>()
-        .join("---\n")
+    docs
 }

@@ -96,7 +96,7 @@ impl Credentials {
 }
 
 /// 128 random bits as hex: unguessable enough for a test's tokens.
-fn random_token() -> String {
+pub fn random_token() -> String {
     let half = || std::collections::hash_map::RandomState::new().build_hasher().finish();
     format!("{:016x}{:016x}", half(), half())
 }
@@ -142,14 +142,16 @@ impl AdsCredentials {
     }
 }
 
-/// weftd on a bed node, reading a config directory, with its own CA directory and token
-/// file; its serving certificate also names the node's address.
+/// weftd on a bed node, reading a config directory (its own token file) or watching a
+/// Kubernetes API server (TokenReview), with its own CA directory; its serving
+/// certificate also names the node's address.
 pub struct Weftd {
     node: Node,
     proc: Proc,
     args: Vec<String>,
     ca_dir: PathBuf,
-    credentials: Mutex<Credentials>,
+    /// Local mode's tokens; `None` in Kubernetes mode, where the API server knows them.
+    credentials: Option<Mutex<Credentials>>,
     _dir: tempfile::TempDir,
 }
 
@@ -162,16 +164,35 @@ impl Weftd {
     /// The same, with more flags.
     pub fn start_with(node: &Node, config_dir: &Path, extra: &[&str]) -> Result<Weftd> {
         let dir = tempfile::tempdir().context("weftd's directory")?;
-        let ca_dir = dir.path().join("ca");
         let credentials = Credentials::new(&dir.path().join("tokens"))?;
-        let path = |p: &Path| p.display().to_string();
-        let mut args = vec![
+        let source = [
             "--config-dir".to_owned(),
-            path(config_dir),
-            "--ca-dir".to_owned(),
-            path(&ca_dir),
+            config_dir.display().to_string(),
             "--token-file".to_owned(),
-            path(&credentials.weftd_file()),
+            credentials.weftd_file().display().to_string(),
+        ];
+        Self::launch(node, dir, &source, extra, Some(credentials))
+    }
+
+    /// Starts weftd on `node` in Kubernetes mode on the API server at `url` (reachable from
+    /// the node): callers' tokens are checked by TokenReview there. Waits until ready.
+    pub fn start_kubernetes(node: &Node, url: &str, extra: &[&str]) -> Result<Weftd> {
+        let dir = tempfile::tempdir().context("weftd's directory")?;
+        Self::launch(node, dir, &["--kubernetes-url".to_owned(), url.to_owned()], extra, None)
+    }
+
+    fn launch(
+        node: &Node,
+        dir: tempfile::TempDir,
+        source: &[String],
+        extra: &[&str],
+        credentials: Option<Credentials>,
+    ) -> Result<Weftd> {
+        let ca_dir = dir.path().join("ca");
+        let mut args = source.to_vec();
+        args.extend([
+            "--ca-dir".to_owned(),
+            ca_dir.display().to_string(),
             "--secure-grpc-addr".to_owned(),
             format!("0.0.0.0:{SECURE_PORT}"),
             "--serving-ips".to_owned(),
@@ -180,11 +201,17 @@ impl Weftd {
             DEBUG_ADDR.to_owned(),
             "--debounce".to_owned(),
             "50ms".to_owned(),
-        ];
+        ]);
         args.extend(extra.iter().map(|a| (*a).to_owned()));
         let proc = Self::spawn(node, &args)?;
-        let weftd =
-            Weftd { node: node.clone(), proc, args, ca_dir, credentials: Mutex::new(credentials), _dir: dir };
+        let weftd = Weftd {
+            node: node.clone(),
+            proc,
+            args,
+            ca_dir,
+            credentials: credentials.map(Mutex::new),
+            _dir: dir,
+        };
         weftd.wait_ready(Duration::from_secs(20))?;
         Ok(weftd)
     }
@@ -224,18 +251,26 @@ impl Weftd {
 
     /// What the agent of `node` needs: the address, the root and its bootstrap token.
     pub fn agent_credentials(&self, node: &str) -> Result<AdsCredentials> {
-        let token_file = self.credentials.lock().expect("credentials lock").node(node)?;
-        Ok(self.ads(token_file))
+        let token_file = self.local_credentials()?.lock().expect("credentials lock").node(node)?;
+        Ok(self.credentials_with_token(token_file))
     }
 
     /// What a waypoint or gateway of service account `namespace/name` needs.
     pub fn service_account_credentials(&self, namespace: &str, name: &str) -> Result<AdsCredentials> {
         let token_file =
-            self.credentials.lock().expect("credentials lock").service_account(namespace, name)?;
-        Ok(self.ads(token_file))
+            self.local_credentials()?.lock().expect("credentials lock").service_account(namespace, name)?;
+        Ok(self.credentials_with_token(token_file))
     }
 
-    fn ads(&self, token_file: PathBuf) -> AdsCredentials {
+    fn local_credentials(&self) -> Result<&Mutex<Credentials>> {
+        self.credentials.as_ref().context(
+            "weftd runs in Kubernetes mode: it checks tokens by TokenReview; register one with \
+             FakeApiServer::add_token and use Weftd::credentials_with_token",
+        )
+    }
+
+    /// Where weftd is and the root it serves with, for a caller holding `token_file`.
+    pub fn credentials_with_token(&self, token_file: PathBuf) -> AdsCredentials {
         AdsCredentials {
             addr: self.ads_addr(),
             url: self.ads_url(),

@@ -8,6 +8,10 @@
 //! - `objects.rs`: a Gateway read as a [`objects::Waypoint`], and the objects made for it.
 //! - `status.rs`: the Gateway's conditions, with istiod's reasons and messages.
 //! - `controller.rs`: the kube-rs controller that ties them together.
+//!
+//! `controlplane/tests/waypoint_controller.rs` checks the objects on the fake API server;
+//! `tests/tests/waypoint_deployment.rs` runs the Deployment made here on the test bed (the
+//! bed's kubelet, `tests/src/kubelet/`) and sends a namespace's traffic through it.
 
 pub mod classes;
 pub mod controller;

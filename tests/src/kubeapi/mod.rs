@@ -206,6 +206,18 @@ impl FakeApiServer {
     pub async fn start() -> Result<(FakeApiServer, String)> {
         let listener =
             TcpListener::bind("127.0.0.1:0").await.context("binding the fake API server on 127.0.0.1")?;
+        Self::serve_on(listener)
+    }
+
+    /// Starts a server on a listener the caller bound, e.g. in a bed node's network
+    /// namespace (a socket stays in the namespace it was made in), so that processes on the
+    /// bed reach it; the URL names the listener's address.
+    pub async fn start_on(listener: std::net::TcpListener) -> Result<(FakeApiServer, String)> {
+        listener.set_nonblocking(true).context("a non-blocking listener")?;
+        Self::serve_on(TcpListener::from_std(listener).context("the fake API server's listener")?)
+    }
+
+    fn serve_on(listener: TcpListener) -> Result<(FakeApiServer, String)> {
         let url = format!("http://{}", listener.local_addr()?);
         let shared = Arc::new(Shared {
             store: Mutex::new(Store::new()),
@@ -224,9 +236,11 @@ impl FakeApiServer {
 
     /// Creates or replaces an object (`apiVersion`, `kind`, `metadata.name` required;
     /// `metadata.namespace` defaults to "default" for namespaced kinds). Sets its
-    /// `metadata.resourceVersion` to the next global version and keeps (or makes) its
-    /// `metadata.uid`; open watches get an ADDED or MODIFIED event. Returns the new
-    /// resourceVersion.
+    /// `metadata.resourceVersion` to the next global version and keeps its `metadata.uid`
+    /// (the stored object's, else the one given, else a new one); a Service of type
+    /// ClusterIP without `spec.clusterIP` gets one if the test asked for that
+    /// ([`FakeApiServer::set_cluster_ip_allocation`]). Open watches get an ADDED or
+    /// MODIFIED event. Returns the new resourceVersion.
     ///
     /// Panics if the server does not serve the object's kind in its `apiVersion`.
     pub fn apply(&self, object: Value) -> String {
@@ -239,6 +253,23 @@ impl FakeApiServer {
     pub fn delete(&self, kind: &str, namespace: Option<&str>, name: &str) -> bool {
         let resource = resources::by_name(kind);
         self.shared.store().delete(resource, namespace, name).is_some()
+    }
+
+    /// Gives a Service of type ClusterIP created without `spec.clusterIP` an address, as the
+    /// real server does, from 198.19.128.0/17 (kept across updates). Off by default: the
+    /// in-process tests and the control plane benchmark count the Address resources of
+    /// a mesh in which the Services weftd makes for waypoints have no VIP (and so are no
+    /// Address resources); a test that runs those waypoints turns it on.
+    pub fn set_cluster_ip_allocation(&self, on: bool) {
+        self.shared.store().allocate_cluster_ips = on;
+    }
+
+    /// Deletes an object and what it owns, as `kubectl delete` does (background
+    /// propagation: the garbage collector follows ownerReferences). Returns whether it
+    /// existed.
+    pub fn delete_with_dependents(&self, kind: &str, namespace: Option<&str>, name: &str) -> bool {
+        let resource = resources::by_name(kind);
+        self.shared.store().delete_cascading(resource, namespace, name, false).is_some()
     }
 
     /// The current (latest) resourceVersion.

@@ -20,6 +20,7 @@ const INSTALLATION: &[Resource] = &[
     installed("", &["v1"], "Node", "nodes", false),
     installed("apps", &["v1"], "Deployment", "deployments", true),
     installed("apps", &["v1"], "DaemonSet", "daemonsets", true),
+    installed("apps", &["v1"], "ReplicaSet", "replicasets", true),
     installed("policy", &["v1"], "PodDisruptionBudget", "poddisruptionbudgets", true),
     installed("autoscaling", &["v2"], "HorizontalPodAutoscaler", "horizontalpodautoscalers", true),
     installed("rbac.authorization.k8s.io", &["v1"], "ClusterRole", "clusterroles", false),

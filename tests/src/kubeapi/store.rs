@@ -149,7 +149,18 @@ pub(crate) struct Store {
     /// Per resource: answer 404 as if its CRD were not installed.
     failed: Vec<bool>,
     next_uid: u64,
+    /// Service ClusterIPs handed out so far (see [`Store::allocate_cluster_ip`]).
+    cluster_ips: u16,
+    /// Whether Services get ClusterIPs, as on the real server; off unless a test asks
+    /// ([`super::FakeApiServer::set_cluster_ip_allocation`]).
+    pub allocate_cluster_ips: bool,
 }
+
+/// Where the fake server allocates Services' ClusterIPs: the upper half of the bed's
+/// service range (tests/README.md's address plan), so that a VIP a test chooses itself
+/// (198.19.0.x) is never handed out.
+const CLUSTER_IP_BASE: [u8; 2] = [198, 19];
+const CLUSTER_IP_FIRST: u16 = 0x8001;
 
 impl Store {
     pub fn new() -> Store {
@@ -162,6 +173,8 @@ impl Store {
             watches: Vec::new(),
             failed: (0..RESOURCES.len()).map(|index| !RESOURCES.served_from_start(index)).collect(),
             next_uid: 1,
+            cluster_ips: 0,
+            allocate_cluster_ips: false,
         }
     }
 
@@ -189,7 +202,10 @@ impl Store {
         let previous = self.objects.get(&key).cloned();
 
         self.rv += 1;
-        let uid = match previous.as_ref().and_then(|p| p["metadata"]["uid"].as_str()) {
+        // A test may create an object with the uid it chose (a bed pod's, which the agent
+        // binds the pod by); the real server would make one.
+        let given = metadata.get("uid").and_then(Value::as_str).filter(|uid| !uid.is_empty());
+        let uid = match previous.as_ref().and_then(|p| p["metadata"]["uid"].as_str()).or(given) {
             Some(uid) => uid.to_owned(),
             None => {
                 self.next_uid += 1;
@@ -202,6 +218,9 @@ impl Store {
             Some(ns) => metadata.insert("namespace".into(), ns.clone().into()),
             None => metadata.remove("namespace"),
         };
+        if self.allocate_cluster_ips && RESOURCES[resource].group.is_empty() && kind == "Service" {
+            self.allocate_cluster_ip(&mut object, previous.as_ref());
+        }
 
         let change = if previous.is_some() { ChangeType::Modified } else { ChangeType::Added };
         if let Some(defined) = RESOURCES.register_crd(&object) {
@@ -210,6 +229,68 @@ impl Store {
         self.objects.insert(key.clone(), object.clone());
         self.record(Change { rv: self.rv, key, change, object, previous });
         self.rv
+    }
+
+    /// What the real server's Service REST strategy does: a ClusterIP Service (the default
+    /// type) created without `spec.clusterIP` gets one, kept for the Service's life (an
+    /// update that leaves it out keeps the allocated one, as the field is immutable);
+    /// `clusterIPs` follows. Headless (`None`) and ExternalName Services get none.
+    fn allocate_cluster_ip(&mut self, object: &mut Value, previous: Option<&Value>) {
+        let spec = &mut object["spec"];
+        if !spec.is_object() || spec["type"].as_str().is_some_and(|t| t == "ExternalName") {
+            return;
+        }
+        if spec["clusterIP"].as_str().is_some_and(|ip| !ip.is_empty()) {
+            if !spec["clusterIPs"].is_array() {
+                spec["clusterIPs"] = json!([spec["clusterIP"].clone()]);
+            }
+            return;
+        }
+        let ip = match previous.and_then(|p| p["spec"]["clusterIP"].as_str()).filter(|ip| !ip.is_empty()) {
+            Some(kept) => kept.to_owned(),
+            None => {
+                let n = CLUSTER_IP_FIRST + self.cluster_ips;
+                self.cluster_ips += 1;
+                let [a, b] = CLUSTER_IP_BASE;
+                format!("{a}.{b}.{}.{}", n >> 8, n & 0xff)
+            }
+        };
+        spec["clusterIP"] = json!(ip);
+        spec["clusterIPs"] = json!([ip]);
+    }
+
+    /// Deletes an object and, unless `orphan`, its dependents (the objects an
+    /// ownerReference ties to it, and theirs), as the garbage collector does after a
+    /// delete with background propagation. Returns the object as it was, or `None` if
+    /// there was no such object.
+    pub fn delete_cascading(
+        &mut self,
+        resource: usize,
+        namespace: Option<&str>,
+        name: &str,
+        orphan: bool,
+    ) -> Option<Value> {
+        let object = self.get(resource, RESOURCES[resource].versions[0], namespace, name)?;
+        self.delete(resource, namespace, name);
+        if !orphan {
+            let mut owners: Vec<String> =
+                object["metadata"]["uid"].as_str().map(str::to_owned).into_iter().collect();
+            while let Some(uid) = owners.pop() {
+                for key in self.dependents(&uid) {
+                    let dependent = self
+                        .get(
+                            key.resource,
+                            RESOURCES[key.resource].versions[0],
+                            key.namespace.as_deref(),
+                            &key.name,
+                        )
+                        .expect("a dependent just listed");
+                    self.delete(key.resource, key.namespace.as_deref(), &key.name);
+                    owners.extend(dependent["metadata"]["uid"].as_str().map(str::to_owned));
+                }
+            }
+        }
+        Some(object)
     }
 
     /// Deletes an object; returns the deletion's resourceVersion, or `None` if there was no

@@ -281,29 +281,12 @@ fn delete(shared: &Shared, target: &Target<'_>, query: &Query, body: &[u8]) -> R
     let options = if body.is_empty() { Value::Null } else { parse(body)? };
     let policy = query.get("propagationPolicy").or(options["propagationPolicy"].as_str());
     let orphan = policy == Some("Orphan");
+    // Served in the version asked for, as the real server answers a DELETE.
     let mut store = shared.store();
     let Some(object) = store.get(target.resource, target.version, target.namespace, target.name) else {
         return Err(not_found(target));
     };
-    store.delete(target.resource, target.namespace, target.name);
-    if !orphan {
-        let mut owners: Vec<String> =
-            object["metadata"]["uid"].as_str().map(str::to_owned).into_iter().collect();
-        while let Some(uid) = owners.pop() {
-            for key in store.dependents(&uid) {
-                let dependent = store
-                    .get(
-                        key.resource,
-                        RESOURCES[key.resource].versions[0],
-                        key.namespace.as_deref(),
-                        &key.name,
-                    )
-                    .expect("a dependent just listed");
-                store.delete(key.resource, key.namespace.as_deref(), &key.name);
-                owners.extend(dependent["metadata"]["uid"].as_str().map(str::to_owned));
-            }
-        }
-    }
+    store.delete_cascading(target.resource, target.namespace, target.name, orphan);
     Ok(object)
 }
 
