@@ -190,10 +190,9 @@ pub async fn run(options: Options) -> anyhow::Result<()> {
     let mut reported: std::collections::HashSet<String> = std::collections::HashSet::new();
     let mut events = Vec::with_capacity(BATCH);
     // Nothing is served until the source has sent its whole state (a file source's first
-    // Reset, a Kubernetes source's Synced): no proxy ever sees half a cluster. Changes
-    // applied before that are served all at once then.
+    // Reset, a Kubernetes source's Synced): no proxy ever sees half a cluster. What was
+    // applied before that is served all at once then.
     let mut synced = false;
-    let mut unserved = false;
     loop {
         tokio::select! {
             n = rx.recv_many(&mut events, BATCH) => {
@@ -213,11 +212,10 @@ pub async fn run(options: Options) -> anyhow::Result<()> {
         let changed = store.apply_all(source_id, events.drain(..));
         metrics.observe_store(store.counts(), &store.snapshot());
         if !synced && !now_synced {
-            unserved |= changed;
             continue;
         }
         synced = true;
-        let changed = changed || std::mem::take(&mut unserved);
+        let changed = changed || now_synced;
         // The authorizer's view of the pods: once the source's state is whole, and after
         // every change.
         if changed || config_tx.borrow().is_none() {

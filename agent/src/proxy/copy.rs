@@ -15,6 +15,7 @@
 //! metrics series (shared with every connection of that series) and into the connection's
 //! own [`Carried`], which its access-log line reports.
 
+use crate::metrics::TcpCounters;
 use bytes::BytesMut;
 use std::{
     cell::RefCell,
@@ -50,7 +51,7 @@ pub struct Count<'c> {
 }
 
 impl<'c> Count<'c> {
-    pub fn new(series: &'c AtomicU64, connection: &'c AtomicU64) -> Count<'c> {
+    fn new(series: &'c AtomicU64, connection: &'c AtomicU64) -> Count<'c> {
         Count { series, connection }
     }
 
@@ -61,6 +62,12 @@ impl<'c> Count<'c> {
 }
 
 impl Carried {
+    /// The two directions' counters for a connection of `series`: client → server is
+    /// Istio's "received" and server → client its "sent", whichever side reports.
+    pub fn counts<'c>(&'c self, series: &'c TcpCounters) -> (Count<'c>, Count<'c>) {
+        (Count::new(&series.received, &self.up), Count::new(&series.sent, &self.down))
+    }
+
     /// The connection's counts, as ztunnel's access log prints them.
     pub fn totals(&self) -> (u64, u64) {
         (self.up.load(Relaxed), self.down.load(Relaxed))

@@ -10,7 +10,7 @@
 use super::{
     ProxyError,
     admit::admit,
-    copy::{self, Carried, Count},
+    copy::{self, Carried},
 };
 use crate::state::{InPod, Shared};
 use http::StatusCode;
@@ -80,12 +80,12 @@ async fn handle(request: HboneRequest, pod: &InPod, shared: &Shared) -> Result<(
             return Err(ProxyError::Connect { dst, source });
         }
     };
-    let identity = request.peer_identity().clone();
+    let identity = request.peer_identity_shared().clone();
     let stream = request.accept()?;
     counters.opened.fetch_add(1, Relaxed);
     // Client → server is HBONE → app: "received", as Istio counts it.
     let carried = Carried::default();
-    let (up, down) = (Count::new(&counters.received, &carried.up), Count::new(&counters.sent, &carried.down));
+    let (up, down) = carried.counts(&counters);
     let result = copy::tcp_hbone(&mut app, stream, down, up).await;
     if result.is_err() {
         // The client reset its stream (its own connection was reset) or the pump failed:
@@ -95,19 +95,34 @@ async fn handle(request: HboneRequest, pod: &InPod, shared: &Shared) -> Result<(
         let _ = app.set_zero_linger();
     }
     counters.closed.fetch_add(1, Relaxed);
+    log_complete(&client_ip, Some(&*identity), dst, pod, &carried, start, &result);
+    result.map_err(ProxyError::Forwarding)
+}
+
+/// An inbound connection's access-log line, as ztunnel's: both ends, the client's
+/// identity if it proved one (HBONE) and the bytes each way.
+pub(super) fn log_complete(
+    src: &dyn std::fmt::Display,
+    identity: Option<&weft_hbone::Identity>,
+    dst: std::net::SocketAddr,
+    pod: &InPod,
+    carried: &Carried,
+    start: Instant,
+    result: &std::io::Result<()>,
+) {
+    let (sent, received) = carried.totals();
     info!(
         target: "access",
         direction = "inbound",
-        src.addr = %client_ip,
-        src.identity = %identity,
+        src.addr = %src,
+        src.identity = identity.map(tracing::field::display),
         dst.addr = %dst,
         dst.workload = %pod.workload.name,
         dst.namespace = %pod.workload.namespace,
-        bytes_sent = carried.totals().0,
-        bytes_recv = carried.totals().1,
+        bytes_sent = sent,
+        bytes_recv = received,
         duration = ?start.elapsed(),
         error = result.as_ref().err().map(tracing::field::display),
         "connection complete"
     );
-    result.map_err(ProxyError::Forwarding)
 }

@@ -7,12 +7,13 @@
 use super::{
     ProxyError,
     admit::admit,
-    copy::{self, Carried, Count},
+    copy::{self, Carried},
+    inbound,
 };
 use crate::state::{InPod, Shared};
 use std::{net::SocketAddr, sync::atomic::Ordering::Relaxed, time::Instant};
 use tokio::net::TcpStream;
-use tracing::{debug, info};
+use tracing::debug;
 
 pub(super) async fn handle(
     mut client: TcpStream,
@@ -43,7 +44,7 @@ pub(super) async fn handle(
     counters.opened.fetch_add(1, Relaxed);
     debug!(%dst, "inbound connected");
     let carried = Carried::default();
-    let (up, down) = (Count::new(&counters.received, &carried.up), Count::new(&counters.sent, &carried.down));
+    let (up, down) = carried.counts(&counters);
     let result = copy::bidirectional(&mut client, &mut app, up, down).await;
     if result.is_err() {
         // One side aborted: abort the other, as a direct connection would show it.
@@ -51,19 +52,7 @@ pub(super) async fn handle(
         let _ = app.set_zero_linger();
     }
     counters.closed.fetch_add(1, Relaxed);
-    // As the HBONE inbound's line, without an identity: the client has none.
-    info!(
-        target: "access",
-        direction = "inbound",
-        src.addr = %peer,
-        dst.addr = %dst,
-        dst.workload = %pod.workload.name,
-        dst.namespace = %pod.workload.namespace,
-        bytes_sent = carried.totals().0,
-        bytes_recv = carried.totals().1,
-        duration = ?start.elapsed(),
-        error = result.as_ref().err().map(tracing::field::display),
-        "connection complete"
-    );
+    // Plaintext: the client has no identity.
+    inbound::log_complete(&peer, None, dst, pod, &carried, start, &result);
     result.map_err(ProxyError::Forwarding)
 }

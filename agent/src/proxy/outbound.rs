@@ -8,7 +8,7 @@
 
 use super::{
     ProxyError,
-    copy::{self, Carried, Count},
+    copy::{self, Carried},
     plan::{self, Protocol, Request},
 };
 use crate::{
@@ -75,6 +75,7 @@ pub(super) async fn handle(
         // sees a failed connect or a reset as it would without the mesh.
         let _ = client.set_zero_linger();
     }
+    let (sent, received) = carried.totals();
     info!(
         target: "access",
         direction = "outbound",
@@ -87,8 +88,8 @@ pub(super) async fn handle(
         dst.workload = request.destination.as_ref().map_or("", |w| w.name.as_str()),
         dst.identity = request.destination.as_ref().map(|w| tracing::field::display(&w.identity)),
         protocol = ?request.protocol,
-        bytes_sent = carried.totals().0,
-        bytes_recv = carried.totals().1,
+        bytes_sent = sent,
+        bytes_recv = received,
         duration = ?start.elapsed(),
         error = result.as_ref().err().map(tracing::field::display),
         "connection complete"
@@ -106,7 +107,7 @@ async fn carry(
     shared: &Shared,
 ) -> Result<(), ProxyError> {
     // Client → destination is "received", as Istio counts a source reporter's bytes.
-    let (up, down) = (Count::new(&counters.received, &carried.up), Count::new(&counters.sent, &carried.down));
+    let (up, down) = carried.counts(counters);
     match request.protocol {
         Protocol::Tcp => {
             let mut upstream = shared

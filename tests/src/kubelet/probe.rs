@@ -95,7 +95,6 @@ fn once(
         let addr = SocketAddr::new(host, port(&get.port)?);
         let path = get.path.clone().unwrap_or_else(|| "/".into());
         // Bounded by the client's own read timeout, not the probe's.
-        let _ = timeout;
         let (status, _) = node.run(move || crate::agent::http_get(&addr.to_string(), &path))?;
         // The kubelet's rule: any 2xx or 3xx is success.
         if !(200..400).contains(&status) {
