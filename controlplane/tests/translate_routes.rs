@@ -488,3 +488,90 @@ spec:
         assert_eq!(rc.virtual_hosts[0].domains, ["reviews.example.com"]);
     }
 }
+
+/// Gateway API attachment to an ingress Gateway's listeners, as Istio does it: every
+/// HTTPRoute of a host is merged into that host's one virtual host (two routes without
+/// hostnames both serve the listener); a parentRef's sectionName picks one listener; a
+/// listener admits routes of its own namespace only unless `allowedRoutes` says All or
+/// names a namespace selector.
+#[test]
+fn gateway_api_routes_merge_per_host_and_attach_as_the_listener_allows() {
+    let (snap, _) = translate(
+        r#"---
+apiVersion: v1
+kind: Namespace
+metadata: { name: web, labels: { team: web } }
+---
+apiVersion: v1
+kind: Namespace
+metadata: { name: third }
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: Gateway
+metadata: { name: gw, namespace: bookinfo }
+spec:
+  gatewayClassName: istio
+  listeners:
+    - { name: http, port: 80, protocol: HTTP }
+    - { name: all, port: 81, protocol: HTTP, allowedRoutes: { namespaces: { from: All } } }
+    - name: team
+      port: 82
+      protocol: HTTP
+      allowedRoutes:
+        namespaces:
+          from: Selector
+          selector: { matchExpressions: [{ key: team, operator: In, values: [web, ops] }] }
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: { name: a, namespace: bookinfo }
+spec:
+  parentRefs: [{ name: gw }]
+  rules: [{ matches: [{ path: { type: PathPrefix, value: /a } }], backendRefs: [{ name: reviews, port: 9080 }] }]
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: { name: b, namespace: bookinfo }
+spec:
+  parentRefs: [{ name: gw, sectionName: http }]
+  rules: [{ matches: [{ path: { type: Exact, value: /b } }], backendRefs: [{ name: ratings, port: 9080 }] }]
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: { name: c, namespace: web }
+spec:
+  parentRefs: [{ name: gw, namespace: bookinfo }]
+  rules: [{ matches: [{ path: { type: PathPrefix, value: /c } }], backendRefs: [{ name: web, port: 80 }] }]
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: { name: d, namespace: third }
+spec:
+  parentRefs: [{ name: gw, namespace: bookinfo, port: 81 }]
+  rules: [{ matches: [{ path: { type: PathPrefix, value: /d } }], backendRefs: [{ name: third, port: 80 }] }]
+"#,
+    );
+    let routes: Vec<RouteConfiguration> = decoded(&snap, type_url::ROUTE);
+    let paths = |name: &str| -> Vec<String> {
+        let Some(rc) = routes.iter().find(|r| r.name == name) else { return Vec::new() };
+        assert_eq!(rc.virtual_hosts.len(), 1, "one virtual host for `*`: {rc:?}");
+        assert_eq!(rc.virtual_hosts[0].domains, ["*"]);
+        rc.virtual_hosts[0]
+            .routes
+            .iter()
+            .map(|r| match r.r#match.as_ref().unwrap().path_specifier.clone().unwrap() {
+                PathSpecifier::Path(p) | PathSpecifier::Prefix(p) | PathSpecifier::PathSeparatedPrefix(p) => {
+                    p
+                }
+                other => format!("{other:?}"),
+            })
+            .collect()
+    };
+    assert_eq!(paths("http.80"), ["/b", "/a"], "both bookinfo routes, merged by precedence (Exact first)");
+    assert_eq!(
+        paths("http.81"),
+        ["/a", "/d", "/c"],
+        "any namespace, ties by namespace/name (third/d before web/c); b names the other listener"
+    );
+    assert_eq!(paths("http.82"), ["/c"], "only the namespace the selector picks");
+}

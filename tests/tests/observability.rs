@@ -1,5 +1,5 @@
 //! End-to-end: a real Prometheus (Debian package `prometheus`) scrapes the bed's agents,
-//! waypoint and weftd while Bookinfo walks Istio's traffic-management tasks (the demo),
+//! waypoint, ingress gateway and weftd while Bookinfo walks Istio's traffic-management tasks (the demo),
 //! plus plaintext traffic to and from a namespace outside the mesh; then every query of
 //! Istio's Mesh, Service, Workload, Ztunnel and Control Plane dashboards
 //! (`tests/data/istio-dashboards/`) is run with Grafana's variables set as the dashboard
@@ -57,15 +57,24 @@ fn cannot_be_non_empty(q: &Query) -> Option<&'static str> {
     if let Some((_, why)) = listed.iter().find(|(m, _)| e.contains(m)) {
         return Some(why);
     }
-    // L7 metrics with only source or destination reporters: sidecars report those; on an
-    // ambient mesh the waypoint does (reporter="waypoint"), which these dashboards' $qrep
-    // (source, destination) does not offer. Istio's ambient shows the same empty panels.
+    // L7 metrics a server-side sidecar reports (reporter="destination"): on an ambient
+    // mesh the waypoint reports them (reporter="waypoint"), and the gateway as the source.
+    // Istio's ambient shows the same empty panels; Weft's dashboards offer "waypoint".
     let l7 = L7.iter().any(|m| e.contains(m));
-    let reporters_without_waypoint = e.contains("reporter") && !e.contains("waypoint");
-    if l7 && reporters_without_waypoint {
+    if l7 && e.contains("reporter=\"destination\"") {
         return Some(
-            "L7 metrics reported by a sidecar (reporter source or destination): in ambient the waypoint reports them \
-             (reporter=\"waypoint\"), which $qrep does not offer; Weft's dashboards offer it",
+            "L7 metrics a server-side sidecar reports (reporter=\"destination\"): in ambient the waypoint reports them \
+             (reporter=\"waypoint\"); Weft's dashboards offer it",
+        );
+    }
+    // The L7 mTLS panels with the source reporter ($qrep's other choice): only the server
+    // side knows the policy it applied, so Istio's source reporters (sidecars, gateways;
+    // here the ingress gateway) say connection_security_policy="unknown", as Weft's does.
+    if l7 && e.contains("connection_security_policy=\"mutual_tls\"") && !e.contains("waypoint") {
+        return Some(
+            "L7 mTLS as a server-side sidecar reports it: a source reporter (the gateway) says \
+             connection_security_policy=\"unknown\" as Istio's do; in ambient the server side is the waypoint \
+             (reporter=\"waypoint\"), which $qrep does not offer",
         );
     }
     None
@@ -176,6 +185,7 @@ impl Expected {
             "reviews-v3",
             "ratings-v1",
             "waypoint",
+            "bookinfo-gateway-istio",
             "legacy-v1",
         ]
         .map(String::from)
@@ -188,7 +198,7 @@ impl Expected {
             .chain(["legacy.legacy.svc.cluster.local".to_owned()])
             .collect();
         let mut pods: BTreeSet<String> = d.nodes.iter().map(|n| format!("ztunnel-{}", n.name())).collect();
-        pods.extend(["waypoint".to_owned(), "istiod-weftd".to_owned()]);
+        pods.extend(["waypoint".to_owned(), "bookinfo-gateway-istio".to_owned(), "istiod-weftd".to_owned()]);
         Expected { services, workloads, namespaces: ["bookinfo", "legacy", "unknown"].into(), pods }
     }
 
@@ -210,7 +220,7 @@ impl Expected {
                     .split_once('.')
                     .is_some_and(|(w, ns)| self.workloads.contains(w) && self.namespaces.contains(ns)),
                 "pod" => self.pods.contains(v),
-                "component" => ["ztunnel", "waypoint", "pilot"].contains(&v),
+                "component" => ["ztunnel", "proxy", "pilot"].contains(&v),
                 "tag" => v == env!("CARGO_PKG_VERSION"),
                 _ => true,
             };
@@ -223,14 +233,20 @@ impl Expected {
 }
 
 /// Traffic beyond the demo's walk, for a while, so every rate has samples: Bookinfo's page
-/// for anyone and for jason (productpage also calls `legacy`, outside the mesh, in
-/// plaintext), and `legacy` calling reviews-v1's pod directly (plaintext into the mesh).
+/// for anyone and for jason, from inside the mesh and through the ingress gateway
+/// (productpage also calls `legacy`, outside the mesh, in plaintext; the gateway serves
+/// it too, under `/legacy`), and `legacy` calling reviews-v1's pod directly (plaintext
+/// into the mesh).
 fn more_traffic(d: &Demo) -> Result<()> {
     let legacy = d.legacy.as_ref().context("the demo runs with its legacy namespace")?;
     let reviews_v1 = format!("{}:9080", d.reviews[0].ip());
     for round in 0..6 {
         d.load(None, 60, 4)?;
         d.load(Some("jason"), 20, 2)?;
+        d.ingress_load(None, 30, 2)?;
+        d.ingress_load(Some("jason"), 10, 2)?;
+        let statuses = d.browse("/legacy/page", 10)?;
+        anyhow::ensure!(statuses.get("200") == Some(&10), "browser → gateway → legacy: {statuses:?}");
         let r = scenario::client(
             legacy,
             &["http", "--to", &reviews_v1, "--host", "reviews.bookinfo.svc.cluster.local", "--count", "20"],

@@ -56,7 +56,8 @@ fn route(req: &Request<hyper::body::Incoming>, view: &AdminView) -> Response<Ful
 }
 
 /// Everything Prometheus reads from the waypoint: Istio's request metrics, `istio_build`
-/// as a waypoint reports it (component "waypoint"), the ADS connection as Envoy's
+/// as Istio's Envoy-based waypoints and gateways report it (component "proxy", from
+/// istio/proxy's stats filter), the ADS connection as Envoy's
 /// `xds-grpc` cluster gauge (the control-plane dashboard counts connected proxies by it),
 /// the process, and the waypoint's own counters.
 pub fn exposition(shared: &Shared) -> String {
@@ -69,7 +70,7 @@ pub fn exposition(shared: &Shared) -> String {
     let name = "weft_hbone_pool_connections";
     text::family(&mut out, name, Kind::Gauge, "Pooled HBONE connections to endpoints.");
     text::sample(&mut out, name, "", shared.hbone.pool.connections());
-    weft_telemetry::render_process(&mut out, "waypoint", env!("CARGO_PKG_VERSION"));
+    weft_telemetry::render_process(&mut out, "proxy", env!("CARGO_PKG_VERSION"));
     out
 }
 
@@ -90,7 +91,7 @@ pub fn config_dump(view: &AdminView) -> String {
                 "settings": &c.settings,
                 "endpoints": c.endpoints.iter().map(|e| serde_json::json!({
                     "address": e.address.to_string(),
-                    "identity": e.identity.to_string(),
+                    "identity": e.identity.as_ref().map(ToString::to_string),
                     "active_requests": e.active.load(std::sync::atomic::Ordering::Relaxed),
                 })).collect::<Vec<_>>(),
             })

@@ -42,6 +42,13 @@ pub enum ProxyError {
         #[source]
         source: Box<weft_hbone::ConnectError>,
     },
+    /// The TCP connection to an endpoint outside the mesh could not be opened (flag UF).
+    #[error("cannot connect to {endpoint}: {source}")]
+    ConnectPlain {
+        endpoint: SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
     /// The HTTP handshake on a new HBONE stream failed (flag UF).
     #[error("HTTP handshake with {endpoint} failed: {source}")]
     Handshake {
@@ -87,7 +94,9 @@ impl ProxyError {
     pub fn retry_condition(&self) -> Option<RetryCondition> {
         match self {
             ProxyError::Connect { source, .. } if source.status().is_some() => Some(RetryCondition::Refused),
-            ProxyError::Connect { .. } | ProxyError::Handshake { .. } => Some(RetryCondition::ConnectFailure),
+            ProxyError::Connect { .. } | ProxyError::ConnectPlain { .. } | ProxyError::Handshake { .. } => {
+                Some(RetryCondition::ConnectFailure)
+            }
             ProxyError::Reset { .. } => Some(RetryCondition::Reset),
             ProxyError::Timeout => Some(RetryCondition::Timeout),
             _ => None,
@@ -113,7 +122,10 @@ impl ProxyError {
             ProxyError::NoCluster { .. } => "NC",
             ProxyError::NoHealthyUpstream(_) => "UH",
             ProxyError::Overflow { .. } => "UO",
-            ProxyError::NoCertificate | ProxyError::Connect { .. } | ProxyError::Handshake { .. } => "UF",
+            ProxyError::NoCertificate
+            | ProxyError::Connect { .. }
+            | ProxyError::ConnectPlain { .. }
+            | ProxyError::Handshake { .. } => "UF",
             ProxyError::Reset { .. } => "UC",
             ProxyError::Timeout => "UT",
             ProxyError::Tcp(_) => "UC",
@@ -131,7 +143,10 @@ impl ProxyError {
             ProxyError::Overflow { .. } => {
                 "upstream connect error or disconnect/reset before headers. reset reason: overflow"
             }
-            ProxyError::NoCertificate | ProxyError::Connect { .. } | ProxyError::Handshake { .. } => {
+            ProxyError::NoCertificate
+            | ProxyError::Connect { .. }
+            | ProxyError::ConnectPlain { .. }
+            | ProxyError::Handshake { .. } => {
                 "upstream connect error or disconnect/reset before headers. reset reason: connection failure"
             }
             ProxyError::Reset { .. } | ProxyError::Tcp(_) => {

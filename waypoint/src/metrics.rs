@@ -385,7 +385,7 @@ impl Pending {
             source,
             source_peer,
             service,
-            destination: self.endpoint.as_ref().map(|e| &e.identity),
+            destination: self.endpoint.as_ref().and_then(|e| e.identity.as_ref()),
             destination_peer: self.endpoint.as_ref().and_then(|e| peer(e.address.ip())),
             grpc: self.grpc,
             code: self.code,

@@ -80,6 +80,66 @@ async fn no_endpoint_is_503_no_healthy_upstream() {
     assert_eq!(a.body, "no healthy upstream");
 }
 
+/// An endpoint outside the mesh (a `socket_address`, no identity: a pod of a namespace
+/// not in the mesh, or a gateway's own pod) is reached over plain TCP, as Envoy reaches
+/// one, beside clusters on HBONE; it does not make the waypoint refuse the assignment.
+#[tokio::test]
+async fn an_endpoint_outside_the_mesh_is_reached_over_plain_tcp() {
+    let mesh = Mesh::start().await;
+    let plain = tokio::net::TcpListener::bind("127.0.0.6:0").await.unwrap();
+    let plain_addr = plain.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((tcp, _)) = plain.accept().await {
+            let service =
+                hyper::service::service_fn(|req: http::Request<hyper::body::Incoming>| async move {
+                    let body = format!("plain {} {:?}", req.uri().path(), req.version());
+                    Ok::<_, std::convert::Infallible>(http::Response::new(http_body_util::Full::new(
+                        bytes::Bytes::from(body),
+                    )))
+                });
+            let io = hyper_util::rt::TokioIo::new(tcp);
+            tokio::spawn(hyper::server::conn::http1::Builder::new().serve_connection(io, service));
+        }
+    });
+    // reviews-v3's cluster, otherwise without endpoints, gets the plain one.
+    let mut clusters = support::default_clusters(mesh.hbone_port, &mesh.backend_refs());
+    for (c, endpoints) in &mut clusters {
+        if c.name == support::REVIEWS_V3 {
+            *endpoints = None;
+        }
+    }
+    let routes = resources::route_table(
+        support::REVIEWS,
+        &[("/v2", support::REVIEWS_V2), ("/empty", support::REVIEWS_V3), ("/", support::REVIEWS_V1)],
+    );
+    let mut snapshot = support::snapshot_with("v2", support::main_internal(), clusters, routes);
+    let cla = resources::plain_assignment(support::REVIEWS_V3, &[plain_addr]);
+    snapshot.add(
+        type_url::ENDPOINT,
+        weft_xds::server::ScopedResource::from_message(
+            support::REVIEWS_V3.to_owned(),
+            weft_xds::server::Scope::Namespace(support::NS.into()),
+            &cla,
+        ),
+    );
+    mesh.ads.server.publish(snapshot).unwrap();
+    mesh.wait_for("the plain endpoint", |m| {
+        m.waypoint.shared.snapshot.load().clusters[support::REVIEWS_V3].endpoints.len() == 1
+    })
+    .await;
+    let a = mesh.client.h1("GET", "/empty/page", "").await;
+    assert_eq!((a.status, a.body.as_str()), (StatusCode::OK, "plain /empty/page HTTP/1.1"), "{a:?}");
+    let a = mesh.client.h1("GET", "/v2/x", "").await;
+    assert_eq!(a.body, "reviews-v2 /v2/x HTTP/2.0", "HBONE endpoints are unaffected");
+    let nacks = mesh.waypoint.shared.xds_status.lock().unwrap().last_nack.clone();
+    assert!(nacks.is_empty(), "{nacks:?}");
+    let (_, dump) = mesh.admin("/config_dump").await;
+    let dump: serde_json::Value = serde_json::from_str(&dump).unwrap();
+    let v3 = dump["clusters"].as_array().unwrap().iter().find(|c| c["name"] == support::REVIEWS_V3).unwrap();
+    assert_eq!(v3["endpoints"][0]["address"], plain_addr.to_string());
+    assert!(v3["endpoints"][0]["identity"].is_null(), "no identity to check: {v3}");
+}
+
 #[tokio::test]
 async fn a_listener_it_cannot_apply_is_nacked_and_the_old_config_keeps_serving() {
     let mesh = Mesh::start().await;

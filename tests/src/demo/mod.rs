@@ -1,25 +1,30 @@
 //! `cargo xtask demo`: a Bookinfo-like application on a three-node Weft mesh, its namespace
-//! served by a weft-waypoint, walked through Istio's traffic-management tasks in the order
-//! of Istio's docs (request routing, fault injection, traffic shifting, request timeouts,
-//! circuit breaking), each applying Istio's own YAML, with one table row per batch of
-//! requests: which reviews version answered, the median latency, the status codes.
+//! served by a weft-waypoint, opened to a browser outside the mesh through an ingress
+//! gateway (Istio's ambient getting-started: `gateway-api/bookinfo-gateway.yaml`), then
+//! walked through Istio's traffic-management tasks in the order of Istio's docs (request
+//! routing, fault injection, traffic shifting, request timeouts, circuit breaking), each
+//! applying Istio's own YAML, with one table row per batch of requests: which reviews
+//! version answered, the median latency, the status codes.
 //!
 //! ```text
 //!  n1                                   n3                      n2
 //!  user ──▶ productpage-v1 ─┬─▶ details-v1       every call goes     reviews-v1
-//!  (load)                   └─▶ reviews ─────▶   through waypoint ─▶ reviews-v2 ─┬─▶ ratings-v1
-//!                                               (HBONE, mTLS)       reviews-v3 ─┘
+//!  (load)       ▲           └─▶ reviews ─────▶   through waypoint ─▶ reviews-v2 ─┬─▶ ratings-v1
+//!               │                               (HBONE, mTLS)       reviews-v3 ─┘
+//!  browser ─────┼──────────────────────────▶ bookinfo-gateway-istio
+//!  (outside)    └──────── HBONE, mTLS ──────────────┘
 //! ```
 //!
 //! The apps are `weft-testapp serve --call …`: each calls its upstreams as Bookinfo's do,
 //! relaying the `end-user` header (so "jason" routes at every hop), and answers with the
 //! first failing call's status, so a fault deep in the chain shows at the user as what it
-//! was. The load is `weft-testapp http --version-of reviews` from the `user` pod.
+//! was. The load is `weft-testapp http --version-of reviews` from the `user` pod, or from
+//! the `browser` pod through the gateway.
 //!
-//! A real Prometheus on n1 scrapes the agents, the waypoint (access log on, as in Istio's
-//! demo profile) and weftd every second ([`scrape_targets`]); the live page
-//! ([`page`]), served on the host's loopback, shows each service's request rate, error
-//! rate and p99 from it while the demo runs.
+//! A real Prometheus on n1 scrapes the agents, the waypoint and the gateway (access logs
+//! on, as in Istio's demo profile) and weftd every second ([`scrape_targets`]); the live
+//! page ([`page`]), served on the host's loopback, shows each service's request rate,
+//! error rate and p99 from it while the demo runs.
 
 mod apply;
 pub mod page;
@@ -55,6 +60,16 @@ const RATINGS: &str = "ratings.bookinfo.svc.cluster.local=198.19.0.13:9080";
 /// The waypoint's identity, as the reviews and ratings pods' agent sees it.
 pub const WAYPOINT_ID: &str = "spiffe://cluster.local/ns/bookinfo/sa/waypoint";
 
+/// Where a step's requests enter Bookinfo.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Via {
+    /// From the `user` pod inside the mesh, to the productpage Service.
+    Mesh,
+    /// From the `browser` pod outside the mesh, through the ingress gateway (Istio's
+    /// `http://$GATEWAY_URL/productpage`).
+    Ingress,
+}
+
 /// One step of a task: what it deletes and applies, then the traffic that shows the effect.
 struct Step {
     /// Names the step for [`Demo::row`].
@@ -63,6 +78,7 @@ struct Step {
     task: &'static str,
     delete: &'static [&'static Sample],
     apply: &'static [&'static Sample],
+    via: Via,
     batches: &'static [Batch],
 }
 
@@ -85,10 +101,19 @@ const JASON: Option<&str> = Some("jason");
 /// within a few points; the 7 s delay only 3 (at once), to keep the demo short.
 const STEPS: &[Step] = &[
     Step {
+        id: "ingress",
+        task: "getting-started",
+        delete: &[],
+        apply: &[&samples::BOOKINFO_GATEWAY],
+        via: Via::Ingress,
+        batches: &[batch(None, 60, 4)],
+    },
+    Step {
         id: "all-v1",
         task: "request-routing",
         delete: &[],
         apply: &[&samples::VIRTUAL_SERVICE_ALL_V1],
+        via: Via::Mesh,
         batches: &[batch(None, 200, 4)],
     },
     Step {
@@ -96,6 +121,7 @@ const STEPS: &[Step] = &[
         task: "request-routing",
         delete: &[],
         apply: &[&samples::VIRTUAL_SERVICE_REVIEWS_TEST_V2],
+        via: Via::Mesh,
         batches: &[batch(JASON, 50, 4), batch(None, 50, 4)],
     },
     Step {
@@ -103,6 +129,7 @@ const STEPS: &[Step] = &[
         task: "fault-injection",
         delete: &[],
         apply: &[&samples::VIRTUAL_SERVICE_RATINGS_TEST_DELAY],
+        via: Via::Mesh,
         batches: &[batch(JASON, 3, 3), batch(None, 20, 4)],
     },
     Step {
@@ -110,6 +137,7 @@ const STEPS: &[Step] = &[
         task: "fault-injection",
         delete: &[],
         apply: &[&samples::VIRTUAL_SERVICE_RATINGS_TEST_ABORT],
+        via: Via::Mesh,
         batches: &[batch(JASON, 50, 4), batch(None, 50, 4)],
     },
     Step {
@@ -117,6 +145,7 @@ const STEPS: &[Step] = &[
         task: "traffic-shifting",
         delete: &[],
         apply: &[&samples::VIRTUAL_SERVICE_ALL_V1],
+        via: Via::Mesh,
         batches: &[batch(None, 50, 4)],
     },
     Step {
@@ -124,6 +153,7 @@ const STEPS: &[Step] = &[
         task: "traffic-shifting",
         delete: &[],
         apply: &[&samples::VIRTUAL_SERVICE_REVIEWS_50_V3],
+        via: Via::Mesh,
         batches: &[batch(None, 400, 4)],
     },
     Step {
@@ -131,6 +161,7 @@ const STEPS: &[Step] = &[
         task: "traffic-shifting",
         delete: &[],
         apply: &[&samples::VIRTUAL_SERVICE_REVIEWS_90_V1_10_V3],
+        via: Via::Mesh,
         batches: &[batch(None, 400, 4)],
     },
     Step {
@@ -138,6 +169,7 @@ const STEPS: &[Step] = &[
         task: "request-timeouts",
         delete: &[],
         apply: &[&samples::REVIEWS_V2_RATINGS_DELAY_2S],
+        via: Via::Mesh,
         batches: &[batch(None, 8, 4)],
     },
     Step {
@@ -145,6 +177,7 @@ const STEPS: &[Step] = &[
         task: "request-timeouts",
         delete: &[],
         apply: &[&samples::REVIEWS_TIMEOUT_0_5S],
+        via: Via::Mesh,
         batches: &[batch(None, 20, 4)],
     },
     // request-timeouts cleans up with `kubectl delete -f virtual-service-all-v1.yaml`:
@@ -154,6 +187,7 @@ const STEPS: &[Step] = &[
         task: "circuit-breaking",
         delete: &[&samples::VIRTUAL_SERVICE_ALL_V1],
         apply: &[&samples::REVIEWS_CIRCUIT_BREAKER],
+        via: Via::Mesh,
         batches: &[batch(None, 200, 10)],
     },
 ];
@@ -214,6 +248,10 @@ pub struct Demo {
     pub legacy: Option<Pod>,
     pub agents: Vec<Agent>,
     pub waypoint: Waypoint,
+    /// The ingress gateway (weft-waypoint as pilot-agent's `router`) on n3, and the pod
+    /// outside the mesh that browses Bookinfo through it.
+    pub ingress: Waypoint,
+    pub browser: Pod,
     applied: Applied,
     _servers: Vec<Proc>,
     // Last: the bed goes after every process in it.
@@ -242,7 +280,54 @@ impl Demo {
     /// Requests from the user pod to productpage (Bookinfo's front page), `concurrency` at
     /// a time, as the user `end_user` if any.
     pub fn load(&self, end_user: Option<&'static str>, requests: u64, concurrency: u32) -> Result<Row> {
-        send(&self.user, "load", &batch(end_user, requests, concurrency))
+        self.send(Via::Mesh, "load", &batch(end_user, requests, concurrency))
+    }
+
+    /// The same from the browser outside the mesh, through the ingress gateway.
+    pub fn ingress_load(
+        &self,
+        end_user: Option<&'static str>,
+        requests: u64,
+        concurrency: u32,
+    ) -> Result<Row> {
+        self.send(Via::Ingress, "load", &batch(end_user, requests, concurrency))
+    }
+
+    /// `count` GETs of `path` from the browser through the ingress gateway; the status codes.
+    pub fn browse(&self, path: &str, count: u32) -> Result<BTreeMap<String, u64>> {
+        let url = self.gateway_url();
+        let count = count.to_string();
+        let args = ["http", "--to", &url, "--host", &url, "--path", path, "--count", &count];
+        let r = scenario::client(&self.browser, &args, Duration::from_secs(60))?;
+        if r.code != 0 {
+            bail!("browsing {path} through the gateway failed: {r:?}");
+        }
+        Ok(r.json["statuses"]
+            .as_object()
+            .into_iter()
+            .flatten()
+            .map(|(k, n)| (k.clone(), n.as_u64().unwrap_or(0)))
+            .collect())
+    }
+
+    /// `$GATEWAY_URL`: where the browser reaches the ingress gateway (its pod's port, as
+    /// a load balancer in front of the gateway's Service would).
+    pub fn gateway_url(&self) -> String {
+        format!("{}:{INGRESS_PORT}", self.ingress.pod().ip())
+    }
+
+    /// One batch to productpage, entering `via` the mesh or the ingress gateway.
+    fn send(&self, via: Via, step: &'static str, b: &Batch) -> Result<Row> {
+        match via {
+            Via::Mesh => {
+                let (host, addr) = PRODUCTPAGE.split_once('=').expect("HOST=ADDR");
+                send(&self.user, addr, host, step, b)
+            }
+            Via::Ingress => {
+                let url = self.gateway_url();
+                send(&self.browser, &url, &url, step, b)
+            }
+        }
     }
 }
 
@@ -252,6 +337,46 @@ pub fn run() -> Result<Demo> {
     demo.walk()?;
     Ok(demo)
 }
+
+/// `legacy` published at the ingress gateway under `/legacy` ([`Options::legacy`]): an
+/// HTTPRoute in Bookinfo's namespace (the listener admits routes of its own namespace
+/// only) to the Service in `legacy`, which that namespace grants.
+const LEGACY_ROUTE: &str = r#"apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: { name: legacy, namespace: bookinfo }
+spec:
+  parentRefs: [{ name: bookinfo-gateway }]
+  rules:
+    - matches: [{ path: { type: PathPrefix, value: /legacy } }]
+      backendRefs: [{ name: legacy, namespace: legacy, port: 9080 }]
+---
+apiVersion: gateway.networking.k8s.io/v1beta1
+kind: ReferenceGrant
+metadata: { name: bookinfo-routes, namespace: legacy }
+spec:
+  from: [{ group: gateway.networking.k8s.io, kind: HTTPRoute, namespace: bookinfo }]
+  to: [{ group: "", kind: Service }]
+"#;
+
+/// The port of `bookinfo-gateway`'s listener, which its pods serve.
+const INGRESS_PORT: u16 = 80;
+/// The Gateway's Service, as istiod makes it for a Gateway of class `istio` (its
+/// listener's port and the status port; ClusterIP, as the ambient getting-started
+/// annotates it with `networking.istio.io/service-type`).
+const INGRESS_SERVICE: &str = r#"apiVersion: v1
+kind: Service
+metadata:
+  name: bookinfo-gateway-istio
+  namespace: bookinfo
+  labels: { gateway.networking.k8s.io/gateway-name: bookinfo-gateway }
+spec:
+  clusterIP: 198.19.0.20
+  ports: [{ name: status-port, port: 15021, targetPort: 15021 }, { name: http, port: 80, targetPort: 80 }]
+  selector: { gateway.networking.k8s.io/gateway-name: bookinfo-gateway }
+"#;
+/// The labels istiod gives the pods of Gateway `bookinfo-gateway`'s Deployment.
+const INGRESS_LABELS: [(&str, &str); 2] =
+    [(GATEWAY_NAME_LABEL, "bookinfo-gateway"), ("service.istio.io/canonical-name", "bookinfo-gateway-istio")];
 
 /// `legacy`: a Service outside the mesh ([`Options::legacy`]).
 const LEGACY: &str = "legacy.legacy.svc.cluster.local=198.19.0.30:9080";
@@ -279,6 +404,8 @@ pub fn start(options: Options) -> Result<Demo> {
         .collect::<Result<_>>()?;
     let ratings = pod(&mut s, 1, "bookinfo", "ratings-v1")?;
     let waypoint_pod = pod(&mut s, 2, "bookinfo", "waypoint")?;
+    let ingress_pod = pod(&mut s, 2, "bookinfo", "bookinfo-gateway-istio")?;
+    let browser = pod(&mut s, 0, "external", "browser")?;
     let legacy = if options.legacy { Some(pod(&mut s, 2, "legacy", "legacy-v1")?) } else { None };
 
     // The namespace is ambient and uses the waypoint: every call to its services goes
@@ -303,11 +430,18 @@ pub fn start(options: Options) -> Result<Demo> {
         &[(GATEWAY_NAME_LABEL, "waypoint"), ("istio.io/dataplane-mode", "none")],
         &[HBONE_PORT],
     );
+    let mut ingress_labels = INGRESS_LABELS.to_vec();
+    ingress_labels.push(("istio.io/dataplane-mode", "none"));
+    s.config.pod(&ingress_pod, "bookinfo", &ingress_labels, &[INGRESS_PORT]);
+    s.config.namespace("external", false);
+    s.config.pod(&browser, "external", &[("app", "browser")], &[]);
     s.write_kubernetes_yaml("bookinfo.yaml", samples::BOOKINFO)?;
+    s.write_kubernetes_yaml("ingress.yaml", INGRESS_SERVICE)?;
     if let Some(legacy) = &legacy {
         s.config.namespace("legacy", false);
         s.config.pod(legacy, "legacy", &[("app", "legacy"), ("version", "v1")], &[PORT]);
         s.write_kubernetes_yaml("legacy.yaml", LEGACY_SERVICE)?;
+        s.write_kubernetes_yaml("legacy-route.yaml", LEGACY_ROUTE)?;
     }
     let mut applied = Applied::new("bookinfo");
     applied.apply(&samples::DESTINATION_RULE_ALL)?;
@@ -340,14 +474,29 @@ pub fn start(options: Options) -> Result<Demo> {
         Waypoint::start_with(WaypointKind::Weft, &waypoint_pod, "waypoint", weftd, &dir, &waypoint_options)
             .with_context(|| format!("weftd: {}", weftd.stderr()))?;
     wait_for_services(&waypoint)?;
+    let ingress_options = WaypointOptions {
+        access_log: true,
+        gateway_labels: INGRESS_LABELS.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect(),
+        ..Default::default()
+    };
+    let ingress = Waypoint::start_with(
+        WaypointKind::Weft,
+        &ingress_pod,
+        "bookinfo-gateway-istio",
+        weftd,
+        &dir,
+        &ingress_options,
+    )
+    .with_context(|| format!("weftd: {}", weftd.stderr()))?;
 
     let prometheus_dir = dir.join("prometheus");
     std::fs::create_dir_all(&prometheus_dir)?;
-    let prometheus = Prometheus::start(&nodes[0], &prometheus_dir, &scrape_targets(&nodes, &waypoint_pod))?;
+    let prometheus =
+        Prometheus::start(&nodes[0], &prometheus_dir, &scrape_targets(&nodes, &waypoint_pod, &ingress_pod))?;
     prometheus.wait_all_up(Duration::from_secs(20))?;
     let page = page::LivePage::start(prometheus.api())?;
     println!(
-        "Prometheus (on n1) scrapes the agents, the waypoint and weftd every second.\n\
+        "Prometheus (on n1) scrapes the agents, the waypoint, the ingress gateway and weftd every second.\n\
          Live page: {} (request rate, error rate and p99 per service, from Prometheus)\n",
         page.url()
     );
@@ -364,16 +513,19 @@ pub fn start(options: Options) -> Result<Demo> {
         legacy,
         agents,
         waypoint,
+        ingress,
+        browser,
         applied,
         _servers: servers,
         scenario: s,
     })
 }
 
-/// What Prometheus scrapes: each node's agent, the waypoint and weftd, labelled as
-/// Kubernetes service discovery labels Istio's pods (`pod`, `app`, `namespace`: ztunnel,
-/// the waypoint, istiod), so Istio's dashboards find them, under Weft's job names.
-pub fn scrape_targets(nodes: &[Node], waypoint: &Pod) -> Vec<Target> {
+/// What Prometheus scrapes: each node's agent, the waypoint, the ingress gateway and weftd,
+/// labelled as Kubernetes service discovery labels Istio's pods (`pod`, `app`,
+/// `namespace`: ztunnel, the waypoint, the gateway, istiod), so Istio's dashboards find
+/// them, under Weft's job names.
+pub fn scrape_targets(nodes: &[Node], waypoint: &Pod, ingress: &Pod) -> Vec<Target> {
     let mut targets: Vec<Target> = nodes
         .iter()
         .map(|n| {
@@ -392,6 +544,12 @@ pub fn scrape_targets(nodes: &[Node], waypoint: &Pod) -> Vec<Target> {
         "/stats/prometheus",
         &[("pod", waypoint.name()), ("app", "waypoint"), ("namespace", waypoint.namespace())],
     ));
+    targets.push(Target::new(
+        "weft-gateway",
+        format!("{}:{}", ingress.ip(), crate::waypoint::METRICS_PORT),
+        "/stats/prometheus",
+        &[("pod", ingress.name()), ("app", "bookinfo-gateway-istio"), ("namespace", ingress.namespace())],
+    ));
     // weftd runs on the first node, beside Prometheus.
     targets.push(Target::new(
         "weftd",
@@ -405,19 +563,27 @@ pub fn scrape_targets(nodes: &[Node], waypoint: &Pod) -> Vec<Target> {
 impl Demo {
     /// Walks Istio's traffic-management tasks, printing each step's rows.
     pub fn walk(&mut self) -> Result<()> {
-        let waypoint_id = self.waypoint.node_id().to_owned();
         println!(
-            "weftd (on n1) reads the YAML in {} and feeds the agents and the waypoint (weft-waypoint)\n\
-             over xDS. Before the tasks: destination-rule-all.yaml. Each row: requests from the user pod\n\
-             to productpage; the reviews version behind each 200, the median latency, the status codes.\n\
-             The 7 s delay gets only 3 requests (at once), to keep the demo short.\n",
-            self.scenario.kubernetes_dir().display()
+            "weftd (on n1) reads the YAML in {} and feeds the agents, the waypoint and the ingress\n\
+             gateway (both weft-waypoint) over xDS. Before the tasks: destination-rule-all.yaml. Each row:\n\
+             requests to productpage from the user pod in the mesh, or (getting-started) from a browser\n\
+             outside it through the ingress gateway at $GATEWAY_URL = {}; the reviews version behind\n\
+             each 200, the median latency, the status codes. The 7 s delay gets only 3 requests (at\n\
+             once), to keep the demo short.\n",
+            self.scenario.kubernetes_dir().display(),
+            self.gateway_url(),
         );
         println!("{}", header());
         let n1 = self.nodes[0].clone();
         for step in STEPS {
+            // The proxy whose configuration the step changes.
+            let proxy = match step.via {
+                Via::Mesh => &self.waypoint,
+                Via::Ingress => &self.ingress,
+            };
+            let proxy_id = proxy.node_id().to_owned();
             let weftd = self.scenario.control_plane(&n1)?;
-            let before = wait_pushed(weftd, &waypoint_id, None)?;
+            let before = wait_pushed(weftd, &proxy_id, None)?;
             for sample in step.delete {
                 self.applied.delete(sample)?;
             }
@@ -426,8 +592,8 @@ impl Demo {
             }
             self.applied.write(&self.scenario)?;
             let weftd = self.scenario.control_plane(&n1)?;
-            wait_pushed(weftd, &waypoint_id, Some(&before))
-                .with_context(|| format!("step {}: {}", step.id, self.waypoint.stderr()))?;
+            wait_pushed(weftd, &proxy_id, Some(&before))
+                .with_context(|| format!("step {}: {}", step.id, proxy.stderr()))?;
             let files: Vec<String> = step
                 .delete
                 .iter()
@@ -436,7 +602,7 @@ impl Demo {
                 .collect();
             let mut step_rows = Vec::new();
             for b in step.batches {
-                step_rows.push(send(&self.user, step.id, b)?);
+                step_rows.push(self.send(step.via, step.id, b)?);
             }
             println!("{}", format_step(step.task, &files, &step_rows));
             self.rows.extend(step_rows);
@@ -471,9 +637,8 @@ fn serve(pod: &Pod, version: &str, calls: &[&str]) -> Result<Proc> {
     Ok(proc)
 }
 
-/// One batch from the user pod to productpage.
-fn send(user: &Pod, step: &'static str, b: &Batch) -> Result<Row> {
-    let (host, addr) = PRODUCTPAGE.split_once('=').expect("HOST=ADDR");
+/// One batch of requests for `/productpage` from `from` to `addr`, with Host `host`.
+fn send(from: &Pod, addr: &str, host: &str, step: &'static str, b: &Batch) -> Result<Row> {
     let (requests, concurrency) = (b.requests.to_string(), b.concurrency.to_string());
     let header = b.user.map(|u| format!("end-user: {u}"));
     let mut args = vec!["http", "--to", addr, "--host", host, "--path", "/productpage"];
@@ -482,9 +647,9 @@ fn send(user: &Pod, step: &'static str, b: &Batch) -> Result<Row> {
     if let Some(h) = &header {
         args.extend(["--header", h]);
     }
-    let r = scenario::client(user, &args, Duration::from_secs(120))?;
+    let r = scenario::client(from, &args, Duration::from_secs(120))?;
     if r.code != 0 {
-        bail!("the load from the user pod failed: {r:?}");
+        bail!("the load from pod {} failed: {r:?}", from.name());
     }
     let j = &r.json;
     let map = |v: &Value| -> BTreeMap<String, u64> {

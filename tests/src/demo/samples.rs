@@ -49,6 +49,55 @@ spec:
     crate::bookinfo_waypoint_yaml!(),
 );
 
+/// `gateway-api/bookinfo-gateway.yaml`, as Istio's ambient getting-started applies it
+/// ("Open the application to outside traffic"): a Gateway API Gateway of class `istio`
+/// in Bookinfo's namespace, and the HTTPRoute that sends Bookinfo's pages to productpage.
+pub const BOOKINFO_GATEWAY: Sample = Sample {
+    file: "gateway-api/bookinfo-gateway.yaml",
+    yaml: r#"apiVersion: gateway.networking.k8s.io/v1
+kind: Gateway
+metadata:
+  name: bookinfo-gateway
+spec:
+  gatewayClassName: istio
+  listeners:
+  - name: http
+    port: 80
+    protocol: HTTP
+    allowedRoutes:
+      namespaces:
+        from: Same
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata:
+  name: bookinfo
+spec:
+  parentRefs:
+  - name: bookinfo-gateway
+  rules:
+  - matches:
+    - path:
+        type: Exact
+        value: /productpage
+    - path:
+        type: PathPrefix
+        value: /static
+    - path:
+        type: Exact
+        value: /login
+    - path:
+        type: Exact
+        value: /logout
+    - path:
+        type: PathPrefix
+        value: /api/v1/products
+    backendRefs:
+    - name: productpage
+      port: 9080
+"#,
+};
+
 /// `destination-rule-all.yaml`: the subsets every task routes to (request-routing's
 /// "before you begin").
 pub const DESTINATION_RULE_ALL: Sample = Sample {

@@ -17,7 +17,7 @@
 //! identity, endpoint identity, endpoint address), and shared by every HTTP/1.1 connection
 //! to that endpoint as streams of one TLS connection.
 
-use super::{Cluster, ClusterStats, Endpoint, RequestSlot};
+use super::{Cluster, ClusterStats, Endpoint, RequestSlot, stream::UpstreamStream};
 use crate::{body::RequestBody, error::ProxyError, identity::WaypointIdentity};
 use arc_swap::ArcSwapOption;
 use http::{Request, Response};
@@ -28,7 +28,7 @@ use hyper::{
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use std::sync::{Arc, Mutex, atomic::Ordering};
 use tracing::debug;
-use weft_hbone::{H2Stream, PoolKey};
+use weft_hbone::PoolKey;
 
 /// What opening HBONE to an endpoint needs: the pool and the waypoint's certificate.
 pub struct HboneClient {
@@ -37,12 +37,21 @@ pub struct HboneClient {
 }
 
 impl HboneClient {
-    /// A new CONNECT stream to `endpoint`.
-    pub async fn open(&self, endpoint: &Endpoint) -> Result<H2Stream, ProxyError> {
+    /// A new byte stream to `endpoint`: a CONNECT stream if it is in the mesh, else a TCP
+    /// connection.
+    pub async fn open(&self, endpoint: &Endpoint) -> Result<UpstreamStream, ProxyError> {
+        let Some(identity) = &endpoint.identity else {
+            let stream = tokio::net::TcpStream::connect(endpoint.address)
+                .await
+                .map_err(|source| ProxyError::ConnectPlain { endpoint: endpoint.address, source })?;
+            // Requests are small and latency-bound, as on the HBONE path.
+            let _ = stream.set_nodelay(true);
+            return Ok(UpstreamStream::Plain(stream));
+        };
         let cert = self.identity.current().ok_or(ProxyError::NoCertificate)?;
         let key = PoolKey {
             src: self.identity.identity().clone(),
-            dst: endpoint.identity.clone(),
+            dst: identity.clone(),
             dst_addr: endpoint.hbone,
             extra: 0,
         };
@@ -52,6 +61,7 @@ impl HboneClient {
                 tokio::net::TcpStream::connect(hbone)
             })
             .await
+            .map(UpstreamStream::Hbone)
             .map_err(|source| ProxyError::Connect { endpoint: endpoint.address, source: Box::new(source) })
     }
 }

@@ -185,7 +185,9 @@ mod tests {
     fn endpoints(n: u8) -> Vec<Arc<Endpoint>> {
         let id = Identity::new("cluster.local", "ns", "sa").unwrap();
         (0..n)
-            .map(|i| Arc::new(Endpoint::new(format!("10.0.0.{i}:80").parse().unwrap(), 15008, id.clone())))
+            .map(|i| {
+                Arc::new(Endpoint::new(format!("10.0.0.{i}:80").parse().unwrap(), 15008, Some(id.clone())))
+            })
             .collect()
     }
 

@@ -10,6 +10,7 @@
 pub mod conn;
 pub mod lb;
 pub mod outlier;
+pub mod stream;
 
 use crate::error::ProxyError;
 use std::{
@@ -93,15 +94,16 @@ pub struct ClusterStats {
     pub ejections_total: AtomicU64,
 }
 
-/// One endpoint: a pod port reached over HBONE.
+/// One endpoint: a pod port reached over HBONE, or directly if it is outside the mesh.
 #[derive(Debug)]
 pub struct Endpoint {
     /// `POD_IP:TARGET_PORT`, the CONNECT authority.
     pub address: SocketAddr,
     /// `POD_IP:15008`.
     pub hbone: SocketAddr,
-    /// The identity the endpoint must present (`weft.identity`).
-    pub identity: Identity,
+    /// The identity the endpoint must present (`weft.identity`); none for an endpoint
+    /// outside the mesh, reached over plain TCP as Istio's waypoints reach one.
+    pub identity: Option<Identity>,
     /// Requests in flight (least-request).
     pub active: AtomicU32,
     pub outlier: OutlierState,
@@ -109,7 +111,7 @@ pub struct Endpoint {
 }
 
 impl Endpoint {
-    pub fn new(address: SocketAddr, hbone_port: u16, identity: Identity) -> Endpoint {
+    pub fn new(address: SocketAddr, hbone_port: u16, identity: Option<Identity>) -> Endpoint {
         Endpoint {
             address,
             hbone: SocketAddr::new(address.ip(), hbone_port),

@@ -1,6 +1,7 @@
 //! Clusters and ClusterLoadAssignments of the contract's shape (items 2, 5, 6, 8),
 //! compiled: EDS clusters into [`ClusterSettings`], their assignments into endpoints
-//! (pod address, identity); `main_internal` and `connect_originate` recognised.
+//! (pod address, identity if in the mesh); `main_internal` and `connect_originate`
+//! recognised.
 
 use super::Refusal;
 use crate::upstream::{ClusterSettings, LbPolicy, OutlierSettings, Thresholds, UpstreamProtocol};
@@ -10,7 +11,7 @@ use envoy_types::pb::envoy::{
             Cluster, cluster::ClusterDiscoveryType, cluster::DiscoveryType, cluster::LbConfig,
             cluster::LbPolicy as EnvoyLb,
         },
-        core::v3::{HealthStatus, RoutingPriority, address},
+        core::v3::{HealthStatus, RoutingPriority, SocketAddress, address, socket_address},
         endpoint::v3::{ClusterLoadAssignment, lb_endpoint::HostIdentifier},
     },
     extensions::upstreams::http::v3::{
@@ -199,8 +200,11 @@ pub fn compile(c: &Cluster) -> Result<Compiled, Refusal> {
     })
 }
 
-/// The endpoints of an assignment: (POD_IP:PORT, identity), healthy ones only.
-pub fn endpoints(cla: &ClusterLoadAssignment) -> Result<Vec<(SocketAddr, Identity)>, Refusal> {
+/// The endpoints of an assignment, healthy ones only: (POD_IP:PORT, identity) for a pod in
+/// the mesh, reached over HBONE (an `envoy_internal_address` to `connect_originate`, with
+/// `weft.identity`), or (IP:PORT, none) for one outside it (a `socket_address`), reached
+/// directly as Envoy would.
+pub fn endpoints(cla: &ClusterLoadAssignment) -> Result<Vec<(SocketAddr, Option<Identity>)>, Refusal> {
     let mut out = Vec::new();
     for (l, locality) in cla.endpoints.iter().enumerate() {
         for (e, lb) in locality.lb_endpoints.iter().enumerate() {
@@ -226,11 +230,19 @@ pub fn endpoints(cla: &ClusterLoadAssignment) -> Result<Vec<(SocketAddr, Identit
                         )
                     })?
                 }
+                Some(address::Address::SocketAddress(socket)) => {
+                    out.push((
+                        plain_address(socket)
+                            .map_err(|why| refuse("endpoint.address.socket_address", why))?,
+                        None,
+                    ));
+                    continue;
+                }
                 _ => {
                     return Err(refuse(
                         "endpoint.address",
-                        "endpoints are pods reached over HBONE: envoy_internal_address { server_listener_name: \
-                         connect_originate, endpoint_id: POD_IP:PORT } is required"
+                        "required: envoy_internal_address { server_listener_name: connect_originate, endpoint_id: \
+                         POD_IP:PORT } for a pod in the mesh, or socket_address for one outside it"
                             .into(),
                     ));
                 }
@@ -268,8 +280,25 @@ pub fn endpoints(cla: &ClusterLoadAssignment) -> Result<Vec<(SocketAddr, Identit
             let identity = identity.parse::<Identity>().map_err(|e| {
                 refuse(&format!("metadata.filter_metadata[{WEFT_METADATA:?}].identity"), e.to_string())
             })?;
-            out.push((address, identity));
+            out.push((address, Some(identity)));
         }
     }
     Ok(out)
+}
+
+/// An endpoint outside the mesh: `IP:port_value`, TCP.
+fn plain_address(socket: &SocketAddress) -> Result<SocketAddr, String> {
+    if socket.protocol != socket_address::Protocol::Tcp as i32 {
+        return Err("only TCP endpoints are supported".into());
+    }
+    let ip = socket
+        .address
+        .parse::<std::net::IpAddr>()
+        .map_err(|_| format!("{:?} is not an IP address", socket.address))?;
+    match socket.port_specifier {
+        Some(socket_address::PortSpecifier::PortValue(port)) if (1..=65535).contains(&port) => {
+            Ok(SocketAddr::new(ip, port as u16))
+        }
+        _ => Err("port_value between 1 and 65535 is required".into()),
+    }
 }

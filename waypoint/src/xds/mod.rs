@@ -72,13 +72,16 @@ pub struct XdsStatus {
     pub nacks: u64,
 }
 
+/// An assigned endpoint: its address, and its identity if it is in the mesh.
+type AssignedEndpoint = (SocketAddr, Option<Identity>);
+
 /// The resources held, compiled, by name, with their versions.
 #[derive(Default)]
 pub struct Held {
     listeners: BTreeMap<String, (String, listener::Compiled)>,
     clusters: BTreeMap<String, (String, cluster::Compiled)>,
     routes: BTreeMap<String, (String, Arc<RouteTable>)>,
-    assignments: BTreeMap<String, (String, Vec<(SocketAddr, Identity)>)>,
+    assignments: BTreeMap<String, (String, Vec<AssignedEndpoint>)>,
     /// istio.workload.Address: the workloads of the mesh (the agents' resource, scoped to
     /// every proxy), for the labels of a request's client by its address.
     addresses: BTreeMap<String, (String, Option<ClientWorkload>)>,

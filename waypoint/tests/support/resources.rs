@@ -275,6 +275,31 @@ pub fn assignment(cluster: &str, endpoints: &[(SocketAddr, &str)]) -> ClusterLoa
     }
 }
 
+/// An assignment of endpoints outside the mesh: plain `socket_address`es, no identity.
+pub fn plain_assignment(cluster: &str, endpoints: &[SocketAddr]) -> ClusterLoadAssignment {
+    let lb_endpoints = endpoints
+        .iter()
+        .map(|addr| LbEndpoint {
+            host_identifier: Some(HostIdentifier::Endpoint(Endpoint {
+                address: Some(Address {
+                    address: Some(address::Address::SocketAddress(SocketAddress {
+                        address: addr.ip().to_string(),
+                        port_specifier: Some(PortSpecifier::PortValue(addr.port().into())),
+                        ..Default::default()
+                    })),
+                }),
+                ..Default::default()
+            })),
+            ..Default::default()
+        })
+        .collect();
+    ClusterLoadAssignment {
+        cluster_name: cluster.into(),
+        endpoints: vec![LocalityLbEndpoints { lb_endpoints, ..Default::default() }],
+        ..Default::default()
+    }
+}
+
 /// Item 4: routes by path prefix to clusters, in order.
 pub fn route_table(name: &str, routes: &[(&str, &str)]) -> RouteConfiguration {
     route_table_of(name, routes.iter().map(|(prefix, cluster)| route(prefix, cluster, |_| {})).collect())

@@ -18,7 +18,12 @@
 use super::{HostIndex, Served, WAYPOINT_CLASSES, httproute, listener, route};
 use crate::{
     config::{
-        kinds::{gateway_api::HttpRoute, virtual_service::VirtualService},
+        kinds::{
+            GATEWAY_API,
+            gateway_api::{FromNamespaces, HttpRoute, Listener},
+            labels::Labels,
+            virtual_service::VirtualService,
+        },
         store::ConfigSnapshot,
     },
     translate::{Options, workload},
@@ -128,6 +133,59 @@ fn resolve_port(cfg: &ConfigSnapshot, selector: &BTreeMap<String, String>, numbe
     number
 }
 
+/// Whether HTTPRoute `r` attaches to listener `l` of Gateway `gw_ns/gw_name`, as Gateway
+/// API says: a parentRef names the Gateway (and this listener, if it gives a sectionName
+/// or a port), and the listener's `allowedRoutes` admits the route's namespace — its own
+/// only, unless it says otherwise.
+fn attaches(cfg: &ConfigSnapshot, r: &HttpRoute, gw_ns: &str, gw_name: &str, l: &Listener) -> bool {
+    let named = r.spec.parent_refs.iter().any(|p| {
+        p.group.as_deref().is_none_or(|g| g == GATEWAY_API)
+            && p.kind.as_deref().unwrap_or("Gateway") == "Gateway"
+            && p.name == gw_name
+            && p.namespace.as_deref().unwrap_or(&r.metadata.namespace) == gw_ns
+            && p.section_name.as_deref().is_none_or(|s| s == l.name)
+            && p.port.is_none_or(|port| port == l.port)
+    });
+    if !named {
+        return false;
+    }
+    let from = l.allowed_routes.as_ref().and_then(|a| a.namespaces.as_ref());
+    let route_ns = r.metadata.namespace.as_str();
+    match from.map_or(FromNamespaces::Same, |n| n.from) {
+        FromNamespaces::Same => route_ns == gw_ns,
+        FromNamespaces::All => true,
+        FromNamespaces::Selector => {
+            let labels = cfg.namespaces.get("", route_ns).map(|n| &n.metadata.labels);
+            from.and_then(|n| n.selector.as_ref())
+                .is_some_and(|selector| labels.is_some_and(|l| selects(selector, l)))
+        }
+    }
+}
+
+/// Whether a Kubernetes label selector (`matchLabels`, `matchExpressions` with In, NotIn,
+/// Exists, DoesNotExist) selects these labels; a selector it cannot read selects nothing.
+fn selects(selector: &serde_json::Value, labels: &Labels) -> bool {
+    let match_labels = selector["matchLabels"].as_object().into_iter().flatten();
+    let labels_ok = match_labels
+        .into_iter()
+        .all(|(k, v)| v.as_str().is_some_and(|v| labels.get(k).is_some_and(|l| l == v)));
+    let expressions = selector["matchExpressions"].as_array().into_iter().flatten();
+    labels_ok
+        && expressions.into_iter().all(|e| {
+            let Some(key) = e["key"].as_str() else { return false };
+            let values: Vec<&str> =
+                e["values"].as_array().into_iter().flatten().filter_map(|v| v.as_str()).collect();
+            let value = labels.get(key).map(String::as_str);
+            match e["operator"].as_str() {
+                Some("In") => value.is_some_and(|v| values.contains(&v)),
+                Some("NotIn") => value.is_none_or(|v| !values.contains(&v)),
+                Some("Exists") => value.is_some(),
+                Some("DoesNotExist") => value.is_none(),
+                _ => false,
+            }
+        })
+}
+
 /// Whether a VirtualService names this gateway (`name` in its own namespace, or `ns/name`).
 fn binds(vs: &VirtualService, gw_ns: &str, gw_name: &str) -> bool {
     vs.spec.gateways.iter().any(|g| match g.split_once('/') {
@@ -193,35 +251,36 @@ pub fn resources(
             continue;
         }
         let (ns, name) = (gw.metadata.namespace.as_str(), gw.metadata.name.as_str());
-        let attached: Vec<&HttpRoute> = cfg
-            .http_routes
-            .iter()
-            .map(|r| r.as_ref())
-            .filter(|r| {
-                r.spec.parent_refs.iter().any(|p| {
-                    p.kind.as_deref().unwrap_or("Gateway") == "Gateway"
-                        && p.name == name
-                        && p.namespace.as_deref().unwrap_or(&r.metadata.namespace) == ns
-                })
-            })
-            .collect();
         let mut ports: BTreeMap<u32, Port> = BTreeMap::new();
         let mut backends = BTreeSet::new();
         let selector = BTreeMap::from([(GATEWAY_NAME_LABEL.to_owned(), name.to_owned())]);
         for l in gw.spec.listeners.iter().filter(|l| l.protocol.eq_ignore_ascii_case("HTTP")) {
+            let attached: Vec<&HttpRoute> = cfg
+                .http_routes
+                .iter()
+                .map(|r| r.as_ref())
+                .filter(|r| attaches(cfg, r, ns, name, l))
+                .collect();
             let entry = ports.entry(resolve_port(cfg, &selector, l.port)).or_default();
+            // Every route of a host, merged into its one virtual host (two HTTPRoutes
+            // without hostnames both serve the listener's).
+            let mut by_host: BTreeMap<String, Vec<&HttpRoute>> = BTreeMap::new();
             for r in &attached {
-                let hosts: Vec<String> = if r.spec.hostnames.is_empty() {
-                    vec![l.hostname.clone().unwrap_or_else(|| "*".into())]
-                } else {
-                    r.spec.hostnames.clone()
-                };
-                for host in hosts {
-                    if entry.hosts.contains_key(&host) {
-                        continue;
-                    }
-                    entry.hosts.insert(host, httproute::gateway_routes(r, 80, ports_of, suffix));
+                if r.spec.hostnames.is_empty() {
+                    by_host.entry(l.hostname.clone().unwrap_or_else(|| "*".into())).or_default().push(r);
                 }
+                for host in &r.spec.hostnames {
+                    by_host.entry(host.clone()).or_default().push(r);
+                }
+            }
+            for (host, routes) in by_host {
+                // A host an earlier listener on this port serves keeps its routes.
+                entry
+                    .hosts
+                    .entry(host)
+                    .or_insert_with(|| httproute::gateway_routes(&routes, ns, 80, ports_of, suffix));
+            }
+            for r in &attached {
                 backends.extend(
                     r.spec
                         .rules

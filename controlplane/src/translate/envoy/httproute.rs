@@ -49,20 +49,30 @@ pub(crate) fn routes(ctx: &Context<'_>, attached: &[&HttpRoute]) -> Vec<Route> {
     convert(ctx, attached, true)
 }
 
-/// The routes of one HTTPRoute attached to an ingress Gateway (no DestinationRule index,
-/// no parentRef ports).
+/// The routes of the HTTPRoutes attached to one host of an ingress Gateway's listener,
+/// merged and sorted by Gateway API precedence as Istio merges them into one virtual host
+/// (no DestinationRule index, no parentRef ports).
 pub(crate) fn gateway_routes(
-    r: &HttpRoute,
+    attached: &[&HttpRoute],
+    gateway_namespace: &str,
     listen_port: u32,
     ports: &route::Ports,
     suffix: &str,
 ) -> Vec<Route> {
     let ctx =
-        Context { hosts: None, ports, suffix, proxy_namespace: &r.metadata.namespace, listen_port, host: "" };
-    convert(&ctx, &[r], false)
+        Context { hosts: None, ports, suffix, proxy_namespace: gateway_namespace, listen_port, host: "" };
+    convert(&ctx, attached, false)
 }
 
 fn convert(ctx: &Context<'_>, attached: &[&HttpRoute], mesh: bool) -> Vec<Route> {
+    // Gateway API's tie-break between rules of equal precedence (the sort below is
+    // stable): the oldest route first, then by namespace/name.
+    let mut attached = attached.to_vec();
+    fn key(r: &HttpRoute) -> (&str, &str, &str) {
+        let m = &r.metadata;
+        (m.creation_timestamp.as_deref().unwrap_or_default(), &m.namespace, &m.name)
+    }
+    attached.sort_by(|a, b| key(a).cmp(&key(b)));
     let mut converted: Vec<(VsRoute, &str)> = Vec::new();
     for r in attached {
         let port = if mesh { ctx_service_port(ctx, r) } else { 0 };
