@@ -220,7 +220,10 @@ pub fn resources(
                     if entry.hosts.contains_key(&host) {
                         continue;
                     }
-                    entry.hosts.insert(host, httproute::gateway_routes(r, 80, ports_of, suffix));
+                    entry.hosts.insert(
+                        host,
+                        httproute::gateway_routes(r, &cfg.reference_grants, 80, ports_of, suffix),
+                    );
                 }
                 backends.extend(
                     r.spec
