@@ -117,6 +117,7 @@ fn analysis(store: &ConfigStore) -> Analysis {
         snapshot.peer_authentications.len(),
         snapshot.kubernetes_gateways.len(),
         snapshot.http_routes.len(),
+        snapshot.reference_grants.len(),
     ]
     .iter()
     .sum();

@@ -144,6 +144,15 @@ async fn initial_lists_stream_in_then_synced() {
         "spec": { "action": "ALLOW", "rules": [{ "from": [{ "source": { "principals": ["cluster.local/ns/bookinfo/sa/productpage"] } }] }] },
     }));
     server.apply(http_route("reviews"));
+    // Gateway API's standard channel serves ReferenceGrant in v1beta1 only.
+    server.apply(json!({
+        "apiVersion": "gateway.networking.k8s.io/v1beta1", "kind": "ReferenceGrant",
+        "metadata": { "name": "from-bookinfo", "namespace": "ratings" },
+        "spec": {
+            "from": [{ "group": "gateway.networking.k8s.io", "kind": "HTTPRoute", "namespace": "bookinfo" }],
+            "to": [{ "group": "", "kind": "Service" }],
+        },
+    }));
 
     let mut source = Source::start(&server);
     let reset = source.initial_state().await;
@@ -165,6 +174,10 @@ async fn initial_lists_stream_in_then_synced() {
         (
             key("gateway.networking.k8s.io", "HTTPRoute", Some("bookinfo"), "reviews"),
             "gateway.networking.k8s.io/v1",
+        ),
+        (
+            key("gateway.networking.k8s.io", "ReferenceGrant", Some("ratings"), "from-bookinfo"),
+            "gateway.networking.k8s.io/v1beta1",
         ),
     ];
     assert_eq!(reset.len(), expected.len(), "{:?}", keys(&reset));

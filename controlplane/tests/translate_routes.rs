@@ -575,3 +575,131 @@ spec:
     );
     assert_eq!(paths("http.82"), ["/c"], "only the namespace the selector picks");
 }
+
+/// An HTTPRoute on reviews whose `/cross` rule sends everything to ratings in namespace
+/// `other`, with `grants` beside it.
+fn cross_namespace_route(grants: &str) -> String {
+    format!(
+        r#"---
+apiVersion: v1
+kind: Namespace
+metadata: {{ name: other }}
+---
+apiVersion: v1
+kind: Service
+metadata: {{ name: ratings, namespace: other }}
+spec: {{ clusterIP: 10.96.0.21, ports: [{{ name: http, port: 9080 }}], selector: {{ app: ratings }} }}
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {{ name: reviews, namespace: bookinfo }}
+spec:
+  parentRefs: [{{ group: "", kind: Service, name: reviews, port: 9080 }}]
+  rules:
+    - matches: [{{ path: {{ type: PathPrefix, value: /cross }} }}]
+      backendRefs: [{{ name: ratings, namespace: other, port: 9080 }}]
+{grants}"#
+    )
+}
+
+/// A ReferenceGrant in `namespace` from `from` to `to` (flow-style YAML entries).
+fn grant(namespace: &str, from: &str, to: &str) -> String {
+    format!(
+        "---\napiVersion: gateway.networking.k8s.io/v1beta1\nkind: ReferenceGrant\nmetadata: {{ name: g, namespace: {namespace} }}\nspec:\n  from: [{from}]\n  to: [{to}]\n"
+    )
+}
+
+const FROM_BOOKINFO_ROUTES: &str =
+    "{ group: gateway.networking.k8s.io, kind: HTTPRoute, namespace: bookinfo }";
+const TO_SERVICES: &str = r#"{ group: "", kind: Service }"#;
+const RATINGS_OTHER: &str = "inbound-vip|9080|http|ratings.other.svc.cluster.local";
+
+/// The cluster the `/cross` rule sends to.
+fn cross_cluster(grants: &str) -> String {
+    let r = routes(&cross_namespace_route(grants));
+    let cross = r
+        .iter()
+        .find(|x| {
+            x.r#match.as_ref().unwrap().path_specifier
+                == Some(PathSpecifier::PathSeparatedPrefix("/cross".into()))
+        })
+        .unwrap_or_else(|| panic!("no /cross route in {r:#?}"));
+    let a = action(cross);
+    assert_eq!(a.cluster_not_found_response_code, ClusterNotFoundResponseCode::InternalServerError as i32);
+    let Some(ClusterSpecifier::Cluster(c)) = &a.cluster_specifier else { panic!("one cluster: {a:?}") };
+    c.clone()
+}
+
+#[test]
+fn a_backend_in_another_namespace_needs_a_reference_grant_there() {
+    assert_eq!(cross_cluster(""), "UnknownService", "no grant: the backend answers 500");
+    assert_eq!(cross_cluster(&grant("other", FROM_BOOKINFO_ROUTES, TO_SERVICES)), RATINGS_OTHER);
+    let to_ratings = r#"{ group: "", kind: Service, name: ratings }"#;
+    assert_eq!(cross_cluster(&grant("other", FROM_BOOKINFO_ROUTES, to_ratings)), RATINGS_OTHER);
+}
+
+#[test]
+fn a_reference_grant_counts_only_for_its_namespaces_kinds_and_name() {
+    let cases = [
+        (
+            "another Service's name",
+            grant("other", FROM_BOOKINFO_ROUTES, r#"{ group: "", kind: Service, name: details }"#),
+        ),
+        (
+            "routes of another namespace",
+            grant(
+                "other",
+                "{ group: gateway.networking.k8s.io, kind: HTTPRoute, namespace: elsewhere }",
+                TO_SERVICES,
+            ),
+        ),
+        ("a grant in another namespace", grant("bookinfo", FROM_BOOKINFO_ROUTES, TO_SERVICES)),
+        (
+            "Gateways, not HTTPRoutes",
+            grant(
+                "other",
+                "{ group: gateway.networking.k8s.io, kind: Gateway, namespace: bookinfo }",
+                TO_SERVICES,
+            ),
+        ),
+        ("Secrets, not Services", grant("other", FROM_BOOKINFO_ROUTES, r#"{ group: "", kind: Secret }"#)),
+    ];
+    for (why, grants) in cases {
+        assert_eq!(cross_cluster(&grants), "UnknownService", "a grant for {why} does not count");
+    }
+}
+
+#[test]
+fn an_ungranted_share_and_mirror_answer_nothing_while_the_rest_still_route() {
+    let route = |grants: &str| {
+        routes(&format!(
+            "{}    - matches: [{{ path: {{ type: PathPrefix, value: /split }} }}]
+      filters: [{{ type: RequestMirror, requestMirror: {{ backendRef: {{ name: ratings, namespace: other, port: 9080 }} }} }}]
+      backendRefs: [{{ name: reviews, port: 9080, weight: 3 }}, {{ name: ratings, namespace: other, port: 9080, weight: 1 }}]
+{grants}",
+            cross_namespace_route("")
+        ))
+    };
+    let split = |r: &[Route]| {
+        let a = action(
+            r.iter()
+                .find(|x| {
+                    x.r#match.as_ref().unwrap().path_specifier
+                        == Some(PathSpecifier::PathSeparatedPrefix("/split".into()))
+                })
+                .unwrap(),
+        )
+        .clone();
+        let Some(ClusterSpecifier::WeightedClusters(w)) = &a.cluster_specifier else { panic!("weighted") };
+        let shares: Vec<String> = w.clusters.iter().map(|c| c.name.clone()).collect();
+        let mirrors: Vec<String> = a.request_mirror_policies.iter().map(|m| m.cluster.clone()).collect();
+        (shares, mirrors)
+    };
+    let reviews = "inbound-vip|9080|http|reviews.bookinfo.svc.cluster.local";
+    let (shares, mirrors) = split(&route(""));
+    assert_eq!(shares, [reviews, "UnknownService"], "the same-namespace share needs no grant");
+    assert_eq!(mirrors, ["UnknownService"], "an ungranted mirror goes to no cluster");
+    let (shares, mirrors) = split(&route(&grant("other", FROM_BOOKINFO_ROUTES, TO_SERVICES)));
+    assert_eq!(shares, [reviews, RATINGS_OTHER]);
+    assert_eq!(mirrors, [RATINGS_OTHER]);
+}

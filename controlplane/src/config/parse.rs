@@ -243,6 +243,7 @@ fn typed<I: Input>(kind: Kind, key: &ObjectKey, input: I) -> Result<ConfigObject
         Kind::PeerAuthentication => typed!(PeerAuthentication),
         Kind::KubernetesGateway => typed!(KubernetesGateway),
         Kind::HttpRoute => typed!(HttpRoute),
+        Kind::ReferenceGrant => typed!(ReferenceGrant),
     })
 }
 

@@ -206,6 +206,8 @@ pub struct ConfigSnapshot {
     /// Gateway API Gateways.
     pub kubernetes_gateways: Objects<KubernetesGateway>,
     pub http_routes: Objects<HttpRoute>,
+    /// Gateway API ReferenceGrants, in the namespace of what they let others refer to.
+    pub reference_grants: Objects<ReferenceGrant>,
     /// Shared: it changes only when a VirtualService or DestinationRule does.
     shadowed_hosts: Arc<BTreeMap<ObjectKey, BTreeSet<String>>>,
 }
@@ -237,6 +239,7 @@ impl ConfigSnapshot {
             Kind::PeerAuthentication => self.peer_authentications.origin(ns, name),
             Kind::KubernetesGateway => self.kubernetes_gateways.origin(ns, name),
             Kind::HttpRoute => self.http_routes.origin(ns, name),
+            Kind::ReferenceGrant => self.reference_grants.origin(ns, name),
         }
     }
 
@@ -269,6 +272,7 @@ impl ConfigSnapshot {
             ConfigObject::PeerAuthentication(o) => self.peer_authentications.insert(ns, name, o, origin),
             ConfigObject::KubernetesGateway(o) => self.kubernetes_gateways.insert(ns, name, o, origin),
             ConfigObject::HttpRoute(o) => self.http_routes.insert(ns, name, o, origin),
+            ConfigObject::ReferenceGrant(o) => self.reference_grants.insert(ns, name, o, origin),
         }
     }
 
@@ -290,6 +294,7 @@ impl ConfigSnapshot {
             Kind::PeerAuthentication => self.peer_authentications.remove(ns, name),
             Kind::KubernetesGateway => self.kubernetes_gateways.remove(ns, name),
             Kind::HttpRoute => self.http_routes.remove(ns, name),
+            Kind::ReferenceGrant => self.reference_grants.remove(ns, name),
         }
     }
 

@@ -88,6 +88,9 @@ const ISTIO_NETWORKING: &str = "v1";
 const ISTIO_SECURITY: &str = "v1";
 /// Gateway API's Gateway and HTTPRoute (v1 since Gateway API 1.0).
 const GATEWAY_API: &str = "v1";
+/// Gateway API's ReferenceGrant: the standard channel serves v1beta1 only (base chart's
+/// crds-gateway-api.yaml too).
+const GATEWAY_API_BETA: &str = "v1beta1";
 
 const fn kind(
     group: &'static str,
@@ -115,6 +118,7 @@ pub const WATCHED_KINDS: &[WatchedKind] = &[
     kind("security.istio.io", ISTIO_SECURITY, "PeerAuthentication", "peerauthentications", true),
     kind("gateway.networking.k8s.io", GATEWAY_API, "Gateway", "gateways", true),
     kind("gateway.networking.k8s.io", GATEWAY_API, "HTTPRoute", "httproutes", true),
+    kind("gateway.networking.k8s.io", GATEWAY_API_BETA, "ReferenceGrant", "referencegrants", true),
 ];
 
 /// Errors building the source's Kubernetes client.

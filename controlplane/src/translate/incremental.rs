@@ -170,6 +170,7 @@ fn only_pods_changed(before: &ConfigSnapshot, after: &ConfigSnapshot) -> bool {
         && before.peer_authentications.same_as(&after.peer_authentications)
         && before.kubernetes_gateways.same_as(&after.kubernetes_gateways)
         && before.http_routes.same_as(&after.http_routes)
+        && before.reference_grants.same_as(&after.reference_grants)
 }
 
 /// Per hostname in ClusterLoadAssignment names (`outbound|port|subset|host`), the scopes

@@ -80,6 +80,8 @@ pub(crate) const BUILTIN: &[Resource] = &[
     crd("gateway.networking.k8s.io", GATEWAY_API, "Gateway", "gateways"),
     crd("gateway.networking.k8s.io", GATEWAY_API, "HTTPRoute", "httproutes"),
     crd("gateway.networking.k8s.io", &["v1"], "GRPCRoute", "grpcroutes"),
+    // v1beta1 only, as Gateway API's standard channel and the base chart serve it.
+    crd("gateway.networking.k8s.io", &["v1beta1"], "ReferenceGrant", "referencegrants"),
     // Written by weftd's waypoint controller (with the Gateway's status) and read by weftctl.
     builtin("apps", "Deployment", "deployments", true),
     builtin("", "ServiceAccount", "serviceaccounts", true),

@@ -1,8 +1,8 @@
-//! `gateway.networking.k8s.io` Gateway and HTTPRoute (v1 and v1beta1 are the same
-//! schema). Defaults follow the Gateway API CRDs: a backendRef weighs 1, a path match is
-//! `PathPrefix /`, a header or query match is `Exact`.
+//! `gateway.networking.k8s.io` Gateway, HTTPRoute and ReferenceGrant (v1 and v1beta1 are
+//! the same schema). Defaults follow the Gateway API CRDs: a backendRef weighs 1, a path
+//! match is `PathPrefix /`, a header or query match is `Exact`.
 
-use super::ObjectMeta;
+use super::{GATEWAY_API, ObjectMeta};
 use crate::config::duration::GatewayDuration;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -344,4 +344,69 @@ pub struct HttpRouteTimeouts {
     /// `0s` disables the timeout.
     pub request: Option<GatewayDuration>,
     pub backend_request: Option<GatewayDuration>,
+}
+
+/// A ReferenceGrant: lets objects of the kinds and namespaces in `from` refer to objects of
+/// the kinds in `to` in the grant's own namespace. The standard channel serves it as
+/// v1beta1; v1 is read the same.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", default)]
+pub struct ReferenceGrant {
+    pub metadata: ObjectMeta,
+    pub spec: ReferenceGrantSpec,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", default, deny_unknown_fields)]
+pub struct ReferenceGrantSpec {
+    pub from: Vec<ReferenceGrantFrom>,
+    pub to: Vec<ReferenceGrantTo>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", default, deny_unknown_fields)]
+pub struct ReferenceGrantFrom {
+    /// Required, "" for the core group. An `Option` so that validation can tell a missing
+    /// group from the core group: an HTTPRoute grant without its group would grant nothing.
+    pub group: Option<String>,
+    pub kind: String,
+    pub namespace: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", default, deny_unknown_fields)]
+pub struct ReferenceGrantTo {
+    /// "" (core) when unset. The CRD requires it, but an absent group read as the core
+    /// group still means what its author meant: a grant to Services or Secrets.
+    pub group: String,
+    pub kind: String,
+    /// Every object of the kind when unset.
+    pub name: Option<String>,
+}
+
+/// A kind as references name it: API group ("" for core) and kind.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct GroupKind<'a> {
+    pub group: &'a str,
+    pub kind: &'a str,
+}
+
+impl GroupKind<'_> {
+    pub const HTTP_ROUTE: GroupKind<'static> = GroupKind { group: GATEWAY_API, kind: "HTTPRoute" };
+    pub const SERVICE: GroupKind<'static> = GroupKind { group: "", kind: "Service" };
+}
+
+impl ReferenceGrant {
+    /// Whether this grant lets an object of kind `from` in namespace `from_namespace` refer
+    /// to the `to` object named `name` in the grant's namespace (the caller looks the grant
+    /// up there). As in Istio, groups and kinds compare exactly.
+    pub fn allows(&self, from: GroupKind<'_>, from_namespace: &str, to: GroupKind<'_>, name: &str) -> bool {
+        self.spec.from.iter().any(|f| {
+            f.group.as_deref() == Some(from.group) && f.kind == from.kind && f.namespace == from_namespace
+        }) && self
+            .spec
+            .to
+            .iter()
+            .any(|t| t.group == to.group && t.kind == to.kind && t.name.as_deref().is_none_or(|n| n == name))
+    }
 }

@@ -18,7 +18,7 @@ use serde::{Deserialize, Serialize};
 use std::{collections::BTreeMap, sync::Arc};
 
 pub use destination_rule::DestinationRule;
-pub use gateway_api::{HttpRoute, KubernetesGateway};
+pub use gateway_api::{HttpRoute, KubernetesGateway, ReferenceGrant};
 pub use kubernetes::{EndpointSlice, Namespace, Pod, Service};
 pub use labels::Labels;
 pub use networking::{Gateway, ServiceEntry, Sidecar, WorkloadEntry};
@@ -95,6 +95,8 @@ pub enum Kind {
     /// `gateway.networking.k8s.io` Gateway.
     KubernetesGateway,
     HttpRoute,
+    /// `gateway.networking.k8s.io` ReferenceGrant: what may refer across namespaces.
+    ReferenceGrant,
 }
 
 pub const NETWORKING_ISTIO: &str = "networking.istio.io";
@@ -117,7 +119,7 @@ pub enum KindLookup {
     Unknown,
 }
 
-const ALL_KINDS: [Kind; 14] = [
+const ALL_KINDS: [Kind; 15] = [
     Kind::Namespace,
     Kind::Pod,
     Kind::Service,
@@ -132,6 +134,7 @@ const ALL_KINDS: [Kind; 14] = [
     Kind::PeerAuthentication,
     Kind::KubernetesGateway,
     Kind::HttpRoute,
+    Kind::ReferenceGrant,
 ];
 
 impl Kind {
@@ -151,7 +154,7 @@ impl Kind {
             | Kind::Sidecar
             | Kind::WorkloadEntry => NETWORKING_ISTIO,
             Kind::AuthorizationPolicy | Kind::PeerAuthentication => SECURITY_ISTIO,
-            Kind::KubernetesGateway | Kind::HttpRoute => GATEWAY_API,
+            Kind::KubernetesGateway | Kind::HttpRoute | Kind::ReferenceGrant => GATEWAY_API,
         }
     }
 
@@ -171,6 +174,7 @@ impl Kind {
             Kind::AuthorizationPolicy => "AuthorizationPolicy",
             Kind::PeerAuthentication => "PeerAuthentication",
             Kind::HttpRoute => "HTTPRoute",
+            Kind::ReferenceGrant => "ReferenceGrant",
         }
     }
 
@@ -209,15 +213,9 @@ impl Kind {
             SECURITY_ISTIO => &["RequestAuthentication"],
             "telemetry.istio.io" => &["Telemetry"],
             "extensions.istio.io" => &["WasmPlugin"],
-            GATEWAY_API => &[
-                "GRPCRoute",
-                "TCPRoute",
-                "TLSRoute",
-                "UDPRoute",
-                "ReferenceGrant",
-                "BackendTLSPolicy",
-                "ListenerSet",
-            ],
+            GATEWAY_API => {
+                &["GRPCRoute", "TCPRoute", "TLSRoute", "UDPRoute", "BackendTLSPolicy", "ListenerSet"]
+            }
             _ => &[],
         };
         if unsupported.contains(&kind) {
@@ -296,6 +294,7 @@ pub enum ConfigObject {
     PeerAuthentication(Arc<PeerAuthentication>),
     KubernetesGateway(Arc<KubernetesGateway>),
     HttpRoute(Arc<HttpRoute>),
+    ReferenceGrant(Arc<ReferenceGrant>),
 }
 
 impl ConfigObject {
@@ -315,6 +314,7 @@ impl ConfigObject {
             ConfigObject::PeerAuthentication(_) => Kind::PeerAuthentication,
             ConfigObject::KubernetesGateway(_) => Kind::KubernetesGateway,
             ConfigObject::HttpRoute(_) => Kind::HttpRoute,
+            ConfigObject::ReferenceGrant(_) => Kind::ReferenceGrant,
         }
     }
 
@@ -334,6 +334,7 @@ impl ConfigObject {
             ConfigObject::PeerAuthentication(o) => &o.metadata,
             ConfigObject::KubernetesGateway(o) => &o.metadata,
             ConfigObject::HttpRoute(o) => &o.metadata,
+            ConfigObject::ReferenceGrant(o) => &o.metadata,
         }
     }
 }

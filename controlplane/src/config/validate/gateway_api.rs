@@ -411,3 +411,47 @@ pub(super) fn validate_http_route(route: &HttpRoute, r: &mut Report) {
         }
     }
 }
+
+/// The CRD's rules: 1 to 16 `from` and `to` entries, `from` with group, kind and namespace,
+/// `to` with a kind.
+pub(super) fn validate_reference_grant(grant: &ReferenceGrant, r: &mut Report) {
+    let spec = &grant.spec;
+    if spec.from.is_empty() || spec.from.len() > 16 {
+        r.error("spec.from", "a ReferenceGrant must have 1 to 16 from entries");
+    }
+    for (i, from) in spec.from.iter().enumerate() {
+        let f = format!("spec.from[{i}]");
+        if from.group.is_none() {
+            r.error(
+                format!("{f}.group"),
+                "group is required (gateway.networking.k8s.io for routes and Gateways, \"\" for the core group)",
+            );
+        }
+        if from.kind.is_empty() {
+            r.error(format!("{f}.kind"), "kind is required");
+        }
+        if from.namespace.is_empty() {
+            r.error(
+                format!("{f}.namespace"),
+                "namespace is required: the namespace the references come from",
+            );
+        } else if !is_k8s_namespace(&from.namespace) {
+            r.error(format!("{f}.namespace"), format!("invalid namespace {:?}", from.namespace));
+        }
+    }
+    if spec.to.is_empty() || spec.to.len() > 16 {
+        r.error("spec.to", "a ReferenceGrant must have 1 to 16 to entries");
+    }
+    for (i, to) in spec.to.iter().enumerate() {
+        let f = format!("spec.to[{i}]");
+        if to.kind.is_empty() {
+            r.error(format!("{f}.kind"), "kind is required");
+        }
+        if to.name.as_deref() == Some("") {
+            r.error(
+                format!("{f}.name"),
+                "name must not be empty: leave it out to grant every object of the kind",
+            );
+        }
+    }
+}

@@ -87,6 +87,7 @@ pub fn validate(object: &ConfigObject, report: &mut Report) {
         ConfigObject::PeerAuthentication(pa) => security::validate_peer_authentication(pa, report),
         ConfigObject::KubernetesGateway(gw) => gateway_api::validate_gateway(gw, report),
         ConfigObject::HttpRoute(r) => gateway_api::validate_http_route(r, report),
+        ConfigObject::ReferenceGrant(g) => gateway_api::validate_reference_grant(g, report),
     }
 }
 

@@ -584,6 +584,40 @@ fn gateway_api_http_routes() {
 }
 
 #[test]
+fn gateway_api_reference_grants() {
+    let grant = "apiVersion: gateway.networking.k8s.io/v1beta1\nkind: ReferenceGrant\nmetadata: {name: g, namespace: other}\nspec:\n  from:\n  - {group: gateway.networking.k8s.io, kind: HTTPRoute, namespace: bookinfo}\n  to:\n  - {group: \"\", kind: Service, name: ratings}\n";
+    let c = accepts(grant);
+    let Some(ConfigObject::ReferenceGrant(g)) = c.object else { panic!() };
+    assert_eq!(g.spec.from[0].group.as_deref(), Some("gateway.networking.k8s.io"));
+    accepts(&grant.replace("v1beta1", "v1"));
+    accepts(&grant.replace(", name: ratings", ""));
+    rejects(&grant.replace(", namespace: bookinfo", ""), "spec.from[0].namespace", "namespace is required");
+    rejects(
+        &grant.replace("group: gateway.networking.k8s.io, ", ""),
+        "spec.from[0].group",
+        "group is required",
+    );
+    rejects(&grant.replace("kind: HTTPRoute, ", ""), "spec.from[0].kind", "kind is required");
+    rejects(&grant.replace("kind: Service, ", ""), "spec.to[0].kind", "kind is required");
+    rejects(&grant.replace("name: ratings", "name: \"\""), "spec.to[0].name", "leave it out");
+    rejects(
+        &grant.replace("namespace: bookinfo", "namespace: Bookinfo"),
+        "spec.from[0].namespace",
+        "invalid",
+    );
+    rejects(
+        &grant.replace("  to:\n  - {group: \"\", kind: Service, name: ratings}\n", ""),
+        "spec.to",
+        "1 to 16",
+    );
+    rejects(
+        &grant.replacen("  - {", "  - {sectionName: x, ", 1),
+        "spec.from[0].sectionName",
+        "unknown field",
+    );
+}
+
+#[test]
 fn pods_of_the_inventory() {
     let pod = "apiVersion: v1\nkind: Pod\nmetadata:\n  name: reviews-v1\n  namespace: bookinfo\n  labels: {app: reviews, version: v1}\nspec:\n  nodeName: n1\n  serviceAccountName: reviews\n  containers:\n  - name: app\n    image: x\n    ports: [{containerPort: 9080}]\nstatus:\n  podIP: 10.0.1.5\n";
     let c = accepts(pod);

@@ -275,10 +275,9 @@ pub fn resources(
             }
             for (host, routes) in by_host {
                 // A host an earlier listener on this port serves keeps its routes.
-                entry
-                    .hosts
-                    .entry(host)
-                    .or_insert_with(|| httproute::gateway_routes(&routes, ns, 80, ports_of, suffix));
+                entry.hosts.entry(host).or_insert_with(|| {
+                    httproute::gateway_routes(&routes, ns, &cfg.reference_grants, 80, ports_of, suffix)
+                });
             }
             for r in &attached {
                 backends.extend(

@@ -4,15 +4,17 @@
 //! every HTTPRoute attached to the service are sorted by Gateway API precedence
 //! (`sortHTTPRoutes`), and the result goes through the same translation as a
 //! VirtualService, with Gateway semantics: prefixes match whole path segments and a
-//! backend that does not exist answers 500 for its share.
+//! backend that does not exist answers 500 for its share. So does a backend in another
+//! namespace that no ReferenceGrant there lets the route refer to (Istio's
+//! `buildDestination`).
 
 use super::route::{self, Context};
 use crate::config::kinds::{
     Percent,
     gateway_api::{
-        HttpBackendRef, HttpHeaderFilter, HttpPathModifier, HttpRequestRedirectFilter, HttpRoute,
+        GroupKind, HttpBackendRef, HttpHeaderFilter, HttpPathModifier, HttpRequestRedirectFilter, HttpRoute,
         HttpRouteFilter, HttpRouteFilterType, HttpRouteMatch, HttpUrlRewriteFilter, PathMatchType,
-        PathModifierType, ValueMatchType,
+        PathModifierType, ReferenceGrant, ValueMatchType,
     },
     virtual_service::{
         Destination, HeaderOperations, Headers, HttpDirectResponse, HttpMatchRequest, HttpMirrorPolicy,
@@ -20,6 +22,7 @@ use crate::config::kinds::{
         RedirectPortSelection, RegexRewrite, StringMatch,
     },
 };
+use crate::config::snapshot::Objects;
 use envoy_types::pb::envoy::config::route::v3::Route;
 use std::collections::BTreeMap;
 
@@ -44,9 +47,14 @@ fn parent_port(route: &HttpRoute, namespace: &str, name: &str) -> Option<u32> {
         .map(|p| p.port.unwrap_or(0))
 }
 
-/// Envoy routes for the HTTPRoutes attached to the served service, in Gateway API order.
-pub(crate) fn routes(ctx: &Context<'_>, attached: &[&HttpRoute]) -> Vec<Route> {
-    convert(ctx, attached, true)
+/// Envoy routes for the HTTPRoutes attached to the served service, in Gateway API order;
+/// `grants` are the snapshot's ReferenceGrants.
+pub(crate) fn routes(
+    ctx: &Context<'_>,
+    grants: &Objects<ReferenceGrant>,
+    attached: &[&HttpRoute],
+) -> Vec<Route> {
+    convert(ctx, grants, attached, true)
 }
 
 /// The routes of the HTTPRoutes attached to one host of an ingress Gateway's listener,
@@ -55,16 +63,22 @@ pub(crate) fn routes(ctx: &Context<'_>, attached: &[&HttpRoute]) -> Vec<Route> {
 pub(crate) fn gateway_routes(
     attached: &[&HttpRoute],
     gateway_namespace: &str,
+    grants: &Objects<ReferenceGrant>,
     listen_port: u32,
     ports: &route::Ports,
     suffix: &str,
 ) -> Vec<Route> {
     let ctx =
         Context { hosts: None, ports, suffix, proxy_namespace: gateway_namespace, listen_port, host: "" };
-    convert(&ctx, attached, false)
+    convert(&ctx, grants, attached, false)
 }
 
-fn convert(ctx: &Context<'_>, attached: &[&HttpRoute], mesh: bool) -> Vec<Route> {
+fn convert(
+    ctx: &Context<'_>,
+    grants: &Objects<ReferenceGrant>,
+    attached: &[&HttpRoute],
+    mesh: bool,
+) -> Vec<Route> {
     // Gateway API's tie-break between rules of equal precedence (the sort below is
     // stable): the oldest route first, then by namespace/name.
     let mut attached = attached.to_vec();
@@ -76,11 +90,12 @@ fn convert(ctx: &Context<'_>, attached: &[&HttpRoute], mesh: bool) -> Vec<Route>
     let mut converted: Vec<(VsRoute, &str)> = Vec::new();
     for r in attached {
         let port = if mesh { ctx_service_port(ctx, r) } else { 0 };
+        let backends = Backends { route_ns: &r.metadata.namespace, suffix: ctx.suffix, grants };
         for (pos, rule) in r.spec.rules.iter().enumerate() {
             let matches: Vec<Option<&HttpRouteMatch>> =
                 if rule.matches.is_empty() { vec![None] } else { rule.matches.iter().map(Some).collect() };
             for m in matches {
-                match convert_rule(r, pos, rule, m, ctx.suffix) {
+                match convert_rule(r, pos, rule, m, &backends) {
                     Ok(mut vs_route) => {
                         if port != 0 {
                             augment_port(&mut vs_route, port);
@@ -201,29 +216,61 @@ fn header_ops(f: &HttpHeaderFilter) -> HeaderOperations {
     HeaderOperations { set: header_map(&f.set), add: header_map(&f.add), remove: f.remove.clone() }
 }
 
-fn backend_destination(
-    name: &str,
-    kind: (Option<&str>, Option<&str>),
-    namespace: Option<&str>,
-    port: Option<u32>,
-    route_ns: &str,
-    suffix: &str,
-) -> Result<Destination, String> {
-    let group = kind.0.unwrap_or("");
-    let k = kind.1.unwrap_or("Service");
-    if !(group.is_empty() && k == "Service") {
-        // An unsupported kind is an invalid backend: its share answers 500.
-        return Ok(Destination::default());
+/// What resolving one HTTPRoute's backendRefs needs.
+struct Backends<'a> {
+    route_ns: &'a str,
+    /// `cluster.local`.
+    suffix: &'a str,
+    /// The snapshot's ReferenceGrants: a grant lives in the namespace it opens, so a lookup
+    /// scans only that namespace's (an ordered-map range, no allocation).
+    grants: &'a Objects<ReferenceGrant>,
+}
+
+impl Backends<'_> {
+    /// Istio's `buildDestination` for a backendRef (or a mirror's): an unsupported kind, or a
+    /// Service in another namespace that no ReferenceGrant opens to HTTPRoutes of the
+    /// route's namespace, is an invalid backend, `Destination::default()`: its share answers
+    /// 500. Errors leave the whole rule out.
+    fn destination(
+        &self,
+        name: &str,
+        kind: (Option<&str>, Option<&str>),
+        namespace: Option<&str>,
+        port: Option<u32>,
+    ) -> Result<Destination, String> {
+        let group = kind.0.unwrap_or("");
+        let k = kind.1.unwrap_or("Service");
+        if !(group.is_empty() && k == "Service") {
+            // An unsupported kind is an invalid backend: its share answers 500.
+            return Ok(Destination::default());
+        }
+        let namespace = namespace.unwrap_or(self.route_ns);
+        if namespace != self.route_ns && !self.granted(namespace, name) {
+            tracing::debug!(
+                backend = %format!("{namespace}/{name}"),
+                route_namespace = self.route_ns,
+                "backendRef not accessible to an HTTPRoute in the route's namespace (missing a ReferenceGrant?): it answers 500"
+            );
+            return Ok(Destination::default());
+        }
+        if name.contains('.') {
+            return Err("service name invalid; the name of the Service must be used, not the hostname".into());
+        }
+        let port = port.ok_or("port is required in backendRef")?;
+        Ok(Destination {
+            host: format!("{name}.{namespace}.svc.{}", self.suffix),
+            subset: None,
+            port: Some(PortSelector { number: port }),
+        })
     }
-    if name.contains('.') {
-        return Err("service name invalid; the name of the Service must be used, not the hostname".into());
+
+    /// Whether a ReferenceGrant in `namespace` lets HTTPRoutes of the route's namespace refer
+    /// to the Service `name` there.
+    fn granted(&self, namespace: &str, name: &str) -> bool {
+        self.grants
+            .in_namespace(namespace)
+            .any(|g| g.allows(GroupKind::HTTP_ROUTE, self.route_ns, GroupKind::SERVICE, name))
     }
-    let port = port.ok_or("port is required in backendRef")?;
-    Ok(Destination {
-        host: format!("{name}.{}.svc.{suffix}", namespace.unwrap_or(route_ns)),
-        subset: None,
-        port: Some(PortSelector { number: port }),
-    })
 }
 
 fn rewrite(f: &HttpUrlRewriteFilter) -> Option<HttpRewrite> {
@@ -293,7 +340,7 @@ fn convert_rule(
     pos: usize,
     rule: &crate::config::kinds::gateway_api::HttpRouteRule,
     m: Option<&HttpRouteMatch>,
-    suffix: &str,
+    backends: &Backends<'_>,
 ) -> Result<VsRoute, String> {
     let ns = r.metadata.namespace.as_str();
     let mut out = VsRoute {
@@ -302,7 +349,7 @@ fn convert_rule(
         ..Default::default()
     };
     for f in &rule.filters {
-        apply_filter(&mut out, f, ns, suffix)?;
+        apply_filter(&mut out, f, backends)?;
     }
     if let Some(retry) = &rule.retry {
         out.retries = Some(retries(retry));
@@ -327,13 +374,11 @@ fn convert_rule(
     }
     let single = weighted.len() == 1;
     for b in weighted {
-        let destination = backend_destination(
+        let destination = backends.destination(
             &b.name,
             (b.group.as_deref(), b.kind.as_deref()),
             b.namespace.as_deref(),
             b.port,
-            ns,
-            suffix,
         )?;
         let mut rd = HttpRouteDestination {
             destination: Some(destination),
@@ -357,7 +402,7 @@ fn convert_rule(
     Ok(out)
 }
 
-fn apply_filter(out: &mut VsRoute, f: &HttpRouteFilter, ns: &str, suffix: &str) -> Result<(), String> {
+fn apply_filter(out: &mut VsRoute, f: &HttpRouteFilter, backends: &Backends<'_>) -> Result<(), String> {
     match f.type_ {
         HttpRouteFilterType::RequestHeaderModifier => {
             if let Some(h) = &f.request_header_modifier {
@@ -374,13 +419,13 @@ fn apply_filter(out: &mut VsRoute, f: &HttpRouteFilter, ns: &str, suffix: &str) 
         HttpRouteFilterType::RequestMirror => {
             if let Some(m) = &f.request_mirror {
                 let b = &m.backend_ref;
-                let destination = backend_destination(
+                // An invalid mirror backend mirrors to no cluster: nothing is mirrored (Istio
+                // leaves the mirror out, to the same effect).
+                let destination = backends.destination(
                     &b.name,
                     (b.group.as_deref(), b.kind.as_deref()),
                     b.namespace.as_deref(),
                     b.port,
-                    ns,
-                    suffix,
                 )?;
                 let percentage = match (&m.fraction, m.percent) {
                     (Some(f), _) => Some(Percent {

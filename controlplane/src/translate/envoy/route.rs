@@ -547,7 +547,11 @@ pub(crate) fn service_routes(cfg: &ConfigSnapshot, ctx: &Context<'_>, s: &Served
             .filter(|r| super::httproute::attached_to(r, &svc.metadata.namespace, &svc.metadata.name))
             .map(AsRef::as_ref)
             .collect();
-        if attached.is_empty() { Vec::new() } else { super::httproute::routes(ctx, &attached) }
+        if attached.is_empty() {
+            Vec::new()
+        } else {
+            super::httproute::routes(ctx, &cfg.reference_grants, &attached)
+        }
     };
     if routes.is_empty() { vec![default_route(ctx)] } else { routes }
 }
