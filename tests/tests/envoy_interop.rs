@@ -506,7 +506,8 @@ fn header_undefined_subset_and_tcp(
 /// The ingress gateway's pods and Service, as the gateway chart makes them (the Service
 /// maps 80 to the pods' 8080, so weftd binds the Gateway's port 80 on 8080), an Istio
 /// `Gateway` on 80 with a VirtualService bound to it (header match, weighted subsets) and
-/// one that is not (the mesh's own), and a Gateway API `Gateway` with an HTTPRoute.
+/// one that is not (the mesh's own), and a Gateway API `Gateway` with an HTTPRoute (of
+/// another namespace, so the listener admits routes from all).
 fn ingress_yaml(default_route: &str) -> String {
     format!(
         r#"apiVersion: v1
@@ -546,7 +547,7 @@ kind: Gateway
 metadata: {{ name: web, namespace: istio-system }}
 spec:
   gatewayClassName: istio
-  listeners: [{{ name: http, port: 8081, protocol: HTTP }}]
+  listeners: [{{ name: http, port: 8081, protocol: HTTP, allowedRoutes: {{ namespaces: {{ from: All }} }} }}]
 ---
 apiVersion: gateway.networking.k8s.io/v1
 kind: HTTPRoute
