@@ -57,6 +57,11 @@ fn cases() -> Vec<(&'static str, Value)> {
         ("weft", json!({ "agent": { "tolerations": "all" } })),
         ("gateway", json!({ "type": "sideways" })),
         ("weft", json!({ "profile": "demo" })),
+        (
+            "weft",
+            json!({ "agent": { "resourceName": "ztunnel" }, "weftd": { "trustedAgentName": "ztunnel" } }),
+        ),
+        ("agent", json!({ "resourceName": "Weft_Agent" })),
     ]
 }
 
@@ -278,6 +283,7 @@ fn a_wrong_value_is_refused_with_a_message_that_names_it() {
         (5, "at '/tolerations': got string, want array"),
         (6, "at '/type': value must be one of 'ingress', 'egress'"),
         (7, "use --set global.profile=demo"),
+        (9, "at '/resourceName': 'Weft_Agent' does not match pattern"),
     ];
     for (index, message) in refused {
         let case = case(index);
@@ -286,6 +292,36 @@ fn a_wrong_value_is_refused_with_a_message_that_names_it() {
     }
     // The umbrella names the chart whose values are wrong.
     assert!(case(5)["error"].as_str().unwrap().contains("agent:"), "{}", case(5)["error"]);
+}
+
+/// Istio's names for the agent (the agent chart's `resourceName=ztunnel`, the weftd
+/// chart's `trustedAgentName`): the DaemonSet, its pods' prefix, ServiceAccount and `app`
+/// label that Istio's stock ztunnel dashboard selects, and weftd trusting that account;
+/// by default `weft-agent`, trusted by default.
+#[test]
+fn the_agent_takes_ztunnels_names_when_asked_and_weftd_trusts_that_account() {
+    let trusted = |objects: &[Value]| -> Vec<String> {
+        let weftd = find(objects, "Deployment", "weftd").expect("weftd's Deployment");
+        let args = weftd["spec"]["template"]["spec"]["containers"][0]["args"].as_array().unwrap();
+        args.iter()
+            .filter_map(|a| a.as_str()?.strip_prefix("--agent-service-accounts="))
+            .map(str::to_owned)
+            .collect()
+    };
+    let default = rendered("weft", "default");
+    assert!(find(default, "DaemonSet", "weft-agent").is_some());
+    assert_eq!(trusted(default), ["istio-system/weft-agent"]);
+
+    let named = case(8);
+    assert_eq!(named["error"], Value::Null, "{named}");
+    let objects = named["objects"].as_array().unwrap();
+    let ds = find(objects, "DaemonSet", "ztunnel").expect("the DaemonSet named ztunnel");
+    assert!(find(objects, "DaemonSet", "weft-agent").is_none());
+    assert_eq!(ds["spec"]["selector"]["matchLabels"]["app"], "ztunnel");
+    assert_eq!(ds["spec"]["template"]["metadata"]["labels"]["app"], "ztunnel", "Istio's app=\"ztunnel\"");
+    assert_eq!(ds["spec"]["template"]["spec"]["serviceAccountName"], "ztunnel");
+    assert!(find(objects, "ServiceAccount", "ztunnel").is_some());
+    assert_eq!(trusted(objects), ["istio-system/ztunnel"]);
 }
 
 #[test]

@@ -524,7 +524,8 @@ pub fn start(options: Options) -> Result<Demo> {
 /// What Prometheus scrapes: each node's agent, the waypoint, the ingress gateway and weftd,
 /// labelled as Kubernetes service discovery labels Istio's pods (`pod`, `app`,
 /// `namespace`: ztunnel, the waypoint, the gateway, istiod), so Istio's dashboards find
-/// them, under Weft's job names.
+/// them, under Weft's job names. The agents' labels are those of the agent chart installed
+/// with Istio's names (`resourceName=ztunnel`: pods `ztunnel-*`, `app: ztunnel`).
 pub fn scrape_targets(nodes: &[Node], waypoint: &Pod, ingress: &Pod) -> Vec<Target> {
     let mut targets: Vec<Target> = nodes
         .iter()
