@@ -268,6 +268,11 @@ pub fn assignment(cluster: &str, endpoints: &[(SocketAddr, &str)]) -> ClusterLoa
             ..Default::default()
         })
         .collect();
+    one_locality(cluster, lb_endpoints)
+}
+
+/// An assignment of `lb_endpoints` in one locality.
+fn one_locality(cluster: &str, lb_endpoints: Vec<LbEndpoint>) -> ClusterLoadAssignment {
     ClusterLoadAssignment {
         cluster_name: cluster.into(),
         endpoints: vec![LocalityLbEndpoints { lb_endpoints, ..Default::default() }],
@@ -293,11 +298,7 @@ pub fn plain_assignment(cluster: &str, endpoints: &[SocketAddr]) -> ClusterLoadA
             ..Default::default()
         })
         .collect();
-    ClusterLoadAssignment {
-        cluster_name: cluster.into(),
-        endpoints: vec![LocalityLbEndpoints { lb_endpoints, ..Default::default() }],
-        ..Default::default()
-    }
+    one_locality(cluster, lb_endpoints)
 }
 
 /// Item 4: routes by path prefix to clusters, in order.
