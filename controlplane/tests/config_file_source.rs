@@ -550,3 +550,52 @@ fn an_object_defined_twice_keeps_the_first_definition() {
     assert_eq!(vs.spec.http[0].route[0].destination.as_ref().unwrap().host, "other");
     assert!(bed.diagnostics().is_empty(), "{}", lines(&bed.diagnostics()));
 }
+
+/// Gateway API's RefNotPermitted, as a warning: an HTTPRoute's backendRef (or mirror) to a
+/// Service of another namespace that no ReferenceGrant there permits is named by field and
+/// still served (its share answers 500); granting it clears the warning.
+#[test]
+fn a_backend_in_another_namespace_without_a_grant_is_a_warning_until_granted() {
+    let mut bed = Bed::new();
+    let route = r#"apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: { name: reviews, namespace: bookinfo }
+spec:
+  parentRefs: [{ group: "", kind: Service, name: reviews, port: 9080 }]
+  rules:
+    - backendRefs: [{ name: reviews, port: 9080 }, { name: ratings, namespace: other, port: 9080 }]
+      filters: [{ type: RequestMirror, requestMirror: { backendRef: { name: shadow, namespace: other, port: 80 } } }]
+"#;
+    bed.write("route.yaml", route);
+    bed.sync();
+    let warnings: Vec<Diagnostic> =
+        bed.diagnostics().into_iter().filter(|d| d.severity == Severity::Warning).collect();
+    let fields: Vec<&str> = warnings.iter().map(|d| d.field.as_str()).collect();
+    assert_eq!(
+        fields,
+        ["spec.rules[0].backendRefs[1]", "spec.rules[0].filters[0].requestMirror.backendRef"],
+        "{}",
+        lines(&warnings)
+    );
+    assert!(
+        warnings[0].message.contains("other/ratings")
+            && warnings[0].message.contains("no ReferenceGrant in namespace other")
+            && warnings[0].message.contains("500"),
+        "{}",
+        warnings[0]
+    );
+    assert!(bed.snapshot().http_routes.get("bookinfo", "reviews").is_some(), "still served");
+
+    bed.write(
+        "grant.yaml",
+        r#"apiVersion: gateway.networking.k8s.io/v1beta1
+kind: ReferenceGrant
+metadata: { name: from-bookinfo, namespace: other }
+spec:
+  from: [{ group: gateway.networking.k8s.io, kind: HTTPRoute, namespace: bookinfo }]
+  to: [{ group: "", kind: Service }]
+"#,
+    );
+    bed.sync();
+    assert!(bed.diagnostics().is_empty(), "{}", lines(&bed.diagnostics()));
+}

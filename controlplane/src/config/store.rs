@@ -399,10 +399,11 @@ impl ConfigStore {
 
 /// The kinds the cross-object checks read.
 fn is_routing(kind: Kind) -> bool {
-    matches!(kind, Kind::VirtualService | Kind::DestinationRule)
+    matches!(kind, Kind::VirtualService | Kind::DestinationRule | Kind::HttpRoute | Kind::ReferenceGrant)
 }
 
-/// The cross-object checks over the VirtualServices and DestinationRules of `snapshot`.
+/// The cross-object checks over the VirtualServices, DestinationRules, HTTPRoutes and
+/// ReferenceGrants of `snapshot`.
 fn cross_check(snapshot: &ConfigSnapshot) -> CrossCheck {
     /// Each object with its full key (the checks name objects by key).
     fn keyed<T>(kind: Kind, objects: &Objects<T>) -> Vec<(ObjectKey, &Origin, &T)> {
@@ -424,7 +425,8 @@ fn cross_check(snapshot: &ConfigSnapshot) -> CrossCheck {
     }
     let vss = keyed(Kind::VirtualService, &snapshot.virtual_services);
     let drs = keyed(Kind::DestinationRule, &snapshot.destination_rules);
-    cross::check(&entries(&vss), &entries(&drs))
+    let routes = keyed(Kind::HttpRoute, &snapshot.http_routes);
+    cross::check(&entries(&vss), &entries(&drs), &entries(&routes), &snapshot.reference_grants)
 }
 
 #[cfg(test)]

@@ -1,11 +1,15 @@
 //! Checks across objects, after `istioctl analyze`: VirtualServices that bind the same
-//! host for the mesh (IST0109) and routes to subsets no DestinationRule defines (IST0101).
-//! Both are warnings: every object involved is still served.
+//! host for the mesh (IST0109), routes to subsets no DestinationRule defines (IST0101),
+//! and HTTPRoute backends in another namespace that no ReferenceGrant there permits (what
+//! Istio reports as the route's `ResolvedRefs: RefNotPermitted`). All are warnings: every
+//! object involved is still served.
 
 use super::names::resolve_short_host;
 use crate::config::diagnostic::{Diagnostic, origin_sort_key};
 use crate::config::kinds::destination_rule::DestinationRule;
+use crate::config::kinds::gateway_api::{GroupKind, HttpRoute, ReferenceGrant};
 use crate::config::kinds::virtual_service::{Destination, VirtualService};
+use crate::config::snapshot::Objects;
 use crate::source::{ObjectKey, Origin};
 use std::cmp::Ordering;
 use std::collections::{BTreeMap, BTreeSet};
@@ -40,11 +44,67 @@ pub fn precedence(a: &Entry<'_, VirtualService>, b: &Entry<'_, VirtualService>) 
         .then_with(|| a.key.cmp(b.key))
 }
 
-pub fn check(vss: &[Entry<'_, VirtualService>], drs: &[Entry<'_, DestinationRule>]) -> CrossCheck {
+pub fn check(
+    vss: &[Entry<'_, VirtualService>],
+    drs: &[Entry<'_, DestinationRule>],
+    routes: &[Entry<'_, HttpRoute>],
+    grants: &Objects<ReferenceGrant>,
+) -> CrossCheck {
     let mut out = CrossCheck::default();
     conflicting_mesh_hosts(vss, &mut out);
     missing_subsets(vss, drs, &mut out);
+    ungranted_backends(routes, grants, &mut out);
     out
+}
+
+/// HTTPRoute backendRefs and mirrors to a Service in another namespace that no
+/// ReferenceGrant there opens to HTTPRoutes of the route's namespace: translation makes
+/// them invalid backends (their share answers 500, the mirror goes nowhere), as Istio does.
+fn ungranted_backends(
+    routes: &[Entry<'_, HttpRoute>],
+    grants: &Objects<ReferenceGrant>,
+    out: &mut CrossCheck,
+) {
+    for e in routes {
+        let route_ns = e.object.metadata.namespace.as_str();
+        let mut check = |namespace: Option<&str>, name: &str, service: bool, field: String| {
+            let Some(ns) = namespace.filter(|ns| service && *ns != route_ns) else { return };
+            let granted = grants
+                .in_namespace(ns)
+                .any(|g| g.allows(GroupKind::HTTP_ROUTE, route_ns, GroupKind::SERVICE, name));
+            if !granted {
+                out.diagnostics.push(Diagnostic::warning(
+                    e.key,
+                    e.origin,
+                    field,
+                    format!(
+                        "backendRef to Service {ns}/{name} is not permitted: no ReferenceGrant in namespace {ns} \
+                         allows HTTPRoutes from namespace {route_ns} to reference it (RefNotPermitted); its share \
+                         of requests answers 500 until one does"
+                    ),
+                ));
+            }
+        };
+        for (i, rule) in e.object.spec.rules.iter().enumerate() {
+            for (j, b) in rule.backend_refs.iter().enumerate() {
+                check(
+                    b.namespace.as_deref(),
+                    &b.name,
+                    b.is_service(),
+                    format!("spec.rules[{i}].backendRefs[{j}]"),
+                );
+            }
+            for (j, f) in rule.filters.iter().enumerate() {
+                if let Some(m) = &f.request_mirror {
+                    let b = &m.backend_ref;
+                    let service = b.group.as_deref().unwrap_or("").is_empty()
+                        && b.kind.as_deref().unwrap_or("Service") == "Service";
+                    let field = format!("spec.rules[{i}].filters[{j}].requestMirror.backendRef");
+                    check(b.namespace.as_deref(), &b.name, service, field);
+                }
+            }
+        }
+    }
 }
 
 fn short(key: &ObjectKey) -> String {
