@@ -599,3 +599,47 @@ spec:
     bed.sync();
     assert!(bed.diagnostics().is_empty(), "{}", lines(&bed.diagnostics()));
 }
+
+/// Gateway API's NotAllowedByListeners, as a warning naming the parentRef: a route of
+/// another namespace on a listener that admits only its own (the default), or a
+/// sectionName no listener has; cleared when the listener admits the route.
+#[test]
+fn a_route_no_listener_admits_is_a_warning_until_admitted() {
+    let mut bed = Bed::new();
+    let gateway = |allowed: &str| {
+        format!(
+            "apiVersion: gateway.networking.k8s.io/v1\nkind: Gateway\nmetadata: {{ name: web, namespace: istio-system }}\n\
+             spec:\n  gatewayClassName: istio\n  listeners: [{{ name: http, port: 80, protocol: HTTP{allowed} }}]\n"
+        )
+    };
+    bed.write("gateway.yaml", &gateway(""));
+    bed.write(
+        "route.yaml",
+        r#"apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: { name: web, namespace: bookinfo }
+spec:
+  parentRefs: [{ name: web, namespace: istio-system }, { name: web, namespace: istio-system, sectionName: https }]
+  rules: [{ backendRefs: [{ name: reviews, port: 9080 }] }]
+"#,
+    );
+    bed.sync();
+    let warnings = bed.diagnostics();
+    let found: Vec<(&str, &str)> = warnings.iter().map(|d| (d.field.as_str(), d.message.as_str())).collect();
+    assert_eq!(found.len(), 2, "{}", lines(&warnings));
+    assert_eq!(found[0].0, "spec.parentRefs[0]");
+    assert!(
+        found[0].1.contains("Gateway istio-system/web")
+            && found[0].1.contains("NotAllowedByListeners")
+            && found[0].1.contains("from namespace bookinfo"),
+        "{}",
+        found[0].1
+    );
+    assert_eq!(found[1].0, "spec.parentRefs[1]");
+    assert!(found[1].1.contains("sectionName"), "{}", found[1].1);
+
+    bed.write("gateway.yaml", &gateway(", allowedRoutes: { namespaces: { from: All } }"));
+    bed.sync();
+    let left: Vec<String> = bed.diagnostics().iter().map(|d| d.field.clone()).collect();
+    assert_eq!(left, ["spec.parentRefs[1]"], "only the missing sectionName is left");
+}

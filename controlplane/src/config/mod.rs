@@ -4,7 +4,8 @@
 //! ```text
 //!  SourceEvent ─▶ store::ConfigStore ─ parse::check ─▶ kinds::* (serde, unknown fields denied)
 //!                        │                  └─▶ validate::* (Istio's webhook rules)
-//!                        ├─ validate::cross (istioctl analyze: IST0109, IST0101)
+//!                        ├─ validate::cross (istioctl analyze: IST0109, IST0101; Gateway API
+//!                        │                   RefNotPermitted, NotAllowedByListeners)
 //!                        └─▶ Arc<snapshot::ConfigSnapshot> (last good version of every object;
 //!                             persistent maps, so consecutive snapshots share what did not change)
 //! ```

@@ -399,11 +399,19 @@ impl ConfigStore {
 
 /// The kinds the cross-object checks read.
 fn is_routing(kind: Kind) -> bool {
-    matches!(kind, Kind::VirtualService | Kind::DestinationRule | Kind::HttpRoute | Kind::ReferenceGrant)
+    matches!(
+        kind,
+        Kind::VirtualService
+            | Kind::DestinationRule
+            | Kind::HttpRoute
+            | Kind::ReferenceGrant
+            | Kind::KubernetesGateway
+            | Kind::Namespace
+    )
 }
 
-/// The cross-object checks over the VirtualServices, DestinationRules, HTTPRoutes and
-/// ReferenceGrants of `snapshot`.
+/// The cross-object checks over the VirtualServices, DestinationRules, HTTPRoutes,
+/// ReferenceGrants, Gateway API Gateways and Namespaces of `snapshot`.
 fn cross_check(snapshot: &ConfigSnapshot) -> CrossCheck {
     /// Each object with its full key (the checks name objects by key).
     fn keyed<T>(kind: Kind, objects: &Objects<T>) -> Vec<(ObjectKey, &Origin, &T)> {
@@ -426,7 +434,12 @@ fn cross_check(snapshot: &ConfigSnapshot) -> CrossCheck {
     let vss = keyed(Kind::VirtualService, &snapshot.virtual_services);
     let drs = keyed(Kind::DestinationRule, &snapshot.destination_rules);
     let routes = keyed(Kind::HttpRoute, &snapshot.http_routes);
-    cross::check(&entries(&vss), &entries(&drs), &entries(&routes), &snapshot.reference_grants)
+    let gateway_api = cross::GatewayApi {
+        grants: &snapshot.reference_grants,
+        gateways: &snapshot.kubernetes_gateways,
+        namespaces: &snapshot.namespaces,
+    };
+    cross::check(&entries(&vss), &entries(&drs), &entries(&routes), &gateway_api)
 }
 
 #[cfg(test)]

@@ -2,7 +2,7 @@
 //! the same schema). Defaults follow the Gateway API CRDs: a backendRef weighs 1, a path
 //! match is `PathPrefix /`, a header or query match is `Exact`.
 
-use super::{GATEWAY_API, ObjectMeta};
+use super::{GATEWAY_API, ObjectMeta, labels::Labels};
 use crate::config::duration::GatewayDuration;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -101,6 +101,63 @@ pub struct ParentReference {
     pub name: String,
     pub section_name: Option<String>,
     pub port: Option<u32>,
+}
+
+impl ParentReference {
+    /// Whether this parentRef names Gateway `gw_ns/gw_name` (a route's parentRef without a
+    /// namespace means the route's own).
+    pub fn names_gateway(&self, route_ns: &str, gw_ns: &str, gw_name: &str) -> bool {
+        self.group.as_deref().is_none_or(|g| g == GATEWAY_API)
+            && self.kind.as_deref().unwrap_or("Gateway") == "Gateway"
+            && self.name == gw_name
+            && self.namespace.as_deref().unwrap_or(route_ns) == gw_ns
+    }
+
+    /// Whether this parentRef's `sectionName` and `port`, where given, pick listener `l`.
+    pub fn picks(&self, l: &Listener) -> bool {
+        self.section_name.as_deref().is_none_or(|s| s == l.name)
+            && self.port.is_none_or(|port| port == l.port)
+    }
+}
+
+impl Listener {
+    /// Whether `allowedRoutes` admits routes of namespace `route_ns` (its labels, if
+    /// known, for a selector) to this listener of a Gateway in `gw_ns`: the Gateway's own
+    /// namespace only unless it says All or a selector.
+    pub fn admits_namespace(&self, gw_ns: &str, route_ns: &str, route_ns_labels: Option<&Labels>) -> bool {
+        let from = self.allowed_routes.as_ref().and_then(|a| a.namespaces.as_ref());
+        match from.map_or(FromNamespaces::Same, |n| n.from) {
+            FromNamespaces::Same => route_ns == gw_ns,
+            FromNamespaces::All => true,
+            FromNamespaces::Selector => from
+                .and_then(|n| n.selector.as_ref())
+                .is_some_and(|selector| route_ns_labels.is_some_and(|l| selects(selector, l))),
+        }
+    }
+}
+
+/// Whether a Kubernetes label selector (`matchLabels`, `matchExpressions` with In, NotIn,
+/// Exists, DoesNotExist) selects these labels; a selector it cannot read selects nothing.
+fn selects(selector: &Value, labels: &Labels) -> bool {
+    let match_labels = selector["matchLabels"].as_object().into_iter().flatten();
+    let labels_ok = match_labels
+        .into_iter()
+        .all(|(k, v)| v.as_str().is_some_and(|v| labels.get(k).is_some_and(|l| l == v)));
+    let expressions = selector["matchExpressions"].as_array().into_iter().flatten();
+    labels_ok
+        && expressions.into_iter().all(|e| {
+            let Some(key) = e["key"].as_str() else { return false };
+            let values: Vec<&str> =
+                e["values"].as_array().into_iter().flatten().filter_map(|v| v.as_str()).collect();
+            let value = labels.get(key).map(String::as_str);
+            match e["operator"].as_str() {
+                Some("In") => value.is_some_and(|v| values.contains(&v)),
+                Some("NotIn") => value.is_none_or(|v| !values.contains(&v)),
+                Some("Exists") => value.is_some(),
+                Some("DoesNotExist") => value.is_none(),
+                _ => false,
+            }
+        })
 }
 
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]

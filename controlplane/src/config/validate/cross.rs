@@ -1,13 +1,15 @@
 //! Checks across objects, after `istioctl analyze`: VirtualServices that bind the same
 //! host for the mesh (IST0109), routes to subsets no DestinationRule defines (IST0101),
-//! and HTTPRoute backends in another namespace that no ReferenceGrant there permits (what
-//! Istio reports as the route's `ResolvedRefs: RefNotPermitted`). All are warnings: every
-//! object involved is still served.
+//! HTTPRoute backends in another namespace that no ReferenceGrant there permits (what
+//! Istio reports in the route's status as `RefNotPermitted`), and HTTPRoutes a Gateway's
+//! listeners do not admit (`NotAllowedByListeners`). All are warnings: every object
+//! involved is still served.
 
 use super::names::resolve_short_host;
 use crate::config::diagnostic::{Diagnostic, origin_sort_key};
 use crate::config::kinds::destination_rule::DestinationRule;
-use crate::config::kinds::gateway_api::{GroupKind, HttpRoute, ReferenceGrant};
+use crate::config::kinds::gateway_api::{GroupKind, HttpRoute, KubernetesGateway, ReferenceGrant};
+use crate::config::kinds::kubernetes::Namespace;
 use crate::config::kinds::virtual_service::{Destination, VirtualService};
 use crate::config::snapshot::Objects;
 use crate::source::{ObjectKey, Origin};
@@ -19,6 +21,13 @@ pub struct Entry<'a, T> {
     pub key: &'a ObjectKey,
     pub origin: &'a Origin,
     pub object: &'a T,
+}
+
+/// The Gateway API objects the cross-object checks read beside the routes.
+pub struct GatewayApi<'a> {
+    pub grants: &'a Objects<ReferenceGrant>,
+    pub gateways: &'a Objects<KubernetesGateway>,
+    pub namespaces: &'a Objects<Namespace>,
 }
 
 /// What the cross-object checks found.
@@ -48,13 +57,54 @@ pub fn check(
     vss: &[Entry<'_, VirtualService>],
     drs: &[Entry<'_, DestinationRule>],
     routes: &[Entry<'_, HttpRoute>],
-    grants: &Objects<ReferenceGrant>,
+    gateway_api: &GatewayApi<'_>,
 ) -> CrossCheck {
     let mut out = CrossCheck::default();
     conflicting_mesh_hosts(vss, &mut out);
     missing_subsets(vss, drs, &mut out);
-    ungranted_backends(routes, grants, &mut out);
+    ungranted_backends(routes, gateway_api.grants, &mut out);
+    unadmitted_parents(routes, gateway_api, &mut out);
     out
+}
+
+/// HTTPRoute parentRefs to an existing Gateway none of whose HTTP listeners (the one the
+/// sectionName or port picks, if given) admits routes of the route's namespace (Gateway
+/// API's `NotAllowedByListeners`): the route serves nothing there.
+fn unadmitted_parents(routes: &[Entry<'_, HttpRoute>], api: &GatewayApi<'_>, out: &mut CrossCheck) {
+    for e in routes {
+        let route_ns = e.object.metadata.namespace.as_str();
+        let labels = api.namespaces.get("", route_ns).map(|n| &n.metadata.labels);
+        for (i, p) in e.object.spec.parent_refs.iter().enumerate() {
+            let gw_ns = p.namespace.as_deref().unwrap_or(route_ns);
+            let Some(gw) =
+                api.gateways.get(gw_ns, &p.name).filter(|_| p.names_gateway(route_ns, gw_ns, &p.name))
+            else {
+                continue;
+            };
+            let mut http =
+                gw.spec.listeners.iter().filter(|l| l.protocol.eq_ignore_ascii_case("HTTP")).peekable();
+            if http.peek().is_none() {
+                continue;
+            }
+            let mut picked = http.filter(|l| p.picks(l)).peekable();
+            let why = if picked.peek().is_none() {
+                "no HTTP listener of it has the sectionName or port this parentRef names".to_owned()
+            } else if picked.any(|l| l.admits_namespace(gw_ns, route_ns, labels)) {
+                continue;
+            } else {
+                format!(
+                    "its listeners admit no HTTPRoutes from namespace {route_ns} (allowedRoutes.namespaces.from \
+                     defaults to Same; set All or a selector)"
+                )
+            };
+            out.diagnostics.push(Diagnostic::warning(
+                e.key,
+                e.origin,
+                format!("spec.parentRefs[{i}]"),
+                format!("not attached to Gateway {gw_ns}/{} (NotAllowedByListeners): {why}", p.name),
+            ));
+        }
+    }
 }
 
 /// HTTPRoute backendRefs and mirrors to a Service in another namespace that no

@@ -19,9 +19,7 @@ use super::{HostIndex, Served, WAYPOINT_CLASSES, httproute, listener, route};
 use crate::{
     config::{
         kinds::{
-            GATEWAY_API,
-            gateway_api::{FromNamespaces, HttpRoute, Listener},
-            labels::Labels,
+            gateway_api::{HttpRoute, Listener},
             virtual_service::VirtualService,
         },
         store::ConfigSnapshot,
@@ -138,52 +136,9 @@ fn resolve_port(cfg: &ConfigSnapshot, selector: &BTreeMap<String, String>, numbe
 /// or a port), and the listener's `allowedRoutes` admits the route's namespace — its own
 /// only, unless it says otherwise.
 fn attaches(cfg: &ConfigSnapshot, r: &HttpRoute, gw_ns: &str, gw_name: &str, l: &Listener) -> bool {
-    let named = r.spec.parent_refs.iter().any(|p| {
-        p.group.as_deref().is_none_or(|g| g == GATEWAY_API)
-            && p.kind.as_deref().unwrap_or("Gateway") == "Gateway"
-            && p.name == gw_name
-            && p.namespace.as_deref().unwrap_or(&r.metadata.namespace) == gw_ns
-            && p.section_name.as_deref().is_none_or(|s| s == l.name)
-            && p.port.is_none_or(|port| port == l.port)
-    });
-    if !named {
-        return false;
-    }
-    let from = l.allowed_routes.as_ref().and_then(|a| a.namespaces.as_ref());
     let route_ns = r.metadata.namespace.as_str();
-    match from.map_or(FromNamespaces::Same, |n| n.from) {
-        FromNamespaces::Same => route_ns == gw_ns,
-        FromNamespaces::All => true,
-        FromNamespaces::Selector => {
-            let labels = cfg.namespaces.get("", route_ns).map(|n| &n.metadata.labels);
-            from.and_then(|n| n.selector.as_ref())
-                .is_some_and(|selector| labels.is_some_and(|l| selects(selector, l)))
-        }
-    }
-}
-
-/// Whether a Kubernetes label selector (`matchLabels`, `matchExpressions` with In, NotIn,
-/// Exists, DoesNotExist) selects these labels; a selector it cannot read selects nothing.
-fn selects(selector: &serde_json::Value, labels: &Labels) -> bool {
-    let match_labels = selector["matchLabels"].as_object().into_iter().flatten();
-    let labels_ok = match_labels
-        .into_iter()
-        .all(|(k, v)| v.as_str().is_some_and(|v| labels.get(k).is_some_and(|l| l == v)));
-    let expressions = selector["matchExpressions"].as_array().into_iter().flatten();
-    labels_ok
-        && expressions.into_iter().all(|e| {
-            let Some(key) = e["key"].as_str() else { return false };
-            let values: Vec<&str> =
-                e["values"].as_array().into_iter().flatten().filter_map(|v| v.as_str()).collect();
-            let value = labels.get(key).map(String::as_str);
-            match e["operator"].as_str() {
-                Some("In") => value.is_some_and(|v| values.contains(&v)),
-                Some("NotIn") => value.is_none_or(|v| !values.contains(&v)),
-                Some("Exists") => value.is_some(),
-                Some("DoesNotExist") => value.is_none(),
-                _ => false,
-            }
-        })
+    r.spec.parent_refs.iter().any(|p| p.names_gateway(route_ns, gw_ns, gw_name) && p.picks(l))
+        && l.admits_namespace(gw_ns, route_ns, cfg.namespaces.get("", route_ns).map(|n| &n.metadata.labels))
 }
 
 /// Whether a VirtualService names this gateway (`name` in its own namespace, or `ns/name`).
