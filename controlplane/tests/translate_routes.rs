@@ -703,3 +703,43 @@ fn an_ungranted_share_and_mirror_answer_nothing_while_the_rest_still_route() {
     assert_eq!(shares, [reviews, RATINGS_OTHER]);
     assert_eq!(mirrors, [RATINGS_OTHER]);
 }
+
+/// At an ingress Gateway, a backend in another namespace gets a cluster only once a
+/// ReferenceGrant there lets the route reach it (without one its share answers 500 and
+/// no cluster is built for it).
+#[test]
+fn an_ingress_gateway_builds_clusters_only_for_granted_backends() {
+    let yaml = |grants: &str| {
+        format!(
+            r#"---
+apiVersion: v1
+kind: Namespace
+metadata: {{ name: other }}
+---
+apiVersion: v1
+kind: Service
+metadata: {{ name: ratings, namespace: other }}
+spec: {{ clusterIP: 10.96.0.21, ports: [{{ name: http, port: 9080 }}], selector: {{ app: ratings }} }}
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: Gateway
+metadata: {{ name: gw, namespace: bookinfo }}
+spec: {{ gatewayClassName: istio, listeners: [{{ name: http, port: 80, protocol: HTTP }}] }}
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {{ name: r, namespace: bookinfo }}
+spec:
+  parentRefs: [{{ name: gw }}]
+  rules: [{{ backendRefs: [{{ name: ratings, namespace: other, port: 9080 }}] }}]
+{grants}"#
+        )
+    };
+    let gateway_clusters = |grants: &str| -> Vec<String> {
+        let (snap, _) = translate(&yaml(grants));
+        let clusters: Vec<Cluster> = decoded(&snap, type_url::CLUSTER);
+        clusters.into_iter().map(|c| c.name).filter(|n| n.contains("ratings.other")).collect()
+    };
+    assert!(gateway_clusters("").is_empty(), "{:?}", gateway_clusters(""));
+    assert!(!gateway_clusters(&grant("other", FROM_BOOKINFO_ROUTES, TO_SERVICES)).is_empty());
+}

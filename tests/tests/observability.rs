@@ -245,8 +245,8 @@ fn more_traffic(d: &Demo) -> Result<()> {
         d.load(Some("jason"), 20, 2)?;
         d.ingress_load(None, 30, 2)?;
         d.ingress_load(Some("jason"), 10, 2)?;
-        let statuses = d.browse("/legacy/page", 10)?;
-        anyhow::ensure!(statuses.get("200") == Some(&10), "browser → gateway → legacy: {statuses:?}");
+        let row = d.browse("/legacy/page", 10)?;
+        anyhow::ensure!(row.count(200) == 10, "browser → gateway → legacy: {row:?}");
         let r = scenario::client(
             legacy,
             &["http", "--to", &reviews_v1, "--host", "reviews.bookinfo.svc.cluster.local", "--count", "20"],

@@ -129,7 +129,8 @@ async fn connect(shared: Arc<Shared>, request: HboneRequest) {
     }
 }
 
-/// A TCP chain: an HBONE stream to an endpoint of the cluster, then the bytes.
+/// A TCP chain: a stream to an endpoint of the cluster (HBONE, or plain TCP outside the
+/// mesh), then the bytes.
 async fn tcp_chain(shared: &Shared, chain: &TcpChain, request: HboneRequest) -> Result<(), ProxyError> {
     let snapshot = shared.snapshot.load_full();
     let opened = async {

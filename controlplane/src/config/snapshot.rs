@@ -79,6 +79,18 @@ impl<T: fmt::Debug> fmt::Debug for Objects<T> {
     }
 }
 
+impl Objects<ReferenceGrant> {
+    /// Whether an HTTPRoute in `route_ns` may refer to the Service `namespace/name`: its
+    /// own namespace's always, another's only if a grant there allows it (a grant lives in
+    /// the namespace it opens, so this scans only that namespace's, without allocating).
+    pub fn lets_route_refer_to_service(&self, route_ns: &str, namespace: &str, name: &str) -> bool {
+        namespace == route_ns
+            || self.in_namespace(namespace).any(|g| {
+                g.allows(gateway_api::GroupKind::HTTP_ROUTE, route_ns, gateway_api::GroupKind::SERVICE, name)
+            })
+    }
+}
+
 impl<T> Objects<T> {
     /// All objects, by namespace then name.
     pub fn iter(&self) -> Iter<'_, T> {

@@ -293,21 +293,10 @@ impl Demo {
         self.send(Via::Ingress, "load", &batch(end_user, requests, concurrency))
     }
 
-    /// `count` GETs of `path` from the browser through the ingress gateway; the status codes.
-    pub fn browse(&self, path: &str, count: u32) -> Result<BTreeMap<String, u64>> {
+    /// `requests` GETs of `path` from the browser through the ingress gateway.
+    pub fn browse(&self, path: &str, requests: u64) -> Result<Row> {
         let url = self.gateway_url();
-        let count = count.to_string();
-        let args = ["http", "--to", &url, "--host", &url, "--path", path, "--count", &count];
-        let r = scenario::client(&self.browser, &args, Duration::from_secs(60))?;
-        if r.code != 0 {
-            bail!("browsing {path} through the gateway failed: {r:?}");
-        }
-        Ok(r.json["statuses"]
-            .as_object()
-            .into_iter()
-            .flatten()
-            .map(|(k, n)| (k.clone(), n.as_u64().unwrap_or(0)))
-            .collect())
+        send(&self.browser, &url, &url, path, "browse", &batch(None, requests, 1))
     }
 
     /// `$GATEWAY_URL`: where the browser reaches the ingress gateway (its pod's port, as
@@ -321,11 +310,11 @@ impl Demo {
         match via {
             Via::Mesh => {
                 let (host, addr) = PRODUCTPAGE.split_once('=').expect("HOST=ADDR");
-                send(&self.user, addr, host, step, b)
+                send(&self.user, addr, host, "/productpage", step, b)
             }
             Via::Ingress => {
                 let url = self.gateway_url();
-                send(&self.browser, &url, &url, step, b)
+                send(&self.browser, &url, &url, "/productpage", step, b)
             }
         }
     }
@@ -638,11 +627,11 @@ fn serve(pod: &Pod, version: &str, calls: &[&str]) -> Result<Proc> {
     Ok(proc)
 }
 
-/// One batch of requests for `/productpage` from `from` to `addr`, with Host `host`.
-fn send(from: &Pod, addr: &str, host: &str, step: &'static str, b: &Batch) -> Result<Row> {
+/// One batch of requests for `path` from `from` to `addr`, with Host `host`.
+fn send(from: &Pod, addr: &str, host: &str, path: &str, step: &'static str, b: &Batch) -> Result<Row> {
     let (requests, concurrency) = (b.requests.to_string(), b.concurrency.to_string());
     let header = b.user.map(|u| format!("end-user: {u}"));
-    let mut args = vec!["http", "--to", addr, "--host", host, "--path", "/productpage"];
+    let mut args = vec!["http", "--to", addr, "--host", host, "--path", path];
     args.extend(["--count", &requests, "--concurrency", &concurrency]);
     args.extend(["--version-of", "reviews", "--timeout-secs", "30"]);
     if let Some(h) = &header {

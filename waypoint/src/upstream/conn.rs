@@ -1,5 +1,6 @@
 //! HTTP connections to one endpoint, each on an HBONE stream (CONNECT `POD_IP:PORT` to
-//! `POD_IP:15008`, with the waypoint's certificate, expecting the endpoint's identity).
+//! `POD_IP:15008`, with the waypoint's certificate, expecting the endpoint's identity), or
+//! on a plain TCP connection to an endpoint outside the mesh (no identity).
 //!
 //! - HTTP/2: one multiplexed connection per endpoint, behind an `ArcSwapOption`, so a
 //!   request takes it without a lock; a new one is dialled (under an async lock, once for
@@ -30,7 +31,8 @@ use std::sync::{Arc, Mutex, atomic::Ordering};
 use tracing::debug;
 use weft_hbone::PoolKey;
 
-/// What opening HBONE to an endpoint needs: the pool and the waypoint's certificate.
+/// What opening a stream to an endpoint needs: for HBONE, the pool and the waypoint's
+/// certificate.
 pub struct HboneClient {
     pub pool: weft_hbone::Pool,
     pub identity: Arc<WaypointIdentity>,

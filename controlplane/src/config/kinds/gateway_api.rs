@@ -360,6 +360,19 @@ pub struct BackendObjectReference {
     pub port: Option<u32>,
 }
 
+impl BackendObjectReference {
+    /// Whether it refers to a Service (the core group and kind `Service` when unset).
+    pub fn is_service(&self) -> bool {
+        refers_to_service(self.group.as_deref(), self.kind.as_deref())
+    }
+}
+
+/// A reference's group and kind name a Kubernetes Service: the core group and kind
+/// `Service`, the defaults when unset.
+fn refers_to_service(group: Option<&str>, kind: Option<&str>) -> bool {
+    group.unwrap_or("").is_empty() && kind.unwrap_or("Service") == "Service"
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", default, deny_unknown_fields)]
 pub struct HttpBackendRef {
@@ -390,8 +403,7 @@ impl Default for HttpBackendRef {
 impl HttpBackendRef {
     /// Whether this refers to a Kubernetes Service (the default group and kind).
     pub fn is_service(&self) -> bool {
-        self.group.as_deref().unwrap_or("").is_empty()
-            && self.kind.as_deref().unwrap_or("Service") == "Service"
+        refers_to_service(self.group.as_deref(), self.kind.as_deref())
     }
 }
 

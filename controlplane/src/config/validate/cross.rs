@@ -8,7 +8,7 @@
 use super::names::resolve_short_host;
 use crate::config::diagnostic::{Diagnostic, origin_sort_key};
 use crate::config::kinds::destination_rule::DestinationRule;
-use crate::config::kinds::gateway_api::{GroupKind, HttpRoute, KubernetesGateway, ReferenceGrant};
+use crate::config::kinds::gateway_api::{HttpRoute, KubernetesGateway, ReferenceGrant};
 use crate::config::kinds::kubernetes::Namespace;
 use crate::config::kinds::virtual_service::{Destination, VirtualService};
 use crate::config::snapshot::Objects;
@@ -76,11 +76,10 @@ fn unadmitted_parents(routes: &[Entry<'_, HttpRoute>], api: &GatewayApi<'_>, out
         let labels = api.namespaces.get("", route_ns).map(|n| &n.metadata.labels);
         for (i, p) in e.object.spec.parent_refs.iter().enumerate() {
             let gw_ns = p.namespace.as_deref().unwrap_or(route_ns);
-            let Some(gw) =
-                api.gateways.get(gw_ns, &p.name).filter(|_| p.names_gateway(route_ns, gw_ns, &p.name))
-            else {
-                continue;
-            };
+            if !p.names_gateway(route_ns, gw_ns, &p.name) {
+                continue; // a Service (GAMMA) or another kind of parent
+            }
+            let Some(gw) = api.gateways.get(gw_ns, &p.name) else { continue };
             let mut http =
                 gw.spec.listeners.iter().filter(|l| l.protocol.eq_ignore_ascii_case("HTTP")).peekable();
             if http.peek().is_none() {
@@ -118,11 +117,8 @@ fn ungranted_backends(
     for e in routes {
         let route_ns = e.object.metadata.namespace.as_str();
         let mut check = |namespace: Option<&str>, name: &str, service: bool, field: String| {
-            let Some(ns) = namespace.filter(|ns| service && *ns != route_ns) else { return };
-            let granted = grants
-                .in_namespace(ns)
-                .any(|g| g.allows(GroupKind::HTTP_ROUTE, route_ns, GroupKind::SERVICE, name));
-            if !granted {
+            let Some(ns) = namespace.filter(|_| service) else { return };
+            if !grants.lets_route_refer_to_service(route_ns, ns, name) {
                 out.diagnostics.push(Diagnostic::warning(
                     e.key,
                     e.origin,
@@ -147,10 +143,8 @@ fn ungranted_backends(
             for (j, f) in rule.filters.iter().enumerate() {
                 if let Some(m) = &f.request_mirror {
                     let b = &m.backend_ref;
-                    let service = b.group.as_deref().unwrap_or("").is_empty()
-                        && b.kind.as_deref().unwrap_or("Service") == "Service";
                     let field = format!("spec.rules[{i}].filters[{j}].requestMirror.backendRef");
-                    check(b.namespace.as_deref(), &b.name, service, field);
+                    check(b.namespace.as_deref(), &b.name, b.is_service(), field);
                 }
             }
         }

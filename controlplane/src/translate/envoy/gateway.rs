@@ -235,19 +235,19 @@ pub fn resources(
                 });
             }
             for r in &attached {
+                // The Services the routes may reach (ungranted ones answer 500: no cluster).
+                let route_ns = r.metadata.namespace.as_str();
                 backends.extend(
                     r.spec
                         .rules
                         .iter()
                         .flat_map(|rule| rule.backend_refs.iter())
                         .filter(|b| b.is_service())
-                        .map(|b| {
-                            format!(
-                                "{}.{}.svc.{suffix}",
-                                b.name,
-                                b.namespace.as_deref().unwrap_or(&r.metadata.namespace)
-                            )
-                        }),
+                        .map(|b| (b.namespace.as_deref().unwrap_or(route_ns), b.name.as_str()))
+                        .filter(|(ns, name)| {
+                            cfg.reference_grants.lets_route_refer_to_service(route_ns, ns, name)
+                        })
+                        .map(|(ns, name)| format!("{name}.{ns}.svc.{suffix}")),
                 );
             }
         }

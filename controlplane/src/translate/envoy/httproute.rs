@@ -12,7 +12,7 @@ use super::route::{self, Context};
 use crate::config::kinds::{
     Percent,
     gateway_api::{
-        GroupKind, HttpBackendRef, HttpHeaderFilter, HttpPathModifier, HttpRequestRedirectFilter, HttpRoute,
+        HttpBackendRef, HttpHeaderFilter, HttpPathModifier, HttpRequestRedirectFilter, HttpRoute,
         HttpRouteFilter, HttpRouteFilterType, HttpRouteMatch, HttpUrlRewriteFilter, PathMatchType,
         PathModifierType, ReferenceGrant, ValueMatchType,
     },
@@ -227,25 +227,22 @@ struct Backends<'a> {
 }
 
 impl Backends<'_> {
-    /// Istio's `buildDestination` for a backendRef (or a mirror's): an unsupported kind, or a
-    /// Service in another namespace that no ReferenceGrant opens to HTTPRoutes of the
-    /// route's namespace, is an invalid backend, `Destination::default()`: its share answers
-    /// 500. Errors leave the whole rule out.
+    /// Istio's `buildDestination` for a backendRef (or a mirror's): a kind other than
+    /// Service (`service` false), or a Service in another namespace that no ReferenceGrant
+    /// opens to HTTPRoutes of the route's namespace, is an invalid backend,
+    /// `Destination::default()`: its share answers 500. Errors leave the whole rule out.
     fn destination(
         &self,
+        service: bool,
         name: &str,
-        kind: (Option<&str>, Option<&str>),
         namespace: Option<&str>,
         port: Option<u32>,
     ) -> Result<Destination, String> {
-        let group = kind.0.unwrap_or("");
-        let k = kind.1.unwrap_or("Service");
-        if !(group.is_empty() && k == "Service") {
-            // An unsupported kind is an invalid backend: its share answers 500.
+        if !service {
             return Ok(Destination::default());
         }
         let namespace = namespace.unwrap_or(self.route_ns);
-        if namespace != self.route_ns && !self.granted(namespace, name) {
+        if !self.grants.lets_route_refer_to_service(self.route_ns, namespace, name) {
             tracing::debug!(
                 backend = %format!("{namespace}/{name}"),
                 route_namespace = self.route_ns,
@@ -262,14 +259,6 @@ impl Backends<'_> {
             subset: None,
             port: Some(PortSelector { number: port }),
         })
-    }
-
-    /// Whether a ReferenceGrant in `namespace` lets HTTPRoutes of the route's namespace refer
-    /// to the Service `name` there.
-    fn granted(&self, namespace: &str, name: &str) -> bool {
-        self.grants
-            .in_namespace(namespace)
-            .any(|g| g.allows(GroupKind::HTTP_ROUTE, self.route_ns, GroupKind::SERVICE, name))
     }
 }
 
@@ -374,12 +363,7 @@ fn convert_rule(
     }
     let single = weighted.len() == 1;
     for b in weighted {
-        let destination = backends.destination(
-            &b.name,
-            (b.group.as_deref(), b.kind.as_deref()),
-            b.namespace.as_deref(),
-            b.port,
-        )?;
+        let destination = backends.destination(b.is_service(), &b.name, b.namespace.as_deref(), b.port)?;
         let mut rd = HttpRouteDestination {
             destination: Some(destination),
             weight: if single { 0 } else { b.weight },
@@ -421,12 +405,8 @@ fn apply_filter(out: &mut VsRoute, f: &HttpRouteFilter, backends: &Backends<'_>)
                 let b = &m.backend_ref;
                 // An invalid mirror backend mirrors to no cluster: nothing is mirrored (Istio
                 // leaves the mirror out, to the same effect).
-                let destination = backends.destination(
-                    &b.name,
-                    (b.group.as_deref(), b.kind.as_deref()),
-                    b.namespace.as_deref(),
-                    b.port,
-                )?;
+                let destination =
+                    backends.destination(b.is_service(), &b.name, b.namespace.as_deref(), b.port)?;
                 let percentage = match (&m.fraction, m.percent) {
                     (Some(f), _) => Some(Percent {
                         value: 100.0 * f64::from(f.numerator) / f64::from(f.denominator.max(1)),
