@@ -576,20 +576,23 @@ spec:
     assert_eq!(paths("http.82"), ["/c"], "only the namespace the selector picks");
 }
 
+/// Service ratings in namespace `other`.
+const OTHER_RATINGS: &str = r#"---
+apiVersion: v1
+kind: Namespace
+metadata: { name: other }
+---
+apiVersion: v1
+kind: Service
+metadata: { name: ratings, namespace: other }
+spec: { clusterIP: 10.96.0.21, ports: [{ name: http, port: 9080 }], selector: { app: ratings } }
+"#;
+
 /// An HTTPRoute on reviews whose `/cross` rule sends everything to ratings in namespace
 /// `other`, with `grants` beside it.
 fn cross_namespace_route(grants: &str) -> String {
     format!(
-        r#"---
-apiVersion: v1
-kind: Namespace
-metadata: {{ name: other }}
----
-apiVersion: v1
-kind: Service
-metadata: {{ name: ratings, namespace: other }}
-spec: {{ clusterIP: 10.96.0.21, ports: [{{ name: http, port: 9080 }}], selector: {{ app: ratings }} }}
----
+        r#"{OTHER_RATINGS}---
 apiVersion: gateway.networking.k8s.io/v1
 kind: HTTPRoute
 metadata: {{ name: reviews, namespace: bookinfo }}
@@ -711,16 +714,7 @@ fn an_ungranted_share_and_mirror_answer_nothing_while_the_rest_still_route() {
 fn an_ingress_gateway_builds_clusters_only_for_granted_backends() {
     let yaml = |grants: &str| {
         format!(
-            r#"---
-apiVersion: v1
-kind: Namespace
-metadata: {{ name: other }}
----
-apiVersion: v1
-kind: Service
-metadata: {{ name: ratings, namespace: other }}
-spec: {{ clusterIP: 10.96.0.21, ports: [{{ name: http, port: 9080 }}], selector: {{ app: ratings }} }}
----
+            r#"{OTHER_RATINGS}---
 apiVersion: gateway.networking.k8s.io/v1
 kind: Gateway
 metadata: {{ name: gw, namespace: bookinfo }}
